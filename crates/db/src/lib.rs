@@ -1,0 +1,89 @@
+//! Postgres plumbing shared by the services. Each service owns one schema: its pool sets
+//! `search_path` to that schema, so its SQL names its tables unqualified and its sqlx
+//! migration history (`_sqlx_migrations`) lives inside the schema, apart from the others'.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _, PgPool};
+
+/// SQLSTATE of `unique_violation`.
+pub const UNIQUE_VIOLATION: &str = "23505";
+/// SQLSTATE of `duplicate_database`.
+const DUPLICATE_DATABASE: &str = "42P04";
+/// SQLSTATE of `duplicate_schema`.
+const DUPLICATE_SCHEMA: &str = "42P06";
+
+/// Whether `err` is a database error with SQLSTATE `code`.
+pub fn is_sqlstate(err: &sqlx::Error, code: &str) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
+/// The name of the constraint a database error violated, if any.
+pub fn constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}
+
+fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
+        .with_context(|| "malformed Postgres URL")?
+        .disable_statement_logging())
+}
+
+/// Creates the database named in `url` when it does not exist, by connecting to the
+/// server's `postgres` database.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let opts = options(url)?;
+    let name = opts.get_database().unwrap_or("postgres").to_owned();
+    if sqlx::PgConnection::connect_with(&opts).await.is_ok() {
+        return Ok(());
+    }
+    let mut admin = sqlx::PgConnection::connect_with(&opts.clone().database("postgres"))
+        .await
+        .with_context(|| "connecting to Postgres to create the database")?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+        .execute(&mut admin)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        Err(e) if is_sqlstate(&e, DUPLICATE_DATABASE) || is_sqlstate(&e, UNIQUE_VIOLATION) => {
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating database {name}")),
+    }
+}
+
+/// Opens a pool whose connections use `schema` as their search path.
+pub fn connect(url: &str, schema: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let opts = options(url)?.options([("search_path", schema)]);
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(opts))
+}
+
+/// Creates `schema` if needed and applies `migrator` inside it.
+pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> anyhow::Result<()> {
+    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    match sqlx::query(&create).execute(pool).await {
+        Ok(_) => {}
+        // Two processes creating the schema at once: the loser sees one of these.
+        Err(e) if is_sqlstate(&e, UNIQUE_VIOLATION) || is_sqlstate(&e, DUPLICATE_SCHEMA) => {}
+        Err(e) => return Err(e).with_context(|| format!("creating schema {schema}")),
+    }
+    migrator
+        .run(pool)
+        .await
+        .with_context(|| format!("migrating schema {schema}"))
+}
+

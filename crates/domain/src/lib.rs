@@ -1,0 +1,9 @@
+//! The shared model of the smooch suite: ids, timestamps, validation rules and the
+//! error type whose codes map onto both HTTP and gRPC.
+
+pub mod error;
+pub mod id;
+pub mod time;
+pub mod validate;
+
+pub use error::{Error, ErrorCode, Result};

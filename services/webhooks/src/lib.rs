@@ -1,0 +1,1 @@
+//! The smooch webhooks service.
