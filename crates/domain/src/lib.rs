@@ -2,7 +2,9 @@
 //! error type whose codes map onto both HTTP and gRPC.
 
 pub mod error;
+pub mod event;
 pub mod id;
+pub mod model;
 pub mod time;
 pub mod validate;
 

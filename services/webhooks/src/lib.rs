@@ -1,1 +1,63 @@
-//! The smooch webhooks service.
+//! The webhooks service: an app's webhook subscriptions (create, list, get, update,
+//! delete), served over gRPC and stored in the `webhooks` Postgres schema.
+
+mod error;
+mod grpc;
+mod storage;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{Error, Result};
+
+/// The Postgres schema this service owns.
+pub const SCHEMA: &str = "webhooks";
+
+/// This service's migrations.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Settings of the webhooks role.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres URL (`SMOOCH_DATABASE_URL`).
+    pub database_url: String,
+    /// Largest number of pooled Postgres connections. Default 10.
+    pub max_connections: u32,
+}
+
+/// Applies this service's migrations.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let pool = db::connect(database_url, SCHEMA, 1)?;
+    db::migrate(&pool, SCHEMA, &MIGRATOR).await
+}
+
+/// Serves the webhooks gRPC API on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<proto::v1::webhooks_server::WebhooksServer<grpc::WebhooksApi>>()
+        .await;
+    tracing::info!(addr = %listener.local_addr()?, "webhooks service listening");
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .add_service(health)
+        .add_service(proto::v1::webhooks_server::WebhooksServer::new(
+            grpc::WebhooksApi::new(pool),
+        ))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await
+        .context("webhooks gRPC server failed")
+}

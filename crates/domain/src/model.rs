@@ -1,0 +1,250 @@
+//! The wire model: resources exactly as the Smooch v1 API shows them in responses and
+//! webhook payloads (`_id`, camelCase, float-seconds `received`, ISO `signedUpAt`), and
+//! their conversions from the services' protobuf types.
+
+use proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time;
+
+/// A message in a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    /// The message id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The app user's `_id` for `appUser` messages; the key id for `appMaker` ones.
+    pub author_id: String,
+    /// `appUser` or `appMaker`.
+    pub role: String,
+    /// Display name of the author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Email of the author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Avatar of the author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// The text (for images, the media URL).
+    pub text: String,
+    /// Image URL of an image message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
+    /// Media type of an image message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Flat custom properties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    /// Action buttons.
+    #[serde(default)]
+    pub actions: Vec<Value>,
+    /// Seconds since the epoch, millisecond precision.
+    pub received: f64,
+}
+
+/// A device of an app user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    /// The client's device id.
+    pub id: String,
+    /// `ios`, `android`, `web` or `other`.
+    pub platform: String,
+    /// The app's version on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    /// The push token of the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_notification_token: Option<String>,
+    /// Flat device properties.
+    #[serde(default)]
+    pub info: Map<String, Value>,
+    /// `active` when this user is the device's current user, else `inactive`.
+    pub status: String,
+    /// ISO 8601 time of the last init or update from the device.
+    pub last_seen: String,
+}
+
+/// An app user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppUser {
+    /// The app user id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// The API consumer's id for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// First name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    /// Last name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surname: Option<String>,
+    /// Email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// ISO 8601 with milliseconds and `Z`.
+    pub signed_up_at: String,
+    /// Flat custom properties.
+    pub properties: Map<String, Value>,
+    /// Whether the user has a conversation.
+    pub conversation_started: bool,
+    /// The user's devices; shown to app-scope callers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<Device>>,
+}
+
+impl AppUser {
+    /// The default display name of this user's messages: given name and surname.
+    pub fn display_name(&self) -> Option<String> {
+        let parts: Vec<&str> = [self.given_name.as_deref(), self.surname.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}
+
+/// A conversation and (a page of) its messages, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conversation {
+    /// The conversation id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Ids of the app makers who took part.
+    pub app_makers: Vec<String>,
+    /// Ids of the app users in it.
+    pub app_users: Vec<String>,
+    /// Messages, oldest first.
+    pub messages: Vec<Message>,
+}
+
+/// Parses a JSON object carried as text in a protobuf field; empty text is `None`.
+pub fn object_from_json(text: &str) -> Option<Map<String, Value>> {
+    if text.is_empty() {
+        return None;
+    }
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    }
+}
+
+/// Parses a JSON array carried as text in a protobuf field; empty text is empty.
+pub fn array_from_json(text: &str) -> Vec<Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Array(items)) => items,
+        _ => Vec::new(),
+    }
+}
+
+impl From<pb::Message> for Message {
+    fn from(m: pb::Message) -> Self {
+        Message {
+            id: m.id,
+            author_id: m.author_id,
+            role: m.role,
+            name: m.name,
+            email: m.email,
+            avatar_url: m.avatar_url,
+            text: m.text,
+            media_url: m.media_url,
+            media_type: m.media_type,
+            metadata: object_from_json(&m.metadata_json),
+            actions: array_from_json(&m.actions_json),
+            received: time::received(m.received_ms),
+        }
+    }
+}
+
+impl From<pb::Device> for Device {
+    fn from(d: pb::Device) -> Self {
+        Device {
+            id: d.id,
+            platform: d.platform,
+            app_version: d.app_version,
+            push_notification_token: d.push_notification_token,
+            info: object_from_json(&d.info_json).unwrap_or_default(),
+            status: if d.active { "active" } else { "inactive" }.to_owned(),
+            last_seen: time::iso(d.last_seen_ms),
+        }
+    }
+}
+
+impl AppUser {
+    /// The wire form of a protobuf app user; `with_devices` for app-scope callers.
+    pub fn from_pb(u: pb::AppUser, with_devices: bool) -> Self {
+        AppUser {
+            id: u.id,
+            user_id: u.user_id,
+            given_name: u.given_name,
+            surname: u.surname,
+            email: u.email,
+            signed_up_at: time::iso(u.signed_up_at_ms),
+            properties: object_from_json(&u.properties_json).unwrap_or_default(),
+            conversation_started: u.conversation_started,
+            devices: with_devices.then(|| u.devices.into_iter().map(Device::from).collect()),
+        }
+    }
+}
+
+impl From<pb::Conversation> for Conversation {
+    fn from(c: pb::Conversation) -> Self {
+        Conversation {
+            id: c.id,
+            app_makers: c.app_makers,
+            app_users: vec![c.app_user_id],
+            messages: c.messages.into_iter().map(Message::from).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn message_serializes_like_the_reference() {
+        let m = Message::from(pb::Message {
+            id: "55c8c1498590aa1900b9b9b1".into(),
+            author_id: "c7f6e6d6c3a637261bd9656f".into(),
+            role: "appUser".into(),
+            name: Some("Steve".into()),
+            text: "Hi".into(),
+            received_ms: 1_444_348_338_704,
+            ..Default::default()
+        });
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({
+                "_id": "55c8c1498590aa1900b9b9b1",
+                "authorId": "c7f6e6d6c3a637261bd9656f",
+                "role": "appUser",
+                "name": "Steve",
+                "text": "Hi",
+                "actions": [],
+                "received": 1444348338.704
+            })
+        );
+    }
+
+    #[test]
+    fn display_name_joins_given_name_and_surname() {
+        let mut u = AppUser::from_pb(pb::AppUser::default(), false);
+        assert_eq!(u.display_name(), None);
+        u.given_name = Some("Steve".into());
+        assert_eq!(u.display_name().as_deref(), Some("Steve"));
+        u.surname = Some("Brule".into());
+        assert_eq!(u.display_name().as_deref(), Some("Steve Brule"));
+    }
+}

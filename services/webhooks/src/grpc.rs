@@ -1,0 +1,131 @@
+//! gRPC handlers: translate requests into validated calls on storage and rows into
+//! protobuf replies. The rules themselves live in `domain::validate`.
+
+use domain::validate;
+use proto::v1 as pb;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::storage::{self, WebhookRow};
+use crate::Result;
+
+/// The `Webhooks` gRPC service.
+pub(crate) struct WebhooksApi {
+    pool: PgPool,
+}
+
+impl WebhooksApi {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        WebhooksApi { pool }
+    }
+}
+
+fn to_pb(row: WebhookRow) -> pb::Webhook {
+    pb::Webhook {
+        id: row.id,
+        app_id: row.app_id,
+        target: row.target,
+        events: row.events,
+        secret: row.secret,
+        created_at_ms: row.created_at.timestamp_millis(),
+    }
+}
+
+fn not_found(id: &str) -> domain::Error {
+    domain::Error::not_found(format!("webhook {id} not found"))
+}
+
+impl WebhooksApi {
+    async fn create(&self, req: pb::CreateWebhookRequest) -> Result<pb::Webhook> {
+        validate::webhook_target(&req.target)?;
+        let events = validate::webhook_events(&req.events)?;
+        let row = WebhookRow {
+            app_id: req.app_id,
+            id: domain::id::new_id(),
+            target: req.target,
+            events,
+            secret: domain::id::new_secret(20),
+            created_at: domain::time::to_datetime(domain::time::now_ms()),
+        };
+        storage::insert(&self.pool, &row).await?;
+        tracing::info!(app_id = %row.app_id, webhook_id = %row.id, "webhook created");
+        Ok(to_pb(row))
+    }
+
+    async fn update(&self, req: pb::UpdateWebhookRequest) -> Result<pb::Webhook> {
+        if let Some(target) = &req.target {
+            validate::webhook_target(target)?;
+        }
+        let events = if req.events_set {
+            Some(validate::webhook_events(&req.events)?)
+        } else {
+            None
+        };
+        let row = storage::update(
+            &self.pool,
+            &req.app_id,
+            &req.webhook_id,
+            req.target.as_deref(),
+            events.as_deref(),
+        )
+        .await?
+        .ok_or_else(|| not_found(&req.webhook_id))?;
+        Ok(to_pb(row))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::webhooks_server::Webhooks for WebhooksApi {
+    async fn create_webhook(
+        &self,
+        request: Request<pb::CreateWebhookRequest>,
+    ) -> Result<Response<pb::Webhook>, Status> {
+        Ok(Response::new(self.create(request.into_inner()).await?))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<pb::ListWebhooksRequest>,
+    ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
+        let rows = storage::list(&self.pool, &request.get_ref().app_id)
+            .await
+            .map_err(crate::Error::from)?;
+        Ok(Response::new(pb::ListWebhooksResponse {
+            webhooks: rows.into_iter().map(to_pb).collect(),
+        }))
+    }
+
+    async fn get_webhook(
+        &self,
+        request: Request<pb::WebhookRef>,
+    ) -> Result<Response<pb::Webhook>, Status> {
+        let req = request.into_inner();
+        let row = storage::get(&self.pool, &req.app_id, &req.webhook_id)
+            .await
+            .map_err(crate::Error::from)?
+            .ok_or_else(|| not_found(&req.webhook_id))?;
+        Ok(Response::new(to_pb(row)))
+    }
+
+    async fn update_webhook(
+        &self,
+        request: Request<pb::UpdateWebhookRequest>,
+    ) -> Result<Response<pb::Webhook>, Status> {
+        Ok(Response::new(self.update(request.into_inner()).await?))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<pb::WebhookRef>,
+    ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
+        let req = request.into_inner();
+        if !storage::delete(&self.pool, &req.app_id, &req.webhook_id)
+            .await
+            .map_err(crate::Error::from)?
+        {
+            return Err(not_found(&req.webhook_id).into());
+        }
+        tracing::info!(app_id = %req.app_id, webhook_id = %req.webhook_id, "webhook deleted");
+        Ok(Response::new(pb::DeleteWebhookResponse {}))
+    }
+}
