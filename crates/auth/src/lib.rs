@@ -1,1 +1,281 @@
-//! Credential verification.
+//! Credential verification for the gateway: reading the `app-token` header or a bearer
+//! JWT, checking the JWT against the key named by its `kid`, and deciding the caller's
+//! scope. Lookups of tokens and keys are the caller's business (the users service, behind
+//! caches); this crate holds the rules.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use domain::Error;
+
+/// Credentials presented by a request, before verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The `app-token` header.
+    AppToken(String),
+    /// A bearer JWT with the key id from its header.
+    Jwt {
+        /// The whole token.
+        token: String,
+        /// The `kid` of its header.
+        kid: String,
+    },
+}
+
+/// A key as stored: what a JWT's `kid` resolves to.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    /// The key id (`kid`).
+    pub id: String,
+    /// The app the key belongs to; `None` for the operator's account keys.
+    pub app_id: Option<String>,
+    /// The shared secret JWTs are signed with.
+    pub secret: String,
+}
+
+/// Who is calling, once verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An app token: acts for the app's users, not as the app maker.
+    AppToken {
+        /// The app.
+        app_id: String,
+    },
+    /// A JWT with `app` scope: everything within the app.
+    App {
+        /// The app.
+        app_id: String,
+        /// The key that signed the token.
+        key_id: String,
+    },
+    /// A JWT with `appUser` scope: one user's own resources.
+    AppUser {
+        /// The app.
+        app_id: String,
+        /// The key that signed the token.
+        key_id: String,
+        /// The user the token is for.
+        user_id: String,
+    },
+    /// A JWT with `account` scope: the operator's `/v1/apps` API.
+    Account {
+        /// The key that signed the token.
+        key_id: String,
+    },
+}
+
+impl Principal {
+    /// The app the principal acts in; `None` for account scope.
+    pub fn app_id(&self) -> Option<&str> {
+        match self {
+            Principal::AppToken { app_id }
+            | Principal::App { app_id, .. }
+            | Principal::AppUser { app_id, .. } => Some(app_id),
+            Principal::Account { .. } => None,
+        }
+    }
+}
+
+/// Reads the credentials of a request from its `app-token` and `authorization` headers.
+/// `Ok(None)` when there are none; a malformed header is a 401 saying what is wrong.
+pub fn read_credential(
+    app_token: Option<&[u8]>,
+    authorization: Option<&[u8]>,
+) -> Result<Option<Credential>, Error> {
+    if let Some(raw) = authorization {
+        let value = std::str::from_utf8(raw)
+            .map_err(|_| Error::unauthorized("authorization header is not valid text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::unauthorized("authorization header must be `Bearer <jwt>`")
+            })?;
+        let kid = jwt_kid(token)?;
+        return Ok(Some(Credential::Jwt {
+            token: token.to_owned(),
+            kid,
+        }));
+    }
+    if let Some(raw) = app_token {
+        let token = std::str::from_utf8(raw)
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::unauthorized("app-token header is empty or not valid text"))?;
+        return Ok(Some(Credential::AppToken(token.to_owned())));
+    }
+    Ok(None)
+}
+
+/// The `kid` of a JWT's header. Unsigned tokens (`alg: none`), unknown algorithms and
+/// tokens without a `kid` are refused.
+pub fn jwt_kid(token: &str) -> Result<String, Error> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| {
+        Error::unauthorized("invalid JWT: the header must be base64url JSON with an HS256, HS384 or HS512 `alg`")
+    })?;
+    hmac_algorithm(header.alg)?;
+    match header.kid {
+        Some(kid) if !kid.is_empty() => Ok(kid),
+        _ => Err(Error::unauthorized(
+            "invalid JWT: the header must carry the key id (`kid`) of the secret that signed it",
+        )),
+    }
+}
+
+fn hmac_algorithm(alg: Algorithm) -> Result<Algorithm, Error> {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Ok(alg),
+        other => Err(Error::unauthorized(format!(
+            "invalid JWT: algorithm {other:?} is not accepted; sign with HS256, HS384 or HS512"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Claims {
+    scope: Option<String>,
+    user_id: Option<String>,
+}
+
+/// Verifies `token` against `key` and returns who it stands for. Bad signatures, expired
+/// `exp` and unknown scopes are 401; tokens without `exp` are valid.
+pub fn verify_jwt(token: &str, key: &KeyInfo) -> Result<Principal, Error> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| Error::unauthorized("invalid JWT header"))?;
+    let alg = hmac_algorithm(header.alg)?;
+    let mut validation = Validation::new(alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = true;
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(key.secret.as_bytes()),
+        &validation,
+    )
+    .map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+            Error::unauthorized("JWT has expired (`exp` is in the past)")
+        }
+        jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+            Error::unauthorized("invalid JWT signature")
+        }
+        _ => Error::unauthorized("invalid JWT: it could not be verified"),
+    })?;
+    let claims = data.claims;
+    match (claims.scope.as_deref(), &key.app_id) {
+        (Some("app"), Some(app_id)) => Ok(Principal::App {
+            app_id: app_id.clone(),
+            key_id: key.id.clone(),
+        }),
+        (Some("appUser"), Some(app_id)) => {
+            let user_id = claims.user_id.filter(|u| !u.is_empty()).ok_or_else(|| {
+                Error::unauthorized("a JWT with scope `appUser` must carry a `userId`")
+            })?;
+            Ok(Principal::AppUser {
+                app_id: app_id.clone(),
+                key_id: key.id.clone(),
+                user_id,
+            })
+        }
+        (Some("account"), None) => Ok(Principal::Account {
+            key_id: key.id.clone(),
+        }),
+        (Some("account"), Some(_)) => Err(Error::unauthorized(
+            "scope `account` needs a token signed by an account key, not an app key",
+        )),
+        (Some("app" | "appUser"), None) => Err(Error::unauthorized(
+            "an account key signs only `account` scope tokens",
+        )),
+        (Some(other), _) => Err(Error::unauthorized(format!(
+            "unknown JWT scope {other:?}; use `app`, `appUser` or `account`"
+        ))),
+        (None, _) => Err(Error::unauthorized(
+            "the JWT body must carry a `scope`: `app`, `appUser` or `account`",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    fn key(app: Option<&str>) -> KeyInfo {
+        KeyInfo {
+            id: "kid1".into(),
+            app_id: app.map(str::to_owned),
+            secret: "s3cret".into(),
+        }
+    }
+
+    fn sign(alg: Algorithm, kid: Option<&str>, claims: serde_json::Value, secret: &str) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn app_scope_token_without_exp_is_valid() {
+        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "app", "iat": 1}), "s3cret");
+        assert_eq!(jwt_kid(&t).unwrap(), "kid1");
+        assert_eq!(
+            verify_jwt(&t, &key(Some("a1"))).unwrap(),
+            Principal::App { app_id: "a1".into(), key_id: "kid1".into() }
+        );
+    }
+
+    #[test]
+    fn every_hmac_algorithm_is_accepted() {
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let t = sign(alg, Some("kid1"), json!({"scope": "appUser", "userId": "bob"}), "s3cret");
+            assert!(matches!(verify_jwt(&t, &key(Some("a1"))).unwrap(), Principal::AppUser { user_id, .. } if user_id == "bob"));
+        }
+    }
+
+    #[test]
+    fn bad_signature_expired_and_missing_kid_are_refused() {
+        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "app"}), "other");
+        assert!(verify_jwt(&t, &key(Some("a1"))).unwrap_err().description.contains("signature"));
+        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "app", "exp": 1000}), "s3cret");
+        assert!(verify_jwt(&t, &key(Some("a1"))).unwrap_err().description.contains("expired"));
+        let t = sign(Algorithm::HS256, None, json!({"scope": "app"}), "s3cret");
+        assert!(jwt_kid(&t).is_err());
+    }
+
+    #[test]
+    fn unsigned_tokens_are_refused() {
+        // {"alg":"none","kid":"kid1"} . {"scope":"app"} . (no signature)
+        let t = "eyJhbGciOiJub25lIiwia2lkIjoia2lkMSJ9.eyJzY29wZSI6ImFwcCJ9.";
+        assert_eq!(jwt_kid(t).unwrap_err().code, domain::ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn scopes_must_match_the_key() {
+        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "account"}), "s3cret");
+        assert!(verify_jwt(&t, &key(Some("a1"))).is_err());
+        assert_eq!(verify_jwt(&t, &key(None)).unwrap(), Principal::Account { key_id: "kid1".into() });
+        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "app"}), "s3cret");
+        assert!(verify_jwt(&t, &key(None)).is_err());
+        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "appUser"}), "s3cret");
+        assert!(verify_jwt(&t, &key(Some("a1"))).is_err());
+        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "root"}), "s3cret");
+        assert!(verify_jwt(&t, &key(Some("a1"))).is_err());
+    }
+
+    #[test]
+    fn credentials_are_read_from_headers() {
+        assert_eq!(read_credential(None, None).unwrap(), None);
+        assert_eq!(
+            read_credential(Some(b"tok"), None).unwrap(),
+            Some(Credential::AppToken("tok".into()))
+        );
+        assert!(read_credential(None, Some(b"Basic abc")).is_err());
+        assert!(read_credential(Some(b""), None).is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! `/v1/appusers/{id}/conversation`: reading the conversation and posting messages, as JSON
+//! or as an uploaded image.
+
+use auth::Principal;
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use domain::model::{AppUser, Conversation, Message};
+use domain::{validate, Error, ErrorCode};
+use proto::v1 as pb;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::appusers::load_user;
+use crate::caller::Caller;
+use crate::error::ApiResult;
+use crate::extract::JsonBody;
+use crate::AppState;
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user = load_user(&state, &caller, id).await?;
+    let conversation = state
+        .clients
+        .conversations
+        .clone()
+        .get_conversation(pb::GetConversationRequest {
+            app_id: user.app_id,
+            app_user_id: user.id,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(
+        json!({"conversation": Conversation::from(conversation)}),
+    ))
+}
+
+/// The fields of a message, from JSON or from form fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MessageBody {
+    text: Option<String>,
+    role: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+    avatar_url: Option<String>,
+    media_url: Option<String>,
+    media_type: Option<String>,
+    metadata: Option<Value>,
+}
+
+pub(crate) async fn post_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<MessageBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let role = check_role(&caller, body.role.as_deref())?;
+    let text = body
+        .text
+        .clone()
+        .ok_or_else(|| Error::bad_request("text is required"))?;
+    validate::text(&text)?;
+    let user = load_user(&state, &caller, id).await?;
+    post(&state, &caller, user, role, text, body).await
+}
+
+/// Checks the role is given, valid, and allowed to the caller: only app-scope JWTs may post
+/// as the app maker.
+fn check_role(caller: &Caller, role: Option<&str>) -> ApiResult<String> {
+    let role = role.ok_or_else(|| Error::bad_request("role is required: appUser or appMaker"))?;
+    validate::role(role)?;
+    if role == "appMaker" {
+        caller.require_app_scope("posting a message with role appMaker")?;
+    }
+    Ok(role.to_owned())
+}
+
+async fn post(
+    state: &AppState,
+    caller: &Caller,
+    user: pb::AppUser,
+    role: String,
+    text: String,
+    body: MessageBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    for (field, value) in [
+        ("name", &body.name),
+        ("email", &body.email),
+        ("avatarUrl", &body.avatar_url),
+        ("mediaUrl", &body.media_url),
+        ("mediaType", &body.media_type),
+    ] {
+        if let Some(value) = value {
+            validate::short_field(field, value)?;
+        }
+    }
+    let metadata_json = match &body.metadata {
+        Some(Value::Null) | None => String::new(),
+        Some(m) => Value::Object(validate::flat_object("metadata", m)?).to_string(),
+    };
+    let wire_user = AppUser::from_pb(user.clone(), false);
+    let (author_id, name) = match (&caller.0, role.as_str()) {
+        (Principal::App { key_id, .. }, "appMaker") => (key_id.clone(), body.name),
+        _ => (user.id.clone(), body.name.or_else(|| wire_user.display_name())),
+    };
+    let app_id = user.app_id.clone();
+    let app_user_id = user.id.clone();
+    let response = state
+        .clients
+        .conversations
+        .clone()
+        .post_message(pb::PostMessageRequest {
+            app_id: app_id.clone(),
+            app_user_id: app_user_id.clone(),
+            message: Some(pb::NewMessage {
+                role,
+                text,
+                name,
+                email: body.email,
+                avatar_url: body.avatar_url,
+                media_url: body.media_url,
+                media_type: body.media_type,
+                metadata_json,
+                author_id,
+            }),
+            app_user: Some(user),
+        })
+        .await?
+        .into_inner();
+    if response.conversation_created {
+        state
+            .clients
+            .users
+            .clone()
+            .mark_conversation_started(pb::AppUserRef {
+                app_id,
+                app_user_id,
+            })
+            .await?;
+    }
+    let message = response.message.map(Message::from);
+    let conversation = response.conversation.map(Conversation::from);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"message": message, "conversation": conversation})),
+    ))
+}
+
+pub(crate) async fn post_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let mut multipart = multipart.map_err(|e| {
+        Error::bad_request(format!(
+            "images are uploaded as multipart/form-data with the file in `source`: {e}"
+        ))
+    })?;
+    let limit = state.config.max_image_bytes;
+    let mut body = MessageBody::default();
+    let mut source: Option<(Vec<u8>, String, String)> = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "source" {
+            let filename = field.file_name().unwrap_or_default().to_owned();
+            let declared = field.content_type().unwrap_or_default().to_owned();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                if bytes.len() + chunk.len() > limit {
+                    return Err(too_large(limit).into());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            source = Some((bytes, filename, declared));
+            continue;
+        }
+        let value = field.text().await.map_err(multipart_error)?;
+        match name.as_str() {
+            "role" => body.role = Some(value),
+            "name" => body.name = Some(value),
+            "email" => body.email = Some(value),
+            "avatarUrl" => body.avatar_url = Some(value),
+            "metadata" => {
+                body.metadata = Some(serde_json::from_str(&value).map_err(|_| {
+                    Error::bad_request("metadata must be a JSON object in its form field")
+                })?)
+            }
+            _ => {}
+        }
+    }
+    let role = check_role(&caller, body.role.as_deref())?;
+    let (bytes, filename, declared_type) =
+        source.ok_or_else(|| Error::bad_request("the image file is required in field `source`"))?;
+    if bytes.is_empty() {
+        return Err(Error::bad_request("the `source` file is empty").into());
+    }
+    let user = load_user(&state, &caller, id).await?;
+    let chunks: Vec<pb::UploadChunk> = std::iter::once(pb::upload_chunk::Part::Header(
+        pb::UploadHeader {
+            app_id: user.app_id.clone(),
+            filename,
+            declared_type,
+        },
+    ))
+    .chain(
+        bytes
+            .chunks(64 * 1024)
+            .map(|c| pb::upload_chunk::Part::Data(c.to_vec())),
+    )
+    .map(|part| pb::UploadChunk { part: Some(part) })
+    .collect();
+    let object = state
+        .clients
+        .media
+        .clone()
+        .upload(tokio_stream::iter(chunks))
+        .await?
+        .into_inner();
+    let url = format!(
+        "{}/media/{}/{}",
+        state.config.public_url, object.app_id, object.key
+    );
+    body.media_url = Some(url.clone());
+    body.media_type = Some(object.media_type);
+    post(&state, &caller, user, role, url, body).await
+}
+
+fn too_large(limit: usize) -> Error {
+    Error::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the image is larger than {} MB", limit / (1024 * 1024)),
+    )
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::new(ErrorCode::PayloadTooLarge, "the upload is too large")
+    } else {
+        Error::bad_request(format!("malformed multipart body: {}", e.body_text()))
+    }
+}

@@ -1,0 +1,72 @@
+//! The router: every path of the v1 API, CORS, and JSON 404/405 answers.
+
+mod appusers;
+mod apps;
+mod conversation;
+mod health;
+mod media;
+mod webhooks;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+use axum::Router;
+use domain::{Error, ErrorCode};
+use tower_http::cors::CorsLayer;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Every route of the gateway.
+pub(crate) fn router(state: AppState) -> Router {
+    let image_limit = state.config.max_image_bytes + 64 * 1024;
+    // Clients send both `/v1/appusers` and `/v1/appUsers` (client-compat.md).
+    let users = Router::new()
+        .route("/{id}", get(appusers::get).put(appusers::update))
+        .route("/{id}/events", post(appusers::track_event))
+        .route("/{id}/conversation", get(conversation::get))
+        .route("/{id}/conversation/messages", post(conversation::post_message))
+        .route(
+            "/{id}/conversation/images",
+            post(conversation::post_image).layer(DefaultBodyLimit::max(image_limit)),
+        );
+    Router::new()
+        .route("/v1/apps", post(apps::create).get(apps::list))
+        .route("/v1/apps/{app_id}", get(apps::get).delete(apps::delete))
+        .route(
+            "/v1/apps/{app_id}/keys",
+            post(apps::create_key).get(apps::list_keys),
+        )
+        .route(
+            "/v1/apps/{app_id}/keys/{key_id}",
+            get(apps::get_key).delete(apps::delete_key),
+        )
+        .route("/v1/init", post(appusers::init))
+        .nest("/v1/appusers", users.clone())
+        .nest("/v1/appUsers", users)
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get)
+                .put(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route("/media/{app_id}/{key}", get(media::download))
+        .route("/healthz", get(health::healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CorsLayer::very_permissive())
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    Error::not_found(format!("no API at {method} {}", uri.path())).into()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    Error::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not supported on {}", uri.path()),
+    )
+    .into()
+}
