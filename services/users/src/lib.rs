@@ -1,1 +1,83 @@
-//! The smooch users service.
+//! The users service: apps (tenants) and their keys, the credential lookups behind the
+//! gateway's authentication, and app users with their devices, served over gRPC and
+//! stored in the `users` Postgres schema.
+
+mod account;
+mod error;
+mod grpc;
+mod init;
+mod storage;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use account::AccountKey;
+pub use error::{Error, Result};
+
+/// The Postgres schema this service owns.
+pub const SCHEMA: &str = "users";
+
+/// This service's migrations.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Settings of the users role.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres URL (`SMOOCH_DATABASE_URL`).
+    pub database_url: String,
+    /// Largest number of pooled Postgres connections. Default 10.
+    pub max_connections: u32,
+}
+
+/// Applies this service's migrations.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let pool = db::connect(database_url, SCHEMA, 1)?;
+    let result = db::migrate(&pool, SCHEMA, &MIGRATOR).await;
+    pool.close().await;
+    result
+}
+
+/// Makes sure an account-scope key exists; run after [`migrate`].
+///
+/// With `configured` (`SMOOCH_ACCOUNT_KEY_ID`, `SMOOCH_ACCOUNT_SECRET`) that key is
+/// stored, created or with its secret updated, as [`AccountKey::Configured`]. Otherwise an
+/// existing account key is kept ([`AccountKey::Existing`]) or, when there is none, one is
+/// created and returned with its secret ([`AccountKey::Created`]) for the caller to show
+/// the operator once. Replicas starting at the same time create at most one key.
+pub async fn ensure_account_key(
+    database_url: &str,
+    configured: Option<(String, String)>,
+) -> anyhow::Result<AccountKey> {
+    let pool = db::connect(database_url, SCHEMA, 1)?;
+    let result = account::ensure(&pool, configured).await;
+    pool.close().await;
+    result
+}
+
+/// Serves the users gRPC API on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<proto::v1::users_server::UsersServer<grpc::UsersApi>>()
+        .await;
+    tracing::info!(addr = %listener.local_addr()?, "users service listening");
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .add_service(health)
+        .add_service(proto::v1::users_server::UsersServer::new(
+            grpc::UsersApi::new(pool),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+        .context("users gRPC server failed")
+}

@@ -1,0 +1,461 @@
+//! gRPC handlers: translate requests into validated calls on storage (or on the init
+//! rules) and rows into protobuf replies.
+
+use domain::validate;
+use proto::v1 as pb;
+use serde_json::{Map, Value};
+use sqlx::{PgExecutor, PgPool};
+use tonic::{Request, Response, Status};
+
+use crate::init::{self, DeviceInput, InitInput};
+use crate::storage::{self, AppRow, AppUserRow, DeviceRow, KeyRow, ProfilePatch};
+use crate::Result;
+
+/// The `Users` gRPC service.
+pub(crate) struct UsersApi {
+    pool: PgPool,
+}
+
+impl UsersApi {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        UsersApi { pool }
+    }
+}
+
+// ---- rows to protobuf ----
+
+fn app_to_pb(row: AppRow) -> pb::App {
+    pb::App {
+        id: row.id,
+        name: row.name,
+        app_token: row.app_token,
+        created_at_ms: row.created_at.timestamp_millis(),
+    }
+}
+
+fn key_to_pb(row: KeyRow) -> pb::Key {
+    pb::Key {
+        id: row.id,
+        app_id: row.app_id.unwrap_or_default(),
+        name: row.name,
+        secret: row.secret,
+        scope: row.scope,
+        created_at_ms: row.created_at.timestamp_millis(),
+    }
+}
+
+fn device_to_pb(row: DeviceRow) -> pb::Device {
+    pb::Device {
+        id: row.device_id,
+        platform: row.platform,
+        app_version: row.app_version,
+        push_notification_token: row.push_token,
+        info_json: row.info.to_string(),
+        active: row.active,
+        last_seen_ms: row.last_seen.timestamp_millis(),
+    }
+}
+
+fn app_user_to_pb(row: AppUserRow, devices: Vec<DeviceRow>) -> pb::AppUser {
+    pb::AppUser {
+        id: row.id,
+        app_id: row.app_id,
+        user_id: row.user_id,
+        given_name: row.given_name,
+        surname: row.surname,
+        email: row.email,
+        signed_up_at_ms: row.signed_up_at.timestamp_millis(),
+        properties_json: row.properties.to_string(),
+        conversation_started: row.conversation_started,
+        devices: devices.into_iter().map(device_to_pb).collect(),
+    }
+}
+
+// ---- validation ----
+
+fn app_not_found(id: &str) -> domain::Error {
+    domain::Error::not_found(format!("app {id} not found"))
+}
+
+fn app_user_not_found(id_or_user_id: &str) -> domain::Error {
+    domain::Error::not_found(format!("app user {id_or_user_id} not found"))
+}
+
+/// A required, non-blank short field.
+fn required(field: &str, value: &str) -> Result<(), domain::Error> {
+    if value.trim().is_empty() {
+        return Err(domain::Error::bad_request(format!(
+            "{field} is required and must not be blank"
+        )));
+    }
+    validate::short_field(field, value)
+}
+
+/// An optional short field.
+fn optional(field: &str, value: Option<&str>) -> Result<(), domain::Error> {
+    value.map_or(Ok(()), |v| validate::short_field(field, v))
+}
+
+/// A flat JSON object carried as text; empty text is the empty object.
+fn flat_object_json(field: &str, text: &str) -> Result<Map<String, Value>, domain::Error> {
+    if text.is_empty() {
+        return Ok(Map::new());
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| domain::Error::bad_request(format!("{field} must be a JSON object")))?;
+    validate::flat_object(field, &value)
+}
+
+fn init_input(req: pb::InitRequest) -> Result<InitInput, domain::Error> {
+    let device = req
+        .device
+        .ok_or_else(|| domain::Error::bad_request("device is required"))?;
+    if device.id.is_empty() {
+        return Err(domain::Error::bad_request("device.id is required"));
+    }
+    validate::short_field("device.id", &device.id)?;
+    validate::platform(&device.platform)?;
+    optional("device.appVersion", device.app_version.as_deref())?;
+    optional(
+        "device.pushNotificationToken",
+        device.push_notification_token.as_deref(),
+    )?;
+    let info = flat_object_json("device.info", &device.info_json)?;
+    if let Some(user_id) = &req.user_id {
+        required("userId", user_id)?;
+    }
+    Ok(InitInput {
+        app_id: req.app_id,
+        user_id: req.user_id,
+        device: DeviceInput {
+            id: device.id,
+            platform: device.platform,
+            app_version: device.app_version,
+            push_token: device.push_notification_token,
+            info,
+        },
+    })
+}
+
+fn profile_patch(req: &pb::UpdateAppUserRequest) -> Result<ProfilePatch, domain::Error> {
+    optional("givenName", req.given_name.as_deref())?;
+    optional("surname", req.surname.as_deref())?;
+    optional("email", req.email.as_deref())?;
+    let signed_up_at = req
+        .signed_up_at_ms
+        .map(|ms| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| domain::Error::bad_request("signedUpAt is out of range"))
+        })
+        .transpose()?;
+    let properties = flat_object_json("properties", &req.properties_json)?;
+    Ok(ProfilePatch {
+        given_name: req.given_name.clone(),
+        surname: req.surname.clone(),
+        email: req.email.clone(),
+        signed_up_at,
+        properties: Value::Object(properties),
+    })
+}
+
+// ---- lookups shared by handlers ----
+
+/// Finds an app user by `_id` or `userId`: a value shaped like an id is tried as an id
+/// first, then as a userId (a userId may look like an id).
+async fn find_user(db: &PgPool, app_id: &str, id_or_user_id: &str) -> Result<AppUserRow> {
+    if domain::id::is_id(id_or_user_id) {
+        if let Some(user) = storage::user_by_id(db, app_id, id_or_user_id).await? {
+            return Ok(user);
+        }
+    }
+    Ok(storage::user_by_user_id(db, app_id, id_or_user_id)
+        .await?
+        .ok_or_else(|| app_user_not_found(id_or_user_id))?)
+}
+
+async fn with_devices(db: impl PgExecutor<'_>, user: AppUserRow) -> Result<pb::AppUser> {
+    let devices = storage::devices_of(db, &user.app_id, &user.id).await?;
+    Ok(app_user_to_pb(user, devices))
+}
+
+impl UsersApi {
+    async fn create_app(&self, req: pb::CreateAppRequest) -> Result<pb::App> {
+        required("name", &req.name)?;
+        let row = AppRow {
+            id: domain::id::new_id(),
+            name: req.name,
+            app_token: domain::id::new_app_token(),
+            created_at: domain::time::to_datetime(domain::time::now_ms()),
+        };
+        storage::insert_app(&self.pool, &row).await?;
+        tracing::info!(app_id = %row.id, "app created");
+        Ok(app_to_pb(row))
+    }
+
+    async fn get_app(&self, app_id: &str) -> Result<pb::App> {
+        let row = storage::get_app(&self.pool, app_id)
+            .await?
+            .ok_or_else(|| app_not_found(app_id))?;
+        Ok(app_to_pb(row))
+    }
+
+    async fn delete_app(&self, app_id: &str) -> Result<pb::Empty> {
+        if !storage::delete_app(&self.pool, app_id).await? {
+            return Err(app_not_found(app_id).into());
+        }
+        tracing::info!(app_id, "app deleted");
+        Ok(pb::Empty {})
+    }
+
+    async fn create_key(&self, req: pb::CreateKeyRequest) -> Result<pb::Key> {
+        required("name", &req.name)?;
+        let row = KeyRow {
+            id: domain::id::new_id(),
+            app_id: Some(req.app_id),
+            name: req.name,
+            secret: domain::id::new_secret(24),
+            scope: "app".to_owned(),
+            created_at: domain::time::to_datetime(domain::time::now_ms()),
+        };
+        // A missing app fails the foreign key, which maps to not found.
+        storage::insert_key(&self.pool, &row).await?;
+        tracing::info!(app_id = ?row.app_id, key_id = %row.id, "key created");
+        Ok(key_to_pb(row))
+    }
+
+    async fn list_keys(&self, app_id: &str) -> Result<pb::ListKeysResponse> {
+        if storage::get_app(&self.pool, app_id).await?.is_none() {
+            return Err(app_not_found(app_id).into());
+        }
+        let rows = storage::list_keys(&self.pool, app_id).await?;
+        Ok(pb::ListKeysResponse {
+            keys: rows.into_iter().map(key_to_pb).collect(),
+        })
+    }
+
+    async fn delete_key(&self, req: pb::DeleteKeyRequest) -> Result<pb::Empty> {
+        if !storage::delete_key(&self.pool, &req.app_id, &req.key_id).await? {
+            return Err(domain::Error::not_found(format!("key {} not found", req.key_id)).into());
+        }
+        tracing::info!(app_id = %req.app_id, key_id = %req.key_id, "key deleted");
+        Ok(pb::Empty {})
+    }
+
+    async fn resolve_app_token(&self, app_token: &str) -> Result<pb::App> {
+        let row = storage::app_by_token(&self.pool, app_token)
+            .await?
+            .ok_or_else(|| domain::Error::not_found("no app has this app token"))?;
+        Ok(app_to_pb(row))
+    }
+
+    async fn resolve_key(&self, key_id: &str) -> Result<pb::Key> {
+        let row = storage::key_by_id(&self.pool, key_id)
+            .await?
+            .ok_or_else(|| domain::Error::not_found(format!("key {key_id} not found")))?;
+        Ok(key_to_pb(row))
+    }
+
+    async fn init(&self, req: pb::InitRequest) -> Result<pb::AppUser> {
+        let input = init_input(req)?;
+        let done = init::init(&self.pool, &input).await?;
+        Ok(app_user_to_pb(done.user, done.devices))
+    }
+
+    async fn get_app_user(&self, req: pb::GetAppUserRequest) -> Result<pb::AppUser> {
+        let user = find_user(&self.pool, &req.app_id, &req.id_or_user_id).await?;
+        with_devices(&self.pool, user).await
+    }
+
+    async fn update_app_user(&self, req: pb::UpdateAppUserRequest) -> Result<pb::AppUser> {
+        let patch = profile_patch(&req)?;
+        let found = find_user(&self.pool, &req.app_id, &req.app_user_id).await?;
+        let user = storage::update_user(&self.pool, &req.app_id, &found.id, &patch)
+            .await?
+            .ok_or_else(|| app_user_not_found(&req.app_user_id))?;
+        with_devices(&self.pool, user).await
+    }
+
+    async fn mark_conversation_started(&self, req: pb::AppUserRef) -> Result<pb::Empty> {
+        let found = find_user(&self.pool, &req.app_id, &req.app_user_id).await?;
+        if !storage::mark_conversation_started(&self.pool, &req.app_id, &found.id).await? {
+            return Err(app_user_not_found(&req.app_user_id).into());
+        }
+        Ok(pb::Empty {})
+    }
+}
+
+#[tonic::async_trait]
+impl pb::users_server::Users for UsersApi {
+    async fn create_app(
+        &self,
+        request: Request<pb::CreateAppRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        Ok(Response::new(self.create_app(request.into_inner()).await?))
+    }
+
+    async fn list_apps(
+        &self,
+        _request: Request<pb::ListAppsRequest>,
+    ) -> Result<Response<pb::ListAppsResponse>, Status> {
+        let rows = storage::list_apps(&self.pool)
+            .await
+            .map_err(crate::Error::from)?;
+        Ok(Response::new(pb::ListAppsResponse {
+            apps: rows.into_iter().map(app_to_pb).collect(),
+        }))
+    }
+
+    async fn get_app(
+        &self,
+        request: Request<pb::GetAppRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        Ok(Response::new(
+            self.get_app(&request.get_ref().app_id).await?,
+        ))
+    }
+
+    async fn delete_app(
+        &self,
+        request: Request<pb::GetAppRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        Ok(Response::new(
+            self.delete_app(&request.get_ref().app_id).await?,
+        ))
+    }
+
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::Key>, Status> {
+        Ok(Response::new(self.create_key(request.into_inner()).await?))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::GetAppRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        Ok(Response::new(
+            self.list_keys(&request.get_ref().app_id).await?,
+        ))
+    }
+
+    async fn delete_key(
+        &self,
+        request: Request<pb::DeleteKeyRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        Ok(Response::new(self.delete_key(request.into_inner()).await?))
+    }
+
+    async fn resolve_app_token(
+        &self,
+        request: Request<pb::ResolveAppTokenRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        Ok(Response::new(
+            self.resolve_app_token(&request.get_ref().app_token).await?,
+        ))
+    }
+
+    async fn resolve_key(
+        &self,
+        request: Request<pb::ResolveKeyRequest>,
+    ) -> Result<Response<pb::Key>, Status> {
+        Ok(Response::new(
+            self.resolve_key(&request.get_ref().key_id).await?,
+        ))
+    }
+
+    async fn init(
+        &self,
+        request: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::AppUser>, Status> {
+        Ok(Response::new(self.init(request.into_inner()).await?))
+    }
+
+    async fn get_app_user(
+        &self,
+        request: Request<pb::GetAppUserRequest>,
+    ) -> Result<Response<pb::AppUser>, Status> {
+        Ok(Response::new(
+            self.get_app_user(request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_app_user(
+        &self,
+        request: Request<pb::UpdateAppUserRequest>,
+    ) -> Result<Response<pb::AppUser>, Status> {
+        Ok(Response::new(
+            self.update_app_user(request.into_inner()).await?,
+        ))
+    }
+
+    async fn mark_conversation_started(
+        &self,
+        request: Request<pb::AppUserRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        Ok(Response::new(
+            self.mark_conversation_started(request.into_inner()).await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn device(platform: &str) -> pb::Device {
+        pb::Device {
+            id: "d1".into(),
+            platform: platform.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn init_input_names_the_bad_field() {
+        let bad = |req: pb::InitRequest| init_input(req).unwrap_err().description;
+        let platform = bad(pb::InitRequest {
+            device: Some(device("palm")),
+            ..Default::default()
+        });
+        assert!(platform.contains("device.platform"), "{platform}");
+        assert!(bad(pb::InitRequest::default()).contains("device"));
+        let blank = bad(pb::InitRequest {
+            user_id: Some("  ".into()),
+            device: Some(device("ios")),
+            ..Default::default()
+        });
+        assert!(blank.contains("userId"), "{blank}");
+        let nested = bad(pb::InitRequest {
+            device: Some(pb::Device {
+                info_json: r#"{"a":{"b":1}}"#.into(),
+                ..device("web")
+            }),
+            ..Default::default()
+        });
+        assert!(nested.contains("device.info.a"), "{nested}");
+    }
+
+    #[test]
+    fn empty_info_is_the_empty_object() {
+        let input = init_input(pb::InitRequest {
+            device: Some(device("android")),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(input.device.info.is_empty());
+    }
+
+    #[test]
+    fn properties_must_be_a_json_object() {
+        let req = pb::UpdateAppUserRequest {
+            properties_json: "[1]".into(),
+            ..Default::default()
+        };
+        assert!(profile_patch(&req)
+            .unwrap_err()
+            .description
+            .contains("properties"));
+    }
+}

@@ -1,0 +1,438 @@
+//! SQL of the users schema. Every statement is scoped by app id, except the credential
+//! lookups (by app token, by key id) that find the app in the first place and the
+//! account-scope keys, which belong to no app.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+
+/// A stored app.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct AppRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) app_token: String,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// A stored secret key.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    pub(crate) id: String,
+    /// `None` for account-scope keys.
+    pub(crate) app_id: Option<String>,
+    pub(crate) name: String,
+    pub(crate) secret: String,
+    pub(crate) scope: String,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// A stored app user, without devices.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct AppUserRow {
+    pub(crate) app_id: String,
+    pub(crate) id: String,
+    pub(crate) user_id: Option<String>,
+    pub(crate) given_name: Option<String>,
+    pub(crate) surname: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) signed_up_at: DateTime<Utc>,
+    /// Always a JSON object.
+    pub(crate) properties: Value,
+    pub(crate) conversation_started: bool,
+}
+
+/// One app user's view of a device.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct DeviceRow {
+    pub(crate) device_id: String,
+    pub(crate) platform: String,
+    pub(crate) app_version: Option<String>,
+    pub(crate) push_token: Option<String>,
+    /// Always a JSON object.
+    pub(crate) info: Value,
+    pub(crate) active: bool,
+    pub(crate) last_seen: DateTime<Utc>,
+}
+
+/// The profile fields an update sets; `None` keeps the stored value.
+#[derive(Debug, Default)]
+pub(crate) struct ProfilePatch {
+    pub(crate) given_name: Option<String>,
+    pub(crate) surname: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) signed_up_at: Option<DateTime<Utc>>,
+    /// A JSON object whose keys replace the stored ones; `{}` changes nothing.
+    pub(crate) properties: Value,
+}
+
+// ---- apps ----
+
+pub(crate) async fn insert_app(db: impl PgExecutor<'_>, row: &AppRow) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO apps (id, name, app_token, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&row.id)
+        .bind(&row.name)
+        .bind(&row.app_token)
+        .bind(row.created_at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn list_apps(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<AppRow>> {
+    sqlx::query_as("SELECT id, name, app_token, created_at FROM apps ORDER BY created_at, id")
+        .fetch_all(db)
+        .await
+}
+
+pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<AppRow>> {
+    sqlx::query_as("SELECT id, name, app_token, created_at FROM apps WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Deletes an app with its keys, app users and devices (by cascade); false when it did
+/// not exist.
+pub(crate) async fn delete_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM apps WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The app an app token belongs to (unique index on `app_token`).
+pub(crate) async fn app_by_token(
+    db: impl PgExecutor<'_>,
+    app_token: &str,
+) -> sqlx::Result<Option<AppRow>> {
+    sqlx::query_as("SELECT id, name, app_token, created_at FROM apps WHERE app_token = $1")
+        .bind(app_token)
+        .fetch_optional(db)
+        .await
+}
+
+// ---- keys ----
+
+pub(crate) async fn insert_key(db: impl PgExecutor<'_>, row: &KeyRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO keys (id, app_id, name, secret, scope, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&row.id)
+    .bind(&row.app_id)
+    .bind(&row.name)
+    .bind(&row.secret)
+    .bind(&row.scope)
+    .bind(row.created_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn list_keys(db: impl PgExecutor<'_>, app_id: &str) -> sqlx::Result<Vec<KeyRow>> {
+    sqlx::query_as(
+        "SELECT id, app_id, name, secret, scope, created_at FROM keys
+         WHERE app_id = $1 ORDER BY created_at, id",
+    )
+    .bind(app_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes an app's key; false when the app has no key of that id.
+pub(crate) async fn delete_key(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    key_id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM keys WHERE app_id = $1 AND id = $2")
+        .bind(app_id)
+        .bind(key_id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Any key by id (the JWT `kid`): primary-key lookup.
+pub(crate) async fn key_by_id(
+    db: impl PgExecutor<'_>,
+    key_id: &str,
+) -> sqlx::Result<Option<KeyRow>> {
+    sqlx::query_as("SELECT id, app_id, name, secret, scope, created_at FROM keys WHERE id = $1")
+        .bind(key_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Creates or updates the account-scope key `id` with `secret` and `name`. `None` when
+/// `id` is taken by an app-scope key, which is left alone.
+pub(crate) async fn upsert_account_key(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    name: &str,
+    secret: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "INSERT INTO keys (id, app_id, name, secret, scope) VALUES ($1, NULL, $2, $3, 'account')
+         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, secret = EXCLUDED.secret
+             WHERE keys.scope = 'account'
+         RETURNING id",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(secret)
+    .fetch_optional(db)
+    .await
+}
+
+/// The oldest account-scope key's id, if any.
+pub(crate) async fn first_account_key(db: impl PgExecutor<'_>) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT id FROM keys WHERE scope = 'account' ORDER BY created_at, id LIMIT 1",
+    )
+    .fetch_optional(db)
+    .await
+}
+
+// ---- locks ----
+
+/// Takes a transaction-scoped advisory lock on `key`, waiting for whoever holds it. The
+/// first half of the two-int lock key namespaces our locks apart from other services'
+/// in the same database; hash collisions only serialize more than needed.
+pub(crate) async fn lock(conn: &mut PgConnection, key: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('smooch.users'), hashtext($1))")
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+// ---- app users ----
+
+pub(crate) async fn user_by_id(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<AppUserRow>> {
+    sqlx::query_as(
+        "SELECT app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
+                conversation_started
+         FROM app_users WHERE app_id = $1 AND id = $2",
+    )
+    .bind(app_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub(crate) async fn user_by_user_id(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    user_id: &str,
+) -> sqlx::Result<Option<AppUserRow>> {
+    sqlx::query_as(
+        "SELECT app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
+                conversation_started
+         FROM app_users WHERE app_id = $1 AND user_id = $2",
+    )
+    .bind(app_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The device's active user (the most recent to init on it), if any.
+pub(crate) async fn active_user_of_device(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    device_id: &str,
+) -> sqlx::Result<Option<AppUserRow>> {
+    sqlx::query_as(
+        "SELECT u.app_id, u.id, u.user_id, u.given_name, u.surname, u.email, u.signed_up_at,
+                u.properties, u.conversation_started
+         FROM devices d JOIN app_users u ON u.app_id = d.app_id AND u.id = d.app_user_id
+         WHERE d.app_id = $1 AND d.device_id = $2 AND d.active
+         ORDER BY d.last_seen DESC LIMIT 1",
+    )
+    .bind(app_id)
+    .bind(device_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The anonymous (no userId) user most recently seen on the device, if any.
+pub(crate) async fn anonymous_user_of_device(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    device_id: &str,
+) -> sqlx::Result<Option<AppUserRow>> {
+    sqlx::query_as(
+        "SELECT u.app_id, u.id, u.user_id, u.given_name, u.surname, u.email, u.signed_up_at,
+                u.properties, u.conversation_started
+         FROM devices d JOIN app_users u ON u.app_id = d.app_id AND u.id = d.app_user_id
+         WHERE d.app_id = $1 AND d.device_id = $2 AND u.user_id IS NULL
+         ORDER BY d.last_seen DESC LIMIT 1",
+    )
+    .bind(app_id)
+    .bind(device_id)
+    .fetch_optional(db)
+    .await
+}
+
+pub(crate) async fn insert_user(db: impl PgExecutor<'_>, row: &AppUserRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO app_users (app_id, id, user_id, given_name, surname, email, signed_up_at,
+                                properties, conversation_started)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&row.app_id)
+    .bind(&row.id)
+    .bind(&row.user_id)
+    .bind(&row.given_name)
+    .bind(&row.surname)
+    .bind(&row.email)
+    .bind(row.signed_up_at)
+    .bind(&row.properties)
+    .bind(row.conversation_started)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Gives an app user a userId and returns the user.
+pub(crate) async fn set_user_id(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    id: &str,
+    user_id: &str,
+) -> sqlx::Result<Option<AppUserRow>> {
+    sqlx::query_as(
+        "UPDATE app_users SET user_id = $3 WHERE app_id = $1 AND id = $2
+         RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
+                   conversation_started",
+    )
+    .bind(app_id)
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Applies `patch` to an app user: only the given fields change, and properties merge
+/// key by key (`jsonb ||`).
+pub(crate) async fn update_user(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    id: &str,
+    patch: &ProfilePatch,
+) -> sqlx::Result<Option<AppUserRow>> {
+    sqlx::query_as(
+        "UPDATE app_users SET
+             given_name = COALESCE($3, given_name),
+             surname = COALESCE($4, surname),
+             email = COALESCE($5, email),
+             signed_up_at = COALESCE($6, signed_up_at),
+             properties = properties || $7
+         WHERE app_id = $1 AND id = $2
+         RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
+                   conversation_started",
+    )
+    .bind(app_id)
+    .bind(id)
+    .bind(&patch.given_name)
+    .bind(&patch.surname)
+    .bind(&patch.email)
+    .bind(patch.signed_up_at)
+    .bind(&patch.properties)
+    .fetch_optional(db)
+    .await
+}
+
+/// Records that the app user's conversation exists; false when there is no such user.
+pub(crate) async fn mark_conversation_started(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE app_users SET conversation_started = true WHERE app_id = $1 AND id = $2",
+    )
+    .bind(app_id)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+// ---- devices ----
+
+/// Creates or refreshes the app user's row for a device and makes it active. Optional
+/// fields left out keep their stored value; `info` merges into the stored info.
+pub(crate) async fn upsert_device(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    app_user_id: &str,
+    device: &DeviceRow,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO devices (app_id, app_user_id, device_id, platform, app_version, push_token,
+                              info, active, last_seen)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8)
+         ON CONFLICT (app_id, app_user_id, device_id) DO UPDATE SET
+             platform = EXCLUDED.platform,
+             app_version = COALESCE(EXCLUDED.app_version, devices.app_version),
+             push_token = COALESCE(EXCLUDED.push_token, devices.push_token),
+             info = devices.info || EXCLUDED.info,
+             active = true,
+             last_seen = EXCLUDED.last_seen",
+    )
+    .bind(app_id)
+    .bind(app_user_id)
+    .bind(&device.device_id)
+    .bind(&device.platform)
+    .bind(&device.app_version)
+    .bind(&device.push_token)
+    .bind(&device.info)
+    .bind(device.last_seen)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks the device inactive for every user of the app but `app_user_id`.
+pub(crate) async fn deactivate_device_for_others(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    device_id: &str,
+    app_user_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE devices SET active = false
+         WHERE app_id = $1 AND device_id = $2 AND app_user_id <> $3 AND active",
+    )
+    .bind(app_id)
+    .bind(device_id)
+    .bind(app_user_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// An app user's devices, most recently seen first.
+pub(crate) async fn devices_of(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    app_user_id: &str,
+) -> sqlx::Result<Vec<DeviceRow>> {
+    sqlx::query_as(
+        "SELECT device_id, platform, app_version, push_token, info, active, last_seen
+         FROM devices WHERE app_id = $1 AND app_user_id = $2
+         ORDER BY last_seen DESC, device_id",
+    )
+    .bind(app_id)
+    .bind(app_user_id)
+    .fetch_all(db)
+    .await
+}
