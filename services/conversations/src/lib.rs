@@ -1,1 +1,65 @@
-//! The smooch conversations service.
+//! The conversations service: an app user's conversation, its messages (each written
+//! together with its outbox event) and app user events, served over gRPC and stored in
+//! the `conversations` Postgres schema.
+
+mod error;
+mod grpc;
+mod rules;
+mod storage;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{Error, Result};
+
+/// The Postgres schema this service owns.
+pub const SCHEMA: &str = "conversations";
+
+/// How many of the latest messages a conversation carries in replies.
+pub const PAGE_SIZE: i64 = 100;
+
+/// This service's migrations.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Settings of the conversations role.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres URL (`SMOOCH_DATABASE_URL`).
+    pub database_url: String,
+    /// Largest number of pooled Postgres connections. Default 10.
+    pub max_connections: u32,
+}
+
+/// Applies this service's migrations.
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let pool = db::connect(database_url, SCHEMA, 1)?;
+    db::migrate(&pool, SCHEMA, &MIGRATOR).await
+}
+
+/// Serves the conversations gRPC API on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<proto::v1::conversations_server::ConversationsServer<grpc::ConversationsApi>>()
+        .await;
+    tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .add_service(health)
+        .add_service(proto::v1::conversations_server::ConversationsServer::new(
+            grpc::ConversationsApi::new(pool),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+        .context("conversations gRPC server failed")
+}

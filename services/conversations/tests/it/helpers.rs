@@ -1,0 +1,130 @@
+//! Starts the service and makes requests for the tests.
+
+use proto::v1 as pb;
+use proto::v1::conversations_client::ConversationsClient;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tonic::transport::Channel;
+
+/// The test database; `SMOOCH_TEST_DATABASE_URL` overrides it.
+pub(crate) fn database_url() -> String {
+    std::env::var("SMOOCH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/smooch_test".to_owned())
+}
+
+static MIGRATED: OnceCell<()> = OnceCell::const_new();
+
+/// A running service, an app of the test's own and a pool on the service's schema.
+pub(crate) struct TestApp {
+    pub(crate) client: ConversationsClient<Channel>,
+    pub(crate) app_id: String,
+    pub(crate) pool: PgPool,
+    _shutdown: DropGuard,
+}
+
+/// Starts the service on a free port (migrating the test database first).
+pub(crate) async fn spawn() -> TestApp {
+    let url = database_url();
+    MIGRATED
+        .get_or_init(|| async {
+            db::ensure_database(&url).await.expect("test database");
+            conversations::migrate(&url).await.expect("migrations");
+        })
+        .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    let config = conversations::Config {
+        database_url: url.clone(),
+        max_connections: 5,
+    };
+    tokio::spawn(conversations::run(config, listener, shutdown.clone()));
+    let client = ConversationsClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    TestApp {
+        client,
+        app_id: domain::id::new_id(),
+        pool: db::connect(&url, conversations::SCHEMA, 2).expect("pool"),
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+/// A new message by `role` with `text`.
+pub(crate) fn new_message(role: &str, text: &str) -> pb::NewMessage {
+    pb::NewMessage {
+        role: role.to_owned(),
+        text: text.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// An app maker's message signed by key `key_id`.
+pub(crate) fn maker_message(key_id: &str, text: &str) -> pb::NewMessage {
+    pb::NewMessage {
+        author_id: key_id.to_owned(),
+        ..new_message("appMaker", text)
+    }
+}
+
+/// The app user `id` of `app_id`, as the users service would show them.
+pub(crate) fn app_user(app_id: &str, id: &str) -> pb::AppUser {
+    pb::AppUser {
+        id: id.to_owned(),
+        app_id: app_id.to_owned(),
+        given_name: Some("Steve".to_owned()),
+        surname: Some("Brule".to_owned()),
+        signed_up_at_ms: 1_444_348_338_704,
+        properties_json: r#"{"favoriteFood":"prunes"}"#.to_owned(),
+        ..Default::default()
+    }
+}
+
+impl TestApp {
+    /// Posts `message` to the conversation of app user `user`.
+    pub(crate) async fn post(
+        &mut self,
+        user: &str,
+        message: pb::NewMessage,
+    ) -> Result<pb::PostMessageResponse, tonic::Status> {
+        let request = pb::PostMessageRequest {
+            app_id: self.app_id.clone(),
+            app_user_id: user.to_owned(),
+            message: Some(message),
+            app_user: Some(app_user(&self.app_id, user)),
+        };
+        self.client
+            .post_message(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Gets the conversation of app user `user`.
+    pub(crate) async fn get(&mut self, user: &str) -> Result<pb::Conversation, tonic::Status> {
+        let request = pb::GetConversationRequest {
+            app_id: self.app_id.clone(),
+            app_user_id: user.to_owned(),
+        };
+        self.client
+            .get_conversation(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// Asserts that `status` is a client error with `code`, `grpc` and a description
+/// containing `needle`.
+pub(crate) fn assert_error(status: &tonic::Status, grpc: tonic::Code, code: &str, needle: &str) {
+    assert_eq!(status.code(), grpc, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get(domain::error::CODE_METADATA_KEY)
+            .and_then(|v| v.to_str().ok()),
+        Some(code),
+        "{status:?}"
+    );
+    assert!(status.message().contains(needle), "{status:?}");
+}

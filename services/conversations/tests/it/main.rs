@@ -1,0 +1,11 @@
+//! Integration tests of the conversations service: each test starts the service on a free
+//! port against the test database and drives it with the generated gRPC client, in an app
+//! of its own so tests run in parallel.
+
+#![allow(clippy::unwrap_used)]
+
+mod get_conversation;
+mod helpers;
+mod outbox;
+mod post_message;
+mod track_event;
