@@ -1,0 +1,63 @@
+//! RabbitMQ for the smooch suite: the topology (exchange, delivery, retry and dead-letter
+//! queues), a publisher that waits for broker confirms and reconnects on failure, and the
+//! relay that moves committed transactional-outbox rows onto the events exchange.
+
+mod error;
+pub mod publisher;
+pub mod relay;
+pub mod topology;
+
+pub use error::{Error, Result};
+pub use publisher::{Outgoing, Publisher};
+pub use relay::{Relay, RelayConfig, RelayHandle};
+pub use topology::Topology;
+
+/// Re-exported so users of this crate name one lapin version.
+pub use lapin;
+
+use std::time::Duration;
+
+/// How long opening a broker connection may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens an AMQP connection named `name` (shown in the management UI), within a timeout.
+pub async fn connect(url: &str, name: &str) -> Result<lapin::Connection> {
+    let props = lapin::ConnectionProperties::default().with_connection_name(name.into());
+    match tokio::time::timeout(CONNECT_TIMEOUT, lapin::Connection::connect(url, props)).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(Error::Timeout("connecting to the broker")),
+    }
+}
+
+/// An exponential backoff with jitter for reconnect loops: `base * 2^n` capped at `max`,
+/// each wait drawn between half and all of it.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    /// A backoff starting at `base` and never waiting longer than `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max,
+            failures: 0,
+        }
+    }
+
+    /// The wait after one more failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.failures.min(16));
+        self.failures = self.failures.saturating_add(1);
+        let full = exp.min(self.max);
+        full.mul_f64(rand::random_range(0.5..=1.0))
+    }
+
+    /// Forgets past failures after a success.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}

@@ -1,0 +1,189 @@
+//! Names and declarations of every exchange and queue the suite uses, in one place.
+//!
+//! ```text
+//! {p}.events (topic) ──message:appUser, message:appMaker──► {p}.webhooks.events
+//!                                                            │ webhook-worker fan-out
+//!                                                            ▼
+//!               ┌──────────────────────────────────► {p}.webhooks.deliver ──► deliver
+//!               │ dead-letter on TTL expiry                                       │ failed
+//!   {p}.webhooks.retry-{n}-{ttl}ms  ◄────────────────────────────────────────────┘
+//!   {p}.webhooks.defer-{ttl}ms (a busy target's jobs wait here, no attempt counted)
+//!   {p}.webhooks.dead (jobs that failed every attempt; poison events)
+//! ```
+//!
+//! Retry queues carry their TTL in their name: a queue's arguments cannot change once
+//! declared, so a new retry base makes new queues (the old ones drain into the same
+//! delivery queue) instead of failing the declaration.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+use crate::Result;
+
+/// The routing keys (triggers) the webhook worker consumes.
+pub const WEBHOOK_TRIGGERS: [&str; 2] = ["message:appUser", "message:appMaker"];
+
+/// How long a job for a saturated target waits in the defer queue before trying again.
+pub const DEFER_TTL: Duration = Duration::from_secs(1);
+
+/// The names of one deployment's exchanges and queues, all under one prefix
+/// (`SMOOCH_AMQP_PREFIX`), so deployments and tests can share a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// The topology under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Topology {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix of every name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The durable topic exchange events are published to, with routing key = trigger.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    /// The queue the webhook worker takes events from.
+    pub fn webhook_events_queue(&self) -> String {
+        format!("{}.webhooks.events", self.prefix)
+    }
+
+    /// The queue of delivery jobs (one per event and webhook).
+    pub fn deliver_queue(&self) -> String {
+        format!("{}.webhooks.deliver", self.prefix)
+    }
+
+    /// The retry queue of `level` (1-based) whose messages wait `ttl`.
+    pub fn retry_queue(&self, level: u32, ttl: Duration) -> String {
+        format!(
+            "{}.webhooks.retry-{level}-{}ms",
+            self.prefix,
+            ttl.as_millis()
+        )
+    }
+
+    /// The queue where jobs for a target at its concurrency limit wait [`DEFER_TTL`].
+    pub fn defer_queue(&self) -> String {
+        format!("{}.webhooks.defer-{}ms", self.prefix, DEFER_TTL.as_millis())
+    }
+
+    /// The dead-letter queue: jobs that failed every attempt, and unreadable events.
+    pub fn dead_queue(&self) -> String {
+        format!("{}.webhooks.dead", self.prefix)
+    }
+
+    /// Every queue name of this topology for a given retry schedule (for cleanup).
+    pub fn all_queues(&self, retry_ttls: &[Duration]) -> Vec<String> {
+        let mut names = vec![
+            self.webhook_events_queue(),
+            self.deliver_queue(),
+            self.defer_queue(),
+            self.dead_queue(),
+        ];
+        names.extend(
+            retry_ttls
+                .iter()
+                .enumerate()
+                .map(|(i, ttl)| self.retry_queue(level_of(i), *ttl)),
+        );
+        names
+    }
+
+    /// Declares the events exchange and the webhook worker's event queue with its bindings:
+    /// what publishers need so that no event is published to nowhere.
+    pub async fn declare_events(&self, channel: &Channel) -> Result<()> {
+        channel
+            .exchange_declare(
+                self.events_exchange().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        // An event no consumer can read goes to the dead-letter queue, not away.
+        let mut args = FieldTable::default();
+        dead_letter_to(&mut args, &self.dead_queue());
+        declare_queue(channel, &self.dead_queue(), FieldTable::default()).await?;
+        declare_queue(channel, &self.webhook_events_queue(), args).await?;
+        for trigger in WEBHOOK_TRIGGERS {
+            channel
+                .queue_bind(
+                    self.webhook_events_queue().into(),
+                    self.events_exchange().into(),
+                    trigger.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Declares everything the webhook worker uses: the event side, the delivery queue,
+    /// one retry queue per entry of `retry_ttls` and the defer and dead-letter queues.
+    pub async fn declare_webhooks(&self, channel: &Channel, retry_ttls: &[Duration]) -> Result<()> {
+        self.declare_events(channel).await?;
+        declare_queue(channel, &self.deliver_queue(), FieldTable::default()).await?;
+        for (i, ttl) in retry_ttls.iter().enumerate() {
+            let name = self.retry_queue(level_of(i), *ttl);
+            declare_queue(channel, &name, self.delay_args(*ttl)).await?;
+        }
+        declare_queue(channel, &self.defer_queue(), self.delay_args(DEFER_TTL)).await?;
+        Ok(())
+    }
+
+    /// Arguments of a delay queue: messages expire after `ttl` (or their own shorter
+    /// `expiration`) and are dead-lettered back to the delivery queue.
+    fn delay_args(&self, ttl: Duration) -> FieldTable {
+        let mut args = FieldTable::default();
+        let ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+        args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ms));
+        dead_letter_to(&mut args, &self.deliver_queue());
+        args
+    }
+}
+
+/// The 1-based retry level of the `i`th retry queue.
+fn level_of(i: usize) -> u32 {
+    u32::try_from(i + 1).unwrap_or(u32::MAX)
+}
+
+/// Routes dead letters through the default exchange straight to `queue`.
+fn dead_letter_to(args: &mut FieldTable, queue: &str) {
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(queue.into()),
+    );
+}
+
+async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await?;
+    Ok(())
+}

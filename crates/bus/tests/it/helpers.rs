@@ -1,0 +1,147 @@
+//! Shared test plumbing: a throwaway outbox schema, a private AMQP prefix, a queue reader.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
+use bus::lapin::types::FieldTable;
+use bus::lapin::{Channel, Connection, Consumer};
+use bus::{Publisher, Topology};
+use futures::StreamExt as _;
+use sqlx::PgPool;
+
+pub(crate) fn amqp_url() -> String {
+    std::env::var("SMOOCH_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+pub(crate) fn database_url() -> String {
+    std::env::var("SMOOCH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/smooch_test".to_owned())
+}
+
+pub(crate) fn random_suffix() -> String {
+    hex::encode(rand::random::<[u8; 6]>())
+}
+
+/// A private outbox table (in its own schema) and a private AMQP prefix.
+pub(crate) struct Env {
+    pub(crate) pool: PgPool,
+    pub(crate) topology: Topology,
+    pub(crate) connection: Connection,
+    pub(crate) channel: Channel,
+    schema: String,
+}
+
+impl Env {
+    pub(crate) async fn new() -> Env {
+        db::ensure_database(&database_url()).await.unwrap();
+        let suffix = random_suffix();
+        let schema = format!("relay_test_{suffix}");
+        let pool = db::connect(&database_url(), &schema, 8).unwrap();
+        sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, event_id TEXT UNIQUE NOT NULL,
+                app_id TEXT NOT NULL, trigger TEXT NOT NULL, payload JSONB NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let topology = Topology::new(format!("test-{suffix}"));
+        let connection = bus::connect(&amqp_url(), "bus-test").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        topology.declare_events(&channel).await.unwrap();
+        Env {
+            pool,
+            topology,
+            connection,
+            channel,
+            schema,
+        }
+    }
+
+    pub(crate) fn publisher(&self) -> Arc<Publisher> {
+        Arc::new(Publisher::new(
+            amqp_url(),
+            "relay-test",
+            self.topology.clone(),
+        ))
+    }
+
+    /// Commits one outbox row, as the conversations service does with a message.
+    pub(crate) async fn commit_event(&self, event_id: &str, trigger: &str) {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, app_id, trigger, payload) VALUES ($1, 'app1', $2, $3)",
+        )
+        .bind(event_id)
+        .bind(trigger)
+        .bind(serde_json::json!({"id": event_id, "trigger": trigger}))
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
+    pub(crate) async fn unpublished(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn consumer(&self) -> Consumer {
+        self.channel
+            .basic_consume(
+                self.topology.webhook_events_queue().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn cleanup(self) {
+        for q in self.topology.all_queues(&[]) {
+            let _ = self
+                .channel
+                .queue_delete(q.into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = self
+            .channel
+            .exchange_delete(
+                self.topology.events_exchange().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+        let _ = self.connection.close(200, "bye".into()).await;
+        let _ = sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
+            .execute(&self.pool)
+            .await;
+    }
+}
+
+/// Reads message ids from `consumer` until `n` arrived or `within` passed.
+pub(crate) async fn read_ids(consumer: &mut Consumer, n: usize, within: Duration) -> Vec<String> {
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while ids.len() < n {
+        let next = tokio::time::timeout_at(deadline, consumer.next()).await;
+        let Ok(Some(Ok(delivery))) = next else { break };
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+        ids.push(id);
+    }
+    ids
+}

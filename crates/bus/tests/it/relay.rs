@@ -1,0 +1,149 @@
+//! The outbox relay: committed rows reach the exchange, are marked only after confirms,
+//! and survive a broker outage or a crashed replica.
+
+use std::time::Duration;
+
+use bus::{Publisher, Relay, RelayConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{read_ids, Env};
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:04}")).collect()
+}
+
+#[tokio::test]
+async fn relay_publishes_committed_rows_in_order_and_marks_them() {
+    let env = Env::new().await;
+    let want = ids("e", 5);
+    for (i, id) in want.iter().enumerate() {
+        let trigger = if i % 2 == 0 {
+            "message:appUser"
+        } else {
+            "message:appMaker"
+        };
+        env.commit_event(id, trigger).await;
+    }
+    let relay = Relay::new(env.pool.clone(), env.publisher(), RelayConfig::default());
+    assert_eq!(relay.drain().await.unwrap(), 5);
+    assert_eq!(env.unpublished().await, 0);
+    let mut consumer = env.consumer().await;
+    assert_eq!(
+        read_ids(&mut consumer, 5, Duration::from_secs(5)).await,
+        want
+    );
+    // A second pass finds nothing left to publish.
+    assert_eq!(relay.drain().await.unwrap(), 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn rows_stay_unpublished_until_the_broker_confirms() {
+    let env = Env::new().await;
+    for id in ids("down", 3) {
+        env.commit_event(&id, "message:appUser").await;
+    }
+    // Nothing listens on port 1: every publish fails, as when RabbitMQ is stopped.
+    let down = std::sync::Arc::new(Publisher::new(
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+        "relay-test-down",
+        env.topology.clone(),
+    ));
+    let relay = Relay::new(env.pool.clone(), down, RelayConfig::default());
+    assert!(relay.drain().await.is_err());
+    assert_eq!(
+        env.unpublished().await,
+        3,
+        "no row may be marked without a confirm"
+    );
+
+    // The broker is back: a relay publishes them all.
+    let relay = Relay::new(env.pool.clone(), env.publisher(), RelayConfig::default());
+    assert_eq!(relay.drain().await.unwrap(), 3);
+    let mut consumer = env.consumer().await;
+    assert_eq!(
+        read_ids(&mut consumer, 3, Duration::from_secs(5)).await,
+        ids("down", 3)
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn sweep_publishes_rows_a_crashed_replica_left_behind() {
+    let env = Env::new().await;
+    // A replica committed these and died before publishing (or mid-claim: its
+    // transaction rolled back with the connection).
+    env.commit_event("crash0", "message:appUser").await;
+    {
+        let mut tx = env.pool.begin().await.unwrap();
+        sqlx::query("SELECT seq FROM outbox FOR UPDATE")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+    }
+    let config = RelayConfig {
+        sweep_interval: Duration::from_millis(100),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(env.pool.clone(), env.publisher(), config);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    // Committed with nobody poking the relay: only the sweep can find it.
+    env.commit_event("crash1", "message:appMaker").await;
+    let mut consumer = env.consumer().await;
+    assert_eq!(
+        read_ids(&mut consumer, 2, Duration::from_secs(5)).await,
+        vec!["crash0", "crash1"]
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(env.unpublished().await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_poke_publishes_without_waiting_for_the_sweep() {
+    let env = Env::new().await;
+    let config = RelayConfig {
+        sweep_interval: Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(env.pool.clone(), env.publisher(), config);
+    let handle = relay.handle();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let mut consumer = env.consumer().await;
+    env.commit_event("poked", "message:appUser").await;
+    handle.poke();
+    assert_eq!(
+        read_ids(&mut consumer, 1, Duration::from_secs(2)).await,
+        vec!["poked"]
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn replicas_share_the_outbox_without_publishing_a_row_twice() {
+    let env = Env::new().await;
+    let want = ids("r", 300);
+    for id in &want {
+        env.commit_event(id, "message:appUser").await;
+    }
+    let config = RelayConfig {
+        batch_size: 20,
+        ..RelayConfig::default()
+    };
+    let a = Relay::new(env.pool.clone(), env.publisher(), config.clone());
+    let b = Relay::new(env.pool.clone(), env.publisher(), config);
+    let (na, nb) = tokio::join!(a.drain(), b.drain());
+    let (na, nb) = (na.unwrap(), nb.unwrap());
+    assert_eq!(na + nb, 300);
+    let mut consumer = env.consumer().await;
+    let mut got = read_ids(&mut consumer, 301, Duration::from_secs(2)).await;
+    got.sort();
+    assert_eq!(got, want, "every row exactly once");
+    env.cleanup().await;
+}
