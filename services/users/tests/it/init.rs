@@ -130,6 +130,23 @@ async fn login_upgrades_the_anonymous_user_of_the_device() {
 }
 
 #[tokio::test]
+async fn login_as_a_known_user_on_an_anonymous_device_returns_that_user() {
+    let (mut svc, app) = start_with_app().await;
+    let (phone, tablet) = (new_device_id(), new_device_id());
+    let alice = init(&mut svc.client, &app.id, Some("alice"), &phone).await;
+    let anonymous = init(&mut svc.client, &app.id, None, &tablet).await;
+
+    let logged_in = init(&mut svc.client, &app.id, Some("alice"), &tablet).await;
+    assert_eq!(logged_in.id, alice.id);
+    assert!(device_of(&logged_in, &tablet).active);
+    assert!(device_of(&logged_in, &phone).active);
+    // Not merged (yet): the anonymous user stays, no longer active on the tablet.
+    let left = get(&mut svc.client, &app.id, &anonymous.id).await;
+    assert_eq!(left.user_id, None);
+    assert!(!device_of(&left, &tablet).active);
+}
+
+#[tokio::test]
 async fn only_the_most_recent_user_on_a_device_is_active() {
     let (mut svc, app) = start_with_app().await;
     let d = new_device_id();
