@@ -1,1 +1,219 @@
-//! smooch library.
+//! The `smooch` binary's library: wiring each role from [`Settings`], running every role in
+//! one process ([`start_all`]), and the operator's admin client. Tests start the suite
+//! through the same functions.
+
+pub mod admin;
+pub mod settings;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use settings::Settings;
+
+/// A role of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP gateway.
+    Gateway,
+    /// Apps, keys, app users (gRPC).
+    Users,
+    /// Conversations and messages (gRPC).
+    Conversations,
+    /// Media bytes (gRPC).
+    Media,
+    /// Webhook subscriptions (gRPC).
+    Webhooks,
+}
+
+impl Role {
+    /// The role's name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Users => "users",
+            Role::Conversations => "conversations",
+            Role::Media => "media",
+            Role::Webhooks => "webhooks",
+        }
+    }
+}
+
+/// Applies every service's migrations, creating the database first if needed.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    db::ensure_database(&settings.database_url).await?;
+    users::migrate(&settings.database_url).await?;
+    conversations::migrate(&settings.database_url).await?;
+    webhooks::migrate(&settings.database_url).await?;
+    Ok(())
+}
+
+async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
+    let addr = addr.split("://").last().unwrap_or(addr);
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+/// Spawns one gRPC role on `listener`.
+fn spawn_grpc_role(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    role: Role,
+    settings: &Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let database_url = settings.database_url.clone();
+    let max_connections = settings.database_max_connections;
+    match role {
+        Role::Users => {
+            let config = users::Config {
+                database_url,
+                max_connections,
+            };
+            tasks.spawn(users::run(config, listener, shutdown));
+        }
+        Role::Conversations => {
+            let config = conversations::Config {
+                database_url,
+                max_connections,
+            };
+            tasks.spawn(conversations::run(config, listener, shutdown));
+        }
+        Role::Webhooks => {
+            let config = webhooks::Config {
+                database_url,
+                max_connections,
+            };
+            tasks.spawn(webhooks::run(config, listener, shutdown));
+        }
+        Role::Media => {
+            let config = media::Config::new(settings.media_dir.clone());
+            tasks.spawn(media::run(config, listener, shutdown));
+        }
+        Role::Gateway => {}
+    }
+}
+
+fn gateway_config(settings: &Settings, addrs: [String; 4]) -> gateway::Config {
+    let [users, conversations, media, webhooks] = addrs;
+    gateway::Config::new(
+        settings.public_url(),
+        users,
+        conversations,
+        media,
+        webhooks,
+    )
+}
+
+/// Runs one role until `shutdown` is cancelled, as `smooch <role>` does.
+pub async fn run_role(
+    role: Role,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tasks = JoinSet::new();
+    match role {
+        Role::Gateway => {
+            let listener = bind(&settings.http_addr.to_string(), "HTTP").await?;
+            let addrs = ["users", "conversations", "media", "webhooks"].map(|s| settings.grpc_addr(s));
+            tasks.spawn(gateway::run(
+                gateway_config(settings, addrs),
+                listener,
+                shutdown.clone(),
+            ));
+        }
+        grpc => {
+            let listener = bind(&settings.grpc_addr(grpc.name()), grpc.name()).await?;
+            spawn_grpc_role(&mut tasks, grpc, settings, listener, shutdown.clone());
+        }
+    }
+    wait(tasks, shutdown).await
+}
+
+/// Waits for every task; the first failure stops the others.
+async fn wait(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined
+            .context("a role panicked")
+            .and_then(|r| r);
+        if let Err(e) = result {
+            tracing::error!(error = format!("{e:#}"), "role stopped with an error");
+            shutdown.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The suite running in this process.
+pub struct Running {
+    /// Where the gateway listens.
+    pub http_addr: SocketAddr,
+    /// What happened to the account key at start-up.
+    pub account_key: users::AccountKey,
+    tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// Waits until every role has stopped (after `shutdown` is cancelled, or on the first
+    /// failure).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        wait(self.tasks, self.shutdown).await
+    }
+}
+
+/// Starts every role in this process, as `smooch all` does: creates and migrates the
+/// database, makes sure an account key exists, and serves the gRPC roles on their configured
+/// addresses (free loopback ports when unset) behind the gateway.
+pub async fn start_all(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    migrate(settings).await?;
+    let configured = settings
+        .account_key
+        .as_ref()
+        .map(|(id, secret)| (id.clone(), secret.expose_secret().to_owned()));
+    let account_key = users::ensure_account_key(&settings.database_url, configured).await?;
+
+    let mut tasks = JoinSet::new();
+    let mut addrs: Vec<String> = Vec::new();
+    for role in [Role::Users, Role::Conversations, Role::Media, Role::Webhooks] {
+        let configured = match role {
+            Role::Users => &settings.users_grpc_addr,
+            Role::Conversations => &settings.conversations_grpc_addr,
+            Role::Media => &settings.media_grpc_addr,
+            _ => &settings.webhooks_grpc_addr,
+        };
+        let listener = bind(configured.as_deref().unwrap_or("127.0.0.1:0"), role.name()).await?;
+        addrs.push(listener.local_addr()?.to_string());
+        spawn_grpc_role(&mut tasks, role, settings, listener, shutdown.clone());
+    }
+    let listener = bind(&settings.http_addr.to_string(), "HTTP").await?;
+    let http_addr = listener.local_addr()?;
+    let mut settings = settings.clone();
+    if settings.public_url.is_none() {
+        settings.public_url = Some(format!("http://{http_addr}"));
+    }
+    let addrs: [String; 4] = addrs
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("expected four gRPC roles"))?;
+    tasks.spawn(gateway::run(
+        gateway_config(&settings, addrs),
+        listener,
+        shutdown.clone(),
+    ));
+    Ok(Running {
+        http_addr,
+        account_key,
+        tasks,
+        shutdown,
+    })
+}

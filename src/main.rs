@@ -1,1 +1,184 @@
-fn main() {}
+//! `smooch`: runs any role of the suite, or all of them in one process, migrates the
+//! database, and administers apps.
+
+use anyhow::{anyhow, Context as _};
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret as _;
+use smooch::{admin::Admin, Role, Settings};
+use tokio_util::sync::CancellationToken;
+
+/// A self-hostable, multi-tenant Smooch REST API v1. Configuration comes from `SMOOCH_*`
+/// environment variables (see the README).
+#[derive(Debug, Parser)]
+#[command(name = "smooch", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every role in one process (the local default).
+    All,
+    /// Run the HTTP gateway.
+    Gateway,
+    /// Run the users service (gRPC).
+    Users,
+    /// Run the conversations service (gRPC).
+    Conversations,
+    /// Run the media service (gRPC).
+    Media,
+    /// Run the webhooks service (gRPC).
+    Webhooks,
+    /// Create the database if needed and apply every migration.
+    Migrate,
+    /// Manage apps through the HTTP API (needs the account key in the environment).
+    Apps {
+        /// Base URL of the suite; defaults to SMOOCH_PUBLIC_URL or http://SMOOCH_HTTP_ADDR.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// Create an app and print it, with its app token.
+    Create {
+        /// The app's name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List the apps.
+    List,
+    /// Manage an app's secret keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a secret key for an app and print it (its `_id` is the JWT `kid`).
+    Create {
+        /// The app's `_id`.
+        app_id: String,
+        /// The key's name.
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}
+
+async fn run_all(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let running = smooch::start_all(&settings, shutdown).await?;
+    match &running.account_key {
+        users::AccountKey::Created { id, secret } => {
+            println!(
+                "Created the operator's account key. Use it to manage apps (shown once):\n\n  \
+                 export SMOOCH_ACCOUNT_KEY_ID={id}\n  export SMOOCH_ACCOUNT_SECRET={secret}\n  \
+                 smooch apps create --name my-app\n"
+            );
+        }
+        users::AccountKey::Existing { id } => {
+            println!(
+                "Account key {id} exists; set SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET to use \
+                 `smooch apps` (or set your own pair and restart)."
+            );
+        }
+        users::AccountKey::Configured => {}
+    }
+    println!("smooch is serving the v1 API on http://{}/v1", running.http_addr);
+    running.wait().await
+}
+
+async fn run_admin(url: Option<String>, command: AppsCommand) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let (key_id, secret) = settings.account_key.as_ref().ok_or_else(|| {
+        anyhow!("set SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET (printed by the first `smooch all`)")
+    })?;
+    let base = url.unwrap_or_else(|| settings.public_url());
+    let admin = Admin::new(&base, key_id, secret.expose_secret())?;
+    let answer = match command {
+        AppsCommand::Create { name } => admin.create_app(&name).await?,
+        AppsCommand::List => admin.list_apps().await?,
+        AppsCommand::Keys {
+            command: KeysCommand::Create { app_id, name },
+        } => admin.create_key(&app_id, &name).await?,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&answer).context("printing the answer")?
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let role = match &cli.command {
+        Command::All => "all",
+        Command::Gateway => "gateway",
+        Command::Users => "users",
+        Command::Conversations => "conversations",
+        Command::Media => "media",
+        Command::Webhooks => "webhooks",
+        Command::Migrate => "migrate",
+        Command::Apps { .. } => "admin",
+    };
+    if role != "admin" {
+        telemetry::init(role);
+    }
+    let single = |role: Role| async move {
+        let settings = Settings::from_env()?;
+        let shutdown = CancellationToken::new();
+        cancel_on_signal(shutdown.clone());
+        smooch::run_role(role, &settings, shutdown).await
+    };
+    match cli.command {
+        Command::All => run_all(Settings::from_env()?).await,
+        Command::Gateway => single(Role::Gateway).await,
+        Command::Users => single(Role::Users).await,
+        Command::Conversations => single(Role::Conversations).await,
+        Command::Media => single(Role::Media).await,
+        Command::Webhooks => single(Role::Webhooks).await,
+        Command::Migrate => {
+            let settings = Settings::from_env()?;
+            smooch::migrate(&settings).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Apps { url, command } => run_admin(url, command).await,
+    }
+}

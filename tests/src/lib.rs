@@ -1,1 +1,253 @@
-//! The testkit.
+//! The testkit: starts the whole suite (`smooch all`) in-process once per test binary, on
+//! free ports, against the real Postgres, Redis and RabbitMQ, and gives tests a typed way to
+//! make apps, credentials and requests. Each test makes its own app, so tests run in parallel
+//! and isolate each other the way tenants do.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::sync::OnceLock;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use smooch::Settings;
+use tokio_util::sync::CancellationToken;
+
+/// The account key the test suite is configured with (obvious test values).
+pub const ACCOUNT_KEY_ID: &str = "test-account-key";
+/// The account key's secret.
+pub const ACCOUNT_SECRET: &str = "test-account-secret";
+
+/// The running suite.
+pub struct Suite {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The settings it runs with.
+    pub settings: Settings,
+    /// A shared HTTP client.
+    pub http: reqwest::Client,
+}
+
+static SUITE: OnceLock<Suite> = OnceLock::new();
+
+/// A unique suffix for names in this test process.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), domain::id::new_id())
+}
+
+/// The settings tests run with: a `smooch_test` database (or `SMOOCH_TEST_DATABASE_URL`),
+/// free ports, and AMQP/Redis prefixes of their own.
+pub fn test_settings() -> Settings {
+    let database_url = std::env::var("SMOOCH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/smooch_test".to_owned());
+    let media_dir = std::env::temp_dir().join(unique("smooch-media"));
+    Settings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url,
+        database_max_connections: 8,
+        account_key: Some((ACCOUNT_KEY_ID.to_owned(), SecretString::from(ACCOUNT_SECRET))),
+        media_dir,
+        amqp_prefix: unique("test"),
+        redis_prefix: unique("test"),
+        ..Settings::default()
+    }
+}
+
+/// The suite of this test binary, started on first use.
+pub fn suite() -> &'static Suite {
+    SUITE.get_or_init(|| {
+        telemetry::init_for_tests();
+        let settings = test_settings();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread_settings = settings.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let running = smooch::start_all(&thread_settings, CancellationToken::new())
+                    .await
+                    .expect("starting the suite");
+                wait_healthy(running.http_addr).await;
+                tx.send(running.http_addr).unwrap();
+                running.wait().await.expect("suite stopped with an error");
+            });
+        });
+        let addr = rx.recv().expect("the suite failed to start");
+        let suite = Suite {
+            base: format!("http://{addr}"),
+            settings,
+            http: reqwest::Client::new(),
+        };
+        suite
+    })
+}
+
+async fn wait_healthy(addr: std::net::SocketAddr) {
+    let url = format!("http://{addr}/healthz");
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(r) = client.get(&url).send().await {
+            if r.status() == StatusCode::OK {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the suite did not become healthy at {url}");
+}
+
+/// How a request authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// No credentials.
+    None,
+    /// The `app-token` header.
+    AppToken(String),
+    /// `Authorization: Bearer <jwt>`.
+    Jwt(String),
+}
+
+/// Signs a JWT (HS256 unless `alg` says otherwise) with `kid` in its header.
+pub fn jwt_with(alg: Algorithm, kid: &str, secret: &str, claims: Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+/// Signs an HS256 JWT the way the era's Node client does (no `exp`, an `iat`).
+pub fn jwt(kid: &str, secret: &str, claims: Value) -> String {
+    jwt_with(Algorithm::HS256, kid, secret, claims)
+}
+
+/// The account-scope JWT of the test suite.
+pub fn account_jwt() -> Auth {
+    Auth::Jwt(jwt(ACCOUNT_KEY_ID, ACCOUNT_SECRET, json!({"scope": "account", "iat": 1})))
+}
+
+/// A response's status and JSON body (`Value::Null` when the body is not JSON).
+pub async fn parts(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+impl Suite {
+    /// A request to `path` (such as `/v1/init`) with `auth`.
+    pub fn request(&self, method: Method, path: &str, auth: &Auth) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match auth {
+            Auth::None => request,
+            Auth::AppToken(t) => request.header("app-token", t),
+            Auth::Jwt(t) => request.bearer_auth(t),
+        }
+    }
+
+    /// Sends a JSON request and returns status and body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.request(method, path, auth);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        parts(request.send().await.unwrap()).await
+    }
+
+    /// Creates an app with one secret key.
+    pub async fn create_app(&self) -> TestApp {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/apps",
+                &account_jwt(),
+                Some(json!({"name": unique("app")})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let app = &body["app"];
+        let id = app["_id"].as_str().unwrap().to_owned();
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/v1/apps/{id}/keys"),
+                &account_jwt(),
+                Some(json!({"name": "test"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        TestApp {
+            id,
+            token: app["appToken"].as_str().unwrap().to_owned(),
+            key_id: body["key"]["_id"].as_str().unwrap().to_owned(),
+            secret: body["key"]["secret"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+/// An app made for one test, with its credentials.
+#[derive(Debug, Clone)]
+pub struct TestApp {
+    /// The app's `_id`.
+    pub id: String,
+    /// Its app token.
+    pub token: String,
+    /// Its secret key's id (`kid`).
+    pub key_id: String,
+    /// Its secret key's secret.
+    pub secret: String,
+}
+
+impl TestApp {
+    /// The app token credential.
+    pub fn app_token(&self) -> Auth {
+        Auth::AppToken(self.token.clone())
+    }
+
+    /// An `app`-scope JWT.
+    pub fn app_jwt(&self) -> Auth {
+        Auth::Jwt(jwt(&self.key_id, &self.secret, json!({"scope": "app", "iat": 1})))
+    }
+
+    /// An `appUser`-scope JWT for `user_id`.
+    pub fn user_jwt(&self, user_id: &str) -> Auth {
+        Auth::Jwt(jwt(
+            &self.key_id,
+            &self.secret,
+            json!({"scope": "appUser", "userId": user_id, "iat": 1}),
+        ))
+    }
+
+    /// Inits a user on a new device (with `user_id` if given) and returns its `appUser`.
+    pub async fn init_user(&self, user_id: Option<&str>) -> Value {
+        let mut body = json!({"device": {"id": domain::id::new_id(), "platform": "ios", "appVersion": "1.0"}});
+        if let Some(user_id) = user_id {
+            body["userId"] = json!(user_id);
+        }
+        let (status, body) = suite()
+            .call(Method::POST, "/v1/init", &self.app_token(), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["appUser"].clone()
+    }
+
+    /// Posts a text message as `role` for the app user `user` (path id) with the app JWT.
+    pub async fn post_message(&self, user: &str, role: &str, text: &str) -> Value {
+        let (status, body) = suite()
+            .call(
+                Method::POST,
+                &format!("/v1/appusers/{user}/conversation/messages"),
+                &self.app_jwt(),
+                Some(json!({"text": text, "role": role})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+}

@@ -1,0 +1,206 @@
+//! Settings of every role, read from `SMOOCH_*` environment variables with local defaults.
+//! A malformed value is a startup error that names the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{anyhow, Context as _};
+use secrecy::SecretString;
+
+/// Everything a role may need; each role reads the part it uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the gateway listens (`SMOOCH_HTTP_ADDR`, default `127.0.0.1:8080`).
+    pub http_addr: SocketAddr,
+    /// Base URL of media links (`SMOOCH_PUBLIC_URL`, default `http://` + the HTTP address).
+    pub public_url: Option<String>,
+    /// Postgres URL (`SMOOCH_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/smooch`).
+    pub database_url: String,
+    /// Pool size of each service (`SMOOCH_DATABASE_MAX_CONNECTIONS`, default 10).
+    pub database_max_connections: u32,
+    /// Redis URL (`SMOOCH_REDIS_URL`, default `redis://127.0.0.1:6379`).
+    pub redis_url: String,
+    /// Prefix of every Redis key (`SMOOCH_REDIS_PREFIX`, default `smooch`).
+    pub redis_prefix: String,
+    /// RabbitMQ URL (`SMOOCH_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue (`SMOOCH_AMQP_PREFIX`, default `smooch`).
+    pub amqp_prefix: String,
+    /// The operator's account key (`SMOOCH_ACCOUNT_KEY_ID` + `SMOOCH_ACCOUNT_SECRET`); when
+    /// unset, `smooch all` creates one on first start.
+    pub account_key: Option<(String, SecretString)>,
+    /// Local media storage (`SMOOCH_MEDIA_DIR`, default `data/media`).
+    pub media_dir: PathBuf,
+    /// Users service address (`SMOOCH_USERS_GRPC_ADDR`, default `127.0.0.1:50051`; for
+    /// `smooch all`, a free loopback port unless set).
+    pub users_grpc_addr: Option<String>,
+    /// Conversations service address (`SMOOCH_CONVERSATIONS_GRPC_ADDR`, default
+    /// `127.0.0.1:50052`).
+    pub conversations_grpc_addr: Option<String>,
+    /// Media service address (`SMOOCH_MEDIA_GRPC_ADDR`, default `127.0.0.1:50053`).
+    pub media_grpc_addr: Option<String>,
+    /// Webhooks service address (`SMOOCH_WEBHOOKS_GRPC_ADDR`, default `127.0.0.1:50054`).
+    pub webhooks_grpc_addr: Option<String>,
+}
+
+/// Default gRPC address of each service when it runs as its own role.
+pub const DEFAULT_GRPC_ADDRS: [(&str, &str); 4] = [
+    ("users", "127.0.0.1:50051"),
+    ("conversations", "127.0.0.1:50052"),
+    ("media", "127.0.0.1:50053"),
+    ("webhooks", "127.0.0.1:50054"),
+];
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            database_url: "postgres://postgres@127.0.0.1:5432/smooch".to_owned(),
+            database_max_connections: 10,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_prefix: "smooch".to_owned(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            amqp_prefix: "smooch".to_owned(),
+            account_key: None,
+            media_dir: PathBuf::from("data/media"),
+            users_grpc_addr: None,
+            conversations_grpc_addr: None,
+            media_grpc_addr: None,
+            webhooks_grpc_addr: None,
+        }
+    }
+}
+
+/// Reads a variable; unset or empty is `None`, non-UTF-8 is an error naming it.
+pub fn var(name: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(anyhow!("{name} is not valid UTF-8")),
+    }
+}
+
+fn parsed<T: FromStr>(name: &str, default: T, expected: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name)? {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| anyhow!("{name}={raw:?} is invalid: expected {expected} ({e})")),
+    }
+}
+
+fn url(name: &str, default: String, schemes: &[&str]) -> anyhow::Result<String> {
+    let value = var(name)?.unwrap_or(default);
+    let ok = schemes
+        .iter()
+        .any(|s| value.starts_with(&format!("{s}://")));
+    if ok {
+        Ok(value)
+    } else {
+        Err(anyhow!(
+            "{name} is invalid: expected a URL starting with {}",
+            schemes
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ))
+    }
+}
+
+fn grpc_addr(name: &str) -> anyhow::Result<Option<String>> {
+    let Some(addr) = var(name)? else {
+        return Ok(None);
+    };
+    let host_port = addr.split("://").last().unwrap_or(&addr);
+    match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Some(addr)),
+        _ => Err(anyhow!(
+            "{name}={addr:?} is invalid: expected host:port, such as 127.0.0.1:50051"
+        )),
+    }
+}
+
+impl Settings {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let d = Settings::default();
+        let account_key = match (
+            var("SMOOCH_ACCOUNT_KEY_ID")?,
+            var("SMOOCH_ACCOUNT_SECRET")?,
+        ) {
+            (Some(id), Some(secret)) => Some((id, SecretString::from(secret))),
+            (None, None) => None,
+            _ => {
+                return Err(anyhow!(
+                    "SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET must be set together"
+                ))
+            }
+        };
+        let public_url = match var("SMOOCH_PUBLIC_URL")? {
+            None => None,
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                Some(u.trim_end_matches('/').to_owned())
+            }
+            Some(_) => {
+                return Err(anyhow!(
+                    "SMOOCH_PUBLIC_URL is invalid: expected an http:// or https:// URL"
+                ))
+            }
+        };
+        Ok(Settings {
+            http_addr: parsed("SMOOCH_HTTP_ADDR", d.http_addr, "host:port, such as 127.0.0.1:8080")?,
+            public_url,
+            database_url: url("SMOOCH_DATABASE_URL", d.database_url, &["postgres", "postgresql"])?,
+            database_max_connections: parsed(
+                "SMOOCH_DATABASE_MAX_CONNECTIONS",
+                d.database_max_connections,
+                "a positive integer",
+            )?,
+            redis_url: url("SMOOCH_REDIS_URL", d.redis_url, &["redis", "rediss"])?,
+            redis_prefix: var("SMOOCH_REDIS_PREFIX")?.unwrap_or(d.redis_prefix),
+            amqp_url: url("SMOOCH_AMQP_URL", d.amqp_url, &["amqp", "amqps"])?,
+            amqp_prefix: var("SMOOCH_AMQP_PREFIX")?.unwrap_or(d.amqp_prefix),
+            account_key,
+            media_dir: var("SMOOCH_MEDIA_DIR")?
+                .map(PathBuf::from)
+                .unwrap_or(d.media_dir),
+            users_grpc_addr: grpc_addr("SMOOCH_USERS_GRPC_ADDR")?,
+            conversations_grpc_addr: grpc_addr("SMOOCH_CONVERSATIONS_GRPC_ADDR")?,
+            media_grpc_addr: grpc_addr("SMOOCH_MEDIA_GRPC_ADDR")?,
+            webhooks_grpc_addr: grpc_addr("SMOOCH_WEBHOOKS_GRPC_ADDR")?,
+        })
+        .context("reading configuration from the environment")
+    }
+
+    /// The base URL of media links.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_addr))
+    }
+
+    /// The configured gRPC address of `service`, or its default for a split deployment.
+    pub fn grpc_addr(&self, service: &str) -> String {
+        let configured = match service {
+            "users" => &self.users_grpc_addr,
+            "conversations" => &self.conversations_grpc_addr,
+            "media" => &self.media_grpc_addr,
+            _ => &self.webhooks_grpc_addr,
+        };
+        configured.clone().unwrap_or_else(|| {
+            DEFAULT_GRPC_ADDRS
+                .iter()
+                .find(|(name, _)| *name == service)
+                .map(|(_, addr)| (*addr).to_owned())
+                .unwrap_or_default()
+        })
+    }
+}
