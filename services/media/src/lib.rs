@@ -1,1 +1,71 @@
-//! The smooch media service.
+//! The media service: images uploaded over a client stream, their type sniffed from the
+//! bytes, stored in an object store under the app's prefix, and served back over a server
+//! stream.
+
+mod error;
+mod grpc;
+mod object;
+mod storage;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{Error, Result};
+
+/// The largest image accepted by default: 10 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 10 * 1024 * 1024;
+
+/// The size of the data chunks of a download.
+pub const DOWNLOAD_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Settings of the media role.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory the images are stored in, created when missing (`SMOOCH_MEDIA_DIR`).
+    pub media_dir: PathBuf,
+    /// Largest image accepted, in bytes. Default [`DEFAULT_MAX_BYTES`] (10 MiB).
+    pub max_bytes: usize,
+}
+
+impl Config {
+    /// Settings that store images in `media_dir`, with the default size limit.
+    pub fn new(media_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            media_dir: media_dir.into(),
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Serves the media gRPC API on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = storage::Store::local(&config.media_dir).await?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<proto::v1::media_server::MediaServer<grpc::MediaApi>>()
+        .await;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        media_dir = %config.media_dir.display(),
+        "media service listening"
+    );
+    tonic::transport::Server::builder()
+        // Uploads and downloads of the largest images on slow links take a while.
+        .timeout(Duration::from_secs(120))
+        .add_service(health)
+        .add_service(proto::v1::media_server::MediaServer::new(
+            grpc::MediaApi::new(store, config.max_bytes),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+        .context("media gRPC server failed")
+}
