@@ -6,6 +6,7 @@ use proto::v1 as pb;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use crate::deliveries;
 use crate::storage::{self, WebhookRow};
 use crate::Result;
 
@@ -127,5 +128,56 @@ impl pb::webhooks_server::Webhooks for WebhooksApi {
         }
         tracing::info!(app_id = %req.app_id, webhook_id = %req.webhook_id, "webhook deleted");
         Ok(Response::new(pb::DeleteWebhookResponse {}))
+    }
+
+    async fn record_attempts(
+        &self,
+        request: Request<pb::RecordAttemptsRequest>,
+    ) -> Result<Response<pb::RecordAttemptsResponse>, Status> {
+        deliveries::record(&self.pool, request.into_inner().attempts).await?;
+        Ok(Response::new(pb::RecordAttemptsResponse {}))
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let req = request.into_inner();
+        storage::get(&self.pool, &req.app_id, &req.webhook_id)
+            .await
+            .map_err(crate::Error::from)?
+            .ok_or_else(|| not_found(&req.webhook_id))?;
+        Ok(Response::new(deliveries::list(&self.pool, &req).await?))
+    }
+
+    async fn retry_delivery(
+        &self,
+        request: Request<pb::RetryDeliveryRequest>,
+    ) -> Result<Response<pb::Delivery>, Status> {
+        let req = request.into_inner();
+        storage::get(&self.pool, &req.app_id, &req.webhook_id)
+            .await
+            .map_err(crate::Error::from)?
+            .ok_or_else(|| not_found(&req.webhook_id))?;
+        let delivery = deliveries::retry(&self.pool, &req).await?;
+        tracing::info!(app_id = %req.app_id, delivery_id = %req.delivery_id, "delivery retry requested");
+        Ok(Response::new(delivery))
+    }
+
+    async fn claim_retries(
+        &self,
+        request: Request<pb::ClaimRetriesRequest>,
+    ) -> Result<Response<pb::ClaimRetriesResponse>, Status> {
+        Ok(Response::new(
+            deliveries::claim(&self.pool, request.get_ref().limit).await?,
+        ))
+    }
+
+    async fn complete_retries(
+        &self,
+        request: Request<pb::CompleteRetriesRequest>,
+    ) -> Result<Response<pb::CompleteRetriesResponse>, Status> {
+        deliveries::complete(&self.pool, &request.get_ref().delivery_ids).await?;
+        Ok(Response::new(pb::CompleteRetriesResponse {}))
     }
 }

@@ -1,6 +1,10 @@
 //! The webhooks service: an app's webhook subscriptions (create, list, get, update,
-//! delete), served over gRPC and stored in the `webhooks` Postgres schema.
+//! delete) and their delivery log (attempts reported by the webhook worker, paged
+//! listings, retry requests), served over gRPC and stored in the `webhooks` Postgres
+//! schema.
 
+mod deliveries;
+mod delivery_log;
 mod error;
 mod grpc;
 mod storage;
@@ -54,10 +58,7 @@ pub async fn run(
         .add_service(proto::v1::webhooks_server::WebhooksServer::new(
             grpc::WebhooksApi::new(pool),
         ))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .context("webhooks gRPC server failed")
 }

@@ -1,0 +1,230 @@
+//! SQL of the delivery log: deliveries, their attempts, and requested retries.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// One attempt as the worker reported it.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptRow {
+    pub(crate) delivery_id: String,
+    pub(crate) app_id: String,
+    pub(crate) webhook_id: String,
+    pub(crate) event_id: String,
+    pub(crate) trigger: String,
+    pub(crate) attempt: i32,
+    pub(crate) attempted_at: DateTime<Utc>,
+    pub(crate) outcome: String,
+    pub(crate) status_code: Option<i32>,
+    pub(crate) latency_ms: i32,
+    pub(crate) error: Option<String>,
+    /// The job, on `failed` attempts only.
+    pub(crate) job_json: Option<String>,
+}
+
+/// A stored delivery.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    pub(crate) seq: i64,
+    pub(crate) id: String,
+    pub(crate) app_id: String,
+    pub(crate) webhook_id: String,
+    pub(crate) event_id: String,
+    pub(crate) trigger: String,
+    pub(crate) status: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+/// A stored attempt.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct StoredAttempt {
+    pub(crate) delivery_id: String,
+    pub(crate) attempt: i32,
+    pub(crate) attempted_at: DateTime<Utc>,
+    pub(crate) outcome: String,
+    pub(crate) status_code: Option<i32>,
+    pub(crate) latency_ms: i32,
+    pub(crate) error: Option<String>,
+}
+
+/// Upserts the deliveries (`latest`: one attempt per delivery, its newest) and appends
+/// every attempt, in one transaction.
+pub(crate) async fn record(
+    pool: &PgPool,
+    latest: &[&AttemptRow],
+    attempts: &[AttemptRow],
+    status_of: impl Fn(&str) -> &'static str,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let col = |f: fn(&AttemptRow) -> String| latest.iter().map(|a| f(a)).collect::<Vec<_>>();
+    // The status follows the newest attempt: batches from several workers may arrive out
+    // of order, so an older attempt never overwrites a newer one's status.
+    sqlx::query(
+        "INSERT INTO deliveries (id, app_id, webhook_id, event_id, trigger, status, job,
+                                 created_at, updated_at)
+         SELECT id, app_id, webhook_id, event_id, trigger, status, job::jsonb, at, at
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::timestamptz[])
+              AS t(id, app_id, webhook_id, event_id, trigger, status, job, at)
+         ON CONFLICT (id) DO UPDATE SET
+             status = EXCLUDED.status,
+             job = COALESCE(EXCLUDED.job, deliveries.job),
+             updated_at = EXCLUDED.updated_at
+         WHERE deliveries.updated_at <= EXCLUDED.updated_at",
+    )
+    .bind(col(|a| a.delivery_id.clone()))
+    .bind(col(|a| a.app_id.clone()))
+    .bind(col(|a| a.webhook_id.clone()))
+    .bind(col(|a| a.event_id.clone()))
+    .bind(col(|a| a.trigger.clone()))
+    .bind(
+        latest
+            .iter()
+            .map(|a| status_of(&a.outcome).to_owned())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        latest
+            .iter()
+            .map(|a| a.job_json.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(latest.iter().map(|a| a.attempted_at).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, attempted_at, outcome,
+                                        status_code, latency_ms, error)
+         SELECT * FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], $4::text[],
+                              $5::int[], $6::int[], $7::text[])",
+    )
+    .bind(
+        attempts
+            .iter()
+            .map(|a| a.delivery_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.attempted_at).collect::<Vec<_>>())
+    .bind(
+        attempts
+            .iter()
+            .map(|a| a.outcome.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(attempts.iter().map(|a| a.status_code).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.latency_ms).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.error.clone()).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// A page of a webhook's deliveries, newest first, older than `before` (a `seq`).
+pub(crate) async fn list(
+    pool: &PgPool,
+    app_id: &str,
+    webhook_id: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<DeliveryRow>> {
+    sqlx::query_as(
+        "SELECT seq, id, app_id, webhook_id, event_id, trigger, status, created_at, updated_at
+         FROM deliveries
+         WHERE app_id = $1 AND webhook_id = $2 AND ($3::bigint IS NULL OR seq < $3)
+         ORDER BY seq DESC LIMIT $4",
+    )
+    .bind(app_id)
+    .bind(webhook_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The attempts of `delivery_ids`, oldest first.
+pub(crate) async fn attempts(
+    pool: &PgPool,
+    delivery_ids: &[String],
+) -> sqlx::Result<Vec<StoredAttempt>> {
+    sqlx::query_as(
+        "SELECT delivery_id, attempt, attempted_at, outcome, status_code, latency_ms, error
+         FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY seq",
+    )
+    .bind(delivery_ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// One delivery of a webhook.
+pub(crate) async fn get(
+    pool: &PgPool,
+    app_id: &str,
+    webhook_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<DeliveryRow>> {
+    sqlx::query_as(
+        "SELECT seq, id, app_id, webhook_id, event_id, trigger, status, created_at, updated_at
+         FROM deliveries WHERE app_id = $1 AND webhook_id = $2 AND id = $3",
+    )
+    .bind(app_id)
+    .bind(webhook_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Requests a retry of a failed delivery whose job is kept; `None` when it is not one.
+pub(crate) async fn request_retry(
+    pool: &PgPool,
+    app_id: &str,
+    webhook_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<DeliveryRow>> {
+    sqlx::query_as(
+        "UPDATE deliveries
+         SET status = 'pending', retry_requested_at = now(), retry_claimed_at = NULL,
+             updated_at = now()
+         WHERE app_id = $1 AND webhook_id = $2 AND id = $3
+           AND status = 'failed' AND job IS NOT NULL
+         RETURNING seq, id, app_id, webhook_id, event_id, trigger, status, created_at, updated_at",
+    )
+    .bind(app_id)
+    .bind(webhook_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Claims up to `limit` requested retries nobody holds (claims lapse after 30 s, so a
+/// worker that died holding one does not lose it). Returns (delivery id, job JSON).
+pub(crate) async fn claim_retries(
+    pool: &PgPool,
+    limit: i64,
+) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "UPDATE deliveries SET retry_claimed_at = now()
+         WHERE id IN (
+             SELECT id FROM deliveries
+             WHERE retry_requested_at IS NOT NULL
+               AND (retry_claimed_at IS NULL OR retry_claimed_at < now() - interval '30 seconds')
+             ORDER BY retry_requested_at LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id, job::text",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Clears the retry requests of `ids`: their jobs are back on the broker.
+pub(crate) async fn complete_retries(pool: &PgPool, ids: &[String]) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deliveries SET retry_requested_at = NULL, retry_claimed_at = NULL
+         WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
