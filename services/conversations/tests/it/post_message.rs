@@ -189,3 +189,28 @@ async fn invalid_messages_are_rejected_naming_the_field() {
     let err = app.get("user1").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn concurrent_first_messages_share_one_conversation() {
+    let mut app = spawn().await;
+    let posts = (0..10).map(|i| {
+        let mut client = app.client.clone();
+        let request = pb::PostMessageRequest {
+            app_id: app.app_id.clone(),
+            app_user_id: "user1".into(),
+            message: Some(new_message("appUser", &format!("m{i}"))),
+            app_user: None,
+        };
+        tokio::spawn(async move { client.post_message(request).await.unwrap().into_inner() })
+    });
+    let mut created = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for post in posts {
+        let reply = post.await.unwrap();
+        created += usize::from(reply.conversation_created);
+        ids.insert(reply.conversation.unwrap().id);
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    assert_eq!(app.get("user1").await.unwrap().messages.len(), 10);
+}
