@@ -17,8 +17,12 @@ pub fn account_jwt(key_id: &str, secret: &str) -> anyhow::Result<String> {
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(key_id.to_owned());
     let claims = json!({"scope": "account", "iat": chrono_now_secs()});
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes()))
-        .context("signing the account JWT")
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .context("signing the account JWT")
 }
 
 fn chrono_now_secs() -> i64 {
@@ -35,7 +39,12 @@ impl Admin {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base_url);
         let mut request = self
             .http
@@ -63,8 +72,12 @@ impl Admin {
 
     /// `POST /v1/apps`.
     pub async fn create_app(&self, name: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, "/v1/apps", Some(json!({"name": name})))
-            .await
+        self.call(
+            reqwest::Method::POST,
+            "/v1/apps",
+            Some(json!({"name": name})),
+        )
+        .await
     }
 
     /// `GET /v1/apps`.

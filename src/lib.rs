@@ -101,13 +101,7 @@ fn spawn_grpc_role(
 
 fn gateway_config(settings: &Settings, addrs: [String; 4]) -> gateway::Config {
     let [users, conversations, media, webhooks] = addrs;
-    gateway::Config::new(
-        settings.public_url(),
-        users,
-        conversations,
-        media,
-        webhooks,
-    )
+    gateway::Config::new(settings.public_url(), users, conversations, media, webhooks)
 }
 
 /// Runs one role until `shutdown` is cancelled, as `smooch <role>` does.
@@ -120,7 +114,8 @@ pub async fn run_role(
     match role {
         Role::Gateway => {
             let listener = bind(&settings.http_addr.to_string(), "HTTP").await?;
-            let addrs = ["users", "conversations", "media", "webhooks"].map(|s| settings.grpc_addr(s));
+            let addrs =
+                ["users", "conversations", "media", "webhooks"].map(|s| settings.grpc_addr(s));
             tasks.spawn(gateway::run(
                 gateway_config(settings, addrs),
                 listener,
@@ -142,9 +137,7 @@ async fn wait(
 ) -> anyhow::Result<()> {
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let result = joined
-            .context("a role panicked")
-            .and_then(|r| r);
+        let result = joined.context("a role panicked").and_then(|r| r);
         if let Err(e) = result {
             tracing::error!(error = format!("{e:#}"), "role stopped with an error");
             shutdown.cancel();
@@ -175,7 +168,10 @@ impl Running {
 /// Starts every role in this process, as `smooch all` does: creates and migrates the
 /// database, makes sure an account key exists, and serves the gRPC roles on their configured
 /// addresses (free loopback ports when unset) behind the gateway.
-pub async fn start_all(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<Running> {
+pub async fn start_all(
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
     migrate(settings).await?;
     let configured = settings
         .account_key
@@ -185,7 +181,12 @@ pub async fn start_all(settings: &Settings, shutdown: CancellationToken) -> anyh
 
     let mut tasks = JoinSet::new();
     let mut addrs: Vec<String> = Vec::new();
-    for role in [Role::Users, Role::Conversations, Role::Media, Role::Webhooks] {
+    for role in [
+        Role::Users,
+        Role::Conversations,
+        Role::Media,
+        Role::Webhooks,
+    ] {
         let configured = match role {
             Role::Users => &settings.users_grpc_addr,
             Role::Conversations => &settings.conversations_grpc_addr,

@@ -119,7 +119,10 @@ async fn run_all(settings: Settings) -> anyhow::Result<()> {
         }
         users::AccountKey::Configured => {}
     }
-    println!("smooch is serving the v1 API on http://{}/v1", running.http_addr);
+    println!(
+        "smooch is serving the v1 API on http://{}/v1",
+        running.http_addr
+    );
     running.wait().await
 }
 

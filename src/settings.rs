@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::anyhow;
 use secrecy::SecretString;
 
 /// Everything a role may need; each role reads the part it uses.
@@ -132,10 +132,7 @@ impl Settings {
     /// Reads the settings from the environment.
     pub fn from_env() -> anyhow::Result<Self> {
         let d = Settings::default();
-        let account_key = match (
-            var("SMOOCH_ACCOUNT_KEY_ID")?,
-            var("SMOOCH_ACCOUNT_SECRET")?,
-        ) {
+        let account_key = match (var("SMOOCH_ACCOUNT_KEY_ID")?, var("SMOOCH_ACCOUNT_SECRET")?) {
             (Some(id), Some(secret)) => Some((id, SecretString::from(secret))),
             (None, None) => None,
             _ => {
@@ -156,9 +153,17 @@ impl Settings {
             }
         };
         Ok(Settings {
-            http_addr: parsed("SMOOCH_HTTP_ADDR", d.http_addr, "host:port, such as 127.0.0.1:8080")?,
+            http_addr: parsed(
+                "SMOOCH_HTTP_ADDR",
+                d.http_addr,
+                "host:port, such as 127.0.0.1:8080",
+            )?,
             public_url,
-            database_url: url("SMOOCH_DATABASE_URL", d.database_url, &["postgres", "postgresql"])?,
+            database_url: url(
+                "SMOOCH_DATABASE_URL",
+                d.database_url,
+                &["postgres", "postgresql"],
+            )?,
             database_max_connections: parsed(
                 "SMOOCH_DATABASE_MAX_CONNECTIONS",
                 d.database_max_connections,
@@ -177,7 +182,6 @@ impl Settings {
             media_grpc_addr: grpc_addr("SMOOCH_MEDIA_GRPC_ADDR")?,
             webhooks_grpc_addr: grpc_addr("SMOOCH_WEBHOOKS_GRPC_ADDR")?,
         })
-        .context("reading configuration from the environment")
     }
 
     /// The base URL of media links.

@@ -45,7 +45,10 @@ pub fn test_settings() -> Settings {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         database_url,
         database_max_connections: 8,
-        account_key: Some((ACCOUNT_KEY_ID.to_owned(), SecretString::from(ACCOUNT_SECRET))),
+        account_key: Some((
+            ACCOUNT_KEY_ID.to_owned(),
+            SecretString::from(ACCOUNT_SECRET),
+        )),
         media_dir,
         amqp_prefix: unique("test"),
         redis_prefix: unique("test"),
@@ -79,7 +82,12 @@ pub fn suite() -> &'static Suite {
         let suite = Suite {
             base: format!("http://{addr}"),
             settings,
-            http: reqwest::Client::new(),
+            // Each test runs its own runtime: pooled connections would die with the runtime
+            // that opened them, so none are kept.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
         };
         suite
     })
@@ -114,7 +122,12 @@ pub enum Auth {
 pub fn jwt_with(alg: Algorithm, kid: &str, secret: &str, claims: Value) -> String {
     let mut header = Header::new(alg);
     header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 /// Signs an HS256 JWT the way the era's Node client does (no `exp`, an `iat`).
@@ -124,7 +137,11 @@ pub fn jwt(kid: &str, secret: &str, claims: Value) -> String {
 
 /// The account-scope JWT of the test suite.
 pub fn account_jwt() -> Auth {
-    Auth::Jwt(jwt(ACCOUNT_KEY_ID, ACCOUNT_SECRET, json!({"scope": "account", "iat": 1})))
+    Auth::Jwt(jwt(
+        ACCOUNT_KEY_ID,
+        ACCOUNT_SECRET,
+        json!({"scope": "account", "iat": 1}),
+    ))
 }
 
 /// A response's status and JSON body (`Value::Null` when the body is not JSON).
@@ -212,7 +229,11 @@ impl TestApp {
 
     /// An `app`-scope JWT.
     pub fn app_jwt(&self) -> Auth {
-        Auth::Jwt(jwt(&self.key_id, &self.secret, json!({"scope": "app", "iat": 1})))
+        Auth::Jwt(jwt(
+            &self.key_id,
+            &self.secret,
+            json!({"scope": "app", "iat": 1}),
+        ))
     }
 
     /// An `appUser`-scope JWT for `user_id`.
@@ -226,7 +247,8 @@ impl TestApp {
 
     /// Inits a user on a new device (with `user_id` if given) and returns its `appUser`.
     pub async fn init_user(&self, user_id: Option<&str>) -> Value {
-        let mut body = json!({"device": {"id": domain::id::new_id(), "platform": "ios", "appVersion": "1.0"}});
+        let mut body =
+            json!({"device": {"id": domain::id::new_id(), "platform": "ios", "appVersion": "1.0"}});
         if let Some(user_id) = user_id {
             body["userId"] = json!(user_id);
         }

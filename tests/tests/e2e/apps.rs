@@ -8,7 +8,12 @@ use serde_json::json;
 async fn create_get_list_and_delete_an_app() {
     let s = suite();
     let (status, body) = s
-        .call(Method::POST, "/v1/apps", &account_jwt(), Some(json!({"name": "shop"})))
+        .call(
+            Method::POST,
+            "/v1/apps",
+            &account_jwt(),
+            Some(json!({"name": "shop"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let app = &body["app"];
@@ -17,17 +22,32 @@ async fn create_get_list_and_delete_an_app() {
     assert_eq!(app["name"], "shop");
     assert_eq!(app["appToken"].as_str().unwrap().len(), 25);
 
-    let (status, got) = s.call(Method::GET, &format!("/v1/apps/{id}"), &account_jwt(), None).await;
+    let (status, got) = s
+        .call(Method::GET, &format!("/v1/apps/{id}"), &account_jwt(), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["app"], *app);
 
     let (status, list) = s.call(Method::GET, "/v1/apps", &account_jwt(), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(list["apps"].as_array().unwrap().iter().any(|a| a["_id"] == id));
+    assert!(list["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["_id"] == id));
 
-    let (status, _) = s.call(Method::DELETE, &format!("/v1/apps/{id}"), &account_jwt(), None).await;
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/apps/{id}"),
+            &account_jwt(),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = s.call(Method::GET, &format!("/v1/apps/{id}"), &account_jwt(), None).await;
+    let (status, body) = s
+        .call(Method::GET, &format!("/v1/apps/{id}"), &account_jwt(), None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
 }
@@ -38,7 +58,10 @@ async fn app_name_is_required() {
         .call(Method::POST, "/v1/apps", &account_jwt(), Some(json!({})))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["description"].as_str().unwrap().contains("name"));
+    assert!(body["error"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("name"));
 }
 
 #[tokio::test]
@@ -54,13 +77,22 @@ async fn keys_are_created_listed_and_revoked() {
     assert_eq!(keys[0]["secret"], app.secret.as_str());
 
     // The key works, then is revoked at once.
-    let (status, _) = s.call(Method::GET, "/v1/webhooks", &app.app_jwt(), None).await;
-    assert_eq!(status, StatusCode::OK);
     let (status, _) = s
-        .call(Method::DELETE, &format!("{path}/{}", app.key_id), &account_jwt(), None)
+        .call(Method::GET, "/v1/webhooks", &app.app_jwt(), None)
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = s.call(Method::GET, "/v1/webhooks", &app.app_jwt(), None).await;
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("{path}/{}", app.key_id),
+            &account_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = s
+        .call(Method::GET, "/v1/webhooks", &app.app_jwt(), None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
 
@@ -70,14 +102,26 @@ async fn another_apps_key_cannot_be_read_or_deleted_through_this_app() {
     let a = s.create_app().await;
     let b = s.create_app().await;
     let (status, _) = s
-        .call(Method::DELETE, &format!("/v1/apps/{}/keys/{}", a.id, b.key_id), &account_jwt(), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/apps/{}/keys/{}", a.id, b.key_id),
+            &account_jwt(),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = s
-        .call(Method::GET, &format!("/v1/apps/{}/keys/{}", a.id, b.key_id), &account_jwt(), None)
+        .call(
+            Method::GET,
+            &format!("/v1/apps/{}/keys/{}", a.id, b.key_id),
+            &account_jwt(),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = s.call(Method::GET, "/v1/webhooks", &b.app_jwt(), None).await;
+    let (status, _) = s
+        .call(Method::GET, "/v1/webhooks", &b.app_jwt(), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "b's key still works");
 }
 
@@ -87,11 +131,27 @@ async fn deleting_an_app_revokes_its_token_and_keys() {
     let app = s.create_app().await;
     let user = app.init_user(None).await;
     let path = format!("/v1/appusers/{}", user["_id"].as_str().unwrap());
-    assert_eq!(s.call(Method::GET, &path, &app.app_token(), None).await.0, StatusCode::OK);
-    let (status, _) = s.call(Method::DELETE, &format!("/v1/apps/{}", app.id), &account_jwt(), None).await;
+    assert_eq!(
+        s.call(Method::GET, &path, &app.app_token(), None).await.0,
+        StatusCode::OK
+    );
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/apps/{}", app.id),
+            &account_jwt(),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(s.call(Method::GET, &path, &app.app_token(), None).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(s.call(Method::GET, &path, &app.app_jwt(), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.call(Method::GET, &path, &app.app_token(), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.call(Method::GET, &path, &app.app_jwt(), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -101,7 +161,14 @@ async fn the_apps_api_needs_account_scope() {
     for auth in [app.app_token(), app.app_jwt(), app.user_jwt("bob")] {
         let (status, body) = s.call(Method::GET, "/v1/apps", &auth, None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{auth:?}: {body}");
-        let (status, _) = s.call(Method::GET, &format!("/v1/apps/{}/keys", app.id), &auth, None).await;
+        let (status, _) = s
+            .call(
+                Method::GET,
+                &format!("/v1/apps/{}/keys", app.id),
+                &auth,
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
     let (status, _) = s.call(Method::GET, "/v1/apps", &Auth::None, None).await;

@@ -5,7 +5,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 async fn init(app: &e2e::TestApp, body: Value) -> (StatusCode, Value) {
-    suite().call(Method::POST, "/v1/init", &app.app_token(), Some(body)).await
+    suite()
+        .call(Method::POST, "/v1/init", &app.app_token(), Some(body))
+        .await
 }
 
 #[tokio::test]
@@ -20,9 +22,15 @@ async fn init_creates_a_user_and_the_same_device_returns_it() {
     assert_eq!(user["properties"], json!({}));
     assert_eq!(user["conversationStarted"], false);
     let signed_up = user["signedUpAt"].as_str().unwrap();
-    assert!(signed_up.ends_with('Z') && signed_up.len() == 24, "{signed_up}");
+    assert!(
+        signed_up.ends_with('Z') && signed_up.len() == 24,
+        "{signed_up}"
+    );
     assert!(first["app"].is_object());
-    assert!(user.get("devices").is_none(), "devices are for app-scope callers only");
+    assert!(
+        user.get("devices").is_none(),
+        "devices are for app-scope callers only"
+    );
     let (_, again) = init(&app, json!({"device": device})).await;
     assert_eq!(again["appUser"]["_id"], user["_id"]);
 }
@@ -30,13 +38,26 @@ async fn init_creates_a_user_and_the_same_device_returns_it() {
 #[tokio::test]
 async fn user_id_links_a_user_across_devices() {
     let app = suite().create_app().await;
-    let (_, a) = init(&app, json!({"userId": "steveb@channel5.com", "device": {"id": "dev-a", "platform": "ios"}})).await;
-    let (_, b) = init(&app, json!({"userId": "steveb@channel5.com", "device": {"id": "dev-b", "platform": "web"}})).await;
+    let (_, a) = init(
+        &app,
+        json!({"userId": "steveb@channel5.com", "device": {"id": "dev-a", "platform": "ios"}}),
+    )
+    .await;
+    let (_, b) = init(
+        &app,
+        json!({"userId": "steveb@channel5.com", "device": {"id": "dev-b", "platform": "web"}}),
+    )
+    .await;
     assert_eq!(a["appUser"]["_id"], b["appUser"]["_id"]);
     assert_eq!(b["appUser"]["userId"], "steveb@channel5.com");
     // The app-scope view lists both devices.
     let (status, got) = suite()
-        .call(Method::GET, "/v1/appusers/steveb%40channel5.com", &app.app_jwt(), None)
+        .call(
+            Method::GET,
+            "/v1/appusers/steveb%40channel5.com",
+            &app.app_jwt(),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{got}");
     let devices = got["appUser"]["devices"].as_array().unwrap();
@@ -52,8 +73,14 @@ async fn init_rejects_bad_devices() {
         (json!({}), "device"),
         (json!({"device": {"platform": "ios"}}), "device.id"),
         (json!({"device": {"id": "d1"}}), "device.platform"),
-        (json!({"device": {"id": "d1", "platform": "windows"}}), "platform"),
-        (json!({"device": {"id": "d1", "platform": "ios", "info": {"a": {"b": 1}}}}), "info"),
+        (
+            json!({"device": {"id": "d1", "platform": "windows"}}),
+            "platform",
+        ),
+        (
+            json!({"device": {"id": "d1", "platform": "ios", "info": {"a": {"b": 1}}}}),
+            "info",
+        ),
         (json!({"device": "d1"}), "device"),
     ] {
         let (status, err) = init(&app, body.clone()).await;
@@ -68,11 +95,21 @@ async fn init_with_app_user_jwt_must_match_its_user_id() {
     let app = suite().create_app().await;
     let device = json!({"id": "d-jwt", "platform": "android"});
     let (status, body) = suite()
-        .call(Method::POST, "/v1/init", &app.user_jwt("bob"), Some(json!({"userId": "alice", "device": device})))
+        .call(
+            Method::POST,
+            "/v1/init",
+            &app.user_jwt("bob"),
+            Some(json!({"userId": "alice", "device": device})),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, body) = suite()
-        .call(Method::POST, "/v1/init", &app.user_jwt("bob"), Some(json!({"device": device})))
+        .call(
+            Method::POST,
+            "/v1/init",
+            &app.user_jwt("bob"),
+            Some(json!({"device": device})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["appUser"]["userId"], "bob");
@@ -89,7 +126,9 @@ async fn get_by_app_user_id_or_user_id_on_both_casings() {
         "/v1/appusers/dana".to_owned(),
         "/v1/appUsers/dana".to_owned(),
     ] {
-        let (status, body) = suite().call(Method::GET, &path, &app.app_token(), None).await;
+        let (status, body) = suite()
+            .call(Method::GET, &path, &app.app_token(), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert_eq!(body["appUser"]["_id"], id);
     }
@@ -99,7 +138,12 @@ async fn get_by_app_user_id_or_user_id_on_both_casings() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
     let (status, _) = suite()
-        .call(Method::GET, "/v1/appusers/000000000000000000000000", &app.app_token(), None)
+        .call(
+            Method::GET,
+            "/v1/appusers/000000000000000000000000",
+            &app.app_token(),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -110,7 +154,12 @@ async fn update_is_additive_including_properties() {
     let user = app.init_user(Some("erin")).await;
     let path = format!("/v1/appusers/{}", user["_id"].as_str().unwrap());
     let (status, body) = suite()
-        .call(Method::PUT, &path, &app.app_token(), Some(json!({"givenName": "Erin", "properties": {"plan": "pro", "seats": 3}})))
+        .call(
+            Method::PUT,
+            &path,
+            &app.app_token(),
+            Some(json!({"givenName": "Erin", "properties": {"plan": "pro", "seats": 3}})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = suite()
@@ -123,7 +172,9 @@ async fn update_is_additive_including_properties() {
     assert_eq!(u["email"], "erin@example.com");
     assert_eq!(u["properties"], json!({"plan": "pro", "seats": 4}));
     assert_eq!(u["signedUpAt"], "2015-10-08T23:52:11.677Z");
-    let (_, got) = suite().call(Method::GET, &path, &app.app_token(), None).await;
+    let (_, got) = suite()
+        .call(Method::GET, &path, &app.app_token(), None)
+        .await;
     assert_eq!(got["appUser"], *u);
 }
 
@@ -133,17 +184,30 @@ async fn update_rejects_bad_values() {
     let user = app.init_user(None).await;
     let path = format!("/v1/appusers/{}", user["_id"].as_str().unwrap());
     for (body, needle) in [
-        (json!({"properties": {"nested": {"a": 1}}}), "properties.nested"),
+        (
+            json!({"properties": {"nested": {"a": 1}}}),
+            "properties.nested",
+        ),
         (json!({"properties": "x"}), "properties"),
         (json!({"signedUpAt": "yesterday"}), "signedUpAt"),
         (json!({"givenName": 5}), "givenName"),
     ] {
-        let (status, err) = suite().call(Method::PUT, &path, &app.app_token(), Some(body.clone())).await;
+        let (status, err) = suite()
+            .call(Method::PUT, &path, &app.app_token(), Some(body.clone()))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
-        assert!(err["error"]["description"].as_str().unwrap().contains(needle), "{err}");
+        assert!(
+            err["error"]["description"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{err}"
+        );
     }
     // Nothing was half-written.
-    let (_, got) = suite().call(Method::GET, &path, &app.app_token(), None).await;
+    let (_, got) = suite()
+        .call(Method::GET, &path, &app.app_token(), None)
+        .await;
     assert_eq!(got["appUser"]["properties"], json!({}));
 }
 
@@ -153,10 +217,17 @@ async fn track_event_answers_conversation_updated() {
     let user = app.init_user(None).await;
     let path = format!("/v1/appusers/{}/events", user["_id"].as_str().unwrap());
     let (status, body) = suite()
-        .call(Method::POST, &path, &app.app_token(), Some(json!({"name": "completed_sale"})))
+        .call(
+            Method::POST,
+            &path,
+            &app.app_token(),
+            Some(json!({"name": "completed_sale"})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!({"conversationUpdated": false}));
-    let (status, _) = suite().call(Method::POST, &path, &app.app_token(), Some(json!({}))).await;
+    let (status, _) = suite()
+        .call(Method::POST, &path, &app.app_token(), Some(json!({})))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }

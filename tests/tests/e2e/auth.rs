@@ -24,7 +24,11 @@ async fn missing_or_invalid_credentials_are_401_with_an_error_body() {
         // Wrong secret.
         Auth::Jwt(jwt(&app.key_id, "wrong", json!({"scope": "app"}))),
         // Expired.
-        Auth::Jwt(jwt(&app.key_id, &app.secret, json!({"scope": "app", "exp": 1000}))),
+        Auth::Jwt(jwt(
+            &app.key_id,
+            &app.secret,
+            json!({"scope": "app", "exp": 1000}),
+        )),
         // No scope, unknown scope, appUser without userId.
         Auth::Jwt(jwt(&app.key_id, &app.secret, json!({}))),
         Auth::Jwt(jwt(&app.key_id, &app.secret, json!({"scope": "root"}))),
@@ -48,7 +52,10 @@ fn base64url(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -76,12 +83,21 @@ async fn tokens_without_exp_and_every_hmac_algorithm_work() {
     let s = suite();
     let app = s.create_app().await;
     for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
-        let auth = Auth::Jwt(jwt_with(alg, &app.key_id, &app.secret, json!({"scope": "app"})));
+        let auth = Auth::Jwt(jwt_with(
+            alg,
+            &app.key_id,
+            &app.secret,
+            json!({"scope": "app"}),
+        ));
         let (status, body) = status_of(&auth, "/v1/webhooks").await;
         assert_eq!(status, StatusCode::OK, "{alg:?}: {body}");
     }
     let future = domain::time::now_ms() / 1000 + 3600;
-    let auth = Auth::Jwt(jwt(&app.key_id, &app.secret, json!({"scope": "app", "exp": future})));
+    let auth = Auth::Jwt(jwt(
+        &app.key_id,
+        &app.secret,
+        json!({"scope": "app", "exp": future}),
+    ));
     assert_eq!(status_of(&auth, "/v1/webhooks").await.0, StatusCode::OK);
 }
 
@@ -118,7 +134,10 @@ async fn app_user_scope_reaches_only_its_own_user() {
     assert_eq!(status_of(&auth, &bob_path).await.0, StatusCode::OK);
     assert_eq!(status_of(&auth, "/v1/appusers/bob").await.0, StatusCode::OK);
     assert_eq!(status_of(&auth, &alice_path).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(status_of(&auth, "/v1/appusers/alice").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        status_of(&auth, "/v1/appusers/alice").await.0,
+        StatusCode::FORBIDDEN
+    );
     let (status, _) = s
         .call(
             Method::POST,
@@ -160,10 +179,18 @@ async fn another_apps_credentials_never_reach_this_apps_users() {
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = s
-            .call(Method::PUT, &format!("/v1/appusers/{id}"), &auth, Some(json!({"givenName": "Mallory"})))
+            .call(
+                Method::PUT,
+                &format!("/v1/appusers/{id}"),
+                &auth,
+                Some(json!({"givenName": "Mallory"})),
+            )
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
     let (_, conv) = status_of(&a.app_token(), &format!("/v1/appusers/{id}/conversation")).await;
-    assert_eq!(conv["conversation"]["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        conv["conversation"]["messages"].as_array().unwrap().len(),
+        1
+    );
 }

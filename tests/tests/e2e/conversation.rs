@@ -10,7 +10,9 @@ async fn conversation_is_404_before_the_first_message_then_holds_it() {
     let user = app.init_user(None).await;
     let id = user["_id"].as_str().unwrap();
     let path = format!("/v1/appusers/{id}/conversation");
-    let (status, body) = suite().call(Method::GET, &path, &app.app_token(), None).await;
+    let (status, body) = suite()
+        .call(Method::GET, &path, &app.app_token(), None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
 
@@ -31,17 +33,29 @@ async fn conversation_is_404_before_the_first_message_then_holds_it() {
     assert_eq!(message["avatarUrl"], "https://www.gravatar.com/image.jpg");
     let received = message["received"].as_f64().unwrap();
     let now = domain::time::now_ms() as f64 / 1000.0;
-    assert!((now - received).abs() < 60.0, "received {received} is float seconds");
+    assert!(
+        (now - received).abs() < 60.0,
+        "received {received} is float seconds"
+    );
     let conversation = &posted["conversation"];
     assert!(domain::id::is_id(conversation["_id"].as_str().unwrap()));
     assert_eq!(conversation["appUsers"], json!([id]));
     assert_eq!(conversation["appMakers"], json!([]));
     assert_eq!(conversation["messages"], json!([message]));
 
-    let (status, got) = suite().call(Method::GET, &path, &app.app_token(), None).await;
+    let (status, got) = suite()
+        .call(Method::GET, &path, &app.app_token(), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["conversation"], *conversation);
-    let (_, user) = suite().call(Method::GET, &format!("/v1/appusers/{id}"), &app.app_token(), None).await;
+    let (_, user) = suite()
+        .call(
+            Method::GET,
+            &format!("/v1/appusers/{id}"),
+            &app.app_token(),
+            None,
+        )
+        .await;
     assert_eq!(user["appUser"]["conversationStarted"], true);
 }
 
@@ -51,7 +65,12 @@ async fn app_user_messages_default_their_name_from_the_profile() {
     let user = app.init_user(Some("steve")).await;
     let id = user["_id"].as_str().unwrap();
     suite()
-        .call(Method::PUT, &format!("/v1/appusers/{id}"), &app.app_token(), Some(json!({"givenName": "Steve", "surname": "Brule"})))
+        .call(
+            Method::PUT,
+            &format!("/v1/appusers/{id}"),
+            &app.app_token(),
+            Some(json!({"givenName": "Steve", "surname": "Brule"})),
+        )
         .await;
     let posted = app.post_message("steve", "appUser", "hi").await;
     assert_eq!(posted["message"]["name"], "Steve Brule");
@@ -73,10 +92,14 @@ async fn app_maker_messages_need_an_app_scope_jwt() {
     let path = "/v1/appusers/frank/conversation/messages";
     let body = json!({"text": "How can I help?", "role": "appMaker", "name": "Support"});
     for auth in [app.app_token(), app.user_jwt("frank")] {
-        let (status, err) = suite().call(Method::POST, path, &auth, Some(body.clone())).await;
+        let (status, err) = suite()
+            .call(Method::POST, path, &auth, Some(body.clone()))
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{auth:?}: {err}");
     }
-    let (status, posted) = suite().call(Method::POST, path, &app.app_jwt(), Some(body)).await;
+    let (status, posted) = suite()
+        .call(Method::POST, path, &app.app_jwt(), Some(body))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{posted}");
     assert_eq!(posted["message"]["role"], "appMaker");
     assert_eq!(posted["message"]["name"], "Support");
@@ -85,7 +108,12 @@ async fn app_maker_messages_need_an_app_scope_jwt() {
     assert_eq!(posted["conversation"]["appUsers"], json!([user["_id"]]));
     // An appUser JWT may post as its own user.
     let (status, _) = suite()
-        .call(Method::POST, path, &app.user_jwt("frank"), Some(json!({"text": "thanks", "role": "appUser"})))
+        .call(
+            Method::POST,
+            path,
+            &app.user_jwt("frank"),
+            Some(json!({"text": "thanks", "role": "appUser"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
 }
@@ -96,7 +124,12 @@ async fn messages_keep_their_order_and_optional_fields() {
     let user = app.init_user(None).await;
     let id = user["_id"].as_str().unwrap();
     for i in 0..5 {
-        app.post_message(id, if i % 2 == 0 { "appUser" } else { "appMaker" }, &format!("m{i}")).await;
+        app.post_message(
+            id,
+            if i % 2 == 0 { "appUser" } else { "appMaker" },
+            &format!("m{i}"),
+        )
+        .await;
     }
     let (_, with_media) = suite()
         .call(
@@ -113,7 +146,12 @@ async fn messages_keep_their_order_and_optional_fields() {
     assert_eq!(m["mediaType"], "image/png");
     assert_eq!(m["metadata"], json!({"lang": "en", "n": 1, "ok": true}));
     let (_, got) = suite()
-        .call(Method::GET, &format!("/v1/appusers/{id}/conversation"), &app.app_token(), None)
+        .call(
+            Method::GET,
+            &format!("/v1/appusers/{id}/conversation"),
+            &app.app_token(),
+            None,
+        )
         .await;
     let texts: Vec<&str> = got["conversation"]["messages"]
         .as_array()
@@ -138,17 +176,36 @@ async fn bad_messages_are_400_and_store_nothing() {
         (json!({"text": "", "role": "appUser"}), "text"),
         (json!({"text": long, "role": "appUser"}), "text"),
         (json!({"text": 42, "role": "appUser"}), "text"),
-        (json!({"text": "hi", "role": "appUser", "metadata": {"a": [1]}}), "metadata"),
-        (json!({"text": "hi", "role": "appUser", "metadata": "x"}), "metadata"),
+        (
+            json!({"text": "hi", "role": "appUser", "metadata": {"a": [1]}}),
+            "metadata",
+        ),
+        (
+            json!({"text": "hi", "role": "appUser", "metadata": "x"}),
+            "metadata",
+        ),
     ];
     for (body, needle) in cases {
-        let (status, err) = suite().call(Method::POST, &path, &app.app_token(), Some(body.clone())).await;
+        let (status, err) = suite()
+            .call(Method::POST, &path, &app.app_token(), Some(body.clone()))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
         assert_eq!(err["error"]["code"], "bad_request");
-        assert!(err["error"]["description"].as_str().unwrap().contains(needle), "{err}");
+        assert!(
+            err["error"]["description"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{err}"
+        );
     }
     let (status, _) = suite()
-        .call(Method::GET, &format!("/v1/appusers/{id}/conversation"), &app.app_token(), None)
+        .call(
+            Method::GET,
+            &format!("/v1/appusers/{id}/conversation"),
+            &app.app_token(),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no conversation was created");
 }

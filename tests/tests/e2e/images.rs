@@ -7,11 +7,11 @@ use serde_json::Value;
 
 /// A 1x1 PNG.
 const PNG: &[u8] = &[
-    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44,
-    0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F,
-    0x15, 0xC4, 0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0xDA, 0x63, 0xF8,
-    0xCF, 0xC0, 0xF0, 0x1F, 0x00, 0x05, 0x00, 0x02, 0x01, 0xA1, 0xE3, 0xD5, 0x8A, 0x00, 0x00,
-    0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x44, 0x41, 0x54, 0x78, 0xDA, 0x63, 0xF8, 0xCF, 0xC0, 0xF0,
+    0x1F, 0x00, 0x05, 0x00, 0x02, 0x01, 0xA1, 0xE3, 0xD5, 0x8A, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4E, 0x44, 0xAE, 0x42, 0x60, 0x82,
 ];
 
 async fn upload(app: &TestApp, user: &str, form: Form) -> (StatusCode, Value) {
@@ -53,7 +53,10 @@ async fn an_uploaded_image_is_posted_and_served_back() {
     assert_eq!(message["mediaType"], "image/png");
     assert_eq!(message["name"], "Steve");
     assert_eq!(message["role"], "appUser");
-    assert!(url.starts_with(&format!("{}/media/{}/", suite().base, app.id)), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/media/{}/", suite().base, app.id)),
+        "{url}"
+    );
     assert_eq!(body["conversation"]["messages"][0], *message);
 
     let served = reqwest::get(url).await.unwrap();
@@ -68,20 +71,32 @@ async fn non_images_and_missing_files_are_400() {
     let user = app.init_user(None).await;
     let id = user["_id"].as_str().unwrap();
     let form = Form::new()
-        .part("source", source(b"just some text, not an image".to_vec(), "image/png"))
+        .part(
+            "source",
+            source(b"just some text, not an image".to_vec(), "image/png"),
+        )
         .text("role", "appUser");
     let (status, body) = upload(&app, id, form).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"]["description"].as_str().unwrap().contains("image"));
+    assert!(body["error"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("image"));
 
     let (status, body) = upload(&app, id, Form::new().text("role", "appUser")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"]["description"].as_str().unwrap().contains("source"));
+    assert!(body["error"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("source"));
 
     let form = Form::new().part("source", source(PNG.to_vec(), "image/png"));
     let (status, body) = upload(&app, id, form).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"]["description"].as_str().unwrap().contains("role"));
+    assert!(body["error"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("role"));
 
     let (status, _) = suite()
         .call(
@@ -94,7 +109,12 @@ async fn non_images_and_missing_files_are_400() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // Nothing was posted.
     let (status, _) = suite()
-        .call(reqwest::Method::GET, &format!("/v1/appusers/{id}/conversation"), &app.app_token(), None)
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/appusers/{id}/conversation"),
+            &app.app_token(),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -122,7 +142,9 @@ async fn media_paths_cannot_escape_or_guess() {
         format!("/media/{}/000000000000000000000000.png", app.id),
         "/media/not-an-app/x.png".to_owned(),
     ] {
-        let (status, body) = suite().call(reqwest::Method::GET, &path, &e2e::Auth::None, None).await;
+        let (status, body) = suite()
+            .call(reqwest::Method::GET, &path, &e2e::Auth::None, None)
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
     }
 }

@@ -9,7 +9,12 @@ async fn webhook_crud_with_default_events_and_a_secret() {
     let app = suite().create_app().await;
     let auth = app.app_jwt();
     let (status, created) = suite()
-        .call(Method::POST, "/v1/webhooks", &auth, Some(json!({"target": "http://example.com/callback"})))
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            &auth,
+            Some(json!({"target": "http://example.com/callback"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let hook = &created["webhook"];
@@ -25,13 +30,23 @@ async fn webhook_crud_with_default_events_and_a_secret() {
     assert_eq!(got["webhook"], *hook);
 
     let (status, updated) = suite()
-        .call(Method::PUT, &path, &auth, Some(json!({"events": ["message:appUser"]})))
+        .call(
+            Method::PUT,
+            &path,
+            &auth,
+            Some(json!({"events": ["message:appUser"]})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["webhook"]["events"], json!(["message:appUser"]));
     assert_eq!(updated["webhook"]["target"], "http://example.com/callback");
     let (_, updated) = suite()
-        .call(Method::PUT, &path, &auth, Some(json!({"target": "https://example.com/v2"})))
+        .call(
+            Method::PUT,
+            &path,
+            &auth,
+            Some(json!({"target": "https://example.com/v2"})),
+        )
         .await;
     assert_eq!(updated["webhook"]["target"], "https://example.com/v2");
     assert_eq!(updated["webhook"]["events"], json!(["message:appUser"]));
@@ -58,30 +73,58 @@ async fn webhook_events_and_targets_are_validated() {
         (json!({}), "target"),
         (json!({"target": "ftp://example.com"}), "target"),
         (json!({"target": "not a url"}), "target"),
-        (json!({"target": "http://example.com", "events": ["Message"]}), "event"),
-        (json!({"target": "http://example.com", "events": ["conversation:start"]}), "event"),
-        (json!({"target": "http://example.com", "events": "message"}), ""),
+        (
+            json!({"target": "http://example.com", "events": ["Message"]}),
+            "event",
+        ),
+        (
+            json!({"target": "http://example.com", "events": ["conversation:start"]}),
+            "event",
+        ),
+        (
+            json!({"target": "http://example.com", "events": "message"}),
+            "",
+        ),
     ] {
-        let (status, err) = suite().call(Method::POST, "/v1/webhooks", &auth, Some(body.clone())).await;
+        let (status, err) = suite()
+            .call(Method::POST, "/v1/webhooks", &auth, Some(body.clone()))
+            .await;
         if needle.is_empty() {
             // A single event as a string is accepted, like the reference's `event`.
             assert_eq!(status, StatusCode::CREATED, "{body}: {err}");
             continue;
         }
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
-        assert!(err["error"]["description"].as_str().unwrap().contains(needle), "{err}");
+        assert!(
+            err["error"]["description"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{err}"
+        );
     }
     let (status, created) = suite()
         .call(Method::POST, "/v1/webhooks", &auth,
               Some(json!({"target": "http://example.com/cb", "events": ["message:appUser", "message:appMaker"]})))
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(created["webhook"]["events"], json!(["message:appUser", "message:appMaker"]));
-    let path = format!("/v1/webhooks/{}", created["webhook"]["_id"].as_str().unwrap());
-    let (status, _) = suite().call(Method::PUT, &path, &auth, Some(json!({"events": ["nope"]}))).await;
+    assert_eq!(
+        created["webhook"]["events"],
+        json!(["message:appUser", "message:appMaker"])
+    );
+    let path = format!(
+        "/v1/webhooks/{}",
+        created["webhook"]["_id"].as_str().unwrap()
+    );
+    let (status, _) = suite()
+        .call(Method::PUT, &path, &auth, Some(json!({"events": ["nope"]})))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (_, got) = suite().call(Method::GET, &path, &auth, None).await;
-    assert_eq!(got["webhook"]["events"], json!(["message:appUser", "message:appMaker"]));
+    assert_eq!(
+        got["webhook"]["events"],
+        json!(["message:appUser", "message:appMaker"])
+    );
 }
 
 #[tokio::test]
@@ -89,17 +132,32 @@ async fn another_apps_webhooks_are_invisible() {
     let a = suite().create_app().await;
     let b = suite().create_app().await;
     let (_, created) = suite()
-        .call(Method::POST, "/v1/webhooks", &a.app_jwt(), Some(json!({"target": "http://example.com/a"})))
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            &a.app_jwt(),
+            Some(json!({"target": "http://example.com/a"})),
+        )
         .await;
-    let path = format!("/v1/webhooks/{}", created["webhook"]["_id"].as_str().unwrap());
-    let (_, list) = suite().call(Method::GET, "/v1/webhooks", &b.app_jwt(), None).await;
+    let path = format!(
+        "/v1/webhooks/{}",
+        created["webhook"]["_id"].as_str().unwrap()
+    );
+    let (_, list) = suite()
+        .call(Method::GET, "/v1/webhooks", &b.app_jwt(), None)
+        .await;
     assert_eq!(list["webhooks"], json!([]));
     for method in [Method::GET, Method::DELETE] {
         let (status, _) = suite().call(method, &path, &b.app_jwt(), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
     let (status, _) = suite()
-        .call(Method::PUT, &path, &b.app_jwt(), Some(json!({"target": "http://evil.example.com"})))
+        .call(
+            Method::PUT,
+            &path,
+            &b.app_jwt(),
+            Some(json!({"target": "http://evil.example.com"})),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, got) = suite().call(Method::GET, &path, &a.app_jwt(), None).await;

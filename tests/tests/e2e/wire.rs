@@ -8,7 +8,10 @@ use serde_json::json;
 async fn json_bodies_need_the_json_content_type() {
     let app = suite().create_app().await;
     let user = app.init_user(None).await;
-    let path = format!("/v1/appusers/{}/conversation/messages", user["_id"].as_str().unwrap());
+    let path = format!(
+        "/v1/appusers/{}/conversation/messages",
+        user["_id"].as_str().unwrap()
+    );
     let response = suite()
         .request(Method::POST, &path, &app.app_token())
         .header("content-type", "text/plain")
@@ -18,7 +21,10 @@ async fn json_bodies_need_the_json_content_type() {
         .unwrap();
     let (status, body) = e2e::parts(response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["description"].as_str().unwrap().contains("application/json"));
+    assert!(body["error"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("application/json"));
     let response = suite()
         .request(Method::POST, &path, &app.app_token())
         .header("content-type", "application/json; charset=utf-8")
@@ -42,7 +48,10 @@ async fn malformed_json_is_400_with_an_error_body() {
     let (status, body) = e2e::parts(response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "bad_request");
-    assert!(body["error"]["description"].as_str().unwrap().contains("JSON"));
+    assert!(body["error"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("JSON"));
 }
 
 #[tokio::test]
@@ -51,7 +60,11 @@ async fn a_json_body_on_get_is_ignored_and_successes_are_json() {
     let user = app.init_user(None).await;
     // The era's clients send content-type: application/json on every request, even GET.
     let response = suite()
-        .request(Method::GET, &format!("/v1/appusers/{}", user["_id"].as_str().unwrap()), &app.app_token())
+        .request(
+            Method::GET,
+            &format!("/v1/appusers/{}", user["_id"].as_str().unwrap()),
+            &app.app_token(),
+        )
         .header("content-type", "application/json")
         .header("accept", "application/json")
         .body("{\"junk\": ")
@@ -59,16 +72,23 @@ async fn a_json_body_on_get_is_ignored_and_successes_are_json() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_in_the_error_shape() {
-    let (status, body) = suite().call(Method::GET, "/v1/nothing/here", &Auth::None, None).await;
+    let (status, body) = suite()
+        .call(Method::GET, "/v1/nothing/here", &Auth::None, None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
     let app = suite().create_app().await;
-    let (status, body) = suite().call(Method::PATCH, "/v1/webhooks", &app.app_jwt(), None).await;
+    let (status, body) = suite()
+        .call(Method::PATCH, "/v1/webhooks", &app.app_jwt(), None)
+        .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["error"]["code"], "method_not_allowed");
 }
@@ -85,8 +105,14 @@ async fn cors_allows_any_origin_including_preflight() {
         .unwrap();
     assert!(response.status().is_success());
     let headers = response.headers();
-    assert_eq!(headers["access-control-allow-origin"], "https://shop.example.com");
-    let allowed = headers["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    let allowed = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
     assert!(allowed.contains("app-token"), "{allowed}");
     let app = suite().create_app().await;
     let response = suite()
@@ -97,12 +123,17 @@ async fn cors_allows_any_origin_including_preflight() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["access-control-allow-origin"], "https://shop.example.com");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
 }
 
 #[tokio::test]
 async fn healthz_answers_when_every_role_serves() {
-    let (status, body) = suite().call(Method::GET, "/healthz", &Auth::None, None).await;
+    let (status, body) = suite()
+        .call(Method::GET, "/healthz", &Auth::None, None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
 }
