@@ -90,9 +90,7 @@ pub fn read_credential(
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::unauthorized("authorization header must be `Bearer <jwt>`")
-            })?;
+            .ok_or_else(|| Error::unauthorized("authorization header must be `Bearer <jwt>`"))?;
         let kid = jwt_kid(token)?;
         return Ok(Some(Credential::Jwt {
             token: token.to_owned(),
@@ -114,7 +112,9 @@ pub fn read_credential(
 /// tokens without a `kid` are refused.
 pub fn jwt_kid(token: &str) -> Result<String, Error> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| {
-        Error::unauthorized("invalid JWT: the header must be base64url JSON with an HS256, HS384 or HS512 `alg`")
+        Error::unauthorized(
+            "invalid JWT: the header must be base64url JSON with an HS256, HS384 or HS512 `alg`",
+        )
     })?;
     hmac_algorithm(header.alg)?;
     match header.kid {
@@ -217,33 +217,69 @@ mod tests {
     fn sign(alg: Algorithm, kid: Option<&str>, claims: serde_json::Value, secret: &str) -> String {
         let mut header = Header::new(alg);
         header.kid = kid.map(str::to_owned);
-        encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     }
 
     #[test]
     fn app_scope_token_without_exp_is_valid() {
-        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "app", "iat": 1}), "s3cret");
+        let t = sign(
+            Algorithm::HS256,
+            Some("kid1"),
+            json!({"scope": "app", "iat": 1}),
+            "s3cret",
+        );
         assert_eq!(jwt_kid(&t).unwrap(), "kid1");
         assert_eq!(
             verify_jwt(&t, &key(Some("a1"))).unwrap(),
-            Principal::App { app_id: "a1".into(), key_id: "kid1".into() }
+            Principal::App {
+                app_id: "a1".into(),
+                key_id: "kid1".into()
+            }
         );
     }
 
     #[test]
     fn every_hmac_algorithm_is_accepted() {
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
-            let t = sign(alg, Some("kid1"), json!({"scope": "appUser", "userId": "bob"}), "s3cret");
-            assert!(matches!(verify_jwt(&t, &key(Some("a1"))).unwrap(), Principal::AppUser { user_id, .. } if user_id == "bob"));
+            let t = sign(
+                alg,
+                Some("kid1"),
+                json!({"scope": "appUser", "userId": "bob"}),
+                "s3cret",
+            );
+            assert!(
+                matches!(verify_jwt(&t, &key(Some("a1"))).unwrap(), Principal::AppUser { user_id, .. } if user_id == "bob")
+            );
         }
     }
 
     #[test]
     fn bad_signature_expired_and_missing_kid_are_refused() {
-        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "app"}), "other");
-        assert!(verify_jwt(&t, &key(Some("a1"))).unwrap_err().description.contains("signature"));
-        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "app", "exp": 1000}), "s3cret");
-        assert!(verify_jwt(&t, &key(Some("a1"))).unwrap_err().description.contains("expired"));
+        let t = sign(
+            Algorithm::HS256,
+            Some("kid1"),
+            json!({"scope": "app"}),
+            "other",
+        );
+        assert!(verify_jwt(&t, &key(Some("a1")))
+            .unwrap_err()
+            .description
+            .contains("signature"));
+        let t = sign(
+            Algorithm::HS256,
+            Some("kid1"),
+            json!({"scope": "app", "exp": 1000}),
+            "s3cret",
+        );
+        assert!(verify_jwt(&t, &key(Some("a1")))
+            .unwrap_err()
+            .description
+            .contains("expired"));
         let t = sign(Algorithm::HS256, None, json!({"scope": "app"}), "s3cret");
         assert!(jwt_kid(&t).is_err());
     }
@@ -252,19 +288,47 @@ mod tests {
     fn unsigned_tokens_are_refused() {
         // {"alg":"none","kid":"kid1"} . {"scope":"app"} . (no signature)
         let t = "eyJhbGciOiJub25lIiwia2lkIjoia2lkMSJ9.eyJzY29wZSI6ImFwcCJ9.";
-        assert_eq!(jwt_kid(t).unwrap_err().code, domain::ErrorCode::Unauthorized);
+        assert_eq!(
+            jwt_kid(t).unwrap_err().code,
+            domain::ErrorCode::Unauthorized
+        );
     }
 
     #[test]
     fn scopes_must_match_the_key() {
-        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "account"}), "s3cret");
+        let t = sign(
+            Algorithm::HS256,
+            Some("kid1"),
+            json!({"scope": "account"}),
+            "s3cret",
+        );
         assert!(verify_jwt(&t, &key(Some("a1"))).is_err());
-        assert_eq!(verify_jwt(&t, &key(None)).unwrap(), Principal::Account { key_id: "kid1".into() });
-        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "app"}), "s3cret");
+        assert_eq!(
+            verify_jwt(&t, &key(None)).unwrap(),
+            Principal::Account {
+                key_id: "kid1".into()
+            }
+        );
+        let t = sign(
+            Algorithm::HS256,
+            Some("kid1"),
+            json!({"scope": "app"}),
+            "s3cret",
+        );
         assert!(verify_jwt(&t, &key(None)).is_err());
-        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "appUser"}), "s3cret");
+        let t = sign(
+            Algorithm::HS256,
+            Some("kid1"),
+            json!({"scope": "appUser"}),
+            "s3cret",
+        );
         assert!(verify_jwt(&t, &key(Some("a1"))).is_err());
-        let t = sign(Algorithm::HS256, Some("kid1"), json!({"scope": "root"}), "s3cret");
+        let t = sign(
+            Algorithm::HS256,
+            Some("kid1"),
+            json!({"scope": "root"}),
+            "s3cret",
+        );
         assert!(verify_jwt(&t, &key(Some("a1"))).is_err());
     }
 

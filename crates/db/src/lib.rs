@@ -86,4 +86,3 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> anyhow
         .await
         .with_context(|| format!("migrating schema {schema}"))
 }
-

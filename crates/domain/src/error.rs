@@ -117,9 +117,7 @@ impl ErrorCode {
     /// say).
     pub fn from_grpc_code(code: tonic::Code) -> ErrorCode {
         match code {
-            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => {
-                ErrorCode::BadRequest
-            }
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => ErrorCode::BadRequest,
             tonic::Code::Unauthenticated => ErrorCode::Unauthorized,
             tonic::Code::PermissionDenied => ErrorCode::Forbidden,
             tonic::Code::NotFound => ErrorCode::NotFound,

@@ -30,7 +30,9 @@ pub fn new_app_token() -> String {
 
 /// Whether `s` has the shape of an id (24 lowercase hex characters).
 pub fn is_id(s: &str) -> bool {
-    s.len() == 24 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 24
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -57,6 +59,8 @@ mod tests {
     fn app_tokens_are_25_alphanumerics() {
         let t = new_app_token();
         assert_eq!(t.len(), 25);
-        assert!(t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
     }
 }

@@ -44,7 +44,10 @@ mod tests {
     #[test]
     fn iso_has_millis_and_z() {
         assert_eq!(iso(1_444_348_338_704), "2015-10-08T23:52:18.704Z");
-        assert_eq!(parse_iso("2015-10-08T23:52:18.704Z"), Some(1_444_348_338_704));
+        assert_eq!(
+            parse_iso("2015-10-08T23:52:18.704Z"),
+            Some(1_444_348_338_704)
+        );
         assert_eq!(parse_iso("yesterday"), None);
     }
 

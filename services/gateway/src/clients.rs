@@ -1,13 +1,27 @@
-//! gRPC clients of the backing services, over lazily connected, shared HTTP/2 channels.
+//! gRPC clients of the backing services, over shared HTTP/2 channels.
+//!
+//! One HTTP/2 connection pins to one pod behind a Kubernetes ClusterIP, so for a service
+//! addressed by DNS name (a headless Service in Kubernetes) the gateway balances on the client
+//! side: it resolves the name periodically and spreads calls over every address it returns
+//! (tonic's balanced channel, power of two choices). IP literals get a plain channel.
 
-use anyhow::Context as _;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
 use proto::v1::{
     conversations_client::ConversationsClient, media_client::MediaClient,
     users_client::UsersClient, webhooks_client::WebhooksClient,
 };
+use tokio_util::sync::CancellationToken;
+use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::Config;
+
+/// How often DNS names of backing services are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 
 /// One client per backing service; cheap to clone.
 #[derive(Clone)]
@@ -24,28 +38,86 @@ pub struct Clients {
     pub channels: Vec<(&'static str, Channel)>,
 }
 
-fn channel(addr: &str, config: &Config) -> anyhow::Result<Channel> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
+/// Splits `host:port` (optionally behind `http://`) into its parts.
+fn host_port(addr: &str) -> anyhow::Result<(String, u16)> {
+    let bare = addr.split("://").last().unwrap_or(addr).trim_end_matches('/');
+    let (host, port) = bare
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("gRPC address {addr:?} must be host:port"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("gRPC address {addr:?} has a malformed port"))?;
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+fn endpoint(url: String, config: &Config) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::from_shared(url.clone())
-        .with_context(|| format!("malformed gRPC address {addr:?}"))?
-        .connect_timeout(std::time::Duration::from_secs(3))
+        .with_context(|| format!("malformed gRPC address {url:?}"))?
+        .connect_timeout(Duration::from_secs(3))
         .timeout(config.grpc_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
-        .connect_lazy())
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true))
+}
+
+fn channel(addr: &str, config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Channel> {
+    let (host, port) = host_port(addr)?;
+    if host.parse::<IpAddr>().is_ok() {
+        let url = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        return Ok(endpoint(url, config)?.connect_lazy());
+    }
+    let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
+    let config = config.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut known: HashSet<SocketAddr> = HashSet::new();
+        loop {
+            match tokio::net::lookup_host((host.as_str(), port)).await {
+                Ok(found) => {
+                    let found: HashSet<SocketAddr> = found.collect();
+                    for gone in known.difference(&found) {
+                        tracing::info!(service = %host, addr = %gone, "grpc endpoint removed");
+                        if changes.send(Change::Remove(*gone)).await.is_err() {
+                            return;
+                        }
+                    }
+                    for new in found.difference(&known) {
+                        let Ok(ep) = endpoint(format!("http://{new}"), &config) else {
+                            continue;
+                        };
+                        tracing::info!(service = %host, addr = %new, "grpc endpoint added");
+                        if changes.send(Change::Insert(*new, ep)).await.is_err() {
+                            return;
+                        }
+                    }
+                    known = found;
+                }
+                Err(e) => {
+                    // Keep the last known endpoints: a DNS hiccup must not empty the pool.
+                    tracing::warn!(service = %host, error = %e, "resolving grpc service failed");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RESOLVE_EVERY) => {}
+            }
+        }
+    });
+    Ok(channel)
 }
 
 impl Clients {
-    /// Makes the clients; connections open on first use and reconnect by themselves.
-    pub fn connect(config: &Config) -> anyhow::Result<Self> {
-        let users = channel(&config.users_addr, config)?;
-        let conversations = channel(&config.conversations_addr, config)?;
-        let media = channel(&config.media_addr, config)?;
-        let webhooks = channel(&config.webhooks_addr, config)?;
+    /// Makes the clients; connections open on first use and reconnect by themselves. DNS
+    /// names are re-resolved until `shutdown` is cancelled.
+    pub fn connect(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let users = channel(&config.users_addr, config, shutdown)?;
+        let conversations = channel(&config.conversations_addr, config, shutdown)?;
+        let media = channel(&config.media_addr, config, shutdown)?;
+        let webhooks = channel(&config.webhooks_addr, config, shutdown)?;
         Ok(Clients {
             users: UsersClient::new(users.clone()),
             conversations: ConversationsClient::new(conversations.clone()),
@@ -58,5 +130,19 @@ impl Clients {
                 ("webhooks", webhooks),
             ],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_into_host_and_port() {
+        assert_eq!(host_port("127.0.0.1:50051").unwrap(), ("127.0.0.1".into(), 50051));
+        assert_eq!(host_port("http://smooch-users:50051").unwrap(), ("smooch-users".into(), 50051));
+        assert_eq!(host_port("[::1]:9").unwrap(), ("::1".into(), 9));
+        assert!(host_port("nohost").is_err());
+        assert!(host_port("host:notaport").is_err());
     }
 }

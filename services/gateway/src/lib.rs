@@ -74,7 +74,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let clients = Clients::connect(&config)?;
+    let clients = Clients::connect(&config, &shutdown)?;
     let state = AppState {
         clients,
         config: std::sync::Arc::new(config),

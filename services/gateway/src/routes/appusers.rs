@@ -80,11 +80,16 @@ pub(crate) async fn init(
         None => String::new(),
     };
     let user_id = match (&caller.0, body.user_id) {
-        (Principal::AppUser { user_id: token_user, .. }, Some(asked)) if &asked != token_user => {
-            return Err(Error::forbidden(
-                "userId must match the userId of the appUser-scope token",
+        (
+            Principal::AppUser {
+                user_id: token_user,
+                ..
+            },
+            Some(asked),
+        ) if &asked != token_user => {
+            return Err(
+                Error::forbidden("userId must match the userId of the appUser-scope token").into(),
             )
-            .into())
         }
         (Principal::AppUser { user_id, .. }, _) => Some(user_id.clone()),
         (_, asked) => asked.filter(|u| !u.is_empty()),

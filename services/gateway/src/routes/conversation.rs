@@ -106,7 +106,10 @@ async fn post(
     let wire_user = AppUser::from_pb(user.clone(), false);
     let (author_id, name) = match (&caller.0, role.as_str()) {
         (Principal::App { key_id, .. }, "appMaker") => (key_id.clone(), body.name),
-        _ => (user.id.clone(), body.name.or_else(|| wire_user.display_name())),
+        _ => (
+            user.id.clone(),
+            body.name.or_else(|| wire_user.display_name()),
+        ),
     };
     let app_id = user.app_id.clone();
     let app_user_id = user.id.clone();
@@ -201,20 +204,19 @@ pub(crate) async fn post_image(
         return Err(Error::bad_request("the `source` file is empty").into());
     }
     let user = load_user(&state, &caller, id).await?;
-    let chunks: Vec<pb::UploadChunk> = std::iter::once(pb::upload_chunk::Part::Header(
-        pb::UploadHeader {
+    let chunks: Vec<pb::UploadChunk> =
+        std::iter::once(pb::upload_chunk::Part::Header(pb::UploadHeader {
             app_id: user.app_id.clone(),
             filename,
             declared_type,
-        },
-    ))
-    .chain(
-        bytes
-            .chunks(64 * 1024)
-            .map(|c| pb::upload_chunk::Part::Data(c.to_vec())),
-    )
-    .map(|part| pb::UploadChunk { part: Some(part) })
-    .collect();
+        }))
+        .chain(
+            bytes
+                .chunks(64 * 1024)
+                .map(|c| pb::upload_chunk::Part::Data(c.to_vec())),
+        )
+        .map(|part| pb::UploadChunk { part: Some(part) })
+        .collect();
     let object = state
         .clients
         .media

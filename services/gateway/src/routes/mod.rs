@@ -1,7 +1,7 @@
 //! The router: every path of the v1 API, CORS, and JSON 404/405 answers.
 
-mod appusers;
 mod apps;
+mod appusers;
 mod conversation;
 mod health;
 mod media;
@@ -25,7 +25,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/{id}", get(appusers::get).put(appusers::update))
         .route("/{id}/events", post(appusers::track_event))
         .route("/{id}/conversation", get(conversation::get))
-        .route("/{id}/conversation/messages", post(conversation::post_message))
+        .route(
+            "/{id}/conversation/messages",
+            post(conversation::post_message),
+        )
         .route(
             "/{id}/conversation/images",
             post(conversation::post_image).layer(DefaultBodyLimit::max(image_limit)),
