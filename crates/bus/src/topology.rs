@@ -137,7 +137,10 @@ impl Topology {
     /// one retry queue per entry of `retry_ttls` and the defer and dead-letter queues.
     pub async fn declare_webhooks(&self, channel: &Channel, retry_ttls: &[Duration]) -> Result<()> {
         self.declare_events(channel).await?;
-        declare_queue(channel, &self.deliver_queue(), FieldTable::default()).await?;
+        // A job no worker can read goes to the dead-letter queue.
+        let mut args = FieldTable::default();
+        dead_letter_to(&mut args, &self.dead_queue());
+        declare_queue(channel, &self.deliver_queue(), args).await?;
         for (i, ttl) in retry_ttls.iter().enumerate() {
             let name = self.retry_queue(level_of(i), *ttl);
             declare_queue(channel, &name, self.delay_args(*ttl)).await?;

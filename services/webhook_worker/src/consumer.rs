@@ -1,0 +1,109 @@
+//! A queue consumer that survives the broker: it (re)connects with backoff, declares the
+//! topology, sets its prefetch, and hands deliveries to a handler concurrently (at most
+//! `prefetch` unacked at once). On shutdown it stops taking deliveries and lets those in
+//! hand finish for a bounded time; whatever is still unacked goes back to the queue when
+//! the channel closes.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+
+use crate::Result;
+
+/// What a consumer needs to (re)connect.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub(crate) amqp_url: String,
+    pub(crate) topology: bus::Topology,
+    pub(crate) retry_ttls: Vec<Duration>,
+    pub(crate) queue: String,
+    pub(crate) prefetch: u16,
+    /// How long in-hand deliveries may take to finish after shutdown.
+    pub(crate) drain: Duration,
+}
+
+/// Consumes `source.queue` with `handler` until `shutdown` is cancelled.
+pub(crate) async fn consume<F, Fut>(source: Source, shutdown: CancellationToken, handler: F)
+where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut backoff = bus::Backoff::new(Duration::from_millis(200), Duration::from_secs(15));
+    while !shutdown.is_cancelled() {
+        match consume_once(&source, &shutdown, &handler, &mut backoff).await {
+            Ok(()) if shutdown.is_cancelled() => break,
+            Ok(()) => tracing::warn!(queue = %source.queue, "consumer stream ended; reconnecting"),
+            Err(err) => {
+                tracing::warn!(queue = %source.queue, error = %err, "consumer failed; reconnecting")
+            }
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    tracing::debug!(queue = %source.queue, "consumer stopped");
+}
+
+async fn consume_once<F, Fut>(
+    source: &Source,
+    shutdown: &CancellationToken,
+    handler: &F,
+    backoff: &mut bus::Backoff,
+) -> Result<()>
+where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let connection = bus::connect(
+        &source.amqp_url,
+        &format!("webhook-worker {}", source.queue),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    source
+        .topology
+        .declare_webhooks(&channel, &source.retry_ttls)
+        .await?;
+    channel
+        .basic_qos(source.prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            source.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    backoff.reset();
+    tracing::info!(queue = %source.queue, prefetch = source.prefetch, "consuming");
+    let work = consumer
+        .take_until(shutdown.cancelled())
+        .for_each_concurrent(None, |delivery| async move {
+            match delivery {
+                Ok(delivery) => handler(delivery).await,
+                Err(err) => tracing::warn!(error = %err, "consumer error"),
+            }
+        });
+    tokio::pin!(work);
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(source.drain).await;
+    };
+    tokio::select! {
+        () = &mut work => {}
+        () = drain_deadline => {
+            tracing::warn!(queue = %source.queue, "deliveries still in hand at shutdown; the broker will redeliver them");
+        }
+    }
+    // Closing returns unacked deliveries to the queue; a dead broker may never answer.
+    let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! The worker's two steps: fan an event out into delivery jobs, and deliver a job (then
+//! ack it, re-queue it on the next retry level, or dead-letter it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::event::Event;
+use domain::validate;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::BasicProperties;
+use proto::v1 as pb;
+
+use crate::directory::Directory;
+use crate::job::{self, Job};
+use crate::limiter::TargetLimiter;
+use crate::recorder::Recorder;
+use crate::sender::{self, Outcome, Sender};
+use crate::Result;
+
+/// How long a delivery waits for a slot of a busy target before it is parked on the
+/// broker's defer queue.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a step that cannot make progress (webhooks service or broker down) waits
+/// before handing its message back to the broker, so a persistent failure does not spin.
+const BACKOFF_BEFORE_REQUEUE: Duration = Duration::from_secs(1);
+
+/// Everything the steps share.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) topology: bus::Topology,
+    pub(crate) publisher: Arc<bus::Publisher>,
+    pub(crate) directory: Directory,
+    pub(crate) sender: Sender,
+    pub(crate) limiter: TargetLimiter,
+    pub(crate) recorder: Recorder,
+    pub(crate) retry_ttls: Vec<Duration>,
+}
+
+/// What became of a job after an attempt.
+enum Next {
+    Done,
+    Retry(u32),
+    Dead,
+}
+
+impl Worker {
+    /// Step 1: turns an event into one durable job per matching webhook, then acks it.
+    #[tracing::instrument(skip_all, fields(event_id, app_id, trigger, jobs))]
+    pub(crate) async fn fan_out(&self, delivery: Delivery) {
+        let event: Event = match serde_json::from_slice(&delivery.data) {
+            Ok(event) => event,
+            Err(err) => {
+                // Unreadable now means unreadable forever: keep it in the dead-letter queue.
+                tracing::error!(error = %err, "malformed event dead-lettered");
+                reject(&delivery).await;
+                return;
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("event_id", event.id.as_str());
+        span.record("app_id", event.app_id.as_str());
+        span.record("trigger", event.trigger.as_str());
+        match self.publish_jobs(event).await {
+            Ok(n) => {
+                span.record("jobs", n);
+                ack(&delivery).await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "fan-out failed; event requeued");
+                tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
+                requeue(&delivery).await;
+            }
+        }
+    }
+
+    async fn publish_jobs(&self, event: Event) -> Result<usize> {
+        let Some(role) = job::message_role(&event.trigger) else {
+            return Ok(0);
+        };
+        let hooks = self.directory.list(&event.app_id).await?;
+        let jobs: Vec<Job> = hooks
+            .iter()
+            .filter(|w| validate::webhook_wants_message(&w.events, role))
+            .map(|w| Job::new(event.clone(), &w.id))
+            .collect();
+        let bodies = jobs
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<serde_json::Result<Vec<_>>>()?;
+        let queue = self.topology.deliver_queue();
+        let messages: Vec<bus::Outgoing<'_>> = jobs
+            .iter()
+            .zip(&bodies)
+            .map(|(job, body)| bus::Outgoing {
+                exchange: "",
+                routing_key: &queue,
+                payload: body,
+                properties: job_properties(job),
+            })
+            .collect();
+        // Confirmed before the event is acked: a crash in between re-sends the same jobs
+        // (same delivery ids), it never drops them.
+        self.publisher.publish_all(&messages).await?;
+        Ok(jobs.len())
+    }
+
+    /// Step 2: one attempt of a job, then its next step on the broker.
+    #[tracing::instrument(skip_all, fields(delivery_id, webhook_id, attempt, status_code))]
+    pub(crate) async fn deliver(&self, delivery: Delivery) {
+        let mut job: Job = match serde_json::from_slice(&delivery.data) {
+            Ok(job) => job,
+            Err(err) => {
+                tracing::error!(error = %err, "malformed delivery job dead-lettered");
+                reject(&delivery).await;
+                return;
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("delivery_id", job.delivery_id.as_str());
+        span.record("webhook_id", job.webhook_id.as_str());
+        let attempt = job.attempts + 1;
+        span.record("attempt", attempt);
+
+        // The webhook as it is now: deleted or unsubscribed means no more deliveries.
+        let webhook = match self.directory.get(&job.app_id, &job.webhook_id).await {
+            Ok(Some(w)) => w,
+            Ok(None) => {
+                tracing::debug!("webhook deleted; delivery dropped");
+                ack(&delivery).await;
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "webhook lookup failed; job deferred");
+                self.park(&delivery, &job).await;
+                return;
+            }
+        };
+        let wanted = job
+            .role()
+            .is_some_and(|role| validate::webhook_wants_message(&webhook.events, role));
+        if !wanted {
+            tracing::debug!("webhook no longer subscribed to this event; delivery dropped");
+            ack(&delivery).await;
+            return;
+        }
+        let Some(permit) = self.limiter.acquire(&webhook.target, SLOT_WAIT).await else {
+            tracing::debug!(target = %webhook.target, "target saturated; job deferred");
+            self.park(&delivery, &job).await;
+            return;
+        };
+        let body = match job::payload(&job.event) {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::error!(error = %err, "payload serialization failed; job dead-lettered");
+                reject(&delivery).await;
+                return;
+            }
+        };
+        let outcome = self
+            .sender
+            .send(&sender::Request {
+                target: &webhook.target,
+                secret: &webhook.secret,
+                delivery_id: &job.delivery_id,
+                body: &body,
+            })
+            .await;
+        drop(permit);
+        if let Some(code) = outcome.status_code {
+            span.record("status_code", code);
+        }
+
+        let max_retries = u32::try_from(self.retry_ttls.len()).unwrap_or(u32::MAX);
+        let next = if outcome.succeeded() {
+            Next::Done
+        } else if job.attempts < max_retries {
+            Next::Retry(attempt)
+        } else {
+            Next::Dead
+        };
+        job.attempts = attempt;
+        let moved = match next {
+            Next::Done => Ok(()),
+            Next::Retry(level) => self.publish_retry(&job, level).await,
+            Next::Dead => self.publish_dead(&job).await,
+        };
+        if let Err(err) = moved {
+            // Not moved on: hand the job back; it is attempted again (at least once).
+            tracing::warn!(error = %err, "re-queueing the job failed; delivery requeued");
+            tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
+            requeue(&delivery).await;
+            return;
+        }
+        match next {
+            Next::Done => tracing::debug!(
+                latency_ms = outcome.latency.as_millis() as u64,
+                "webhook delivered"
+            ),
+            Next::Retry(_) => {
+                tracing::info!(error = outcome.error.as_deref().unwrap_or(""), target = %webhook.target, "webhook delivery failed; retry scheduled")
+            }
+            Next::Dead => {
+                tracing::warn!(error = outcome.error.as_deref().unwrap_or(""), target = %webhook.target, "webhook delivery failed for good; job dead-lettered")
+            }
+        }
+        self.recorder
+            .record(attempt_record(&job, attempt, &outcome, &next));
+        ack(&delivery).await;
+    }
+
+    /// Puts a job on retry level `level` (1-based), whose queue TTL is the schedule's
+    /// wait; the message's own expiration takes up to a fifth off it, as jitter, so
+    /// retries of a burst do not all land at once.
+    async fn publish_retry(&self, job: &Job, level: u32) -> Result<()> {
+        let index = usize::try_from(level.saturating_sub(1)).unwrap_or(usize::MAX);
+        let ttl = self
+            .retry_ttls
+            .get(index)
+            .copied()
+            .unwrap_or(Duration::from_secs(60));
+        let jittered = ttl.mul_f64(rand::random_range(0.8..=1.0));
+        let queue = self.topology.retry_queue(level, ttl);
+        let body = serde_json::to_vec(job)?;
+        self.publisher
+            .publish(bus::Outgoing {
+                exchange: "",
+                routing_key: &queue,
+                payload: &body,
+                properties: job_properties(job)
+                    .with_expiration(jittered.as_millis().to_string().into()),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn publish_dead(&self, job: &Job) -> Result<()> {
+        let body = serde_json::to_vec(job)?;
+        self.publisher
+            .publish(bus::Outgoing {
+                exchange: "",
+                routing_key: &self.topology.dead_queue(),
+                payload: &body,
+                properties: job_properties(job),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Parks a job (unchanged, no attempt counted) on the defer queue for a moment.
+    async fn park(&self, delivery: &Delivery, job: &Job) {
+        let parked = match serde_json::to_vec(job) {
+            Ok(body) => self
+                .publisher
+                .publish(bus::Outgoing {
+                    exchange: "",
+                    routing_key: &self.topology.defer_queue(),
+                    payload: &body,
+                    properties: job_properties(job),
+                })
+                .await
+                .map_err(crate::Error::from),
+            Err(err) => Err(err.into()),
+        };
+        match parked {
+            Ok(()) => ack(delivery).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "parking the job failed; delivery requeued");
+                tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
+                requeue(delivery).await;
+            }
+        }
+    }
+
+    /// Re-queues a job for a fresh round of attempts (a retry an operator asked for).
+    pub(crate) async fn requeue_job(&self, mut job: Job) -> Result<()> {
+        job.attempts = 0;
+        let body = serde_json::to_vec(&job)?;
+        self.publisher
+            .publish(bus::Outgoing {
+                exchange: "",
+                routing_key: &self.topology.deliver_queue(),
+                payload: &body,
+                properties: job_properties(&job),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn job_properties(job: &Job) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_message_id(job.delivery_id.as_str().into())
+}
+
+fn attempt_record(job: &Job, attempt: u32, outcome: &Outcome, next: &Next) -> pb::DeliveryAttempt {
+    let (status, job_json) = match next {
+        Next::Done => ("succeeded", String::new()),
+        Next::Retry(_) => ("retrying", String::new()),
+        // Kept with the failed delivery so an operator can re-queue it.
+        Next::Dead => ("failed", serde_json::to_string(job).unwrap_or_default()),
+    };
+    pb::DeliveryAttempt {
+        delivery_id: job.delivery_id.clone(),
+        app_id: job.app_id.clone(),
+        webhook_id: job.webhook_id.clone(),
+        event_id: job.event.id.clone(),
+        trigger: job.event.trigger.clone(),
+        attempt,
+        attempted_at_ms: domain::time::now_ms(),
+        outcome: status.to_owned(),
+        status_code: outcome.status_code.map(u32::from),
+        latency_ms: u32::try_from(outcome.latency.as_millis()).unwrap_or(u32::MAX),
+        error: outcome.error.clone(),
+        job_json,
+    }
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
+        // The channel is gone: the broker redelivers the message to someone else.
+        tracing::warn!(error = %err, "ack failed");
+    }
+}
+
+async fn requeue(delivery: &Delivery) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(err) = delivery.nack(options).await {
+        tracing::warn!(error = %err, "nack failed");
+    }
+}
+
+async fn reject(delivery: &Delivery) {
+    if let Err(err) = delivery.reject(BasicRejectOptions { requeue: false }).await {
+        tracing::warn!(error = %err, "reject failed");
+    }
+}
