@@ -153,6 +153,9 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// What happened to the account key at start-up.
     pub account_key: users::AccountKey,
+    /// The gateway's configuration, with the gRPC roles' actual addresses: another gateway
+    /// started with it serves the same suite.
+    pub gateway_config: gateway::Config,
     tasks: JoinSet<anyhow::Result<()>>,
     shutdown: CancellationToken,
 }
@@ -206,14 +209,16 @@ pub async fn start_all(
     let addrs: [String; 4] = addrs
         .try_into()
         .map_err(|_| anyhow::anyhow!("expected four gRPC roles"))?;
+    let gateway_config = gateway_config(&settings, addrs);
     tasks.spawn(gateway::run(
-        gateway_config(&settings, addrs),
+        gateway_config.clone(),
         listener,
         shutdown.clone(),
     ));
     Ok(Running {
         http_addr,
         account_key,
+        gateway_config,
         tasks,
         shutdown,
     })

@@ -26,6 +26,8 @@ pub struct Suite {
     pub settings: Settings,
     /// A shared HTTP client.
     pub http: reqwest::Client,
+    /// The gateway's configuration: tests start more gateways with it.
+    pub gateway_config: gateway::Config,
 }
 
 static SUITE: OnceLock<Suite> = OnceLock::new();
@@ -74,11 +76,12 @@ pub fn suite() -> &'static Suite {
                     .await
                     .expect("starting the suite");
                 wait_healthy(running.http_addr).await;
-                tx.send(running.http_addr).unwrap();
+                tx.send((running.http_addr, running.gateway_config.clone()))
+                    .unwrap();
                 running.wait().await.expect("suite stopped with an error");
             });
         });
-        let addr = rx.recv().expect("the suite failed to start");
+        let (addr, gateway_config) = rx.recv().expect("the suite failed to start");
         let suite = Suite {
             base: format!("http://{addr}"),
             settings,
@@ -88,6 +91,7 @@ pub fn suite() -> &'static Suite {
                 .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
+            gateway_config,
         };
         suite
     })
@@ -105,6 +109,17 @@ async fn wait_healthy(addr: std::net::SocketAddr) {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     panic!("the suite did not become healthy at {url}");
+}
+
+/// Starts another gateway in front of the suite's services with `config` on a free port,
+/// on the calling test's runtime, and returns its base URL once it answers.
+pub async fn start_gateway(config: gateway::Config) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(gateway::run(config, listener, shutdown.clone()));
+    wait_healthy(addr).await;
+    (format!("http://{addr}"), shutdown)
 }
 
 /// How a request authenticates.

@@ -137,3 +137,30 @@ async fn healthz_answers_when_every_role_serves() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
 }
+
+#[tokio::test]
+async fn a_gateway_reaches_services_named_by_dns() {
+    let mut config = suite().gateway_config.clone();
+    for addr in [
+        &mut config.users_addr,
+        &mut config.conversations_addr,
+        &mut config.media_addr,
+        &mut config.webhooks_addr,
+    ] {
+        *addr = addr.replace("127.0.0.1", "localhost");
+    }
+    let (base, shutdown) = e2e::start_gateway(config).await;
+    let app = suite().create_app().await;
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let response = client
+            .post(format!("{base}/v1/init"))
+            .header("app-token", &app.token)
+            .json(&json!({"device": {"id": format!("dns-{i}"), "platform": "web"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    shutdown.cancel();
+}
