@@ -1,15 +1,28 @@
 //! Credential verification for the gateway: reading the `app-token` header or a bearer
 //! JWT, checking the JWT against the key named by its `kid`, and deciding the caller's
-//! scope. Lookups of tokens and keys are the caller's business (the users service, behind
-//! caches); this crate holds the rules.
+//! scope; the credential cache in front of the users service ([`cache`]), the revocations
+//! that keep it correct across replicas ([`revocation`]), and the Redis-kept rate limits
+//! ([`ratelimit`]).
+
+pub mod cache;
+pub mod error;
+pub mod ratelimit;
+pub mod redis_client;
+pub mod revocation;
+
+pub use cache::{CacheConfig, CredentialCache, CredentialSource};
+pub use error::{Error as RedisError, Result as RedisResult};
+pub use ratelimit::{Bucket, Decision, Limit, RateLimiter};
+pub use redis_client::{RedisClient, RedisConfig};
+pub use revocation::{Revocation, Revoker};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use domain::Error;
 
-/// Credentials presented by a request, before verification.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Credentials presented by a request, before verification. Its `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
     /// The `app-token` header.
     AppToken(String),
@@ -22,8 +35,21 @@ pub enum Credential {
     },
 }
 
-/// A key as stored: what a JWT's `kid` resolves to.
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::AppToken(_) => f.write_str("AppToken(<redacted>)"),
+            Credential::Jwt { kid, .. } => f
+                .debug_struct("Jwt")
+                .field("kid", kid)
+                .field("token", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+/// A key as stored: what a JWT's `kid` resolves to. Its `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KeyInfo {
     /// The key id (`kid`).
     pub id: String,
@@ -31,6 +57,16 @@ pub struct KeyInfo {
     pub app_id: Option<String>,
     /// The shared secret JWTs are signed with.
     pub secret: String,
+}
+
+impl std::fmt::Debug for KeyInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyInfo")
+            .field("id", &self.id)
+            .field("app_id", &self.app_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Who is calling, once verified.
