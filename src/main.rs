@@ -160,9 +160,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => "migrate",
         Command::Apps { .. } => "admin",
     };
-    if role != "admin" {
-        telemetry::init(role);
-    }
+    // Flushes buffered spans when main returns.
+    let _telemetry = (role != "admin").then(|| telemetry::init(role));
     let single = |role: Role| async move {
         let settings = Settings::from_env()?;
         let shutdown = CancellationToken::new();

@@ -1,21 +1,83 @@
-//! Tracing setup shared by every smooch role: `RUST_LOG` filtering with a sensible
-//! default, JSON output when `SMOOCH_LOG_FORMAT=json`, human-readable otherwise.
+//! Telemetry shared by every smooch role: `tracing` with `RUST_LOG` filtering, JSON or
+//! human-readable logs, OpenTelemetry spans exported over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, W3C trace-context propagation across HTTP, gRPC
+//! and AMQP, and Prometheus metrics.
 
+pub mod grpc;
+pub mod metrics;
+pub mod propagation;
+
+use std::sync::OnceLock;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 /// The filter used when `RUST_LOG` is unset.
-const DEFAULT_FILTER: &str = "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,lapin=warn";
+const DEFAULT_FILTER: &str =
+    "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,lapin=warn,opentelemetry=warn";
 
-/// Installs the global subscriber for a process. Safe to call more than once; later calls
-/// do nothing.
-pub fn init(service: &str) {
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Flushes spans still buffered for export when dropped (at the end of `main`).
+#[derive(Debug)]
+#[must_use = "spans are flushed when the guard drops"]
+pub struct Guard(());
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(provider) = PROVIDER.get() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("flushing traces failed: {e}");
+            }
+        }
+    }
+}
+
+fn tracer_provider(service: &str) -> SdkTracerProvider {
+    let resource = Resource::builder()
+        .with_service_name(
+            std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| format!("smooch-{service}")),
+        )
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+        || std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+    {
+        // The exporter reads the standard OTEL_EXPORTER_OTLP_* variables itself.
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => eprintln!("OTLP trace export disabled: {e}"),
+        }
+    }
+    builder.build()
+}
+
+/// Installs the global subscriber and propagator for a process running `service` (the
+/// role name). Spans always carry OpenTelemetry trace ids, so propagation and log
+/// correlation work with or without an exporter. Later calls do nothing.
+pub fn init(service: &str) -> Guard {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = PROVIDER.get_or_init(|| tracer_provider(service)).clone();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("smooch"));
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let json = std::env::var("SMOOCH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if json {
         registry
-            .with(fmt::layer().json().with_current_span(true))
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
             .try_init()
     } else {
         registry.with(fmt::layer().with_target(true)).try_init()
@@ -23,13 +85,19 @@ pub fn init(service: &str) {
     if result.is_ok() {
         tracing::debug!(service, "telemetry initialised");
     }
+    Guard(())
 }
 
-/// Installs a subscriber for tests that writes through the test harness's capture.
+/// Installs a subscriber for tests that writes through the test harness's capture, with
+/// the same propagation as production.
 pub fn init_for_tests() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = PROVIDER.get_or_init(|| tracer_provider("test")).clone();
+    opentelemetry::global::set_tracer_provider(provider.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::registry()
         .with(filter)
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("smooch")))
         .with(fmt::layer().with_test_writer())
         .try_init();
 }
