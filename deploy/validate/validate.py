@@ -152,7 +152,8 @@ def bus_queue_suffixes() -> set[str]:
     if not path.exists():
         return set()
     found = set()
-    for m in re.finditer(r'format!\(\s*"\{\}\.([a-z0-9.\-]+)"', path.read_text(encoding="utf-8")):
+    text = path.read_text(encoding="utf-8")
+    for m in re.finditer(r'fn \w*queue\([^)]*\)\s*->\s*String\s*\{\s*format!\(\s*"\{\}\.([a-z0-9.\-]+)"', text):
         found.add(m.group(1))
     return found
 
