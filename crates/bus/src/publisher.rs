@@ -26,6 +26,10 @@ pub struct Outgoing<'a> {
     pub payload: &'a [u8],
     /// Message properties; the publisher makes every message persistent.
     pub properties: BasicProperties,
+    /// Whether a message that matches no queue is an error ([`Error::Unroutable`]) rather
+    /// than dropped: true for jobs sent to a queue by name, false for events nobody may
+    /// be subscribed to.
+    pub mandatory: bool,
 }
 
 /// An open connection and its confirm-mode channel, with a generation number so that a
@@ -105,7 +109,7 @@ impl Publisher {
                     // Mandatory: a message that matches no queue comes back instead of
                     // being dropped, and we report it rather than lose it.
                     BasicPublishOptions {
-                        mandatory: true,
+                        mandatory: m.mandatory,
                         ..BasicPublishOptions::default()
                     },
                     m.payload,

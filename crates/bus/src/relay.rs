@@ -171,6 +171,8 @@ impl Relay {
                 routing_key: &row.trigger,
                 payload: row.payload.as_bytes(),
                 properties: event_properties(row),
+                // An event no consumer binds to has nobody to reach: it is done.
+                mandatory: false,
             })
             .collect();
         // Dropping `tx` on error rolls back: the rows stay unpublished.

@@ -1,7 +1,7 @@
 //! Names and declarations of every exchange and queue the suite uses, in one place.
 //!
 //! ```text
-//! {p}.events (topic) ──message:appUser, message:appMaker──► {p}.webhooks.events
+//! {p}.events (topic) ──each webhook trigger──► {p}.webhooks.events
 //!                                                            │ webhook-worker fan-out
 //!                                                            ▼
 //!               ┌──────────────────────────────────► {p}.webhooks.deliver ──► deliver
@@ -23,8 +23,16 @@ use lapin::{Channel, ExchangeKind};
 
 use crate::Result;
 
-/// The routing keys (triggers) the webhook worker consumes.
-pub const WEBHOOK_TRIGGERS: [&str; 2] = ["message:appUser", "message:appMaker"];
+/// The routing keys (triggers) the webhook worker consumes: every event a webhook can
+/// subscribe to.
+pub const WEBHOOK_TRIGGERS: [&str; 6] = [
+    "message:appUser",
+    "message:appMaker",
+    "postback",
+    "conversation:start",
+    "conversation:read",
+    "merge:appUser",
+];
 
 /// How long a job for a saturated target waits in the defer queue before trying again.
 pub const DEFER_TTL: Duration = Duration::from_secs(1);

@@ -40,15 +40,19 @@ impl Job {
         }
     }
 
-    /// The role of the message event (`appUser`, `appMaker`), if it is one.
-    pub fn role(&self) -> Option<&str> {
-        message_role(&self.event.trigger)
+    /// Whether a webhook subscribed to `events` wants this job's event.
+    pub fn wanted_by(&self, events: &[String]) -> bool {
+        wants(events, &self.event.trigger)
     }
 }
 
-/// The author role of a `message:<role>` trigger.
-pub fn message_role(trigger: &str) -> Option<&str> {
-    trigger.strip_prefix("message:")
+/// Whether a webhook subscribed to `events` wants an event with routing key `trigger`:
+/// `message` covers every `message:<role>` trigger; any other name matches only itself.
+pub fn wants(events: &[String], trigger: &str) -> bool {
+    match trigger.strip_prefix("message:") {
+        Some(role) => domain::validate::webhook_wants_message(events, role),
+        None => events.iter().any(|e| e == trigger),
+    }
 }
 
 /// The delivery id of `event_id` for `webhook_id`: derived, not random, so an event
@@ -64,7 +68,8 @@ pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
 }
 
 /// The body of a webhook POST: the reference's payload (`event`, `messages`,
-/// `appUserId`), then additive fields.
+/// `appUserId`), then additive fields, then the event's trigger-specific details
+/// (`postbacks`, `merge`, `read`, ...) as the event carries them.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Payload<'a> {
@@ -75,7 +80,20 @@ struct Payload<'a> {
     app: AppRef<'a>,
     app_user: &'a AppUser,
     version: u32,
+    #[serde(flatten)]
+    details: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Event fields the payload shows under its own names, or not at all.
+const ENVELOPE: [&str; 7] = [
+    "version",
+    "id",
+    "appId",
+    "trigger",
+    "createdAtMs",
+    "appUser",
+    "messages",
+];
 
 #[derive(Debug, Serialize)]
 struct AppRef<'a> {
@@ -85,6 +103,13 @@ struct AppRef<'a> {
 
 /// Serializes the webhook body of `event`.
 pub fn payload(event: &Event) -> serde_json::Result<Vec<u8>> {
+    let details = match serde_json::to_value(event)? {
+        serde_json::Value::Object(mut fields) => {
+            fields.retain(|k, _| !ENVELOPE.contains(&k.as_str()));
+            fields
+        }
+        _ => serde_json::Map::new(),
+    };
     serde_json::to_vec(&Payload {
         event: &event.trigger,
         messages: &event.messages,
@@ -93,12 +118,23 @@ pub fn payload(event: &Event) -> serde_json::Result<Vec<u8>> {
         app: AppRef { id: &event.app_id },
         app_user: &event.app_user,
         version: event.version,
+        details,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_covers_both_roles_and_other_events_match_exactly() {
+        let events = |e: &[&str]| e.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(wants(&events(&["message"]), "message:appMaker"));
+        assert!(wants(&events(&["message:appUser"]), "message:appUser"));
+        assert!(!wants(&events(&["message:appUser"]), "message:appMaker"));
+        assert!(wants(&events(&["postback"]), "postback"));
+        assert!(!wants(&events(&["message"]), "postback"));
+    }
 
     #[test]
     fn delivery_ids_are_stable_per_event_and_webhook() {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::event::Event;
-use domain::validate;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::BasicProperties;
@@ -76,13 +75,10 @@ impl Worker {
     }
 
     async fn publish_jobs(&self, event: Event) -> Result<usize> {
-        let Some(role) = job::message_role(&event.trigger) else {
-            return Ok(0);
-        };
         let hooks = self.directory.list(&event.app_id).await?;
         let jobs: Vec<Job> = hooks
             .iter()
-            .filter(|w| validate::webhook_wants_message(&w.events, role))
+            .filter(|w| job::wants(&w.events, &event.trigger))
             .map(|w| Job::new(event.clone(), &w.id))
             .collect();
         let bodies = jobs
@@ -98,6 +94,7 @@ impl Worker {
                 routing_key: &queue,
                 payload: body,
                 properties: job_properties(job),
+                mandatory: true,
             })
             .collect();
         // Confirmed before the event is acked: a crash in between re-sends the same jobs
@@ -137,10 +134,7 @@ impl Worker {
                 return;
             }
         };
-        let wanted = job
-            .role()
-            .is_some_and(|role| validate::webhook_wants_message(&webhook.events, role));
-        if !wanted {
+        if !job.wanted_by(&webhook.events) {
             tracing::debug!("webhook no longer subscribed to this event; delivery dropped");
             ack(&delivery).await;
             return;
@@ -230,6 +224,7 @@ impl Worker {
                 payload: &body,
                 properties: job_properties(job)
                     .with_expiration(jittered.as_millis().to_string().into()),
+                mandatory: true,
             })
             .await?;
         Ok(())
@@ -243,6 +238,7 @@ impl Worker {
                 routing_key: &self.topology.dead_queue(),
                 payload: &body,
                 properties: job_properties(job),
+                mandatory: true,
             })
             .await?;
         Ok(())
@@ -258,6 +254,7 @@ impl Worker {
                     routing_key: &self.topology.defer_queue(),
                     payload: &body,
                     properties: job_properties(job),
+                    mandatory: true,
                 })
                 .await
                 .map_err(crate::Error::from),
@@ -283,6 +280,7 @@ impl Worker {
                 routing_key: &self.topology.deliver_queue(),
                 payload: &body,
                 properties: job_properties(&job),
+                mandatory: true,
             })
             .await?;
         Ok(())

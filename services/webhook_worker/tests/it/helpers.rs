@@ -12,7 +12,6 @@ use bus::lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDelet
 use bus::lapin::types::FieldTable;
 use bus::lapin::BasicProperties;
 use domain::event::Event;
-use domain::model::{AppUser, Message};
 use proto::v1 as pb;
 use proto::v1::webhooks_client::WebhooksClient;
 use tokio::sync::Notify;
@@ -117,6 +116,7 @@ impl World {
                 routing_key: &event.trigger,
                 payload: &body,
                 properties: BasicProperties::default().with_message_id(event.id.as_str().into()),
+                mandatory: true,
             })
             .await
             .unwrap();
@@ -226,41 +226,35 @@ impl Worker {
     }
 }
 
-/// A message event as the conversations service writes it.
+/// A message event as the conversations service writes it (built from JSON, so fields
+/// the schema grows later take their defaults).
 pub(crate) fn message_event(app_id: &str, role: &str, text: &str) -> Event {
     let app_user_id = domain::id::new_id();
-    Event {
-        version: domain::event::EVENT_VERSION,
-        id: domain::id::new_id(),
-        app_id: app_id.to_owned(),
-        trigger: domain::event::message_trigger(role),
-        created_at_ms: domain::time::now_ms(),
-        app_user: AppUser {
-            id: app_user_id.clone(),
-            user_id: Some("steveb@channel5.com".to_owned()),
-            given_name: Some("Steve".to_owned()),
-            surname: None,
-            email: None,
-            signed_up_at: "2015-10-06T20:53:01.588Z".to_owned(),
-            properties: serde_json::Map::new(),
-            conversation_started: true,
-            devices: None,
+    serde_json::from_value(serde_json::json!({
+        "version": domain::event::EVENT_VERSION,
+        "id": domain::id::new_id(),
+        "appId": app_id,
+        "trigger": domain::event::message_trigger(role),
+        "createdAtMs": domain::time::now_ms(),
+        "appUser": {
+            "_id": app_user_id,
+            "userId": "steveb@channel5.com",
+            "givenName": "Steve",
+            "signedUpAt": "2015-10-06T20:53:01.588Z",
+            "properties": {},
+            "conversationStarted": true
         },
-        messages: vec![Message {
-            id: domain::id::new_id(),
-            author_id: app_user_id,
-            role: role.to_owned(),
-            name: Some("Steve".to_owned()),
-            email: None,
-            avatar_url: None,
-            text: text.to_owned(),
-            media_url: None,
-            media_type: None,
-            metadata: None,
-            actions: Vec::new(),
-            received: 1_444_348_338.704,
-        }],
-    }
+        "messages": [{
+            "_id": domain::id::new_id(),
+            "authorId": app_user_id,
+            "role": role,
+            "name": "Steve",
+            "text": text,
+            "actions": [],
+            "received": 1_444_348_338.704
+        }]
+    }))
+    .unwrap()
 }
 
 /// A request the sink received.
