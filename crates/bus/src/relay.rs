@@ -95,6 +95,28 @@ impl Relay {
         }
     }
 
+    /// Starts a relay for the `outbox` table in `pool`'s search path, publishing to
+    /// `{prefix}.events` on the broker at `amqp_url`, until `shutdown`; returns the handle
+    /// to poke right after each outbox commit. `name` labels its broker connection.
+    pub fn spawn(
+        pool: PgPool,
+        amqp_url: &str,
+        prefix: &str,
+        name: &str,
+        shutdown: CancellationToken,
+    ) -> RelayHandle {
+        let topology = crate::Topology::new(prefix);
+        let publisher = Arc::new(Publisher::new(
+            amqp_url,
+            format!("{name} outbox relay"),
+            topology,
+        ));
+        let relay = Relay::new(pool, publisher, RelayConfig::default());
+        let handle = relay.handle();
+        tokio::spawn(relay.run(shutdown));
+        handle
+    }
+
     /// The handle that pokes this relay.
     pub fn handle(&self) -> RelayHandle {
         self.handle.clone()
