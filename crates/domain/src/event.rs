@@ -1,7 +1,9 @@
 //! The versioned event that message writes put in the outbox and the bus carries to the
-//! webhook worker. Routing key = `trigger`.
+//! webhook worker. Routing key = `trigger`. Version 1 grew additively: `postbacks`, `merge`
+//! and `read` are absent from events that do not need them.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::model::{AppUser, Message};
 
@@ -24,10 +26,75 @@ pub struct Event {
     pub created_at_ms: i64,
     /// The app user concerned.
     pub app_user: AppUser,
-    /// The message(s) of a message event.
+    /// The message(s) of a message event (and of `conversation:start`, the first message).
     #[serde(default)]
     pub messages: Vec<Message>,
+    /// For `postback`: the tapped action(s), each with its message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub postbacks: Vec<Postback>,
+    /// For `merge:appUser`: which app user was merged into which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<Merge>,
+    /// For `conversation:read`: who read the conversation, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Read>,
 }
+
+/// A postback: an action the app user tapped, and the message that carried it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Postback {
+    /// The message whose action was tapped.
+    pub message: Message,
+    /// The action, as stored (`_id`, `type`, `text`, `payload`, ...).
+    pub action: Value,
+}
+
+/// Two app users merged into one (an anonymous user who logged in as a known userId).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Merge {
+    /// The app user that remains (the owner of the userId).
+    pub surviving_app_user_id: String,
+    /// The app user merged away; its `_id` now resolves to the survivor.
+    pub discarded_app_user_id: String,
+}
+
+/// A conversation read by one side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Read {
+    /// `appUser` or `appMaker`: the side that read.
+    pub role: String,
+    /// Seconds since the epoch (millisecond precision) of the read.
+    pub last_read: f64,
+}
+
+impl Event {
+    /// A new event (fresh id, current schema version) with no messages or details.
+    pub fn new(app_id: &str, trigger: &str, created_at_ms: i64, app_user: AppUser) -> Self {
+        Event {
+            version: EVENT_VERSION,
+            id: crate::id::new_id(),
+            app_id: app_id.to_owned(),
+            trigger: trigger.to_owned(),
+            created_at_ms,
+            app_user,
+            messages: Vec::new(),
+            postbacks: Vec::new(),
+            merge: None,
+            read: None,
+        }
+    }
+}
+
+/// Trigger of a postback (an app user tapped a postback action).
+pub const POSTBACK: &str = "postback";
+/// Trigger of a conversation read.
+pub const CONVERSATION_READ: &str = "conversation:read";
+/// Trigger of a conversation's first message.
+pub const CONVERSATION_START: &str = "conversation:start";
+/// Trigger of an app user merge.
+pub const MERGE_APP_USER: &str = "merge:appUser";
 
 /// The trigger of a message by `role`.
 pub fn message_trigger(role: &str) -> String {

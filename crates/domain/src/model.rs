@@ -125,6 +125,14 @@ pub struct Conversation {
     pub app_users: Vec<String>,
     /// Messages, oldest first.
     pub messages: Vec<Message>,
+    /// appMaker messages the app user has not read.
+    #[serde(default)]
+    pub unread_count: i64,
+    /// When the app user last read the conversation (seconds, like `received`); null for
+    /// never.
+    pub app_user_last_read: Option<f64>,
+    /// When an app maker last read (posted to) the conversation; null for never.
+    pub app_maker_last_read: Option<f64>,
 }
 
 /// Parses a JSON object carried as text in a protobuf field; empty text is `None`.
@@ -203,6 +211,11 @@ impl From<pb::Conversation> for Conversation {
             app_makers: c.app_makers,
             app_users: vec![c.app_user_id],
             messages: c.messages.into_iter().map(Message::from).collect(),
+            unread_count: c.unread_count,
+            app_user_last_read: (c.app_user_last_read_ms > 0)
+                .then(|| time::received(c.app_user_last_read_ms)),
+            app_maker_last_read: (c.app_maker_last_read_ms > 0)
+                .then(|| time::received(c.app_maker_last_read_ms)),
         }
     }
 }

@@ -12,7 +12,24 @@ pub const ROLES: [&str; 2] = ["appUser", "appMaker"];
 pub const PLATFORMS: [&str; 4] = ["ios", "android", "web", "other"];
 
 /// Webhook events a subscription may list.
-pub const WEBHOOK_EVENTS: [&str; 3] = ["message", "message:appUser", "message:appMaker"];
+pub const WEBHOOK_EVENTS: [&str; 7] = [
+    "message",
+    "message:appUser",
+    "message:appMaker",
+    "postback",
+    "conversation:read",
+    "conversation:start",
+    "merge:appUser",
+];
+
+/// Action types an app maker message may carry.
+pub const ACTION_TYPES: [&str; 4] = ["link", "postback", "reply", "buy"];
+
+/// The most actions one message may carry.
+pub const MAX_ACTIONS: usize = 20;
+
+/// The largest serialized message `metadata`, in bytes.
+pub const MAX_METADATA_BYTES: usize = 4 * 1024;
 
 /// The longest message `text`, in characters.
 pub const MAX_TEXT_CHARS: usize = 4096;
@@ -133,6 +150,154 @@ pub fn webhook_events(events: &[String]) -> Result<Vec<String>, Error> {
     Ok(out)
 }
 
+/// Whether a webhook subscribed to `events` wants an event with routing key `trigger`:
+/// `message` covers every `message:<role>` trigger, every other event name matches only
+/// itself.
+pub fn webhook_wants(events: &[String], trigger: &str) -> bool {
+    match trigger.strip_prefix("message:") {
+        Some(role) => webhook_wants_message(events, role),
+        None => events.iter().any(|e| e == trigger),
+    }
+}
+
+/// Checks message `metadata`: a flat object whose values are strings, numbers or booleans,
+/// within [`MAX_METADATA_BYTES`].
+pub fn metadata(value: &Value) -> Result<Map<String, Value>, Error> {
+    let map = flat_object("metadata", value)?;
+    if let Some((key, _)) = map.iter().find(|(_, v)| v.is_null()) {
+        return Err(Error::bad_request(format!(
+            "metadata.{key} is null; metadata values must be strings, numbers or booleans"
+        )));
+    }
+    let size = value.to_string().len();
+    if size > MAX_METADATA_BYTES {
+        return Err(Error::bad_request(format!(
+            "metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}"
+        )));
+    }
+    Ok(map)
+}
+
+/// Checks message `actions` (a JSON array of buttons) and returns them normalized, each
+/// with a new `_id`: `link {text, uri}`, `postback {text, payload}`, `reply {text, payload,
+/// iconUrl?}`, `buy {text, amount, currency?}` (amount in cents, currency defaulting to
+/// `usd`). Unknown fields are dropped.
+pub fn actions(value: &Value) -> Result<Vec<Value>, Error> {
+    let Value::Array(items) = value else {
+        return Err(Error::bad_request(
+            "actions must be a JSON array of action objects",
+        ));
+    };
+    if items.len() > MAX_ACTIONS {
+        return Err(Error::bad_request(format!(
+            "actions has {} items; the limit is {MAX_ACTIONS}",
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| action(&format!("actions[{i}]"), item))
+        .collect()
+}
+
+/// Checks one action (see [`actions`]) and returns it normalized with a new `_id`.
+fn action(field: &str, item: &Value) -> Result<Value, Error> {
+    let Value::Object(map) = item else {
+        return Err(Error::bad_request(format!("{field} must be a JSON object")));
+    };
+    let string = |name: &str, required: bool| -> Result<Option<String>, Error> {
+        match map.get(name) {
+            None | Some(Value::Null) if required => {
+                Err(Error::bad_request(format!("{field}.{name} is required")))
+            }
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if required && s.trim().is_empty() => Err(Error::bad_request(
+                format!("{field}.{name} must not be empty"),
+            )),
+            Some(Value::String(s)) => {
+                short_field(&format!("{field}.{name}"), s)?;
+                Ok(Some(s.clone()))
+            }
+            Some(_) => Err(Error::bad_request(format!(
+                "{field}.{name} must be a string"
+            ))),
+        }
+    };
+    let kind = string("type", true)?.unwrap_or_default();
+    if !ACTION_TYPES.contains(&kind.as_str()) {
+        return Err(Error::bad_request(format!(
+            "{field}.type must be one of {}; got {kind:?}",
+            ACTION_TYPES.join(", ")
+        )));
+    }
+    let mut out = Map::new();
+    out.insert("_id".to_owned(), Value::String(crate::id::new_id()));
+    out.insert("type".to_owned(), Value::String(kind.clone()));
+    out.insert("text".to_owned(), Value::from(string("text", true)?));
+    match kind.as_str() {
+        "link" => {
+            let uri = string("uri", true)?.unwrap_or_default();
+            if !has_scheme(&uri) || uri.chars().any(char::is_whitespace) {
+                return Err(Error::bad_request(format!(
+                    "{field}.uri must be an absolute URI such as https://example.com; got {uri:?}"
+                )));
+            }
+            out.insert("uri".to_owned(), Value::String(uri));
+        }
+        "postback" | "reply" => {
+            out.insert("payload".to_owned(), Value::from(string("payload", true)?));
+            if kind == "reply" {
+                if let Some(icon) = string("iconUrl", false)? {
+                    if webhook_target(&icon).is_err() {
+                        return Err(Error::bad_request(format!(
+                            "{field}.iconUrl must be an absolute http or https URL; got {icon:?}"
+                        )));
+                    }
+                    out.insert("iconUrl".to_owned(), Value::String(icon));
+                }
+            }
+        }
+        _ => {
+            let amount = match map.get("amount") {
+                Some(Value::Number(n)) => n.as_u64().filter(|a| *a > 0),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                Error::bad_request(format!(
+                    "{field}.amount is required: a positive whole number of cents"
+                ))
+            })?;
+            let currency = string("currency", false)?.unwrap_or_else(|| "usd".to_owned());
+            if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(Error::bad_request(format!(
+                    "{field}.currency must be a 3-letter ISO 4217 code such as usd; got {currency:?}"
+                )));
+            }
+            out.insert("amount".to_owned(), Value::from(amount));
+            out.insert(
+                "currency".to_owned(),
+                Value::String(currency.to_ascii_lowercase()),
+            );
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// Whether `uri` starts with a URI scheme (`https:`, `mailto:`, `myapp:`) and has more.
+fn has_scheme(uri: &str) -> bool {
+    match uri.split_once(':') {
+        Some((scheme, rest)) => {
+            !rest.is_empty()
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        }
+        None => false,
+    }
+}
+
 /// Whether a webhook subscribed to `events` wants a message by `role`.
 pub fn webhook_wants_message(events: &[String], role: &str) -> bool {
     events.iter().any(|e| match e.as_str() {
@@ -184,6 +349,65 @@ mod tests {
         assert!(webhook_wants_message(&all, "appMaker"));
         assert!(webhook_wants_message(&users, "appUser"));
         assert!(!webhook_wants_message(&users, "appMaker"));
+    }
+
+    #[test]
+    fn webhook_wants_matches_non_message_events_by_name() {
+        let hooks = vec!["postback".to_owned(), "message:appUser".to_owned()];
+        assert!(webhook_wants(&hooks, "postback"));
+        assert!(webhook_wants(&hooks, "message:appUser"));
+        assert!(!webhook_wants(&hooks, "message:appMaker"));
+        assert!(!webhook_wants(&hooks, "conversation:read"));
+        assert!(webhook_wants(&["message".to_owned()], "message:appMaker"));
+        assert!(!webhook_wants(&["message".to_owned()], "merge:appUser"));
+        for event in WEBHOOK_EVENTS {
+            assert!(webhook_events(&[event.to_owned()]).is_ok(), "{event}");
+        }
+    }
+
+    #[test]
+    fn actions_are_checked_and_get_ids() {
+        let ok = actions(&json!([
+            {"type": "link", "text": "Site", "uri": "https://example.com"},
+            {"type": "postback", "text": "Yes", "payload": "YES", "extra": 1},
+            {"type": "reply", "text": "Hi", "payload": "HI", "iconUrl": "https://x.io/i.png"},
+            {"type": "buy", "text": "Buy", "amount": 500}
+        ]))
+        .unwrap();
+        assert_eq!(ok.len(), 4);
+        assert!(ok
+            .iter()
+            .all(|a| crate::id::is_id(a["_id"].as_str().unwrap())));
+        assert_ne!(ok[0]["_id"], ok[1]["_id"]);
+        assert!(ok[1].get("extra").is_none());
+        assert_eq!(ok[3]["currency"], "usd");
+        let bad = |v: Value| actions(&v).unwrap_err().description;
+        assert!(bad(json!({})).contains("array"));
+        assert!(bad(json!([{"type": "dance", "text": "x"}])).contains("actions[0].type"));
+        assert!(bad(json!([{"type": "link", "text": "x"}])).contains("actions[0].uri"));
+        assert!(bad(json!([{"type": "link", "text": "x", "uri": "nope"}])).contains("uri"));
+        assert!(bad(json!([{"type": "postback", "text": "x"}])).contains("payload"));
+        assert!(bad(json!([{"type": "buy", "text": "x", "amount": -1}])).contains("amount"));
+        assert!(
+            bad(json!([{"type": "buy", "text": "x", "amount": 1, "currency": "dollars"}]))
+                .contains("currency")
+        );
+        assert!(bad(json!([{"type": "postback", "payload": "x"}])).contains("actions[0].text"));
+        let many: Vec<Value> = (0..=MAX_ACTIONS)
+            .map(|_| json!({"type": "postback", "text": "x", "payload": "y"}))
+            .collect();
+        assert!(bad(Value::Array(many)).contains("limit"));
+    }
+
+    #[test]
+    fn metadata_is_flat_non_null_and_small() {
+        assert!(metadata(&json!({"a": 1, "b": "x", "c": false})).is_ok());
+        assert!(metadata(&json!({"a": null}))
+            .unwrap_err()
+            .description
+            .contains("metadata.a"));
+        assert!(metadata(&json!({"a": [1]})).is_err());
+        assert!(metadata(&json!({"k": "x".repeat(MAX_METADATA_BYTES)})).is_err());
     }
 
     #[test]

@@ -2,11 +2,15 @@
 //! protobuf replies. The rules themselves live in `rules` and `domain::validate`.
 
 use proto::v1 as pb;
+use serde_json::Value;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::storage::{self, ConversationRow, MessageRow, NewPost};
+use crate::storage::{self, ConversationRow, Cursor, MessageRow, NewPost, Page, WhisperRow};
 use crate::{rules, Result, PAGE_SIZE};
+
+/// How many times a merge is retried after a conflict with a concurrent writer.
+const MERGE_RETRIES: u32 = 3;
 
 /// The `Conversations` gRPC service.
 pub(crate) struct ConversationsApi {
@@ -40,14 +44,62 @@ fn conversation_to_pb(
     app_id: String,
     app_user_id: String,
     row: ConversationRow,
-    messages: Vec<MessageRow>,
+    page: Page,
 ) -> pb::Conversation {
     pb::Conversation {
         id: row.id,
         app_id,
         app_user_id,
         app_makers: row.app_makers,
-        messages: messages.into_iter().map(message_to_pb).collect(),
+        messages: page.messages.into_iter().map(message_to_pb).collect(),
+        unread_count: row.unread_count,
+        app_user_last_read_ms: row.app_user_last_read_ms.unwrap_or_default(),
+        app_maker_last_read_ms: row.app_maker_last_read_ms.unwrap_or_default(),
+        has_previous: page.has_previous,
+        has_next: page.has_next,
+    }
+}
+
+fn whisper_to_pb(app_id: &str, w: WhisperRow) -> pb::Whisper {
+    pb::Whisper {
+        id: w.id,
+        app_id: app_id.to_owned(),
+        event: w.event,
+        text: w.text,
+        actions_json: w.actions.to_string(),
+        name: w.name,
+        avatar_url: w.avatar_url,
+        platform: w.platform,
+        app_version: w.app_version,
+        created_at_ms: w.created_at_ms,
+    }
+}
+
+fn no_conversation(app_user_id: &str) -> domain::Error {
+    domain::Error::not_found(format!(
+        "conversation not found: app user {app_user_id} has no conversation yet"
+    ))
+}
+
+fn whisper_not_found(id: &str) -> domain::Error {
+    domain::Error::not_found(format!("whisper {id} not found"))
+}
+
+/// Parses actions sent as JSON text (empty: none) into a JSON value for checking.
+fn actions_value(json: &str) -> Result<Value, domain::Error> {
+    if json.trim().is_empty() {
+        return Ok(Value::Array(Vec::new()));
+    }
+    serde_json::from_str(json)
+        .map_err(|_| domain::Error::bad_request("actions must be a JSON array"))
+}
+
+/// An empty optional string clears the field.
+fn clearable(value: Option<String>, stored: Option<String>) -> Option<String> {
+    match value {
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(v),
+        None => stored,
     }
 }
 
@@ -60,11 +112,12 @@ impl ConversationsApi {
         let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user);
         let row = rules::new_message(&req.app_user_id, &app_user, new, domain::time::now_ms())?;
         let message = message_to_pb(row.clone());
-        let event = rules::message_event(&req.app_id, app_user, message.clone());
+        let event = rules::message_event(&req.app_id, app_user.clone(), message.clone());
+        let start_event = rules::start_event(&req.app_id, app_user, message.clone());
         let app_maker =
             (row.role == "appMaker" && !row.author_id.is_empty()).then_some(row.author_id.as_str());
         let new_conversation_id = domain::id::new_id();
-        let posted = storage::post_message(
+        let (posted, page) = storage::post_message(
             &self.pool,
             &NewPost {
                 app_id: &req.app_id,
@@ -73,6 +126,7 @@ impl ConversationsApi {
                 app_maker,
                 message: &row,
                 event: &event,
+                start_event: &start_event,
             },
             PAGE_SIZE,
         )
@@ -91,7 +145,7 @@ impl ConversationsApi {
                 req.app_id,
                 req.app_user_id,
                 posted.conversation,
-                posted.messages,
+                page,
             )),
             conversation_created: posted.created,
         })
@@ -99,32 +153,217 @@ impl ConversationsApi {
 
     async fn get(&self, req: pb::GetConversationRequest) -> Result<pb::Conversation> {
         rules::scope(&req.app_id, &req.app_user_id)?;
-        let (row, messages) =
-            storage::get_conversation(&self.pool, &req.app_id, &req.app_user_id, PAGE_SIZE)
+        let cursor = match (req.before_ms, req.after_ms) {
+            (Some(_), Some(_)) => {
+                return Err(domain::Error::bad_request(
+                    "before and after are mutually exclusive; send one of them",
+                )
+                .into())
+            }
+            (Some(before), None) => Cursor::Before(before),
+            (None, Some(after)) => Cursor::After(after),
+            (None, None) => Cursor::Latest,
+        };
+        let (row, page) =
+            storage::get_conversation(&self.pool, &req.app_id, &req.app_user_id, cursor, PAGE_SIZE)
                 .await?
-                .ok_or_else(|| {
-                    domain::Error::not_found(format!(
-                        "conversation not found: app user {} has no conversation yet",
-                        req.app_user_id
-                    ))
-                })?;
-        Ok(conversation_to_pb(
-            req.app_id,
-            req.app_user_id,
-            row,
-            messages,
-        ))
+                .ok_or_else(|| no_conversation(&req.app_user_id))?;
+        Ok(conversation_to_pb(req.app_id, req.app_user_id, row, page))
     }
 
     async fn track(&self, req: pb::TrackEventRequest) -> Result<pb::TrackEventResponse> {
         rules::scope(&req.app_id, &req.app_user_id)?;
         rules::event_name(&req.name)?;
-        storage::insert_event(&self.pool, &req.app_id, &req.app_user_id, &req.name).await?;
-        // Whispers (app messages triggered by events) come in a later issue; until then an
-        // event never adds to the conversation.
+        let app_id = req.app_id.as_str();
+        let devices = req
+            .app_user
+            .as_ref()
+            .map(|u| u.devices.clone())
+            .unwrap_or_default();
+        let app_user = rules::event_app_user(app_id, &req.app_user_id, req.app_user.clone());
+        let mut tx = self.pool.begin().await?;
+        storage::insert_app_user_event(&mut tx, app_id, &req.app_user_id, &req.name).await?;
+        let whispers = storage::whispers_of_event(&mut *tx, app_id, &req.name).await?;
+        let mut updated = false;
+        let mut created = false;
+        for whisper in whispers
+            .iter()
+            .filter(|w| rules::whisper_targets(w, &devices))
+        {
+            if !storage::claim_whisper(&mut tx, app_id, &whisper.id, &req.app_user_id).await? {
+                continue;
+            }
+            let row = rules::whisper_message(whisper, domain::time::now_ms())?;
+            let message = message_to_pb(row.clone());
+            let event = rules::message_event(app_id, app_user.clone(), message.clone());
+            let start_event = rules::start_event(app_id, app_user.clone(), message);
+            let new_conversation_id = domain::id::new_id();
+            let posted = storage::post_in(
+                &mut tx,
+                &NewPost {
+                    app_id,
+                    app_user_id: &req.app_user_id,
+                    new_conversation_id: &new_conversation_id,
+                    app_maker: None,
+                    message: &row,
+                    event: &event,
+                    start_event: &start_event,
+                },
+            )
+            .await?;
+            tracing::debug!(app_id, whisper_id = %whisper.id, app_user_id = %req.app_user_id, "whisper fired");
+            updated = true;
+            created |= posted.created;
+        }
+        tx.commit().await?;
         Ok(pb::TrackEventResponse {
-            conversation_updated: false,
+            conversation_updated: updated,
+            conversation_created: created,
         })
+    }
+
+    async fn postback(&self, req: pb::PostbackRequest) -> Result<pb::PostbackResponse> {
+        rules::scope(&req.app_id, &req.app_user_id)?;
+        if req.action_id.trim().is_empty() {
+            return Err(domain::Error::bad_request("actionId is required").into());
+        }
+        let not_found = || {
+            domain::Error::not_found(format!(
+                "action {} not found in this app user's conversation",
+                req.action_id
+            ))
+        };
+        let message =
+            storage::message_with_action(&self.pool, &req.app_id, &req.app_user_id, &req.action_id)
+                .await?
+                .ok_or_else(not_found)?;
+        let action = rules::find_action(&message, &req.action_id).ok_or_else(not_found)?;
+        rules::postback_action(&action)?;
+        let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user);
+        let message = message_to_pb(message);
+        let event = rules::postback_event(
+            &req.app_id,
+            app_user,
+            message.clone(),
+            action.clone(),
+            domain::time::now_ms(),
+        );
+        storage::publish(&self.pool, &event).await?;
+        tracing::debug!(app_id = %req.app_id, action_id = %req.action_id, event_id = %event.id, "postback recorded");
+        Ok(pb::PostbackResponse {
+            message: Some(message),
+            action_json: action.to_string(),
+        })
+    }
+
+    async fn mark_read(&self, req: pb::MarkReadRequest) -> Result<pb::Conversation> {
+        rules::scope(&req.app_id, &req.app_user_id)?;
+        let now = domain::time::now_ms();
+        let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user);
+        let event = rules::read_event(&req.app_id, app_user, now);
+        let (row, page) = storage::mark_read(
+            &self.pool,
+            &req.app_id,
+            &req.app_user_id,
+            now,
+            &event,
+            PAGE_SIZE,
+        )
+        .await?
+        .ok_or_else(|| no_conversation(&req.app_user_id))?;
+        Ok(conversation_to_pb(req.app_id, req.app_user_id, row, page))
+    }
+
+    async fn merge(
+        &self,
+        req: pb::MergeConversationsRequest,
+    ) -> Result<pb::MergeConversationsResponse> {
+        let into = req
+            .into
+            .ok_or_else(|| domain::Error::bad_request("into is required"))?;
+        rules::scope(&req.app_id, &into.id)?;
+        rules::scope(&req.app_id, &req.from_app_user_id)?;
+        if into.id == req.from_app_user_id {
+            return Err(
+                domain::Error::bad_request("an app user cannot be merged into itself").into(),
+            );
+        }
+        let into_id = into.id.clone();
+        let survivor = rules::event_app_user(&req.app_id, &into_id, Some(into));
+        let mut attempt = 0;
+        loop {
+            let event = rules::merge_event(
+                &req.app_id,
+                survivor.clone(),
+                &req.from_app_user_id,
+                domain::time::now_ms(),
+            );
+            match storage::merge(
+                &self.pool,
+                &req.app_id,
+                &req.from_app_user_id,
+                &into_id,
+                &event,
+            )
+            .await
+            {
+                Ok((merged, has_conversation)) => {
+                    tracing::info!(app_id = %req.app_id, from = %req.from_app_user_id, into = %into_id, merged = ?merged, "conversations merged");
+                    return Ok(pb::MergeConversationsResponse { has_conversation });
+                }
+                // A message that created the survivor's conversation meanwhile: run again,
+                // and the merge moves messages into that conversation instead.
+                Err(e) if attempt < MERGE_RETRIES && db::is_sqlstate(&e, db::UNIQUE_VIOLATION) => {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %e, "merge conflicted with a concurrent writer; retrying");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn create_whisper(&self, req: pb::Whisper) -> Result<pb::Whisper> {
+        rules::app_scope(&req.app_id)?;
+        let row = rules::whisper(WhisperRow {
+            id: domain::id::new_id(),
+            event: req.event,
+            text: req.text,
+            actions: actions_value(&req.actions_json)?,
+            name: req.name.filter(|s| !s.is_empty()),
+            avatar_url: req.avatar_url.filter(|s| !s.is_empty()),
+            platform: req.platform.filter(|s| !s.is_empty()),
+            app_version: req.app_version.filter(|s| !s.is_empty()),
+            created_at_ms: domain::time::now_ms(),
+        })?;
+        storage::insert_whisper(&self.pool, &req.app_id, &row).await?;
+        tracing::info!(app_id = %req.app_id, whisper_id = %row.id, "whisper created");
+        Ok(whisper_to_pb(&req.app_id, row))
+    }
+
+    async fn update_whisper(&self, req: pb::UpdateWhisperRequest) -> Result<pb::Whisper> {
+        rules::app_scope(&req.app_id)?;
+        let stored = storage::get_whisper(&self.pool, &req.app_id, &req.whisper_id)
+            .await?
+            .ok_or_else(|| whisper_not_found(&req.whisper_id))?;
+        let actions = match &req.actions_json {
+            Some(json) => actions_value(json)?,
+            None => stored.actions.clone(),
+        };
+        let row = rules::whisper(WhisperRow {
+            id: stored.id.clone(),
+            event: req.event.unwrap_or(stored.event),
+            text: req.text.unwrap_or(stored.text),
+            actions,
+            name: clearable(req.name, stored.name),
+            avatar_url: clearable(req.avatar_url, stored.avatar_url),
+            platform: clearable(req.platform, stored.platform),
+            app_version: clearable(req.app_version, stored.app_version),
+            created_at_ms: stored.created_at_ms,
+        })?;
+        if !storage::update_whisper(&self.pool, &req.app_id, &row).await? {
+            return Err(whisper_not_found(&req.whisper_id).into());
+        }
+        Ok(whisper_to_pb(&req.app_id, row))
     }
 }
 
@@ -149,5 +388,87 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         request: Request<pb::TrackEventRequest>,
     ) -> Result<Response<pb::TrackEventResponse>, Status> {
         Ok(Response::new(self.track(request.into_inner()).await?))
+    }
+
+    async fn postback(
+        &self,
+        request: Request<pb::PostbackRequest>,
+    ) -> Result<Response<pb::PostbackResponse>, Status> {
+        Ok(Response::new(self.postback(request.into_inner()).await?))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        Ok(Response::new(self.mark_read(request.into_inner()).await?))
+    }
+
+    async fn merge_conversations(
+        &self,
+        request: Request<pb::MergeConversationsRequest>,
+    ) -> Result<Response<pb::MergeConversationsResponse>, Status> {
+        Ok(Response::new(self.merge(request.into_inner()).await?))
+    }
+
+    async fn create_whisper(
+        &self,
+        request: Request<pb::Whisper>,
+    ) -> Result<Response<pb::Whisper>, Status> {
+        Ok(Response::new(
+            self.create_whisper(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_whispers(
+        &self,
+        request: Request<pb::ListWhispersRequest>,
+    ) -> Result<Response<pb::ListWhispersResponse>, Status> {
+        let app_id = request.into_inner().app_id;
+        let rows = storage::list_whispers(&self.pool, &app_id)
+            .await
+            .map_err(crate::Error::from)?;
+        Ok(Response::new(pb::ListWhispersResponse {
+            whispers: rows
+                .into_iter()
+                .map(|w| whisper_to_pb(&app_id, w))
+                .collect(),
+        }))
+    }
+
+    async fn get_whisper(
+        &self,
+        request: Request<pb::WhisperRef>,
+    ) -> Result<Response<pb::Whisper>, Status> {
+        let req = request.into_inner();
+        let row = storage::get_whisper(&self.pool, &req.app_id, &req.whisper_id)
+            .await
+            .map_err(crate::Error::from)?
+            .ok_or_else(|| crate::Error::from(whisper_not_found(&req.whisper_id)))?;
+        Ok(Response::new(whisper_to_pb(&req.app_id, row)))
+    }
+
+    async fn update_whisper(
+        &self,
+        request: Request<pb::UpdateWhisperRequest>,
+    ) -> Result<Response<pb::Whisper>, Status> {
+        Ok(Response::new(
+            self.update_whisper(request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_whisper(
+        &self,
+        request: Request<pb::WhisperRef>,
+    ) -> Result<Response<pb::DeleteWhisperResponse>, Status> {
+        let req = request.into_inner();
+        let deleted = storage::delete_whisper(&self.pool, &req.app_id, &req.whisper_id)
+            .await
+            .map_err(crate::Error::from)?;
+        if !deleted {
+            return Err(crate::Error::from(whisper_not_found(&req.whisper_id)).into());
+        }
+        tracing::info!(app_id = %req.app_id, whisper_id = %req.whisper_id, "whisper deleted");
+        Ok(Response::new(pb::DeleteWhisperResponse {}))
     }
 }

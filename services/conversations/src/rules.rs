@@ -1,18 +1,25 @@
 //! The rules of a message write, apart from gRPC and SQL: what makes a new message
 //! valid, what it defaults to, and what its outbox event carries.
 
-use domain::event::{message_trigger, Event, EVENT_VERSION};
+use domain::event::{self, message_trigger, Event};
 use domain::model::{AppUser, Message};
 use domain::validate;
 use proto::v1 as pb;
+use serde_json::Value;
 
-use crate::storage::MessageRow;
+use crate::storage::{MessageRow, WhisperRow};
 
-/// Checks the ids every request names.
-pub(crate) fn scope(app_id: &str, app_user_id: &str) -> Result<(), domain::Error> {
+/// Checks the app id every request names.
+pub(crate) fn app_scope(app_id: &str) -> Result<(), domain::Error> {
     if app_id.trim().is_empty() {
         return Err(domain::Error::bad_request("app_id is required"));
     }
+    Ok(())
+}
+
+/// Checks the ids every app user request names.
+pub(crate) fn scope(app_id: &str, app_user_id: &str) -> Result<(), domain::Error> {
+    app_scope(app_id)?;
     if app_user_id.trim().is_empty() {
         return Err(domain::Error::bad_request("app_user_id is required"));
     }
@@ -61,6 +68,12 @@ pub(crate) fn new_message(
     validate::short_field("authorId", &m.author_id)?;
     let metadata_json = metadata(&m.metadata_json)?;
     let is_app_user = m.role == "appUser";
+    let actions_json = actions(&m.actions_json)?;
+    if is_app_user && actions_json != "[]" {
+        return Err(domain::Error::bad_request(
+            "actions are only allowed on appMaker messages",
+        ));
+    }
     let author_id = if m.author_id.is_empty() && is_app_user {
         app_user_id.to_owned()
     } else {
@@ -81,9 +94,20 @@ pub(crate) fn new_message(
         media_url: m.media_url,
         media_type: m.media_type,
         metadata_json,
-        actions_json: "[]".to_owned(),
+        actions_json,
         received_ms: now_ms,
     })
+}
+
+/// Checks message actions sent as JSON text (empty means none) and returns them as JSON
+/// text, each with a new `_id`.
+pub(crate) fn actions(json: &str) -> Result<String, domain::Error> {
+    if json.trim().is_empty() {
+        return Ok("[]".to_owned());
+    }
+    let value: Value = serde_json::from_str(json)
+        .map_err(|_| domain::Error::bad_request("actions must be a JSON array"))?;
+    Ok(Value::Array(validate::actions(&value)?).to_string())
 }
 
 /// Checks message metadata (empty means none) and returns it as normalized JSON text.
@@ -93,21 +117,145 @@ fn metadata(json: &str) -> Result<String, domain::Error> {
     }
     let value: serde_json::Value = serde_json::from_str(json)
         .map_err(|_| domain::Error::bad_request("metadata must be a flat JSON object"))?;
-    let map = validate::flat_object("metadata", &value)?;
+    let map = validate::metadata(&value)?;
     Ok(serde_json::Value::Object(map).to_string())
 }
 
 /// The event of a new message, for the outbox.
 pub(crate) fn message_event(app_id: &str, app_user: AppUser, message: pb::Message) -> Event {
-    Event {
-        version: EVENT_VERSION,
-        id: domain::id::new_id(),
-        app_id: app_id.to_owned(),
-        trigger: message_trigger(&message.role),
-        created_at_ms: message.received_ms,
+    let mut event = Event::new(
+        app_id,
+        &message_trigger(&message.role),
+        message.received_ms,
         app_user,
-        messages: vec![Message::from(message)],
+    );
+    event.messages = vec![Message::from(message)];
+    event
+}
+
+/// The `conversation:start` event of a conversation's first message.
+pub(crate) fn start_event(app_id: &str, app_user: AppUser, message: pb::Message) -> Event {
+    let mut event = message_event(app_id, app_user, message);
+    event.trigger = event::CONVERSATION_START.to_owned();
+    event
+}
+
+/// The `conversation:read` event of the app user reading at `now_ms`.
+pub(crate) fn read_event(app_id: &str, app_user: AppUser, now_ms: i64) -> Event {
+    let mut event = Event::new(app_id, event::CONVERSATION_READ, now_ms, app_user);
+    event.read = Some(event::Read {
+        role: "appUser".to_owned(),
+        last_read: domain::time::received(now_ms),
+    });
+    event
+}
+
+/// The `postback` event of the app user tapping `action` of `message`.
+pub(crate) fn postback_event(
+    app_id: &str,
+    app_user: AppUser,
+    message: pb::Message,
+    action: Value,
+    now_ms: i64,
+) -> Event {
+    let mut event = Event::new(app_id, event::POSTBACK, now_ms, app_user);
+    event.postbacks = vec![event::Postback {
+        message: Message::from(message),
+        action,
+    }];
+    event
+}
+
+/// The `merge:appUser` event of `from` merged into `into`.
+pub(crate) fn merge_event(app_id: &str, into: AppUser, from: &str, now_ms: i64) -> Event {
+    let surviving = into.id.clone();
+    let mut event = Event::new(app_id, event::MERGE_APP_USER, now_ms, into);
+    event.merge = Some(event::Merge {
+        surviving_app_user_id: surviving,
+        discarded_app_user_id: from.to_owned(),
+    });
+    event
+}
+
+/// The action `action_id` of a stored message, if it has it.
+pub(crate) fn find_action(message: &MessageRow, action_id: &str) -> Option<Value> {
+    domain::model::array_from_json(&message.actions_json)
+        .into_iter()
+        .find(|a| a.get("_id").and_then(Value::as_str) == Some(action_id))
+}
+
+/// Checks that a tapped action can be posted back: postback and reply buttons only.
+pub(crate) fn postback_action(action: &Value) -> Result<(), domain::Error> {
+    match action.get("type").and_then(Value::as_str) {
+        Some("postback" | "reply") => Ok(()),
+        other => Err(domain::Error::bad_request(format!(
+            "actionId names a {} action; only postback and reply actions can be posted back",
+            other.unwrap_or("unknown")
+        ))),
     }
+}
+
+/// Checks a whisper's fields and normalizes them (actions get `_id`s).
+pub(crate) fn whisper(mut w: WhisperRow) -> Result<WhisperRow, domain::Error> {
+    event_name(&w.event).map_err(|_| {
+        domain::Error::bad_request("event is required: the app user event name that fires it")
+    })?;
+    validate::short_field("event", &w.event)?;
+    validate::text(&w.text)?;
+    for (field, value) in [
+        ("name", &w.name),
+        ("avatarUrl", &w.avatar_url),
+        ("appVersion", &w.app_version),
+    ] {
+        if let Some(value) = value {
+            validate::short_field(field, value)?;
+        }
+    }
+    if let Some(platform) = &w.platform {
+        validate::platform(platform).map_err(|_| {
+            domain::Error::bad_request(format!(
+                "platform must be one of {}; got {platform:?}",
+                validate::PLATFORMS.join(", ")
+            ))
+        })?;
+    }
+    w.actions = Value::Array(validate::actions(&w.actions)?);
+    Ok(w)
+}
+
+/// Whether a whisper targets the app user's current device (the most recently seen one):
+/// a whisper without targeting fires for everyone, one with `platform` or `appVersion`
+/// only when the device has that value.
+pub(crate) fn whisper_targets(w: &WhisperRow, devices: &[pb::Device]) -> bool {
+    if w.platform.is_none() && w.app_version.is_none() {
+        return true;
+    }
+    let current = devices.iter().max_by_key(|d| d.last_seen_ms);
+    current.is_some_and(|d| {
+        w.platform.as_ref().is_none_or(|p| *p == d.platform)
+            && w.app_version
+                .as_ref()
+                .is_none_or(|v| Some(v) == d.app_version.as_ref())
+    })
+}
+
+/// The appMaker message a whisper posts: its text, sender and actions (with fresh `_id`s,
+/// since every stored action has its own).
+pub(crate) fn whisper_message(w: &WhisperRow, now_ms: i64) -> Result<MessageRow, domain::Error> {
+    Ok(MessageRow {
+        id: domain::id::new_id(),
+        author_id: w.id.clone(),
+        role: "appMaker".to_owned(),
+        name: w.name.clone(),
+        email: None,
+        avatar_url: w.avatar_url.clone(),
+        text: w.text.clone(),
+        media_url: None,
+        media_type: None,
+        metadata_json: String::new(),
+        actions_json: Value::Array(validate::actions(&w.actions)?).to_string(),
+        received_ms: now_ms,
+    })
 }
 
 /// Checks an event name.
@@ -177,6 +325,72 @@ mod tests {
         m.metadata_json = r#"{"lang": "en-ca"}"#.into();
         let row = new_message("u1", &user(), m, 1).unwrap();
         assert_eq!(row.metadata_json, r#"{"lang":"en-ca"}"#);
+    }
+
+    #[test]
+    fn actions_only_on_app_maker_messages_and_get_ids() {
+        let mut m = msg("appMaker");
+        m.actions_json = r#"[{"type": "postback", "text": "Yes", "payload": "YES"}]"#.into();
+        let row = new_message("u1", &user(), m.clone(), 1).unwrap();
+        let stored = domain::model::array_from_json(&row.actions_json);
+        let id = stored[0]["_id"].as_str().unwrap();
+        assert!(domain::id::is_id(id));
+        assert_eq!(find_action(&row, id), Some(stored[0].clone()));
+        assert!(postback_action(&stored[0]).is_ok());
+        m.role = "appUser".into();
+        let err = new_message("u1", &user(), m, 1).unwrap_err();
+        assert!(err.description.contains("appMaker"), "{err}");
+        let mut bad = msg("appMaker");
+        bad.actions_json = r#"[{"type": "link", "text": "x"}]"#.into();
+        let err = new_message("u1", &user(), bad, 1).unwrap_err();
+        assert!(err.description.contains("actions[0].uri"), "{err}");
+    }
+
+    fn targeted(platform: Option<&str>, app_version: Option<&str>) -> WhisperRow {
+        WhisperRow {
+            id: "w".into(),
+            event: "e".into(),
+            text: "hi".into(),
+            actions: Value::Array(Vec::new()),
+            name: None,
+            avatar_url: None,
+            platform: platform.map(Into::into),
+            app_version: app_version.map(Into::into),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn whisper_targeting_uses_the_most_recent_device() {
+        let device = |platform: &str, version: &str, seen: i64| pb::Device {
+            platform: platform.into(),
+            app_version: Some(version.into()),
+            last_seen_ms: seen,
+            ..Default::default()
+        };
+        let devices = vec![device("android", "1.0", 1), device("ios", "2.0", 2)];
+        assert!(whisper_targets(&targeted(None, None), &[]));
+        assert!(whisper_targets(&targeted(Some("ios"), None), &devices));
+        assert!(!whisper_targets(&targeted(Some("android"), None), &devices));
+        assert!(whisper_targets(
+            &targeted(Some("ios"), Some("2.0")),
+            &devices
+        ));
+        assert!(!whisper_targets(&targeted(None, Some("1.0")), &devices));
+        assert!(!whisper_targets(&targeted(Some("ios"), None), &[]));
+    }
+
+    #[test]
+    fn whispers_are_validated() {
+        assert!(whisper(targeted(None, None)).is_ok());
+        let mut w = targeted(Some("palm"), None);
+        assert!(whisper(w.clone())
+            .unwrap_err()
+            .description
+            .contains("platform"));
+        w.platform = None;
+        w.event = " ".into();
+        assert!(whisper(w).unwrap_err().description.contains("event"));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! SQL of the conversations schema. Every statement is scoped by app id.
 
 use domain::event::Event;
+use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 /// A stored message. JSON columns travel as text, as the protobuf carries them:
 /// `metadata_json` is empty when the message has none.
@@ -27,17 +28,37 @@ pub(crate) struct MessageRow {
 pub(crate) struct ConversationRow {
     pub(crate) id: String,
     pub(crate) app_makers: Vec<String>,
+    pub(crate) unread_count: i64,
+    pub(crate) app_user_last_read_ms: Option<i64>,
+    pub(crate) app_maker_last_read_ms: Option<i64>,
+}
+
+/// Which page of a conversation's messages to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cursor {
+    /// The newest messages.
+    Latest,
+    /// The newest messages received strictly before this time (ms).
+    Before(i64),
+    /// The oldest messages received strictly after this time (ms).
+    After(i64),
+}
+
+/// A page of messages, oldest first, and whether there are more on either side.
+#[derive(Debug, Default)]
+pub(crate) struct Page {
+    pub(crate) messages: Vec<MessageRow>,
+    pub(crate) has_previous: bool,
+    pub(crate) has_next: bool,
 }
 
 /// The outcome of a message write.
 #[derive(Debug)]
 pub(crate) struct Posted {
-    /// The conversation, app makers updated.
+    /// The conversation, app makers and read state updated.
     pub(crate) conversation: ConversationRow,
     /// Whether this write created the conversation.
     pub(crate) created: bool,
-    /// The conversation's latest messages, oldest first, the new one included.
-    pub(crate) messages: Vec<MessageRow>,
 }
 
 /// A message write.
@@ -47,21 +68,48 @@ pub(crate) struct NewPost<'a> {
     pub(crate) app_user_id: &'a str,
     /// The id the conversation gets if this write creates it.
     pub(crate) new_conversation_id: &'a str,
-    /// The app maker to list in the conversation, for `appMaker` messages.
+    /// The app maker to list in the conversation (and mark as having read it).
     pub(crate) app_maker: Option<&'a str>,
     pub(crate) message: &'a MessageRow,
     /// The message's outbox event.
     pub(crate) event: &'a Event,
+    /// The `conversation:start` event, written only if this write creates the conversation.
+    pub(crate) start_event: &'a Event,
 }
 
-/// Stores a message and its outbox event in one transaction, creating the app user's
-/// conversation when it does not exist and listing the app maker among its app makers.
-/// Returns the latest `page` messages.
+/// Takes a transaction-scoped advisory lock on `key` (namespaced to this service).
+async fn lock(conn: &mut PgConnection, key: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('smooch.conversations'), hashtext($1))")
+        .bind(key)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores a message and its outbox event(s) in one transaction, creating the app user's
+/// conversation when it does not exist. Returns the conversation and the latest `page`
+/// messages.
 pub(crate) async fn post_message(
     pool: &PgPool,
     post: &NewPost<'_>,
     page: i64,
-) -> sqlx::Result<Posted> {
+) -> sqlx::Result<(Posted, Page)> {
+    let mut tx = pool.begin().await?;
+    let posted = post_in(&mut tx, post).await?;
+    let messages = read_page(
+        &mut tx,
+        post.app_id,
+        &posted.conversation.id,
+        Cursor::Latest,
+        page,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((posted, messages))
+}
+
+/// [`post_message`] inside the caller's transaction, without reading a page.
+pub(crate) async fn post_in(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<Posted> {
     let NewPost {
         app_id,
         app_user_id,
@@ -69,29 +117,37 @@ pub(crate) async fn post_message(
         app_maker,
         message,
         event,
+        start_event,
     } = *post;
-    let mut tx = pool.begin().await?;
-    let initial_makers: Vec<&str> = app_maker.into_iter().collect();
-    let (mut conversation, created) = get_or_create(
-        &mut tx,
-        app_id,
-        app_user_id,
-        new_conversation_id,
-        &initial_makers,
+    let (conversation, created) =
+        get_or_create(&mut *conn, app_id, app_user_id, new_conversation_id).await?;
+    // One row update per message: app makers, unread count and the maker's read time.
+    // It also serializes concurrent writes to one conversation, which keeps the count exact.
+    let conversation: ConversationRow = sqlx::query_as(
+        "UPDATE conversations SET
+             app_makers = CASE WHEN $3::text IS NOT NULL AND NOT ($3 = ANY (app_makers))
+                               THEN array_append(app_makers, $3) ELSE app_makers END,
+             unread_count = unread_count + CASE WHEN $4 = 'appMaker' THEN 1 ELSE 0 END,
+             app_maker_last_read_ms = CASE WHEN $3::text IS NOT NULL
+                               THEN GREATEST(COALESCE(app_maker_last_read_ms, 0), $5)
+                               ELSE app_maker_last_read_ms END
+         WHERE app_id = $1 AND id = $2
+         RETURNING id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms",
     )
+    .bind(app_id)
+    .bind(&conversation.id)
+    .bind(app_maker)
+    .bind(&message.role)
+    .bind(message.received_ms)
+    .fetch_one(&mut *conn)
     .await?;
-    if let Some(maker) = app_maker {
-        if !created && !conversation.app_makers.iter().any(|m| m == maker) {
-            conversation.app_makers = add_app_maker(&mut tx, app_id, &conversation, maker).await?;
-        }
+    insert_message(&mut *conn, app_id, &conversation.id, message, event).await?;
+    if created {
+        insert_event(&mut *conn, start_event).await?;
     }
-    insert_message(&mut tx, app_id, &conversation.id, message, event).await?;
-    let messages = latest_messages(&mut tx, app_id, &conversation.id, page).await?;
-    tx.commit().await?;
     Ok(Posted {
         conversation,
         created,
-        messages,
     })
 }
 
@@ -102,73 +158,54 @@ async fn get_or_create(
     app_id: &str,
     app_user_id: &str,
     id: &str,
-    app_makers: &[&str],
 ) -> sqlx::Result<(ConversationRow, bool)> {
     // One round trip in the common cases: the insert's RETURNING when it created the row,
     // else the existing row. The SELECT branch runs on the statement's snapshot, so when a
     // concurrent transaction created the row after that snapshot was taken, the statement
     // returns nothing and the plain SELECT below (a fresh snapshot) finds it.
-    let row: Option<(String, Vec<String>, bool)> = sqlx::query_as(
+    let row: Option<(String, bool)> = sqlx::query_as(
         "WITH created AS (
-             INSERT INTO conversations (app_id, id, app_user_id, app_makers)
-             VALUES ($1, $2, $3, $4)
+             INSERT INTO conversations (app_id, id, app_user_id)
+             VALUES ($1, $2, $3)
              ON CONFLICT (app_id, app_user_id) DO NOTHING
-             RETURNING id, app_makers
+             RETURNING id
          )
-         SELECT id, app_makers, true FROM created
+         SELECT id, true FROM created
          UNION ALL
-         SELECT id, app_makers, false FROM conversations
+         SELECT id, false FROM conversations
           WHERE app_id = $1 AND app_user_id = $3 AND NOT EXISTS (SELECT 1 FROM created)",
     )
     .bind(app_id)
     .bind(id)
     .bind(app_user_id)
-    .bind(app_makers)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((id, app_makers, created)) = row {
-        return Ok((ConversationRow { id, app_makers }, created));
-    }
-    let existing = sqlx::query_as(
-        "SELECT id, app_makers FROM conversations WHERE app_id = $1 AND app_user_id = $2",
-    )
-    .bind(app_id)
-    .bind(app_user_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok((existing, false))
+    let (id, created) = match row {
+        Some(found) => found,
+        None => (
+            sqlx::query_scalar(
+                "SELECT id FROM conversations WHERE app_id = $1 AND app_user_id = $2",
+            )
+            .bind(app_id)
+            .bind(app_user_id)
+            .fetch_one(&mut *conn)
+            .await?,
+            false,
+        ),
+    };
+    Ok((
+        ConversationRow {
+            id,
+            app_makers: Vec::new(),
+            unread_count: 0,
+            app_user_last_read_ms: None,
+            app_maker_last_read_ms: None,
+        },
+        created,
+    ))
 }
 
-/// Appends `maker` to a conversation's app makers unless it is already there; returns
-/// the list as stored.
-async fn add_app_maker(
-    conn: &mut PgConnection,
-    app_id: &str,
-    conversation: &ConversationRow,
-    maker: &str,
-) -> sqlx::Result<Vec<String>> {
-    let updated: Option<Vec<String>> = sqlx::query_scalar(
-        "UPDATE conversations SET app_makers = array_append(app_makers, $3)
-          WHERE app_id = $1 AND id = $2 AND NOT ($3 = ANY (app_makers))
-          RETURNING app_makers",
-    )
-    .bind(app_id)
-    .bind(&conversation.id)
-    .bind(maker)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(match updated {
-        Some(makers) => makers,
-        // A concurrent write added it first.
-        None => {
-            let mut makers = conversation.app_makers.clone();
-            makers.push(maker.to_owned());
-            makers
-        }
-    })
-}
-
-/// Inserts a message and its outbox row in one statement.
+/// Inserts a message, its actions' index rows and its outbox row.
 async fn insert_message(
     conn: &mut PgConnection,
     app_id: &str,
@@ -176,7 +213,7 @@ async fn insert_message(
     m: &MessageRow,
     event: &Event,
 ) -> sqlx::Result<()> {
-    // A data-modifying CTE always runs, so both inserts happen in one round trip.
+    // A data-modifying CTE always runs, so the inserts happen in one round trip.
     sqlx::query(
         "WITH message AS (
              INSERT INTO messages (app_id, conversation_id, id, author_id, role, name, email,
@@ -184,6 +221,9 @@ async fn insert_message(
                                    received_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
                      NULLIF($12, '')::jsonb, $13::jsonb, $14)
+         ), actions AS (
+             INSERT INTO message_actions (app_id, id, conversation_id, message_id)
+             SELECT $1, a->>'_id', $2, $3 FROM jsonb_array_elements($13::jsonb) AS a
          )
          INSERT INTO outbox (event_id, app_id, trigger, payload) VALUES ($15, $1, $16, $17)",
     )
@@ -209,58 +249,421 @@ async fn insert_message(
     Ok(())
 }
 
-/// The latest `limit` messages of a conversation, oldest first: one backward scan of the
-/// `messages_page` index.
-async fn latest_messages(
+/// Writes an event to the outbox.
+async fn insert_event(db: impl PgExecutor<'_>, event: &Event) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO outbox (event_id, app_id, trigger, payload) VALUES ($1, $2, $3, $4)")
+        .bind(&event.id)
+        .bind(&event.app_id)
+        .bind(&event.trigger)
+        .bind(Json(event))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` messages of a conversation received strictly before `before` (ms), newest
+/// first: one backward range scan of the `messages_page` index.
+async fn messages_before(
     conn: &mut PgConnection,
     app_id: &str,
     conversation_id: &str,
+    before: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
     sqlx::query_as(
         "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
                 COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json,
                 received_ms
-           FROM (
-             SELECT * FROM messages
-              WHERE app_id = $1 AND conversation_id = $2
-              ORDER BY received_ms DESC, seq DESC
-              LIMIT $3
-         ) latest
-          ORDER BY received_ms, seq",
+           FROM messages
+          WHERE app_id = $1 AND conversation_id = $2 AND received_ms < $3
+          ORDER BY received_ms DESC, seq DESC
+          LIMIT $4",
     )
     .bind(app_id)
     .bind(conversation_id)
+    .bind(before)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await
 }
 
-/// An app user's conversation and its latest `page` messages, oldest first.
+/// Up to `limit` messages of a conversation received strictly after `after` (ms), oldest
+/// first: one forward range scan of the `messages_page` index.
+async fn messages_after(
+    conn: &mut PgConnection,
+    app_id: &str,
+    conversation_id: &str,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<MessageRow>> {
+    sqlx::query_as(
+        "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
+                COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json,
+                received_ms
+           FROM messages
+          WHERE app_id = $1 AND conversation_id = $2 AND received_ms > $3
+          ORDER BY received_ms, seq
+          LIMIT $4",
+    )
+    .bind(app_id)
+    .bind(conversation_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Every message of a conversation received at exactly `at` (ms), oldest first.
+async fn messages_at(
+    conn: &mut PgConnection,
+    app_id: &str,
+    conversation_id: &str,
+    at: i64,
+) -> sqlx::Result<Vec<MessageRow>> {
+    sqlx::query_as(
+        "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
+                COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json,
+                received_ms
+           FROM messages
+          WHERE app_id = $1 AND conversation_id = $2 AND received_ms = $3
+          ORDER BY seq",
+    )
+    .bind(app_id)
+    .bind(conversation_id)
+    .bind(at)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Whether a conversation has a message received in `[from, to]` (ms): one index probe.
+async fn any_between(
+    conn: &mut PgConnection,
+    app_id: &str,
+    conversation_id: &str,
+    from: i64,
+    to: i64,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM messages
+                         WHERE app_id = $1 AND conversation_id = $2
+                           AND received_ms BETWEEN $3 AND $4)",
+    )
+    .bind(app_id)
+    .bind(conversation_id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Reads one page at `cursor`: at most `limit` messages, oldest first, in a bounded number
+/// of index range scans whatever the conversation's length.
+///
+/// Cursors are times, and several messages may share a millisecond, so a page never ends
+/// in the middle of a millisecond: the messages of a split boundary millisecond are left
+/// for the next page (whose exclusive cursor is that millisecond). Only when a single
+/// millisecond holds more than `limit` messages does the page hold all of them instead.
+pub(crate) async fn read_page(
+    conn: &mut PgConnection,
+    app_id: &str,
+    conversation_id: &str,
+    cursor: Cursor,
+    limit: i64,
+) -> sqlx::Result<Page> {
+    let limit = limit.max(1);
+    let take = usize::try_from(limit).unwrap_or(usize::MAX);
+    match cursor {
+        Cursor::Latest | Cursor::Before(_) => {
+            let before = match cursor {
+                Cursor::Before(t) => t,
+                _ => i64::MAX,
+            };
+            let mut rows =
+                messages_before(conn, app_id, conversation_id, before, limit + 1).await?;
+            let mut has_previous = false;
+            if rows.len() > take {
+                has_previous = true;
+                let extra = rows.remove(take);
+                let boundary = rows[take - 1].received_ms;
+                if extra.received_ms == boundary {
+                    rows.retain(|m| m.received_ms != boundary);
+                    if rows.is_empty() {
+                        rows = messages_at(conn, app_id, conversation_id, boundary).await?;
+                        rows.reverse();
+                        has_previous =
+                            any_between(conn, app_id, conversation_id, i64::MIN, boundary - 1)
+                                .await?;
+                    }
+                }
+            }
+            rows.reverse();
+            let has_next = match cursor {
+                Cursor::Before(t) => {
+                    any_between(conn, app_id, conversation_id, t, i64::MAX).await?
+                }
+                _ => false,
+            };
+            Ok(Page {
+                messages: rows,
+                has_previous,
+                has_next,
+            })
+        }
+        Cursor::After(after) => {
+            let mut rows = messages_after(conn, app_id, conversation_id, after, limit + 1).await?;
+            let mut has_next = false;
+            if rows.len() > take {
+                has_next = true;
+                let extra = rows.remove(take);
+                let boundary = rows[take - 1].received_ms;
+                if extra.received_ms == boundary {
+                    rows.retain(|m| m.received_ms != boundary);
+                    if rows.is_empty() {
+                        rows = messages_at(conn, app_id, conversation_id, boundary).await?;
+                        has_next =
+                            any_between(conn, app_id, conversation_id, boundary + 1, i64::MAX)
+                                .await?;
+                    }
+                }
+            }
+            let has_previous = any_between(conn, app_id, conversation_id, i64::MIN, after).await?;
+            Ok(Page {
+                messages: rows,
+                has_previous,
+                has_next,
+            })
+        }
+    }
+}
+
+/// An app user's conversation, if any.
+async fn conversation_of(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    app_user_id: &str,
+) -> sqlx::Result<Option<ConversationRow>> {
+    sqlx::query_as(
+        "SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms
+           FROM conversations WHERE app_id = $1 AND app_user_id = $2",
+    )
+    .bind(app_id)
+    .bind(app_user_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// An app user's conversation and one page of its messages.
 pub(crate) async fn get_conversation(
     pool: &PgPool,
     app_id: &str,
     app_user_id: &str,
+    cursor: Cursor,
     page: i64,
-) -> sqlx::Result<Option<(ConversationRow, Vec<MessageRow>)>> {
+) -> sqlx::Result<Option<(ConversationRow, Page)>> {
     let mut conn = pool.acquire().await?;
+    let Some(conversation) = conversation_of(&mut *conn, app_id, app_user_id).await? else {
+        return Ok(None);
+    };
+    let messages = read_page(&mut conn, app_id, &conversation.id, cursor, page).await?;
+    Ok(Some((conversation, messages)))
+}
+
+/// Resets the unread count, records the app user's read at `now_ms` and writes the
+/// `conversation:read` event built by `event`, in one transaction. `None` when the app
+/// user has no conversation.
+pub(crate) async fn mark_read(
+    pool: &PgPool,
+    app_id: &str,
+    app_user_id: &str,
+    now_ms: i64,
+    event: &Event,
+    page: i64,
+) -> sqlx::Result<Option<(ConversationRow, Page)>> {
+    let mut tx = pool.begin().await?;
     let conversation: Option<ConversationRow> = sqlx::query_as(
-        "SELECT id, app_makers FROM conversations WHERE app_id = $1 AND app_user_id = $2",
+        "UPDATE conversations
+            SET unread_count = 0,
+                app_user_last_read_ms = GREATEST(COALESCE(app_user_last_read_ms, 0), $3)
+          WHERE app_id = $1 AND app_user_id = $2
+          RETURNING id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms",
     )
     .bind(app_id)
     .bind(app_user_id)
-    .fetch_optional(&mut *conn)
+    .bind(now_ms)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(conversation) = conversation else {
         return Ok(None);
     };
-    let messages = latest_messages(&mut conn, app_id, &conversation.id, page).await?;
+    insert_event(&mut *tx, event).await?;
+    let messages = read_page(&mut tx, app_id, &conversation.id, Cursor::Latest, page).await?;
+    tx.commit().await?;
     Ok(Some((conversation, messages)))
 }
 
-/// Records an app user event.
-pub(crate) async fn insert_event(
+/// The message holding action `action_id`, if it is in `app_user_id`'s conversation.
+pub(crate) async fn message_with_action(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    app_user_id: &str,
+    action_id: &str,
+) -> sqlx::Result<Option<MessageRow>> {
+    sqlx::query_as(
+        "SELECT m.id, m.author_id, m.role, m.name, m.email, m.avatar_url, m.text, m.media_url,
+                m.media_type, COALESCE(m.metadata::text, '') AS metadata_json,
+                m.actions::text AS actions_json, m.received_ms
+           FROM message_actions a
+           JOIN conversations c ON c.app_id = a.app_id AND c.id = a.conversation_id
+           JOIN messages m ON m.app_id = a.app_id AND m.id = a.message_id
+          WHERE a.app_id = $1 AND a.id = $2 AND c.app_user_id = $3",
+    )
+    .bind(app_id)
+    .bind(action_id)
+    .bind(app_user_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Writes an event (a postback, say) to the outbox on its own.
+pub(crate) async fn publish(pool: &PgPool, event: &Event) -> sqlx::Result<()> {
+    insert_event(pool, event).await
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Merged {
+    /// This call moved the history (or found none to move) and wrote the event.
+    Now,
+    /// An earlier call already did.
+    Already,
+}
+
+/// Moves `from`'s conversation into `into`'s in one transaction: the whole conversation
+/// when `into` has none, else its messages, actions, app makers and unread count, with
+/// `from`'s messages re-authored to `into`. Records the merge so that running it again
+/// changes nothing, and writes `event` (`merge:appUser`) once. Returns whether `into`
+/// has a conversation afterwards.
+pub(crate) async fn merge(
     pool: &PgPool,
+    app_id: &str,
+    from: &str,
+    into: &str,
+    event: &Event,
+) -> sqlx::Result<(Merged, bool)> {
+    let mut tx = pool.begin().await?;
+    // Merges into one user run one at a time, so two of them cannot both rename their
+    // conversation to the survivor's.
+    lock(&mut tx, &format!("{app_id}:merge:{into}")).await?;
+    let first: Option<bool> = sqlx::query_scalar(
+        "INSERT INTO merges (app_id, from_app_user_id, into_app_user_id) VALUES ($1, $2, $3)
+         ON CONFLICT (app_id, from_app_user_id) DO NOTHING RETURNING true",
+    )
+    .bind(app_id)
+    .bind(from)
+    .bind(into)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if first.is_none() {
+        let has = conversation_of(&mut *tx, app_id, into).await?.is_some();
+        tx.commit().await?;
+        return Ok((Merged::Already, has));
+    }
+    let source: Option<ConversationRow> = sqlx::query_as(
+        "SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms
+           FROM conversations WHERE app_id = $1 AND app_user_id = $2 FOR UPDATE",
+    )
+    .bind(app_id)
+    .bind(from)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let target: Option<ConversationRow> = sqlx::query_as(
+        "SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms
+           FROM conversations WHERE app_id = $1 AND app_user_id = $2 FOR UPDATE",
+    )
+    .bind(app_id)
+    .bind(into)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let target_id = match (&source, &target) {
+        (None, target) => target.as_ref().map(|t| t.id.clone()),
+        (Some(source), None) => {
+            sqlx::query("UPDATE conversations SET app_user_id = $3 WHERE app_id = $1 AND id = $2")
+                .bind(app_id)
+                .bind(&source.id)
+                .bind(into)
+                .execute(&mut *tx)
+                .await?;
+            Some(source.id.clone())
+        }
+        (Some(source), Some(target)) => {
+            for statement in [
+                "UPDATE messages SET conversation_id = $3 WHERE app_id = $1 AND conversation_id = $2",
+                "UPDATE message_actions SET conversation_id = $3
+                  WHERE app_id = $1 AND conversation_id = $2",
+            ] {
+                sqlx::query(statement)
+                    .bind(app_id)
+                    .bind(&source.id)
+                    .bind(&target.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE conversations t SET
+                     app_makers = t.app_makers || ARRAY(
+                         SELECT m FROM unnest(s.app_makers) AS m WHERE NOT (m = ANY (t.app_makers))),
+                     unread_count = t.unread_count + s.unread_count,
+                     app_user_last_read_ms = GREATEST(t.app_user_last_read_ms, s.app_user_last_read_ms),
+                     app_maker_last_read_ms = GREATEST(t.app_maker_last_read_ms, s.app_maker_last_read_ms)
+                  FROM conversations s
+                 WHERE t.app_id = $1 AND t.id = $3 AND s.app_id = $1 AND s.id = $2",
+            )
+            .bind(app_id)
+            .bind(&source.id)
+            .bind(&target.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM conversations WHERE app_id = $1 AND id = $2")
+                .bind(app_id)
+                .bind(&source.id)
+                .execute(&mut *tx)
+                .await?;
+            Some(target.id.clone())
+        }
+    };
+    if let (Some(_), Some(target_id)) = (&source, &target_id) {
+        // The merged user's own messages now read as the survivor's.
+        sqlx::query(
+            "UPDATE messages SET author_id = $3
+              WHERE app_id = $1 AND conversation_id = $4 AND role = 'appUser' AND author_id = $2",
+        )
+        .bind(app_id)
+        .bind(from)
+        .bind(into)
+        .bind(target_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Whispers the merged user got count as the survivor's.
+    sqlx::query(
+        "INSERT INTO whisper_deliveries (app_id, whisper_id, app_user_id, delivered_at)
+         SELECT app_id, whisper_id, $3, delivered_at FROM whisper_deliveries
+          WHERE app_id = $1 AND app_user_id = $2
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(app_id)
+    .bind(from)
+    .bind(into)
+    .execute(&mut *tx)
+    .await?;
+    insert_event(&mut *tx, event).await?;
+    tx.commit().await?;
+    Ok((Merged::Now, target_id.is_some()))
+}
+
+/// Records an app user event.
+pub(crate) async fn insert_app_user_event(
+    conn: &mut PgConnection,
     app_id: &str,
     app_user_id: &str,
     name: &str,
@@ -269,7 +672,153 @@ pub(crate) async fn insert_event(
         .bind(app_id)
         .bind(app_user_id)
         .bind(name)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
+}
+
+// ---- whispers ----
+
+/// A stored whisper. `actions` is always a JSON array.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub(crate) struct WhisperRow {
+    pub(crate) id: String,
+    pub(crate) event: String,
+    pub(crate) text: String,
+    pub(crate) actions: Value,
+    pub(crate) name: Option<String>,
+    pub(crate) avatar_url: Option<String>,
+    pub(crate) platform: Option<String>,
+    pub(crate) app_version: Option<String>,
+    pub(crate) created_at_ms: i64,
+}
+
+pub(crate) async fn insert_whisper(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    w: &WhisperRow,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO whispers (app_id, id, event, text, actions, name, avatar_url, platform,
+                               app_version, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10::double precision / 1000))",
+    )
+    .bind(app_id)
+    .bind(&w.id)
+    .bind(&w.event)
+    .bind(&w.text)
+    .bind(&w.actions)
+    .bind(&w.name)
+    .bind(&w.avatar_url)
+    .bind(&w.platform)
+    .bind(&w.app_version)
+    .bind(w.created_at_ms)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn list_whispers(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+) -> sqlx::Result<Vec<WhisperRow>> {
+    sqlx::query_as(
+        "SELECT id, event, text, actions, name, avatar_url, platform, app_version,
+                (extract(epoch FROM created_at) * 1000)::bigint AS created_at_ms
+           FROM whispers WHERE app_id = $1 ORDER BY created_at, id",
+    )
+    .bind(app_id)
+    .fetch_all(db)
+    .await
+}
+
+/// The whispers of `event`, oldest first.
+pub(crate) async fn whispers_of_event(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    event: &str,
+) -> sqlx::Result<Vec<WhisperRow>> {
+    sqlx::query_as(
+        "SELECT id, event, text, actions, name, avatar_url, platform, app_version,
+                (extract(epoch FROM created_at) * 1000)::bigint AS created_at_ms
+           FROM whispers WHERE app_id = $1 AND event = $2 ORDER BY created_at, id",
+    )
+    .bind(app_id)
+    .bind(event)
+    .fetch_all(db)
+    .await
+}
+
+pub(crate) async fn get_whisper(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<WhisperRow>> {
+    sqlx::query_as(
+        "SELECT id, event, text, actions, name, avatar_url, platform, app_version,
+                (extract(epoch FROM created_at) * 1000)::bigint AS created_at_ms
+           FROM whispers WHERE app_id = $1 AND id = $2",
+    )
+    .bind(app_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces a whisper's fields (the caller merged the update in); false when missing.
+pub(crate) async fn update_whisper(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    w: &WhisperRow,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE whispers SET event = $3, text = $4, actions = $5, name = $6, avatar_url = $7,
+                             platform = $8, app_version = $9
+          WHERE app_id = $1 AND id = $2",
+    )
+    .bind(app_id)
+    .bind(&w.id)
+    .bind(&w.event)
+    .bind(&w.text)
+    .bind(&w.actions)
+    .bind(&w.name)
+    .bind(&w.avatar_url)
+    .bind(&w.platform)
+    .bind(&w.app_version)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Deletes a whisper (and its delivery records); false when missing.
+pub(crate) async fn delete_whisper(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM whispers WHERE app_id = $1 AND id = $2")
+        .bind(app_id)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Claims a whisper's one delivery to an app user; false when it already reached them.
+pub(crate) async fn claim_whisper(
+    conn: &mut PgConnection,
+    app_id: &str,
+    whisper_id: &str,
+    app_user_id: &str,
+) -> sqlx::Result<bool> {
+    let claimed: Option<bool> = sqlx::query_scalar(
+        "INSERT INTO whisper_deliveries (app_id, whisper_id, app_user_id) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING RETURNING true",
+    )
+    .bind(app_id)
+    .bind(whisper_id)
+    .bind(app_user_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(claimed.is_some())
 }

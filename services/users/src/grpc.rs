@@ -68,6 +68,7 @@ fn app_user_to_pb(row: AppUserRow, devices: Vec<DeviceRow>) -> pb::AppUser {
         properties_json: row.properties.to_string(),
         conversation_started: row.conversation_started,
         devices: devices.into_iter().map(device_to_pb).collect(),
+        pending_merges: Vec::new(),
     }
 }
 
@@ -161,11 +162,17 @@ fn profile_patch(req: &pb::UpdateAppUserRequest) -> Result<ProfilePatch, domain:
 // ---- lookups shared by handlers ----
 
 /// Finds an app user by `_id` or `userId`: a value shaped like an id is tried as an id
-/// first, then as a userId (a userId may look like an id).
+/// first (the `_id` of a merged-away user resolves to the survivor), then as a userId (a
+/// userId may look like an id).
 async fn find_user(db: &PgPool, app_id: &str, id_or_user_id: &str) -> Result<AppUserRow> {
     if domain::id::is_id(id_or_user_id) {
         if let Some(user) = storage::user_by_id(db, app_id, id_or_user_id).await? {
             return Ok(user);
+        }
+        if let Some(into) = storage::merged_into(db, app_id, id_or_user_id).await? {
+            if let Some(user) = storage::user_by_id(db, app_id, &into).await? {
+                return Ok(user);
+            }
         }
     }
     Ok(storage::user_by_user_id(db, app_id, id_or_user_id)
@@ -258,7 +265,95 @@ impl UsersApi {
     async fn init(&self, req: pb::InitRequest) -> Result<pb::AppUser> {
         let input = init_input(req)?;
         let done = init::init(&self.pool, &input).await?;
-        Ok(app_user_to_pb(done.user, done.devices))
+        let mut user = app_user_to_pb(done.user, done.devices);
+        user.pending_merges = done.pending_merges;
+        Ok(user)
+    }
+
+    async fn create_app_user(&self, req: pb::CreateAppUserRequest) -> Result<pb::AppUser> {
+        required("userId", &req.user_id)?;
+        let patch = profile_patch(&pb::UpdateAppUserRequest {
+            given_name: req.given_name,
+            surname: req.surname,
+            email: req.email,
+            signed_up_at_ms: req.signed_up_at_ms,
+            properties_json: req.properties_json,
+            ..Default::default()
+        })?;
+        let now = domain::time::to_datetime(domain::time::now_ms());
+        let row = AppUserRow {
+            app_id: req.app_id,
+            id: domain::id::new_id(),
+            user_id: Some(req.user_id),
+            given_name: patch.given_name,
+            surname: patch.surname,
+            email: patch.email,
+            signed_up_at: patch.signed_up_at.unwrap_or(now),
+            properties: patch.properties,
+            conversation_started: false,
+        };
+        let mut tx = self.pool.begin().await?;
+        // The lock init takes for a userId: an init of the same userId waits for us.
+        let user_id = row.user_id.as_deref().unwrap_or_default();
+        storage::lock(&mut tx, &format!("{}:user:{user_id}", row.app_id)).await?;
+        // A taken userId fails the unique constraint, which maps to 409.
+        storage::insert_user(&mut *tx, &row).await?;
+        tx.commit().await?;
+        tracing::info!(app_id = %row.app_id, app_user_id = %row.id, "app user pre-created");
+        Ok(app_user_to_pb(row, Vec::new()))
+    }
+
+    async fn update_device(&self, req: pb::UpdateDeviceRequest) -> Result<pb::Device> {
+        let device = req
+            .device
+            .ok_or_else(|| domain::Error::bad_request("device is required"))?;
+        required("deviceId", &device.id)?;
+        if !device.platform.is_empty() {
+            validate::platform(&device.platform)?;
+        }
+        optional("appVersion", device.app_version.as_deref())?;
+        optional(
+            "pushNotificationToken",
+            device.push_notification_token.as_deref(),
+        )?;
+        let info = flat_object_json("info", &device.info_json)?;
+        let user = find_user(&self.pool, &req.app_id, &req.app_user_id).await?;
+        let row = DeviceRow {
+            device_id: device.id,
+            platform: device.platform,
+            app_version: device.app_version,
+            push_token: device.push_notification_token,
+            info: Value::Object(info),
+            active: true,
+            last_seen: domain::time::to_datetime(domain::time::now_ms()),
+        };
+        let mut tx = self.pool.begin().await?;
+        storage::lock(
+            &mut tx,
+            &format!("{}:device:{}", user.app_id, row.device_id),
+        )
+        .await?;
+        let stored =
+            storage::update_device(&mut tx, &user.app_id, &user.id, &row, req.must_exist).await?;
+        tx.commit().await?;
+        let stored = stored.ok_or_else(|| {
+            domain::Error::not_found(format!(
+                "device {} not found for app user {}; call /v1/init from it first",
+                row.device_id, req.app_user_id
+            ))
+        })?;
+        Ok(device_to_pb(stored))
+    }
+
+    async fn settle_merge(&self, req: pb::SettleMergeRequest) -> Result<pb::Empty> {
+        if !storage::settle_merge(&self.pool, &req.app_id, &req.from_app_user_id).await? {
+            return Err(domain::Error::not_found(format!(
+                "no merge of app user {}",
+                req.from_app_user_id
+            ))
+            .into());
+        }
+        Ok(pb::Empty {})
     }
 
     async fn get_app_user(&self, req: pb::GetAppUserRequest) -> Result<pb::AppUser> {
@@ -457,5 +552,32 @@ mod tests {
             .unwrap_err()
             .description
             .contains("properties"));
+    }
+
+    async fn create_app_user(
+        &self,
+        request: Request<pb::CreateAppUserRequest>,
+    ) -> Result<Response<pb::AppUser>, Status> {
+        Ok(Response::new(
+            self.create_app_user(request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_device(
+        &self,
+        request: Request<pb::UpdateDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        Ok(Response::new(
+            self.update_device(request.into_inner()).await?,
+        ))
+    }
+
+    async fn settle_merge(
+        &self,
+        request: Request<pb::SettleMergeRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        Ok(Response::new(
+            self.settle_merge(request.into_inner()).await?,
+        ))
     }
 }

@@ -7,6 +7,15 @@
 //! the second finds what the first created. Locks are always taken device first, so
 //! they cannot deadlock; should a unique violation or deadlock slip through anyway (a
 //! writer that does not lock), the whole transaction is retried.
+//!
+//! Merging: when a device's active user is anonymous and it inits with a userId that
+//! already belongs to another app user, the anonymous user is merged into that user in
+//! the same transaction (devices, missing profile fields, properties; the anonymous `_id`
+//! then resolves to the survivor). The merge is recorded as pending; the caller moves the
+//! conversation history (an idempotent call on the conversations service) and settles
+//! it. Init answers every pending merge of its user, so an interrupted merge is finished
+//! by the next init. Running the same init again finds the survivor active on the device
+//! and merges nothing: merges are idempotent.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -46,6 +55,8 @@ pub(crate) struct DeviceInput {
 pub(crate) struct Initialized {
     pub(crate) user: AppUserRow,
     pub(crate) devices: Vec<DeviceRow>,
+    /// App users merged into `user` whose conversation history has not moved yet.
+    pub(crate) pending_merges: Vec<String>,
 }
 
 /// How the app user was chosen (for logs).
@@ -57,6 +68,8 @@ enum Choice {
     LoggedIn,
     /// A new user.
     Created,
+    /// The user owning the userId, with the device's anonymous user merged into it.
+    Merged,
 }
 
 /// Finds or creates the app user for a device (and userId), records the device for it
@@ -107,9 +120,14 @@ async fn init_once(pool: &PgPool, input: &InitInput) -> sqlx::Result<Initialized
     storage::upsert_device(&mut *tx, app_id, &user.id, &device).await?;
     storage::deactivate_device_for_others(&mut *tx, app_id, &device.device_id, &user.id).await?;
     let devices = storage::devices_of(&mut *tx, app_id, &user.id).await?;
+    let pending_merges = storage::pending_merges(&mut *tx, app_id, &user.id).await?;
     tx.commit().await?;
     tracing::debug!(app_id, app_user_id = %user.id, choice = ?choice, "app user initialized");
-    Ok(Initialized { user, devices })
+    Ok(Initialized {
+        user,
+        devices,
+        pending_merges,
+    })
 }
 
 /// Applies the "users on multiple devices" rules. Runs under the init locks.
@@ -130,9 +148,19 @@ async fn choose_user(
     };
 
     if let Some(user) = storage::user_by_user_id(&mut *conn, app_id, user_id).await? {
-        // Seam for merging: when the device's active user is anonymous, a later version
-        // folds that user (conversation, properties) into `user` here; today the
-        // anonymous user simply stops being the device's active user.
+        // The device's anonymous active user logs in as a known userId: fold it in.
+        if let Some(active) = storage::active_user_of_device(&mut *conn, app_id, device_id).await? {
+            if active.user_id.is_none() && active.id != user.id {
+                let merged = storage::merge_users(&mut *conn, &active, &user).await?;
+                tracing::info!(
+                    app_id,
+                    from = %active.id,
+                    into = %merged.id,
+                    "anonymous app user merged into the owner of its userId"
+                );
+                return Ok((merged, Choice::Merged));
+            }
+        }
         return Ok((user, Choice::Existing));
     }
     // A login on a device whose active user is anonymous: that user becomes `user_id`.

@@ -92,16 +92,6 @@ pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<O
         .await
 }
 
-/// Deletes an app with its keys, app users and devices (by cascade); false when it did
-/// not exist.
-pub(crate) async fn delete_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM apps WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() > 0)
-}
-
 /// The app an app token belongs to (unique index on `app_token`).
 pub(crate) async fn app_by_token(
     db: impl PgExecutor<'_>,
@@ -435,4 +425,170 @@ pub(crate) async fn devices_of(
     .bind(app_user_id)
     .fetch_all(db)
     .await
+}
+
+/// Adds to or updates one of an app user's devices. A new device is `other` unless a
+/// platform is given, and becomes the device's active user; an existing one keeps its
+/// active flag. Optional fields left out keep their stored value; `info` merges in.
+/// `None` when `must_exist` and the app user has no such device.
+pub(crate) async fn update_device(
+    conn: &mut PgConnection,
+    app_id: &str,
+    app_user_id: &str,
+    device: &DeviceRow,
+    must_exist: bool,
+) -> sqlx::Result<Option<DeviceRow>> {
+    let existing: Option<bool> = sqlx::query_scalar(
+        "SELECT true FROM devices WHERE app_id = $1 AND app_user_id = $2 AND device_id = $3",
+    )
+    .bind(app_id)
+    .bind(app_user_id)
+    .bind(&device.device_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if existing.is_none() && must_exist {
+        return Ok(None);
+    }
+    let row: DeviceRow = sqlx::query_as(
+        "INSERT INTO devices (app_id, app_user_id, device_id, platform, app_version, push_token,
+                              info, active, last_seen)
+         VALUES ($1, $2, $3, COALESCE(NULLIF($4, ''), 'other'), $5, $6, $7, true, $8)
+         ON CONFLICT (app_id, app_user_id, device_id) DO UPDATE SET
+             platform = COALESCE(NULLIF($4, ''), devices.platform),
+             app_version = COALESCE(EXCLUDED.app_version, devices.app_version),
+             push_token = COALESCE(EXCLUDED.push_token, devices.push_token),
+             info = devices.info || EXCLUDED.info,
+             last_seen = EXCLUDED.last_seen
+         RETURNING device_id, platform, app_version, push_token, info, active, last_seen",
+    )
+    .bind(app_id)
+    .bind(app_user_id)
+    .bind(&device.device_id)
+    .bind(&device.platform)
+    .bind(&device.app_version)
+    .bind(&device.push_token)
+    .bind(&device.info)
+    .bind(device.last_seen)
+    .fetch_one(&mut *conn)
+    .await?;
+    if existing.is_none() {
+        deactivate_device_for_others(&mut *conn, app_id, &device.device_id, app_user_id).await?;
+    }
+    Ok(Some(row))
+}
+
+// ---- merges ----
+
+/// The app user `from_id` was merged into, if it was.
+pub(crate) async fn merged_into(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    from_id: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT into_app_user_id FROM user_merges
+         WHERE app_id = $1 AND from_app_user_id = $2",
+    )
+    .bind(app_id)
+    .bind(from_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Folds app user `from` into `into`, in the caller's transaction: `from`'s devices move
+/// to `into` (where both have a device, `into`'s values win and info merges), profile
+/// fields and properties `into` lacks are taken from `from`, `from` is deleted and the
+/// merge is recorded as pending. Returns the updated `into`.
+pub(crate) async fn merge_users(
+    conn: &mut PgConnection,
+    from: &AppUserRow,
+    into: &AppUserRow,
+) -> sqlx::Result<AppUserRow> {
+    let app_id = into.app_id.as_str();
+    sqlx::query(
+        "INSERT INTO devices (app_id, app_user_id, device_id, platform, app_version, push_token,
+                              info, active, last_seen)
+         SELECT app_id, $3, device_id, platform, app_version, push_token, info, active, last_seen
+           FROM devices WHERE app_id = $1 AND app_user_id = $2
+         ON CONFLICT (app_id, app_user_id, device_id) DO UPDATE SET
+             app_version = COALESCE(devices.app_version, EXCLUDED.app_version),
+             push_token = COALESCE(devices.push_token, EXCLUDED.push_token),
+             info = EXCLUDED.info || devices.info,
+             active = devices.active OR EXCLUDED.active,
+             last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen)",
+    )
+    .bind(app_id)
+    .bind(&from.id)
+    .bind(&into.id)
+    .execute(&mut *conn)
+    .await?;
+    // Deleting the user cascades to its (now copied) device rows.
+    sqlx::query("DELETE FROM app_users WHERE app_id = $1 AND id = $2")
+        .bind(app_id)
+        .bind(&from.id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO user_merges (app_id, from_app_user_id, into_app_user_id)
+         VALUES ($1, $2, $3) ON CONFLICT (app_id, from_app_user_id) DO NOTHING",
+    )
+    .bind(app_id)
+    .bind(&from.id)
+    .bind(&into.id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as(
+        "UPDATE app_users SET
+             given_name = COALESCE(given_name, $3),
+             surname = COALESCE(surname, $4),
+             email = COALESCE(email, $5),
+             properties = $6 || properties,
+             conversation_started = conversation_started OR $7
+         WHERE app_id = $1 AND id = $2
+         RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
+                   conversation_started",
+    )
+    .bind(app_id)
+    .bind(&into.id)
+    .bind(&from.given_name)
+    .bind(&from.surname)
+    .bind(&from.email)
+    .bind(&from.properties)
+    .bind(from.conversation_started)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// The app users merged into `into_id` whose history has not moved yet, oldest first.
+pub(crate) async fn pending_merges(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    into_id: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT from_app_user_id FROM user_merges
+         WHERE app_id = $1 AND into_app_user_id = $2 AND settled_at IS NULL
+         ORDER BY merged_at, from_app_user_id",
+    )
+    .bind(app_id)
+    .bind(into_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Marks a merge settled (its history moved); false when there is no such merge.
+pub(crate) async fn settle_merge(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    from_id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE user_merges SET settled_at = COALESCE(settled_at, now())
+         WHERE app_id = $1 AND from_app_user_id = $2",
+    )
+    .bind(app_id)
+    .bind(from_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }

@@ -78,7 +78,7 @@ async fn webhook_events_and_targets_are_validated() {
             "event",
         ),
         (
-            json!({"target": "http://example.com", "events": ["conversation:start"]}),
+            json!({"target": "http://example.com", "events": ["conversation:stop"]}),
             "event",
         ),
         (

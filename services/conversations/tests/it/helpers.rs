@@ -106,6 +106,7 @@ impl TestApp {
         let request = pb::GetConversationRequest {
             app_id: self.app_id.clone(),
             app_user_id: user.to_owned(),
+            ..Default::default()
         };
         self.client
             .get_conversation(request)

@@ -15,7 +15,7 @@ async fn message_writes_its_event_to_the_outbox() {
 
     let rows: Vec<(String, String, serde_json::Value, bool)> = sqlx::query_as(
         "SELECT event_id, trigger, payload, published_at IS NULL FROM outbox
-          WHERE app_id = $1 ORDER BY seq",
+          WHERE app_id = $1 AND trigger <> 'conversation:start' ORDER BY seq",
     )
     .bind(&app.app_id)
     .fetch_all(&app.pool)
@@ -76,7 +76,11 @@ async fn each_message_has_one_event_and_rejected_ones_none() {
             .fetch_all(&app.pool)
             .await
             .unwrap();
-    assert_eq!(triggers, ["message:appUser", "message:appMaker"]);
+    // The first message also starts the conversation.
+    assert_eq!(
+        triggers,
+        ["message:appUser", "conversation:start", "message:appMaker"]
+    );
     let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE app_id = $1")
         .bind(&app.app_id)
         .fetch_one(&app.pool)

@@ -11,12 +11,14 @@ async fn events_are_recorded_without_updating_the_conversation() {
         app_id: app.app_id.clone(),
         app_user_id: "user1".into(),
         name: "completed_sale".into(),
+        app_user: None,
     };
     let reply = app.client.track_event(request).await.unwrap().into_inner();
     assert_eq!(
         reply,
         pb::TrackEventResponse {
-            conversation_updated: false
+            conversation_updated: false,
+            conversation_created: false,
         }
     );
     let names: Vec<String> =
@@ -36,6 +38,7 @@ async fn event_names_must_not_be_blank() {
         app_id: app.app_id.clone(),
         app_user_id: "user1".into(),
         name: " ".into(),
+        app_user: None,
     };
     let err = app.client.track_event(request).await.unwrap_err();
     assert_error(&err, tonic::Code::InvalidArgument, "bad_request", "name");

@@ -2,6 +2,7 @@
 
 use auth::Principal;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use domain::model::AppUser;
 use domain::{validate, Error};
@@ -117,7 +118,8 @@ pub(crate) async fn init(
         users2.get_app(pb::GetAppRequest { app_id })
     )?;
     let app = app.into_inner();
-    let mut body = user_json(&caller, user.into_inner());
+    let user = finish_merges(&state, user.into_inner()).await?;
+    let mut body = user_json(&caller, user);
     body["app"] = json!({
         "_id": app.id,
         "name": app.name,
@@ -126,6 +128,87 @@ pub(crate) async fn init(
         "gcmEnabled": false,
     });
     Ok(Json(body))
+}
+
+/// Moves the conversation history of the app users init merged into `user` (pending
+/// merges, this init's and any an earlier, interrupted init left), then settles each merge.
+/// Both steps are idempotent, so a retry after a failure here finishes the job.
+async fn finish_merges(state: &AppState, mut user: pb::AppUser) -> ApiResult<pb::AppUser> {
+    let pending = std::mem::take(&mut user.pending_merges);
+    for from in pending {
+        let merged = state
+            .clients
+            .conversations
+            .clone()
+            .merge_conversations(pb::MergeConversationsRequest {
+                app_id: user.app_id.clone(),
+                from_app_user_id: from.clone(),
+                into: Some(user.clone()),
+            })
+            .await?
+            .into_inner();
+        if merged.has_conversation && !user.conversation_started {
+            state
+                .clients
+                .users
+                .clone()
+                .mark_conversation_started(pb::AppUserRef {
+                    app_id: user.app_id.clone(),
+                    app_user_id: user.id.clone(),
+                })
+                .await?;
+            user.conversation_started = true;
+        }
+        state
+            .clients
+            .users
+            .clone()
+            .settle_merge(pb::SettleMergeRequest {
+                app_id: user.app_id.clone(),
+                from_app_user_id: from,
+            })
+            .await?;
+    }
+    Ok(user)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CreateBody {
+    user_id: Option<String>,
+    #[serde(flatten)]
+    profile: UpdateBody,
+}
+
+/// `POST /v1/appusers`: pre-creates a user with a userId (app scope only).
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (app_id, _) = caller.require_app_scope("creating an app user")?;
+    let user_id = body
+        .user_id
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| Error::bad_request("userId is required"))?;
+    validate::short_field("userId", &user_id)?;
+    let profile = profile_patch(body.profile)?;
+    let user = state
+        .clients
+        .users
+        .clone()
+        .create_app_user(pb::CreateAppUserRequest {
+            app_id: app_id.to_owned(),
+            user_id,
+            given_name: profile.given_name,
+            surname: profile.surname,
+            email: profile.email,
+            signed_up_at_ms: profile.signed_up_at_ms,
+            properties_json: profile.properties_json,
+        })
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(user_json(&caller, user))))
 }
 
 pub(crate) async fn get(
@@ -137,7 +220,8 @@ pub(crate) async fn get(
     Ok(Json(user_json(&caller, user)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Profile fields of an update (`PUT /v1/appusers/{id}`, pre-create, event attributes).
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UpdateBody {
     given_name: Option<String>,
@@ -147,12 +231,8 @@ pub(crate) struct UpdateBody {
     properties: Option<Value>,
 }
 
-pub(crate) async fn update(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody<UpdateBody>,
-) -> ApiResult<Json<Value>> {
+/// A checked profile update: the request of `UpdateAppUser` without its ids.
+fn profile_patch(body: UpdateBody) -> ApiResult<pb::UpdateAppUserRequest> {
     for (field, value) in [
         ("givenName", &body.given_name),
         ("surname", &body.surname),
@@ -177,6 +257,24 @@ pub(crate) async fn update(
         Some(p) => Value::Object(validate::flat_object("properties", p)?).to_string(),
         None => String::new(),
     };
+    Ok(pb::UpdateAppUserRequest {
+        app_id: String::new(),
+        app_user_id: String::new(),
+        given_name: body.given_name,
+        surname: body.surname,
+        email: body.email,
+        signed_up_at_ms,
+        properties_json,
+    })
+}
+
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateBody>,
+) -> ApiResult<Json<Value>> {
+    let patch = profile_patch(body)?;
     let user = load_user(&state, &caller, id).await?;
     let updated = state
         .clients
@@ -185,11 +283,7 @@ pub(crate) async fn update(
         .update_app_user(pb::UpdateAppUserRequest {
             app_id: user.app_id,
             app_user_id: user.id,
-            given_name: body.given_name,
-            surname: body.surname,
-            email: body.email,
-            signed_up_at_ms,
-            properties_json,
+            ..patch
         })
         .await?
         .into_inner();
@@ -197,8 +291,11 @@ pub(crate) async fn update(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct EventBody {
     name: Option<String>,
+    /// Attributes to apply to the app user before the event fires.
+    app_user: Option<UpdateBody>,
 }
 
 pub(crate) async fn track_event(
@@ -212,18 +309,45 @@ pub(crate) async fn track_event(
         .filter(|n| !n.trim().is_empty())
         .ok_or_else(|| Error::bad_request("name is required"))?;
     validate::short_field("name", &name)?;
-    let user = load_user(&state, &caller, id).await?;
+    let patch = body.app_user.map(profile_patch).transpose()?;
+    let mut user = load_user(&state, &caller, id).await?;
+    if let Some(patch) = patch {
+        user = state
+            .clients
+            .users
+            .clone()
+            .update_app_user(pb::UpdateAppUserRequest {
+                app_id: user.app_id.clone(),
+                app_user_id: user.id.clone(),
+                ..patch
+            })
+            .await?
+            .into_inner();
+    }
+    let (app_id, app_user_id) = (user.app_id.clone(), user.id.clone());
     let answer = state
         .clients
         .conversations
         .clone()
         .track_event(pb::TrackEventRequest {
-            app_id: user.app_id,
-            app_user_id: user.id,
+            app_id: app_id.clone(),
+            app_user_id: app_user_id.clone(),
             name,
+            app_user: Some(user),
         })
         .await?
         .into_inner();
+    if answer.conversation_created {
+        state
+            .clients
+            .users
+            .clone()
+            .mark_conversation_started(pb::AppUserRef {
+                app_id,
+                app_user_id,
+            })
+            .await?;
+    }
     Ok(Json(
         json!({"conversationUpdated": answer.conversation_updated}),
     ))

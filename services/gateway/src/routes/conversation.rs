@@ -2,8 +2,11 @@
 //! or as an uploaded image.
 
 use auth::Principal;
+use std::collections::HashMap;
+
 use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use domain::model::{AppUser, Conversation, Message};
@@ -18,11 +21,41 @@ use crate::error::ApiResult;
 use crate::extract::JsonBody;
 use crate::AppState;
 
+/// Reads a `received`-style time (float seconds) from the query parameter `field`.
+fn time_param(query: &HashMap<String, String>, field: &str) -> ApiResult<Option<i64>> {
+    let Some(raw) = query.get(field) else {
+        return Ok(None);
+    };
+    match raw.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(Some(domain::time::received_to_ms(secs))),
+        _ => Err(Error::bad_request(format!(
+            "{field} must be a time in seconds since the epoch, like a message's received \
+             (1444348338.704); got {raw:?}"
+        ))
+        .into()),
+    }
+}
+
+/// `GET .../conversation` (and `GET .../conversation/messages`): one page of the
+/// conversation, the latest 100 messages unless `?before=` or `?after=` (exclusive, float
+/// seconds) names another. `previous` / `next` are the URLs of the adjacent pages, present
+/// when there are more messages that way.
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Query(query) =
+        query.map_err(|e| Error::bad_request(format!("malformed query string: {e}")))?;
+    let before_ms = time_param(&query, "before")?;
+    let after_ms = time_param(&query, "after")?;
+    if before_ms.is_some() && after_ms.is_some() {
+        return Err(Error::bad_request(
+            "before and after are mutually exclusive; send one of them",
+        )
+        .into());
+    }
     let user = load_user(&state, &caller, id).await?;
     let conversation = state
         .clients
@@ -30,13 +63,35 @@ pub(crate) async fn get(
         .clone()
         .get_conversation(pb::GetConversationRequest {
             app_id: user.app_id,
-            app_user_id: user.id,
+            app_user_id: user.id.clone(),
+            before_ms,
+            after_ms,
         })
         .await?
         .into_inner();
-    Ok(Json(
-        json!({"conversation": Conversation::from(conversation)}),
-    ))
+    let base = format!(
+        "{}/v1/appusers/{}/conversation",
+        state.config.public_url, user.id
+    );
+    let first = conversation.messages.first().map(|m| m.received_ms);
+    let last = conversation.messages.last().map(|m| m.received_ms);
+    // An empty page still links onwards: from its own cursor, one millisecond over.
+    let previous = conversation.has_previous.then(|| {
+        let at = first.or(after_ms.map(|a| a + 1)).unwrap_or_default();
+        format!("{base}?before={}", domain::time::received(at))
+    });
+    let next = conversation.has_next.then(|| {
+        let at = last.or(before_ms.map(|b| b - 1)).unwrap_or_default();
+        format!("{base}?after={}", domain::time::received(at))
+    });
+    let mut body = json!({"conversation": Conversation::from(conversation)});
+    if let Some(previous) = previous {
+        body["previous"] = json!(previous);
+    }
+    if let Some(next) = next {
+        body["next"] = json!(next);
+    }
+    Ok(Json(body))
 }
 
 /// The fields of a message, from JSON or from form fields.
@@ -51,6 +106,7 @@ pub(crate) struct MessageBody {
     media_url: Option<String>,
     media_type: Option<String>,
     metadata: Option<Value>,
+    actions: Option<Value>,
 }
 
 pub(crate) async fn post_message(
@@ -101,7 +157,16 @@ async fn post(
     }
     let metadata_json = match &body.metadata {
         Some(Value::Null) | None => String::new(),
-        Some(m) => Value::Object(validate::flat_object("metadata", m)?).to_string(),
+        Some(m) => Value::Object(validate::metadata(m)?).to_string(),
+    };
+    // Checked (and given ids) by the conversations service.
+    let actions_json = match &body.actions {
+        Some(Value::Null) | None => String::new(),
+        Some(Value::Array(a)) if a.is_empty() => String::new(),
+        Some(_) if role != "appMaker" => {
+            return Err(Error::bad_request("actions are only allowed on appMaker messages").into())
+        }
+        Some(a) => a.to_string(),
     };
     let wire_user = AppUser::from_pb(user.clone(), false);
     let (author_id, name) = match (&caller.0, role.as_str()) {
@@ -130,6 +195,7 @@ async fn post(
                 media_type: body.media_type,
                 metadata_json,
                 author_id,
+                actions_json,
             }),
             app_user: Some(user),
         })

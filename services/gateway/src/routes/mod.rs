@@ -3,13 +3,16 @@
 mod apps;
 mod appusers;
 mod conversation;
+mod conversation_state;
+mod devices;
 mod health;
 mod media;
 mod webhooks;
+mod whispers;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use domain::{Error, ErrorCode};
 use tower_http::cors::CorsLayer;
@@ -23,11 +26,19 @@ pub(crate) fn router(state: AppState) -> Router {
     // Clients send both `/v1/appusers` and `/v1/appUsers` (client-compat.md).
     let users = Router::new()
         .route("/{id}", get(appusers::get).put(appusers::update))
+        .route("/", post(appusers::create))
         .route("/{id}/events", post(appusers::track_event))
+        .route("/{id}/pushToken", post(devices::push_token))
+        .route("/{id}/devices/{device_id}", put(devices::update))
         .route("/{id}/conversation", get(conversation::get))
         .route(
             "/{id}/conversation/messages",
-            post(conversation::post_message),
+            get(conversation::get).post(conversation::post_message),
+        )
+        .route("/{id}/conversation/read", post(conversation_state::read))
+        .route(
+            "/{id}/conversation/postback",
+            post(conversation_state::postback),
         )
         .route(
             "/{id}/conversation/images",
@@ -53,6 +64,13 @@ pub(crate) fn router(state: AppState) -> Router {
             get(webhooks::get)
                 .put(webhooks::update)
                 .delete(webhooks::delete),
+        )
+        .route("/v1/whispers", post(whispers::create).get(whispers::list))
+        .route(
+            "/v1/whispers/{id}",
+            get(whispers::get)
+                .put(whispers::update)
+                .delete(whispers::delete),
         )
         .route("/media/{app_id}/{key}", get(media::download))
         .route("/healthz", get(health::healthz))

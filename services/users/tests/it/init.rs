@@ -130,20 +130,178 @@ async fn login_upgrades_the_anonymous_user_of_the_device() {
 }
 
 #[tokio::test]
-async fn login_as_a_known_user_on_an_anonymous_device_returns_that_user() {
+async fn login_as_a_known_user_on_an_anonymous_device_merges_into_that_user() {
     let (mut svc, app) = start_with_app().await;
     let (phone, tablet) = (new_device_id(), new_device_id());
     let alice = init(&mut svc.client, &app.id, Some("alice"), &phone).await;
+    assert!(alice.pending_merges.is_empty());
     let anonymous = init(&mut svc.client, &app.id, None, &tablet).await;
+    svc.client
+        .update_app_user(pb::UpdateAppUserRequest {
+            app_id: app.id.clone(),
+            app_user_id: anonymous.id.clone(),
+            given_name: Some("Al".into()),
+            properties_json: r#"{"plan":"free","seen":1}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
 
     let logged_in = init(&mut svc.client, &app.id, Some("alice"), &tablet).await;
     assert_eq!(logged_in.id, alice.id);
+    assert_eq!(logged_in.pending_merges, vec![anonymous.id.clone()]);
     assert!(device_of(&logged_in, &tablet).active);
     assert!(device_of(&logged_in, &phone).active);
-    // Not merged (yet): the anonymous user stays, no longer active on the tablet.
-    let left = get(&mut svc.client, &app.id, &anonymous.id).await;
-    assert_eq!(left.user_id, None);
-    assert!(!device_of(&left, &tablet).active);
+    assert_eq!(logged_in.given_name.as_deref(), Some("Al"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&logged_in.properties_json).unwrap(),
+        json!({"plan": "free", "seen": 1})
+    );
+    // The anonymous `_id` now resolves to the survivor.
+    let resolved = get(&mut svc.client, &app.id, &anonymous.id).await;
+    assert_eq!(resolved.id, alice.id);
+
+    // Until settled, every init of the survivor answers the pending merge; then none.
+    let again = init(&mut svc.client, &app.id, Some("alice"), &tablet).await;
+    assert_eq!(again.id, alice.id);
+    assert_eq!(again.pending_merges, vec![anonymous.id.clone()]);
+    svc.client
+        .settle_merge(pb::SettleMergeRequest {
+            app_id: app.id.clone(),
+            from_app_user_id: anonymous.id.clone(),
+        })
+        .await
+        .unwrap();
+    let settled = init(&mut svc.client, &app.id, Some("alice"), &tablet).await;
+    assert!(settled.pending_merges.is_empty());
+    assert_eq!(settled.devices.len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_logins_of_anonymous_devices_end_with_one_user() {
+    let (svc, app) = start_with_app().await;
+    let mut client = svc.client.clone();
+    init(&mut client, &app.id, Some("carol"), &new_device_id()).await;
+    let devices: Vec<String> = (0..4).map(|_| new_device_id()).collect();
+    let mut anonymous = Vec::new();
+    for d in &devices {
+        anonymous.push(init(&mut client, &app.id, None, d).await.id);
+    }
+    // Each device logs in twice at once: merges must neither fail nor repeat.
+    let mut tasks = tokio::task::JoinSet::new();
+    for d in devices.iter().chain(devices.iter()) {
+        let (mut client, app_id, d) = (svc.client.clone(), app.id.clone(), d.clone());
+        tasks.spawn(async move { init(&mut client, &app_id, Some("carol"), &d).await });
+    }
+    let mut ids = HashSet::new();
+    while let Some(user) = tasks.join_next().await {
+        ids.insert(user.unwrap().id);
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let carol = init(&mut client, &app.id, Some("carol"), &devices[0]).await;
+    let mut pending = carol.pending_merges.clone();
+    pending.sort();
+    anonymous.sort();
+    assert_eq!(pending, anonymous);
+    assert_eq!(carol.devices.len(), 5);
+}
+
+#[tokio::test]
+async fn pre_created_users_conflict_on_their_user_id() {
+    let (mut svc, app) = start_with_app().await;
+    let created = svc
+        .client
+        .create_app_user(pb::CreateAppUserRequest {
+            app_id: app.id.clone(),
+            user_id: "dave".into(),
+            given_name: Some("Dave".into()),
+            signed_up_at_ms: Some(1_444_348_338_704),
+            properties_json: r#"{"tier":"gold"}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.user_id.as_deref(), Some("dave"));
+    assert_eq!(created.signed_up_at_ms, 1_444_348_338_704);
+    let again = svc
+        .client
+        .create_app_user(pb::CreateAppUserRequest {
+            app_id: app.id.clone(),
+            user_id: "dave".into(),
+            ..Default::default()
+        })
+        .await;
+    expect_error(again, Code::AlreadyExists, "conflict");
+    // Init with that userId finds the pre-created user.
+    let found = init(&mut svc.client, &app.id, Some("dave"), &new_device_id()).await;
+    assert_eq!(found.id, created.id);
+}
+
+#[tokio::test]
+async fn devices_update_additively_and_push_tokens_need_a_known_device() {
+    let (mut svc, app) = start_with_app().await;
+    let d = new_device_id();
+    let user = init(&mut svc.client, &app.id, None, &d).await;
+    let update = |device: pb::Device, must_exist: bool| pb::UpdateDeviceRequest {
+        app_id: app.id.clone(),
+        app_user_id: user.id.clone(),
+        device: Some(device),
+        must_exist,
+    };
+    let first = svc
+        .client
+        .update_device(update(
+            pb::Device {
+                id: d.clone(),
+                app_version: Some("2.0".into()),
+                info_json: r#"{"a":"1"}"#.into(),
+                ..Default::default()
+            },
+            true,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.platform, "ios");
+    assert_eq!(first.app_version.as_deref(), Some("2.0"));
+    let second = svc
+        .client
+        .update_device(update(
+            pb::Device {
+                id: d.clone(),
+                push_notification_token: Some("tok".into()),
+                info_json: r#"{"b":"2"}"#.into(),
+                ..Default::default()
+            },
+            true,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.app_version.as_deref(), Some("2.0"));
+    assert_eq!(second.push_notification_token.as_deref(), Some("tok"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&second.info_json).unwrap(),
+        json!({"a": "1", "b": "2"})
+    );
+    let unknown = svc
+        .client
+        .update_device(update(device("nope", ""), true))
+        .await;
+    expect_error(unknown, Code::NotFound, "not_found");
+    let added = svc
+        .client
+        .update_device(update(device("new-one", ""), false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(added.platform, "other");
+    let bad = svc
+        .client
+        .update_device(update(device("x", "palm"), false))
+        .await;
+    expect_error(bad, Code::InvalidArgument, "bad_request");
 }
 
 #[tokio::test]
