@@ -492,6 +492,33 @@ impl pb::users_server::Users for UsersApi {
             self.mark_conversation_started(request.into_inner()).await?,
         ))
     }
+
+    async fn create_app_user(
+        &self,
+        request: Request<pb::CreateAppUserRequest>,
+    ) -> Result<Response<pb::AppUser>, Status> {
+        Ok(Response::new(
+            self.create_app_user(request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_device(
+        &self,
+        request: Request<pb::UpdateDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        Ok(Response::new(
+            self.update_device(request.into_inner()).await?,
+        ))
+    }
+
+    async fn settle_merge(
+        &self,
+        request: Request<pb::SettleMergeRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        Ok(Response::new(
+            self.settle_merge(request.into_inner()).await?,
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -552,32 +579,5 @@ mod tests {
             .unwrap_err()
             .description
             .contains("properties"));
-    }
-
-    async fn create_app_user(
-        &self,
-        request: Request<pb::CreateAppUserRequest>,
-    ) -> Result<Response<pb::AppUser>, Status> {
-        Ok(Response::new(
-            self.create_app_user(request.into_inner()).await?,
-        ))
-    }
-
-    async fn update_device(
-        &self,
-        request: Request<pb::UpdateDeviceRequest>,
-    ) -> Result<Response<pb::Device>, Status> {
-        Ok(Response::new(
-            self.update_device(request.into_inner()).await?,
-        ))
-    }
-
-    async fn settle_merge(
-        &self,
-        request: Request<pb::SettleMergeRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        Ok(Response::new(
-            self.settle_merge(request.into_inner()).await?,
-        ))
     }
 }
