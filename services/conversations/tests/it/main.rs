@@ -4,8 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod events;
 mod get_conversation;
 mod helpers;
 mod outbox;
+mod pagination;
 mod post_message;
 mod track_event;
