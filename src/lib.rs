@@ -74,6 +74,7 @@ fn spawn_grpc_role(
             let config = users::Config {
                 database_url,
                 max_connections,
+                redis: Some(redis_config(settings)),
             };
             tasks.spawn(users::run(config, listener, shutdown));
         }
@@ -99,9 +100,18 @@ fn spawn_grpc_role(
     }
 }
 
+fn redis_config(settings: &Settings) -> auth::RedisConfig {
+    auth::RedisConfig::new(settings.redis_url.clone(), settings.redis_prefix.clone())
+}
+
 fn gateway_config(settings: &Settings, addrs: [String; 4]) -> gateway::Config {
     let [users, conversations, media, webhooks] = addrs;
-    gateway::Config::new(settings.public_url(), users, conversations, media, webhooks)
+    gateway::Config {
+        redis: Some(redis_config(settings)),
+        credential_cache: settings.credential_cache.clone(),
+        rate_limit: settings.rate_limit.clone(),
+        ..gateway::Config::new(settings.public_url(), users, conversations, media, webhooks)
+    }
 }
 
 /// Runs one role until `shutdown` is cancelled, as `smooch <role>` does.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::anyhow;
 use secrecy::SecretString;
@@ -42,6 +43,14 @@ pub struct Settings {
     pub media_grpc_addr: Option<String>,
     /// Webhooks service address (`SMOOCH_WEBHOOKS_GRPC_ADDR`, default `127.0.0.1:50054`).
     pub webhooks_grpc_addr: Option<String>,
+    /// The gateway's rate limits: `SMOOCH_RATE_LIMIT_ENABLED` (default true),
+    /// `SMOOCH_RATE_LIMIT_APP_PER_SECOND` (2000), `SMOOCH_RATE_LIMIT_APP_BURST` (4000),
+    /// `SMOOCH_RATE_LIMIT_USER_PER_SECOND` (200), `SMOOCH_RATE_LIMIT_USER_BURST` (400).
+    pub rate_limit: gateway::RateLimitConfig,
+    /// The gateway's credential cache lifetimes: `SMOOCH_AUTH_CACHE_LOCAL_TTL_MS` (30000),
+    /// `SMOOCH_AUTH_CACHE_DEGRADED_TTL_MS` (1000, the staleness bound while Redis is down),
+    /// `SMOOCH_AUTH_CACHE_REDIS_TTL_S` (300).
+    pub credential_cache: auth::CacheConfig,
 }
 
 /// Default gRPC address of each service when it runs as its own role.
@@ -69,6 +78,8 @@ impl Default for Settings {
             conversations_grpc_addr: None,
             media_grpc_addr: None,
             webhooks_grpc_addr: None,
+            rate_limit: gateway::RateLimitConfig::default(),
+            credential_cache: auth::CacheConfig::default(),
         }
     }
 }
@@ -128,6 +139,57 @@ fn grpc_addr(name: &str) -> anyhow::Result<Option<String>> {
     }
 }
 
+fn rate_limit(d: gateway::RateLimitConfig) -> anyhow::Result<gateway::RateLimitConfig> {
+    let rate = |name: &str, default: f64| -> anyhow::Result<f64> {
+        let value: f64 = parsed(name, default, "a positive number of requests per second")?;
+        if value > 0.0 && value.is_finite() {
+            Ok(value)
+        } else {
+            Err(anyhow!(
+                "{name}={value} is invalid: expected a positive number"
+            ))
+        }
+    };
+    let burst = |name: &str, default: u32| -> anyhow::Result<u32> {
+        match parsed(name, default, "a positive integer")? {
+            0 => Err(anyhow!("{name}=0 is invalid: expected a positive integer")),
+            n => Ok(n),
+        }
+    };
+    Ok(gateway::RateLimitConfig {
+        enabled: parsed("SMOOCH_RATE_LIMIT_ENABLED", d.enabled, "true or false")?,
+        app: auth::Limit {
+            per_second: rate("SMOOCH_RATE_LIMIT_APP_PER_SECOND", d.app.per_second)?,
+            burst: burst("SMOOCH_RATE_LIMIT_APP_BURST", d.app.burst)?,
+        },
+        app_user: auth::Limit {
+            per_second: rate("SMOOCH_RATE_LIMIT_USER_PER_SECOND", d.app_user.per_second)?,
+            burst: burst("SMOOCH_RATE_LIMIT_USER_BURST", d.app_user.burst)?,
+        },
+    })
+}
+
+fn credential_cache(d: auth::CacheConfig) -> anyhow::Result<auth::CacheConfig> {
+    let millis = |name: &str, default: Duration| -> anyhow::Result<Duration> {
+        let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        Ok(Duration::from_millis(parsed(
+            name,
+            default,
+            "milliseconds",
+        )?))
+    };
+    Ok(auth::CacheConfig {
+        local_ttl: millis("SMOOCH_AUTH_CACHE_LOCAL_TTL_MS", d.local_ttl)?,
+        degraded_local_ttl: millis("SMOOCH_AUTH_CACHE_DEGRADED_TTL_MS", d.degraded_local_ttl)?,
+        redis_ttl: Duration::from_secs(parsed(
+            "SMOOCH_AUTH_CACHE_REDIS_TTL_S",
+            d.redis_ttl.as_secs(),
+            "seconds",
+        )?),
+        ..d
+    })
+}
+
 impl Settings {
     /// Reads the settings from the environment.
     pub fn from_env() -> anyhow::Result<Self> {
@@ -181,6 +243,8 @@ impl Settings {
             conversations_grpc_addr: grpc_addr("SMOOCH_CONVERSATIONS_GRPC_ADDR")?,
             media_grpc_addr: grpc_addr("SMOOCH_MEDIA_GRPC_ADDR")?,
             webhooks_grpc_addr: grpc_addr("SMOOCH_WEBHOOKS_GRPC_ADDR")?,
+            rate_limit: rate_limit(d.rate_limit)?,
+            credential_cache: credential_cache(d.credential_cache)?,
         })
     }
 

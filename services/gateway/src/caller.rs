@@ -1,9 +1,10 @@
-//! Who is calling: the `Caller` extractor verifies the request's credentials against the
-//! users service, and the `require_*` checks say which scopes each API accepts.
+//! Who is calling: the `Caller` extractor verifies the request's credentials through the
+//! credential cache (in front of the users service), and the `require_*` checks say which
+//! scopes each API accepts.
 
-use auth::{Credential, KeyInfo, Principal};
+use auth::Principal;
 use axum::extract::FromRequestParts;
-use domain::{Error, ErrorCode};
+use domain::Error;
 use http::request::Parts;
 use proto::v1 as pb;
 
@@ -14,59 +15,31 @@ use crate::AppState;
 #[derive(Debug, Clone)]
 pub(crate) struct Caller(pub(crate) Principal);
 
+/// Verifies the credentials in `headers`: 401 when they are missing or invalid.
+pub(crate) async fn authenticate(headers: &http::HeaderMap, state: &AppState) -> ApiResult<Caller> {
+    let credential = auth::read_credential(
+        headers.get("app-token").map(|v| v.as_bytes()),
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    )?
+    .ok_or_else(|| {
+        Error::unauthorized(
+            "credentials required: send an `app-token` header or `Authorization: Bearer <jwt>`",
+        )
+    })?;
+    Ok(Caller(state.credentials.authenticate(&credential).await?))
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let credential = auth::read_credential(
-            parts.headers.get("app-token").map(|v| v.as_bytes()),
-            parts
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes()),
-        )?
-        .ok_or_else(|| {
-            Error::unauthorized(
-                "credentials required: send an `app-token` header or `Authorization: Bearer <jwt>`",
-            )
-        })?;
-        let mut users = state.clients.users.clone();
-        let principal = match credential {
-            Credential::AppToken(app_token) => {
-                let app = users
-                    .resolve_app_token(pb::ResolveAppTokenRequest { app_token })
-                    .await
-                    .map_err(|s| unauthorized_if_missing(s, "invalid app token"))?
-                    .into_inner();
-                Principal::AppToken { app_id: app.id }
-            }
-            Credential::Jwt { token, kid } => {
-                let key = users
-                    .resolve_key(pb::ResolveKeyRequest { key_id: kid })
-                    .await
-                    .map_err(|s| {
-                        unauthorized_if_missing(s, "invalid JWT: its `kid` names no known key")
-                    })?
-                    .into_inner();
-                let key = KeyInfo {
-                    id: key.id,
-                    app_id: (!key.app_id.is_empty()).then_some(key.app_id),
-                    secret: key.secret,
-                };
-                auth::verify_jwt(&token, &key)?
-            }
-        };
-        Ok(Caller(principal))
-    }
-}
-
-/// A lookup that found nothing means the credential is invalid: 401, not 404.
-fn unauthorized_if_missing(status: tonic::Status, description: &str) -> ApiError {
-    let err = ApiError::from(status);
-    if err.0.code == ErrorCode::NotFound {
-        ApiError(Error::unauthorized(description))
-    } else {
-        err
+        // The rate-limit middleware has verified the credentials already.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        authenticate(&parts.headers, state).await
     }
 }
 

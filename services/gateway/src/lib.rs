@@ -3,8 +3,10 @@
 
 mod caller;
 mod clients;
+mod credentials;
 mod error;
 mod extract;
+mod ratelimit;
 mod routes;
 
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use clients::Clients;
 pub use error::ApiError;
+pub use ratelimit::RateLimitConfig;
 
 /// Settings of the gateway role.
 #[derive(Debug, Clone)]
@@ -36,6 +39,15 @@ pub struct Config {
     pub max_json_bytes: usize,
     /// Deadline of each gRPC call. Default 10 s.
     pub grpc_timeout: Duration,
+    /// Redis of the credential cache, the revocation channel and the rate limits
+    /// (`SMOOCH_REDIS_URL`, `SMOOCH_REDIS_PREFIX`; default `redis://127.0.0.1:6379` under
+    /// `smooch`). `None` runs without: credentials are cached only briefly in memory and
+    /// nothing is rate limited.
+    pub redis: Option<auth::RedisConfig>,
+    /// Lifetimes of the credential cache (defaults in `auth::CacheConfig`).
+    pub credential_cache: auth::CacheConfig,
+    /// Rate limits (defaults in [`RateLimitConfig`]).
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Config {
@@ -56,6 +68,9 @@ impl Config {
             max_image_bytes: 10 * 1024 * 1024,
             max_json_bytes: 1024 * 1024,
             grpc_timeout: Duration::from_secs(10),
+            redis: Some(auth::RedisConfig::new("redis://127.0.0.1:6379", "smooch")),
+            credential_cache: auth::CacheConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -65,6 +80,12 @@ impl Config {
 pub(crate) struct AppState {
     pub(crate) clients: Clients,
     pub(crate) config: std::sync::Arc<Config>,
+    /// App tokens and keys, cached in front of the users service.
+    pub(crate) credentials: std::sync::Arc<credentials::Credentials>,
+    /// Redis, when configured (readiness reports on it).
+    pub(crate) redis: Option<auth::RedisClient>,
+    /// The rate limiter; `None` when limits are disabled or there is no Redis.
+    pub(crate) limiter: Option<auth::RateLimiter>,
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` is cancelled, then drains in-flight
@@ -75,9 +96,31 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let clients = Clients::connect(&config, &shutdown)?;
+    let redis = config
+        .redis
+        .clone()
+        .map(auth::RedisClient::new)
+        .transpose()
+        .context("gateway Redis settings")?;
+    let credentials = std::sync::Arc::new(auth::CredentialCache::new(
+        credentials::UsersSource::new(clients.users.clone()),
+        redis.clone(),
+        config.credential_cache.clone(),
+    ));
+    // Receives revocations until the server stops.
+    let _revocations = credentials
+        .spawn_listener()
+        .map(tokio_util::task::AbortOnDropHandle::new);
+    let limiter = redis
+        .clone()
+        .filter(|_| config.rate_limit.enabled)
+        .map(auth::RateLimiter::new);
     let state = AppState {
         clients,
         config: std::sync::Arc::new(config),
+        credentials,
+        redis,
+        limiter,
     };
     let app = routes::router(state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");

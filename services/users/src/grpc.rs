@@ -8,17 +8,27 @@ use sqlx::{PgExecutor, PgPool};
 use tonic::{Request, Response, Status};
 
 use crate::init::{self, DeviceInput, InitInput};
+use crate::revoking_storage;
 use crate::storage::{self, AppRow, AppUserRow, DeviceRow, KeyRow, ProfilePatch};
 use crate::Result;
 
 /// The `Users` gRPC service.
 pub(crate) struct UsersApi {
     pool: PgPool,
+    /// Announces revoked credentials to the gateways' caches; `None` without Redis.
+    revoker: Option<auth::Revoker>,
 }
 
 impl UsersApi {
-    pub(crate) fn new(pool: PgPool) -> Self {
-        UsersApi { pool }
+    pub(crate) fn new(pool: PgPool, revoker: Option<auth::Revoker>) -> Self {
+        UsersApi { pool, revoker }
+    }
+
+    /// Tells the gateways, after the change has committed, that credentials are revoked.
+    async fn revoke(&self, revocation: auth::Revocation) {
+        if let Some(revoker) = &self.revoker {
+            revoker.revoke(revocation).await;
+        }
     }
 }
 
@@ -207,11 +217,27 @@ impl UsersApi {
     }
 
     async fn delete_app(&self, app_id: &str) -> Result<pb::Empty> {
-        if !storage::delete_app(&self.pool, app_id).await? {
-            return Err(app_not_found(app_id).into());
-        }
+        let deleted = revoking_storage::delete_app(&self.pool, app_id)
+            .await?
+            .ok_or_else(|| app_not_found(app_id))?;
         tracing::info!(app_id, "app deleted");
+        self.revoke(auth::Revocation::new(
+            [deleted.app_token.as_str()],
+            deleted.key_ids,
+        ))
+        .await;
         Ok(pb::Empty {})
+    }
+
+    async fn rotate_app_token(&self, app_id: &str) -> Result<pb::App> {
+        let new_token = domain::id::new_app_token();
+        let (row, old_token) = revoking_storage::rotate_app_token(&self.pool, app_id, &new_token)
+            .await?
+            .ok_or_else(|| app_not_found(app_id))?;
+        tracing::info!(app_id, "app token rotated");
+        self.revoke(auth::Revocation::new([old_token.as_str()], Vec::new()))
+            .await;
+        Ok(app_to_pb(row))
     }
 
     async fn create_key(&self, req: pb::CreateKeyRequest) -> Result<pb::Key> {
@@ -245,6 +271,8 @@ impl UsersApi {
             return Err(domain::Error::not_found(format!("key {} not found", req.key_id)).into());
         }
         tracing::info!(app_id = %req.app_id, key_id = %req.key_id, "key deleted");
+        self.revoke(auth::Revocation::new([], vec![req.key_id]))
+            .await;
         Ok(pb::Empty {})
     }
 
@@ -415,6 +443,15 @@ impl pb::users_server::Users for UsersApi {
     ) -> Result<Response<pb::Empty>, Status> {
         Ok(Response::new(
             self.delete_app(&request.get_ref().app_id).await?,
+        ))
+    }
+
+    async fn rotate_app_token(
+        &self,
+        request: Request<pb::GetAppRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        Ok(Response::new(
+            self.rotate_app_token(&request.get_ref().app_id).await?,
         ))
     }
 

@@ -6,6 +6,7 @@ mod account;
 mod error;
 mod grpc;
 mod init;
+mod revoking_storage;
 mod storage;
 
 use std::time::Duration;
@@ -32,6 +33,10 @@ pub struct Config {
     pub database_url: String,
     /// Largest number of pooled Postgres connections. Default 10.
     pub max_connections: u32,
+    /// Redis (`SMOOCH_REDIS_URL`, `SMOOCH_REDIS_PREFIX`) on which revoked credentials are
+    /// announced to the gateways' caches after each deletion or token rotation; `None`
+    /// announces nothing (a suite without gateway caches).
+    pub redis: Option<auth::RedisConfig>,
 }
 
 /// Applies this service's migrations.
@@ -66,6 +71,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
+    let revoker = config
+        .redis
+        .map(|redis| -> anyhow::Result<auth::Revoker> {
+            let client = auth::RedisClient::new(redis).context("users service Redis settings")?;
+            // Tombstones outlive any cache entry a gateway may still be writing, and a
+            // revocation Redis missed is retried for as long as gateways keep entries.
+            let ttl = auth::CacheConfig::default().redis_ttl;
+            Ok(auth::Revoker::new(client, ttl, ttl))
+        })
+        .transpose()?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::users_server::UsersServer<grpc::UsersApi>>()
@@ -75,7 +90,7 @@ pub async fn run(
         .timeout(Duration::from_secs(30))
         .add_service(health)
         .add_service(proto::v1::users_server::UsersServer::new(
-            grpc::UsersApi::new(pool),
+            grpc::UsersApi::new(pool, revoker),
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await

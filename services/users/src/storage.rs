@@ -92,16 +92,6 @@ pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<O
         .await
 }
 
-/// Deletes an app with its keys, app users and devices (by cascade); false when it did
-/// not exist.
-pub(crate) async fn delete_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM apps WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() > 0)
-}
-
 /// The app an app token belongs to (unique index on `app_token`).
 pub(crate) async fn app_by_token(
     db: impl PgExecutor<'_>,

@@ -106,6 +106,24 @@ pub(crate) async fn delete(
     Ok(Json(json!({})))
 }
 
+/// `POST /v1/apps/{appId}/token/rotate`: a new app token; the old one stops working on
+/// every gateway within a second.
+pub(crate) async fn rotate_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require_account_scope()?;
+    let app = state
+        .clients
+        .users
+        .clone()
+        .rotate_app_token(pb::GetAppRequest { app_id })
+        .await?
+        .into_inner();
+    Ok(Json(json!({"app": app_json(app)})))
+}
+
 pub(crate) async fn create_key(
     State(state): State<AppState>,
     caller: Caller,

@@ -7,6 +7,7 @@ mod conversation_state;
 mod devices;
 mod health;
 mod media;
+mod ready;
 mod webhooks;
 mod whispers;
 
@@ -47,6 +48,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{app_id}", get(apps::get).delete(apps::delete))
+        .route("/v1/apps/{app_id}/token/rotate", post(apps::rotate_token))
         .route(
             "/v1/apps/{app_id}/keys",
             post(apps::create_key).get(apps::list_keys),
@@ -74,8 +76,13 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/media/{app_id}/{key}", get(media::download))
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(ready::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ratelimit::limit,
+        ))
         .layer(CorsLayer::very_permissive())
         .with_state(state)
 }

@@ -49,6 +49,7 @@ pub(crate) async fn start() -> Service {
     let config = users::Config {
         database_url: database_url(),
         max_connections: 5,
+        redis: None,
     };
     tokio::spawn(users::run(config, listener, shutdown.clone()));
     let client = Client::connect(format!("http://{addr}")).await.unwrap();
