@@ -40,7 +40,11 @@ pub struct Clients {
 
 /// Splits `host:port` (optionally behind `http://`) into its parts.
 fn host_port(addr: &str) -> anyhow::Result<(String, u16)> {
-    let bare = addr.split("://").last().unwrap_or(addr).trim_end_matches('/');
+    let bare = addr
+        .split("://")
+        .last()
+        .unwrap_or(addr)
+        .trim_end_matches('/');
     let (host, port) = bare
         .rsplit_once(':')
         .ok_or_else(|| anyhow!("gRPC address {addr:?} must be host:port"))?;
@@ -139,8 +143,14 @@ mod tests {
 
     #[test]
     fn addresses_split_into_host_and_port() {
-        assert_eq!(host_port("127.0.0.1:50051").unwrap(), ("127.0.0.1".into(), 50051));
-        assert_eq!(host_port("http://smooch-users:50051").unwrap(), ("smooch-users".into(), 50051));
+        assert_eq!(
+            host_port("127.0.0.1:50051").unwrap(),
+            ("127.0.0.1".into(), 50051)
+        );
+        assert_eq!(
+            host_port("http://smooch-users:50051").unwrap(),
+            ("smooch-users".into(), 50051)
+        );
         assert_eq!(host_port("[::1]:9").unwrap(), ("::1".into(), 9));
         assert!(host_port("nohost").is_err());
         assert!(host_port("host:notaport").is_err());
