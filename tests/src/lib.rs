@@ -169,7 +169,18 @@ pub async fn parts(response: reqwest::Response) -> (StatusCode, Value) {
 impl Suite {
     /// A request to `path` (such as `/v1/init`) with `auth`.
     pub fn request(&self, method: Method, path: &str, auth: &Auth) -> RequestBuilder {
-        let request = self.http.request(method, format!("{}{path}", self.base));
+        self.request_at(&self.base, method, path, auth)
+    }
+
+    /// A request to `path` on the gateway at `base` (another gateway of the suite).
+    pub fn request_at(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+    ) -> RequestBuilder {
+        let request = self.http.request(method, format!("{base}{path}"));
         match auth {
             Auth::None => request,
             Auth::AppToken(t) => request.header("app-token", t),
@@ -186,6 +197,22 @@ impl Suite {
         body: Option<Value>,
     ) -> (StatusCode, Value) {
         let mut request = self.request(method, path, auth);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        parts(request.send().await.unwrap()).await
+    }
+
+    /// Sends a JSON request to the gateway at `base` and returns status and body.
+    pub async fn call_at(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        auth: &Auth,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.request_at(base, method, path, auth);
         if let Some(body) = body {
             request = request.json(&body);
         }
