@@ -120,6 +120,7 @@ pub async fn run_role(
     settings: &Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    telemetry::metrics::install();
     let mut tasks = JoinSet::new();
     match role {
         Role::Gateway => {
@@ -185,6 +186,7 @@ pub async fn start_all(
     settings: &Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
+    telemetry::metrics::install();
     migrate(settings).await?;
     let configured = settings
         .account_key

@@ -81,7 +81,16 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> anyhow
         Err(e) if is_sqlstate(&e, UNIQUE_VIOLATION) || is_sqlstate(&e, DUPLICATE_SCHEMA) => {}
         Err(e) => return Err(e).with_context(|| format!("creating schema {schema}")),
     }
-    migrator
+    // A database already migrated by a newer release (a rolling upgrade, a rollback, a test
+    // database shared with newer work) must not stop this one: migrations only ever add.
+    let mut tolerant = Migrator {
+        migrations: migrator.migrations.clone(),
+        ignore_missing: true,
+        locking: migrator.locking,
+        no_tx: migrator.no_tx,
+    };
+    tolerant
+        .set_ignore_missing(true)
         .run(pool)
         .await
         .with_context(|| format!("migrating schema {schema}"))

@@ -13,6 +13,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 /// The filter used when `RUST_LOG` is unset.
@@ -58,6 +59,17 @@ fn tracer_provider(service: &str) -> SdkTracerProvider {
     builder.build()
 }
 
+/// Spans go to OpenTelemetry at `info` and above whatever `RUST_LOG` says of logs, so trace
+/// ids and propagation do not depend on the log level.
+fn otel_layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("smooch"))
+        .with_filter(LevelFilter::INFO)
+}
+
 /// Installs the global subscriber and propagator for a process running `service` (the
 /// role name). Spans always carry OpenTelemetry trace ids, so propagation and log
 /// correlation work with or without an exporter. Later calls do nothing.
@@ -65,22 +77,24 @@ pub fn init(service: &str) -> Guard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = PROVIDER.get_or_init(|| tracer_provider(service)).clone();
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("smooch"));
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let json = std::env::var("SMOOCH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let registry = tracing_subscriber::registry().with(otel_layer(&provider));
     let result = if json {
         registry
             .with(
                 fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter),
             )
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(true)).try_init()
+        registry
+            .with(fmt::layer().with_target(true).with_filter(filter))
+            .try_init()
     };
     if result.is_ok() {
         tracing::debug!(service, "telemetry initialised");
@@ -96,8 +110,7 @@ pub fn init_for_tests() {
     opentelemetry::global::set_tracer_provider(provider.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("smooch")))
-        .with(fmt::layer().with_test_writer())
+        .with(otel_layer(&provider))
+        .with(fmt::layer().with_test_writer().with_filter(filter))
         .try_init();
 }

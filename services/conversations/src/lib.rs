@@ -54,6 +54,7 @@ pub async fn run(
         .await;
     tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
     tonic::transport::Server::builder()
+        .layer(telemetry::grpc::ServerLayer)
         .timeout(Duration::from_secs(30))
         .add_service(health)
         .add_service(proto::v1::conversations_server::ConversationsServer::new(

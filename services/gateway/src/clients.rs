@@ -14,7 +14,9 @@ use proto::v1::{
     conversations_client::ConversationsClient, media_client::MediaClient,
     users_client::UsersClient, webhooks_client::WebhooksClient,
 };
+use telemetry::grpc::InjectContext;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
@@ -23,17 +25,20 @@ use crate::Config;
 /// How often DNS names of backing services are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 
+/// A channel that sends the current trace context with every call.
+pub type TracedChannel = InterceptedService<Channel, InjectContext>;
+
 /// One client per backing service; cheap to clone.
 #[derive(Clone)]
 pub struct Clients {
     /// Apps, keys and app users.
-    pub users: UsersClient<Channel>,
+    pub users: UsersClient<TracedChannel>,
     /// Conversations and messages.
-    pub conversations: ConversationsClient<Channel>,
+    pub conversations: ConversationsClient<TracedChannel>,
     /// Media bytes.
-    pub media: MediaClient<Channel>,
+    pub media: MediaClient<TracedChannel>,
     /// Webhook subscriptions.
-    pub webhooks: WebhooksClient<Channel>,
+    pub webhooks: WebhooksClient<TracedChannel>,
     /// The channels by service name, for health checks.
     pub channels: Vec<(&'static str, Channel)>,
 }
@@ -123,10 +128,13 @@ impl Clients {
         let media = channel(&config.media_addr, config, shutdown)?;
         let webhooks = channel(&config.webhooks_addr, config, shutdown)?;
         Ok(Clients {
-            users: UsersClient::new(users.clone()),
-            conversations: ConversationsClient::new(conversations.clone()),
-            media: MediaClient::new(media.clone()),
-            webhooks: WebhooksClient::new(webhooks.clone()),
+            users: UsersClient::with_interceptor(users.clone(), InjectContext),
+            conversations: ConversationsClient::with_interceptor(
+                conversations.clone(),
+                InjectContext,
+            ),
+            media: MediaClient::with_interceptor(media.clone(), InjectContext),
+            webhooks: WebhooksClient::with_interceptor(webhooks.clone(), InjectContext),
             channels: vec![
                 ("users", users),
                 ("conversations", conversations),

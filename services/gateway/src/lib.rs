@@ -6,6 +6,7 @@ mod clients;
 mod credentials;
 mod error;
 mod extract;
+mod observe;
 mod ratelimit;
 mod routes;
 
@@ -15,7 +16,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use clients::Clients;
+pub use clients::{Clients, TracedChannel};
 pub use error::ApiError;
 pub use ratelimit::RateLimitConfig;
 

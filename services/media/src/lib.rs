@@ -59,6 +59,7 @@ pub async fn run(
         "media service listening"
     );
     tonic::transport::Server::builder()
+        .layer(telemetry::grpc::ServerLayer)
         // Uploads and downloads of the largest images on slow links take a while.
         .timeout(Duration::from_secs(120))
         .add_service(health)

@@ -87,6 +87,7 @@ pub async fn run(
         .await;
     tracing::info!(addr = %listener.local_addr()?, "users service listening");
     tonic::transport::Server::builder()
+        .layer(telemetry::grpc::ServerLayer)
         .timeout(Duration::from_secs(30))
         .add_service(health)
         .add_service(proto::v1::users_server::UsersServer::new(

@@ -11,6 +11,7 @@ mod devices;
 mod images;
 mod isolation;
 mod merge;
+mod operations;
 mod pagination;
 mod ratelimits;
 mod read;

@@ -77,12 +77,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/media/{app_id}/{key}", get(media::download))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(ready::readyz))
+        .route("/metrics", get(crate::observe::metrics_page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::ratelimit::limit,
         ))
+        // Outermost but CORS: rate-limited answers are traced and counted too.
+        .layer(axum::middleware::from_fn(crate::observe::trace_requests))
         .layer(CorsLayer::very_permissive())
         .with_state(state)
 }
