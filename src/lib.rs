@@ -3,6 +3,7 @@
 //! through the same functions.
 
 pub mod admin;
+pub mod ops;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ pub enum Role {
     Media,
     /// Webhook subscriptions (gRPC).
     Webhooks,
+    /// Webhook delivery from the bus (no listener).
+    WebhookWorker,
 }
 
 impl Role {
@@ -39,6 +42,7 @@ impl Role {
             Role::Conversations => "conversations",
             Role::Media => "media",
             Role::Webhooks => "webhooks",
+            Role::WebhookWorker => "webhook-worker",
         }
     }
 }
@@ -50,6 +54,57 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     conversations::migrate(&settings.database_url).await?;
     webhooks::migrate(&settings.database_url).await?;
     Ok(())
+}
+
+/// Stores the operator's configured account key (or, with none configured, makes sure one
+/// exists), as `smooch migrate` and `smooch all` do after migrating.
+pub async fn ensure_account_key(settings: &Settings) -> anyhow::Result<users::AccountKey> {
+    let configured = settings
+        .account_key
+        .as_ref()
+        .map(|(id, secret)| (id.clone(), secret.expose_secret().to_owned()));
+    users::ensure_account_key(&settings.database_url, configured).await
+}
+
+/// The conversations service's outbox relay target.
+fn relay_target(settings: &Settings) -> conversations::RelayTarget {
+    conversations::RelayTarget {
+        amqp_url: settings.amqp_url.clone(),
+        amqp_prefix: settings.amqp_prefix.clone(),
+    }
+}
+
+/// The webhook worker's settings, with the suite's broker and webhooks address.
+fn worker_config(settings: &Settings, webhooks_addr: String) -> webhook_worker::Config {
+    webhook_worker::Config {
+        amqp_url: settings.amqp_url.clone(),
+        amqp_prefix: settings.amqp_prefix.clone(),
+        webhooks_grpc_addr: webhooks_addr,
+        ..settings.webhook_worker.clone()
+    }
+}
+
+/// What a role's `/readyz` checks.
+fn readiness_checks(role: Role, settings: &Settings) -> anyhow::Result<Vec<ops::Check>> {
+    let postgres = || -> anyhow::Result<ops::Check> {
+        Ok(ops::Check::Postgres(db::connect(
+            &settings.database_url,
+            "public",
+            1,
+        )?))
+    };
+    let broker = || ops::Check::Tcp("rabbitmq", ops::amqp_host_port(&settings.amqp_url));
+    let own = || ops::Check::Grpc("grpc", settings.grpc_addr(role.name()));
+    Ok(match role {
+        Role::Users | Role::Webhooks => vec![own(), postgres()?],
+        Role::Conversations => vec![own(), postgres()?, broker()],
+        Role::Media => vec![own()],
+        Role::WebhookWorker => vec![
+            broker(),
+            ops::Check::Grpc("webhooks", settings.grpc_addr("webhooks")),
+        ],
+        Role::Gateway => Vec::new(),
+    })
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
@@ -82,6 +137,7 @@ fn spawn_grpc_role(
             let config = conversations::Config {
                 database_url,
                 max_connections,
+                relay: Some(relay_target(settings)),
             };
             tasks.spawn(conversations::run(config, listener, shutdown));
         }
@@ -96,7 +152,7 @@ fn spawn_grpc_role(
             let config = media::Config::new(settings.media_dir.clone());
             tasks.spawn(media::run(config, listener, shutdown));
         }
-        Role::Gateway => {}
+        Role::Gateway | Role::WebhookWorker => {}
     }
 }
 
@@ -133,10 +189,18 @@ pub async fn run_role(
                 shutdown.clone(),
             ));
         }
+        Role::WebhookWorker => {
+            let config = worker_config(settings, settings.grpc_addr("webhooks"));
+            tasks.spawn(webhook_worker::run(config, shutdown.clone()));
+        }
         grpc => {
             let listener = bind(&settings.grpc_addr(grpc.name()), grpc.name()).await?;
             spawn_grpc_role(&mut tasks, grpc, settings, listener, shutdown.clone());
         }
+    }
+    if let Some(addr) = settings.admin_addr(role.name()) {
+        let checks = readiness_checks(role, settings)?;
+        tasks.spawn(ops::serve(addr, checks, shutdown.clone()));
     }
     wait(tasks, shutdown).await
 }
@@ -188,11 +252,7 @@ pub async fn start_all(
 ) -> anyhow::Result<Running> {
     telemetry::metrics::install();
     migrate(settings).await?;
-    let configured = settings
-        .account_key
-        .as_ref()
-        .map(|(id, secret)| (id.clone(), secret.expose_secret().to_owned()));
-    let account_key = users::ensure_account_key(&settings.database_url, configured).await?;
+    let account_key = ensure_account_key(settings).await?;
 
     let mut tasks = JoinSet::new();
     let mut addrs: Vec<String> = Vec::new();
@@ -221,6 +281,8 @@ pub async fn start_all(
     let addrs: [String; 4] = addrs
         .try_into()
         .map_err(|_| anyhow::anyhow!("expected four gRPC roles"))?;
+    let worker = worker_config(&settings, addrs[3].clone());
+    tasks.spawn(webhook_worker::run(worker, shutdown.clone()));
     let gateway_config = gateway_config(&settings, addrs);
     tasks.spawn(gateway::run(
         gateway_config.clone(),

@@ -30,6 +30,8 @@ enum Command {
     Media,
     /// Run the webhooks service (gRPC).
     Webhooks,
+    /// Run the webhook worker: delivers message events to webhooks.
+    WebhookWorker,
     /// Create the database if needed and apply every migration.
     Migrate,
     /// Manage apps through the HTTP API (needs the account key in the environment).
@@ -157,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Conversations => "conversations",
         Command::Media => "media",
         Command::Webhooks => "webhooks",
+        Command::WebhookWorker => "webhook-worker",
         Command::Migrate => "migrate",
         Command::Apps { .. } => "admin",
     };
@@ -175,9 +178,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Conversations => single(Role::Conversations).await,
         Command::Media => single(Role::Media).await,
         Command::Webhooks => single(Role::Webhooks).await,
+        Command::WebhookWorker => single(Role::WebhookWorker).await,
         Command::Migrate => {
             let settings = Settings::from_env()?;
             smooch::migrate(&settings).await?;
+            // Stores the configured account key, so a split deployment (where no process runs
+            // `smooch all`) can use it.
+            if settings.account_key.is_some() {
+                smooch::ensure_account_key(&settings).await?;
+            }
             println!("migrations applied");
             Ok(())
         }

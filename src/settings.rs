@@ -33,6 +33,16 @@ pub struct Settings {
     pub account_key: Option<(String, SecretString)>,
     /// Local media storage (`SMOOCH_MEDIA_DIR`, default `data/media`).
     pub media_dir: PathBuf,
+    /// The webhook worker's settings (`SMOOCH_WEBHOOK_*`; see `webhook_worker::Config`).
+    pub webhook_worker: webhook_worker::Config,
+    /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`) of each role that serves no
+    /// HTTP API: `SMOOCH_USERS_ADMIN_ADDR`, `SMOOCH_CONVERSATIONS_ADMIN_ADDR`,
+    /// `SMOOCH_MEDIA_ADMIN_ADDR`, `SMOOCH_WEBHOOKS_ADMIN_ADDR`,
+    /// `SMOOCH_WEBHOOK_WORKER_ADMIN_ADDR`; unset runs none.
+    pub admin_addrs: Vec<(String, SocketAddr)>,
+    /// How long a stopping process waits for in-flight work (`SMOOCH_SHUTDOWN_GRACE_MS`,
+    /// default 25000).
+    pub shutdown_grace: std::time::Duration,
     /// Users service address (`SMOOCH_USERS_GRPC_ADDR`, default `127.0.0.1:50051`; for
     /// `smooch all`, a free loopback port unless set).
     pub users_grpc_addr: Option<String>,
@@ -74,6 +84,9 @@ impl Default for Settings {
             amqp_prefix: "smooch".to_owned(),
             account_key: None,
             media_dir: PathBuf::from("data/media"),
+            webhook_worker: webhook_worker::Config::default(),
+            admin_addrs: Vec::new(),
+            shutdown_grace: std::time::Duration::from_millis(25_000),
             users_grpc_addr: None,
             conversations_grpc_addr: None,
             media_grpc_addr: None,
@@ -124,6 +137,27 @@ fn url(name: &str, default: String, schemes: &[&str]) -> anyhow::Result<String> 
                 .join(" or ")
         ))
     }
+}
+
+/// Roles that serve no HTTP API, by the name their admin address variable uses.
+pub const ADMIN_ROLES: [(&str, &str); 5] = [
+    ("users", "USERS"),
+    ("conversations", "CONVERSATIONS"),
+    ("media", "MEDIA"),
+    ("webhooks", "WEBHOOKS"),
+    ("webhook-worker", "WEBHOOK_WORKER"),
+];
+
+fn admin_addrs() -> anyhow::Result<Vec<(String, SocketAddr)>> {
+    let mut addrs = Vec::new();
+    for (role, var_part) in ADMIN_ROLES {
+        let name = format!("SMOOCH_{var_part}_ADMIN_ADDR");
+        if var(&name)?.is_some() {
+            let addr = parsed(&name, SocketAddr::from(([127, 0, 0, 1], 9090)), "host:port")?;
+            addrs.push((role.to_owned(), addr));
+        }
+    }
+    Ok(addrs)
 }
 
 fn grpc_addr(name: &str) -> anyhow::Result<Option<String>> {
@@ -239,6 +273,13 @@ impl Settings {
             media_dir: var("SMOOCH_MEDIA_DIR")?
                 .map(PathBuf::from)
                 .unwrap_or(d.media_dir),
+            webhook_worker: webhook_worker::Config::from_env()?,
+            admin_addrs: admin_addrs()?,
+            shutdown_grace: std::time::Duration::from_millis(parsed(
+                "SMOOCH_SHUTDOWN_GRACE_MS",
+                25_000,
+                "milliseconds",
+            )?),
             users_grpc_addr: grpc_addr("SMOOCH_USERS_GRPC_ADDR")?,
             conversations_grpc_addr: grpc_addr("SMOOCH_CONVERSATIONS_GRPC_ADDR")?,
             media_grpc_addr: grpc_addr("SMOOCH_MEDIA_GRPC_ADDR")?,
@@ -246,6 +287,14 @@ impl Settings {
             rate_limit: rate_limit(d.rate_limit)?,
             credential_cache: credential_cache(d.credential_cache)?,
         })
+    }
+
+    /// The admin address of `role`, if one is configured.
+    pub fn admin_addr(&self, role: &str) -> Option<SocketAddr> {
+        self.admin_addrs
+            .iter()
+            .find(|(name, _)| name == role)
+            .map(|(_, addr)| *addr)
     }
 
     /// The base URL of media links.

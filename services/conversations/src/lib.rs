@@ -4,6 +4,7 @@
 
 mod error;
 mod grpc;
+mod relay;
 mod rules;
 mod storage;
 
@@ -33,6 +34,18 @@ pub struct Config {
     pub database_url: String,
     /// Largest number of pooled Postgres connections. Default 10.
     pub max_connections: u32,
+    /// Where the outbox relay publishes events; `None` runs no relay here (the rows wait
+    /// for a replica that runs one).
+    pub relay: Option<RelayTarget>,
+}
+
+/// The broker the outbox relay publishes to.
+#[derive(Debug, Clone)]
+pub struct RelayTarget {
+    /// RabbitMQ URL (`SMOOCH_AMQP_URL`).
+    pub amqp_url: String,
+    /// Prefix of exchanges and queues (`SMOOCH_AMQP_PREFIX`).
+    pub amqp_prefix: String,
 }
 
 /// Applies this service's migrations.
@@ -48,6 +61,19 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
+    let relay = config
+        .relay
+        .as_ref()
+        .map(|target| {
+            bus::Relay::spawn(
+                pool.clone(),
+                &target.amqp_url,
+                &target.amqp_prefix,
+                "conversations",
+                shutdown.clone(),
+            )
+        })
+        .unwrap_or_default();
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::conversations_server::ConversationsServer<grpc::ConversationsApi>>()
@@ -55,6 +81,7 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
     tonic::transport::Server::builder()
         .layer(telemetry::grpc::ServerLayer)
+        .layer(relay::PokeAfterWrites(relay))
         .timeout(Duration::from_secs(30))
         .add_service(health)
         .add_service(proto::v1::conversations_server::ConversationsServer::new(

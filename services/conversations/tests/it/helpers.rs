@@ -39,6 +39,7 @@ pub(crate) async fn spawn() -> TestApp {
     let config = conversations::Config {
         database_url: url.clone(),
         max_connections: 5,
+        relay: None,
     };
     tokio::spawn(conversations::run(config, listener, shutdown.clone()));
     let client = ConversationsClient::connect(format!("http://{addr}"))
