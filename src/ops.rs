@@ -48,9 +48,13 @@ impl Check {
                     } else {
                         format!("http://{addr}")
                     };
-                    let Ok(mut client) = HealthClient::connect(url).await else {
+                    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url) else {
                         return false;
                     };
+                    let Ok(channel) = endpoint.connect().await else {
+                        return false;
+                    };
+                    let mut client = HealthClient::new(channel);
                     client
                         .check(HealthCheckRequest {
                             service: String::new(),
@@ -84,9 +88,11 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(checks): State<Arc<Vec<Check>>>) -> (StatusCode, Json<Value>) {
-    let results = futures::future::join_all(checks.iter().map(|c| async move {
-        (c.name(), c.passes().await)
-    }))
+    let results = futures::future::join_all(
+        checks
+            .iter()
+            .map(|c| async move { (c.name(), c.passes().await) }),
+    )
     .await;
     let ready = results.iter().all(|(_, ok)| *ok);
     let details: Map<String, Value> = results
@@ -138,7 +144,13 @@ mod tests {
 
     #[test]
     fn amqp_urls_give_their_host_and_port() {
-        assert_eq!(amqp_host_port("amqp://guest:guest@127.0.0.1:5672/%2f"), "127.0.0.1:5672");
-        assert_eq!(amqp_host_port("amqps://rabbit.internal/vhost"), "rabbit.internal:5672");
+        assert_eq!(
+            amqp_host_port("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "127.0.0.1:5672"
+        );
+        assert_eq!(
+            amqp_host_port("amqps://rabbit.internal/vhost"),
+            "rabbit.internal:5672"
+        );
     }
 }

@@ -32,7 +32,9 @@ pub(crate) struct PokeService<S> {
 
 /// Whether the gRPC method at `path` only reads (`/smooch.v1.Conversations/GetConversation`).
 fn is_read(path: &str) -> bool {
-    path.rsplit('/').next().is_some_and(|m| m.starts_with("Get") || m.starts_with("List"))
+    path.rsplit('/')
+        .next()
+        .is_some_and(|m| m.starts_with("Get") || m.starts_with("List"))
         || path.starts_with("/grpc.health")
 }
 

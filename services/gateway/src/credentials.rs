@@ -1,11 +1,11 @@
 //! The users service as the credential cache's source of truth: the gRPC lookups behind
 //! `auth::CredentialCache`, with "not found" meaning an unknown credential.
 
+use crate::clients::TracedChannel;
 use auth::{CredentialSource, KeyInfo};
 use domain::ErrorCode;
 use proto::v1 as pb;
 use proto::v1::users_client::UsersClient;
-use tonic::transport::Channel;
 
 use crate::error::ApiError;
 
@@ -14,11 +14,11 @@ pub(crate) type Credentials = auth::CredentialCache<UsersSource>;
 
 /// Looks credentials up with the users service.
 pub(crate) struct UsersSource {
-    users: UsersClient<Channel>,
+    users: UsersClient<TracedChannel>,
 }
 
 impl UsersSource {
-    pub(crate) fn new(users: UsersClient<Channel>) -> Self {
+    pub(crate) fn new(users: UsersClient<TracedChannel>) -> Self {
         UsersSource { users }
     }
 }
