@@ -1,0 +1,196 @@
+//! What every scenario gets: the API client, the suite's pid and database, the webhook
+//! sink, the process watcher, the sizes (smoke or full), and the helpers that turn a step
+//! into a table row.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Map;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+use crate::load::{Latency, Step, StepRun};
+use crate::procstat::{Snapshot, Watched};
+use crate::report::{Machine, Report, Row};
+use crate::sink::Sink;
+use crate::suite::Suite;
+
+/// The command line's settings that scenarios read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Tiny sizes.
+    pub smoke: bool,
+    /// Account key id.
+    pub account_key_id: String,
+    /// Account secret.
+    pub account_secret: String,
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Seconds per fixed-rate step.
+    pub step_seconds: Option<f64>,
+    /// Ladder rates.
+    pub rates: Option<Vec<f64>>,
+    /// Size of the big conversation.
+    pub big_conversation: Option<u64>,
+}
+
+/// Shared by the scenarios of one run.
+pub struct Ctx {
+    /// The command line.
+    pub settings: Settings,
+    /// The suite's API.
+    pub api: Api,
+    /// The suite's pid, when known.
+    pub suite_pid: Option<u32>,
+    /// The suite's database.
+    pub database_url: String,
+    /// A prefix for the floor's queue and Redis key.
+    pub prefix: String,
+    /// The suite binary, for reports.
+    pub suite_binary: String,
+    /// Where results go.
+    pub out: PathBuf,
+    /// CPU of the processes.
+    pub watched: Watched,
+    /// The machine.
+    pub machine: Machine,
+    /// The webhook sink.
+    pub sink: Sink,
+    next_step: AtomicU32,
+    shutdown: CancellationToken,
+}
+
+impl Ctx {
+    /// Sets up the context of a run against `suite`.
+    pub async fn new(settings: &Settings, suite: &Suite, out: PathBuf) -> anyhow::Result<Ctx> {
+        let shutdown = CancellationToken::new();
+        let sink = Sink::start(16, shutdown.clone()).await?;
+        let machine = Machine::describe(&suite.database_url, &settings.redis_url).await;
+        Ok(Ctx {
+            api: Api::new(
+                &suite.base,
+                &settings.account_key_id,
+                &settings.account_secret,
+            )?,
+            suite_pid: suite.pid,
+            database_url: suite.database_url.clone(),
+            prefix: suite
+                .amqp_prefix
+                .clone()
+                .unwrap_or_else(|| format!("bench-{}", std::process::id())),
+            suite_binary: suite.binary.clone(),
+            out,
+            watched: Watched::new(suite.pid),
+            machine,
+            sink,
+            settings: settings.clone(),
+            next_step: AtomicU32::new(1),
+            shutdown,
+        })
+    }
+
+    /// Stops the sink.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A fresh step number for the sink's receipts.
+    pub fn step_id(&self) -> u32 {
+        self.next_step.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Smoke or full.
+    pub fn smoke(&self) -> bool {
+        self.settings.smoke
+    }
+
+    /// A fixed-rate step at `rate` of the configured length.
+    pub fn step(&self, rate: f64) -> Step {
+        let seconds = self
+            .settings
+            .step_seconds
+            .unwrap_or(if self.smoke() { 2.0 } else { 12.0 });
+        let duration = Duration::from_secs_f64(seconds);
+        Step {
+            rate,
+            duration,
+            // A sixth of the step warms connections and caches up, unrecorded.
+            warmup: duration / 6,
+            max_in_flight: 1024,
+        }
+    }
+
+    /// A new report of `scenario` (start time and load average now).
+    pub fn report(&self, scenario: &str) -> Report {
+        Report {
+            scenario: scenario.to_owned(),
+            smoke: self.smoke(),
+            started_at: crate::report::now_utc(),
+            machine: self.machine.clone(),
+            load_average_start: crate::report::load_average(),
+            load_average_end: [0.0; 3],
+            suite_binary: self.suite_binary.clone(),
+            suite_peak_rss_mib: None,
+            headline: Map::new(),
+            rows: Vec::new(),
+            failures: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Stamps the end of a report: load average and the suite's peak RSS.
+    pub fn finish(&self, report: &mut Report) {
+        report.load_average_end = crate::report::load_average();
+        report.suite_peak_rss_mib = self
+            .suite_pid
+            .and_then(crate::procstat::memory_mib)
+            .map(|(peak, _)| peak);
+    }
+
+    /// CPU counters now.
+    pub fn cpu(&self) -> (Snapshot, Instant) {
+        (self.watched.snapshot(), Instant::now())
+    }
+
+    /// A table row of an open-loop step.
+    pub fn step_row(
+        &self,
+        label: String,
+        step: &Step,
+        run: &StepRun,
+        cpu_before: &(Snapshot, Instant),
+    ) -> Row {
+        let after = self.watched.snapshot();
+        let seconds = cpu_before.1.elapsed().as_secs_f64();
+        Row {
+            label,
+            offered: format!("{:.0}/s", step.rate),
+            achieved_per_s: run.achieved_rate(step),
+            ok: run.recorded_ok,
+            failed: run.recorded_failed,
+            latency: Latency::of(&run.histogram),
+            // Every request of the step (warm-up included) cost the CPU measured.
+            cpu: self
+                .watched
+                .cost(&cpu_before.0, &after, run.ok + run.failed, seconds),
+            extra: Map::new(),
+        }
+    }
+}
+
+/// Whether a step held the latency objective: p99 within `p99_ms`, at most 0.1% failed,
+/// and at least 95% of the offered rate achieved.
+pub fn held(row: &Row, rate: f64, p99_ms: f64) -> bool {
+    let total = (row.ok + row.failed).max(1) as f64;
+    row.latency.p99 <= p99_ms
+        && (row.failed as f64) / total <= 0.001
+        && row.achieved_per_s >= 0.95 * rate
+}
+
+/// Whether a step was so far past saturation that higher rates are pointless.
+pub fn saturated(row: &Row, rate: f64) -> bool {
+    row.latency.p99 > 2_000.0 || row.achieved_per_s < 0.8 * rate
+}

@@ -1,0 +1,156 @@
+//! CPU time and memory of the processes a scenario loads, read from `/proc`: the suite
+//! (`smooch all`), this harness, and the Postgres, RabbitMQ and Redis servers.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use serde::Serialize;
+
+/// The processes whose CPU a scenario reports, by name.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// The suite's pid, when the harness knows it (it started the suite, or `--suite-pid`).
+    pub suite: Option<u32>,
+    /// Clock ticks per second of `utime`/`stime`.
+    ticks_per_second: f64,
+}
+
+/// Cumulative CPU ticks of each watched group at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    ticks: BTreeMap<&'static str, u64>,
+}
+
+/// CPU seconds per 1,000 operations of one process group over an interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuCost {
+    /// `smooch`, `bench`, `postgres`, `rabbitmq` or `redis`.
+    pub process: &'static str,
+    /// CPU seconds (user + system) spent in the interval.
+    pub cpu_seconds: f64,
+    /// CPU seconds per 1,000 operations.
+    pub per_1000_ops: f64,
+    /// Average cores busy over the interval.
+    pub cores: f64,
+}
+
+/// `(comm, utime + stime, cutime + cstime, ppid)` of one process.
+fn stat(pid: u32) -> Option<(String, u64, u64, u32)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm is in parentheses and may hold spaces: split after the last ')'.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    let rest: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
+    // Fields after comm, 0-based: 0 state, 1 ppid, ... 11 utime, 12 stime, 13 cutime, 14 cstime.
+    let field = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok());
+    let ppid = u32::try_from(field(1)?).ok()?;
+    Some((comm, field(11)? + field(12)?, field(13)? + field(14)?, ppid))
+}
+
+fn pids() -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The group a server process belongs to, by its command name.
+fn server_group(comm: &str) -> Option<&'static str> {
+    match comm {
+        "postgres" => Some("postgres"),
+        "beam.smp" => Some("rabbitmq"),
+        "redis-server" => Some("redis"),
+        _ => None,
+    }
+}
+
+impl Watched {
+    /// Watches the suite at `suite` (if known) and the servers.
+    pub fn new(suite: Option<u32>) -> Self {
+        let ticks_per_second = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .unwrap_or(100.0);
+        Watched {
+            suite,
+            ticks_per_second,
+        }
+    }
+
+    /// Cumulative CPU ticks of every group now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut ticks: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let me = std::process::id();
+        let all: Vec<(u32, (String, u64, u64, u32))> = pids()
+            .into_iter()
+            .filter_map(|pid| Some((pid, stat(pid)?)))
+            .collect();
+        for (pid, (comm, own, children, ppid)) in &all {
+            if *pid == me {
+                *ticks.entry("bench").or_default() += own;
+            } else if Some(*pid) == self.suite {
+                *ticks.entry("smooch").or_default() += own;
+            } else if let Some(group) = server_group(comm) {
+                *ticks.entry(group).or_default() += own;
+                // Postgres forks a backend per connection: the CPU of backends that have
+                // exited is counted in the postmaster's (the root postgres process)
+                // children's time.
+                let parent_is_same = all
+                    .iter()
+                    .any(|(p, (c, ..))| p == ppid && server_group(c) == Some(group));
+                if group == "postgres" && !parent_is_same {
+                    *ticks.entry(group).or_default() += children;
+                }
+            }
+        }
+        Snapshot { ticks }
+    }
+
+    /// CPU per 1,000 operations of each group between two snapshots `seconds` apart.
+    pub fn cost(
+        &self,
+        before: &Snapshot,
+        after: &Snapshot,
+        ops: u64,
+        seconds: f64,
+    ) -> Vec<CpuCost> {
+        after
+            .ticks
+            .iter()
+            .map(|(process, end)| {
+                let start = before.ticks.get(process).copied().unwrap_or(0);
+                let cpu_seconds = end.saturating_sub(start) as f64 / self.ticks_per_second;
+                CpuCost {
+                    process,
+                    cpu_seconds,
+                    per_1000_ops: if ops == 0 {
+                        0.0
+                    } else {
+                        cpu_seconds * 1000.0 / ops as f64
+                    },
+                    cores: if seconds > 0.0 {
+                        cpu_seconds / seconds
+                    } else {
+                        0.0
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// A process's peak and current resident set in MiB (`VmHWM`, `VmRSS`).
+pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse::<f64>().ok()
+    };
+    Some((kib("VmHWM:")? / 1024.0, kib("VmRSS:")? / 1024.0))
+}

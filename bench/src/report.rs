@@ -1,0 +1,295 @@
+//! Results: one JSON file and one markdown table per scenario under the output directory,
+//! with the machine and the conditions they were taken under, and `summary.md` gathering
+//! the tables of every scenario run so far.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::load::Latency;
+use crate::procstat::CpuCost;
+
+/// The machine the numbers were taken on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Online cores.
+    pub cores: usize,
+    /// Memory, GiB.
+    pub memory_gib: f64,
+    /// `uname -sr`.
+    pub kernel: String,
+    /// `SELECT version()`.
+    pub postgres: String,
+    /// Redis `redis_version`.
+    pub redis: String,
+    /// RabbitMQ's Debian package version.
+    pub rabbitmq: String,
+}
+
+/// The load average, to tell a quiet machine from a busy one.
+pub fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = text
+        .split_whitespace()
+        .map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
+    [
+        it.next().unwrap_or(f64::NAN),
+        it.next().unwrap_or(f64::NAN),
+        it.next().unwrap_or(f64::NAN),
+    ]
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl Machine {
+    /// Describes this machine and its servers.
+    pub async fn describe(database_url: &str, redis_url: &str) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_gib = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|kib| (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0)
+            .unwrap_or(0.0);
+        let postgres = async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(database_url).await.ok()?;
+            sqlx::query_scalar::<_, String>("SELECT version()")
+                .fetch_one(&mut conn)
+                .await
+                .ok()
+        }
+        .await
+        .unwrap_or_default();
+        let redis = async {
+            let client = redis::Client::open(redis_url).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("redis_version:"))
+                .map(|v| v.trim().to_owned())
+        }
+        .await
+        .unwrap_or_default();
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            memory_gib,
+            kernel: command_output("uname", &["-sr"]),
+            postgres: postgres.split(" on ").next().unwrap_or_default().to_owned(),
+            redis,
+            rabbitmq: command_output("dpkg-query", &["-W", "-f=${Version}", "rabbitmq-server"]),
+        }
+    }
+}
+
+/// One row of a scenario's table: a fixed-rate step or a floor measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// What the row measures.
+    pub label: String,
+    /// Operations started per second (open loop), or the concurrency (closed loop).
+    pub offered: String,
+    /// Operations completed per second.
+    pub achieved_per_s: f64,
+    /// Completed operations (after warm-up).
+    pub ok: u64,
+    /// Failed operations (after warm-up).
+    pub failed: u64,
+    /// Latency of the completed operations.
+    pub latency: Latency,
+    /// CPU seconds per 1,000 operations of each process.
+    pub cpu: Vec<CpuCost>,
+    /// Scenario-specific figures.
+    pub extra: Map<String, Value>,
+}
+
+/// A scenario's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: String,
+    /// A smoke run (tiny sizes; its speeds mean nothing).
+    pub smoke: bool,
+    /// When the run started (UTC).
+    pub started_at: String,
+    /// The machine.
+    pub machine: Machine,
+    /// Load average at the start and at the end of the run.
+    pub load_average_start: [f64; 3],
+    /// Load average at the end.
+    pub load_average_end: [f64; 3],
+    /// The suite binary that ran.
+    pub suite_binary: String,
+    /// Peak RSS of `smooch all` in MiB (VmHWM), when its pid is known.
+    pub suite_peak_rss_mib: Option<f64>,
+    /// The headline figures, by name.
+    pub headline: Map<String, Value>,
+    /// The table.
+    pub rows: Vec<Row>,
+    /// Why the run failed, if it did (a ledger that does not balance, errors).
+    pub failures: Vec<String>,
+    /// Free-form notes on how to read the numbers.
+    pub notes: Vec<String>,
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn cpu_of(row: &Row, process: &str) -> String {
+    row.cpu
+        .iter()
+        .find(|c| c.process == process)
+        .map(|c| format!("{:.3}", c.per_1000_ops))
+        .unwrap_or_else(|| "–".to_owned())
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() != 0.0 => format!("{f:.2}"),
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Report {
+    /// The markdown section of this report.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "### {}{}\n",
+            self.scenario,
+            if self.smoke { " (smoke)" } else { "" }
+        );
+        let _ = writeln!(
+            md,
+            "Run {} on {} cores ({}), {} GiB; {}; {}; Redis {}; RabbitMQ {}. Load average at start {:.2}, at end {:.2}. Suite: `{}`{}.\n",
+            self.started_at,
+            self.machine.cores,
+            self.machine.cpu,
+            self.machine.memory_gib,
+            self.machine.kernel,
+            self.machine.postgres,
+            self.machine.redis,
+            self.machine.rabbitmq,
+            self.load_average_start[0],
+            self.load_average_end[0],
+            self.suite_binary,
+            self.suite_peak_rss_mib
+                .map(|r| format!(", peak RSS {r:.0} MiB"))
+                .unwrap_or_default(),
+        );
+        for (k, v) in &self.headline {
+            let _ = writeln!(md, "- **{k}**: {}", value_text(v));
+        }
+        if !self.headline.is_empty() {
+            md.push('\n');
+        }
+        md.push_str(
+            "| step | offered | achieved/s | ok | failed | p50 ms | p99 ms | p99.9 ms | max ms | CPU s/1k ops: smooch | bench | postgres | rabbitmq | redis | notes |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.rows {
+            let notes = r
+                .extra
+                .iter()
+                .map(|(k, v)| format!("{k} {}", value_text(v)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.label,
+                r.offered,
+                r.achieved_per_s,
+                r.ok,
+                r.failed,
+                ms(r.latency.p50),
+                ms(r.latency.p99),
+                ms(r.latency.p999),
+                ms(r.latency.max),
+                cpu_of(r, "smooch"),
+                cpu_of(r, "bench"),
+                cpu_of(r, "postgres"),
+                cpu_of(r, "rabbitmq"),
+                cpu_of(r, "redis"),
+                notes,
+            );
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(md, "\n**FAILED**:");
+            for f in &self.failures {
+                let _ = writeln!(md, "- {f}");
+            }
+        }
+        if !self.notes.is_empty() {
+            md.push('\n');
+            for n in &self.notes {
+                let _ = writeln!(md, "- {n}");
+            }
+        }
+        md
+    }
+
+    /// Writes `<scenario>.json` and `<scenario>.md` into `dir` and refreshes `summary.md`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(dir.join(format!("{}.json", self.scenario)), json)?;
+        std::fs::write(dir.join(format!("{}.md", self.scenario)), self.markdown())?;
+        let mut summary = String::from(
+            "# Benchmark results\n\nWritten by `cargo run --release -p bench -- <scenario>`; each section is the latest run of its scenario (see bench/README.md).\n\n",
+        );
+        for name in crate::SCENARIOS {
+            if let Ok(section) = std::fs::read_to_string(dir.join(format!("{name}.md"))) {
+                summary.push_str(&section);
+                summary.push('\n');
+            }
+        }
+        std::fs::write(dir.join("summary.md"), summary)?;
+        Ok(())
+    }
+}
+
+/// Now, UTC, as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn now_utc() -> String {
+    command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+}

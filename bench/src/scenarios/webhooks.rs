@@ -1,0 +1,406 @@
+//! `webhooks` and `retry-storm`: appUser messages posted at a fixed rate to apps that each
+//! have `fan-out` webhooks pointing at the local sink, and the ledger of what arrived.
+//!
+//! Every message's text carries its sequence number, so the sink knows which message each
+//! POST delivers (even before the message's own POST has been answered). At the cutoff
+//! (the last message answered) `posted × fan-out = delivered + pending`; the harness then
+//! waits for the pending ones, and any that never arrive are lost: the run fails.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use serde_json::json;
+
+use crate::api::padded_text;
+use crate::context::Ctx;
+use crate::load::{self, Latency, Outcome};
+use crate::report::{Report, Row};
+
+/// The shape of one webhook step.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Messages per second.
+    rate: f64,
+    /// Webhooks per app.
+    fan_out: u32,
+    /// Of which answer 500.
+    failing: u32,
+}
+
+/// What one step measured.
+struct Measured {
+    row: Row,
+    healthy: Latency,
+    lost: u64,
+}
+
+async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Result<Measured> {
+    let step_id = ctx.step_id();
+    let (apps_n, users_n) = if ctx.smoke() { (2, 2) } else { (8, 10) };
+    let apps = ctx
+        .api
+        .create_apps(&format!("webhooks-{step_id}"), apps_n)
+        .await?;
+    for (a, app) in apps.iter().enumerate() {
+        for n in 0..shape.fan_out {
+            let healthy = n < shape.fan_out - shape.failing;
+            // Failing targets get ports of their own: they are other customers' endpoints.
+            let port = if healthy { a } else { apps_n + a };
+            ctx.api
+                .create_webhook(app, &ctx.sink.target_url(port, healthy, step_id, n))
+                .await?;
+        }
+    }
+    let users = ctx.api.init_users(&apps, users_n).await?;
+    let targets: Arc<Vec<(String, HeaderValue)>> = Arc::new(
+        users
+            .iter()
+            .map(|(a, user)| {
+                Ok((
+                    format!("{}/v1/appusers/{user}/conversation/messages", ctx.api.base),
+                    HeaderValue::from_str(&apps[*a].token)?,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    );
+    // The worker caches webhooks for up to a second: let it see the new ones.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let step = ctx.step(shape.rate);
+    let posted_ok = Arc::new(Mutex::new(vec![false; step.count() as usize]));
+    let cpu = ctx.cpu();
+    let http = ctx.api.http.clone();
+    let run = {
+        let posted_ok = posted_ok.clone();
+        load::run(step, move |i, _| {
+            let (http, targets, posted_ok) = (http.clone(), targets.clone(), posted_ok.clone());
+            async move {
+                let (url, token) = &targets[(i as usize) % targets.len()];
+                let body = json!({
+                    "text": padded_text(&format!("bench {step_id} {i}"), 200),
+                    "role": "appUser",
+                });
+                let sent = http
+                    .post(url)
+                    .header("app-token", token.clone())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        let _ = r.bytes().await;
+                        if let Ok(mut p) = posted_ok.lock() {
+                            p[i as usize] = true;
+                        }
+                        Outcome::Ok
+                    }
+                    _ => Outcome::Failed,
+                }
+            }
+        })
+        .await
+    };
+    let cutoff = Instant::now();
+    let posted: Vec<u64> = match posted_ok.lock() {
+        Ok(p) => p
+            .iter()
+            .enumerate()
+            .filter(|(_, ok)| **ok)
+            .map(|(i, _)| i as u64)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let healthy_fan_out = u64::from(shape.fan_out - shape.failing);
+    let expected = posted.len() as u64 * healthy_fan_out;
+    let expected_failing = posted.len() as u64 * u64::from(shape.failing);
+    let posted_set: HashSet<u64> = posted.iter().copied().collect();
+    let tally = |receipts: &[crate::sink::Receipt]| {
+        let mut healthy: HashMap<(u64, u32), Instant> = HashMap::new();
+        let mut failing: HashSet<(u64, u32)> = HashSet::new();
+        let (mut duplicates, mut unknown, mut failing_attempts) = (0u64, 0u64, 0u64);
+        for r in receipts {
+            let Some(seq) = r.seq.filter(|s| posted_set.contains(s)) else {
+                unknown += 1;
+                continue;
+            };
+            if r.healthy {
+                match healthy.entry((seq, r.target)) {
+                    std::collections::hash_map::Entry::Occupied(mut first) => {
+                        duplicates += 1;
+                        if r.at < *first.get() {
+                            first.insert(r.at);
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(r.at);
+                    }
+                }
+            } else {
+                failing_attempts += 1;
+                failing.insert((seq, r.target));
+            }
+        }
+        (healthy, failing, duplicates, unknown, failing_attempts)
+    };
+    let delivered_at_cutoff = tally(&ctx.sink.receipts(step_id)).0.len() as u64;
+    let pending_at_cutoff = expected - delivered_at_cutoff.min(expected);
+    // Wait for what was pending at the cutoff; past the deadline, what is missing is lost.
+    let drain = Duration::from_secs(if ctx.smoke() { 30 } else { 60 });
+    let mut last_count = 0;
+    let mut quiet_since = Instant::now();
+    loop {
+        let receipts = ctx.sink.receipts(step_id);
+        let (healthy, failing, ..) = tally(&receipts);
+        if healthy.len() as u64 >= expected && failing.len() as u64 >= expected_failing {
+            break;
+        }
+        if receipts.len() != last_count {
+            last_count = receipts.len();
+            quiet_since = Instant::now();
+        }
+        // Give up at the deadline, or when nothing has arrived for 15 s.
+        if cutoff.elapsed() > drain || quiet_since.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drained = cutoff.elapsed();
+    let receipts = ctx.sink.receipts(step_id);
+    let (healthy, failing, duplicates, unknown, failing_attempts) = tally(&receipts);
+    let delivered = healthy.len() as u64;
+    let lost = expected - delivered.min(expected);
+    let failing_never_tried = expected_failing - (failing.len() as u64).min(expected_failing);
+
+    // End-to-end latency: from the message's scheduled POST to the sink's receipt.
+    let mut histogram = load::histogram();
+    let window_start = run.started + step.warmup;
+    let window_end = run.started + step.duration;
+    let mut in_window = 0u64;
+    let mut last_receipt = run.started;
+    for ((seq, _), at) in &healthy {
+        let scheduled = run.started + step.offset(*seq);
+        if scheduled >= window_start {
+            load::record(&mut histogram, at.saturating_duration_since(scheduled));
+        }
+        if *at >= window_start && *at < window_end {
+            in_window += 1;
+        }
+        last_receipt = last_receipt.max(*at);
+    }
+    let window = (step.duration - step.warmup).as_secs_f64();
+    let delivered_per_s = in_window as f64 / window;
+    let healthy_latency = Latency::of(&histogram);
+    let after = ctx.watched.snapshot();
+    let seconds = cpu.1.elapsed().as_secs_f64();
+    let label = if shape.failing > 0 {
+        format!(
+            "{} msg/s × {} webhooks ({} answer 500)",
+            shape.rate, shape.fan_out, shape.failing
+        )
+    } else {
+        format!("{} msg/s × {} webhooks", shape.rate, shape.fan_out)
+    };
+    let mut row = Row {
+        label,
+        offered: format!("{:.0} deliveries/s", shape.rate * healthy_fan_out as f64),
+        achieved_per_s: delivered_per_s,
+        ok: delivered,
+        failed: lost,
+        latency: healthy_latency.clone(),
+        cpu: ctx
+            .watched
+            .cost(&cpu.0, &after, delivered + failing_attempts, seconds),
+        extra: serde_json::Map::new(),
+    };
+    let extra = [
+        ("posted", json!(posted.len())),
+        ("post failures", json!(run.failed)),
+        ("post p99 ms", json!(Latency::of(&run.histogram).p99)),
+        ("delivered at cutoff", json!(delivered_at_cutoff)),
+        ("pending at cutoff", json!(pending_at_cutoff)),
+        ("delivered", json!(delivered)),
+        ("lost", json!(lost)),
+        ("duplicates", json!(duplicates)),
+        ("unknown", json!(unknown)),
+        (
+            "drained in s",
+            json!((drained.as_secs_f64() * 10.0).round() / 10.0),
+        ),
+        (
+            "all delivered after s",
+            json!(
+                (last_receipt
+                    .saturating_duration_since(run.started)
+                    .as_secs_f64()
+                    * 10.0)
+                    .round()
+                    / 10.0
+            ),
+        ),
+    ];
+    for (k, v) in extra {
+        row.extra.insert(k.to_owned(), v);
+    }
+    if shape.failing > 0 {
+        row.extra.insert(
+            "attempts at failing targets".to_owned(),
+            json!(failing_attempts),
+        );
+        row.extra.insert(
+            "failing deliveries never tried".to_owned(),
+            json!(failing_never_tried),
+        );
+    }
+    eprintln!(
+        "  {}: posted {} ({} failed), expected {expected}, delivered {delivered_at_cutoff} at cutoff + {} after = {delivered}, lost {lost}, duplicates {duplicates}; {delivered_per_s:.0} deliveries/s in window, e2e p50 {:.1} ms p99 {:.1} ms",
+        row.label,
+        posted.len(),
+        run.failed,
+        delivered - delivered_at_cutoff.min(delivered),
+        healthy_latency.p50,
+        healthy_latency.p99,
+    );
+    if lost > 0 {
+        let hint = if delivered == 0 {
+            " (nothing arrived: is the webhook worker running in `smooch all`?)"
+        } else {
+            ""
+        };
+        report.failures.push(format!(
+            "{}: ledger does not balance: {} posted × {healthy_fan_out} = {expected} expected, {delivered} delivered, {lost} lost{hint}",
+            row.label,
+            posted.len()
+        ));
+    }
+    if failing_never_tried > 0 {
+        report.failures.push(format!(
+            "{}: {failing_never_tried} deliveries to failing targets were never attempted",
+            row.label
+        ));
+    }
+    if posted.is_empty() {
+        report
+            .failures
+            .push(format!("{}: no message was posted", row.label));
+    }
+    Ok(Measured {
+        row,
+        healthy: healthy_latency,
+        lost,
+    })
+}
+
+/// `webhooks`: fan-out 1 and 10 at a ladder of message rates.
+pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
+    let mut report = ctx.report("webhooks");
+    let shapes: Vec<Shape> = if ctx.smoke() {
+        vec![
+            Shape {
+                rate: 10.0,
+                fan_out: 1,
+                failing: 0,
+            },
+            Shape {
+                rate: 5.0,
+                fan_out: 10,
+                failing: 0,
+            },
+        ]
+    } else {
+        let mut shapes: Vec<Shape> = [250.0, 500.0, 1000.0]
+            .iter()
+            .map(|&rate| Shape {
+                rate,
+                fan_out: 1,
+                failing: 0,
+            })
+            .collect();
+        shapes.extend([100.0, 250.0, 500.0, 1000.0].iter().map(|&rate| Shape {
+            rate,
+            fan_out: 10,
+            failing: 0,
+        }));
+        shapes
+    };
+    let mut best_per_s: f64 = 0.0;
+    let mut skip_fan_out = None;
+    for shape in shapes {
+        if skip_fan_out == Some(shape.fan_out) {
+            continue;
+        }
+        let measured = run_step(ctx, shape, &mut report).await?;
+        // A step whose deliveries fell seconds behind is past saturation: higher rates of
+        // the same fan-out would only queue more.
+        if measured.healthy.p99 > 5_000.0 || measured.lost > 0 {
+            skip_fan_out = Some(shape.fan_out);
+        }
+        if measured.healthy.p99 <= 150.0 {
+            best_per_s = best_per_s.max(measured.row.achieved_per_s);
+        }
+        if shape.fan_out == 1 && (shape.rate - 1000.0).abs() < f64::EPSILON {
+            report.headline.insert(
+                "e2e p99 at 1,000 msg/s × 1 webhook (ms; target ≤ 150)".to_owned(),
+                json!(measured.healthy.p99),
+            );
+        }
+        report.rows.push(measured.row);
+        tokio::time::sleep(Duration::from_secs(if ctx.smoke() { 0 } else { 3 })).await;
+    }
+    report.headline.insert(
+        "deliveries/s sustained with e2e p99 ≤ 150 ms (target ≥ 5,000)".to_owned(),
+        json!(best_per_s.round()),
+    );
+    report.notes.push(
+        "Latency is end to end, from the message's scheduled POST to the sink's receipt; CPU per 1,000 deliveries. Apps: 8 × 10 users (smoke 2 × 2). The sink is in the bench process on 16 loopback ports (targets are other origins, as customers' endpoints are) and answers at once. `delivered at cutoff + pending at cutoff = posted × fan-out`; pending deliveries are then awaited (60 s; smoke 30 s): any that never arrive are lost and fail the run.".to_owned(),
+    );
+    Ok(report)
+}
+
+/// `retry-storm`: the same rate and fan-out without and with 2 of 10 targets answering 500.
+pub(super) async fn retry_storm(ctx: &Ctx) -> anyhow::Result<Report> {
+    let mut report = ctx.report("retry-storm");
+    let rate = if ctx.smoke() { 5.0 } else { 200.0 };
+    let baseline = run_step(
+        ctx,
+        Shape {
+            rate,
+            fan_out: 10,
+            failing: 0,
+        },
+        &mut report,
+    )
+    .await?;
+    let storm = run_step(
+        ctx,
+        Shape {
+            rate,
+            fan_out: 10,
+            failing: 2,
+        },
+        &mut report,
+    )
+    .await?;
+    report.headline.insert(
+        "healthy e2e p99 without failures (ms)".to_owned(),
+        json!(baseline.healthy.p99),
+    );
+    report.headline.insert(
+        "healthy e2e p99 with 20% of targets failing (ms)".to_owned(),
+        json!(storm.healthy.p99),
+    );
+    if baseline.healthy.p99 > 0.0 {
+        report.headline.insert(
+            "p99 ratio storm ÷ baseline".to_owned(),
+            json!((storm.healthy.p99 / baseline.healthy.p99 * 100.0).round() / 100.0),
+        );
+    }
+    report.rows.push(baseline.row);
+    report.rows.push(storm.row);
+    report.notes.push(
+        "Failing targets answer 500 on ports of their own; the suite runs with SMOOCH_WEBHOOK_RETRY_BASE_MS=1000 so retries (1, 2, 4, 8, 16 s) fire during and after the step. Healthy deliveries must all arrive; every failing delivery must have been attempted at least once.".to_owned(),
+    );
+    Ok(report)
+}

@@ -1,0 +1,162 @@
+//! The webhook sink: an HTTP server on 127.0.0.1 that the scenarios' webhooks point at.
+//! `POST /ok/{step}/{target}` answers 200 and `POST /fail/{step}/{target}` answers 500;
+//! both log a receipt (which message, which target, when) for the ledger.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// One POST the sink received.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt {
+    /// The scenario step the target belongs to.
+    pub step: u32,
+    /// The target's number within its app.
+    pub target: u32,
+    /// Whether the target answered 200.
+    pub healthy: bool,
+    /// The message's sequence number (from its text), if the body carried one.
+    pub seq: Option<u64>,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Received {
+    receipts: Vec<Receipt>,
+}
+
+/// The running sink.
+#[derive(Clone)]
+pub struct Sink {
+    /// Where it listens: several ports, because the worker limits concurrent POSTs per
+    /// target origin, and customers' endpoints are many origins, not one.
+    pub addrs: Vec<SocketAddr>,
+    received: Arc<Mutex<Received>>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    messages: Vec<PayloadMessage>,
+}
+
+#[derive(Deserialize)]
+struct PayloadMessage {
+    text: String,
+}
+
+/// The sequence number in a bench message's text: `bench <step> <seq> ...`.
+pub fn seq_of(text: &str) -> Option<u64> {
+    let mut words = text.split(' ');
+    (words.next()? == "bench").then_some(())?;
+    words.next()?;
+    words.next()?.parse().ok()
+}
+
+fn remember(received: &Mutex<Received>, receipt: Receipt) {
+    let mut r = match received.lock() {
+        Ok(r) => r,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    r.receipts.push(receipt);
+}
+
+async fn receive(
+    healthy: bool,
+    State(received): State<Arc<Mutex<Received>>>,
+    Path((step, target)): Path<(u32, u32)>,
+    body: Bytes,
+) -> StatusCode {
+    let at = Instant::now();
+    let seq = serde_json::from_slice::<Payload>(&body)
+        .ok()
+        .and_then(|p| p.messages.first().and_then(|m| seq_of(&m.text)));
+    remember(
+        &received,
+        Receipt {
+            step,
+            target,
+            healthy,
+            seq,
+            at,
+        },
+    );
+    if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl Sink {
+    /// Starts the sink on `ports` free loopback ports until `shutdown`.
+    pub async fn start(ports: usize, shutdown: CancellationToken) -> anyhow::Result<Sink> {
+        let received = Arc::new(Mutex::new(Received::default()));
+        let app = Router::new()
+            .route(
+                "/ok/{step}/{target}",
+                post(|state, path, body| receive(true, state, path, body)),
+            )
+            .route(
+                "/fail/{step}/{target}",
+                post(|state, path, body| receive(false, state, path, body)),
+            )
+            .with_state(received.clone());
+        let mut addrs = Vec::new();
+        for _ in 0..ports.max(1) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(listener.local_addr()?);
+            let app = app.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    eprintln!("webhook sink stopped: {e}");
+                }
+            });
+        }
+        Ok(Sink { addrs, received })
+    }
+
+    /// The URL of target `target` of `step` for the app at index `app`.
+    pub fn target_url(&self, app: usize, healthy: bool, step: u32, target: u32) -> String {
+        let kind = if healthy { "ok" } else { "fail" };
+        let addr = self.addrs[app % self.addrs.len()];
+        format!("http://{addr}/{kind}/{step}/{target}")
+    }
+
+    /// Every receipt of `step` so far.
+    pub fn receipts(&self, step: u32) -> Vec<Receipt> {
+        let r = match self.received.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        r.receipts
+            .iter()
+            .filter(|x| x.step == step)
+            .copied()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_is_read_from_bench_texts_only() {
+        assert_eq!(seq_of("bench 3 1234 lorem ipsum"), Some(1234));
+        assert_eq!(seq_of("bench 3"), None);
+        assert_eq!(seq_of("hello 3 1234"), None);
+    }
+}
