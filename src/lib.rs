@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod ops;
+pub mod process;
 pub mod settings;
 
 use std::net::SocketAddr;

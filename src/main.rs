@@ -4,8 +4,7 @@
 use anyhow::{anyhow, Context as _};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
-use smooch::{admin::Admin, Role, Settings};
-use tokio_util::sync::CancellationToken;
+use smooch::{admin::Admin, process, Role, Settings};
 
 /// A self-hostable, multi-tenant Smooch REST API v1. Configuration comes from `SMOOCH_*`
 /// environment variables (see the README).
@@ -73,61 +72,6 @@ enum KeysCommand {
     },
 }
 
-/// Cancels `token` on SIGINT or SIGTERM.
-fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot listen for SIGTERM");
-                        let _ = ctrl_c.await;
-                        token.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down");
-        token.cancel();
-    });
-}
-
-async fn run_all(settings: Settings) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    let running = smooch::start_all(&settings, shutdown).await?;
-    match &running.account_key {
-        users::AccountKey::Created { id, secret } => {
-            println!(
-                "Created the operator's account key. Use it to manage apps (shown once):\n\n  \
-                 export SMOOCH_ACCOUNT_KEY_ID={id}\n  export SMOOCH_ACCOUNT_SECRET={secret}\n  \
-                 smooch apps create --name my-app\n"
-            );
-        }
-        users::AccountKey::Existing { id } => {
-            println!(
-                "Account key {id} exists; set SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET to use \
-                 `smooch apps` (or set your own pair and restart)."
-            );
-        }
-        users::AccountKey::Configured => {}
-    }
-    println!(
-        "smooch is serving the v1 API on http://{}/v1",
-        running.http_addr
-    );
-    running.wait().await
-}
-
 async fn run_admin(url: Option<String>, command: AppsCommand) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let (key_id, secret) = settings.account_key.as_ref().ok_or_else(|| {
@@ -166,13 +110,10 @@ async fn main() -> anyhow::Result<()> {
     // Flushes buffered spans when main returns.
     let _telemetry = (role != "admin").then(|| telemetry::init(role));
     let single = |role: Role| async move {
-        let settings = Settings::from_env()?;
-        let shutdown = CancellationToken::new();
-        cancel_on_signal(shutdown.clone());
-        smooch::run_role(role, &settings, shutdown).await
+        process::run_role_until_signal(role, Settings::from_env()?).await
     };
     match cli.command {
-        Command::All => run_all(Settings::from_env()?).await,
+        Command::All => process::run_all_until_signal(Settings::from_env()?).await,
         Command::Gateway => single(Role::Gateway).await,
         Command::Users => single(Role::Users).await,
         Command::Conversations => single(Role::Conversations).await,

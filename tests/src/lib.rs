@@ -167,6 +167,19 @@ pub async fn parts(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 impl Suite {
+    /// A client of a suite running elsewhere (a child process) at `base`.
+    pub fn at(base: &str) -> Suite {
+        Suite {
+            base: base.trim_end_matches('/').to_owned(),
+            settings: test_settings(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+            gateway_config: suite().gateway_config.clone(),
+        }
+    }
+
     /// A request to `path` (such as `/v1/init`) with `auth`.
     pub fn request(&self, method: Method, path: &str, auth: &Auth) -> RequestBuilder {
         self.request_at(&self.base, method, path, auth)

@@ -15,6 +15,7 @@ mod operations;
 mod pagination;
 mod ratelimits;
 mod read;
+mod shutdown;
 mod webhooks;
 mod whispers;
 mod wire;

@@ -1,0 +1,12 @@
+//! `smooch all` as a process of the test crate, configured from `SMOOCH_*` variables like
+//! the real binary, so tests can signal and restart it (`CARGO_BIN_EXE_suite_process`).
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let _telemetry = telemetry::init("all");
+        smooch::process::run_all_until_signal(smooch::Settings::from_env()?).await
+    })
+}
