@@ -220,17 +220,20 @@ impl<S: CredentialSource> CredentialCache<S> {
         fetch: impl Future<Output = Result<Option<T>, domain::Error>>,
     ) -> Result<Option<T>, domain::Error> {
         if let Some(entry) = local.get(&local_key) {
+            lookups("local");
             return Ok(entry.value);
         }
         let generation = self.generation.load(Ordering::SeqCst);
         if let Some(redis) = &self.redis {
             match self.redis_get(redis, &redis_key).await {
                 Some(Stored::Missing) => {
+                    lookups("redis");
                     self.remember(local, local_key, None, generation);
                     return Ok(None);
                 }
                 Some(stored) => {
                     if let Some(value) = from_stored(stored) {
+                        lookups("redis");
                         self.remember(local, local_key, Some(value.clone()), generation);
                         return Ok(Some(value));
                     }
@@ -238,6 +241,7 @@ impl<S: CredentialSource> CredentialCache<S> {
                 None => {}
             }
         }
+        lookups("source");
         let found = fetch.await?;
         if let Some(redis) = &self.redis {
             let (stored, ttl) = match &found {
@@ -443,4 +447,10 @@ async fn receive<S>(
             }
         }
     }
+}
+
+/// Counts a credential lookup by where it was answered: `local`, `redis` or `source` (the
+/// users service). The hit ratio is (local + redis) / all.
+fn lookups(answered_by: &'static str) {
+    metrics::counter!("credential_cache_lookups_total", "answered_by" => answered_by).increment(1);
 }

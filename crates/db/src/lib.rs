@@ -95,3 +95,27 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> anyhow
         .await
         .with_context(|| format!("migrating schema {schema}"))
 }
+
+/// Reports the pool's connections as the `db_pool_connections{service, state}` gauge
+/// (`idle` and `busy`) every few seconds until `shutdown`.
+pub fn spawn_pool_metrics(
+    pool: PgPool,
+    service: &'static str,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let size = f64::from(pool.size());
+            let idle = pool.num_idle() as f64;
+            metrics::gauge!("db_pool_connections", "service" => service, "state" => "idle")
+                .set(idle);
+            metrics::gauge!("db_pool_connections", "service" => service, "state" => "busy")
+                .set((size - idle).max(0.0));
+        }
+    });
+}

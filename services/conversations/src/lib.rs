@@ -61,6 +61,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
+    db::spawn_pool_metrics(pool.clone(), "conversations", shutdown.clone());
     let relay = config
         .relay
         .as_ref()

@@ -92,6 +92,7 @@ fn set_headers(response: &mut Response, decision: &Decision) {
 }
 
 fn too_many_requests(decision: &Decision) -> Response {
+    metrics::counter!("rate_limit_rejections_total").increment(1);
     let retry_after = seconds_up(decision.retry_after).max(1);
     let mut response = ApiError(Error::new(
         ErrorCode::TooManyRequests,

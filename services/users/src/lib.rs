@@ -71,6 +71,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
+    db::spawn_pool_metrics(pool.clone(), "users", shutdown.clone());
     let revoker = config
         .redis
         .map(|redis| -> anyhow::Result<auth::Revoker> {

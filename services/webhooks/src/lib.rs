@@ -47,6 +47,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
+    db::spawn_pool_metrics(pool.clone(), "webhooks", shutdown.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::webhooks_server::WebhooksServer<grpc::WebhooksApi>>()
