@@ -4,6 +4,8 @@
 //! and isolate each other the way tenants do.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+pub mod otlp;
+
 use std::sync::OnceLock;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -61,7 +63,6 @@ pub fn test_settings() -> Settings {
 /// The suite of this test binary, started on first use.
 pub fn suite() -> &'static Suite {
     SUITE.get_or_init(|| {
-        telemetry::init_for_tests();
         let settings = test_settings();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread_settings = settings.clone();
@@ -72,6 +73,9 @@ pub fn suite() -> &'static Suite {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
+                // Telemetry lives on this runtime, which outlives every test.
+                let endpoint = otlp::start().await;
+                telemetry::init_for_tests(Some(&endpoint));
                 let running = smooch::start_all(&thread_settings, CancellationToken::new())
                     .await
                     .expect("starting the suite");

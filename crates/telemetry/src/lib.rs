@@ -59,6 +59,34 @@ fn tracer_provider(service: &str) -> SdkTracerProvider {
     builder.build()
 }
 
+fn test_provider(endpoint: &str) -> SdkTracerProvider {
+    use opentelemetry_otlp::WithExportConfig as _;
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+    let builder = SdkTracerProvider::builder()
+        .with_resource(Resource::builder().with_service_name("smooch-test").build());
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+    {
+        Ok(exporter) => builder
+            .with_span_processor(
+                BatchSpanProcessor::builder(exporter)
+                    .with_batch_config(
+                        BatchConfigBuilder::default()
+                            .with_scheduled_delay(std::time::Duration::from_millis(100))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build(),
+        Err(e) => {
+            eprintln!("OTLP test export disabled: {e}");
+            builder.build()
+        }
+    }
+}
+
 /// Spans go to OpenTelemetry at `info` and above whatever `RUST_LOG` says of logs, so trace
 /// ids and propagation do not depend on the log level.
 fn otel_layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
@@ -103,10 +131,17 @@ pub fn init(service: &str) -> Guard {
 }
 
 /// Installs a subscriber for tests that writes through the test harness's capture, with
-/// the same propagation as production.
-pub fn init_for_tests() {
+/// the same propagation as production. With `otlp_endpoint`, spans are exported there
+/// within a fraction of a second (call it inside the runtime that outlives the tests: the
+/// exporter's channel lives on it).
+pub fn init_for_tests(otlp_endpoint: Option<&str>) {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let provider = PROVIDER.get_or_init(|| tracer_provider("test")).clone();
+    let provider = PROVIDER
+        .get_or_init(|| match otlp_endpoint {
+            Some(endpoint) => test_provider(endpoint),
+            None => tracer_provider("test"),
+        })
+        .clone();
     opentelemetry::global::set_tracer_provider(provider.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::registry()

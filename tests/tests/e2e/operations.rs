@@ -74,3 +74,47 @@ async fn an_incoming_traceparent_is_continued() {
     assert_ne!(id, trace);
     assert_ne!(id, "00000000000000000000000000000000");
 }
+
+#[tokio::test]
+async fn one_posted_message_is_one_trace_across_the_gateway_and_the_services() {
+    let app = suite().create_app().await;
+    let user = app.init_user(None).await;
+    let trace = domain::id::new_secret(16);
+    let response = suite()
+        .request(
+            Method::POST,
+            &format!(
+                "/v1/appusers/{}/conversation/messages",
+                user["_id"].as_str().unwrap()
+            ),
+            &app.app_token(),
+        )
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"text": "traced", "role": "appUser"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let wanted = [
+        "POST /v1/appusers/{id}/conversation/messages",
+        "/smooch.v1.Users/GetAppUser",
+        "/smooch.v1.Conversations/PostMessage",
+    ];
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = e2e::otlp::trace(&trace)
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>();
+        if wanted.iter().all(|w| names.iter().any(|n| n == w)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for w in wanted {
+        assert!(
+            names.iter().any(|n| n == w),
+            "no {w:?} span in trace {trace}: {names:?}"
+        );
+    }
+}
