@@ -315,6 +315,8 @@ proptest! {
         in_both in any::<bool>(),
         random_id in "[0-9a-f]{24}",
     ) {
+        // `.` and `..` are dot segments that URLs resolve away: no client can address them.
+        prop_assume!(!user_id.trim().chars().all(|c| c == '.'));
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let s = suite();
