@@ -146,6 +146,7 @@ fn spawn_grpc_role(
             let config = webhooks::Config {
                 database_url,
                 max_connections,
+                allow_private_targets: settings.webhook_worker.allow_private_targets,
             };
             tasks.spawn(webhooks::run(config, listener, shutdown));
         }

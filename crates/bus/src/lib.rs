@@ -1,11 +1,13 @@
 //! RabbitMQ for the smooch suite: the topology (exchange, delivery, retry and dead-letter
 //! queues), a publisher that waits for broker confirms and reconnects on failure, and the
-//! relay that moves committed transactional-outbox rows onto the events exchange.
+//! relay that moves committed transactional-outbox rows onto the events exchange. Messages
+//! carry the W3C trace context of their publisher in their headers.
 
 mod error;
 pub mod publisher;
 pub mod relay;
 pub mod topology;
+pub mod trace;
 
 pub use error::{Error, Result};
 pub use publisher::{Outgoing, Publisher};

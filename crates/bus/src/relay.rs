@@ -14,8 +14,13 @@
 //! ```sql
 //! CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, event_id TEXT UNIQUE NOT NULL,
 //!     app_id TEXT NOT NULL, trigger TEXT NOT NULL, payload JSONB NOT NULL,
-//!     created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ NULL);
+//!     created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ NULL,
+//!     trace_context JSONB NULL);
 //! ```
+//!
+//! `trace_context` holds the W3C trace context of the request that wrote the row
+//! (`{"traceparent": ..., "tracestate": ...}`); the relay sends it on as the message's
+//! `traceparent` / `tracestate` headers so consumers continue that trace.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +77,10 @@ struct OutboxRow {
     trigger: String,
     payload: String,
     created_at_s: i64,
+    /// W3C `traceparent` of the request that wrote the row, if it ran in a trace.
+    traceparent: Option<String>,
+    /// W3C `tracestate` that came with it.
+    tracestate: Option<String>,
 }
 
 /// The outbox relay of one service replica.
@@ -173,7 +182,9 @@ impl Relay {
         // SKIP LOCKED: rows another replica is publishing right now are left to it.
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT seq, event_id, app_id, trigger, payload::text AS payload,
-                    extract(epoch FROM created_at)::bigint AS created_at_s
+                    extract(epoch FROM created_at)::bigint AS created_at_s,
+                    trace_context->>'traceparent' AS traceparent,
+                    trace_context->>'tracestate' AS tracestate
              FROM outbox WHERE published_at IS NULL
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
@@ -234,13 +245,18 @@ impl Relay {
     }
 }
 
-/// AMQP properties of an event: the event id as message id, so consumers can de-duplicate.
+/// AMQP properties of an event: the event id as message id, so consumers can de-duplicate,
+/// and the writing request's trace context as `traceparent` / `tracestate` headers.
 fn event_properties(row: &OutboxRow) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         "smooch-app-id".into(),
         AMQPValue::LongString(row.app_id.as_str().into()),
     );
+    crate::trace::insert_context(&mut headers, |name| match name {
+        "traceparent" => row.traceparent.as_deref(),
+        _ => row.tracestate.as_deref(),
+    });
     BasicProperties::default()
         .with_content_type("application/json".into())
         .with_message_id(row.event_id.as_str().into())

@@ -5,6 +5,7 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod model;
+pub mod net;
 pub mod time;
 pub mod validate;
 

@@ -130,6 +130,25 @@ pub fn webhook_target(target: &str) -> Result<(), Error> {
     }
 }
 
+/// Checks that a webhook target (already a valid [`webhook_target`]) does not name a
+/// loopback, private, link-local or metadata address literally, unless `allow_private`
+/// (local use and tests). Names are checked again, after resolution, at delivery time.
+pub fn webhook_target_is_public(target: &str, allow_private: bool) -> Result<(), Error> {
+    if allow_private {
+        return Ok(());
+    }
+    let Ok(uri) = target.parse::<http::Uri>() else {
+        return Ok(());
+    };
+    match uri.host().and_then(crate::net::refuse_host) {
+        Some(why) => Err(Error::bad_request(format!(
+            "target must be a public address: {why}; webhooks cannot be sent to internal \
+             networks"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Checks webhook events and returns them without duplicates; none means `["message"]`.
 pub fn webhook_events(events: &[String]) -> Result<Vec<String>, Error> {
     if events.is_empty() {
@@ -331,6 +350,26 @@ mod tests {
         assert!(webhook_target("ftp://example.com").is_err());
         assert!(webhook_target("example.com/callback").is_err());
         assert!(webhook_target("not a url").is_err());
+    }
+
+    #[test]
+    fn internal_webhook_targets_are_refused_unless_allowed() {
+        for target in [
+            "http://127.0.0.1:8080/hook",
+            "http://[::1]/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "https://10.0.0.7/hook",
+            "http://localhost:3000/hook",
+        ] {
+            let err = webhook_target_is_public(target, false).unwrap_err();
+            assert!(
+                err.description.contains("public address"),
+                "{target}: {err}"
+            );
+            assert!(webhook_target_is_public(target, true).is_ok(), "{target}");
+        }
+        assert!(webhook_target_is_public("https://example.com/hook", false).is_ok());
+        assert!(webhook_target_is_public("https://93.184.216.34/hook", false).is_ok());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! SQL of the conversations schema. Every statement is scoped by app id.
 
+use std::collections::HashMap;
+
 use domain::event::Event;
 use serde_json::Value;
 use sqlx::types::Json;
@@ -225,7 +227,8 @@ async fn insert_message(
              INSERT INTO message_actions (app_id, id, conversation_id, message_id)
              SELECT $1, a->>'_id', $2, $3 FROM jsonb_array_elements($13::jsonb) AS a
          )
-         INSERT INTO outbox (event_id, app_id, trigger, payload) VALUES ($15, $1, $16, $17)",
+         INSERT INTO outbox (event_id, app_id, trigger, payload, trace_context)
+         VALUES ($15, $1, $16, $17, $18)",
     )
     .bind(app_id)
     .bind(conversation_id)
@@ -244,20 +247,33 @@ async fn insert_message(
     .bind(&event.id)
     .bind(&event.trigger)
     .bind(Json(event))
+    .bind(trace_context())
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
+/// The W3C trace context of the request writing an outbox row (`traceparent`,
+/// `tracestate`), stored with the row so the relay can hand it on to the bus and the
+/// event's delivery continues the request's trace. `None` outside any trace.
+fn trace_context() -> Option<Json<HashMap<String, String>>> {
+    let context = telemetry::propagation::current_context_map();
+    (!context.is_empty()).then_some(Json(context))
+}
+
 /// Writes an event to the outbox.
 async fn insert_event(db: impl PgExecutor<'_>, event: &Event) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO outbox (event_id, app_id, trigger, payload) VALUES ($1, $2, $3, $4)")
-        .bind(&event.id)
-        .bind(&event.app_id)
-        .bind(&event.trigger)
-        .bind(Json(event))
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, app_id, trigger, payload, trace_context)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&event.id)
+    .bind(&event.app_id)
+    .bind(&event.trigger)
+    .bind(Json(event))
+    .bind(trace_context())
+    .execute(db)
+    .await?;
     Ok(())
 }
 

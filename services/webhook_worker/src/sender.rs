@@ -131,6 +131,9 @@ fn headers(req: &Request<'_>, timestamp: i64) -> Result<HeaderMap, String> {
     h.insert("x-api-key", value(req.secret)?);
     h.insert("webhook-id", value(req.delivery_id)?);
     h.insert("webhook-timestamp", value(&timestamp.to_string())?);
+    // The delivery attempt's trace (that of the request that caused the event), so
+    // receivers that trace can join it. Unsigned and advisory.
+    telemetry::propagation::inject_headers(&mut h);
     h.insert(
         "webhook-signature",
         value(&signature::sign(

@@ -1,6 +1,7 @@
 //! The worker's two steps: fan an event out into delivery jobs, and deliver a job (then
 //! ack it, re-queue it on the next retry level, or dead-letter it).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::BasicProperties;
 use proto::v1 as pb;
+use tracing::field::Empty;
+use tracing::Instrument as _;
 
 use crate::directory::Directory;
 use crate::job::{self, Job};
@@ -44,10 +47,37 @@ enum Next {
     Dead,
 }
 
+/// A span of one step that continues the trace the message carries in its headers (the
+/// request that wrote the event, through the relay and the previous steps), so that a
+/// message's whole life is one trace.
+fn continued(span: tracing::Span, delivery: &Delivery) -> tracing::Span {
+    telemetry::propagation::set_parent_from_map(
+        &span,
+        &bus::trace::context_of(&delivery.properties),
+    );
+    span
+}
+
+/// The current span's trace context, for the messages a step publishes.
+fn current_context() -> HashMap<String, String> {
+    telemetry::propagation::current_context_map()
+}
+
 impl Worker {
     /// Step 1: turns an event into one durable job per matching webhook, then acks it.
-    #[tracing::instrument(skip_all, fields(event_id, app_id, trigger, jobs))]
     pub(crate) async fn fan_out(&self, delivery: Delivery) {
+        let span = tracing::info_span!(
+            "fan_out",
+            event_id = Empty,
+            app_id = Empty,
+            trigger = Empty,
+            jobs = Empty
+        );
+        let span = continued(span, &delivery);
+        self.fan_out_in(delivery).instrument(span).await;
+    }
+
+    async fn fan_out_in(&self, delivery: Delivery) {
         let event: Event = match serde_json::from_slice(&delivery.data) {
             Ok(event) => event,
             Err(err) => {
@@ -86,6 +116,7 @@ impl Worker {
             .map(serde_json::to_vec)
             .collect::<serde_json::Result<Vec<_>>>()?;
         let queue = self.topology.deliver_queue();
+        let context = current_context();
         let messages: Vec<bus::Outgoing<'_>> = jobs
             .iter()
             .zip(&bodies)
@@ -93,7 +124,7 @@ impl Worker {
                 exchange: "",
                 routing_key: &queue,
                 payload: body,
-                properties: job_properties(job),
+                properties: job_properties(job, &context),
                 mandatory: true,
             })
             .collect();
@@ -104,8 +135,19 @@ impl Worker {
     }
 
     /// Step 2: one attempt of a job, then its next step on the broker.
-    #[tracing::instrument(skip_all, fields(delivery_id, webhook_id, attempt, status_code))]
     pub(crate) async fn deliver(&self, delivery: Delivery) {
+        let span = tracing::info_span!(
+            "deliver",
+            delivery_id = Empty,
+            webhook_id = Empty,
+            attempt = Empty,
+            status_code = Empty
+        );
+        let span = continued(span, &delivery);
+        self.deliver_in(delivery).instrument(span).await;
+    }
+
+    async fn deliver_in(&self, delivery: Delivery) {
         let mut job: Job = match serde_json::from_slice(&delivery.data) {
             Ok(job) => job,
             Err(err) => {
@@ -222,7 +264,7 @@ impl Worker {
                 exchange: "",
                 routing_key: &queue,
                 payload: &body,
-                properties: job_properties(job)
+                properties: job_properties(job, &current_context())
                     .with_expiration(jittered.as_millis().to_string().into()),
                 mandatory: true,
             })
@@ -237,7 +279,7 @@ impl Worker {
                 exchange: "",
                 routing_key: &self.topology.dead_queue(),
                 payload: &body,
-                properties: job_properties(job),
+                properties: job_properties(job, &current_context()),
                 mandatory: true,
             })
             .await?;
@@ -253,7 +295,7 @@ impl Worker {
                     exchange: "",
                     routing_key: &self.topology.defer_queue(),
                     payload: &body,
-                    properties: job_properties(job),
+                    properties: job_properties(job, &current_context()),
                     mandatory: true,
                 })
                 .await
@@ -279,7 +321,7 @@ impl Worker {
                 exchange: "",
                 routing_key: &self.topology.deliver_queue(),
                 payload: &body,
-                properties: job_properties(&job),
+                properties: job_properties(&job, &current_context()),
                 mandatory: true,
             })
             .await?;
@@ -287,10 +329,13 @@ impl Worker {
     }
 }
 
-fn job_properties(job: &Job) -> BasicProperties {
-    BasicProperties::default()
+/// AMQP properties of a job: the delivery id as message id, and `context` (the trace the
+/// job belongs to) as headers.
+fn job_properties(job: &Job, context: &HashMap<String, String>) -> BasicProperties {
+    let properties = BasicProperties::default()
         .with_content_type("application/json".into())
-        .with_message_id(job.delivery_id.as_str().into())
+        .with_message_id(job.delivery_id.as_str().into());
+    bus::trace::with_context(properties, context)
 }
 
 fn attempt_record(job: &Job, attempt: u32, outcome: &Outcome, next: &Next) -> pb::DeliveryAttempt {

@@ -13,11 +13,23 @@ use crate::Result;
 /// The `Webhooks` gRPC service.
 pub(crate) struct WebhooksApi {
     pool: PgPool,
+    /// Whether targets may name internal addresses literally.
+    allow_private_targets: bool,
 }
 
 impl WebhooksApi {
-    pub(crate) fn new(pool: PgPool) -> Self {
-        WebhooksApi { pool }
+    pub(crate) fn new(pool: PgPool, allow_private_targets: bool) -> Self {
+        WebhooksApi {
+            pool,
+            allow_private_targets,
+        }
+    }
+
+    /// A target's rules: an http(s) URL that does not name an internal address.
+    fn check_target(&self, target: &str) -> Result<()> {
+        validate::webhook_target(target)?;
+        validate::webhook_target_is_public(target, self.allow_private_targets)?;
+        Ok(())
     }
 }
 
@@ -38,7 +50,7 @@ fn not_found(id: &str) -> domain::Error {
 
 impl WebhooksApi {
     async fn create(&self, req: pb::CreateWebhookRequest) -> Result<pb::Webhook> {
-        validate::webhook_target(&req.target)?;
+        self.check_target(&req.target)?;
         let events = validate::webhook_events(&req.events)?;
         let row = WebhookRow {
             app_id: req.app_id,
@@ -55,7 +67,7 @@ impl WebhooksApi {
 
     async fn update(&self, req: pb::UpdateWebhookRequest) -> Result<pb::Webhook> {
         if let Some(target) = &req.target {
-            validate::webhook_target(target)?;
+            self.check_target(target)?;
         }
         let events = if req.events_set {
             Some(validate::webhook_events(&req.events)?)

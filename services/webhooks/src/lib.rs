@@ -32,6 +32,10 @@ pub struct Config {
     pub database_url: String,
     /// Largest number of pooled Postgres connections. Default 10.
     pub max_connections: u32,
+    /// Accept targets that name loopback, private, link-local or metadata addresses
+    /// literally (`SMOOCH_WEBHOOK_ALLOW_PRIVATE_TARGETS`, the worker's setting; default
+    /// false; true for tests and local use).
+    pub allow_private_targets: bool,
 }
 
 /// Applies this service's migrations.
@@ -58,7 +62,7 @@ pub async fn run(
         .timeout(Duration::from_secs(30))
         .add_service(health)
         .add_service(proto::v1::webhooks_server::WebhooksServer::new(
-            grpc::WebhooksApi::new(pool),
+            grpc::WebhooksApi::new(pool, config.allow_private_targets),
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await

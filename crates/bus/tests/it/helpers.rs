@@ -48,7 +48,8 @@ impl Env {
         sqlx::query(
             "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, event_id TEXT UNIQUE NOT NULL,
                 app_id TEXT NOT NULL, trigger TEXT NOT NULL, payload JSONB NOT NULL,
-                created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ NULL)",
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ NULL,
+                trace_context JSONB NULL)",
         )
         .execute(&pool)
         .await

@@ -4,6 +4,7 @@ mod apps;
 mod appusers;
 mod conversation;
 mod conversation_state;
+mod deliveries;
 mod devices;
 mod health;
 mod media;
@@ -66,6 +67,11 @@ pub(crate) fn router(state: AppState) -> Router {
             get(webhooks::get)
                 .put(webhooks::update)
                 .delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/deliveries", get(deliveries::list))
+        .route(
+            "/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+            post(deliveries::retry),
         )
         .route("/v1/whispers", post(whispers::create).get(whispers::list))
         .route(

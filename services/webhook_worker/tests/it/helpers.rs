@@ -50,6 +50,7 @@ impl World {
         let config = webhooks::Config {
             database_url: database_url(),
             max_connections: 4,
+            allow_private_targets: true,
         };
         tokio::spawn(webhooks::run(config, listener, shutdown.clone()));
         let webhooks = WebhooksClient::new(
