@@ -6,7 +6,9 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
-use crate::storage::{self, ConversationRow, Cursor, MessageRow, NewPost, Page, WhisperRow};
+use crate::storage::{
+    self, ConversationRow, Cursor, IdempotencyKey, MessageRow, NewPost, Page, WhisperRow,
+};
 use crate::{rules, Result, PAGE_SIZE};
 
 /// How many times a merge is retried after a conflict with a concurrent writer.
@@ -117,8 +119,29 @@ impl ConversationsApi {
         let app_maker =
             (row.role == "appMaker" && !row.author_id.is_empty()).then_some(row.author_id.as_str());
         let new_conversation_id = domain::id::new_id();
+        let key = match req.idempotency_key.as_deref() {
+            Some(key) => {
+                rules::idempotency_key(key)?;
+                Some(IdempotencyKey {
+                    app_id: &req.app_id,
+                    app_user_id: &req.app_user_id,
+                    key,
+                    request_hash: &req.request_hash,
+                })
+            }
+            None => None,
+        };
+        // The key, the message and its outbox row commit together: a retry either finds
+        // the stored response or finds nothing and posts, never both.
+        let mut tx = self.pool.begin().await?;
+        if let Some(key) = &key {
+            if let Some(stored) = storage::lock_idempotency_key(&mut tx, key).await? {
+                tracing::debug!(app_id = %req.app_id, "idempotent request replayed");
+                return rules::replay(stored, key.key, key.request_hash);
+            }
+        }
         let (posted, page) = storage::post_message(
-            &self.pool,
+            &mut tx,
             &NewPost {
                 app_id: &req.app_id,
                 app_user_id: &req.app_user_id,
@@ -131,24 +154,32 @@ impl ConversationsApi {
             PAGE_SIZE,
         )
         .await?;
-        tracing::debug!(
-            app_id = %req.app_id,
-            conversation_id = %posted.conversation.id,
-            message_id = %message.id,
-            event_id = %event.id,
-            created = posted.created,
-            "message stored"
-        );
-        Ok(pb::PostMessageResponse {
+        let conversation_id = posted.conversation.id.clone();
+        let response = pb::PostMessageResponse {
             message: Some(message),
             conversation: Some(conversation_to_pb(
-                req.app_id,
-                req.app_user_id,
+                req.app_id.clone(),
+                req.app_user_id.clone(),
                 posted.conversation,
                 page,
             )),
             conversation_created: posted.created,
-        })
+            replayed: false,
+        };
+        if let Some(key) = &key {
+            let bytes = prost::Message::encode_to_vec(&response);
+            storage::store_idempotent_response(&mut tx, key, &row.id, &bytes).await?;
+        }
+        tx.commit().await?;
+        tracing::debug!(
+            app_id = %req.app_id,
+            conversation_id = %conversation_id,
+            message_id = %row.id,
+            event_id = %event.id,
+            created = posted.created,
+            "message stored"
+        );
+        Ok(response)
     }
 
     async fn get(&self, req: pb::GetConversationRequest) -> Result<pb::Conversation> {

@@ -62,6 +62,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
     db::spawn_pool_metrics(pool.clone(), "conversations", shutdown.clone());
+    spawn_idempotency_cleanup(pool.clone(), shutdown.clone());
     let relay = config
         .relay
         .as_ref()
@@ -91,4 +92,22 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .context("conversations gRPC server failed")
+}
+
+/// Deletes idempotency keys past their 24 h every hour (and at start) until `shutdown`.
+fn spawn_idempotency_cleanup(pool: sqlx::PgPool, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match storage::delete_expired_idempotency_keys(&pool).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "expired idempotency keys deleted"),
+                Err(e) => tracing::warn!(error = %e, "idempotency key cleanup failed"),
+            }
+        }
+    });
 }

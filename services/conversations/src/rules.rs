@@ -7,7 +7,7 @@ use domain::validate;
 use proto::v1 as pb;
 use serde_json::Value;
 
-use crate::storage::{MessageRow, WhisperRow};
+use crate::storage::{MessageRow, StoredResponse, WhisperRow};
 
 /// Checks the app id every request names.
 pub(crate) fn app_scope(app_id: &str) -> Result<(), domain::Error> {
@@ -266,6 +266,47 @@ pub(crate) fn event_name(name: &str) -> Result<(), domain::Error> {
         ));
     }
     validate::short_field("name", name)
+}
+
+/// The longest `Idempotency-Key` accepted.
+pub(crate) const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Checks an idempotency key: 1 to 255 visible ASCII characters.
+pub(crate) fn idempotency_key(key: &str) -> Result<(), domain::Error> {
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !visible {
+        return Err(domain::Error::bad_request(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters, \
+             such as a UUID"
+        )));
+    }
+    Ok(())
+}
+
+/// The answer to a retried keyed request: the stored response when the request is the same
+/// as the first one, a conflict when the key was used for another request.
+pub(crate) fn replay(
+    stored: StoredResponse,
+    key: &str,
+    request_hash: &str,
+) -> crate::Result<pb::PostMessageResponse> {
+    if stored.request_hash != request_hash {
+        return Err(domain::Error::new(
+            domain::ErrorCode::Conflict,
+            format!(
+                "Idempotency-Key {key:?} was already used for a different request in the last \
+                 24 hours; send a new key with a new message"
+            ),
+        )
+        .into());
+    }
+    let mut response: pb::PostMessageResponse = prost::Message::decode(stored.response.as_slice())
+        .map_err(|e| {
+            tracing::error!(error = %e, "stored idempotent response does not decode");
+            domain::Error::internal()
+        })?;
+    response.replayed = true;
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod clients;
 mod credentials;
 mod error;
 mod extract;
+mod idempotency;
 mod observe;
 mod ratelimit;
 mod routes;

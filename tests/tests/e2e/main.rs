@@ -8,6 +8,7 @@ mod auth;
 mod conversation;
 mod credentials;
 mod devices;
+mod idempotency;
 mod images;
 mod isolation;
 mod merge;

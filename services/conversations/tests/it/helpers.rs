@@ -95,6 +95,7 @@ impl TestApp {
             app_user_id: user.to_owned(),
             message: Some(message),
             app_user: Some(app_user(&self.app_id, user)),
+            ..Default::default()
         };
         self.client
             .post_message(request)

@@ -183,6 +183,7 @@ async fn invalid_messages_are_rejected_naming_the_field() {
         app_user_id: "user1".into(),
         message: None,
         app_user: None,
+        ..Default::default()
     };
     let err = app.client.post_message(missing).await.unwrap_err();
     assert_error(&err, code, "bad_request", "message is required");
@@ -202,6 +203,7 @@ async fn concurrent_first_messages_share_one_conversation() {
             app_user_id: "user1".into(),
             message: Some(new_message("appUser", &format!("m{i}"))),
             app_user: None,
+            ..Default::default()
         };
         tokio::spawn(async move { client.post_message(request).await.unwrap().into_inner() })
     });

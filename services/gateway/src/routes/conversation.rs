@@ -7,18 +7,20 @@ use std::collections::HashMap;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use axum::Json;
 use domain::model::{AppUser, Conversation, Message};
 use domain::{validate, Error, ErrorCode};
 use proto::v1 as pb;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::appusers::load_user;
 use crate::caller::Caller;
 use crate::error::ApiResult;
 use crate::extract::JsonBody;
+use crate::idempotency;
 use crate::AppState;
 
 /// Reads a `received`-style time (float seconds) from the query parameter `field`.
@@ -95,7 +97,7 @@ pub(crate) async fn get(
 }
 
 /// The fields of a message, from JSON or from form fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MessageBody {
     text: Option<String>,
@@ -109,12 +111,31 @@ pub(crate) struct MessageBody {
     actions: Option<Value>,
 }
 
+/// A keyed request's `Idempotency-Key` and the fingerprint of the request.
+type Keyed = Option<(String, String)>;
+
+/// A message body as bytes, for its fingerprint.
+fn body_bytes(body: &MessageBody) -> ApiResult<Vec<u8>> {
+    serde_json::to_vec(body).map_err(|e| {
+        tracing::error!(error = %e, "message body does not serialize");
+        Error::internal().into()
+    })
+}
+
 pub(crate) async fn post_message(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<MessageBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
+    let keyed = match idempotency::key(&headers)? {
+        Some(key) => Some((
+            key,
+            idempotency::fingerprint([b"message".as_slice(), &body_bytes(&body)?]),
+        )),
+        None => None,
+    };
     let role = check_role(&caller, body.role.as_deref())?;
     let text = body
         .text
@@ -122,7 +143,7 @@ pub(crate) async fn post_message(
         .ok_or_else(|| Error::bad_request("text is required"))?;
     validate::text(&text)?;
     let user = load_user(&state, &caller, id).await?;
-    post(&state, &caller, user, role, text, body).await
+    post(&state, &caller, user, role, text, body, keyed).await
 }
 
 /// Checks the role is given, valid, and allowed to the caller: only app-scope JWTs may post
@@ -143,7 +164,8 @@ async fn post(
     role: String,
     text: String,
     body: MessageBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    keyed: Keyed,
+) -> ApiResult<Response> {
     for (field, value) in [
         ("name", &body.name),
         ("email", &body.email),
@@ -178,6 +200,7 @@ async fn post(
     };
     let app_id = user.app_id.clone();
     let app_user_id = user.id.clone();
+    let (idempotency_key, request_hash) = keyed.unzip();
     let response = state
         .clients
         .conversations
@@ -198,6 +221,8 @@ async fn post(
                 actions_json,
             }),
             app_user: Some(user),
+            idempotency_key,
+            request_hash: request_hash.unwrap_or_default(),
         })
         .await?
         .into_inner();
@@ -212,20 +237,28 @@ async fn post(
             })
             .await?;
     }
+    let replayed = response.replayed;
     let message = response.message.map(Message::from);
     let conversation = response.conversation.map(Conversation::from);
+    let mut headers = HeaderMap::new();
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     Ok((
         StatusCode::CREATED,
+        headers,
         Json(json!({"message": message, "conversation": conversation})),
-    ))
+    )
+        .into_response())
 }
 
 pub(crate) async fn post_image(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
     let mut multipart = multipart.map_err(|e| {
         Error::bad_request(format!(
             "images are uploaded as multipart/form-data with the file in `source`: {e}"
@@ -269,6 +302,19 @@ pub(crate) async fn post_image(
     if bytes.is_empty() {
         return Err(Error::bad_request("the `source` file is empty").into());
     }
+    let keyed = match idempotency::key(&headers)? {
+        Some(key) => Some((
+            key,
+            idempotency::fingerprint([
+                b"image".as_slice(),
+                &body_bytes(&body)?,
+                filename.as_bytes(),
+                declared_type.as_bytes(),
+                &bytes,
+            ]),
+        )),
+        None => None,
+    };
     let user = load_user(&state, &caller, id).await?;
     let chunks: Vec<pb::UploadChunk> =
         std::iter::once(pb::upload_chunk::Part::Header(pb::UploadHeader {
@@ -296,7 +342,7 @@ pub(crate) async fn post_image(
     );
     body.media_url = Some(url.clone());
     body.media_type = Some(object.media_type);
-    post(&state, &caller, user, role, url, body).await
+    post(&state, &caller, user, role, url, body, keyed).await
 }
 
 fn too_large(limit: usize) -> Error {
