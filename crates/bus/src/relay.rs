@@ -141,6 +141,7 @@ impl Relay {
             let wait = match self.drain().await {
                 Ok(_) => {
                     backoff.reset();
+                    self.report_backlog().await;
                     if last_cleanup.elapsed() >= Duration::from_secs(60) {
                         last_cleanup = tokio::time::Instant::now();
                         self.cleanup().await;
@@ -161,6 +162,24 @@ impl Relay {
         }
         self.publisher.close().await;
         tracing::debug!("outbox relay stopped");
+    }
+
+    /// Sets the `outbox_backlog` (rows waiting) and `outbox_oldest_age_seconds` gauges; the
+    /// partial index on unpublished rows keeps this cheap while the backlog is small.
+    async fn report_backlog(&self) {
+        let backlog: Result<(i64, f64), sqlx::Error> = sqlx::query_as(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at))::float8, 0)
+             FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        match backlog {
+            Ok((rows, age)) => {
+                metrics::gauge!("outbox_backlog").set(rows as f64);
+                metrics::gauge!("outbox_oldest_age_seconds").set(age);
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the outbox backlog failed"),
+        }
     }
 
     /// Publishes every unpublished row this replica can claim; returns how many.
@@ -216,6 +235,10 @@ impl Relay {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        for row in &rows {
+            metrics::counter!("bus_events_published_total", "trigger" => row.trigger.clone())
+                .increment(1);
+        }
         tracing::debug!(rows = rows.len(), "outbox rows published");
         Ok(rows.len())
     }

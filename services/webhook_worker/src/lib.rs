@@ -8,6 +8,7 @@
 //! scales by adding replicas.
 
 mod consumer;
+mod depth;
 mod directory;
 mod error;
 pub mod job;
@@ -253,7 +254,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     };
     let requested = retries::run(worker.clone(), client, config.retry_poll, shutdown.clone());
-    tokio::join!(events, deliveries, requested);
+    let depths = depth::report(
+        config.amqp_url.clone(),
+        topology.all_queues(&retry_ttls),
+        shutdown.clone(),
+    );
+    tokio::join!(events, deliveries, requested, depths);
 
     // Every step is done: let the delivery log flush, then close the publisher.
     drop(worker);

@@ -229,6 +229,17 @@ impl Worker {
             requeue(&delivery).await;
             return;
         }
+        let outcome_label = match next {
+            Next::Done => "succeeded",
+            Next::Retry(_) => "retrying",
+            Next::Dead => "failed",
+        };
+        metrics::counter!("webhook_deliveries_total", "outcome" => outcome_label).increment(1);
+        metrics::histogram!("webhook_attempt_duration_seconds", "outcome" => outcome_label)
+            .record(outcome.latency.as_secs_f64());
+        if matches!(next, Next::Dead) {
+            metrics::counter!("webhook_dead_letters_total").increment(1);
+        }
         match next {
             Next::Done => tracing::debug!(
                 latency_ms = outcome.latency.as_millis() as u64,
