@@ -217,7 +217,8 @@ impl Report {
                 .map(|r| format!(", peak RSS {r:.0} MiB"))
                 .unwrap_or_default(),
         );
-        for (k, v) in &self.headline {
+        // Objects in the headline are figures for other scenarios to read, not for people.
+        for (k, v) in self.headline.iter().filter(|(_, v)| !v.is_object()) {
             let _ = writeln!(md, "- **{k}**: {}", value_text(v));
         }
         if !self.headline.is_empty() {

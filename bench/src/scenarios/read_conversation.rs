@@ -119,7 +119,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             .bytes()
             .await?;
         let body: serde_json::Value = serde_json::from_slice(&page)?;
-        let messages = body["messages"]
+        let messages = body["conversation"]["messages"]
             .as_array()
             .ok_or_else(|| anyhow!("no messages in the conversation of c{size}: {body}"))?
             .len();
