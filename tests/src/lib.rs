@@ -45,7 +45,7 @@ pub fn test_settings() -> Settings {
     let database_url = std::env::var("SMOOCH_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/smooch_test".to_owned());
     let media_dir = std::env::temp_dir().join(unique("smooch-media"));
-    Settings {
+    let mut settings = Settings {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         database_url,
         database_max_connections: 8,
@@ -57,7 +57,17 @@ pub fn test_settings() -> Settings {
         amqp_prefix: unique("test"),
         redis_prefix: unique("test"),
         ..Settings::default()
-    }
+    };
+    // Webhook sinks listen on loopback; failures retry fast and give up soon, so delivery
+    // tests take a few seconds, not minutes.
+    let worker = &mut settings.webhook_worker;
+    worker.allow_private_targets = true;
+    worker.retry_base = std::time::Duration::from_millis(200);
+    worker.max_retries = 2;
+    worker.timeout = std::time::Duration::from_millis(2_000);
+    worker.cache_ttl = std::time::Duration::from_millis(200);
+    worker.retry_poll = std::time::Duration::from_millis(200);
+    settings
 }
 
 /// The suite of this test binary, started on first use.

@@ -69,15 +69,18 @@ pub(crate) async fn record(pool: &PgPool, attempts: Vec<pb::DeliveryAttempt>) ->
         return Ok(());
     }
     // One upsert row per delivery (Postgres cannot update a row twice in one statement):
-    // its newest attempt.
-    let mut newest: HashMap<&str, &AttemptRow> = HashMap::new();
-    for row in &rows {
-        let entry = newest.entry(row.delivery_id.as_str()).or_insert(row);
-        if (row.attempted_at, row.attempt) >= (entry.attempted_at, entry.attempt) {
-            *entry = row;
+    // its newest attempt, in the order the deliveries first appear in the batch, so that
+    // new deliveries get their place in the log (`seq`) in the order they were attempted.
+    let mut newest: HashMap<&str, (usize, &AttemptRow)> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let entry = newest.entry(row.delivery_id.as_str()).or_insert((i, row));
+        if (row.attempted_at, row.attempt) >= (entry.1.attempted_at, entry.1.attempt) {
+            entry.1 = row;
         }
     }
-    let latest: Vec<&AttemptRow> = newest.into_values().collect();
+    let mut latest: Vec<(usize, &AttemptRow)> = newest.into_values().collect();
+    latest.sort_by_key(|(first_seen, _)| *first_seen);
+    let latest: Vec<&AttemptRow> = latest.into_iter().map(|(_, row)| row).collect();
     delivery_log::record(pool, &latest, &rows, status_of).await?;
     Ok(())
 }

@@ -58,14 +58,16 @@ pub(crate) async fn record(
     let mut tx = pool.begin().await?;
     let col = |f: fn(&AttemptRow) -> String| latest.iter().map(|a| f(a)).collect::<Vec<_>>();
     // The status follows the newest attempt: batches from several workers may arrive out
-    // of order, so an older attempt never overwrites a newer one's status.
+    // of order, so an older attempt never overwrites a newer one's status. New rows take
+    // their `seq` (the log's order) in the order of `latest`.
     sqlx::query(
         "INSERT INTO deliveries (id, app_id, webhook_id, event_id, trigger, status, job,
                                  created_at, updated_at)
          SELECT id, app_id, webhook_id, event_id, trigger, status, job::jsonb, at, at
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::timestamptz[])
-              AS t(id, app_id, webhook_id, event_id, trigger, status, job, at)
+                     $7::text[], $8::timestamptz[]) WITH ORDINALITY
+              AS t(id, app_id, webhook_id, event_id, trigger, status, job, at, ord)
+         ORDER BY ord
          ON CONFLICT (id) DO UPDATE SET
              status = EXCLUDED.status,
              job = COALESCE(EXCLUDED.job, deliveries.job),

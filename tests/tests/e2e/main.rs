@@ -7,6 +7,7 @@ mod appusers;
 mod auth;
 mod conversation;
 mod credentials;
+mod delivery;
 mod devices;
 mod idempotency;
 mod images;
