@@ -147,3 +147,35 @@ async fn replicas_share_the_outbox_without_publishing_a_row_twice() {
     assert_eq!(got, want, "every row exactly once");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_writers_trace_context_travels_as_message_headers() {
+    use futures::StreamExt as _;
+
+    let env = Env::new().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    env.commit_event("traced", "message:appUser").await;
+    sqlx::query("UPDATE outbox SET trace_context = $1 WHERE event_id = 'traced'")
+        .bind(serde_json::json!({"traceparent": traceparent, "tracestate": "k=v"}))
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    env.commit_event("untraced", "message:appUser").await;
+    let relay = Relay::new(env.pool.clone(), env.publisher(), RelayConfig::default());
+    assert_eq!(relay.drain().await.unwrap(), 2);
+
+    let mut consumer = env.consumer().await;
+    let mut contexts = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        contexts.push(bus::trace::context_of(&delivery.properties));
+    }
+    assert_eq!(contexts[0]["traceparent"], traceparent);
+    assert_eq!(contexts[0]["tracestate"], "k=v");
+    assert!(contexts[1].is_empty(), "{:?}", contexts[1]);
+    env.cleanup().await;
+}
