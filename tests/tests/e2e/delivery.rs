@@ -605,4 +605,45 @@ async fn a_delivery_continues_the_trace_of_the_request_that_caused_it() {
     assert_eq!(parts[1], trace, "{traceparent:?}");
     // The attempt is a span of its own, not the client's.
     assert_ne!(parts[2], "00f067aa0ba902b7");
+
+    // The exported trace holds the whole life of the message: the HTTP request, the
+    // conversations call that wrote the outbox row, the worker's fan-out and the delivery
+    // attempt, whose span is the parent the sink was told of.
+    let wanted = [
+        "POST /v1/appusers/{id}/conversation/messages",
+        "/smooch.v1.Conversations/PostMessage",
+        "fan_out",
+        "deliver",
+    ];
+    let mut spans = Vec::new();
+    for _ in 0..PATIENCE {
+        spans = e2e::otlp::trace(&trace);
+        if wanted.iter().all(|w| spans.iter().any(|s| s.name == *w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let span = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name:?} span in trace {trace}: {spans:#?}"))
+    };
+    for w in wanted {
+        span(w);
+    }
+    // The message and its conversation:start event each have a fan-out, both children
+    // of the call that wrote them; the delivery is a child of the message's.
+    let post_message = &span("/smooch.v1.Conversations/PostMessage").span_id;
+    let fan_outs: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.name == "fan_out")
+        .inspect(|s| assert_eq!(&s.parent_span_id, post_message, "{spans:#?}"))
+        .map(|s| s.span_id.as_str())
+        .collect();
+    assert!(
+        fan_outs.contains(&span("deliver").parent_span_id.as_str()),
+        "{spans:#?}"
+    );
+    assert_eq!(span("deliver").span_id, parts[2]);
 }
