@@ -135,7 +135,9 @@ impl Relay {
     /// interval; after a failure (broker or database down) the rows stay and passes are
     /// retried with exponential backoff.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        // Capped low: the sweep is what publishes rows nobody pokes about after an outage,
+        // so a long wait here is a long delay for every event committed meanwhile.
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut last_cleanup = tokio::time::Instant::now();
         loop {
             let wait = match self.drain().await {

@@ -22,6 +22,25 @@ pub fn is_sqlstate(err: &sqlx::Error, code: &str) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }
 
+/// Whether `err` means Postgres could not be reached or dropped the connection (a restart,
+/// a failover, an exhausted pool) rather than a fault in the statement: the request may
+/// succeed when retried, so services answer UNAVAILABLE (503), not INTERNAL (500).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08 (connection exception), admin_shutdown, crash_shutdown,
+        // cannot_connect_now, too_many_connections.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 /// The name of the constraint a database error violated, if any.
 pub fn constraint(err: &sqlx::Error) -> Option<&str> {
     match err {
@@ -118,4 +137,19 @@ pub fn spawn_pool_metrics(
                 .set((size - idle).max(0.0));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable;
+
+    #[test]
+    fn lost_connections_are_unavailable_and_statement_faults_are_not() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(is_unavailable(&sqlx::Error::Io(reset)));
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::PoolClosed));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("id".into())));
+    }
 }

@@ -21,6 +21,11 @@ impl From<Error> for tonic::Status {
                 tracing::debug!(error = %e, "client error");
                 e.to_status()
             }
+            Error::Database(e) if db::is_unavailable(&e) => {
+                tracing::warn!(error = %e, "webhooks storage unavailable");
+                domain::Error::unavailable("storage is unavailable right now; retry shortly")
+                    .to_status()
+            }
             Error::Database(e) => {
                 tracing::error!(error = %e, "webhooks storage failed");
                 domain::Error::internal().to_status()
