@@ -168,6 +168,7 @@ fn gateway_config(settings: &Settings, addrs: [String; 4]) -> gateway::Config {
         redis: Some(redis_config(settings)),
         credential_cache: settings.credential_cache.clone(),
         rate_limit: settings.rate_limit.clone(),
+        body_timeout: settings.body_timeout,
         ..gateway::Config::new(settings.public_url(), users, conversations, media, webhooks)
     }
 }

@@ -43,6 +43,9 @@ pub struct Settings {
     /// How long a stopping process waits for in-flight work (`SMOOCH_SHUTDOWN_GRACE_MS`,
     /// default 25000).
     pub shutdown_grace: std::time::Duration,
+    /// How long a client may take to send a request body before the gateway answers 408
+    /// (`SMOOCH_BODY_TIMEOUT_MS`, default 60000).
+    pub body_timeout: std::time::Duration,
     /// Users service address (`SMOOCH_USERS_GRPC_ADDR`, default `127.0.0.1:50051`; for
     /// `smooch all`, a free loopback port unless set).
     pub users_grpc_addr: Option<String>,
@@ -87,6 +90,7 @@ impl Default for Settings {
             webhook_worker: webhook_worker::Config::default(),
             admin_addrs: Vec::new(),
             shutdown_grace: std::time::Duration::from_millis(25_000),
+            body_timeout: std::time::Duration::from_millis(60_000),
             users_grpc_addr: None,
             conversations_grpc_addr: None,
             media_grpc_addr: None,
@@ -278,6 +282,11 @@ impl Settings {
             shutdown_grace: std::time::Duration::from_millis(parsed(
                 "SMOOCH_SHUTDOWN_GRACE_MS",
                 25_000,
+                "milliseconds",
+            )?),
+            body_timeout: std::time::Duration::from_millis(parsed(
+                "SMOOCH_BODY_TIMEOUT_MS",
+                60_000,
                 "milliseconds",
             )?),
             users_grpc_addr: grpc_addr("SMOOCH_USERS_GRPC_ADDR")?,

@@ -112,8 +112,25 @@ impl Principal {
     }
 }
 
+/// The longest app token looked up. Ours are far shorter; a longer one cannot exist, so it
+/// is refused before it reaches the cache or the users service.
+pub const MAX_APP_TOKEN_LEN: usize = 256;
+/// The longest JWT read (8 KiB, a common header line limit).
+pub const MAX_JWT_LEN: usize = 8 * 1024;
+/// The longest `kid` looked up. Key ids are 24 hex characters (or an operator's account key
+/// id); anything much longer names no key.
+pub const MAX_KID_LEN: usize = 128;
+
+/// Whether `s` could be a credential or key id we issue: not empty, not too long, printable
+/// ASCII only (no control characters, NULs or spaces that a storage lookup could choke on).
+fn plausible(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Reads the credentials of a request from its `app-token` and `authorization` headers.
 /// `Ok(None)` when there are none; a malformed header is a 401 saying what is wrong.
+/// Values no credential of ours can have (too long, control characters) are 401s here,
+/// so they never reach a lookup.
 pub fn read_credential(
     app_token: Option<&[u8]>,
     authorization: Option<&[u8]>,
@@ -127,6 +144,11 @@ pub fn read_credential(
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::unauthorized("authorization header must be `Bearer <jwt>`"))?;
+        if !plausible(token, MAX_JWT_LEN) {
+            return Err(Error::unauthorized(format!(
+                "invalid JWT: a token is at most {MAX_JWT_LEN} characters of base64url and dots"
+            )));
+        }
         let kid = jwt_kid(token)?;
         return Ok(Some(Credential::Jwt {
             token: token.to_owned(),
@@ -139,6 +161,9 @@ pub fn read_credential(
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::unauthorized("app-token header is empty or not valid text"))?;
+        if !plausible(token, MAX_APP_TOKEN_LEN) {
+            return Err(Error::unauthorized("invalid app token"));
+        }
         return Ok(Some(Credential::AppToken(token.to_owned())));
     }
     Ok(None)
@@ -154,7 +179,10 @@ pub fn jwt_kid(token: &str) -> Result<String, Error> {
     })?;
     hmac_algorithm(header.alg)?;
     match header.kid {
-        Some(kid) if !kid.is_empty() => Ok(kid),
+        Some(kid) if plausible(&kid, MAX_KID_LEN) => Ok(kid),
+        Some(kid) if !kid.is_empty() => Err(Error::unauthorized(format!(
+            "invalid JWT: `kid` must be a key id (at most {MAX_KID_LEN} printable characters)"
+        ))),
         _ => Err(Error::unauthorized(
             "invalid JWT: the header must carry the key id (`kid`) of the secret that signed it",
         )),

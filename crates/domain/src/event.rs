@@ -100,3 +100,61 @@ pub const MERGE_APP_USER: &str = "merge:appUser";
 pub fn message_trigger(role: &str) -> String {
     format!("message:{role}")
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn sample() -> Event {
+        let user = crate::model::AppUser::from_pb(Default::default(), false);
+        Event::new("5f1c0e2b9a8d7c6b5a4f3e2d", "message:appUser", 1, user)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The worker decodes whatever the bus hands it: any bytes are an event or an
+        /// error, never a panic.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = serde_json::from_slice::<Event>(&bytes);
+        }
+
+        /// Mutations of a real event (a byte flipped, cut short, spliced) decode or fail
+        /// cleanly too: these reach deeper into the decoder than random bytes do.
+        #[test]
+        fn decoding_mutated_events_never_panics(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = serde_json::to_vec(&sample()).unwrap();
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let _ = serde_json::from_slice::<Event>(&bytes);
+            let _ = serde_json::from_slice::<Event>(&bytes[..cut.index(bytes.len())]);
+        }
+
+        /// Deep nesting in the free-form parts (`actions`, `metadata`) is refused by the
+        /// JSON reader's recursion limit instead of overflowing the stack.
+        #[test]
+        fn deeply_nested_events_are_errors_not_overflows(depth in 100usize..5000) {
+            let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let mut value = serde_json::to_value(sample()).unwrap();
+            value["messages"] = json!([{"_id": "m", "authorId": "a", "role": "appUser",
+                "text": "t", "received": 1.0, "actions": "PLACEHOLDER"}]);
+            let text = value.to_string().replace("\"PLACEHOLDER\"", &nested);
+            let _ = serde_json::from_str::<Event>(&text);
+        }
+    }
+
+    #[test]
+    fn an_event_survives_a_round_trip() {
+        let event = sample();
+        let bytes = serde_json::to_vec(&event).unwrap();
+        assert_eq!(serde_json::from_slice::<Event>(&bytes).unwrap(), event);
+    }
+}

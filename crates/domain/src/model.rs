@@ -5,11 +5,12 @@
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::time;
 
 /// A message in a conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     /// The message id.
@@ -38,16 +39,18 @@ pub struct Message {
     pub media_type: Option<String>,
     /// Flat custom properties.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     /// Action buttons.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub actions: Vec<Value>,
     /// Seconds since the epoch, millisecond precision.
     pub received: f64,
 }
 
 /// A device of an app user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Device {
     /// The client's device id.
@@ -62,6 +65,7 @@ pub struct Device {
     pub push_notification_token: Option<String>,
     /// Flat device properties.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub info: Map<String, Value>,
     /// `active` when this user is the device's current user, else `inactive`.
     pub status: String,
@@ -70,7 +74,7 @@ pub struct Device {
 }
 
 /// An app user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppUser {
     /// The app user id.
@@ -91,6 +95,7 @@ pub struct AppUser {
     /// ISO 8601 with milliseconds and `Z`.
     pub signed_up_at: String,
     /// Flat custom properties.
+    #[schema(value_type = Object)]
     pub properties: Map<String, Value>,
     /// Whether the user has a conversation.
     pub conversation_started: bool,
@@ -113,7 +118,7 @@ impl AppUser {
 }
 
 /// A conversation and (a page of) its messages, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Conversation {
     /// The conversation id.

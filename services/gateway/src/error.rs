@@ -3,8 +3,9 @@
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 use std::error::Error as _;
+use utoipa::ToSchema;
 
 /// An error answered to the client.
 #[derive(Debug)]
@@ -35,12 +36,36 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong.
+    pub(crate) error: ErrorDetail,
+}
+
+/// The machine code and the human description of an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Machine code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `conflict`, `request_timeout`, `payload_too_large`,
+    /// `unsupported_media_type`, `too_many_requests`, `internal_error` or
+    /// `service_unavailable`.
+    #[schema(example = "bad_request")]
+    pub(crate) code: String,
+    /// What a person should fix.
+    #[schema(example = "text is required")]
+    pub(crate) description: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.0.code.http_status();
-        let body = json!({
-            "error": {"code": self.0.code.as_str(), "description": self.0.description}
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.0.code.as_str().to_owned(),
+                description: self.0.description,
+            },
+        };
         (status, Json(body)).into_response()
     }
 }

@@ -1,10 +1,12 @@
-//! Request body extraction with the API's own errors: JSON bodies need
+//! Request extraction with the API's own errors: JSON bodies need
 //! `content-type: application/json`, malformed JSON and wrong field types are 400s that name
-//! the field, and bodies over the limit are 413s.
+//! the field, bodies over the limit are 413s, and path parameters that are not UTF-8 are 400s
+//! in the error shape (axum's own rejections are plain text).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use domain::{Error, ErrorCode};
+use http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -59,6 +61,77 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         })?;
         de.end()
             .map_err(|e| Error::bad_request(format!("malformed JSON body: {e}")))?;
+        if has_nul(&bytes)? {
+            return Err(
+                Error::bad_request("strings must not contain NUL (\\u0000) characters").into(),
+            );
+        }
         Ok(JsonBody(value))
+    }
+}
+
+/// Whether a (valid) JSON document holds a NUL character in any string, keys included.
+/// Nothing downstream stores one (Postgres text cannot), so it is refused at the door.
+fn has_nul(bytes: &[u8]) -> Result<bool, ApiError> {
+    // A NUL can only be written as an escape; most bodies have no `\u0000` text at all.
+    let maybe = bytes
+        .windows(6)
+        .any(|w| w[0] == b'\\' && w[1] == b'u' && w[2..].eq_ignore_ascii_case(b"0000"));
+    if !maybe {
+        return Ok(false);
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::bad_request(format!("malformed JSON body: {e}")))?;
+    Ok(value_has_nul(&value))
+}
+
+fn value_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(value_has_nul),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains('\0') || value_has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Path parameters. Parameters that are not UTF-8 once percent-decoded are 400s; a
+/// parameter with a NUL character names nothing that can exist, so it is a 404.
+#[derive(Debug)]
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::bad_request(format!("malformed path: {}", e.body_text())))?;
+        if let Some((name, _)) = raw.iter().find(|(_, value)| value.contains('\0')) {
+            return Err(Error::not_found(format!("no resource has that {name}")).into());
+        }
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Error::bad_request(format!("malformed path: {}", e.body_text())))?;
+        Ok(Path(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_found_in_strings_and_keys_only() {
+        assert!(!has_nul(br#"{"text": "hi"}"#).unwrap());
+        assert!(has_nul(br#"{"text": "a\u0000b"}"#).unwrap());
+        assert!(has_nul(br#"{"m": {"k\u0000": 1}}"#).unwrap());
+        // An escaped backslash followed by `u0000` is text, not a NUL.
+        assert!(!has_nul(br#"{"text": "\\u0000"}"#).unwrap());
     }
 }

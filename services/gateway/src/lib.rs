@@ -4,10 +4,12 @@
 mod caller;
 mod clients;
 mod credentials;
+mod deadline;
 mod error;
 mod extract;
 mod idempotency;
 mod observe;
+mod openapi;
 mod ratelimit;
 mod routes;
 
@@ -20,6 +22,13 @@ use tokio_util::sync::CancellationToken;
 pub use clients::{Clients, TracedChannel};
 pub use error::ApiError;
 pub use ratelimit::RateLimitConfig;
+
+/// The OpenAPI document of the API the gateway serves (what `GET /openapi.json` answers),
+/// for tools that want it without a running gateway.
+pub fn openapi_json() -> String {
+    let spec = routes::spec(Config::new("", "", "", "", "").max_image_bytes);
+    serde_json::to_string_pretty(&spec).unwrap_or_default()
+}
 
 /// Settings of the gateway role.
 #[derive(Debug, Clone)]
@@ -41,6 +50,9 @@ pub struct Config {
     pub max_json_bytes: usize,
     /// Deadline of each gRPC call. Default 10 s.
     pub grpc_timeout: Duration,
+    /// Time a client has, from the start of its request, to send the whole body; slower
+    /// bodies are cut off with 408 (`SMOOCH_BODY_TIMEOUT_MS`). Default 60 s.
+    pub body_timeout: Duration,
     /// Redis of the credential cache, the revocation channel and the rate limits
     /// (`SMOOCH_REDIS_URL`, `SMOOCH_REDIS_PREFIX`; default `redis://127.0.0.1:6379` under
     /// `smooch`). `None` runs without: credentials are cached only briefly in memory and
@@ -70,6 +82,7 @@ impl Config {
             max_image_bytes: 10 * 1024 * 1024,
             max_json_bytes: 1024 * 1024,
             grpc_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             redis: Some(auth::RedisConfig::new("redis://127.0.0.1:6379", "smooch")),
             credential_cache: auth::CacheConfig::default(),
             rate_limit: RateLimitConfig::default(),

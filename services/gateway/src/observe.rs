@@ -50,6 +50,10 @@ pub(crate) async fn trace_requests(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
 pub(crate) async fn metrics_page() -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -4,7 +4,9 @@
 mod actions;
 mod apps;
 mod appusers;
+mod attacks;
 mod auth;
+mod bad_input;
 mod conversation;
 mod credentials;
 mod delivery;
@@ -13,6 +15,7 @@ mod idempotency;
 mod images;
 mod isolation;
 mod merge;
+mod openapi;
 mod operations;
 mod pagination;
 mod ratelimits;

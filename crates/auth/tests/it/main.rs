@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod cache;
+mod parsing;
 mod ratelimit;
 
 use std::collections::HashMap;

@@ -1,40 +1,106 @@
 //! `/v1/apps`: the operator's tenancy API (account scope): apps and their secret keys.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use domain::Error;
 use proto::v1 as pb;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::caller::Caller;
 use crate::error::ApiResult;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
+use crate::openapi::{AuthErrors, BodyErrors, PathErrors};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
+/// The body of creating an app or a key.
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NameBody {
+    /// A name for people; required, not blank.
+    #[schema(required = true, min_length = 1)]
     name: Option<String>,
 }
 
-fn app_json(app: pb::App) -> Value {
-    json!({
-        "_id": app.id,
-        "name": app.name,
-        "appToken": app.app_token,
-        "createdAt": domain::time::iso(app.created_at_ms),
-    })
+/// An app (tenant).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AppJson {
+    /// The app id.
+    #[serde(rename = "_id")]
+    id: String,
+    /// Its name.
+    name: String,
+    /// Its app token (the `app-token` header of its SDK calls).
+    app_token: String,
+    /// ISO 8601 creation time.
+    created_at: String,
 }
 
-fn key_json(key: pb::Key) -> Value {
-    json!({
-        "_id": key.id,
-        "name": key.name,
-        "secret": key.secret,
-        "createdAt": domain::time::iso(key.created_at_ms),
-    })
+impl From<pb::App> for AppJson {
+    fn from(app: pb::App) -> Self {
+        AppJson {
+            id: app.id,
+            name: app.name,
+            app_token: app.app_token,
+            created_at: domain::time::iso(app.created_at_ms),
+        }
+    }
 }
+
+/// `{"app": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AppAnswer {
+    app: AppJson,
+}
+
+/// `{"apps": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AppsAnswer {
+    apps: Vec<AppJson>,
+}
+
+/// A secret key of an app: JWTs carry its `_id` as `kid` and are signed with its secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct KeyJson {
+    /// The key id (`kid`).
+    #[serde(rename = "_id")]
+    id: String,
+    /// Its name.
+    name: String,
+    /// The shared secret.
+    secret: String,
+    /// ISO 8601 creation time.
+    created_at: String,
+}
+
+impl From<pb::Key> for KeyJson {
+    fn from(key: pb::Key) -> Self {
+        KeyJson {
+            id: key.id,
+            name: key.name,
+            secret: key.secret,
+            created_at: domain::time::iso(key.created_at_ms),
+        }
+    }
+}
+
+/// `{"key": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyAnswer {
+    key: KeyJson,
+}
+
+/// `{"keys": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeysAnswer {
+    keys: Vec<KeyJson>,
+}
+
+/// `{}`: the answer of a delete.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub(crate) struct Empty {}
 
 fn required_name(body: NameBody) -> ApiResult<String> {
     match body.name {
@@ -43,11 +109,18 @@ fn required_name(body: NameBody) -> ApiResult<String> {
     }
 }
 
+/// Creates an app with a fresh app token.
+#[utoipa::path(
+    post, path = "/v1/apps", tag = "apps", operation_id = "createApp",
+    request_body = NameBody,
+    security(("jwt" = [])),
+    responses((status = 201, description = "The new app", body = AppAnswer), BodyErrors, AuthErrors)
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<NameBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<AppAnswer>)> {
     caller.require_account_scope()?;
     let name = required_name(body)?;
     let app = state
@@ -57,10 +130,19 @@ pub(crate) async fn create(
         .create_app(pb::CreateAppRequest { name })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(json!({"app": app_json(app)}))))
+    Ok((StatusCode::CREATED, Json(AppAnswer { app: app.into() })))
 }
 
-pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+/// Lists every app.
+#[utoipa::path(
+    get, path = "/v1/apps", tag = "apps", operation_id = "listApps",
+    security(("jwt" = [])),
+    responses((status = 200, description = "Every app", body = AppsAnswer), AuthErrors)
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<AppsAnswer>> {
     caller.require_account_scope()?;
     let apps = state
         .clients
@@ -70,16 +152,23 @@ pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> ApiRe
         .await?
         .into_inner()
         .apps;
-    Ok(Json(
-        json!({"apps": apps.into_iter().map(app_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(AppsAnswer {
+        apps: apps.into_iter().map(AppJson::from).collect(),
+    }))
 }
 
+/// One app.
+#[utoipa::path(
+    get, path = "/v1/apps/{app_id}", tag = "apps", operation_id = "getApp",
+    params(("app_id" = String, Path, description = "The app id")),
+    security(("jwt" = [])),
+    responses((status = 200, description = "The app", body = AppAnswer), PathErrors, AuthErrors)
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(app_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AppAnswer>> {
     caller.require_account_scope()?;
     let app = state
         .clients
@@ -88,14 +177,21 @@ pub(crate) async fn get(
         .get_app(pb::GetAppRequest { app_id })
         .await?
         .into_inner();
-    Ok(Json(json!({"app": app_json(app)})))
+    Ok(Json(AppAnswer { app: app.into() }))
 }
 
+/// Deletes an app with everything in it; its credentials stop working at once.
+#[utoipa::path(
+    delete, path = "/v1/apps/{app_id}", tag = "apps", operation_id = "deleteApp",
+    params(("app_id" = String, Path, description = "The app id")),
+    security(("jwt" = [])),
+    responses((status = 200, description = "Deleted", body = Empty), PathErrors, AuthErrors)
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(app_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Empty>> {
     caller.require_account_scope()?;
     state
         .clients
@@ -103,16 +199,22 @@ pub(crate) async fn delete(
         .clone()
         .delete_app(pb::GetAppRequest { app_id })
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
-/// `POST /v1/apps/{appId}/token/rotate`: a new app token; the old one stops working on
+/// `POST /v1/apps/{app_id}/token/rotate`: a new app token; the old one stops working on
 /// every gateway within a second.
+#[utoipa::path(
+    post, path = "/v1/apps/{app_id}/token/rotate", tag = "apps", operation_id = "rotateAppToken",
+    params(("app_id" = String, Path, description = "The app id")),
+    security(("jwt" = [])),
+    responses((status = 200, description = "The app with its new token", body = AppAnswer), PathErrors, AuthErrors)
+)]
 pub(crate) async fn rotate_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(app_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AppAnswer>> {
     caller.require_account_scope()?;
     let app = state
         .clients
@@ -121,15 +223,23 @@ pub(crate) async fn rotate_token(
         .rotate_app_token(pb::GetAppRequest { app_id })
         .await?
         .into_inner();
-    Ok(Json(json!({"app": app_json(app)})))
+    Ok(Json(AppAnswer { app: app.into() }))
 }
 
+/// Creates a secret key of an app.
+#[utoipa::path(
+    post, path = "/v1/apps/{app_id}/keys", tag = "apps", operation_id = "createKey",
+    params(("app_id" = String, Path, description = "The app id")),
+    request_body = NameBody,
+    security(("jwt" = [])),
+    responses((status = 201, description = "The new key, with its secret", body = KeyAnswer), BodyErrors, PathErrors, AuthErrors)
+)]
 pub(crate) async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
     Path(app_id): Path<String>,
     JsonBody(body): JsonBody<NameBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<KeyAnswer>)> {
     caller.require_account_scope()?;
     let name = required_name(body)?;
     let key = state
@@ -139,14 +249,21 @@ pub(crate) async fn create_key(
         .create_key(pb::CreateKeyRequest { app_id, name })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(json!({"key": key_json(key)}))))
+    Ok((StatusCode::CREATED, Json(KeyAnswer { key: key.into() })))
 }
 
+/// Lists an app's secret keys.
+#[utoipa::path(
+    get, path = "/v1/apps/{app_id}/keys", tag = "apps", operation_id = "listKeys",
+    params(("app_id" = String, Path, description = "The app id")),
+    security(("jwt" = [])),
+    responses((status = 200, description = "The app's keys", body = KeysAnswer), PathErrors, AuthErrors)
+)]
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
     Path(app_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<KeysAnswer>> {
     caller.require_account_scope()?;
     let keys = state
         .clients
@@ -156,16 +273,26 @@ pub(crate) async fn list_keys(
         .await?
         .into_inner()
         .keys;
-    Ok(Json(
-        json!({"keys": keys.into_iter().map(key_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(KeysAnswer {
+        keys: keys.into_iter().map(KeyJson::from).collect(),
+    }))
 }
 
+/// One secret key of an app.
+#[utoipa::path(
+    get, path = "/v1/apps/{app_id}/keys/{key_id}", tag = "apps", operation_id = "getKey",
+    params(
+        ("app_id" = String, Path, description = "The app id"),
+        ("key_id" = String, Path, description = "The key id"),
+    ),
+    security(("jwt" = [])),
+    responses((status = 200, description = "The key", body = KeyAnswer), PathErrors, AuthErrors)
+)]
 pub(crate) async fn get_key(
     State(state): State<AppState>,
     caller: Caller,
     Path((app_id, key_id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<KeyAnswer>> {
     caller.require_account_scope()?;
     let keys = state
         .clients
@@ -179,14 +306,24 @@ pub(crate) async fn get_key(
         .into_iter()
         .find(|k| k.id == key_id)
         .ok_or_else(|| Error::not_found(format!("key {key_id} not found in this app")))?;
-    Ok(Json(json!({"key": key_json(key)})))
+    Ok(Json(KeyAnswer { key: key.into() }))
 }
 
+/// Deletes a secret key; tokens it signed stop working at once.
+#[utoipa::path(
+    delete, path = "/v1/apps/{app_id}/keys/{key_id}", tag = "apps", operation_id = "deleteKey",
+    params(
+        ("app_id" = String, Path, description = "The app id"),
+        ("key_id" = String, Path, description = "The key id"),
+    ),
+    security(("jwt" = [])),
+    responses((status = 200, description = "Deleted", body = Empty), PathErrors, AuthErrors)
+)]
 pub(crate) async fn delete_key(
     State(state): State<AppState>,
     caller: Caller,
     Path((app_id, key_id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Empty>> {
     caller.require_account_scope()?;
     state
         .clients
@@ -194,5 +331,5 @@ pub(crate) async fn delete_key(
         .clone()
         .delete_key(pb::DeleteKeyRequest { app_id, key_id })
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

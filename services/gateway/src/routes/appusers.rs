@@ -1,18 +1,20 @@
 //! `/v1/init` and `/v1/appusers/{appUserId|userId}`: app users, their profile and events.
 
 use auth::Principal;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use domain::model::AppUser;
 use domain::{validate, Error};
 use proto::v1 as pb;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::caller::Caller;
 use crate::error::ApiResult;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
+use crate::openapi::{AuthErrors, BodyErrors, ConflictErrors, PathErrors};
 use crate::AppState;
 
 /// Finds the app user a path names (by `_id` or `userId`) in the caller's app, and checks
@@ -37,33 +39,89 @@ pub(crate) async fn load_user(
     Ok(user)
 }
 
-/// The `{"appUser": ...}` answer, with devices for app-scope callers only.
-pub(crate) fn user_json(caller: &Caller, user: pb::AppUser) -> Value {
-    json!({"appUser": AppUser::from_pb(user, caller.is_app_scope())})
+/// `{"appUser": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AppUserAnswer {
+    app_user: AppUser,
 }
 
-#[derive(Debug, Deserialize)]
+/// The `{"appUser": ...}` answer, with devices for app-scope callers only.
+pub(crate) fn user_json(caller: &Caller, user: pb::AppUser) -> AppUserAnswer {
+    AppUserAnswer {
+        app_user: AppUser::from_pb(user, caller.is_app_scope()),
+    }
+}
+
+/// The device an SDK inits from.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct DeviceBody {
+    /// The SDK's device id.
+    #[schema(required = true, min_length = 1)]
     id: Option<String>,
+    /// `ios`, `android`, `web` or `other`.
+    #[schema(required = true, example = "ios")]
     platform: Option<String>,
+    /// The app's version on the device.
     app_version: Option<String>,
+    /// The device's push token.
     push_notification_token: Option<String>,
+    /// Flat device properties (at most 16 KiB).
+    #[schema(value_type = Option<Object>)]
     info: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/init`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct InitBody {
+    /// The device.
+    #[schema(required = true)]
     device: Option<DeviceBody>,
+    /// The API consumer's id of a known user; an anonymous user when left out. With an
+    /// appUser-scope token it must be the token's own `userId`.
     user_id: Option<String>,
 }
 
+/// The app, as init shows it to SDKs.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InitApp {
+    /// The app id.
+    #[serde(rename = "_id")]
+    id: String,
+    /// The app's name.
+    name: String,
+    /// Whether the app has an icon (never, here).
+    has_icon: bool,
+    /// Whether APNs is set up (never, here).
+    apn_enabled: bool,
+    /// Whether GCM is set up (never, here).
+    gcm_enabled: bool,
+}
+
+/// The answer of init: the app user and the app.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InitAnswer {
+    app_user: AppUser,
+    app: InitApp,
+}
+
+/// Inits an app user from a device: what the SDKs do on start. Finds or creates the user
+/// (by `userId`, else by device), and merges an anonymous user into a known one.
+#[utoipa::path(
+    post, path = "/v1/init", tag = "appusers", operation_id = "init",
+    request_body = InitBody,
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "The app user and the app", body = InitAnswer), BodyErrors, AuthErrors)
+)]
 pub(crate) async fn init(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<InitBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InitAnswer>> {
     let app_id = caller.app_id()?.to_owned();
     let device = body
         .device
@@ -119,15 +177,16 @@ pub(crate) async fn init(
     )?;
     let app = app.into_inner();
     let user = finish_merges(&state, user.into_inner()).await?;
-    let mut body = user_json(&caller, user);
-    body["app"] = json!({
-        "_id": app.id,
-        "name": app.name,
-        "hasIcon": false,
-        "apnEnabled": false,
-        "gcmEnabled": false,
-    });
-    Ok(Json(body))
+    Ok(Json(InitAnswer {
+        app_user: user_json(&caller, user).app_user,
+        app: InitApp {
+            id: app.id,
+            name: app.name,
+            has_icon: false,
+            apn_enabled: false,
+            gcm_enabled: false,
+        },
+    }))
 }
 
 /// Moves the conversation history of the app users init merged into `user` (pending
@@ -172,20 +231,29 @@ async fn finish_merges(state: &AppState, mut user: pb::AppUser) -> ApiResult<pb:
     Ok(user)
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of pre-creating an app user.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CreateBody {
+    /// The API consumer's id for the user.
+    #[schema(required = true, min_length = 1)]
     user_id: Option<String>,
     #[serde(flatten)]
     profile: UpdateBody,
 }
 
 /// `POST /v1/appusers`: pre-creates a user with a userId (app scope only).
+#[utoipa::path(
+    post, path = "/", tag = "appusers", operation_id = "createAppUser",
+    request_body = CreateBody,
+    security(("jwt" = [])),
+    responses((status = 201, description = "The new app user", body = AppUserAnswer), BodyErrors, ConflictErrors, AuthErrors)
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<AppUserAnswer>)> {
     let (app_id, _) = caller.require_app_scope("creating an app user")?;
     let user_id = body
         .user_id
@@ -211,23 +279,38 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(user_json(&caller, user))))
 }
 
+/// An app user, by `_id` or `userId` (devices for app-scope callers only).
+#[utoipa::path(
+    get, path = "/{id}", tag = "appusers", operation_id = "getAppUser",
+    params(("id" = String, Path, description = "The app user's `_id` or `userId`")),
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "The app user", body = AppUserAnswer), PathErrors, AuthErrors)
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AppUserAnswer>> {
     let user = load_user(&state, &caller, id).await?;
     Ok(Json(user_json(&caller, user)))
 }
 
 /// Profile fields of an update (`PUT /v1/appusers/{id}`, pre-create, event attributes).
-#[derive(Debug, Default, Deserialize)]
+/// Updates are additive: fields left out keep their values; `properties` merge.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UpdateBody {
+    /// First name.
     given_name: Option<String>,
+    /// Last name.
     surname: Option<String>,
+    /// Email address.
     email: Option<String>,
+    /// ISO 8601, as in `2015-10-08T23:52:11.677Z`.
+    #[schema(example = "2015-10-08T23:52:11.677Z")]
     signed_up_at: Option<String>,
+    /// Flat custom properties (at most 16 KiB).
+    #[schema(value_type = Option<Object>)]
     properties: Option<Value>,
 }
 
@@ -268,12 +351,20 @@ fn profile_patch(body: UpdateBody) -> ApiResult<pb::UpdateAppUserRequest> {
     })
 }
 
+/// Updates an app user's profile, additively.
+#[utoipa::path(
+    put, path = "/{id}", tag = "appusers", operation_id = "updateAppUser",
+    params(("id" = String, Path, description = "The app user's `_id` or `userId`")),
+    request_body = UpdateBody,
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "The updated app user", body = AppUserAnswer), BodyErrors, PathErrors, AuthErrors)
+)]
 pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AppUserAnswer>> {
     let patch = profile_patch(body)?;
     let user = load_user(&state, &caller, id).await?;
     let updated = state
@@ -290,20 +381,39 @@ pub(crate) async fn update(
     Ok(Json(user_json(&caller, updated)))
 }
 
-#[derive(Debug, Deserialize)]
+/// An app user event.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct EventBody {
+    /// The event name (whispers listen for it).
+    #[schema(required = true, min_length = 1)]
     name: Option<String>,
     /// Attributes to apply to the app user before the event fires.
     app_user: Option<UpdateBody>,
 }
 
+/// `{"conversationUpdated": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EventAnswer {
+    /// Whether a whisper was posted to the conversation.
+    conversation_updated: bool,
+}
+
+/// Tracks an app user event, which may post whispers.
+#[utoipa::path(
+    post, path = "/{id}/events", tag = "appusers", operation_id = "trackEvent",
+    params(("id" = String, Path, description = "The app user's `_id` or `userId`")),
+    request_body = EventBody,
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "Whether the conversation changed", body = EventAnswer), BodyErrors, PathErrors, AuthErrors)
+)]
 pub(crate) async fn track_event(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<EventBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventAnswer>> {
     let name = body
         .name
         .filter(|n| !n.trim().is_empty())
@@ -348,7 +458,7 @@ pub(crate) async fn track_event(
             })
             .await?;
     }
-    Ok(Json(
-        json!({"conversationUpdated": answer.conversation_updated}),
-    ))
+    Ok(Json(EventAnswer {
+        conversation_updated: answer.conversation_updated,
+    }))
 }

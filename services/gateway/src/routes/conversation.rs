@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::Json;
@@ -14,14 +14,34 @@ use domain::model::{AppUser, Conversation, Message};
 use domain::{validate, Error, ErrorCode};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::appusers::load_user;
 use crate::caller::Caller;
 use crate::error::ApiResult;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
 use crate::idempotency;
+use crate::openapi::{AuthErrors, BodyErrors, ConflictErrors, PathErrors};
 use crate::AppState;
+
+/// A page of a conversation, with the URLs of the pages around it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ConversationPage {
+    conversation: Conversation,
+    /// The page of older messages, when there are some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<String>,
+    /// The page of newer messages, when there are some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// The answer of posting a message: the message and its conversation.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct MessageAnswer {
+    message: Option<Message>,
+    conversation: Option<Conversation>,
+}
 
 /// Reads a `received`-style time (float seconds) from the query parameter `field`.
 fn time_param(query: &HashMap<String, String>, field: &str) -> ApiResult<Option<i64>> {
@@ -38,16 +58,46 @@ fn time_param(query: &HashMap<String, String>, field: &str) -> ApiResult<Option<
     }
 }
 
+/// `GET .../conversation/messages`: the same page as `GET .../conversation`.
+#[utoipa::path(
+    get, path = "/{id}/conversation/messages", tag = "conversation", operation_id = "getMessages",
+    params(
+        ("id" = String, Path, description = "The app user's `_id` or `userId`"),
+        ("before" = Option<f64>, Query, description = "Messages received before this time (float seconds), exclusive"),
+        ("after" = Option<f64>, Query, description = "Messages received after this time (float seconds), exclusive"),
+    ),
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "A page of the conversation", body = ConversationPage), PathErrors, AuthErrors)
+)]
+pub(crate) async fn get_messages(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<Json<ConversationPage>> {
+    get(state, caller, id, query).await
+}
+
 /// `GET .../conversation` (and `GET .../conversation/messages`): one page of the
 /// conversation, the latest 100 messages unless `?before=` or `?after=` (exclusive, float
 /// seconds) names another. `previous` / `next` are the URLs of the adjacent pages, present
-/// when there are more messages that way.
+/// when there are more messages that way. 404 before the first message.
+#[utoipa::path(
+    get, path = "/{id}/conversation", tag = "conversation", operation_id = "getConversation",
+    params(
+        ("id" = String, Path, description = "The app user's `_id` or `userId`"),
+        ("before" = Option<f64>, Query, description = "Messages received before this time (float seconds), exclusive"),
+        ("after" = Option<f64>, Query, description = "Messages received after this time (float seconds), exclusive"),
+    ),
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "A page of the conversation", body = ConversationPage), PathErrors, AuthErrors)
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ConversationPage>> {
     let Query(query) =
         query.map_err(|e| Error::bad_request(format!("malformed query string: {e}")))?;
     let before_ms = time_param(&query, "before")?;
@@ -86,29 +136,60 @@ pub(crate) async fn get(
         let at = last.or(before_ms.map(|b| b - 1)).unwrap_or_default();
         format!("{base}?after={}", domain::time::received(at))
     });
-    let mut body = json!({"conversation": Conversation::from(conversation)});
-    if let Some(previous) = previous {
-        body["previous"] = json!(previous);
-    }
-    if let Some(next) = next {
-        body["next"] = json!(next);
-    }
-    Ok(Json(body))
+    Ok(Json(ConversationPage {
+        conversation: Conversation::from(conversation),
+        previous,
+        next,
+    }))
 }
 
 /// The fields of a message, from JSON or from form fields.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MessageBody {
+    /// The text, at most 4,096 characters.
+    #[schema(required = true, min_length = 1, max_length = 4096)]
     text: Option<String>,
+    /// `appUser`, or `appMaker` (app-scope JWTs only).
+    #[schema(required = true, example = "appUser")]
     role: Option<String>,
+    /// Display name of the author.
     name: Option<String>,
+    /// Email of the author.
     email: Option<String>,
+    /// Avatar of the author.
     avatar_url: Option<String>,
+    /// URL of an image.
     media_url: Option<String>,
+    /// Media type of the image.
     media_type: Option<String>,
+    /// Flat custom properties (at most 16 KiB).
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// Action buttons (appMaker messages only).
+    #[schema(value_type = Option<Vec<Object>>)]
     actions: Option<Value>,
+}
+
+/// The form of an image upload.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the form; the handler reads it field by field
+pub(crate) struct ImageForm {
+    /// The image file (at most 10 MB unless configured otherwise).
+    #[schema(value_type = String, format = Binary)]
+    source: Vec<u8>,
+    /// `appUser`, or `appMaker` (app-scope JWTs only).
+    #[schema(example = "appUser")]
+    role: String,
+    /// Display name of the author.
+    name: Option<String>,
+    /// Email of the author.
+    email: Option<String>,
+    /// Avatar of the author.
+    #[schema(rename = "avatarUrl")]
+    avatar_url: Option<String>,
+    /// Flat custom properties, as JSON text.
+    metadata: Option<String>,
 }
 
 /// A keyed request's `Idempotency-Key` and the fingerprint of the request.
@@ -122,6 +203,18 @@ fn body_bytes(body: &MessageBody) -> ApiResult<Vec<u8>> {
     })
 }
 
+/// Posts a message to the app user's conversation (starting it if needed). A retried
+/// request with the same `Idempotency-Key` answers the original response.
+#[utoipa::path(
+    post, path = "/{id}/conversation/messages", tag = "conversation", operation_id = "postMessage",
+    params(
+        ("id" = String, Path, description = "The app user's `_id` or `userId`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key answers the original response for 24 h"),
+    ),
+    request_body = MessageBody,
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 201, description = "The message and its conversation", body = MessageAnswer), BodyErrors, PathErrors, ConflictErrors, AuthErrors)
+)]
 pub(crate) async fn post_message(
     State(state): State<AppState>,
     caller: Caller,
@@ -238,20 +331,29 @@ async fn post(
             .await?;
     }
     let replayed = response.replayed;
-    let message = response.message.map(Message::from);
-    let conversation = response.conversation.map(Conversation::from);
+    let answer = MessageAnswer {
+        message: response.message.map(Message::from),
+        conversation: response.conversation.map(Conversation::from),
+    };
     let mut headers = HeaderMap::new();
     if replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok((
-        StatusCode::CREATED,
-        headers,
-        Json(json!({"message": message, "conversation": conversation})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, headers, Json(answer)).into_response())
 }
 
+/// Uploads an image and posts it as a message. A retried request with the same
+/// `Idempotency-Key` answers the original response.
+#[utoipa::path(
+    post, path = "/{id}/conversation/images", tag = "conversation", operation_id = "postImage",
+    params(
+        ("id" = String, Path, description = "The app user's `_id` or `userId`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key answers the original response for 24 h"),
+    ),
+    request_body(content = ImageForm, content_type = "multipart/form-data"),
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 201, description = "The image message and its conversation", body = MessageAnswer), BodyErrors, PathErrors, ConflictErrors, AuthErrors)
+)]
 pub(crate) async fn post_image(
     State(state): State<AppState>,
     caller: Caller,
@@ -259,43 +361,12 @@ pub(crate) async fn post_image(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<Response> {
-    let mut multipart = multipart.map_err(|e| {
+    let multipart = multipart.map_err(|e| {
         Error::bad_request(format!(
             "images are uploaded as multipart/form-data with the file in `source`: {e}"
         ))
     })?;
-    let limit = state.config.max_image_bytes;
-    let mut body = MessageBody::default();
-    let mut source: Option<(Vec<u8>, String, String)> = None;
-    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or_default().to_owned();
-        if name == "source" {
-            let filename = field.file_name().unwrap_or_default().to_owned();
-            let declared = field.content_type().unwrap_or_default().to_owned();
-            let mut bytes = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                if bytes.len() + chunk.len() > limit {
-                    return Err(too_large(limit).into());
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            source = Some((bytes, filename, declared));
-            continue;
-        }
-        let value = field.text().await.map_err(multipart_error)?;
-        match name.as_str() {
-            "role" => body.role = Some(value),
-            "name" => body.name = Some(value),
-            "email" => body.email = Some(value),
-            "avatarUrl" => body.avatar_url = Some(value),
-            "metadata" => {
-                body.metadata = Some(serde_json::from_str(&value).map_err(|_| {
-                    Error::bad_request("metadata must be a JSON object in its form field")
-                })?)
-            }
-            _ => {}
-        }
-    }
+    let (mut body, source) = read_image_form(multipart, state.config.max_image_bytes).await?;
     let role = check_role(&caller, body.role.as_deref())?;
     let (bytes, filename, declared_type) =
         source.ok_or_else(|| Error::bad_request("the image file is required in field `source`"))?;
@@ -345,6 +416,55 @@ pub(crate) async fn post_image(
     post(&state, &caller, user, role, url, body, keyed).await
 }
 
+/// The uploaded file: its bytes, file name and declared content type.
+type Source = (Vec<u8>, String, String);
+
+/// Reads an image upload's form: the message fields and the `source` file (at most `limit`
+/// bytes). Unknown fields are skipped; malformed forms are 400s, large files 413s.
+async fn read_image_form(
+    mut multipart: Multipart,
+    limit: usize,
+) -> ApiResult<(MessageBody, Option<Source>)> {
+    let mut body = MessageBody::default();
+    let mut source: Option<Source> = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "source" {
+            let filename = field.file_name().unwrap_or_default().replace('\0', "");
+            let declared = field.content_type().unwrap_or_default().to_owned();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                if bytes.len() + chunk.len() > limit {
+                    return Err(too_large(limit).into());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            source = Some((bytes, filename, declared));
+            continue;
+        }
+        let value = field.text().await.map_err(multipart_error)?;
+        if value.contains('\0') {
+            return Err(Error::bad_request(format!(
+                "form field `{name}` must not contain NUL characters"
+            ))
+            .into());
+        }
+        match name.as_str() {
+            "role" => body.role = Some(value),
+            "name" => body.name = Some(value),
+            "email" => body.email = Some(value),
+            "avatarUrl" => body.avatar_url = Some(value),
+            "metadata" => {
+                body.metadata = Some(serde_json::from_str(&value).map_err(|_| {
+                    Error::bad_request("metadata must be a JSON object in its form field")
+                })?)
+            }
+            _ => {}
+        }
+    }
+    Ok((body, source))
+}
+
 fn too_large(limit: usize) -> Error {
     Error::new(
         ErrorCode::PayloadTooLarge,
@@ -357,5 +477,104 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> Error {
         Error::new(ErrorCode::PayloadTooLarge, "the upload is too large")
     } else {
         Error::bad_request(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::extract::{FromRequest as _, Request};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const BOUNDARY: &str = "XyZzYboundary";
+
+    async fn parse(body: Vec<u8>, limit: usize) -> ApiResult<(MessageBody, Option<Source>)> {
+        let request = Request::builder()
+            .method("POST")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(Body::from(body))
+            .unwrap();
+        let multipart = Multipart::from_request(request, &()).await.unwrap();
+        read_image_form(multipart, limit).await
+    }
+
+    fn part(name: &str, filename: Option<&str>, content: &[u8]) -> Vec<u8> {
+        let mut out = format!("--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"{name}\"");
+        if let Some(f) = filename {
+            out.push_str(&format!("; filename=\"{f}\"\r\ncontent-type: image/png"));
+        }
+        out.push_str("\r\n\r\n");
+        let mut out = out.into_bytes();
+        out.extend_from_slice(content);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_well_formed_form_is_read() {
+        let mut body = part("role", None, b"appUser");
+        body.extend(part("source", Some("a.png"), b"\x89PNG"));
+        body.extend(format!("--{BOUNDARY}--\r\n").into_bytes());
+        let (fields, source) = run(parse(body, 1024)).unwrap();
+        assert_eq!(fields.role.as_deref(), Some("appUser"));
+        let (bytes, filename, declared) = source.unwrap();
+        assert_eq!(
+            (bytes.as_slice(), filename.as_str(), declared.as_str()),
+            (b"\x89PNG".as_slice(), "a.png", "image/png")
+        );
+        let mut big = part("source", Some("a.png"), &[0; 2048]);
+        big.extend(format!("--{BOUNDARY}--\r\n").into_bytes());
+        assert_eq!(
+            run(parse(big, 1024)).unwrap_err().0.code,
+            ErrorCode::PayloadTooLarge
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        /// Any body under a multipart content type is a form or a 400/413, never a panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..4096)) {
+            if let Err(e) = run(parse(body, 1024)) {
+                prop_assert!(matches!(e.0.code, ErrorCode::BadRequest | ErrorCode::PayloadTooLarge));
+            }
+        }
+
+        /// Forms made of plausible parts, then cut or corrupted at random.
+        #[test]
+        fn mangled_forms_never_panic(
+            parts in prop::collection::vec(
+                ("(role|name|email|avatarUrl|metadata|source|x)", prop::option::of("[a-z.\\\\/\"]{0,12}"), prop::collection::vec(any::<u8>(), 0..64)),
+                0..5,
+            ),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut body = Vec::new();
+            for (name, filename, content) in &parts {
+                body.extend(part(name, filename.as_deref(), content));
+            }
+            body.extend(format!("--{BOUNDARY}--\r\n").into_bytes());
+            let i = flip.index(body.len());
+            body[i] = byte;
+            body.truncate(cut.index(body.len() + 1));
+            if let Err(e) = run(parse(body, 1024)) {
+                prop_assert!(matches!(e.0.code, ErrorCode::BadRequest | ErrorCode::PayloadTooLarge));
+            }
+        }
     }
 }

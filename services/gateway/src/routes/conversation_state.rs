@@ -1,27 +1,56 @@
 //! `POST .../conversation/read` and `POST .../conversation/postback`: what an app user does
 //! to a conversation besides writing in it.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use domain::model::{Conversation, Message};
 use domain::{validate, Error};
 use proto::v1 as pb;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::appusers::load_user;
 use crate::caller::Caller;
 use crate::error::ApiResult;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
+use crate::openapi::{AuthErrors, BodyErrors, PathErrors};
 use crate::AppState;
+
+/// `{"conversation": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ConversationAnswer {
+    conversation: Conversation,
+}
+
+/// One tapped postback action and its message.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PostbackJson {
+    message: Option<Message>,
+    /// The action as stored (`_id`, `type`, `text`, `payload`, ...).
+    #[schema(value_type = Object)]
+    action: Value,
+}
+
+/// `{"postbacks": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PostbackAnswer {
+    postbacks: Vec<PostbackJson>,
+}
 
 /// `POST .../conversation/read`: the app user has read the conversation; resets its unread
 /// count and emits `conversation:read`.
+#[utoipa::path(
+    post, path = "/{id}/conversation/read", tag = "conversation", operation_id = "markRead",
+    params(("id" = String, Path, description = "The app user's `_id` or `userId`")),
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "The conversation, read", body = ConversationAnswer), PathErrors, AuthErrors)
+)]
 pub(crate) async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ConversationAnswer>> {
     let user = load_user(&state, &caller, id).await?;
     let conversation = state
         .clients
@@ -34,25 +63,35 @@ pub(crate) async fn read(
         })
         .await?
         .into_inner();
-    Ok(Json(
-        json!({"conversation": Conversation::from(conversation)}),
-    ))
+    Ok(Json(ConversationAnswer {
+        conversation: Conversation::from(conversation),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of a postback.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PostbackBody {
+    /// The `_id` of the tapped action.
+    #[schema(required = true, min_length = 1)]
     action_id: Option<String>,
 }
 
 /// `POST .../conversation/postback {actionId}`: the app user tapped a postback action of a
 /// message in their conversation; emits a `postback` event.
+#[utoipa::path(
+    post, path = "/{id}/conversation/postback", tag = "conversation", operation_id = "postback",
+    params(("id" = String, Path, description = "The app user's `_id` or `userId`")),
+    request_body = PostbackBody,
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "The tapped action and its message", body = PostbackAnswer), BodyErrors, PathErrors, AuthErrors)
+)]
 pub(crate) async fn postback(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PostbackBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PostbackAnswer>> {
     let action_id = body
         .action_id
         .filter(|a| !a.trim().is_empty())
@@ -72,7 +111,10 @@ pub(crate) async fn postback(
         .await?
         .into_inner();
     let action: Value = serde_json::from_str(&answer.action_json).unwrap_or(Value::Null);
-    Ok(Json(json!({
-        "postbacks": [{"message": answer.message.map(Message::from), "action": action}]
-    })))
+    Ok(Json(PostbackAnswer {
+        postbacks: vec![PostbackJson {
+            message: answer.message.map(Message::from),
+            action,
+        }],
+    }))
 }

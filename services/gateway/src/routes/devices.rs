@@ -1,35 +1,55 @@
 //! `/v1/appusers/{id}/pushToken` and `/v1/appusers/{id}/devices/{deviceId}`: the devices
 //! of an app user, updated additively.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use domain::model::Device;
 use domain::{validate, Error};
 use proto::v1 as pb;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::appusers::load_user;
 use crate::caller::Caller;
 use crate::error::ApiResult;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
+use crate::openapi::{AuthErrors, BodyErrors, PathErrors};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
+/// `{"device": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeviceAnswer {
+    device: Device,
+}
+
+/// The body of `POST .../pushToken`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PushTokenBody {
+    /// One of the user's device ids.
+    #[schema(required = true, min_length = 1)]
     device_id: Option<String>,
+    /// The push token.
+    #[schema(required = true, min_length = 1)]
     token: Option<String>,
 }
 
 /// `POST .../pushToken {deviceId, token}`: sets the push token of one of the user's
 /// devices (404 when the user has no such device).
+#[utoipa::path(
+    post, path = "/{id}/pushToken", tag = "appusers", operation_id = "setPushToken",
+    params(("id" = String, Path, description = "The app user's `_id` or `userId`")),
+    request_body = PushTokenBody,
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "The device", body = DeviceAnswer), BodyErrors, PathErrors, AuthErrors)
+)]
 pub(crate) async fn push_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PushTokenBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceAnswer>> {
     let device_id = body
         .device_id
         .filter(|d| !d.trim().is_empty())
@@ -47,23 +67,39 @@ pub(crate) async fn push_token(
     update_device(&state, &caller, id, device, true).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A device's fields; those left out keep their values.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct DeviceBody {
+    /// `ios`, `android`, `web` or `other`.
     platform: Option<String>,
+    /// The app's version on the device.
     app_version: Option<String>,
+    /// The device's push token.
     push_notification_token: Option<String>,
+    /// Flat device properties, merged into the stored ones (at most 16 KiB).
+    #[schema(value_type = Option<Object>)]
     info: Option<Value>,
 }
 
 /// `PUT .../devices/{deviceId}`: adds the device or updates it additively (`info` keys
 /// merge into the stored ones; fields left out keep their values).
+#[utoipa::path(
+    put, path = "/{id}/devices/{device_id}", tag = "appusers", operation_id = "updateDevice",
+    params(
+        ("id" = String, Path, description = "The app user's `_id` or `userId`"),
+        ("device_id" = String, Path, description = "The device id"),
+    ),
+    request_body = DeviceBody,
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "The device", body = DeviceAnswer), BodyErrors, PathErrors, AuthErrors)
+)]
 pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, device_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<DeviceBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceAnswer>> {
     if let Some(platform) = &body.platform {
         validate::platform(platform).map_err(|_| {
             Error::bad_request(format!(
@@ -93,7 +129,7 @@ async fn update_device(
     id: String,
     device: pb::Device,
     must_exist: bool,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceAnswer>> {
     let user = load_user(state, caller, id).await?;
     let device = state
         .clients
@@ -107,5 +143,7 @@ async fn update_device(
         })
         .await?
         .into_inner();
-    Ok(Json(json!({"device": Device::from(device)})))
+    Ok(Json(DeviceAnswer {
+        device: Device::from(device),
+    }))
 }

@@ -2,7 +2,7 @@
 //! Media URLs are unguessable and public, like the hosted API's media links.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use domain::Error;
@@ -10,8 +10,25 @@ use futures::StreamExt as _;
 use proto::v1 as pb;
 
 use crate::error::ApiResult;
+use crate::extract::Path;
+use crate::openapi::{PathErrors, ServiceErrors};
 use crate::AppState;
 
+/// An uploaded image, by the URL its message carries.
+#[utoipa::path(
+    get, path = "/media/{app_id}/{key}", tag = "media", operation_id = "getMedia",
+    params(
+        ("app_id" = String, Path, description = "The app id"),
+        ("key" = String, Path, description = "The image's key, as in the message's mediaUrl"),
+    ),
+    responses(
+        (status = 200, description = "The image bytes", content(
+            (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/gif"),
+            (Vec<u8> = "image/webp"), (Vec<u8> = "application/octet-stream")
+        )),
+        PathErrors, ServiceErrors
+    )
+)]
 pub(crate) async fn download(
     State(state): State<AppState>,
     Path((app_id, key)): Path<(String, String)>,

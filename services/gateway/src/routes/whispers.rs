@@ -1,67 +1,115 @@
 //! `/v1/whispers`: messages an app maker sets up to be posted to an app user when they
 //! trigger an event (beyond the reference; app scope).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use domain::model::array_from_json;
 use domain::Error;
 use proto::v1 as pb;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
+use super::apps::Empty;
 use crate::caller::Caller;
 use crate::error::ApiResult;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
+use crate::openapi::{AuthErrors, BodyErrors, PathErrors};
 use crate::AppState;
 
 const WHAT: &str = "/v1/whispers";
 
 /// The wire form of a whisper.
-fn whisper_json(w: pb::Whisper) -> Value {
-    let mut out = Map::new();
-    out.insert("_id".to_owned(), json!(w.id));
-    out.insert("event".to_owned(), json!(w.event));
-    out.insert("text".to_owned(), json!(w.text));
-    out.insert(
-        "actions".to_owned(),
-        json!(array_from_json(&w.actions_json)),
-    );
-    for (key, value) in [
-        ("name", w.name),
-        ("avatarUrl", w.avatar_url),
-        ("platform", w.platform),
-        ("appVersion", w.app_version),
-    ] {
-        if let Some(value) = value {
-            out.insert(key.to_owned(), json!(value));
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WhisperJson {
+    /// The whisper id.
+    #[serde(rename = "_id")]
+    id: String,
+    /// The app user event that posts it.
+    event: String,
+    /// The message text.
+    text: String,
+    /// Action buttons of the message.
+    #[schema(value_type = Vec<Object>)]
+    actions: Vec<Value>,
+    /// Author name of the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// Author avatar of the message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    avatar_url: Option<String>,
+    /// Only for app users on this platform.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<String>,
+    /// Only for app users on this app version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_version: Option<String>,
+    /// ISO 8601 creation time.
+    created_at: String,
+}
+
+impl From<pb::Whisper> for WhisperJson {
+    fn from(w: pb::Whisper) -> Self {
+        WhisperJson {
+            actions: array_from_json(&w.actions_json),
+            id: w.id,
+            event: w.event,
+            text: w.text,
+            name: w.name,
+            avatar_url: w.avatar_url,
+            platform: w.platform,
+            app_version: w.app_version,
+            created_at: domain::time::iso(w.created_at_ms),
         }
     }
-    out.insert(
-        "createdAt".to_owned(),
-        json!(domain::time::iso(w.created_at_ms)),
-    );
-    Value::Object(out)
+}
+
+/// `{"whisper": ...}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WhisperAnswer {
+    whisper: WhisperJson,
+}
+
+/// `{"whispers": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WhispersAnswer {
+    whispers: Vec<WhisperJson>,
 }
 
 /// A whisper body. Every field is a JSON value here so that PUT can tell "left out"
 /// (keep) from `null` (clear) and name a field of the wrong type.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WhisperBody {
+    /// The app user event that posts it (required on create).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     event: Option<Value>,
+    /// The message text (required on create).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     text: Option<Value>,
+    /// Action buttons; `null` clears them.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<Object>>)]
     actions: Option<Value>,
+    /// Author name; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     name: Option<Value>,
+    /// Author avatar; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     avatar_url: Option<Value>,
+    /// Platform filter; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     platform: Option<Value>,
+    /// App version filter; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     app_version: Option<Value>,
 }
 
@@ -90,11 +138,18 @@ fn actions(value: Option<Value>) -> ApiResult<Option<String>> {
     }
 }
 
+/// Creates a whisper.
+#[utoipa::path(
+    post, path = "/v1/whispers", tag = "whispers", operation_id = "createWhisper",
+    request_body = WhisperBody,
+    security(("jwt" = [])),
+    responses((status = 201, description = "The new whisper", body = WhisperAnswer), BodyErrors, AuthErrors)
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<WhisperBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<WhisperAnswer>)> {
     let (app_id, _) = caller.require_app_scope(WHAT)?;
     let event = string("event", body.event)?
         .filter(|e| !e.trim().is_empty())
@@ -124,11 +179,22 @@ pub(crate) async fn create(
         .into_inner();
     Ok((
         StatusCode::CREATED,
-        Json(json!({"whisper": whisper_json(whisper)})),
+        Json(WhisperAnswer {
+            whisper: whisper.into(),
+        }),
     ))
 }
 
-pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+/// Lists the app's whispers.
+#[utoipa::path(
+    get, path = "/v1/whispers", tag = "whispers", operation_id = "listWhispers",
+    security(("jwt" = [])),
+    responses((status = 200, description = "The app's whispers", body = WhispersAnswer), AuthErrors)
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<WhispersAnswer>> {
     let (app_id, _) = caller.require_app_scope(WHAT)?;
     let list = state
         .clients
@@ -139,15 +205,23 @@ pub(crate) async fn list(State(state): State<AppState>, caller: Caller) -> ApiRe
         })
         .await?
         .into_inner();
-    let whispers: Vec<Value> = list.whispers.into_iter().map(whisper_json).collect();
-    Ok(Json(json!({"whispers": whispers})))
+    Ok(Json(WhispersAnswer {
+        whispers: list.whispers.into_iter().map(WhisperJson::from).collect(),
+    }))
 }
 
+/// One whisper of the app.
+#[utoipa::path(
+    get, path = "/v1/whispers/{id}", tag = "whispers", operation_id = "getWhisper",
+    params(("id" = String, Path, description = "The whisper id")),
+    security(("jwt" = [])),
+    responses((status = 200, description = "The whisper", body = WhisperAnswer), PathErrors, AuthErrors)
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WhisperAnswer>> {
     let (app_id, _) = caller.require_app_scope(WHAT)?;
     let whisper = state
         .clients
@@ -159,15 +233,25 @@ pub(crate) async fn get(
         })
         .await?
         .into_inner();
-    Ok(Json(json!({"whisper": whisper_json(whisper)})))
+    Ok(Json(WhisperAnswer {
+        whisper: whisper.into(),
+    }))
 }
 
+/// Changes a whisper: fields left out keep their values, `null` clears them.
+#[utoipa::path(
+    put, path = "/v1/whispers/{id}", tag = "whispers", operation_id = "updateWhisper",
+    params(("id" = String, Path, description = "The whisper id")),
+    request_body = WhisperBody,
+    security(("jwt" = [])),
+    responses((status = 200, description = "The updated whisper", body = WhisperAnswer), BodyErrors, PathErrors, AuthErrors)
+)]
 pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<WhisperBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WhisperAnswer>> {
     let (app_id, _) = caller.require_app_scope(WHAT)?;
     let whisper = state
         .clients
@@ -186,14 +270,23 @@ pub(crate) async fn update(
         })
         .await?
         .into_inner();
-    Ok(Json(json!({"whisper": whisper_json(whisper)})))
+    Ok(Json(WhisperAnswer {
+        whisper: whisper.into(),
+    }))
 }
 
+/// Deletes a whisper.
+#[utoipa::path(
+    delete, path = "/v1/whispers/{id}", tag = "whispers", operation_id = "deleteWhisper",
+    params(("id" = String, Path, description = "The whisper id")),
+    security(("jwt" = [])),
+    responses((status = 200, description = "Deleted", body = Empty), PathErrors, AuthErrors)
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Empty>> {
     let (app_id, _) = caller.require_app_scope(WHAT)?;
     state
         .clients
@@ -204,5 +297,5 @@ pub(crate) async fn delete(
             whisper_id: id,
         })
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
