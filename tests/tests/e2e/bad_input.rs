@@ -342,3 +342,32 @@ async fn ids_of_the_wrong_shape_are_404_never_500() {
         }
     }
 }
+
+/// Found by the fuzzer: a cursor at the end of time overflowed the next page's link.
+#[tokio::test]
+async fn page_cursors_at_the_ends_of_time_are_pages_not_panics() {
+    let app = suite().create_app().await;
+    let user = app.init_user(None).await;
+    let id = user["_id"].as_str().unwrap();
+    app.post_message(id, "appUser", "hello").await;
+    for query in [
+        "after=9223372036854776.0",
+        "after=1e300",
+        "before=0",
+        "before=1e300",
+        "after=0.0000001",
+    ] {
+        let path = format!("/v1/appusers/{id}/conversation?{query}");
+        let (status, body) = suite()
+            .call(Method::GET, &path, &app.app_token(), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    }
+    for query in ["after=NaN", "before=-1", "after=inf", "after=1&before=2"] {
+        let path = format!("/v1/appusers/{id}/conversation?{query}");
+        let (status, body) = suite()
+            .call(Method::GET, &path, &app.app_token(), None)
+            .await;
+        assert_error_shape(status, &body, StatusCode::BAD_REQUEST);
+    }
+}

@@ -129,11 +129,15 @@ pub(crate) async fn get(
     let last = conversation.messages.last().map(|m| m.received_ms);
     // An empty page still links onwards: from its own cursor, one millisecond over.
     let previous = conversation.has_previous.then(|| {
-        let at = first.or(after_ms.map(|a| a + 1)).unwrap_or_default();
+        let at = first
+            .or(after_ms.map(|a| a.saturating_add(1)))
+            .unwrap_or_default();
         format!("{base}?before={}", domain::time::received(at))
     });
     let next = conversation.has_next.then(|| {
-        let at = last.or(before_ms.map(|b| b - 1)).unwrap_or_default();
+        let at = last
+            .or(before_ms.map(|b| b.saturating_sub(1)))
+            .unwrap_or_default();
         format!("{base}?after={}", domain::time::received(at))
     });
     Ok(Json(ConversationPage {
