@@ -15,9 +15,9 @@ const LEFT: i32 = 90;
 const RIGHT: i32 = 220;
 const TOP: i32 = 50;
 const BOTTOM: i32 = 70;
-/// Latency axis: log10 of milliseconds, 0.1 ms to 10 s.
+/// Latency axis: log10 of milliseconds, 0.1 ms to 100 s.
 const Y_MIN: f64 = -1.0;
-const Y_MAX: f64 = 4.0;
+const Y_MAX: f64 = 5.0;
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -202,7 +202,7 @@ pub fn latency_vs_throughput(
         );
         legend_y += 48;
     }
-    text(&root, LEFT, 16, title, 2, &black);
+    text(&root, LEFT, 6, title, 2, &black);
     text(
         &root,
         LEFT + plot_w / 2 - 160,

@@ -101,7 +101,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         if ctx.smoke() {
             vec![20.0]
         } else {
-            vec![500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0, 3500.0]
+            vec![100.0, 250.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0]
         }
     });
     let mut best = Vec::new();
