@@ -143,21 +143,20 @@ fn url(name: &str, default: String, schemes: &[&str]) -> anyhow::Result<String> 
     }
 }
 
-/// Roles that serve no HTTP API, by the name their admin address variable uses.
+/// Roles that serve no HTTP API, with the variable of their admin address.
 pub const ADMIN_ROLES: [(&str, &str); 5] = [
-    ("users", "USERS"),
-    ("conversations", "CONVERSATIONS"),
-    ("media", "MEDIA"),
-    ("webhooks", "WEBHOOKS"),
-    ("webhook-worker", "WEBHOOK_WORKER"),
+    ("users", "SMOOCH_USERS_ADMIN_ADDR"),
+    ("conversations", "SMOOCH_CONVERSATIONS_ADMIN_ADDR"),
+    ("media", "SMOOCH_MEDIA_ADMIN_ADDR"),
+    ("webhooks", "SMOOCH_WEBHOOKS_ADMIN_ADDR"),
+    ("webhook-worker", "SMOOCH_WEBHOOK_WORKER_ADMIN_ADDR"),
 ];
 
 fn admin_addrs() -> anyhow::Result<Vec<(String, SocketAddr)>> {
     let mut addrs = Vec::new();
-    for (role, var_part) in ADMIN_ROLES {
-        let name = format!("SMOOCH_{var_part}_ADMIN_ADDR");
-        if var(&name)?.is_some() {
-            let addr = parsed(&name, SocketAddr::from(([127, 0, 0, 1], 9090)), "host:port")?;
+    for (role, name) in ADMIN_ROLES {
+        if var(name)?.is_some() {
+            let addr = parsed(name, SocketAddr::from(([127, 0, 0, 1], 9090)), "host:port")?;
             addrs.push((role.to_owned(), addr));
         }
     }

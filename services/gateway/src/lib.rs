@@ -139,6 +139,12 @@ pub async fn run(
     };
     let app = routes::router(state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    // Answers are small: without TCP_NODELAY they can wait on Nagle for tens of ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

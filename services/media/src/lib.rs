@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
@@ -66,7 +65,11 @@ pub async fn run(
         .add_service(proto::v1::media_server::MediaServer::new(
             grpc::MediaApi::new(store, config.max_bytes),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled_owned(),
+        )
         .await
         .context("media gRPC server failed")
 }

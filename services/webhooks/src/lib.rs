@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
@@ -64,7 +63,11 @@ pub async fn run(
         .add_service(proto::v1::webhooks_server::WebhooksServer::new(
             grpc::WebhooksApi::new(pool, config.allow_private_targets),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled_owned(),
+        )
         .await
         .context("webhooks gRPC server failed")
 }
