@@ -28,8 +28,9 @@ pub struct Suite {
     pub settings: Settings,
     /// A shared HTTP client.
     pub http: reqwest::Client,
-    /// The gateway's configuration: tests start more gateways with it.
-    pub gateway_config: gateway::Config,
+    /// The gateway's configuration (the in-process suite only): tests start more gateways
+    /// with it.
+    gateway_config: Option<gateway::Config>,
 }
 
 static SUITE: OnceLock<Suite> = OnceLock::new();
@@ -105,7 +106,7 @@ pub fn suite() -> &'static Suite {
                 .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
-            gateway_config,
+            gateway_config: Some(gateway_config),
         };
         suite
     })
@@ -190,8 +191,15 @@ impl Suite {
                 .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
-            gateway_config: suite().gateway_config.clone(),
+            gateway_config: None,
         }
+    }
+
+    /// The configuration of another gateway in front of this suite's services.
+    pub fn gateway_config(&self) -> gateway::Config {
+        self.gateway_config
+            .clone()
+            .expect("only the in-process suite exposes its gateway configuration")
     }
 
     /// A request to `path` (such as `/v1/init`) with `auth`.

@@ -22,6 +22,19 @@ pub fn is_sqlstate(err: &sqlx::Error, code: &str) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }
 
+/// What a client is told of a database failure in `service`: 503 "retry shortly" when the
+/// database is unreachable or restarting ([`is_unavailable`]), otherwise the opaque 500.
+/// The cause is logged here, never shown.
+pub fn client_error(err: &sqlx::Error, service: &'static str) -> domain::Error {
+    if is_unavailable(err) {
+        tracing::warn!(error = %err, service, "storage unavailable");
+        domain::Error::unavailable("storage is unavailable right now; retry shortly")
+    } else {
+        tracing::error!(error = %err, service, "storage failed");
+        domain::Error::internal()
+    }
+}
+
 /// Whether `err` means Postgres could not be reached or dropped the connection (a restart,
 /// a failover, an exhausted pool) rather than a fault in the statement: the request may
 /// succeed when retried, so services answer UNAVAILABLE (503), not INTERNAL (500).
@@ -151,5 +164,20 @@ mod tests {
         assert!(is_unavailable(&sqlx::Error::PoolClosed));
         assert!(!is_unavailable(&sqlx::Error::RowNotFound));
         assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("id".into())));
+    }
+}
+
+#[cfg(test)]
+mod client_error_tests {
+    use super::client_error;
+    use domain::ErrorCode;
+
+    #[test]
+    fn unreachable_databases_say_retry_and_other_failures_stay_opaque() {
+        let down = client_error(&sqlx::Error::PoolTimedOut, "test");
+        assert_eq!(down.code, ErrorCode::Unavailable);
+        let broken = client_error(&sqlx::Error::ColumnNotFound("secret_column".into()), "test");
+        assert_eq!(broken.code, ErrorCode::Internal);
+        assert!(!broken.description.contains("secret_column"));
     }
 }

@@ -6,7 +6,8 @@ pub enum Error {
     /// A client error, shown as is.
     #[error(transparent)]
     Domain(#[from] domain::Error),
-    /// A database failure: logged, shown as an opaque 500.
+    /// A database failure: logged, shown as 503 while the database is unreachable, else as
+    /// an opaque 500.
     #[error("database error: {0}")]
     Database(sqlx::Error),
 }
@@ -44,15 +45,7 @@ impl From<Error> for tonic::Status {
                 tracing::debug!(error = %e, "client error");
                 e.to_status()
             }
-            Error::Database(e) if db::is_unavailable(&e) => {
-                tracing::warn!(error = %e, "users storage unavailable");
-                domain::Error::unavailable("storage is unavailable right now; retry shortly")
-                    .to_status()
-            }
-            Error::Database(e) => {
-                tracing::error!(error = %e, "users storage failed");
-                domain::Error::internal().to_status()
-            }
+            Error::Database(e) => db::client_error(&e, "users").to_status(),
         }
     }
 }

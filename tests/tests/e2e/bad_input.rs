@@ -222,7 +222,7 @@ async fn huge_headers_are_refused_quickly_not_hung() {
 
 #[tokio::test]
 async fn a_body_that_trickles_in_is_cut_off_with_408() {
-    let mut config = suite().gateway_config.clone();
+    let mut config = suite().gateway_config();
     config.body_timeout = Duration::from_millis(1_000);
     let (base, shutdown) = e2e::start_gateway(config).await;
     let app = suite().create_app().await;

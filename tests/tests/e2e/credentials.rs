@@ -65,7 +65,7 @@ async fn app_with_user() -> (TestApp, String) {
 #[tokio::test]
 async fn revoked_credentials_are_401_on_every_replica_within_a_second() {
     let s = suite();
-    let (second, _stop) = start_gateway(s.gateway_config.clone()).await;
+    let (second, _stop) = start_gateway(s.gateway_config()).await;
     let replicas = [s.base.clone(), second];
     let (app, user) = app_with_user().await;
     // Warm both replicas' caches.
@@ -245,7 +245,7 @@ async fn until_ready(base: &str, want: &str, within: Duration) -> Value {
 async fn with_redis_down_requests_succeed_readiness_degrades_and_the_cache_recovers() {
     let s = suite();
     let mut redis = OwnRedis::start();
-    let mut config = s.gateway_config.clone();
+    let mut config = s.gateway_config();
     config.redis = Some(auth::RedisConfig::new(redis.url(), unique("outage")));
     let (base, _stop) = start_gateway(config).await;
     let ready = until_ready(&base, "ok", Duration::from_secs(5)).await;

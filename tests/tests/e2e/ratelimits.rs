@@ -8,7 +8,7 @@ use serde_json::Value;
 /// A gateway whose apps get 5 requests (then one per 2 s) and app users 2 (then one per
 /// 10 s).
 async fn tiny_gateway() -> (String, tokio_util::sync::CancellationToken) {
-    let mut config = suite().gateway_config.clone();
+    let mut config = suite().gateway_config();
     // Buckets of their own, untouched by the suite's main gateway.
     config.redis = Some(auth::RedisConfig::new(
         suite().settings.redis_url.clone(),

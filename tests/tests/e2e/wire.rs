@@ -140,7 +140,7 @@ async fn healthz_answers_when_every_role_serves() {
 
 #[tokio::test]
 async fn a_gateway_reaches_services_named_by_dns() {
-    let mut config = suite().gateway_config.clone();
+    let mut config = suite().gateway_config();
     for addr in [
         &mut config.users_addr,
         &mut config.conversations_addr,
