@@ -213,12 +213,16 @@ impl Error {
             .get(CODE_METADATA_KEY)
             .and_then(|v| v.to_str().ok())
             .and_then(ErrorCode::parse);
+        let unavailable = || Error::unavailable("A backing service is unavailable; retry later.");
         match ours {
             Some(code) => Error::new(code, status.message()),
+            // A status with an underlying error and none of our codes was made by the transport,
+            // not by a service: the call was cut off (the service died or is shutting down and
+            // reset the stream). Whatever its code (Unknown, Internal for an h2 reset, ...),
+            // the service may answer a retry in a moment.
+            None if std::error::Error::source(status).is_some() => unavailable(),
             None => match ErrorCode::from_grpc_code(status.code()) {
-                ErrorCode::Unavailable => {
-                    Error::unavailable("A backing service is unavailable; retry later.")
-                }
+                ErrorCode::Unavailable => unavailable(),
                 _ => Error::internal(),
             },
         }
@@ -242,6 +246,15 @@ mod tests {
             let back = Error::from_status(&err.to_status());
             assert_eq!(back, err);
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+    }
+
+    #[test]
+    fn calls_cut_off_in_transport_are_unavailable_whatever_their_code() {
+        for code in [tonic::Code::Internal, tonic::Code::Unknown] {
+            let mut status = tonic::Status::new(code, "h2 protocol error: http2 error");
+            status.set_source(std::sync::Arc::new(std::io::Error::other("stream reset")));
+            assert_eq!(Error::from_status(&status).code, ErrorCode::Unavailable);
         }
     }
 

@@ -4,7 +4,6 @@
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use std::error::Error as _;
 use utoipa::ToSchema;
 
 /// An error answered to the client.
@@ -19,13 +18,8 @@ impl From<domain::Error> for ApiError {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        // A call cut off in transport (the service died mid-call) carries no code of the
-        // service's: the service may be back in a moment, so it is UNAVAILABLE, not INTERNAL.
-        let err = if status.code() == tonic::Code::Unknown && status.source().is_some() {
-            domain::Error::unavailable("A backing service is unavailable; retry later.")
-        } else {
-            domain::Error::from_status(&status)
-        };
+        // Calls cut off in transport become UNAVAILABLE there too (domain::Error::from_status).
+        let err = domain::Error::from_status(&status);
         if matches!(
             err.code,
             domain::ErrorCode::Internal | domain::ErrorCode::Unavailable

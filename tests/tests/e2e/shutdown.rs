@@ -130,13 +130,13 @@ async fn post_until(
         match result {
             Ok(response) => {
                 let status = response.status();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
                 assert!(
                     status == reqwest::StatusCode::CREATED
                         || status == reqwest::StatusCode::SERVICE_UNAVAILABLE,
-                    "answer during shutdown: {status}"
+                    "answer during shutdown: {status} {body}"
                 );
                 if status == reqwest::StatusCode::CREATED {
-                    let body: Value = response.json().await.unwrap();
                     accepted.push(body["message"]["_id"].as_str().unwrap().to_owned());
                 }
             }
