@@ -15,6 +15,12 @@ const EVERY: Duration = Duration::from_secs(10);
 pub(crate) async fn report(amqp_url: String, queues: Vec<String>, shutdown: CancellationToken) {
     let mut connection: Option<bus::lapin::Connection> = None;
     loop {
+        // Wait first: at start the consumers are still declaring the queues, and a passive
+        // declare of a missing queue makes the broker close the channel (logged as an error).
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(EVERY) => {}
+        }
         if connection.as_ref().is_none_or(|c| !c.status().connected()) {
             connection = bus::connect(&amqp_url, "webhook-worker queue depths")
                 .await
@@ -40,10 +46,6 @@ pub(crate) async fn report(amqp_url: String, queues: Vec<String>, shutdown: Canc
                 }
                 let _ = channel.close(200, "depths read".into()).await;
             }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(EVERY) => {}
         }
     }
     if let Some(conn) = connection {
