@@ -61,9 +61,8 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 /// exists), as `smooch migrate` and `smooch all` do after migrating.
 pub async fn ensure_account_key(settings: &Settings) -> anyhow::Result<users::AccountKey> {
     let configured = settings
-        .account_key
-        .as_ref()
-        .map(|(id, secret)| (id.clone(), secret.expose_secret().to_owned()));
+        .account_key()
+        .map(|(id, secret)| (id.to_owned(), secret.expose_secret().to_owned()));
     users::ensure_account_key(&settings.database_url, configured).await
 }
 

@@ -33,6 +33,9 @@ enum Command {
     WebhookWorker,
     /// Create the database if needed and apply every migration.
     Migrate,
+    /// Print the effective configuration (defaults, then `SMOOCH_*` variables) as JSON,
+    /// secrets and URL passwords hidden; exits non-zero naming any malformed variable.
+    Config,
     /// Manage apps through the HTTP API (needs the account key in the environment).
     Apps {
         /// Base URL of the suite; defaults to SMOOCH_PUBLIC_URL or http://SMOOCH_HTTP_ADDR.
@@ -74,7 +77,7 @@ enum KeysCommand {
 
 async fn run_admin(url: Option<String>, command: AppsCommand) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let (key_id, secret) = settings.account_key.as_ref().ok_or_else(|| {
+    let (key_id, secret) = settings.account_key().ok_or_else(|| {
         anyhow!("set SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET (printed by the first `smooch all`)")
     })?;
     let base = url.unwrap_or_else(|| settings.public_url());
@@ -106,14 +109,21 @@ async fn main() -> anyhow::Result<()> {
         Command::WebhookWorker => "webhook-worker",
         Command::Migrate => "migrate",
         Command::Apps { .. } => "admin",
+        Command::Config => "config",
     };
+    if let Command::Apps { url, command } = cli.command {
+        return run_admin(url, command).await;
+    }
+    let settings = Settings::from_env()?;
+    if let Command::Config = cli.command {
+        println!("{}", settings.to_redacted_json()?);
+        return Ok(());
+    }
     // Flushes buffered spans when main returns.
-    let _telemetry = (role != "admin").then(|| telemetry::init(role));
-    let single = |role: Role| async move {
-        process::run_role_until_signal(role, Settings::from_env()?).await
-    };
+    let _telemetry = telemetry::init(role, settings.log_format);
+    let single = |role: Role| process::run_role_until_signal(role, settings.clone());
     match cli.command {
-        Command::All => process::run_all_until_signal(Settings::from_env()?).await,
+        Command::All => process::run_all_until_signal(settings.clone()).await,
         Command::Gateway => single(Role::Gateway).await,
         Command::Users => single(Role::Users).await,
         Command::Conversations => single(Role::Conversations).await,
@@ -121,16 +131,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Webhooks => single(Role::Webhooks).await,
         Command::WebhookWorker => single(Role::WebhookWorker).await,
         Command::Migrate => {
-            let settings = Settings::from_env()?;
             smooch::migrate(&settings).await?;
             // Stores the configured account key, so a split deployment (where no process runs
             // `smooch all`) can use it.
-            if settings.account_key.is_some() {
+            if settings.account_key().is_some() {
                 smooch::ensure_account_key(&settings).await?;
             }
             println!("migrations applied");
             Ok(())
         }
-        Command::Apps { url, command } => run_admin(url, command).await,
+        Command::Apps { .. } | Command::Config => Ok(()),
     }
 }

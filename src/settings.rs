@@ -1,68 +1,116 @@
-//! Settings of every role, read from `SMOOCH_*` environment variables with local defaults.
-//! A malformed value is a startup error that names the variable.
+//! Settings of every role, declared once: each field's `SMOOCH_*` variable is its name in
+//! capitals (`http_addr` is `SMOOCH_HTTP_ADDR`), its default is in [`Settings::default`],
+//! and [figment] reads the environment over those defaults. The role crates declare their
+//! own sections the same way (`webhook_worker::Config`, `gateway::RateLimitConfig`,
+//! `auth::CacheConfig`), read from the same variables. A malformed value is one startup
+//! error that names the variable; unset or empty variables keep the default.
+//!
+//! `smooch config` prints the effective settings with secrets and URL passwords hidden.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use figment::providers::Env;
+use figment::Figment;
 use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Everything a role may need; each role reads the part it uses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Settings {
     /// Where the gateway listens (`SMOOCH_HTTP_ADDR`, default `127.0.0.1:8080`).
     pub http_addr: SocketAddr,
-    /// Base URL of media links (`SMOOCH_PUBLIC_URL`, default `http://` + the HTTP address).
+    /// Base URL of media links and page links (`SMOOCH_PUBLIC_URL`, an http(s) URL; default
+    /// `http://` + the HTTP address).
+    #[serde(deserialize_with = "http_url")]
     pub public_url: Option<String>,
-    /// Postgres URL (`SMOOCH_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/smooch`).
+    /// Postgres URL (`SMOOCH_DATABASE_URL`, default
+    /// `postgres://postgres@127.0.0.1:5432/smooch`).
+    #[serde(
+        deserialize_with = "postgres_url",
+        serialize_with = "url_without_password"
+    )]
     pub database_url: String,
     /// Pool size of each service (`SMOOCH_DATABASE_MAX_CONNECTIONS`, default 10).
+    #[serde(deserialize_with = "positive_u32")]
     pub database_max_connections: u32,
     /// Redis URL (`SMOOCH_REDIS_URL`, default `redis://127.0.0.1:6379`).
+    #[serde(
+        deserialize_with = "redis_url",
+        serialize_with = "url_without_password"
+    )]
     pub redis_url: String,
     /// Prefix of every Redis key (`SMOOCH_REDIS_PREFIX`, default `smooch`).
+    #[serde(deserialize_with = "domain::config::text")]
     pub redis_prefix: String,
     /// RabbitMQ URL (`SMOOCH_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    #[serde(deserialize_with = "amqp_url", serialize_with = "url_without_password")]
     pub amqp_url: String,
     /// Prefix of every exchange and queue (`SMOOCH_AMQP_PREFIX`, default `smooch`).
+    #[serde(deserialize_with = "domain::config::text")]
     pub amqp_prefix: String,
-    /// The operator's account key (`SMOOCH_ACCOUNT_KEY_ID` + `SMOOCH_ACCOUNT_SECRET`); when
-    /// unset, `smooch all` creates one on first start.
-    pub account_key: Option<(String, SecretString)>,
+    /// Id of the operator's account key (`SMOOCH_ACCOUNT_KEY_ID`, set together with
+    /// `SMOOCH_ACCOUNT_SECRET`); when unset, `smooch all` creates a key on first start.
+    #[serde(deserialize_with = "domain::config::text_opt")]
+    pub account_key_id: Option<String>,
+    /// Secret of the operator's account key (`SMOOCH_ACCOUNT_SECRET`).
+    #[serde(
+        serialize_with = "hidden",
+        deserialize_with = "domain::config::text_opt"
+    )]
+    pub account_secret: Option<SecretString>,
     /// Local media storage (`SMOOCH_MEDIA_DIR`, default `data/media`).
+    #[serde(deserialize_with = "domain::config::text")]
     pub media_dir: PathBuf,
-    /// The webhook worker's settings (`SMOOCH_WEBHOOK_*`; see `webhook_worker::Config`).
-    pub webhook_worker: webhook_worker::Config,
-    /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`) of each role that serves no
-    /// HTTP API: `SMOOCH_USERS_ADMIN_ADDR`, `SMOOCH_CONVERSATIONS_ADMIN_ADDR`,
-    /// `SMOOCH_MEDIA_ADMIN_ADDR`, `SMOOCH_WEBHOOKS_ADMIN_ADDR`,
-    /// `SMOOCH_WEBHOOK_WORKER_ADMIN_ADDR`; unset runs none.
-    pub admin_addrs: Vec<(String, SocketAddr)>,
     /// How long a stopping process waits for in-flight work (`SMOOCH_SHUTDOWN_GRACE_MS`,
     /// default 25000).
-    pub shutdown_grace: std::time::Duration,
+    #[serde(rename = "shutdown_grace_ms", with = "domain::config::millis")]
+    pub shutdown_grace: Duration,
     /// How long a client may take to send a request body before the gateway answers 408
     /// (`SMOOCH_BODY_TIMEOUT_MS`, default 60000).
-    pub body_timeout: std::time::Duration,
-    /// Users service address (`SMOOCH_USERS_GRPC_ADDR`, default `127.0.0.1:50051`; for
-    /// `smooch all`, a free loopback port unless set).
+    #[serde(rename = "body_timeout_ms", with = "domain::config::millis")]
+    pub body_timeout: Duration,
+    /// Users service address, `host:port` (`SMOOCH_USERS_GRPC_ADDR`, default
+    /// `127.0.0.1:50051`; for `smooch all`, a free loopback port unless set).
+    #[serde(deserialize_with = "grpc_addr")]
     pub users_grpc_addr: Option<String>,
     /// Conversations service address (`SMOOCH_CONVERSATIONS_GRPC_ADDR`, default
     /// `127.0.0.1:50052`).
+    #[serde(deserialize_with = "grpc_addr")]
     pub conversations_grpc_addr: Option<String>,
     /// Media service address (`SMOOCH_MEDIA_GRPC_ADDR`, default `127.0.0.1:50053`).
+    #[serde(deserialize_with = "grpc_addr")]
     pub media_grpc_addr: Option<String>,
     /// Webhooks service address (`SMOOCH_WEBHOOKS_GRPC_ADDR`, default `127.0.0.1:50054`).
+    #[serde(deserialize_with = "grpc_addr")]
     pub webhooks_grpc_addr: Option<String>,
-    /// The gateway's rate limits: `SMOOCH_RATE_LIMIT_ENABLED` (default true),
-    /// `SMOOCH_RATE_LIMIT_APP_PER_SECOND` (2000), `SMOOCH_RATE_LIMIT_APP_BURST` (4000),
-    /// `SMOOCH_RATE_LIMIT_USER_PER_SECOND` (200), `SMOOCH_RATE_LIMIT_USER_BURST` (400).
+    /// Admin HTTP address (`/healthz`, `/readyz`, `/metrics`) of the users role when it runs
+    /// alone (`SMOOCH_USERS_ADMIN_ADDR`; unset serves none). The gateway serves these on
+    /// its own address.
+    pub users_admin_addr: Option<SocketAddr>,
+    /// Admin address of the conversations role (`SMOOCH_CONVERSATIONS_ADMIN_ADDR`).
+    pub conversations_admin_addr: Option<SocketAddr>,
+    /// Admin address of the media role (`SMOOCH_MEDIA_ADMIN_ADDR`).
+    pub media_admin_addr: Option<SocketAddr>,
+    /// Admin address of the webhooks role (`SMOOCH_WEBHOOKS_ADMIN_ADDR`).
+    pub webhooks_admin_addr: Option<SocketAddr>,
+    /// Admin address of the webhook-worker role (`SMOOCH_WEBHOOK_WORKER_ADMIN_ADDR`).
+    pub webhook_worker_admin_addr: Option<SocketAddr>,
+    /// Log output: `text` or `json` (`SMOOCH_LOG_FORMAT`, default `text`). The level comes
+    /// from `RUST_LOG`; tracing export from the standard `OTEL_*` variables.
+    pub log_format: telemetry::LogFormat,
+    /// The webhook worker's section (`SMOOCH_WEBHOOK_*`; see `webhook_worker::Config`).
+    #[serde(skip_deserializing)]
+    pub webhook_worker: webhook_worker::Config,
+    /// The gateway's rate limits (`SMOOCH_RATE_LIMIT_*`; see `gateway::RateLimitConfig`).
+    #[serde(skip_deserializing)]
     pub rate_limit: gateway::RateLimitConfig,
-    /// The gateway's credential cache lifetimes: `SMOOCH_AUTH_CACHE_LOCAL_TTL_MS` (30000),
-    /// `SMOOCH_AUTH_CACHE_DEGRADED_TTL_MS` (1000, the staleness bound while Redis is down),
-    /// `SMOOCH_AUTH_CACHE_REDIS_TTL_S` (300).
+    /// The gateway's credential cache lifetimes (`SMOOCH_AUTH_CACHE_*`; see
+    /// `auth::CacheConfig`).
+    #[serde(skip_deserializing)]
     pub credential_cache: auth::CacheConfig,
 }
 
@@ -85,224 +133,96 @@ impl Default for Settings {
             redis_prefix: "smooch".to_owned(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             amqp_prefix: "smooch".to_owned(),
-            account_key: None,
+            account_key_id: None,
+            account_secret: None,
             media_dir: PathBuf::from("data/media"),
-            webhook_worker: webhook_worker::Config::default(),
-            admin_addrs: Vec::new(),
-            shutdown_grace: std::time::Duration::from_millis(25_000),
-            body_timeout: std::time::Duration::from_millis(60_000),
+            shutdown_grace: Duration::from_millis(25_000),
+            body_timeout: Duration::from_millis(60_000),
             users_grpc_addr: None,
             conversations_grpc_addr: None,
             media_grpc_addr: None,
             webhooks_grpc_addr: None,
+            users_admin_addr: None,
+            conversations_admin_addr: None,
+            media_admin_addr: None,
+            webhooks_admin_addr: None,
+            webhook_worker_admin_addr: None,
+            log_format: telemetry::LogFormat::default(),
+            webhook_worker: webhook_worker::Config::default(),
             rate_limit: gateway::RateLimitConfig::default(),
             credential_cache: auth::CacheConfig::default(),
         }
     }
 }
 
-/// Reads a variable; unset or empty is `None`, non-UTF-8 is an error naming it.
-pub fn var(name: &str) -> anyhow::Result<Option<String>> {
-    match std::env::var(name) {
-        Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => Ok(Some(v)),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(anyhow!("{name} is not valid UTF-8")),
-    }
-}
-
-fn parsed<T: FromStr>(name: &str, default: T, expected: &str) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match var(name)? {
-        None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse()
-            .map_err(|e| anyhow!("{name}={raw:?} is invalid: expected {expected} ({e})")),
-    }
-}
-
-fn url(name: &str, default: String, schemes: &[&str]) -> anyhow::Result<String> {
-    let value = var(name)?.unwrap_or(default);
-    let ok = schemes
-        .iter()
-        .any(|s| value.starts_with(&format!("{s}://")));
-    if ok {
-        Ok(value)
-    } else {
-        Err(anyhow!(
-            "{name} is invalid: expected a URL starting with {}",
-            schemes
-                .iter()
-                .map(|s| format!("{s}://"))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        ))
-    }
-}
-
-/// Roles that serve no HTTP API, with the variable of their admin address.
-pub const ADMIN_ROLES: [(&str, &str); 5] = [
-    ("users", "SMOOCH_USERS_ADMIN_ADDR"),
-    ("conversations", "SMOOCH_CONVERSATIONS_ADMIN_ADDR"),
-    ("media", "SMOOCH_MEDIA_ADMIN_ADDR"),
-    ("webhooks", "SMOOCH_WEBHOOKS_ADMIN_ADDR"),
-    ("webhook-worker", "SMOOCH_WEBHOOK_WORKER_ADMIN_ADDR"),
-];
-
-fn admin_addrs() -> anyhow::Result<Vec<(String, SocketAddr)>> {
-    let mut addrs = Vec::new();
-    for (role, name) in ADMIN_ROLES {
-        if var(name)?.is_some() {
-            let addr = parsed(name, SocketAddr::from(([127, 0, 0, 1], 9090)), "host:port")?;
-            addrs.push((role.to_owned(), addr));
-        }
-    }
-    Ok(addrs)
-}
-
-fn grpc_addr(name: &str) -> anyhow::Result<Option<String>> {
-    let Some(addr) = var(name)? else {
-        return Ok(None);
-    };
-    let host_port = addr.split("://").last().unwrap_or(&addr);
-    match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Some(addr)),
-        _ => Err(anyhow!(
-            "{name}={addr:?} is invalid: expected host:port, such as 127.0.0.1:50051"
-        )),
-    }
-}
-
-fn rate_limit(d: gateway::RateLimitConfig) -> anyhow::Result<gateway::RateLimitConfig> {
-    let rate = |name: &str, default: f64| -> anyhow::Result<f64> {
-        let value: f64 = parsed(name, default, "a positive number of requests per second")?;
-        if value > 0.0 && value.is_finite() {
-            Ok(value)
-        } else {
-            Err(anyhow!(
-                "{name}={value} is invalid: expected a positive number"
-            ))
-        }
-    };
-    let burst = |name: &str, default: u32| -> anyhow::Result<u32> {
-        match parsed(name, default, "a positive integer")? {
-            0 => Err(anyhow!("{name}=0 is invalid: expected a positive integer")),
-            n => Ok(n),
-        }
-    };
-    Ok(gateway::RateLimitConfig {
-        enabled: parsed("SMOOCH_RATE_LIMIT_ENABLED", d.enabled, "true or false")?,
-        app: auth::Limit {
-            per_second: rate("SMOOCH_RATE_LIMIT_APP_PER_SECOND", d.app.per_second)?,
-            burst: burst("SMOOCH_RATE_LIMIT_APP_BURST", d.app.burst)?,
-        },
-        app_user: auth::Limit {
-            per_second: rate("SMOOCH_RATE_LIMIT_USER_PER_SECOND", d.app_user.per_second)?,
-            burst: burst("SMOOCH_RATE_LIMIT_USER_BURST", d.app_user.burst)?,
-        },
+/// The `SMOOCH_*` variables that are set to something other than blank, as figment keys.
+fn environment() -> Env {
+    Env::prefixed("SMOOCH_").filter(|key| {
+        std::env::var_os(format!("SMOOCH_{}", key.as_str().to_ascii_uppercase()))
+            .is_some_and(|value| !value.to_string_lossy().trim().is_empty())
     })
 }
 
-fn credential_cache(d: auth::CacheConfig) -> anyhow::Result<auth::CacheConfig> {
-    let millis = |name: &str, default: Duration| -> anyhow::Result<Duration> {
-        let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
-        Ok(Duration::from_millis(parsed(
-            name,
-            default,
-            "milliseconds",
-        )?))
-    };
-    Ok(auth::CacheConfig {
-        local_ttl: millis("SMOOCH_AUTH_CACHE_LOCAL_TTL_MS", d.local_ttl)?,
-        degraded_local_ttl: millis("SMOOCH_AUTH_CACHE_DEGRADED_TTL_MS", d.degraded_local_ttl)?,
-        redis_ttl: Duration::from_secs(parsed(
-            "SMOOCH_AUTH_CACHE_REDIS_TTL_S",
-            d.redis_ttl.as_secs(),
-            "seconds",
-        )?),
-        ..d
-    })
+/// Turns figment's error into one line that names the variable, such as
+/// `SMOOCH_HTTP_ADDR: invalid value ...`.
+fn named(error: figment::Error) -> anyhow::Error {
+    let messages: Vec<String> = error
+        .into_iter()
+        .map(|e| {
+            let variable = e
+                .path
+                .first()
+                .map(|key| format!("SMOOCH_{}", key.to_ascii_uppercase()));
+            match variable {
+                Some(variable) => format!("{variable} is invalid: {}", e.kind),
+                None => e.kind.to_string(),
+            }
+        })
+        .collect();
+    anyhow!("{}", messages.join("; "))
 }
 
 impl Settings {
-    /// Reads the settings from the environment.
+    /// Reads the settings from the environment over the defaults.
     pub fn from_env() -> anyhow::Result<Self> {
-        let d = Settings::default();
-        let account_key = match (var("SMOOCH_ACCOUNT_KEY_ID")?, var("SMOOCH_ACCOUNT_SECRET")?) {
-            (Some(id), Some(secret)) => Some((id, SecretString::from(secret))),
-            (None, None) => None,
-            _ => {
-                return Err(anyhow!(
-                    "SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET must be set together"
-                ))
-            }
-        };
-        let public_url = match var("SMOOCH_PUBLIC_URL")? {
-            None => None,
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-                Some(u.trim_end_matches('/').to_owned())
-            }
-            Some(_) => {
-                return Err(anyhow!(
-                    "SMOOCH_PUBLIC_URL is invalid: expected an http:// or https:// URL"
-                ))
-            }
-        };
-        Ok(Settings {
-            http_addr: parsed(
-                "SMOOCH_HTTP_ADDR",
-                d.http_addr,
-                "host:port, such as 127.0.0.1:8080",
-            )?,
-            public_url,
-            database_url: url(
-                "SMOOCH_DATABASE_URL",
-                d.database_url,
-                &["postgres", "postgresql"],
-            )?,
-            database_max_connections: parsed(
-                "SMOOCH_DATABASE_MAX_CONNECTIONS",
-                d.database_max_connections,
-                "a positive integer",
-            )?,
-            redis_url: url("SMOOCH_REDIS_URL", d.redis_url, &["redis", "rediss"])?,
-            redis_prefix: var("SMOOCH_REDIS_PREFIX")?.unwrap_or(d.redis_prefix),
-            amqp_url: url("SMOOCH_AMQP_URL", d.amqp_url, &["amqp", "amqps"])?,
-            amqp_prefix: var("SMOOCH_AMQP_PREFIX")?.unwrap_or(d.amqp_prefix),
-            account_key,
-            media_dir: var("SMOOCH_MEDIA_DIR")?
-                .map(PathBuf::from)
-                .unwrap_or(d.media_dir),
-            webhook_worker: webhook_worker::Config::from_env()?,
-            admin_addrs: admin_addrs()?,
-            shutdown_grace: std::time::Duration::from_millis(parsed(
-                "SMOOCH_SHUTDOWN_GRACE_MS",
-                25_000,
-                "milliseconds",
-            )?),
-            body_timeout: std::time::Duration::from_millis(parsed(
-                "SMOOCH_BODY_TIMEOUT_MS",
-                60_000,
-                "milliseconds",
-            )?),
-            users_grpc_addr: grpc_addr("SMOOCH_USERS_GRPC_ADDR")?,
-            conversations_grpc_addr: grpc_addr("SMOOCH_CONVERSATIONS_GRPC_ADDR")?,
-            media_grpc_addr: grpc_addr("SMOOCH_MEDIA_GRPC_ADDR")?,
-            webhooks_grpc_addr: grpc_addr("SMOOCH_WEBHOOKS_GRPC_ADDR")?,
-            rate_limit: rate_limit(d.rate_limit)?,
-            credential_cache: credential_cache(d.credential_cache)?,
-        })
+        Self::from_figment(Figment::new().merge(environment()))
+    }
+
+    /// Reads the settings from `figment` (keys are the variables' names without `SMOOCH_`,
+    /// in lower case) over the defaults.
+    pub fn from_figment(source: Figment) -> anyhow::Result<Self> {
+        // Missing keys take each struct's `Default` (`#[serde(default)]`).
+        let figment = source;
+        let mut settings: Settings = figment.extract().map_err(named)?;
+        settings.webhook_worker = figment.extract().map_err(named)?;
+        settings.webhook_worker.validate()?;
+        settings.rate_limit = figment.extract().map_err(named)?;
+        settings.credential_cache = figment.extract().map_err(named)?;
+        if settings.account_key_id.is_some() != settings.account_secret.is_some() {
+            return Err(anyhow!(
+                "SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET must be set together"
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// The operator's account key, when one is configured.
+    pub fn account_key(&self) -> Option<(&str, &SecretString)> {
+        self.account_key_id
+            .as_deref()
+            .zip(self.account_secret.as_ref())
     }
 
     /// The admin address of `role`, if one is configured.
     pub fn admin_addr(&self, role: &str) -> Option<SocketAddr> {
-        self.admin_addrs
-            .iter()
-            .find(|(name, _)| name == role)
-            .map(|(_, addr)| *addr)
+        match role {
+            "users" => self.users_admin_addr,
+            "conversations" => self.conversations_admin_addr,
+            "media" => self.media_admin_addr,
+            "webhooks" => self.webhooks_admin_addr,
+            "webhook-worker" => self.webhook_worker_admin_addr,
+            _ => None,
+        }
     }
 
     /// The base URL of media links.
@@ -327,5 +247,252 @@ impl Settings {
                 .map(|(_, addr)| (*addr).to_owned())
                 .unwrap_or_default()
         })
+    }
+
+    /// The effective settings as pretty JSON, secrets and URL passwords hidden: what
+    /// `smooch config` prints.
+    pub fn to_redacted_json(&self) -> anyhow::Result<String> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+}
+
+/// A URL whose scheme is one of `schemes`.
+fn url_with_scheme<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    schemes: &[&str],
+) -> Result<String, D::Error> {
+    let value = String::deserialize(deserializer)?;
+    if schemes
+        .iter()
+        .any(|s| value.starts_with(&format!("{s}://")))
+    {
+        Ok(value)
+    } else {
+        let expected: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+        Err(serde::de::Error::custom(format!(
+            "expected a URL starting with {}, got {value:?}",
+            expected.join(" or ")
+        )))
+    }
+}
+
+fn postgres_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    url_with_scheme(deserializer, &["postgres", "postgresql"])
+}
+
+fn redis_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    url_with_scheme(deserializer, &["redis", "rediss"])
+}
+
+fn amqp_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    url_with_scheme(deserializer, &["amqp", "amqps"])
+}
+
+fn http_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let Some(value) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let value = url_with_scheme(
+        serde::de::value::StrDeserializer::<D::Error>::new(&value),
+        &["http", "https"],
+    )?;
+    Ok(Some(value.trim_end_matches('/').to_owned()))
+}
+
+fn positive_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    match u32::deserialize(deserializer)? {
+        0 => Err(serde::de::Error::custom(
+            "expected a positive integer, got 0",
+        )),
+        n => Ok(n),
+    }
+}
+
+/// `host:port` (optionally behind a scheme, as `http://users:50051`).
+fn grpc_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let Some(addr) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let host_port = addr.split("://").last().unwrap_or(&addr);
+    match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Some(addr)),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected host:port, such as 127.0.0.1:50051, got {addr:?}"
+        ))),
+    }
+}
+
+fn hidden<S: Serializer>(value: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_str("(hidden)"),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// The URL with the password of its user info replaced, for printing.
+fn url_without_password<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(value))
+}
+
+fn redact_url(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            if user_info.contains(':') {
+                format!("{scheme}://{user}:(hidden)@{host}{path}")
+            } else {
+                value.to_owned()
+            }
+        }
+        None => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret as _;
+
+    use super::*;
+
+    #[allow(clippy::result_large_err)] // figment's signature
+    fn env_settings(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let mut read = None;
+        figment::Jail::expect_with(|jail| {
+            for (name, value) in vars {
+                jail.set_env(name, value);
+            }
+            read = Some(Settings::from_env());
+            Ok(())
+        });
+        read.unwrap()
+    }
+
+    #[test]
+    fn unset_variables_keep_the_defaults() {
+        let s = env_settings(&[]).unwrap();
+        assert_eq!(s.http_addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(s.database_max_connections, 10);
+        assert_eq!(s.shutdown_grace, Duration::from_millis(25_000));
+        assert_eq!(s.webhook_worker.max_retries, 5);
+        assert_eq!(s.rate_limit.app.burst, 4000);
+        assert!(s.account_key().is_none());
+    }
+
+    #[test]
+    fn variables_override_every_section() {
+        let s = env_settings(&[
+            ("SMOOCH_HTTP_ADDR", "0.0.0.0:9000"),
+            ("SMOOCH_PUBLIC_URL", "https://chat.example.com/"),
+            ("SMOOCH_BODY_TIMEOUT_MS", "1500"),
+            ("SMOOCH_WEBHOOK_MAX_RETRIES", "3"),
+            ("SMOOCH_WEBHOOK_TIMEOUT_MS", "2500"),
+            ("SMOOCH_RATE_LIMIT_APP_PER_SECOND", "12.5"),
+            ("SMOOCH_RATE_LIMIT_ENABLED", "false"),
+            ("SMOOCH_AUTH_CACHE_REDIS_TTL_S", "60"),
+            ("SMOOCH_ACCOUNT_KEY_ID", "act_1"),
+            ("SMOOCH_ACCOUNT_SECRET", "s3cret"),
+            ("SMOOCH_USERS_ADMIN_ADDR", "127.0.0.1:9191"),
+            ("SMOOCH_REDIS_PREFIX", "12345"),
+            ("SMOOCH_LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(s.http_addr, SocketAddr::from(([0, 0, 0, 0], 9000)));
+        assert_eq!(s.public_url.as_deref(), Some("https://chat.example.com"));
+        assert_eq!(s.body_timeout, Duration::from_millis(1500));
+        assert_eq!(s.webhook_worker.max_retries, 3);
+        assert_eq!(s.webhook_worker.timeout, Duration::from_millis(2500));
+        assert!((s.rate_limit.app.per_second - 12.5).abs() < f64::EPSILON);
+        assert!(!s.rate_limit.enabled);
+        assert_eq!(s.credential_cache.redis_ttl, Duration::from_secs(60));
+        let (id, secret) = s.account_key().unwrap();
+        assert_eq!((id, secret.expose_secret()), ("act_1", "s3cret"));
+        assert_eq!(
+            s.admin_addr("users"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9191)))
+        );
+        assert_eq!(s.admin_addr("media"), None);
+        assert_eq!(s.redis_prefix, "12345");
+        assert_eq!(s.log_format, telemetry::LogFormat::Json);
+    }
+
+    #[test]
+    fn blank_variables_are_unset() {
+        let s = env_settings(&[("SMOOCH_HTTP_ADDR", " "), ("SMOOCH_PUBLIC_URL", "")]).unwrap();
+        assert_eq!(s.http_addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(s.public_url, None);
+    }
+
+    #[test]
+    fn a_bad_value_is_one_error_naming_its_variable() {
+        for (name, value, says) in [
+            ("SMOOCH_HTTP_ADDR", "nowhere", "SMOOCH_HTTP_ADDR is invalid"),
+            (
+                "SMOOCH_DATABASE_URL",
+                "mysql://x",
+                "SMOOCH_DATABASE_URL is invalid: expected a URL starting with postgres://",
+            ),
+            (
+                "SMOOCH_DATABASE_MAX_CONNECTIONS",
+                "0",
+                "SMOOCH_DATABASE_MAX_CONNECTIONS is invalid: expected a positive integer",
+            ),
+            (
+                "SMOOCH_USERS_GRPC_ADDR",
+                "users",
+                "SMOOCH_USERS_GRPC_ADDR is invalid: expected host:port",
+            ),
+            (
+                "SMOOCH_WEBHOOK_TIMEOUT_MS",
+                "soon",
+                "SMOOCH_WEBHOOK_TIMEOUT_MS is invalid",
+            ),
+            (
+                "SMOOCH_RATE_LIMIT_APP_PER_SECOND",
+                "-1",
+                "SMOOCH_RATE_LIMIT_APP_PER_SECOND",
+            ),
+            ("SMOOCH_LOG_FORMAT", "xml", "SMOOCH_LOG_FORMAT is invalid"),
+            (
+                "SMOOCH_PUBLIC_URL",
+                "ftp://x",
+                "SMOOCH_PUBLIC_URL is invalid",
+            ),
+        ] {
+            let error = env_settings(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(says), "{name}={value}: {error}");
+        }
+        let half_key = env_settings(&[("SMOOCH_ACCOUNT_KEY_ID", "act_1")])
+            .unwrap_err()
+            .to_string();
+        assert!(half_key.contains("must be set together"), "{half_key}");
+    }
+
+    #[test]
+    fn printed_settings_hide_secrets_and_passwords() {
+        let s = env_settings(&[
+            ("SMOOCH_ACCOUNT_KEY_ID", "act_1"),
+            ("SMOOCH_ACCOUNT_SECRET", "s3cret"),
+            ("SMOOCH_AMQP_URL", "amqp://user:hunter2@mq:5672/%2f"),
+            ("SMOOCH_DATABASE_URL", "postgres://app:pw@db/smooch"),
+        ])
+        .unwrap();
+        let printed = s.to_redacted_json().unwrap();
+        for secret in ["s3cret", "hunter2", ":pw@"] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(
+            printed.contains("amqp://user:(hidden)@mq:5672/%2f"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("\"account_key_id\": \"act_1\""),
+            "{printed}"
+        );
+        assert!(printed.contains("\"webhook_max_retries\": 5"), "{printed}");
     }
 }

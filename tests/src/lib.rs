@@ -50,10 +50,8 @@ pub fn test_settings() -> Settings {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         database_url,
         database_max_connections: 8,
-        account_key: Some((
-            ACCOUNT_KEY_ID.to_owned(),
-            SecretString::from(ACCOUNT_SECRET),
-        )),
+        account_key_id: Some(ACCOUNT_KEY_ID.to_owned()),
+        account_secret: Some(SecretString::from(ACCOUNT_SECRET)),
         media_dir,
         amqp_prefix: unique("test"),
         redis_prefix: unique("test"),

@@ -41,22 +41,35 @@ pub trait CredentialSource: Send + Sync + 'static {
 }
 
 /// Lifetimes and size of the cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CacheConfig {
     /// Local lifetime of a found credential while revocations are being received. Default
     /// 30 s (`SMOOCH_AUTH_CACHE_LOCAL_TTL_MS`).
+    #[serde(rename = "auth_cache_local_ttl_ms", with = "domain::config::millis")]
     pub local_ttl: Duration,
     /// Local lifetime while revocations cannot be received (Redis down): the staleness
     /// bound during an outage. Default 1 s (`SMOOCH_AUTH_CACHE_DEGRADED_TTL_MS`).
+    #[serde(rename = "auth_cache_degraded_ttl_ms", with = "domain::config::millis")]
     pub degraded_local_ttl: Duration,
-    /// Local lifetime of an unknown credential. Default 2 s.
+    /// Local lifetime of an unknown credential. Default 2 s
+    /// (`SMOOCH_AUTH_CACHE_NEGATIVE_TTL_MS`).
+    #[serde(rename = "auth_cache_negative_ttl_ms", with = "domain::config::millis")]
     pub negative_local_ttl: Duration,
     /// Redis lifetime of a found credential, and of revocation tombstones. Default 5 min
     /// (`SMOOCH_AUTH_CACHE_REDIS_TTL_S`).
+    #[serde(rename = "auth_cache_redis_ttl_s", with = "domain::config::seconds")]
     pub redis_ttl: Duration,
-    /// Redis lifetime of an unknown credential. Default 10 s.
+    /// Redis lifetime of an unknown credential. Default 10 s
+    /// (`SMOOCH_AUTH_CACHE_NEGATIVE_REDIS_TTL_S`).
+    #[serde(
+        rename = "auth_cache_negative_redis_ttl_s",
+        with = "domain::config::seconds"
+    )]
     pub negative_redis_ttl: Duration,
-    /// Most entries kept in memory, per kind. Default 100 000.
+    /// Most entries kept in memory, per kind. Default 100 000
+    /// (`SMOOCH_AUTH_CACHE_MAX_ENTRIES`).
+    #[serde(rename = "auth_cache_max_entries")]
     pub max_entries: u64,
 }
 

@@ -98,18 +98,29 @@ where
         .with_filter(LevelFilter::INFO)
 }
 
+/// How log lines are written (`SMOOCH_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, with the current span's fields.
+    Json,
+}
+
 /// Installs the global subscriber and propagator for a process running `service` (the
-/// role name). Spans always carry OpenTelemetry trace ids, so propagation and log
-/// correlation work with or without an exporter. Later calls do nothing.
-pub fn init(service: &str) -> Guard {
+/// role name), writing logs in `format`. Spans always carry OpenTelemetry trace ids, so
+/// propagation and log correlation work with or without an exporter. Later calls do
+/// nothing.
+pub fn init(service: &str, format: LogFormat) -> Guard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = PROVIDER.get_or_init(|| tracer_provider(service)).clone();
     opentelemetry::global::set_tracer_provider(provider.clone());
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let json = std::env::var("SMOOCH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let registry = tracing_subscriber::registry().with(otel_layer(&provider));
-    let result = if json {
+    let result = if format == LogFormat::Json {
         registry
             .with(
                 fmt::layer()

@@ -17,8 +17,9 @@ use crate::caller;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Rate limit settings of the gateway.
-#[derive(Debug, Clone)]
+/// Rate limit settings of the gateway, read from the `SMOOCH_RATE_LIMIT_*` variables.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RateLimitVars", into = "RateLimitVars")]
 pub struct RateLimitConfig {
     /// Whether requests are limited at all (`SMOOCH_RATE_LIMIT_ENABLED`, default true).
     pub enabled: bool,
@@ -44,6 +45,64 @@ impl Default for RateLimitConfig {
                 burst: 400,
             },
         }
+    }
+}
+
+/// The `SMOOCH_RATE_LIMIT_*` variables, flat as they are named.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+struct RateLimitVars {
+    rate_limit_enabled: bool,
+    rate_limit_app_per_second: f64,
+    rate_limit_app_burst: u32,
+    rate_limit_user_per_second: f64,
+    rate_limit_user_burst: u32,
+}
+
+impl Default for RateLimitVars {
+    fn default() -> Self {
+        RateLimitConfig::default().into()
+    }
+}
+
+impl From<RateLimitConfig> for RateLimitVars {
+    fn from(c: RateLimitConfig) -> Self {
+        RateLimitVars {
+            rate_limit_enabled: c.enabled,
+            rate_limit_app_per_second: c.app.per_second,
+            rate_limit_app_burst: c.app.burst,
+            rate_limit_user_per_second: c.app_user.per_second,
+            rate_limit_user_burst: c.app_user.burst,
+        }
+    }
+}
+
+impl TryFrom<RateLimitVars> for RateLimitConfig {
+    type Error = String;
+
+    fn try_from(v: RateLimitVars) -> Result<Self, String> {
+        let limit = |name: &str, per_second: f64, burst: u32| {
+            if !(per_second > 0.0 && per_second.is_finite()) {
+                return Err(format!(
+                    "SMOOCH_RATE_LIMIT_{name}_PER_SECOND must be a positive number, got {per_second}"
+                ));
+            }
+            if burst == 0 {
+                return Err(format!(
+                    "SMOOCH_RATE_LIMIT_{name}_BURST must be a positive integer, got 0"
+                ));
+            }
+            Ok(Limit { per_second, burst })
+        };
+        Ok(RateLimitConfig {
+            enabled: v.rate_limit_enabled,
+            app: limit("APP", v.rate_limit_app_per_second, v.rate_limit_app_burst)?,
+            app_user: limit(
+                "USER",
+                v.rate_limit_user_per_second,
+                v.rate_limit_user_burst,
+            )?,
+        })
     }
 }
 

@@ -29,45 +29,60 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
 
-/// Settings of the webhook-worker role.
-#[derive(Debug, Clone)]
+/// Settings of the webhook-worker role. Each field is read from the `SMOOCH_*` variable
+/// named after it (its serde name in capitals); see the binary's settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Config {
     /// RabbitMQ URL (`SMOOCH_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    #[serde(skip_serializing)]
     pub amqp_url: String,
     /// Prefix of every exchange and queue (`SMOOCH_AMQP_PREFIX`, default `smooch`).
+    #[serde(skip_serializing, deserialize_with = "domain::config::text")]
     pub amqp_prefix: String,
     /// Address of the webhooks service, `host:port` or a URL (`SMOOCH_WEBHOOKS_GRPC_ADDR`,
     /// default `127.0.0.1:50054`).
+    #[serde(skip_serializing)]
     pub webhooks_grpc_addr: String,
     /// Time limit of one POST, connection included (`SMOOCH_WEBHOOK_TIMEOUT_MS`, default
     /// 10000).
+    #[serde(rename = "webhook_timeout_ms", with = "domain::config::millis")]
     pub timeout: Duration,
     /// Wait before the first retry; each later one waits twice as long as the previous
     /// (`SMOOCH_WEBHOOK_RETRY_BASE_MS`, default 5000).
+    #[serde(rename = "webhook_retry_base_ms", with = "domain::config::millis")]
     pub retry_base: Duration,
     /// Retries after the first attempt before a job is dead-lettered
     /// (`SMOOCH_WEBHOOK_MAX_RETRIES`, default 5).
+    #[serde(rename = "webhook_max_retries")]
     pub max_retries: u32,
     /// Allow targets on loopback, private and link-local addresses
     /// (`SMOOCH_WEBHOOK_ALLOW_PRIVATE_TARGETS`, default false; true for tests and local use).
+    #[serde(rename = "webhook_allow_private_targets")]
     pub allow_private_targets: bool,
     /// Unacked delivery jobs per worker, i.e. concurrent POSTs
     /// (`SMOOCH_WEBHOOK_PREFETCH`, default 64).
+    #[serde(rename = "webhook_prefetch")]
     pub prefetch: u16,
     /// Unacked events per worker being fanned out (`SMOOCH_WEBHOOK_EVENT_PREFETCH`,
     /// default 16).
+    #[serde(rename = "webhook_event_prefetch")]
     pub event_prefetch: u16,
     /// Concurrent POSTs per target origin per worker
     /// (`SMOOCH_WEBHOOK_MAX_IN_FLIGHT_PER_TARGET`, default 8).
+    #[serde(rename = "webhook_max_in_flight_per_target")]
     pub max_in_flight_per_target: usize,
     /// Longest time a webhook is cached: changes and deletions apply within it
     /// (`SMOOCH_WEBHOOK_CACHE_TTL_MS`, default 1000).
+    #[serde(rename = "webhook_cache_ttl_ms", with = "domain::config::millis")]
     pub cache_ttl: Duration,
     /// How often requested retries are polled (`SMOOCH_WEBHOOK_RETRY_POLL_MS`, default
     /// 1000).
+    #[serde(rename = "webhook_retry_poll_ms", with = "domain::config::millis")]
     pub retry_poll: Duration,
     /// How long in-flight deliveries may finish after shutdown before the broker gets them
     /// back (`SMOOCH_WEBHOOK_DRAIN_MS`, default 15000).
+    #[serde(rename = "webhook_drain_ms", with = "domain::config::millis")]
     pub drain: Duration,
 }
 
@@ -91,68 +106,7 @@ impl Default for Config {
     }
 }
 
-fn env(name: &str) -> anyhow::Result<Option<String>> {
-    match std::env::var(name) {
-        Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => Ok(Some(v.trim().to_owned())),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!("{name} is not valid UTF-8"),
-    }
-}
-
-fn env_parsed<T: std::str::FromStr>(name: &str, default: T, expected: &str) -> anyhow::Result<T> {
-    match env(name)? {
-        None => Ok(default),
-        Some(raw) => raw
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={raw:?} is invalid: expected {expected}")),
-    }
-}
-
-fn env_ms(name: &str, default: Duration) -> anyhow::Result<Duration> {
-    let ms = env_parsed(
-        name,
-        default.as_millis() as u64,
-        "milliseconds, such as 5000",
-    )?;
-    Ok(Duration::from_millis(ms))
-}
-
 impl Config {
-    /// Reads the settings from `SMOOCH_*` environment variables over the defaults.
-    pub fn from_env() -> anyhow::Result<Self> {
-        let d = Config::default();
-        let config = Config {
-            amqp_url: env("SMOOCH_AMQP_URL")?.unwrap_or(d.amqp_url),
-            amqp_prefix: env("SMOOCH_AMQP_PREFIX")?.unwrap_or(d.amqp_prefix),
-            webhooks_grpc_addr: env("SMOOCH_WEBHOOKS_GRPC_ADDR")?.unwrap_or(d.webhooks_grpc_addr),
-            timeout: env_ms("SMOOCH_WEBHOOK_TIMEOUT_MS", d.timeout)?,
-            retry_base: env_ms("SMOOCH_WEBHOOK_RETRY_BASE_MS", d.retry_base)?,
-            max_retries: env_parsed("SMOOCH_WEBHOOK_MAX_RETRIES", d.max_retries, "a count")?,
-            allow_private_targets: env_parsed(
-                "SMOOCH_WEBHOOK_ALLOW_PRIVATE_TARGETS",
-                d.allow_private_targets,
-                "true or false",
-            )?,
-            prefetch: env_parsed("SMOOCH_WEBHOOK_PREFETCH", d.prefetch, "1 to 65535")?,
-            event_prefetch: env_parsed(
-                "SMOOCH_WEBHOOK_EVENT_PREFETCH",
-                d.event_prefetch,
-                "1 to 65535",
-            )?,
-            max_in_flight_per_target: env_parsed(
-                "SMOOCH_WEBHOOK_MAX_IN_FLIGHT_PER_TARGET",
-                d.max_in_flight_per_target,
-                "a positive count",
-            )?,
-            cache_ttl: env_ms("SMOOCH_WEBHOOK_CACHE_TTL_MS", d.cache_ttl)?,
-            retry_poll: env_ms("SMOOCH_WEBHOOK_RETRY_POLL_MS", d.retry_poll)?,
-            drain: env_ms("SMOOCH_WEBHOOK_DRAIN_MS", d.drain)?,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
     /// Checks the values a typo could make useless.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(

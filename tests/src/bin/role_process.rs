@@ -26,7 +26,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let _telemetry = telemetry::init(role.name());
-        smooch::process::run_role_until_signal(role, smooch::Settings::from_env()?).await
+        let settings = smooch::Settings::from_env()?;
+        let _telemetry = telemetry::init(role.name(), settings.log_format);
+        smooch::process::run_role_until_signal(role, settings).await
     })
 }

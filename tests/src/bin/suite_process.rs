@@ -6,7 +6,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let _telemetry = telemetry::init("all");
-        smooch::process::run_all_until_signal(smooch::Settings::from_env()?).await
+        let settings = smooch::Settings::from_env()?;
+        let _telemetry = telemetry::init("all", settings.log_format);
+        smooch::process::run_all_until_signal(settings).await
     })
 }
