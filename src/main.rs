@@ -35,7 +35,11 @@ enum Command {
     Migrate,
     /// Print the effective configuration (defaults, then `SMOOCH_*` variables) as JSON,
     /// secrets and URL passwords hidden; exits non-zero naming any malformed variable.
-    Config,
+    Config {
+        /// Print only the names of the variables read, one per line.
+        #[arg(long)]
+        variables: bool,
+    },
     /// Manage apps through the HTTP API (needs the account key in the environment).
     Apps {
         /// Base URL of the suite; defaults to SMOOCH_PUBLIC_URL or http://SMOOCH_HTTP_ADDR.
@@ -109,13 +113,17 @@ async fn main() -> anyhow::Result<()> {
         Command::WebhookWorker => "webhook-worker",
         Command::Migrate => "migrate",
         Command::Apps { .. } => "admin",
-        Command::Config => "config",
+        Command::Config { .. } => "config",
     };
     if let Command::Apps { url, command } = cli.command {
         return run_admin(url, command).await;
     }
+    if let Command::Config { variables: true } = cli.command {
+        println!("{}", Settings::variables()?.join("\n"));
+        return Ok(());
+    }
     let settings = Settings::from_env()?;
-    if let Command::Config = cli.command {
+    if let Command::Config { .. } = cli.command {
         println!("{}", settings.to_redacted_json()?);
         return Ok(());
     }
@@ -140,6 +148,6 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Apps { .. } | Command::Config => Ok(()),
+        Command::Apps { .. } | Command::Config { .. } => Ok(()),
     }
 }

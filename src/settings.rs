@@ -249,6 +249,29 @@ impl Settings {
         })
     }
 
+    /// Every `SMOOCH_*` variable the settings read, sorted: what `smooch config
+    /// --variables` prints (the deploy validation checks the manifests against it).
+    pub fn variables() -> anyhow::Result<Vec<String>> {
+        let serde_json::Value::Object(top) = serde_json::to_value(Settings::default())? else {
+            return Err(anyhow!("the settings do not serialize to an object"));
+        };
+        let mut names = Vec::new();
+        for (key, value) in top {
+            match value {
+                serde_json::Value::Object(section) => {
+                    names.extend(section.into_iter().map(|(k, _)| k))
+                }
+                _ => names.push(key),
+            }
+        }
+        let mut names: Vec<String> = names
+            .into_iter()
+            .map(|key| format!("SMOOCH_{}", key.to_ascii_uppercase()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The effective settings as pretty JSON, secrets and URL passwords hidden: what
     /// `smooch config` prints.
     pub fn to_redacted_json(&self) -> anyhow::Result<String> {
@@ -470,6 +493,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(half_key.contains("must be set together"), "{half_key}");
+    }
+
+    #[test]
+    fn every_variable_is_listed_once() {
+        let names = Settings::variables().unwrap();
+        for name in [
+            "SMOOCH_HTTP_ADDR",
+            "SMOOCH_ACCOUNT_SECRET",
+            "SMOOCH_WEBHOOK_MAX_RETRIES",
+            "SMOOCH_RATE_LIMIT_USER_BURST",
+            "SMOOCH_AUTH_CACHE_REDIS_TTL_S",
+            "SMOOCH_LOG_FORMAT",
+        ] {
+            assert_eq!(
+                names.iter().filter(|n| *n == name).count(),
+                1,
+                "{name} in {names:?}"
+            );
+        }
+        assert!(
+            !names.iter().any(|n| n.ends_with("WEBHOOK_WORKER")),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -158,10 +158,24 @@ def rust_env_names() -> tuple[set[str], list[re.Pattern[str]]]:
     return names, patterns
 
 
+SETTINGS_NAMES: set[str] = set()
+
+
 def settings_env_names() -> set[str]:
-    """The names src/settings.rs reads (every one must be settable from the chart)."""
-    text = (ROOT / "src" / "settings.rs").read_text(encoding="utf-8")
-    return set(re.findall(r'"(SMOOCH_[A-Z0-9_]+)"', text))
+    """The names the settings read (every one must be settable from the chart): what
+    `smooch config --variables` prints, read once by main()."""
+    return SETTINGS_NAMES
+
+
+def binary_env_names(binary: str | None) -> set[str]:
+    """`smooch config --variables`: the settings' variables, declared once in the Rust
+    types. Built when no binary is given (the start-up test builds it anyway)."""
+    if binary:
+        command = [binary, "config", "--variables"]
+    else:
+        command = ["cargo", "run", "--quiet", "--bin", "smooch", "--", "config", "--variables"]
+    out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return {line.strip() for line in out.splitlines() if line.strip().startswith("SMOOCH_")}
 
 
 def bus_queue_suffixes() -> set[str]:
@@ -915,7 +929,10 @@ def main() -> int:
         return 0
     started = time.monotonic()
     report = Report(args.verbose)
+    SETTINGS_NAMES.update(binary_env_names(args.binary))
+    report.check(bool(SETTINGS_NAMES), "rust: `smooch config --variables` lists the settings' variables")
     env_read = rust_env_names()
+    env_read[0].update(SETTINGS_NAMES)
     report.check(bool(env_read[0]), "rust: found the environment variables the binary reads")
     report.check(bool(bus_queue_suffixes()), "rust: found the queues of crates/bus's topology")
     crds = crd_schemas()
