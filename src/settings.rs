@@ -519,6 +519,17 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_page_lists_every_variable() {
+        let page = include_str!("../docs/configuration.md");
+        for name in Settings::variables().unwrap() {
+            assert!(
+                page.contains(&format!("| `{name}` |")),
+                "docs/configuration.md has no row for {name}"
+            );
+        }
+    }
+
+    #[test]
     fn printed_settings_hide_secrets_and_passwords() {
         let s = env_settings(&[
             ("SMOOCH_ACCOUNT_KEY_ID", "act_1"),

@@ -167,7 +167,7 @@ pub(crate) struct MessageBody {
     media_url: Option<String>,
     /// Media type of the image.
     media_type: Option<String>,
-    /// Flat custom properties (at most 16 KiB).
+    /// Flat custom properties: strings, numbers and booleans, at most 4 KiB.
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
     /// Action buttons (appMaker messages only).

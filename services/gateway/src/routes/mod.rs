@@ -130,7 +130,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
     use super::*;
 
@@ -159,35 +159,32 @@ mod tests {
         }
     }
 
-    /// `(METHOD, path)` of every route the router has, read from its `Debug` output (axum
-    /// has no other way to list routes): the paths of the route ids, and each id's `Allow`
-    /// methods. HEAD, which axum answers for every GET, is left out.
-    fn router_routes(router: &Router) -> BTreeSet<(String, String)> {
-        let text = format!("{router:?}");
-        let node = text
-            .find("node: Node { paths: {")
-            .expect("the router's Debug output names its paths");
-        let (routes_part, paths_part) = text.split_at(node);
-        let paths_part = &paths_part[..paths_part.find("} }").expect("end of paths")];
-        let mut paths = BTreeMap::new();
-        for entry in paths_part.split("RouteId(").skip(1) {
-            let (id, rest) = entry.split_once(')').expect("route id");
-            let path = rest.split('"').nth(1).expect("quoted path");
-            paths.insert(id.to_owned(), path.to_owned());
+    /// Whether the router answers `method path` from a route rather than from its 404 or
+    /// 405 fallback (path parameters are filled with a placeholder; the backing services
+    /// are unreachable, so a routed call answers 401, 400 or 503, never "no API at").
+    async fn routed(router: &Router, method: &str, path: &str) -> bool {
+        use tower::ServiceExt as _;
+        let mut uri = String::new();
+        let mut rest = path;
+        while let Some(open) = rest.find('{') {
+            uri.push_str(&rest[..open]);
+            uri.push_str("0123456789abcdef01234567");
+            rest = &rest[rest[open..].find('}').map_or(rest.len(), |c| open + c + 1)..];
         }
-        let mut routes = BTreeSet::new();
-        for entry in routes_part.split("RouteId(").skip(1) {
-            let (id, rest) = entry.split_once(')').expect("route id");
-            let allow = rest
-                .split("allow_header: Bytes(b\"")
-                .nth(1)
-                .and_then(|a| a.split('"').next())
-                .unwrap_or_default();
-            for method in allow.split(',').filter(|m| !m.is_empty() && *m != "HEAD") {
-                routes.insert((method.to_owned(), paths[id].clone()));
-            }
-        }
-        routes
+        uri.push_str(rest);
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        !(status == axum::http::StatusCode::METHOD_NOT_ALLOWED
+            || status == axum::http::StatusCode::NOT_FOUND && text.contains("no API at"))
     }
 
     fn spec_routes(spec: &utoipa::openapi::OpenApi) -> BTreeSet<(String, String)> {
@@ -203,41 +200,89 @@ mod tests {
         routes
     }
 
-    /// The Swagger UI's own pages and assets: served, deliberately not API.
-    fn is_docs_ui(path: &str) -> bool {
-        path == openapi::DOCS_PATH || path.starts_with("/docs/")
-    }
-
+    /// Every documented route is routed, and on every documented path the methods the
+    /// document does not name are 405s: a route added outside `routes!` (which registers
+    /// the route and its documentation together) on an API path shows up here.
     #[tokio::test]
-    async fn every_route_is_in_the_spec_and_every_spec_path_is_routed() {
+    async fn every_spec_route_is_routed_and_undocumented_methods_are_refused() {
         let state = state();
         let spec = spec(state.config.max_image_bytes);
-        let routed: BTreeSet<_> = router_routes(&router(state))
-            .into_iter()
-            .filter(|(_, path)| !is_docs_ui(path))
-            .collect();
+        let router = router(state);
         let documented = spec_routes(&spec);
-        assert!(
-            routed.len() > 40,
-            "the router walk found too few routes: {routed:?}"
-        );
-        let undocumented: Vec<_> = routed.difference(&documented).collect();
-        let unrouted: Vec<_> = documented.difference(&routed).collect();
-        assert!(
-            undocumented.is_empty(),
-            "routes missing from the OpenAPI document (register them with routes!): {undocumented:?}"
-        );
-        assert!(
-            unrouted.is_empty(),
-            "documented but not routed: {unrouted:?}"
-        );
-        for alias in routed.iter().filter(|(_, p)| p.starts_with("/v1/appUsers")) {
-            let original = (
-                alias.0.clone(),
-                alias.1.replacen("/v1/appUsers", "/v1/appusers", 1),
-            );
-            assert!(routed.contains(&original), "{alias:?} is no alias");
+        assert!(documented.len() > 40, "too few routes: {documented:?}");
+        let paths: BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
+        for path in paths {
+            for method in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+                let is_documented = documented.contains(&(method.to_owned(), path.clone()));
+                assert_eq!(
+                    routed(&router, method, path).await,
+                    is_documented,
+                    "{method} {path}: documented {is_documented}, routed the opposite"
+                );
+            }
         }
+        for (method, path) in documented
+            .iter()
+            .filter(|(_, p)| p.starts_with("/v1/appUsers"))
+        {
+            let original = (
+                method.clone(),
+                path.replacen("/v1/appUsers", "/v1/appusers", 1),
+            );
+            assert!(
+                documented.contains(&original),
+                "{method} {path} is no alias"
+            );
+        }
+    }
+
+    /// The README's endpoint table names exactly the documented routes (the `/v1/appUsers`
+    /// aliases aside), so it cannot drift from the API.
+    #[test]
+    fn the_readme_endpoint_table_matches_the_spec() {
+        let normalise = |path: &str| -> String {
+            let mut out = String::new();
+            let mut depth = 0;
+            for c in path.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        out.push_str("{}");
+                    }
+                    '}' => depth -= 1,
+                    _ if depth > 0 => {}
+                    _ => out.push(c),
+                }
+            }
+            out
+        };
+        let documented: BTreeSet<(String, String)> = spec_routes(&spec(10 << 20))
+            .into_iter()
+            .filter(|(_, p)| !p.starts_with("/v1/appUsers"))
+            .map(|(m, p)| (m, normalise(&p)))
+            .collect();
+        let readme = include_str!("../../../../README.md");
+        let table = readme
+            .split("## Endpoints")
+            .nth(1)
+            .expect("the README has an Endpoints section")
+            .split("\n## ")
+            .next()
+            .unwrap_or_default();
+        let listed: BTreeSet<(String, String)> = table
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|line| line.split('`').next())
+            .filter_map(|route| route.split_once(' '))
+            .map(|(m, p)| (m.to_owned(), normalise(p)))
+            .collect();
+        let missing: Vec<_> = documented.difference(&listed).collect();
+        let extra: Vec<_> = listed.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "routes missing from the README's table: {missing:?}"
+        );
+        assert!(extra.is_empty(), "README rows that are no route: {extra:?}");
     }
 
     #[test]
