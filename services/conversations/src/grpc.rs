@@ -456,6 +456,7 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         request: Request<pb::ListWhispersRequest>,
     ) -> Result<Response<pb::ListWhispersResponse>, Status> {
         let app_id = request.into_inner().app_id;
+        rules::app_scope(&app_id).map_err(crate::Error::from)?;
         let rows = storage::list_whispers(&self.pool, &app_id)
             .await
             .map_err(crate::Error::from)?;
@@ -472,6 +473,7 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         request: Request<pb::WhisperRef>,
     ) -> Result<Response<pb::Whisper>, Status> {
         let req = request.into_inner();
+        rules::app_scope(&req.app_id).map_err(crate::Error::from)?;
         let row = storage::get_whisper(&self.pool, &req.app_id, &req.whisper_id)
             .await
             .map_err(crate::Error::from)?
@@ -493,6 +495,7 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         request: Request<pb::WhisperRef>,
     ) -> Result<Response<pb::DeleteWhisperResponse>, Status> {
         let req = request.into_inner();
+        rules::app_scope(&req.app_id).map_err(crate::Error::from)?;
         let deleted = storage::delete_whisper(&self.pool, &req.app_id, &req.whisper_id)
             .await
             .map_err(crate::Error::from)?;

@@ -272,3 +272,70 @@ async fn whispers_fire_once_per_user_on_their_event_and_targeting() {
             .conversation_updated
     );
 }
+
+/// Every whisper RPC is scoped by app: one without an app id is refused, never run across
+/// apps.
+#[tokio::test]
+async fn every_whisper_rpc_needs_an_app() {
+    let mut app = spawn().await;
+    let whisper = app
+        .client
+        .create_whisper(pb::Whisper {
+            app_id: app.app_id.clone(),
+            event: "sale".into(),
+            text: "thanks".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let anywhere = pb::WhisperRef {
+        app_id: String::new(),
+        whisper_id: whisper.id.clone(),
+    };
+    let codes = [
+        app.client
+            .create_whisper(pb::Whisper {
+                app_id: String::new(),
+                event: "sale".into(),
+                text: "x".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        app.client
+            .list_whispers(pb::ListWhispersRequest {
+                app_id: String::new(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        app.client
+            .get_whisper(anywhere.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        app.client
+            .update_whisper(pb::UpdateWhisperRequest {
+                app_id: String::new(),
+                whisper_id: whisper.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        app.client
+            .delete_whisper(anywhere)
+            .await
+            .unwrap_err()
+            .code(),
+    ];
+    assert_eq!(codes, [tonic::Code::InvalidArgument; 5]);
+    // Still there for its own app.
+    let mine = pb::WhisperRef {
+        app_id: app.app_id.clone(),
+        whisper_id: whisper.id,
+    };
+    assert!(app.client.get_whisper(mine).await.is_ok());
+}
