@@ -114,12 +114,14 @@ async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
-/// Spawns one gRPC role on `listener`.
+/// Spawns one gRPC role on `listener`; `conversations_addr` is where the users role finds
+/// the conversations service (to move a merged user's history).
 fn spawn_grpc_role(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     role: Role,
     settings: &Settings,
     listener: TcpListener,
+    conversations_addr: String,
     shutdown: CancellationToken,
 ) {
     let database_url = settings.database_url.clone();
@@ -130,6 +132,7 @@ fn spawn_grpc_role(
                 database_url,
                 max_connections,
                 redis: Some(redis_config(settings)),
+                conversations_addr: Some(conversations_addr),
             };
             tasks.spawn(users::run(config, listener, shutdown));
         }
@@ -197,7 +200,15 @@ pub async fn run_role(
         }
         grpc => {
             let listener = bind(&settings.grpc_addr(grpc.name()), grpc.name()).await?;
-            spawn_grpc_role(&mut tasks, grpc, settings, listener, shutdown.clone());
+            let conversations = settings.grpc_addr("conversations");
+            spawn_grpc_role(
+                &mut tasks,
+                grpc,
+                settings,
+                listener,
+                conversations,
+                shutdown.clone(),
+            );
         }
     }
     if let Some(addr) = settings.admin_addr(role.name()) {
@@ -257,7 +268,9 @@ pub async fn start_all(
     let account_key = ensure_account_key(settings).await?;
 
     let mut tasks = JoinSet::new();
-    let mut addrs: Vec<String> = Vec::new();
+    // Every gRPC listener is bound before any role starts, so each knows the others'
+    // addresses.
+    let mut bound = Vec::new();
     for role in [
         Role::Users,
         Role::Conversations,
@@ -271,8 +284,19 @@ pub async fn start_all(
             _ => &settings.webhooks_grpc_addr,
         };
         let listener = bind(configured.as_deref().unwrap_or("127.0.0.1:0"), role.name()).await?;
-        addrs.push(listener.local_addr()?.to_string());
-        spawn_grpc_role(&mut tasks, role, settings, listener, shutdown.clone());
+        bound.push((role, listener.local_addr()?.to_string(), listener));
+    }
+    let addrs: Vec<String> = bound.iter().map(|(_, addr, _)| addr.clone()).collect();
+    for (role, _, listener) in bound {
+        let conversations = addrs[1].clone();
+        spawn_grpc_role(
+            &mut tasks,
+            role,
+            settings,
+            listener,
+            conversations,
+            shutdown.clone(),
+        );
     }
     let listener = bind(&settings.http_addr.to_string(), "HTTP").await?;
     let http_addr = listener.local_addr()?;

@@ -3,6 +3,7 @@
 
 use domain::validate;
 use proto::v1 as pb;
+use proto::v1::conversations_client::ConversationsClient;
 use serde_json::{Map, Value};
 use sqlx::{PgExecutor, PgPool};
 use tonic::{Request, Response, Status};
@@ -12,16 +13,34 @@ use crate::revoking_storage;
 use crate::storage::{self, AppRow, AppUserRow, DeviceRow, KeyRow, ProfilePatch};
 use crate::Result;
 
+/// A client of the conversations service, sending the current trace context.
+pub(crate) type Conversations = ConversationsClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        telemetry::grpc::InjectContext,
+    >,
+>;
+
 /// The `Users` gRPC service.
 pub(crate) struct UsersApi {
     pool: PgPool,
     /// Announces revoked credentials to the gateways' caches; `None` without Redis.
     revoker: Option<auth::Revoker>,
+    /// Moves a merged user's history; `None` leaves merges pending for the caller.
+    conversations: Option<Conversations>,
 }
 
 impl UsersApi {
-    pub(crate) fn new(pool: PgPool, revoker: Option<auth::Revoker>) -> Self {
-        UsersApi { pool, revoker }
+    pub(crate) fn new(
+        pool: PgPool,
+        revoker: Option<auth::Revoker>,
+        conversations: Option<Conversations>,
+    ) -> Self {
+        UsersApi {
+            pool,
+            revoker,
+            conversations,
+        }
     }
 
     /// Tells the gateways, after the change has committed, that credentials are revoked.
@@ -294,8 +313,44 @@ impl UsersApi {
         let input = init_input(req)?;
         let done = init::init(&self.pool, &input).await?;
         let mut user = app_user_to_pb(done.user, done.devices);
-        user.pending_merges = done.pending_merges;
+        match self.conversations.clone() {
+            Some(conversations) => {
+                self.finish_merges(conversations, &mut user, done.pending_merges)
+                    .await?;
+            }
+            None => user.pending_merges = done.pending_merges,
+        }
         Ok(user)
+    }
+
+    /// The second half of a merge, after init's transaction committed it: moves the history
+    /// of each user merged into `user` (this init's merge, and any an earlier, interrupted
+    /// init left pending), marks the survivor's conversation started when history arrived,
+    /// then settles the merge. Every step is idempotent, so the survivor's next init
+    /// finishes a merge interrupted here.
+    async fn finish_merges(
+        &self,
+        mut conversations: Conversations,
+        user: &mut pb::AppUser,
+        pending: Vec<String>,
+    ) -> Result<()> {
+        for from in pending {
+            let merged = conversations
+                .merge_conversations(pb::MergeConversationsRequest {
+                    app_id: user.app_id.clone(),
+                    from_app_user_id: from.clone(),
+                    into: Some(user.clone()),
+                })
+                .await
+                .map_err(|status| domain::Error::from_status(&status))?
+                .into_inner();
+            if merged.has_conversation && !user.conversation_started {
+                storage::mark_conversation_started(&self.pool, &user.app_id, &user.id).await?;
+                user.conversation_started = true;
+            }
+            storage::settle_merge(&self.pool, &user.app_id, &from).await?;
+        }
+        Ok(())
     }
 
     async fn create_app_user(&self, req: pb::CreateAppUserRequest) -> Result<pb::AppUser> {

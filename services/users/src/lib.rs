@@ -36,6 +36,10 @@ pub struct Config {
     /// announced to the gateways' caches after each deletion or token rotation; `None`
     /// announces nothing (a suite without gateway caches).
     pub redis: Option<auth::RedisConfig>,
+    /// The conversations service (`host:port` or a URL; `SMOOCH_CONVERSATIONS_GRPC_ADDR`),
+    /// which init asks to move a merged user's history. `None` leaves merges pending in
+    /// the init answer (`pending_merges`), for a suite without that service.
+    pub conversations_addr: Option<String>,
 }
 
 /// Applies this service's migrations.
@@ -81,6 +85,11 @@ pub async fn run(
             Ok(auth::Revoker::new(client, ttl, ttl))
         })
         .transpose()?;
+    let conversations = config
+        .conversations_addr
+        .as_deref()
+        .map(conversations_client)
+        .transpose()?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::users_server::UsersServer<grpc::UsersApi>>()
@@ -91,7 +100,7 @@ pub async fn run(
         .timeout(Duration::from_secs(30))
         .add_service(health)
         .add_service(proto::v1::users_server::UsersServer::new(
-            grpc::UsersApi::new(pool, revoker),
+            grpc::UsersApi::new(pool, revoker, conversations),
         ))
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
@@ -100,4 +109,25 @@ pub async fn run(
         )
         .await
         .context("users gRPC server failed")
+}
+
+/// A lazily connected client of the conversations service at `addr`.
+fn conversations_client(addr: &str) -> anyhow::Result<grpc::Conversations> {
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .with_context(|| format!("malformed conversations address {addr:?}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(
+        proto::v1::conversations_client::ConversationsClient::with_interceptor(
+            channel,
+            telemetry::grpc::InjectContext,
+        ),
+    )
 }

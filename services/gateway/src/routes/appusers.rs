@@ -176,7 +176,8 @@ pub(crate) async fn init(
         users2.get_app(pb::GetAppRequest { app_id })
     )?;
     let app = app.into_inner();
-    let user = finish_merges(&state, user.into_inner()).await?;
+    // The users service merged (and moved the history of) any user this init joined.
+    let user = user.into_inner();
     Ok(Json(InitAnswer {
         app_user: user_json(&caller, user).app_user,
         app: InitApp {
@@ -187,48 +188,6 @@ pub(crate) async fn init(
             gcm_enabled: false,
         },
     }))
-}
-
-/// Moves the conversation history of the app users init merged into `user` (pending
-/// merges, this init's and any an earlier, interrupted init left), then settles each merge.
-/// Both steps are idempotent, so a retry after a failure here finishes the job.
-async fn finish_merges(state: &AppState, mut user: pb::AppUser) -> ApiResult<pb::AppUser> {
-    let pending = std::mem::take(&mut user.pending_merges);
-    for from in pending {
-        let merged = state
-            .clients
-            .conversations
-            .clone()
-            .merge_conversations(pb::MergeConversationsRequest {
-                app_id: user.app_id.clone(),
-                from_app_user_id: from.clone(),
-                into: Some(user.clone()),
-            })
-            .await?
-            .into_inner();
-        if merged.has_conversation && !user.conversation_started {
-            state
-                .clients
-                .users
-                .clone()
-                .mark_conversation_started(pb::AppUserRef {
-                    app_id: user.app_id.clone(),
-                    app_user_id: user.id.clone(),
-                })
-                .await?;
-            user.conversation_started = true;
-        }
-        state
-            .clients
-            .users
-            .clone()
-            .settle_merge(pb::SettleMergeRequest {
-                app_id: user.app_id.clone(),
-                from_app_user_id: from,
-            })
-            .await?;
-    }
-    Ok(user)
 }
 
 /// The body of pre-creating an app user.

@@ -50,6 +50,7 @@ pub(crate) async fn start() -> Service {
         database_url: database_url(),
         max_connections: 5,
         redis: None,
+        conversations_addr: None,
     };
     tokio::spawn(users::run(config, listener, shutdown.clone()));
     let client = Client::connect(format!("http://{addr}")).await.unwrap();
