@@ -8,6 +8,7 @@ pub mod process;
 pub mod settings;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
@@ -114,43 +115,53 @@ async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
-/// Spawns one gRPC role on `listener`; `conversations_addr` is where the users role finds
-/// the conversations service (to move a merged user's history).
+fn users_config(settings: &Settings, conversations_addr: String) -> users::Config {
+    users::Config {
+        database_url: settings.database_url.clone(),
+        max_connections: settings.database_max_connections,
+        redis: Some(redis_config(settings)),
+        conversations_addr: Some(conversations_addr),
+    }
+}
+
+fn conversations_config(settings: &Settings) -> conversations::Config {
+    conversations::Config {
+        database_url: settings.database_url.clone(),
+        max_connections: settings.database_max_connections,
+        relay: Some(relay_target(settings)),
+    }
+}
+
+fn webhooks_config(settings: &Settings) -> webhooks::Config {
+    webhooks::Config {
+        database_url: settings.database_url.clone(),
+        max_connections: settings.database_max_connections,
+        allow_private_targets: settings.webhook_worker.allow_private_targets,
+    }
+}
+
+/// Spawns one gRPC role on `listener`, as `smooch <role>` runs it.
 fn spawn_grpc_role(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     role: Role,
     settings: &Settings,
     listener: TcpListener,
-    conversations_addr: String,
     shutdown: CancellationToken,
 ) {
-    let database_url = settings.database_url.clone();
-    let max_connections = settings.database_max_connections;
     match role {
         Role::Users => {
-            let config = users::Config {
-                database_url,
-                max_connections,
-                redis: Some(redis_config(settings)),
-                conversations_addr: Some(conversations_addr),
-            };
+            let config = users_config(settings, settings.grpc_addr("conversations"));
             tasks.spawn(users::run(config, listener, shutdown));
         }
         Role::Conversations => {
-            let config = conversations::Config {
-                database_url,
-                max_connections,
-                relay: Some(relay_target(settings)),
-            };
-            tasks.spawn(conversations::run(config, listener, shutdown));
+            tasks.spawn(conversations::run(
+                conversations_config(settings),
+                listener,
+                shutdown,
+            ));
         }
         Role::Webhooks => {
-            let config = webhooks::Config {
-                database_url,
-                max_connections,
-                allow_private_targets: settings.webhook_worker.allow_private_targets,
-            };
-            tasks.spawn(webhooks::run(config, listener, shutdown));
+            tasks.spawn(webhooks::run(webhooks_config(settings), listener, shutdown));
         }
         Role::Media => {
             let config = media::Config::new(settings.media_dir.clone());
@@ -200,15 +211,7 @@ pub async fn run_role(
         }
         grpc => {
             let listener = bind(&settings.grpc_addr(grpc.name()), grpc.name()).await?;
-            let conversations = settings.grpc_addr("conversations");
-            spawn_grpc_role(
-                &mut tasks,
-                grpc,
-                settings,
-                listener,
-                conversations,
-                shutdown.clone(),
-            );
+            spawn_grpc_role(&mut tasks, grpc, settings, listener, shutdown.clone());
         }
     }
     if let Some(addr) = settings.admin_addr(role.name()) {
@@ -268,36 +271,75 @@ pub async fn start_all(
     let account_key = ensure_account_key(settings).await?;
 
     let mut tasks = JoinSet::new();
-    // Every gRPC listener is bound before any role starts, so each knows the others'
-    // addresses.
-    let mut bound = Vec::new();
-    for role in [
-        Role::Users,
-        Role::Conversations,
-        Role::Media,
-        Role::Webhooks,
+    let mut listeners = Vec::new();
+    for (role, configured) in [
+        (Role::Users, &settings.users_grpc_addr),
+        (Role::Conversations, &settings.conversations_grpc_addr),
+        (Role::Media, &settings.media_grpc_addr),
+        (Role::Webhooks, &settings.webhooks_grpc_addr),
     ] {
-        let configured = match role {
-            Role::Users => &settings.users_grpc_addr,
-            Role::Conversations => &settings.conversations_grpc_addr,
-            Role::Media => &settings.media_grpc_addr,
-            _ => &settings.webhooks_grpc_addr,
-        };
-        let listener = bind(configured.as_deref().unwrap_or("127.0.0.1:0"), role.name()).await?;
-        bound.push((role, listener.local_addr()?.to_string(), listener));
+        listeners.push(bind(configured.as_deref().unwrap_or("127.0.0.1:0"), role.name()).await?);
     }
-    let addrs: Vec<String> = bound.iter().map(|(_, addr, _)| addr.clone()).collect();
-    for (role, _, listener) in bound {
-        let conversations = addrs[1].clone();
-        spawn_grpc_role(
-            &mut tasks,
-            role,
-            settings,
-            listener,
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?;
+    let [users_listener, conversations_listener, media_listener, webhooks_listener]: [TcpListener;
+        4] = listeners
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("expected four gRPC listeners"))?;
+
+    // The gateway, the worker and the users service call the services of this process
+    // directly (no socket, no HTTP/2); each service also serves on its listener, for other
+    // processes (a second gateway, a split role).
+    let grpc_timeout = gateway::Config::new("", "", "", "", "").grpc_timeout;
+    let conversations = conversations::routes(conversations_config(settings), shutdown.clone())
+        .await
+        .context("starting the conversations service")?;
+    let conversations_channel = telemetry::grpc::in_process(conversations.clone(), grpc_timeout);
+    let users = users::routes(
+        users_config(settings, addrs[1].clone()),
+        Some(conversations_channel.clone()),
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the users service")?;
+    let media = media::routes(media::Config::new(settings.media_dir.clone()))
+        .await
+        .context("starting the media service")?;
+    let webhooks = webhooks::routes(webhooks_config(settings), shutdown.clone())
+        .await
+        .context("starting the webhooks service")?;
+    let in_process = gateway::InProcess {
+        users: telemetry::grpc::in_process(users.clone(), grpc_timeout),
+        conversations: conversations_channel,
+        media: telemetry::grpc::in_process(media.clone(), media::UPLOAD_TIMEOUT),
+        webhooks: telemetry::grpc::in_process(webhooks.clone(), grpc_timeout),
+    };
+    for (name, routes, listener, timeout) in [
+        ("users", users, users_listener, Duration::from_secs(30)),
+        (
+            "conversations",
             conversations,
-            shutdown.clone(),
-        );
+            conversations_listener,
+            Duration::from_secs(30),
+        ),
+        ("media", media, media_listener, media::UPLOAD_TIMEOUT),
+        (
+            "webhooks",
+            webhooks,
+            webhooks_listener,
+            Duration::from_secs(30),
+        ),
+    ] {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            telemetry::grpc::serve(routes, listener, timeout, shutdown)
+                .await
+                .with_context(|| format!("{name} gRPC server failed"))
+        });
     }
+
     let listener = bind(&settings.http_addr.to_string(), "HTTP").await?;
     let http_addr = listener.local_addr()?;
     let mut settings = settings.clone();
@@ -307,9 +349,11 @@ pub async fn start_all(
     let addrs: [String; 4] = addrs
         .try_into()
         .map_err(|_| anyhow::anyhow!("expected four gRPC roles"))?;
-    let worker = worker_config(&settings, addrs[3].clone());
+    let mut worker = worker_config(&settings, addrs[3].clone());
+    worker.webhooks_channel = Some(in_process.webhooks.clone());
     tasks.spawn(webhook_worker::run(worker, shutdown.clone()));
-    let gateway_config = gateway_config(&settings, addrs);
+    let mut gateway_config = gateway_config(&settings, addrs);
+    gateway_config.in_process = Some(in_process);
     tasks.spawn(gateway::run(
         gateway_config.clone(),
         listener,

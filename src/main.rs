@@ -6,6 +6,11 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 use smooch::{admin::Admin, process, Role, Settings};
 
+// Small, short-lived allocations dominate the request path (malloc was 16-24% of CPU in
+// profiles with the system allocator).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A self-hostable, multi-tenant Smooch REST API v1. Configuration comes from `SMOOCH_*`
 /// environment variables (see the README).
 #[derive(Debug, Parser)]

@@ -17,11 +17,20 @@ const MERGE_RETRIES: u32 = 3;
 /// The `Conversations` gRPC service.
 pub(crate) struct ConversationsApi {
     pool: PgPool,
+    /// Woken after each commit that wrote outbox rows, so events leave at once.
+    relay: bus::RelayHandle,
 }
 
 impl ConversationsApi {
-    pub(crate) fn new(pool: PgPool) -> Self {
-        ConversationsApi { pool }
+    pub(crate) fn new(pool: PgPool, relay: bus::RelayHandle) -> Self {
+        ConversationsApi { pool, relay }
+    }
+
+    /// Wakes the relay after `written` committed (it may have written outbox rows).
+    fn relayed<T>(&self, written: Result<T>) -> Result<Response<T>, Status> {
+        let answer = written?;
+        self.relay.poke();
+        Ok(Response::new(answer))
     }
 }
 
@@ -404,7 +413,7 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         &self,
         request: Request<pb::PostMessageRequest>,
     ) -> Result<Response<pb::PostMessageResponse>, Status> {
-        Ok(Response::new(self.post(request.into_inner()).await?))
+        self.relayed(self.post(request.into_inner()).await)
     }
 
     async fn get_conversation(
@@ -418,28 +427,28 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         &self,
         request: Request<pb::TrackEventRequest>,
     ) -> Result<Response<pb::TrackEventResponse>, Status> {
-        Ok(Response::new(self.track(request.into_inner()).await?))
+        self.relayed(self.track(request.into_inner()).await)
     }
 
     async fn postback(
         &self,
         request: Request<pb::PostbackRequest>,
     ) -> Result<Response<pb::PostbackResponse>, Status> {
-        Ok(Response::new(self.postback(request.into_inner()).await?))
+        self.relayed(self.postback(request.into_inner()).await)
     }
 
     async fn mark_read(
         &self,
         request: Request<pb::MarkReadRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
-        Ok(Response::new(self.mark_read(request.into_inner()).await?))
+        self.relayed(self.mark_read(request.into_inner()).await)
     }
 
     async fn merge_conversations(
         &self,
         request: Request<pb::MergeConversationsRequest>,
     ) -> Result<Response<pb::MergeConversationsResponse>, Status> {
-        Ok(Response::new(self.merge(request.into_inner()).await?))
+        self.relayed(self.merge(request.into_inner()).await)
     }
 
     async fn create_whisper(

@@ -4,7 +4,6 @@
 
 mod error;
 mod grpc;
-mod relay;
 mod rules;
 mod storage;
 
@@ -53,12 +52,13 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     db::migrate(&pool, SCHEMA, &MIGRATOR).await
 }
 
-/// Serves the conversations gRPC API on `listener` until `shutdown` is cancelled.
-pub async fn run(
+/// The conversations gRPC API and its health service, ready to serve or to call in
+/// process; its background work (outbox relay, idempotency cleanup, pool metrics) runs
+/// until `shutdown` is cancelled.
+pub async fn routes(
     config: Config,
-    listener: TcpListener,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<tonic::service::Routes> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
     db::spawn_pool_metrics(pool.clone(), "conversations", shutdown.clone());
     spawn_idempotency_cleanup(pool.clone(), shutdown.clone());
@@ -79,20 +79,22 @@ pub async fn run(
     reporter
         .set_serving::<proto::v1::conversations_server::ConversationsServer<grpc::ConversationsApi>>()
         .await;
+    Ok(tonic::service::Routes::new(health).add_service(
+        proto::v1::conversations_server::ConversationsServer::new(grpc::ConversationsApi::new(
+            pool, relay,
+        )),
+    ))
+}
+
+/// Serves the conversations gRPC API on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let routes = routes(config, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
-    tonic::transport::Server::builder()
-        .layer(telemetry::grpc::ServerLayer)
-        .layer(relay::PokeAfterWrites(relay))
-        .timeout(Duration::from_secs(30))
-        .add_service(health)
-        .add_service(proto::v1::conversations_server::ConversationsServer::new(
-            grpc::ConversationsApi::new(pool),
-        ))
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.cancelled_owned(),
-        )
+    telemetry::grpc::serve(routes, listener, Duration::from_secs(30), shutdown)
         .await
         .context("conversations gRPC server failed")
 }

@@ -14,9 +14,8 @@ use proto::v1::{
     conversations_client::ConversationsClient, media_client::MediaClient,
     users_client::UsersClient, webhooks_client::WebhooksClient,
 };
-use telemetry::grpc::InjectContext;
+use telemetry::grpc::GrpcChannel;
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
@@ -25,22 +24,19 @@ use crate::Config;
 /// How often DNS names of backing services are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 
-/// A channel that sends the current trace context with every call.
-pub type TracedChannel = InterceptedService<Channel, InjectContext>;
-
 /// One client per backing service; cheap to clone.
 #[derive(Clone)]
 pub struct Clients {
     /// Apps, keys and app users.
-    pub users: UsersClient<TracedChannel>,
+    pub users: UsersClient<GrpcChannel>,
     /// Conversations and messages.
-    pub conversations: ConversationsClient<TracedChannel>,
+    pub conversations: ConversationsClient<GrpcChannel>,
     /// Media bytes.
-    pub media: MediaClient<TracedChannel>,
+    pub media: MediaClient<GrpcChannel>,
     /// Webhook subscriptions.
-    pub webhooks: WebhooksClient<TracedChannel>,
+    pub webhooks: WebhooksClient<GrpcChannel>,
     /// The channels by service name, for health checks.
-    pub channels: Vec<(&'static str, Channel)>,
+    pub channels: Vec<(&'static str, GrpcChannel)>,
 }
 
 /// Splits `host:port` (optionally behind `http://`) into its parts.
@@ -122,19 +118,32 @@ fn channel(addr: &str, config: &Config, shutdown: &CancellationToken) -> anyhow:
 impl Clients {
     /// Makes the clients; connections open on first use and reconnect by themselves. DNS
     /// names are re-resolved until `shutdown` is cancelled.
+    /// With `config.in_process` set, the services of this process are called directly.
     pub fn connect(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let users = channel(&config.users_addr, config, shutdown)?;
-        let conversations = channel(&config.conversations_addr, config, shutdown)?;
-        let media = channel(&config.media_addr, config, shutdown)?;
-        let webhooks = channel(&config.webhooks_addr, config, shutdown)?;
+        let [users, conversations, media, webhooks] = match &config.in_process {
+            Some(services) => [
+                services.users.clone(),
+                services.conversations.clone(),
+                services.media.clone(),
+                services.webhooks.clone(),
+            ],
+            None => [
+                &config.users_addr,
+                &config.conversations_addr,
+                &config.media_addr,
+                &config.webhooks_addr,
+            ]
+            .map(|addr| channel(addr, config, shutdown).map(telemetry::grpc::network))
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .try_into()
+            .map_err(|_| anyhow!("expected four channels"))?,
+        };
         Ok(Clients {
-            users: UsersClient::with_interceptor(users.clone(), InjectContext),
-            conversations: ConversationsClient::with_interceptor(
-                conversations.clone(),
-                InjectContext,
-            ),
-            media: MediaClient::with_interceptor(media.clone(), InjectContext),
-            webhooks: WebhooksClient::with_interceptor(webhooks.clone(), InjectContext),
+            users: UsersClient::new(users.clone()),
+            conversations: ConversationsClient::new(conversations.clone()),
+            media: MediaClient::new(media.clone()),
+            webhooks: WebhooksClient::new(webhooks.clone()),
             channels: vec![
                 ("users", users),
                 ("conversations", conversations),

@@ -1,11 +1,11 @@
 //! The users service as the credential cache's source of truth: the gRPC lookups behind
 //! `auth::CredentialCache`, with "not found" meaning an unknown credential.
 
-use crate::clients::TracedChannel;
 use auth::{CredentialSource, KeyInfo};
 use domain::ErrorCode;
 use proto::v1 as pb;
 use proto::v1::users_client::UsersClient;
+use telemetry::grpc::GrpcChannel;
 
 use crate::error::ApiError;
 
@@ -14,11 +14,11 @@ pub(crate) type Credentials = auth::CredentialCache<UsersSource>;
 
 /// Looks credentials up with the users service.
 pub(crate) struct UsersSource {
-    users: UsersClient<TracedChannel>,
+    users: UsersClient<GrpcChannel>,
 }
 
 impl UsersSource {
-    pub(crate) fn new(users: UsersClient<TracedChannel>) -> Self {
+    pub(crate) fn new(users: UsersClient<GrpcChannel>) -> Self {
         UsersSource { users }
     }
 }

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use clients::{Clients, TracedChannel};
+pub use clients::Clients;
 pub use error::ApiError;
 pub use ratelimit::RateLimitConfig;
 
@@ -62,6 +62,22 @@ pub struct Config {
     pub credential_cache: auth::CacheConfig,
     /// Rate limits (defaults in [`RateLimitConfig`]).
     pub rate_limit: RateLimitConfig,
+    /// The backing services in this process (`smooch all`): called directly instead of
+    /// over the network at the addresses above.
+    pub in_process: Option<InProcess>,
+}
+
+/// The backing services of a gateway that runs in the same process as they do.
+#[derive(Debug, Clone)]
+pub struct InProcess {
+    /// The users service.
+    pub users: telemetry::grpc::GrpcChannel,
+    /// The conversations service.
+    pub conversations: telemetry::grpc::GrpcChannel,
+    /// The media service.
+    pub media: telemetry::grpc::GrpcChannel,
+    /// The webhooks service.
+    pub webhooks: telemetry::grpc::GrpcChannel,
 }
 
 impl Config {
@@ -86,6 +102,7 @@ impl Config {
             redis: Some(auth::RedisConfig::new("redis://127.0.0.1:6379", "smooch")),
             credential_cache: auth::CacheConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            in_process: None,
         }
     }
 }

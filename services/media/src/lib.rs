@@ -22,6 +22,10 @@ pub const DEFAULT_MAX_BYTES: usize = 10 * 1024 * 1024;
 /// The size of the data chunks of a download.
 pub const DOWNLOAD_CHUNK_BYTES: usize = 64 * 1024;
 
+/// Time limit of one media call: uploads and downloads of the largest images on slow links
+/// take a while.
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Settings of the media role.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -41,35 +45,34 @@ impl Config {
     }
 }
 
+/// The media gRPC API and its health service, ready to serve or to call in process.
+pub async fn routes(config: Config) -> anyhow::Result<tonic::service::Routes> {
+    let store = storage::Store::local(&config.media_dir).await?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<proto::v1::media_server::MediaServer<grpc::MediaApi>>()
+        .await;
+    Ok(
+        tonic::service::Routes::new(health).add_service(proto::v1::media_server::MediaServer::new(
+            grpc::MediaApi::new(store, config.max_bytes),
+        )),
+    )
+}
+
 /// Serves the media gRPC API on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = storage::Store::local(&config.media_dir).await?;
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<proto::v1::media_server::MediaServer<grpc::MediaApi>>()
-        .await;
     tracing::info!(
         addr = %listener.local_addr()?,
         media_dir = %config.media_dir.display(),
         "media service listening"
     );
-    tonic::transport::Server::builder()
-        .layer(telemetry::grpc::ServerLayer)
-        // Uploads and downloads of the largest images on slow links take a while.
-        .timeout(Duration::from_secs(120))
-        .add_service(health)
-        .add_service(proto::v1::media_server::MediaServer::new(
-            grpc::MediaApi::new(store, config.max_bytes),
-        ))
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.cancelled_owned(),
-        )
+    let routes = routes(config).await?;
+    // Uploads and downloads of the largest images on slow links take a while.
+    telemetry::grpc::serve(routes, listener, UPLOAD_TIMEOUT, shutdown)
         .await
         .context("media gRPC server failed")
 }

@@ -13,13 +13,8 @@ use crate::revoking_storage;
 use crate::storage::{self, AppRow, AppUserRow, DeviceRow, KeyRow, ProfilePatch};
 use crate::Result;
 
-/// A client of the conversations service, sending the current trace context.
-pub(crate) type Conversations = ConversationsClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        telemetry::grpc::InjectContext,
-    >,
->;
+/// A client of the conversations service, over the network or in process.
+pub(crate) type Conversations = ConversationsClient<telemetry::grpc::GrpcChannel>;
 
 /// The `Users` gRPC service.
 pub(crate) struct UsersApi {

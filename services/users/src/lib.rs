@@ -67,12 +67,14 @@ pub async fn ensure_account_key(
     result
 }
 
-/// Serves the users gRPC API on `listener` until `shutdown` is cancelled.
-pub async fn run(
+/// The users gRPC API and its health service, ready to serve or to call in process;
+/// `conversations` is where init moves a merged user's history (`None`: merges stay
+/// pending in the init answer).
+pub async fn routes(
     config: Config,
-    listener: TcpListener,
+    conversations: Option<telemetry::grpc::GrpcChannel>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<tonic::service::Routes> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
     db::spawn_pool_metrics(pool.clone(), "users", shutdown.clone());
     let revoker = config
@@ -85,34 +87,39 @@ pub async fn run(
             Ok(auth::Revoker::new(client, ttl, ttl))
         })
         .transpose()?;
-    let conversations = config
-        .conversations_addr
-        .as_deref()
-        .map(conversations_client)
-        .transpose()?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::users_server::UsersServer<grpc::UsersApi>>()
         .await;
-    tracing::info!(addr = %listener.local_addr()?, "users service listening");
-    tonic::transport::Server::builder()
-        .layer(telemetry::grpc::ServerLayer)
-        .timeout(Duration::from_secs(30))
-        .add_service(health)
-        .add_service(proto::v1::users_server::UsersServer::new(
+    let conversations =
+        conversations.map(proto::v1::conversations_client::ConversationsClient::new);
+    Ok(
+        tonic::service::Routes::new(health).add_service(proto::v1::users_server::UsersServer::new(
             grpc::UsersApi::new(pool, revoker, conversations),
-        ))
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.cancelled_owned(),
-        )
+        )),
+    )
+}
+
+/// Serves the users gRPC API on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let conversations = config
+        .conversations_addr
+        .as_deref()
+        .map(conversations_channel)
+        .transpose()?;
+    let routes = routes(config, conversations, shutdown.clone()).await?;
+    tracing::info!(addr = %listener.local_addr()?, "users service listening");
+    telemetry::grpc::serve(routes, listener, Duration::from_secs(30), shutdown)
         .await
         .context("users gRPC server failed")
 }
 
-/// A lazily connected client of the conversations service at `addr`.
-fn conversations_client(addr: &str) -> anyhow::Result<grpc::Conversations> {
+/// A lazily connected channel to the conversations service at `addr`.
+fn conversations_channel(addr: &str) -> anyhow::Result<telemetry::grpc::GrpcChannel> {
     let url = if addr.contains("://") {
         addr.to_owned()
     } else {
@@ -124,10 +131,5 @@ fn conversations_client(addr: &str) -> anyhow::Result<grpc::Conversations> {
         .timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .connect_lazy();
-    Ok(
-        proto::v1::conversations_client::ConversationsClient::with_interceptor(
-            channel,
-            telemetry::grpc::InjectContext,
-        ),
-    )
+    Ok(telemetry::grpc::network(channel))
 }

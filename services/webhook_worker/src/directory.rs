@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use proto::v1 as pb;
 use proto::v1::webhooks_client::WebhooksClient;
-use tonic::transport::Channel;
+use telemetry::grpc::GrpcChannel;
 
 /// A webhook as the worker needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ type Entry = (Instant, Arc<Vec<Subscription>>);
 /// The cached directory of webhooks.
 #[derive(Debug)]
 pub(crate) struct Directory {
-    client: WebhooksClient<Channel>,
+    client: WebhooksClient<GrpcChannel>,
     ttl: Duration,
     cache: Mutex<HashMap<String, Entry>>,
 }
@@ -44,7 +44,7 @@ pub(crate) struct Directory {
 const SWEEP_ABOVE: usize = 10_000;
 
 impl Directory {
-    pub(crate) fn new(client: WebhooksClient<Channel>, ttl: Duration) -> Self {
+    pub(crate) fn new(client: WebhooksClient<GrpcChannel>, ttl: Duration) -> Self {
         Directory {
             client,
             ttl,

@@ -44,6 +44,10 @@ pub struct Config {
     /// default `127.0.0.1:50054`).
     #[serde(skip_serializing)]
     pub webhooks_grpc_addr: String,
+    /// The webhooks service in this process (`smooch all`), used instead of
+    /// `webhooks_grpc_addr` when set.
+    #[serde(skip)]
+    pub webhooks_channel: Option<telemetry::grpc::GrpcChannel>,
     /// Time limit of one POST, connection included (`SMOOCH_WEBHOOK_TIMEOUT_MS`, default
     /// 10000).
     #[serde(rename = "webhook_timeout_ms", with = "domain::config::millis")]
@@ -92,6 +96,7 @@ impl Default for Config {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             amqp_prefix: "smooch".to_owned(),
             webhooks_grpc_addr: "127.0.0.1:50054".to_owned(),
+            webhooks_channel: None,
             timeout: Duration::from_millis(10_000),
             retry_base: Duration::from_millis(5_000),
             max_retries: 5,
@@ -154,11 +159,18 @@ fn grpc_url(addr: &str) -> String {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let topology = bus::Topology::new(config.amqp_prefix.clone());
-    let endpoint = tonic::transport::Endpoint::from_shared(grpc_url(&config.webhooks_grpc_addr))
-        .context("malformed SMOOCH_WEBHOOKS_GRPC_ADDR")?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10));
-    let client = WebhooksClient::new(endpoint.connect_lazy());
+    let channel = match config.webhooks_channel.clone() {
+        Some(in_process) => in_process,
+        None => telemetry::grpc::network(
+            tonic::transport::Endpoint::from_shared(grpc_url(&config.webhooks_grpc_addr))
+                .context("malformed SMOOCH_WEBHOOKS_GRPC_ADDR")?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .tcp_nodelay(true)
+                .connect_lazy(),
+        ),
+    };
+    let client = WebhooksClient::new(channel);
     let (recorder, recorder_task) = recorder::Recorder::start(client.clone());
     let publisher = Arc::new(bus::Publisher::new(
         config.amqp_url.clone(),

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proto::v1 as pb;
 use proto::v1::webhooks_client::WebhooksClient;
+use telemetry::grpc::GrpcChannel;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 /// Attempts buffered before new ones are dropped.
 const QUEUE: usize = 10_000;
@@ -28,7 +28,9 @@ pub(crate) struct Recorder {
 impl Recorder {
     /// A recorder and its writer task, which ends (after a last flush) once every
     /// recorder clone is dropped.
-    pub(crate) fn start(client: WebhooksClient<Channel>) -> (Self, tokio::task::JoinHandle<()>) {
+    pub(crate) fn start(
+        client: WebhooksClient<GrpcChannel>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(write(client, rx));
         (Recorder { tx }, task)
@@ -42,7 +44,7 @@ impl Recorder {
     }
 }
 
-async fn write(client: WebhooksClient<Channel>, mut rx: mpsc::Receiver<pb::DeliveryAttempt>) {
+async fn write(client: WebhooksClient<GrpcChannel>, mut rx: mpsc::Receiver<pb::DeliveryAttempt>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
@@ -57,7 +59,7 @@ async fn write(client: WebhooksClient<Channel>, mut rx: mpsc::Receiver<pb::Deliv
 }
 
 #[tracing::instrument(skip_all, fields(attempts = batch.len()))]
-async fn flush(client: &WebhooksClient<Channel>, batch: Vec<pb::DeliveryAttempt>) {
+async fn flush(client: &WebhooksClient<GrpcChannel>, batch: Vec<pb::DeliveryAttempt>) {
     let request = pb::RecordAttemptsRequest { attempts: batch };
     for n in 1..=TRIES {
         match client.clone().record_attempts(request.clone()).await {

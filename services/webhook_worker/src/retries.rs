@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use proto::v1 as pb;
 use proto::v1::webhooks_client::WebhooksClient;
+use telemetry::grpc::GrpcChannel;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::job::Job;
 use crate::worker::Worker;
@@ -21,7 +21,7 @@ const CLAIM: u32 = 100;
 /// Polls for requested retries every `interval` until `shutdown`.
 pub(crate) async fn run(
     worker: Arc<Worker>,
-    client: WebhooksClient<Channel>,
+    client: WebhooksClient<GrpcChannel>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -42,7 +42,7 @@ pub(crate) async fn run(
 }
 
 #[tracing::instrument(skip_all, fields(claimed))]
-async fn requeue_requested(worker: &Worker, client: &WebhooksClient<Channel>) -> Result<usize> {
+async fn requeue_requested(worker: &Worker, client: &WebhooksClient<GrpcChannel>) -> Result<usize> {
     let claimed = client
         .clone()
         .claim_retries(pb::ClaimRetriesRequest { limit: CLAIM })

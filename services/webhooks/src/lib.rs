@@ -43,31 +43,35 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     db::migrate(&pool, SCHEMA, &MIGRATOR).await
 }
 
+/// The webhooks gRPC API and its health service, ready to serve or to call in process;
+/// pool metrics are reported until `shutdown`.
+pub async fn routes(
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tonic::service::Routes> {
+    let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
+    db::spawn_pool_metrics(pool.clone(), "webhooks", shutdown);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<proto::v1::webhooks_server::WebhooksServer<grpc::WebhooksApi>>()
+        .await;
+    Ok(tonic::service::Routes::new(health).add_service(
+        proto::v1::webhooks_server::WebhooksServer::new(grpc::WebhooksApi::new(
+            pool,
+            config.allow_private_targets,
+        )),
+    ))
+}
+
 /// Serves the webhooks gRPC API on `listener` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
-    db::spawn_pool_metrics(pool.clone(), "webhooks", shutdown.clone());
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<proto::v1::webhooks_server::WebhooksServer<grpc::WebhooksApi>>()
-        .await;
+    let routes = routes(config, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "webhooks service listening");
-    tonic::transport::Server::builder()
-        .layer(telemetry::grpc::ServerLayer)
-        .timeout(Duration::from_secs(30))
-        .add_service(health)
-        .add_service(proto::v1::webhooks_server::WebhooksServer::new(
-            grpc::WebhooksApi::new(pool, config.allow_private_targets),
-        ))
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY small gRPC frames wait on Nagle (tens of ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.cancelled_owned(),
-        )
+    telemetry::grpc::serve(routes, listener, Duration::from_secs(30), shutdown)
         .await
         .context("webhooks gRPC server failed")
 }
