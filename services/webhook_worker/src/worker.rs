@@ -13,7 +13,7 @@ use proto::v1 as pb;
 use tracing::field::Empty;
 use tracing::Instrument as _;
 
-use crate::directory::Directory;
+use crate::directory::{Directory, Subscription};
 use crate::job::{self, Job};
 use crate::limiter::TargetLimiter;
 use crate::recorder::Recorder;
@@ -104,13 +104,40 @@ impl Worker {
         }
     }
 
+    /// Makes the event's jobs. A job whose target is healthy and has a free slot gets its
+    /// first attempt right here (no round trip through the delivery queue); the others are
+    /// published to the delivery queue. The event is acked only after every job was
+    /// delivered or is durable on the broker (a retry, dead-letter or delivery job), so a
+    /// crash in between repeats deliveries (same `webhook-id`), never drops them.
     async fn publish_jobs(&self, event: Event) -> Result<usize> {
         let hooks = self.directory.list(&event.app_id).await?;
-        let jobs: Vec<Job> = hooks
+        let mut queued = Vec::new();
+        let mut inline = Vec::new();
+        for hook in hooks
             .iter()
             .filter(|w| job::wants(&w.events, &event.trigger))
-            .map(|w| Job::new(event.clone(), &w.id))
-            .collect();
+        {
+            let job = Job::new(event.clone(), &hook.id);
+            match self.limiter.try_acquire_healthy(&hook.target) {
+                Some(permit) => inline.push(self.first_attempt(job, hook, permit)),
+                None => queued.push(job),
+            }
+        }
+        let jobs = queued.len() + inline.len();
+        let (published, attempted) = tokio::join!(
+            self.publish_queued(&queued),
+            futures::future::join_all(inline)
+        );
+        published?;
+        attempted.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(jobs)
+    }
+
+    /// Publishes jobs to the delivery queue, confirmed.
+    async fn publish_queued(&self, jobs: &[Job]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         let bodies = jobs
             .iter()
             .map(serde_json::to_vec)
@@ -128,10 +155,41 @@ impl Worker {
                 mandatory: true,
             })
             .collect();
-        // Confirmed before the event is acked: a crash in between re-sends the same jobs
-        // (same delivery ids), it never drops them.
         self.publisher.publish_all(&messages).await?;
-        Ok(jobs.len())
+        Ok(())
+    }
+
+    /// The first attempt of `job`, inline in the fan-out, holding a slot of its target.
+    async fn first_attempt(
+        &self,
+        job: Job,
+        hook: &Subscription,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<()> {
+        let span = tracing::info_span!(
+            "deliver",
+            delivery_id = job.delivery_id.as_str(),
+            webhook_id = job.webhook_id.as_str(),
+            attempt = 1,
+            status_code = Empty,
+            inline = true
+        );
+        async {
+            let body = job::payload(&job.event)?;
+            let outcome = self
+                .sender
+                .send(&sender::Request {
+                    target: &hook.target,
+                    secret: &hook.secret,
+                    delivery_id: &job.delivery_id,
+                    body: &body,
+                })
+                .await;
+            drop(permit);
+            self.settle(job, &outcome, &hook.target).await
+        }
+        .instrument(span)
+        .await
     }
 
     /// Step 2: one attempt of a job, then its next step on the broker.
@@ -148,7 +206,7 @@ impl Worker {
     }
 
     async fn deliver_in(&self, delivery: Delivery) {
-        let mut job: Job = match serde_json::from_slice(&delivery.data) {
+        let job: Job = match serde_json::from_slice(&delivery.data) {
             Ok(job) => job,
             Err(err) => {
                 tracing::error!(error = %err, "malformed delivery job dead-lettered");
@@ -159,8 +217,7 @@ impl Worker {
         let span = tracing::Span::current();
         span.record("delivery_id", job.delivery_id.as_str());
         span.record("webhook_id", job.webhook_id.as_str());
-        let attempt = job.attempts + 1;
-        span.record("attempt", attempt);
+        span.record("attempt", job.attempts + 1);
 
         // The webhook as it is now: deleted or unsubscribed means no more deliveries.
         let webhook = match self.directory.get(&job.app_id, &job.webhook_id).await {
@@ -204,10 +261,27 @@ impl Worker {
             })
             .await;
         drop(permit);
+        if let Err(err) = self.settle(job, &outcome, &webhook.target).await {
+            // Not moved on: hand the job back; it is attempted again (at least once).
+            tracing::warn!(error = %err, "re-queueing the job failed; delivery requeued");
+            tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
+            requeue(&delivery).await;
+            return;
+        }
+        ack(&delivery).await;
+    }
+
+    /// After an attempt of `job` at `target`: notes the target's health, moves the job on
+    /// (done, the next retry level, or the dead-letter queue; an error means it was not
+    /// moved and must be attempted again), counts and records the attempt.
+    async fn settle(&self, mut job: Job, outcome: &sender::Outcome, target: &str) -> Result<()> {
+        let span = tracing::Span::current();
         if let Some(code) = outcome.status_code {
             span.record("status_code", code);
         }
-
+        self.limiter
+            .observe(target, outcome.succeeded(), outcome.latency);
+        let attempt = job.attempts + 1;
         let max_retries = u32::try_from(self.retry_ttls.len()).unwrap_or(u32::MAX);
         let next = if outcome.succeeded() {
             Next::Done
@@ -217,17 +291,10 @@ impl Worker {
             Next::Dead
         };
         job.attempts = attempt;
-        let moved = match next {
-            Next::Done => Ok(()),
-            Next::Retry(level) => self.publish_retry(&job, level).await,
-            Next::Dead => self.publish_dead(&job).await,
-        };
-        if let Err(err) = moved {
-            // Not moved on: hand the job back; it is attempted again (at least once).
-            tracing::warn!(error = %err, "re-queueing the job failed; delivery requeued");
-            tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
-            requeue(&delivery).await;
-            return;
+        match next {
+            Next::Done => {}
+            Next::Retry(level) => self.publish_retry(&job, level).await?,
+            Next::Dead => self.publish_dead(&job).await?,
         }
         let outcome_label = match next {
             Next::Done => "succeeded",
@@ -246,15 +313,15 @@ impl Worker {
                 "webhook delivered"
             ),
             Next::Retry(_) => {
-                tracing::info!(error = outcome.error.as_deref().unwrap_or(""), target = %webhook.target, "webhook delivery failed; retry scheduled")
+                tracing::info!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed; retry scheduled")
             }
             Next::Dead => {
-                tracing::warn!(error = outcome.error.as_deref().unwrap_or(""), target = %webhook.target, "webhook delivery failed for good; job dead-lettered")
+                tracing::warn!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed for good; job dead-lettered")
             }
         }
         self.recorder
-            .record(attempt_record(&job, attempt, &outcome, &next));
-        ack(&delivery).await;
+            .record(attempt_record(&job, attempt, outcome, &next));
+        Ok(())
     }
 
     /// Puts a job on retry level `level` (1-based), whose queue TTL is the schedule's
