@@ -139,11 +139,17 @@ impl Relay {
         // so a long wait here is a long delay for every event committed meanwhile.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut last_cleanup = tokio::time::Instant::now();
+        let mut last_report = tokio::time::Instant::now();
         loop {
             let wait = match self.drain().await {
                 Ok(_) => {
                     backoff.reset();
-                    self.report_backlog().await;
+                    // Once per sweep interval, not after every poked pass: under load a
+                    // pass runs per few messages and the count would cost a query each.
+                    if last_report.elapsed() >= self.config.sweep_interval {
+                        last_report = tokio::time::Instant::now();
+                        self.report_backlog().await;
+                    }
                     if last_cleanup.elapsed() >= Duration::from_secs(60) {
                         last_cleanup = tokio::time::Instant::now();
                         self.cleanup().await;

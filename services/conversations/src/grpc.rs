@@ -114,6 +114,26 @@ fn clearable(value: Option<String>, stored: Option<String>) -> Option<String> {
     }
 }
 
+/// The answer of a post: the message and its conversation's latest page.
+fn post_response(
+    (app_id, app_user_id): (&str, &str),
+    message: pb::Message,
+    posted: storage::Posted,
+    page: storage::Page,
+) -> pb::PostMessageResponse {
+    pb::PostMessageResponse {
+        message: Some(message),
+        conversation: Some(conversation_to_pb(
+            app_id.to_owned(),
+            app_user_id.to_owned(),
+            posted.conversation,
+            page,
+        )),
+        conversation_created: posted.created,
+        replayed: false,
+    }
+}
+
 impl ConversationsApi {
     async fn post(&self, req: pb::PostMessageRequest) -> Result<pb::PostMessageResponse> {
         rules::scope(&req.app_id, &req.app_user_id)?;
@@ -149,43 +169,59 @@ impl ConversationsApi {
                 return rules::replay(stored, key.key, key.request_hash);
             }
         }
-        let (posted, page) = storage::post_message(
-            &mut tx,
-            &NewPost {
-                app_id: &req.app_id,
-                app_user_id: &req.app_user_id,
-                new_conversation_id: &new_conversation_id,
-                app_maker,
-                message: &row,
-                event: &event,
-                start_event: &start_event,
-            },
-            PAGE_SIZE,
-        )
-        .await?;
-        let conversation_id = posted.conversation.id.clone();
-        let response = pb::PostMessageResponse {
-            message: Some(message),
-            conversation: Some(conversation_to_pb(
-                req.app_id.clone(),
-                req.app_user_id.clone(),
-                posted.conversation,
-                page,
-            )),
-            conversation_created: posted.created,
-            replayed: false,
+        let post = NewPost {
+            app_id: &req.app_id,
+            app_user_id: &req.app_user_id,
+            new_conversation_id: &new_conversation_id,
+            app_maker,
+            message: &row,
+            event: &event,
+            start_event: &start_event,
         };
-        if let Some(key) = &key {
-            let bytes = prost::Message::encode_to_vec(&response);
-            storage::store_idempotent_response(&mut tx, key, &row.id, &bytes).await?;
-        }
-        tx.commit().await?;
+        let response = match &key {
+            // A keyed post stores its whole answer with the message, so its page is read
+            // in the transaction.
+            Some(key) => {
+                let (posted, page) = storage::post_message(&mut tx, &post, PAGE_SIZE).await?;
+                let response = post_response(
+                    (&req.app_id, &req.app_user_id),
+                    message.clone(),
+                    posted,
+                    page,
+                );
+                let bytes = prost::Message::encode_to_vec(&response);
+                storage::store_idempotent_response(&mut tx, key, &row.id, &bytes).await?;
+                tx.commit().await?;
+                response
+            }
+            // Otherwise the write commits first and the page is read after it, so the
+            // conversation's row lock is held for the writes alone.
+            None => {
+                let posted = storage::post_in(&mut tx, &post).await?;
+                tx.commit().await?;
+                let mut conn = self.pool.acquire().await?;
+                let page = storage::read_page(
+                    &mut conn,
+                    &req.app_id,
+                    &posted.conversation.id,
+                    Cursor::Latest,
+                    PAGE_SIZE,
+                )
+                .await?;
+                post_response((&req.app_id, &req.app_user_id), message, posted, page)
+            }
+        };
+        let conversation_id = response
+            .conversation
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
         tracing::debug!(
             app_id = %req.app_id,
             conversation_id = %conversation_id,
             message_id = %row.id,
             event_id = %event.id,
-            created = posted.created,
+            created = response.conversation_created,
             "message stored"
         );
         Ok(response)
