@@ -182,6 +182,7 @@ fn gateway_config(settings: &Settings, addrs: [String; 4]) -> gateway::Config {
         credential_cache: settings.credential_cache.clone(),
         rate_limit: settings.rate_limit.clone(),
         body_timeout: settings.body_timeout,
+        max_in_flight: settings.max_in_flight,
         ..gateway::Config::new(settings.public_url(), users, conversations, media, webhooks)
     }
 }

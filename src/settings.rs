@@ -99,6 +99,10 @@ pub struct Settings {
     pub webhooks_admin_addr: Option<SocketAddr>,
     /// Admin address of the webhook-worker role (`SMOOCH_WEBHOOK_WORKER_ADMIN_ADDR`).
     pub webhook_worker_admin_addr: Option<SocketAddr>,
+    /// API requests the gateway serves at once; the excess is answered 503 with
+    /// `Retry-After` (`SMOOCH_MAX_IN_FLIGHT`, default 128).
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_in_flight: usize,
     /// Log output: `text` or `json` (`SMOOCH_LOG_FORMAT`, default `text`). The level comes
     /// from `RUST_LOG`; tracing export from the standard `OTEL_*` variables.
     pub log_format: telemetry::LogFormat,
@@ -147,6 +151,7 @@ impl Default for Settings {
             media_admin_addr: None,
             webhooks_admin_addr: None,
             webhook_worker_admin_addr: None,
+            max_in_flight: 128,
             log_format: telemetry::LogFormat::default(),
             webhook_worker: webhook_worker::Config::default(),
             rate_limit: gateway::RateLimitConfig::default(),
@@ -324,6 +329,15 @@ fn http_url<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>
 
 fn positive_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     match u32::deserialize(deserializer)? {
+        0 => Err(serde::de::Error::custom(
+            "expected a positive integer, got 0",
+        )),
+        n => Ok(n),
+    }
+}
+
+fn positive_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    match usize::deserialize(deserializer)? {
         0 => Err(serde::de::Error::custom(
             "expected a positive integer, got 0",
         )),

@@ -55,6 +55,8 @@ pub fn test_settings() -> Settings {
         media_dir,
         amqp_prefix: unique("test"),
         redis_prefix: unique("test"),
+        // Every e2e test shares this suite, in parallel: room for all of them at once.
+        max_in_flight: 1024,
         ..Settings::default()
     };
     // Webhook sinks listen on loopback; failures retry fast and give up soon, so delivery

@@ -1,6 +1,7 @@
 //! The HTTP gateway: authenticates every request (`app-token` or a JWT with `kid`),
 //! routes the Smooch v1 API onto the gRPC services, and speaks the v1 wire format.
 
+mod admission;
 mod caller;
 mod clients;
 mod credentials;
@@ -62,6 +63,9 @@ pub struct Config {
     pub credential_cache: auth::CacheConfig,
     /// Rate limits (defaults in [`RateLimitConfig`]).
     pub rate_limit: RateLimitConfig,
+    /// API requests served at once; the excess is answered 503 with `Retry-After`
+    /// (`SMOOCH_MAX_IN_FLIGHT`). Default 128.
+    pub max_in_flight: usize,
     /// The backing services in this process (`smooch all`): called directly instead of
     /// over the network at the addresses above.
     pub in_process: Option<InProcess>,
@@ -102,6 +106,7 @@ impl Config {
             redis: Some(auth::RedisConfig::new("redis://127.0.0.1:6379", "smooch")),
             credential_cache: auth::CacheConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            max_in_flight: 128,
             in_process: None,
         }
     }

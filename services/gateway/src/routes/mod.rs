@@ -110,8 +110,13 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             crate::ratelimit::limit,
         ))
-        // Outermost but CORS: rate-limited answers are traced and counted too.
+        // Outermost but admission and CORS: rate-limited answers are traced and counted too.
         .layer(axum::middleware::from_fn(crate::observe::trace_requests))
+        // Shed before any work is done for a request the gateway has no room for.
+        .layer(axum::middleware::from_fn_with_state(
+            crate::admission::Admission::new(state.config.max_in_flight),
+            crate::admission::admit,
+        ))
         .layer(CorsLayer::very_permissive())
         .with_state(state)
 }
