@@ -100,7 +100,7 @@ pub struct Settings {
     /// Admin address of the webhook-worker role (`SMOOCH_WEBHOOK_WORKER_ADMIN_ADDR`).
     pub webhook_worker_admin_addr: Option<SocketAddr>,
     /// API requests the gateway serves at once; the excess is answered 503 with
-    /// `Retry-After` (`SMOOCH_MAX_IN_FLIGHT`, default 128).
+    /// `Retry-After` (`SMOOCH_MAX_IN_FLIGHT`, default 64).
     #[serde(deserialize_with = "positive_usize")]
     pub max_in_flight: usize,
     /// Log output: `text` or `json` (`SMOOCH_LOG_FORMAT`, default `text`). The level comes
@@ -151,7 +151,7 @@ impl Default for Settings {
             media_admin_addr: None,
             webhooks_admin_addr: None,
             webhook_worker_admin_addr: None,
-            max_in_flight: 128,
+            max_in_flight: 64,
             log_format: telemetry::LogFormat::default(),
             webhook_worker: webhook_worker::Config::default(),
             rate_limit: gateway::RateLimitConfig::default(),
