@@ -64,7 +64,8 @@ pub struct Config {
     /// Rate limits (defaults in [`RateLimitConfig`]).
     pub rate_limit: RateLimitConfig,
     /// API requests served at once; the excess is answered 503 with `Retry-After`
-    /// (`SMOOCH_MAX_IN_FLIGHT`). Default 64: at this machine's ~1,000 POSTs per second a full house waits ~60 ms, well within a client's patience.
+    /// (`SMOOCH_MAX_IN_FLIGHT`). Default 64: at this machine's ~1,000 POSTs per second a
+    /// full house waits ~60 ms.
     pub max_in_flight: usize,
     /// The backing services in this process (`smooch all`): called directly instead of
     /// over the network at the addresses above.
