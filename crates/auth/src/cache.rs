@@ -71,6 +71,9 @@ pub struct CacheConfig {
     /// (`SMOOCH_AUTH_CACHE_MAX_ENTRIES`).
     #[serde(rename = "auth_cache_max_entries")]
     pub max_entries: u64,
+    /// Clock skew allowed on a JWT's `exp` and `nbf`. Default 5 s (`SMOOCH_JWT_LEEWAY_S`).
+    #[serde(rename = "jwt_leeway_s", with = "domain::config::seconds")]
+    pub jwt_leeway: Duration,
 }
 
 impl Default for CacheConfig {
@@ -82,6 +85,7 @@ impl Default for CacheConfig {
             redis_ttl: Duration::from_secs(300),
             negative_redis_ttl: Duration::from_secs(10),
             max_entries: 100_000,
+            jwt_leeway: crate::DEFAULT_JWT_LEEWAY,
         }
     }
 }
@@ -170,7 +174,7 @@ impl<S: CredentialSource> CredentialCache<S> {
                 None => Err(domain::Error::unauthorized("invalid app token")),
             },
             Credential::Jwt { token, kid } => match self.key(kid).await? {
-                Some(key) => crate::verify_jwt(token, &key),
+                Some(key) => crate::verify_jwt_with(token, &key, self.config.jwt_leeway),
                 None => Err(domain::Error::unauthorized(
                     "invalid JWT: its `kid` names no known key",
                 )),

@@ -205,15 +205,30 @@ struct Claims {
     user_id: Option<String>,
 }
 
-/// Verifies `token` against `key` and returns who it stands for. Bad signatures, expired
-/// `exp` and unknown scopes are 401; tokens without `exp` are valid.
+/// Clock skew allowed on a JWT's `exp` and `nbf` unless configured otherwise.
+pub const DEFAULT_JWT_LEEWAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Verifies `token` against `key` with [`DEFAULT_JWT_LEEWAY`]; see [`verify_jwt_with`].
 pub fn verify_jwt(token: &str, key: &KeyInfo) -> Result<Principal, Error> {
+    verify_jwt_with(token, key, DEFAULT_JWT_LEEWAY)
+}
+
+/// Verifies `token` against `key` and returns who it stands for. Bad signatures, an `exp`
+/// more than `leeway` in the past, an `nbf` more than `leeway` in the future and unknown
+/// scopes are 401; tokens without `exp` are valid (the era's clients set none).
+pub fn verify_jwt_with(
+    token: &str,
+    key: &KeyInfo,
+    leeway: std::time::Duration,
+) -> Result<Principal, Error> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| Error::unauthorized("invalid JWT header"))?;
     let alg = hmac_algorithm(header.alg)?;
     let mut validation = Validation::new(alg);
     validation.required_spec_claims.clear();
     validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.leeway = leeway.as_secs();
     validation.validate_aud = false;
     let data = jsonwebtoken::decode::<Claims>(
         token,
@@ -223,6 +238,9 @@ pub fn verify_jwt(token: &str, key: &KeyInfo) -> Result<Principal, Error> {
     .map_err(|e| match e.kind() {
         jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
             Error::unauthorized("JWT has expired (`exp` is in the past)")
+        }
+        jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+            Error::unauthorized("JWT is not valid yet (`nbf` is in the future)")
         }
         jsonwebtoken::errors::ErrorKind::InvalidSignature => {
             Error::unauthorized("invalid JWT signature")
@@ -346,6 +364,40 @@ mod tests {
             .contains("expired"));
         let t = sign(Algorithm::HS256, None, json!({"scope": "app"}), "s3cret");
         assert!(jwt_kid(&t).is_err());
+    }
+
+    #[test]
+    fn exp_and_nbf_allow_only_the_configured_skew() {
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        let token =
+            |claims: serde_json::Value| sign(Algorithm::HS256, Some("kid1"), claims, "s3cret");
+        let leeway = std::time::Duration::from_secs(5);
+        let expired_a_minute_ago = token(json!({"scope": "app", "exp": now - 60}));
+        assert!(
+            verify_jwt_with(&expired_a_minute_ago, &key(Some("a1")), leeway)
+                .unwrap_err()
+                .description
+                .contains("expired")
+        );
+        let expired_just_now = token(json!({"scope": "app", "exp": now - 2}));
+        assert!(verify_jwt_with(&expired_just_now, &key(Some("a1")), leeway).is_ok());
+        let valid_in_a_minute = token(json!({"scope": "app", "nbf": now + 60}));
+        assert!(
+            verify_jwt_with(&valid_in_a_minute, &key(Some("a1")), leeway)
+                .unwrap_err()
+                .description
+                .contains("nbf")
+        );
+        let valid_now = token(json!({"scope": "app", "nbf": now - 1, "exp": now + 60}));
+        assert!(verify_jwt_with(&valid_now, &key(Some("a1")), leeway).is_ok());
+        let generous = std::time::Duration::from_secs(120);
+        assert!(verify_jwt_with(&expired_a_minute_ago, &key(Some("a1")), generous).is_ok());
     }
 
     #[test]

@@ -15,6 +15,10 @@ async fn missing_or_invalid_credentials_are_401_with_an_error_body() {
     let app = s.create_app().await;
     let user = app.init_user(None).await;
     let path = format!("/v1/appusers/{}", user["_id"].as_str().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let bad = [
         Auth::None,
         Auth::AppToken("not-a-token".into()),
@@ -28,6 +32,18 @@ async fn missing_or_invalid_credentials_are_401_with_an_error_body() {
             &app.key_id,
             &app.secret,
             json!({"scope": "app", "exp": 1000}),
+        )),
+        // Expired a minute ago: past the few seconds of allowed clock skew.
+        Auth::Jwt(jwt(
+            &app.key_id,
+            &app.secret,
+            json!({"scope": "app", "exp": now - 60}),
+        )),
+        // Not valid for another minute.
+        Auth::Jwt(jwt(
+            &app.key_id,
+            &app.secret,
+            json!({"scope": "app", "nbf": now + 60}),
         )),
         // No scope, unknown scope, appUser without userId.
         Auth::Jwt(jwt(&app.key_id, &app.secret, json!({}))),
