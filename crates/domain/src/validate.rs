@@ -11,8 +11,9 @@ pub const ROLES: [&str; 2] = ["appUser", "appMaker"];
 /// Device platforms.
 pub const PLATFORMS: [&str; 4] = ["ios", "android", "web", "other"];
 
-/// Webhook events a subscription may list.
-pub const WEBHOOK_EVENTS: [&str; 7] = [
+/// Webhook events (later called triggers) a subscription may list; `*` is every one.
+pub const WEBHOOK_EVENTS: [&str; 8] = [
+    "*",
     "message",
     "message:appUser",
     "message:appMaker",
@@ -320,7 +321,7 @@ fn has_scheme(uri: &str) -> bool {
 /// Whether a webhook subscribed to `events` wants a message by `role`.
 pub fn webhook_wants_message(events: &[String], role: &str) -> bool {
     events.iter().any(|e| match e.as_str() {
-        "message" => true,
+        "*" | "message" => true,
         "message:appUser" => role == "appUser",
         "message:appMaker" => role == "appMaker",
         _ => false,

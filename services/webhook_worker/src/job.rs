@@ -51,7 +51,7 @@ impl Job {
 pub fn wants(events: &[String], trigger: &str) -> bool {
     match trigger.strip_prefix("message:") {
         Some(role) => domain::validate::webhook_wants_message(events, role),
-        None => events.iter().any(|e| e == trigger),
+        None => events.iter().any(|e| e == trigger || e == "*"),
     }
 }
 
@@ -132,6 +132,9 @@ mod tests {
         assert!(wants(&events(&["message"]), "message:appMaker"));
         assert!(wants(&events(&["message:appUser"]), "message:appUser"));
         assert!(!wants(&events(&["message:appUser"]), "message:appMaker"));
+        assert!(wants(&events(&["*"]), "message:appMaker"));
+        assert!(wants(&events(&["*"]), "merge:appUser"));
+        assert!(!wants(&events(&["message"]), "postback"));
         assert!(wants(&events(&["postback"]), "postback"));
         assert!(!wants(&events(&["message"]), "postback"));
     }

@@ -224,7 +224,7 @@ async fn track_event_answers_conversation_updated() {
             Some(json!({"name": "completed_sale"})),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body, json!({"conversationUpdated": false}));
     let (status, _) = suite()
         .call(Method::POST, &path, &app.app_token(), Some(json!({})))

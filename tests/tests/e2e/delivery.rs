@@ -277,6 +277,61 @@ async fn webhooks_get_only_the_roles_they_subscribe_to() {
     assert_eq!(hits_at("/all"), ["message:appMaker", "message:appUser"]);
 }
 
+/// `triggers` is the later name of `events`, and `*` subscribes to every trigger.
+#[tokio::test]
+async fn triggers_name_the_events_and_a_star_receives_every_trigger() {
+    let app = suite().create_app().await;
+    let sink = Sink::start().await;
+    let (status, body) = suite()
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            &app.app_jwt(),
+            Some(json!({"target": sink.url("/star"), "triggers": ["*"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["webhook"]["triggers"], json!(["*"]));
+    assert_eq!(body["webhook"]["events"], json!(["*"]));
+    let only_makers = webhook(&app, &sink.url("/makers"), Some(json!(["message"]))).await;
+    let (status, body) = suite()
+        .call(
+            Method::PUT,
+            &format!("/v1/webhooks/{}", id(&only_makers)),
+            &app.app_jwt(),
+            Some(json!({"triggers": ["message:appMaker"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["webhook"]["triggers"], json!(["message:appMaker"]));
+    assert_eq!(body["webhook"]["events"], json!(["message:appMaker"]));
+
+    let user = id(&app.init_user(None).await);
+    // The first message also starts the conversation: two triggers for `*`.
+    user_says(&app, &user, "hello").await;
+    app.post_message(&user, "appMaker", "hi there").await;
+    sink.wait_until("every trigger at the star", |hits| {
+        hits.iter().filter(|h| h.path == "/star").count() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at = |path: &str| -> Vec<String> {
+        let mut t: Vec<String> = sink
+            .hits()
+            .iter()
+            .filter(|h| h.path == path)
+            .map(|h| h.trigger().to_owned())
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        at("/star"),
+        ["conversation:start", "message:appMaker", "message:appUser"]
+    );
+    assert_eq!(at("/makers"), ["message:appMaker"]);
+}
+
 #[tokio::test]
 async fn postbacks_reads_starts_and_merges_reach_the_webhooks_subscribed_to_them() {
     let app = suite().create_app().await;

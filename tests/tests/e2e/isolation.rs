@@ -196,7 +196,7 @@ fn rows(w: &World) -> Vec<Row> {
         rows.extend([
             row(M::GET, base.clone(), None, NOT_MINE, AppJwt, 200),
             row(M::PUT, base.clone(), Some(json!({"givenName": "Mallory"})), NOT_MINE, AppJwt, 200),
-            row(M::POST, format!("{base}/events"), Some(json!({"name": "isolation"})), NOT_MINE, AppJwt, 200),
+            row(M::POST, format!("{base}/events"), Some(json!({"name": "isolation"})), NOT_MINE, AppJwt, 201),
             row(M::POST, format!("{base}/pushToken"), Some(json!({"deviceId": w.device, "token": "t"})), NOT_MINE, AppJwt, 200),
             row(M::PUT, format!("{base}/devices/{}", w.device), Some(json!({"appVersion": "2.0"})), NOT_MINE, AppJwt, 200),
             row(M::GET, format!("{base}/conversation"), None, NOT_MINE, AppJwt, 200),

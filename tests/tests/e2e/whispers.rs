@@ -36,7 +36,7 @@ async fn track(app: &TestApp, user: &str, body: Value) -> bool {
             Some(body),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
     answer["conversationUpdated"].as_bool().unwrap()
 }
 

@@ -365,14 +365,14 @@ pub(crate) struct EventAnswer {
     params(("id" = String, Path, description = "The app user's `_id` or `userId`")),
     request_body = EventBody,
     security(("appToken" = []), ("jwt" = [])),
-    responses((status = 200, description = "Whether the conversation changed", body = EventAnswer), BodyErrors, PathErrors, AuthErrors)
+    responses((status = 201, description = "The event was tracked; whether the conversation changed", body = EventAnswer), BodyErrors, PathErrors, AuthErrors)
 )]
 pub(crate) async fn track_event(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<EventBody>,
-) -> ApiResult<Json<EventAnswer>> {
+) -> ApiResult<(StatusCode, Json<EventAnswer>)> {
     let name = body
         .name
         .filter(|n| !n.trim().is_empty())
@@ -417,7 +417,11 @@ pub(crate) async fn track_event(
             })
             .await?;
     }
-    Ok(Json(EventAnswer {
-        conversation_updated: answer.conversation_updated,
-    }))
+    // 201, as the hosted API answered from 2016 (python-smooch accepts only 200/201).
+    Ok((
+        StatusCode::CREATED,
+        Json(EventAnswer {
+            conversation_updated: answer.conversation_updated,
+        }),
+    ))
 }

@@ -25,8 +25,10 @@ pub(crate) struct WebhookJson {
     id: String,
     /// The URL events are POSTed to.
     target: String,
-    /// The triggers it receives (`message`, `message:appUser`, `postback`, ...).
+    /// The triggers it receives (`message`, `message:appUser`, `postback`, ..., `*`).
     events: Vec<String>,
+    /// The same list under its later name (python-smooch and smooch-core 3.x read this).
+    triggers: Vec<String>,
     /// Sent as `X-API-Key` with every delivery, and the signing secret.
     secret: String,
 }
@@ -36,6 +38,7 @@ impl From<pb::Webhook> for WebhookJson {
         WebhookJson {
             id: w.id,
             target: w.target,
+            triggers: w.events.clone(),
             events: w.events,
             secret: w.secret,
         }
@@ -76,8 +79,10 @@ impl Events {
 pub(crate) struct WebhookBody {
     /// The URL to POST events to (required on create): http(s), public.
     target: Option<String>,
-    /// Triggers to receive; `["message"]` when left out on create.
+    /// Triggers to receive (`*` for all); `["message"]` when left out on create.
     events: Option<Events>,
+    /// The later name of `events` (used when `events` is left out).
+    triggers: Option<Events>,
     /// The singular form of `events`.
     event: Option<Events>,
 }
@@ -86,6 +91,7 @@ impl WebhookBody {
     fn events(&mut self) -> Option<Vec<String>> {
         self.events
             .take()
+            .or_else(|| self.triggers.take())
             .or_else(|| self.event.take())
             .map(Events::into_vec)
     }
