@@ -47,6 +47,36 @@ pub struct Message {
     pub actions: Vec<Value>,
     /// Seconds since the epoch, millisecond precision.
     pub received: f64,
+    /// `text`, or `image` for a message with a media URL.
+    #[serde(rename = "type", default = "text_type")]
+    pub kind: String,
+    /// What sent the message: the platform or channel, and the device when known.
+    #[serde(default)]
+    pub source: Source,
+}
+
+fn text_type() -> String {
+    "text".to_owned()
+}
+
+/// The platform or channel a message came from, and the sending device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Source {
+    /// `api`, `web`, `ios`, `android`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The sending device's id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source {
+            kind: "api".to_owned(),
+            id: None,
+        }
+    }
 }
 
 /// A device of an app user.
@@ -161,6 +191,11 @@ pub fn array_from_json(text: &str) -> Vec<Value> {
 
 impl From<pb::Message> for Message {
     fn from(m: pb::Message) -> Self {
+        let kind = if m.media_url.is_some() {
+            "image"
+        } else {
+            "text"
+        };
         Message {
             id: m.id,
             author_id: m.author_id,
@@ -174,6 +209,15 @@ impl From<pb::Message> for Message {
             metadata: object_from_json(&m.metadata_json),
             actions: array_from_json(&m.actions_json),
             received: time::received(m.received_ms),
+            kind: kind.to_owned(),
+            source: Source {
+                kind: if m.source_type.is_empty() {
+                    "api".to_owned()
+                } else {
+                    m.source_type
+                },
+                id: m.source_id,
+            },
         }
     }
 }
@@ -251,7 +295,9 @@ mod tests {
                 "name": "Steve",
                 "text": "Hi",
                 "actions": [],
-                "received": 1444348338.704
+                "received": 1444348338.704,
+                "type": "text",
+                "source": {"type": "api"}
             })
         );
     }

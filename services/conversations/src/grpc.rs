@@ -48,6 +48,8 @@ fn message_to_pb(row: MessageRow) -> pb::Message {
         metadata_json: row.metadata_json,
         actions_json: row.actions_json,
         received_ms: row.received_ms,
+        source_type: row.source_type,
+        source_id: row.source_id,
     }
 }
 

@@ -53,7 +53,22 @@ pub(crate) fn new_message(
     now_ms: i64,
 ) -> Result<MessageRow, domain::Error> {
     validate::role(&m.role)?;
-    validate::text(&m.text)?;
+    // An image message may come without text (since late 2015); then its text is the
+    // media URL, as an uploaded image's is.
+    let text = match (&m.media_url, m.text.trim().is_empty()) {
+        (Some(url), true) => url.clone(),
+        _ => m.text,
+    };
+    validate::text(&text)?;
+    let source_type = if m.source_type.is_empty() {
+        "api".to_owned()
+    } else {
+        m.source_type
+    };
+    validate::short_field("source.type", &source_type)?;
+    if let Some(id) = &m.source_id {
+        validate::short_field("source.id", id)?;
+    }
     for (field, value) in [
         ("name", &m.name),
         ("email", &m.email),
@@ -90,12 +105,14 @@ pub(crate) fn new_message(
         name,
         email: m.email,
         avatar_url: m.avatar_url,
-        text: m.text,
+        text,
         media_url: m.media_url,
         media_type: m.media_type,
         metadata_json,
         actions_json,
         received_ms: now_ms,
+        source_type,
+        source_id: m.source_id,
     })
 }
 
@@ -255,6 +272,8 @@ pub(crate) fn whisper_message(w: &WhisperRow, now_ms: i64) -> Result<MessageRow,
         metadata_json: String::new(),
         actions_json: Value::Array(validate::actions(&w.actions)?).to_string(),
         received_ms: now_ms,
+        source_type: "api".to_owned(),
+        source_id: None,
     })
 }
 

@@ -23,6 +23,8 @@ pub(crate) struct MessageRow {
     pub(crate) metadata_json: String,
     pub(crate) actions_json: String,
     pub(crate) received_ms: i64,
+    pub(crate) source_type: String,
+    pub(crate) source_id: Option<String>,
 }
 
 /// A stored conversation (without its messages).
@@ -299,9 +301,9 @@ async fn insert_message(
         "WITH message AS (
              INSERT INTO messages (app_id, conversation_id, id, author_id, role, name, email,
                                    avatar_url, text, media_url, media_type, metadata, actions,
-                                   received_ms)
+                                   received_ms, source_type, source_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                     NULLIF($12, '')::jsonb, $13::jsonb, $14)
+                     NULLIF($12, '')::jsonb, $13::jsonb, $14, $19, $20)
          ), actions AS (
              INSERT INTO message_actions (app_id, id, conversation_id, message_id)
              SELECT $1, a->>'_id', $2, $3 FROM jsonb_array_elements($13::jsonb) AS a
@@ -327,6 +329,8 @@ async fn insert_message(
     .bind(&event.trigger)
     .bind(Json(event))
     .bind(trace_context())
+    .bind(&m.source_type)
+    .bind(&m.source_id)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -368,7 +372,7 @@ async fn messages_before(
     sqlx::query_as(
         "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
                 COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json,
-                received_ms
+                received_ms, source_type, source_id
            FROM messages
           WHERE app_id = $1 AND conversation_id = $2 AND received_ms < $3
           ORDER BY received_ms DESC, seq DESC
@@ -394,7 +398,7 @@ async fn messages_after(
     sqlx::query_as(
         "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
                 COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json,
-                received_ms
+                received_ms, source_type, source_id
            FROM messages
           WHERE app_id = $1 AND conversation_id = $2 AND received_ms > $3
           ORDER BY received_ms, seq
@@ -418,7 +422,7 @@ async fn messages_at(
     sqlx::query_as(
         "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
                 COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json,
-                received_ms
+                received_ms, source_type, source_id
            FROM messages
           WHERE app_id = $1 AND conversation_id = $2 AND received_ms = $3
           ORDER BY seq",
@@ -606,7 +610,7 @@ pub(crate) async fn message_with_action(
     sqlx::query_as(
         "SELECT m.id, m.author_id, m.role, m.name, m.email, m.avatar_url, m.text, m.media_url,
                 m.media_type, COALESCE(m.metadata::text, '') AS metadata_json,
-                m.actions::text AS actions_json, m.received_ms
+                m.actions::text AS actions_json, m.received_ms, m.source_type, m.source_id
            FROM message_actions a
            JOIN conversations c ON c.app_id = a.app_id AND c.id = a.conversation_id
            JOIN messages m ON m.app_id = a.app_id AND m.id = a.message_id

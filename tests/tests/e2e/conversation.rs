@@ -223,3 +223,78 @@ async fn posting_to_an_unknown_user_is_404() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+/// Messages carry `type` and `source`; an image may come without text; the reference's own
+/// `"metadata": []` means none.
+#[tokio::test]
+async fn messages_carry_type_and_source_and_images_need_no_text() {
+    let app = suite().create_app().await;
+    let user = app.init_user(None).await;
+    let id = user["_id"].as_str().unwrap();
+    let path = format!("/v1/appusers/{id}/conversation/messages");
+    let (status, plain) = suite()
+        .call(
+            Method::POST,
+            &path,
+            &app.app_token(),
+            Some(json!({"text": "hi", "role": "appUser", "metadata": []})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    assert_eq!(plain["message"]["type"], "text");
+    assert_eq!(plain["message"]["source"], json!({"type": "api"}));
+    assert!(plain["message"].get("metadata").is_none(), "{plain}");
+
+    let url = "https://media.example.com/cat.jpg";
+    let (status, image) = suite()
+        .call(
+            Method::POST,
+            &path,
+            &app.app_token(),
+            Some(json!({
+                "role": "appUser", "mediaUrl": url, "mediaType": "image/jpeg",
+                "source": {"type": "web", "id": "5a0b1c2d3e4f"}
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{image}");
+    let message = &image["message"];
+    assert_eq!(message["type"], "image");
+    assert_eq!(message["text"], url);
+    assert_eq!(message["mediaUrl"], url);
+    assert_eq!(
+        message["source"],
+        json!({"type": "web", "id": "5a0b1c2d3e4f"})
+    );
+    // The conversation shows the same message.
+    let (_, got) = suite()
+        .call(
+            Method::GET,
+            &format!("/v1/appusers/{id}/conversation"),
+            &app.app_token(),
+            None,
+        )
+        .await;
+    let messages = got["conversation"]["messages"].as_array().unwrap();
+    assert_eq!(messages.last().unwrap(), message);
+
+    // Neither text nor mediaUrl, or a source that is not an object: 400 naming the field.
+    for (body, says) in [
+        (json!({"role": "appUser"}), "text"),
+        (
+            json!({"role": "appUser", "text": "x", "source": "web"}),
+            "source",
+        ),
+        (
+            json!({"role": "appUser", "text": "x", "metadata": [1]}),
+            "metadata",
+        ),
+    ] {
+        let (status, err) = suite()
+            .call(Method::POST, &path, &app.app_token(), Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        let description = err["error"]["description"].as_str().unwrap();
+        assert!(description.contains(says), "{body}: {description}");
+    }
+}

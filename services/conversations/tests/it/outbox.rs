@@ -49,7 +49,9 @@ async fn message_writes_its_event_to_the_outbox() {
                 "name": "Steve Brule",
                 "text": "hi",
                 "actions": [],
-                "received": domain::time::received(message.received_ms)
+                "received": domain::time::received(message.received_ms),
+                "type": "text",
+                "source": {"type": "api"}
             }]
         })
     );

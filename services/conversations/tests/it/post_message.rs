@@ -30,6 +30,8 @@ async fn first_message_creates_the_conversation() {
             text: "Just put some vinegar on it".into(),
             actions_json: "[]".into(),
             received_ms: message.received_ms,
+            // Posted through the API, by no device in particular.
+            source_type: "api".into(),
             ..Default::default()
         }
     );
@@ -73,9 +75,15 @@ async fn message_fields_and_metadata_round_trip() {
         media_type: Some("image/jpeg".into()),
         metadata_json: r#"{"lang": "en-ca", "n": 1, "ok": true}"#.into(),
         actions_json: String::new(),
+        source_type: "web".into(),
+        source_id: Some("device-1".into()),
     };
     let posted = app.post("user1", sent).await.unwrap();
     let message = posted.message.unwrap();
+    assert_eq!(
+        (message.source_type.as_str(), message.source_id.as_deref()),
+        ("web", Some("device-1"))
+    );
     assert_eq!(message.name.as_deref(), Some("Support"));
     assert_eq!(message.email.as_deref(), Some("support@example.com"));
     assert_eq!(message.media_type.as_deref(), Some("image/jpeg"));

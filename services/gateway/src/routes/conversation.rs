@@ -151,8 +151,8 @@ pub(crate) async fn get(
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MessageBody {
-    /// The text, at most 4,096 characters.
-    #[schema(required = true, min_length = 1, max_length = 4096)]
+    /// The text, at most 4,096 characters; may be left out when `mediaUrl` is given.
+    #[schema(max_length = 4096)]
     text: Option<String>,
     /// `appUser`, or `appMaker` (app-scope JWTs only).
     #[schema(required = true, example = "appUser")]
@@ -173,6 +173,19 @@ pub(crate) struct MessageBody {
     /// Action buttons (appMaker messages only).
     #[schema(value_type = Option<Vec<Object>>)]
     actions: Option<Value>,
+    /// What sends the message, `{type, id?}`: the platform or channel (`web`, `ios`, ...)
+    /// and the sending device. `{"type": "api"}` when left out.
+    source: Option<SourceBody>,
+}
+
+/// The sender of a message.
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+pub(crate) struct SourceBody {
+    /// The platform or channel.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// The sending device's id.
+    id: Option<String>,
 }
 
 /// The form of an image upload.
@@ -234,11 +247,17 @@ pub(crate) async fn post_message(
         None => None,
     };
     let role = check_role(&caller, body.role.as_deref())?;
-    let text = body
-        .text
-        .clone()
-        .ok_or_else(|| Error::bad_request("text is required"))?;
-    validate::text(&text)?;
+    let text = match (body.text.clone(), &body.media_url) {
+        // An image message may leave its text out (since late 2015).
+        (None, Some(_)) => String::new(),
+        (None, None) => {
+            return Err(Error::bad_request("text is required (or mediaUrl for an image)").into())
+        }
+        (Some(text), _) => {
+            validate::text(&text)?;
+            text
+        }
+    };
     let user = load_user(&state, &caller, id).await?;
     post(&state, &caller, user, role, text, body, keyed).await
 }
@@ -275,7 +294,9 @@ async fn post(
         }
     }
     let metadata_json = match &body.metadata {
+        // The reference's own example sends `"metadata": []` for none.
         Some(Value::Null) | None => String::new(),
+        Some(Value::Array(items)) if items.is_empty() => String::new(),
         Some(m) => Value::Object(validate::metadata(m)?).to_string(),
     };
     // Checked (and given ids) by the conversations service.
@@ -316,6 +337,12 @@ async fn post(
                 metadata_json,
                 author_id,
                 actions_json,
+                source_type: body
+                    .source
+                    .as_ref()
+                    .and_then(|s| s.kind.clone())
+                    .unwrap_or_default(),
+                source_id: body.source.and_then(|s| s.id),
             }),
             app_user: Some(user),
             idempotency_key,

@@ -60,7 +60,9 @@ async fn delivers_signed_reference_payload_with_api_key_and_standard_headers() {
                 "name": "Steve",
                 "text": "Hi! Do you have time to chat?",
                 "actions": [],
-                "received": 1444348338.704
+                "received": 1444348338.704,
+                "type": "text",
+                "source": {"type": "api"}
             }],
             "appUserId": event.app_user.id,
             "trigger": "message:appUser",
