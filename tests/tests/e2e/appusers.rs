@@ -26,7 +26,11 @@ async fn init_creates_a_user_and_the_same_device_returns_it() {
         signed_up.ends_with('Z') && signed_up.len() == 24,
         "{signed_up}"
     );
-    assert!(first["app"].is_object());
+    // The reference's init app fields, with no push credentials configured.
+    assert_eq!(first["app"]["hasIcon"], false);
+    assert_eq!(first["app"]["apnEnabled"], false);
+    assert!(first["app"]["gcmProject"].is_null(), "{first}");
+    assert!(first["app"].get("gcmProject").is_some(), "{first}");
     assert!(
         user.get("devices").is_none(),
         "devices are for app-scope callers only"

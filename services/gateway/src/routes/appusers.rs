@@ -99,6 +99,10 @@ pub(crate) struct InitApp {
     apn_enabled: bool,
     /// Whether GCM is set up (never, here).
     gcm_enabled: bool,
+    /// The GCM/FCM sender id devices register with; `null` while the app has no FCM
+    /// credentials (push integrations are not configured here yet).
+    #[schema(example = "731399543244")]
+    gcm_project: Option<String>,
 }
 
 /// The answer of init: the app user and the app.
@@ -186,6 +190,7 @@ pub(crate) async fn init(
             has_icon: false,
             apn_enabled: false,
             gcm_enabled: false,
+            gcm_project: None,
         },
     }))
 }
