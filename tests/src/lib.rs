@@ -66,7 +66,8 @@ pub fn test_settings() -> Settings {
     worker.retry_base = std::time::Duration::from_millis(200);
     worker.max_retries = 2;
     worker.timeout = std::time::Duration::from_millis(2_000);
-    worker.cache_ttl = std::time::Duration::from_millis(200);
+    // Long: the change feed, not expiry, must make webhook changes take effect.
+    worker.cache_ttl = std::time::Duration::from_secs(60);
     worker.retry_poll = std::time::Duration::from_millis(200);
     settings
 }

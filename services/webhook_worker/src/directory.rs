@@ -1,10 +1,14 @@
-//! The webhooks of each app, asked of the webhooks service and cached for a short time
-//! (about a second) so that a deleted or changed webhook stops receiving deliveries
-//! within that time on every replica, without a lookup per delivery.
+//! The webhooks of each app, asked of the webhooks service and cached. The webhooks
+//! service's change feed drops an app's cached copy as soon as a change commits, so a
+//! webhook created, changed or deleted governs the next message, without a lookup per
+//! delivery. While the feed is down, copies live only `ttl` (about a second).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use proto::v1 as pb;
 use proto::v1::webhooks_client::WebhooksClient;
@@ -17,6 +21,8 @@ pub(crate) struct Subscription {
     pub(crate) target: String,
     pub(crate) events: Vec<String>,
     pub(crate) secret: String,
+    /// When the webhook was created (ms since the epoch).
+    pub(crate) created_at_ms: i64,
 }
 
 impl From<pb::Webhook> for Subscription {
@@ -26,6 +32,7 @@ impl From<pb::Webhook> for Subscription {
             target: w.target,
             events: w.events,
             secret: w.secret,
+            created_at_ms: w.created_at_ms,
         }
     }
 }
@@ -38,7 +45,14 @@ pub(crate) struct Directory {
     client: WebhooksClient<GrpcChannel>,
     ttl: Duration,
     cache: Mutex<HashMap<String, Entry>>,
+    /// Bumped by every eviction: a lookup that raced one does not cache what it read.
+    generation: AtomicU64,
+    /// Whether the change feed is connected (copies then live [`WATCHED_TTL`]).
+    watching: AtomicBool,
 }
+
+/// How long a copy lives while the change feed is connected: changes evict it anyway.
+const WATCHED_TTL: Duration = Duration::from_secs(300);
 
 /// Entries kept before expired ones are swept out.
 const SWEEP_ABOVE: usize = 10_000;
@@ -49,15 +63,83 @@ impl Directory {
             client,
             ttl,
             cache: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        if self.watching.load(Ordering::Acquire) {
+            WATCHED_TTL
+        } else {
+            self.ttl
         }
     }
 
     fn cached(&self, app_id: &str) -> Option<Arc<Vec<Subscription>>> {
+        let ttl = self.ttl();
         let cache = self.cache.lock().ok()?;
         cache
             .get(app_id)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .filter(|(at, _)| at.elapsed() < ttl)
             .map(|(_, hooks)| hooks.clone())
+    }
+
+    /// Drops the cached copy of `app_id`'s webhooks, or of every app's for `""`.
+    fn evict(&self, app_id: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut cache) = self.cache.lock() {
+            if app_id.is_empty() {
+                cache.clear();
+            } else {
+                cache.remove(app_id);
+            }
+        }
+    }
+
+    /// Follows the webhooks service's change feed until `shutdown`, reconnecting after a
+    /// failure; every (re)connection starts from an empty cache.
+    pub(crate) async fn watch(&self, shutdown: CancellationToken) {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let feed = self
+                .client
+                .clone()
+                .watch_changes(pb::WatchChangesRequest {})
+                .await;
+            match feed {
+                Ok(feed) => {
+                    let mut feed = feed.into_inner();
+                    self.evict("");
+                    self.watching.store(true, Ordering::Release);
+                    wait = Duration::from_millis(200);
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            change = feed.message() => match change {
+                                Ok(Some(change)) => self.evict(&change.app_id),
+                                Ok(None) => break,
+                                Err(status) => {
+                                    tracing::debug!(error = %status, "webhook change feed ended");
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                    // Until the feed is back, copies must expire by themselves.
+                    self.watching.store(false, Ordering::Release);
+                    self.evict("");
+                }
+                Err(status) => {
+                    tracing::debug!(error = %status, "webhook change feed unavailable");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// The app's webhooks, at most `ttl` old.
@@ -66,6 +148,7 @@ impl Directory {
             return Ok(hooks);
         }
         let fetched_at = Instant::now();
+        let generation = self.generation.load(Ordering::Acquire);
         let reply = self
             .client
             .clone()
@@ -83,10 +166,13 @@ impl Directory {
         );
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > SWEEP_ABOVE {
-                let ttl = self.ttl;
+                let ttl = self.ttl();
                 cache.retain(|_, (at, _)| at.elapsed() < ttl);
             }
-            cache.insert(app_id.to_owned(), (fetched_at, hooks.clone()));
+            // A change announced while this was read may not be in it: use it, don't keep it.
+            if self.generation.load(Ordering::Acquire) == generation {
+                cache.insert(app_id.to_owned(), (fetched_at, hooks.clone()));
+            }
         }
         Ok(hooks)
     }

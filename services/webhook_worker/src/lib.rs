@@ -220,12 +220,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     };
     let requested = retries::run(worker.clone(), client, config.retry_poll, shutdown.clone());
+    let changes = {
+        let worker = worker.clone();
+        let shutdown = shutdown.clone();
+        async move { worker.directory.watch(shutdown).await }
+    };
     let depths = depth::report(
         config.amqp_url.clone(),
         topology.all_queues(&retry_ttls),
         shutdown.clone(),
     );
-    tokio::join!(events, deliveries, requested, depths);
+    tokio::join!(events, deliveries, requested, depths, changes);
 
     // Every step is done: let the delivery log flush, then close the publisher.
     drop(worker);

@@ -113,10 +113,11 @@ impl Worker {
         let hooks = self.directory.list(&event.app_id).await?;
         let mut queued = Vec::new();
         let mut inline = Vec::new();
-        for hook in hooks
-            .iter()
-            .filter(|w| job::wants(&w.events, &event.trigger))
-        {
+        // A webhook created after the event was accepted does not get it.
+        let subscribed = hooks.iter().filter(|w| {
+            job::wants(&w.events, &event.trigger) && w.created_at_ms <= event.created_at_ms
+        });
+        for hook in subscribed {
             let job = Job::new(event.clone(), &hook.id);
             match self.limiter.try_acquire_healthy(&hook.target) {
                 Some(permit) => inline.push(self.first_attempt(job, hook, permit)),

@@ -6,6 +6,7 @@ use proto::v1 as pb;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use crate::changes::Changes;
 use crate::deliveries;
 use crate::storage::{self, WebhookRow};
 use crate::Result;
@@ -15,13 +16,16 @@ pub(crate) struct WebhooksApi {
     pool: PgPool,
     /// Whether targets may name internal addresses literally.
     allow_private_targets: bool,
+    /// Committed webhook changes, for the workers' caches.
+    changes: Changes,
 }
 
 impl WebhooksApi {
-    pub(crate) fn new(pool: PgPool, allow_private_targets: bool) -> Self {
+    pub(crate) fn new(pool: PgPool, allow_private_targets: bool, changes: Changes) -> Self {
         WebhooksApi {
             pool,
             allow_private_targets,
+            changes,
         }
     }
 
@@ -89,6 +93,25 @@ impl WebhooksApi {
 
 #[tonic::async_trait]
 impl pb::webhooks_server::Webhooks for WebhooksApi {
+    type WatchChangesStream =
+        futures::stream::BoxStream<'static, std::result::Result<pb::WebhooksChanged, Status>>;
+
+    async fn watch_changes(
+        &self,
+        _request: Request<pb::WatchChangesRequest>,
+    ) -> std::result::Result<Response<Self::WatchChangesStream>, Status> {
+        use futures::StreamExt as _;
+        // Subscribed before the answer goes out: the watcher misses nothing after it.
+        let changes = tokio_stream::wrappers::BroadcastStream::new(self.changes.subscribe());
+        // A watcher that fell behind missed changes: it is told to drop everything.
+        let stream = changes.map(|change| {
+            Ok(pb::WebhooksChanged {
+                app_id: change.unwrap_or_default(),
+            })
+        });
+        Ok(Response::new(stream.boxed()))
+    }
+
     async fn create_webhook(
         &self,
         request: Request<pb::CreateWebhookRequest>,

@@ -3,6 +3,7 @@
 //! listings, retry requests), served over gRPC and stored in the `webhooks` Postgres
 //! schema.
 
+mod changes;
 mod deliveries;
 mod delivery_log;
 mod error;
@@ -50,7 +51,8 @@ pub async fn routes(
     shutdown: CancellationToken,
 ) -> anyhow::Result<tonic::service::Routes> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
-    db::spawn_pool_metrics(pool.clone(), "webhooks", shutdown);
+    db::spawn_pool_metrics(pool.clone(), "webhooks", shutdown.clone());
+    let changes = changes::Changes::spawn(pool.clone(), shutdown);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::webhooks_server::WebhooksServer<grpc::WebhooksApi>>()
@@ -59,6 +61,7 @@ pub async fn routes(
         proto::v1::webhooks_server::WebhooksServer::new(grpc::WebhooksApi::new(
             pool,
             config.allow_private_targets,
+            changes,
         )),
     ))
 }

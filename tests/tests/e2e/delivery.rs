@@ -581,8 +581,6 @@ async fn a_deleted_webhook_gets_no_delivery() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    // Workers cache webhooks for up to the testkit's 200 ms.
-    tokio::time::sleep(Duration::from_millis(400)).await;
     let user = id(&app.init_user(None).await);
     user_says(&app, &user, "anyone?").await;
 
@@ -592,6 +590,85 @@ async fn a_deleted_webhook_gets_no_delivery() {
     assert_eq!(paths, ["/kept"]);
     let (status, _) = deliveries(&gone, &app.app_jwt(), "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A webhook changed or deleted just before a message governs that message, even while
+/// the worker holds the app's webhooks in its cache (kept warm by a message just before).
+#[tokio::test]
+async fn a_webhook_change_governs_the_very_next_message() {
+    let app = suite().create_app().await;
+    let sink = Sink::start().await;
+    let hook = id(&webhook(&app, &sink.url("/before"), None).await);
+    let user = id(&app.init_user(None).await);
+    user_says(&app, &user, "warm").await;
+    sink.wait_until("the first message", |h| h.len() == 1).await;
+
+    // Update, then post at once.
+    let path = format!("/v1/webhooks/{hook}");
+    let (status, body) = suite()
+        .call(
+            Method::PUT,
+            &path,
+            &app.app_jwt(),
+            Some(json!({"target": sink.url("/after")})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    user_says(&app, &user, "moved").await;
+    sink.wait_until("the message at the new target", |h| {
+        h.iter().any(|h| h.json["messages"][0]["text"] == "moved")
+    })
+    .await;
+    let moved: Vec<String> = sink
+        .hits()
+        .iter()
+        .filter(|h| h.json["messages"][0]["text"] == "moved")
+        .map(|h| h.path.clone())
+        .collect();
+    assert_eq!(moved, ["/after"]);
+
+    // Unsubscribe from appUser messages, then post at once.
+    let (status, _) = suite()
+        .call(
+            Method::PUT,
+            &path,
+            &app.app_jwt(),
+            Some(json!({"events": ["message:appMaker"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    user_says(&app, &user, "unwanted").await;
+    app.post_message(&user, "appMaker", "wanted").await;
+    sink.wait_until("the maker's message", |h| {
+        h.iter().any(|h| h.json["messages"][0]["text"] == "wanted")
+    })
+    .await;
+
+    // Delete, then post at once.
+    let (status, _) = suite()
+        .call(Method::DELETE, &path, &app.app_jwt(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    user_says(&app, &user, "nobody").await;
+    let other = webhook(&app, &sink.url("/other"), None).await;
+    user_says(&app, &user, "somebody").await;
+    sink.wait_until("the message at the new webhook", |h| {
+        h.iter().any(|h| h.path == "/other")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let texts: Vec<String> = sink
+        .hits()
+        .iter()
+        .map(|h| h.json["messages"][0]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        ["warm", "moved", "wanted", "somebody"],
+        "{:#?}",
+        sink.hits()
+    );
+    assert_eq!(id(&other).len(), 24);
 }
 
 #[tokio::test]
