@@ -298,3 +298,65 @@ async fn messages_carry_type_and_source_and_images_need_no_text() {
         assert!(description.contains(says), "{body}: {description}");
     }
 }
+
+/// smooch-core 2.x reads and posts at `/v1/appusers/{id}/messages`: `{messages, previous,
+/// next}` with links along the same path; another app's or user's credentials get nothing.
+#[tokio::test]
+async fn the_later_messages_paths_post_and_page() {
+    let app = suite().create_app().await;
+    let user = app.init_user(Some("messages-path@example.com")).await;
+    let id = user["_id"].as_str().unwrap();
+    let path = "/v1/appusers/messages-path%40example.com/messages";
+    for n in 0..3 {
+        let (status, posted) = suite()
+            .call(
+                Method::POST,
+                path,
+                &app.app_token(),
+                Some(json!({"text": format!("m{n}"), "role": "appUser"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{posted}");
+        assert_eq!(posted["message"]["text"], format!("m{n}"));
+        assert_eq!(posted["conversation"]["appUsers"], json!([id]));
+    }
+    let (status, page) = suite()
+        .call(Method::GET, path, &app.app_token(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["m0", "m1", "m2"]);
+    assert!(page.get("conversation").is_none(), "{page}");
+    // A page before the last message links onwards along the same path.
+    let last = page["messages"][2]["received"].as_f64().unwrap();
+    let (status, older) = suite()
+        .call(
+            Method::GET,
+            &format!("/v1/appUsers/{id}/messages?before={last}"),
+            &app.app_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{older}");
+    assert_eq!(older["messages"].as_array().unwrap().len(), 2);
+    let next = older["next"].as_str().unwrap();
+    assert!(
+        next.contains(&format!("/v1/appusers/{id}/messages?after=")),
+        "{next}"
+    );
+
+    let other = suite().create_app().await;
+    let (status, _) = suite()
+        .call(Method::GET, path, &other.app_token(), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = suite()
+        .call(Method::GET, path, &app.user_jwt("someone-else"), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -148,3 +148,45 @@ async fn media_paths_cannot_escape_or_guess() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
     }
 }
+
+/// smooch-core 2.x uploads at `/v1/appusers/{id}/images`; it is the same upload.
+#[tokio::test]
+async fn the_later_images_path_uploads_too() {
+    let app = suite().create_app().await;
+    let user = app.init_user(None).await;
+    let id = user["_id"].as_str().unwrap();
+    let form = Form::new()
+        .part("source", source(PNG.to_vec(), "image/png"))
+        .text("role", "appUser");
+    let response = suite()
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/appUsers/{id}/images"),
+            &app.app_token(),
+        )
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = e2e::parts(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["message"]["type"], "image");
+    assert_eq!(body["message"]["mediaType"], "image/png");
+    // Another app's token does not reach this user.
+    let other = suite().create_app().await;
+    let response = suite()
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/appusers/{id}/images"),
+            &other.app_token(),
+        )
+        .multipart(
+            Form::new()
+                .part("source", source(PNG.to_vec(), "image/png"))
+                .text("role", "appUser"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

@@ -147,6 +147,91 @@ pub(crate) async fn get(
     }))
 }
 
+/// A page of an app user's messages (`GET /v1/appusers/{id}/messages`, smooch-core ≥ 2.0).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct MessagesPage {
+    /// Messages, oldest first.
+    messages: Vec<Message>,
+    /// The page of older messages, when there are some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous: Option<String>,
+    /// The page of newer messages, when there are some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// `GET /v1/appusers/{id}/messages`: the same page as `GET .../conversation`, as the later
+/// clients read it: `{messages, previous, next}`.
+#[utoipa::path(
+    get, path = "/{id}/messages", tag = "conversation", operation_id = "listMessages",
+    params(
+        ("id" = String, Path, description = "The app user's `_id` or `userId`"),
+        ("before" = Option<f64>, Query, description = "Messages received before this time (float seconds), exclusive"),
+        ("after" = Option<f64>, Query, description = "Messages received after this time (float seconds), exclusive"),
+    ),
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 200, description = "A page of the app user's messages", body = MessagesPage), PathErrors, AuthErrors)
+)]
+pub(crate) async fn list_messages(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<Json<MessagesPage>> {
+    let Json(page) = get(state, caller, id, query).await?;
+    // The links page through this path too.
+    let relink = |url: String| url.replacen("/conversation?", "/messages?", 1);
+    Ok(Json(MessagesPage {
+        messages: page.conversation.messages,
+        previous: page.previous.map(relink),
+        next: page.next.map(relink),
+    }))
+}
+
+/// `POST /v1/appusers/{id}/messages` (smooch-core ≥ 2.0): posts a message, as
+/// `POST .../conversation/messages` does.
+#[utoipa::path(
+    post, path = "/{id}/messages", tag = "conversation", operation_id = "postUserMessage",
+    params(
+        ("id" = String, Path, description = "The app user's `_id` or `userId`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key answers the original response for 24 h"),
+    ),
+    request_body = MessageBody,
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 201, description = "The message and its conversation", body = MessageAnswer), BodyErrors, PathErrors, ConflictErrors, AuthErrors)
+)]
+pub(crate) async fn post_user_message(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<MessageBody>,
+) -> ApiResult<Response> {
+    post_message(state, caller, id, headers, body).await
+}
+
+/// `POST /v1/appusers/{id}/images` (smooch-core ≥ 2.0): uploads an image message, as
+/// `POST .../conversation/images` does.
+#[utoipa::path(
+    post, path = "/{id}/images", tag = "conversation", operation_id = "postUserImage",
+    params(
+        ("id" = String, Path, description = "The app user's `_id` or `userId`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key answers the original response for 24 h"),
+    ),
+    request_body(content = ImageForm, content_type = "multipart/form-data"),
+    security(("appToken" = []), ("jwt" = [])),
+    responses((status = 201, description = "The image message and its conversation", body = MessageAnswer), BodyErrors, PathErrors, ConflictErrors, AuthErrors)
+)]
+pub(crate) async fn post_user_image(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> ApiResult<Response> {
+    post_image(state, caller, id, headers, multipart).await
+}
+
 /// The fields of a message, from JSON or from form fields.
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

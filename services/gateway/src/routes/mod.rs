@@ -48,6 +48,15 @@ pub(crate) fn api(max_image_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(with_body_limit(
             routes!(conversation::post_image),
             image_limit,
+        ))
+        // The paths of smooch-core 2.x and later.
+        .routes(routes!(
+            conversation::list_messages,
+            conversation::post_user_message
+        ))
+        .routes(with_body_limit(
+            routes!(conversation::post_user_image),
+            image_limit,
         ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(apps::create, apps::list))
