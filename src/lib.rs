@@ -169,6 +169,10 @@ fn gateway_config(settings: &Settings, addrs: [String; 4]) -> gateway::Config {
         credential_cache: settings.credential_cache.clone(),
         rate_limit: settings.rate_limit.clone(),
         body_timeout: settings.body_timeout,
+        realtime_bus: Some(gateway::faye::fanout::RealtimeBus {
+            amqp_url: settings.amqp_url.clone(),
+            amqp_prefix: settings.amqp_prefix.clone(),
+        }),
         ..gateway::Config::new(settings.public_url(), users, conversations, media, webhooks)
     }
 }

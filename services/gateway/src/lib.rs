@@ -7,6 +7,7 @@ mod credentials;
 mod deadline;
 mod error;
 mod extract;
+pub mod faye;
 mod idempotency;
 mod observe;
 mod openapi;
@@ -62,6 +63,12 @@ pub struct Config {
     pub credential_cache: auth::CacheConfig,
     /// Rate limits (defaults in [`RateLimitConfig`]).
     pub rate_limit: RateLimitConfig,
+    /// The broker the real-time endpoint (`/faye`) takes events from and sends typing
+    /// activity to (`SMOOCH_AMQP_URL`, `SMOOCH_AMQP_PREFIX`); `None` delivers only what this
+    /// gateway itself publishes (typing), for a gateway without a broker.
+    pub realtime_bus: Option<faye::fanout::RealtimeBus>,
+    /// Limits of the real-time endpoint (`SMOOCH_FAYE_*`; defaults in [`faye::Limits`]).
+    pub faye: faye::Limits,
 }
 
 impl Config {
@@ -86,6 +93,8 @@ impl Config {
             redis: Some(auth::RedisConfig::new("redis://127.0.0.1:6379", "smooch")),
             credential_cache: auth::CacheConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            realtime_bus: None,
+            faye: faye::Limits::default(),
         }
     }
 }
@@ -101,6 +110,10 @@ pub(crate) struct AppState {
     pub(crate) redis: Option<auth::RedisClient>,
     /// The rate limiter; `None` when limits are disabled or there is no Redis.
     pub(crate) limiter: Option<auth::RateLimiter>,
+    /// This replica's real-time clients.
+    pub(crate) faye: faye::Hub,
+    /// Where typing activity goes.
+    pub(crate) activity: std::sync::Arc<faye::fanout::Activity>,
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` is cancelled, then drains in-flight
@@ -130,12 +143,23 @@ pub async fn run(
         .clone()
         .filter(|_| config.rate_limit.enabled)
         .map(auth::RateLimiter::new);
+    let hub = faye::Hub::new(config.faye.clone());
+    if let Some(bus) = config.realtime_bus.clone() {
+        faye::fanout::spawn(bus, hub.clone(), shutdown.clone());
+    }
+    faye::spawn_expiry(hub.clone(), shutdown.clone());
+    let activity = std::sync::Arc::new(faye::fanout::Activity::new(
+        config.realtime_bus.clone(),
+        hub.clone(),
+    ));
     let state = AppState {
         clients,
         config: std::sync::Arc::new(config),
         credentials,
         redis,
         limiter,
+        faye: hub,
+        activity,
     };
     let app = routes::router(state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
