@@ -169,6 +169,7 @@ fn gateway_config(settings: &Settings, addrs: [String; 4]) -> gateway::Config {
         credential_cache: settings.credential_cache.clone(),
         rate_limit: settings.rate_limit.clone(),
         body_timeout: settings.body_timeout,
+        faye: settings.faye.clone(),
         realtime_bus: Some(gateway::faye::fanout::RealtimeBus {
             amqp_url: settings.amqp_url.clone(),
             amqp_prefix: settings.amqp_prefix.clone(),

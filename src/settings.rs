@@ -46,6 +46,12 @@ pub struct Settings {
     /// How long a client may take to send a request body before the gateway answers 408
     /// (`SMOOCH_BODY_TIMEOUT_MS`, default 60000).
     pub body_timeout: std::time::Duration,
+    /// Limits of the gateway's real-time endpoint `/faye`: `SMOOCH_FAYE_MAX_SUBSCRIPTIONS_PER_CLIENT`
+    /// (default 32), `SMOOCH_FAYE_MAX_SUBSCRIPTIONS_PER_APP` (per replica, default 100000),
+    /// `SMOOCH_FAYE_MAX_QUEUED` (messages waiting for one client before it is dropped,
+    /// default 1000), `SMOOCH_FAYE_POLL_TIMEOUT_MS` (default 25000),
+    /// `SMOOCH_FAYE_CLIENT_EXPIRY_MS` (default 60000).
+    pub faye: gateway::faye::Limits,
     /// Users service address (`SMOOCH_USERS_GRPC_ADDR`, default `127.0.0.1:50051`; for
     /// `smooch all`, a free loopback port unless set).
     pub users_grpc_addr: Option<String>,
@@ -91,6 +97,7 @@ impl Default for Settings {
             admin_addrs: Vec::new(),
             shutdown_grace: std::time::Duration::from_millis(25_000),
             body_timeout: std::time::Duration::from_millis(60_000),
+            faye: gateway::faye::Limits::default(),
             users_grpc_addr: None,
             conversations_grpc_addr: None,
             media_grpc_addr: None,
@@ -109,6 +116,34 @@ pub fn var(name: &str) -> anyhow::Result<Option<String>> {
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => Err(anyhow!("{name} is not valid UTF-8")),
     }
+}
+
+/// The `/faye` limits from `SMOOCH_FAYE_*`, over `d`.
+fn faye_limits(d: gateway::faye::Limits) -> anyhow::Result<gateway::faye::Limits> {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Ok(gateway::faye::Limits {
+        per_client: parsed(
+            "SMOOCH_FAYE_MAX_SUBSCRIPTIONS_PER_CLIENT",
+            d.per_client,
+            "a count",
+        )?,
+        per_app: parsed(
+            "SMOOCH_FAYE_MAX_SUBSCRIPTIONS_PER_APP",
+            d.per_app,
+            "a count",
+        )?,
+        queue: parsed("SMOOCH_FAYE_MAX_QUEUED", d.queue, "a count")?,
+        poll_timeout: std::time::Duration::from_millis(parsed(
+            "SMOOCH_FAYE_POLL_TIMEOUT_MS",
+            ms(d.poll_timeout),
+            "milliseconds",
+        )?),
+        client_expiry: std::time::Duration::from_millis(parsed(
+            "SMOOCH_FAYE_CLIENT_EXPIRY_MS",
+            ms(d.client_expiry),
+            "milliseconds",
+        )?),
+    })
 }
 
 fn parsed<T: FromStr>(name: &str, default: T, expected: &str) -> anyhow::Result<T>
@@ -288,6 +323,7 @@ impl Settings {
                 60_000,
                 "milliseconds",
             )?),
+            faye: faye_limits(d.faye)?,
             users_grpc_addr: grpc_addr("SMOOCH_USERS_GRPC_ADDR")?,
             conversations_grpc_addr: grpc_addr("SMOOCH_CONVERSATIONS_GRPC_ADDR")?,
             media_grpc_addr: grpc_addr("SMOOCH_MEDIA_GRPC_ADDR")?,

@@ -345,7 +345,7 @@ async fn clients_cannot_publish_and_unknown_clients_must_handshake() {
     let (_, page) = s
         .call(
             Method::GET,
-            &format!("/v1/appusers/faye-p/conversation"),
+            "/v1/appusers/faye-p/conversation",
             &app.app_jwt(),
             None,
         )

@@ -26,6 +26,15 @@ use hub::{Kind, SubscribeError, Target};
 /// The protocol version answered in handshakes.
 const BAYEUX_VERSION: &str = "1.0";
 
+/// Where the gateway serves its real-time demo page.
+pub(crate) const DEMO_PATH: &str = "/web";
+
+/// `GET /web`: a page where an operator enters an app token and chats as a user, receiving
+/// app-maker replies and typing live over `/faye`.
+pub(crate) async fn demo_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../assets/web.html"))
+}
+
 /// Parses a v1 channel name into its kind and id.
 pub(crate) fn parse_channel(channel: &str) -> Option<(Kind, &str)> {
     let id_ok = |id: &str| {

@@ -101,6 +101,10 @@ pub(crate) fn router(state: AppState) -> Router {
     });
     routes
         .merge(openapi::docs())
+        .route(
+            crate::faye::DEMO_PATH,
+            axum::routing::get(crate::faye::demo_page),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(SpecJson(Arc::new(spec_json))))
@@ -211,9 +215,10 @@ mod tests {
         routes
     }
 
-    /// The Swagger UI's own pages and assets: served, deliberately not API.
+    /// The Swagger UI's own pages and assets, and the real-time demo page: served,
+    /// deliberately not API.
     fn is_docs_ui(path: &str) -> bool {
-        path == openapi::DOCS_PATH || path.starts_with("/docs/")
+        path == openapi::DOCS_PATH || path.starts_with("/docs/") || path == crate::faye::DEMO_PATH
     }
 
     #[tokio::test]
