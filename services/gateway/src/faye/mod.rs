@@ -64,8 +64,7 @@ fn bayeux_error(code: u16, args: &str, message: &str) -> String {
 #[utoipa::path(
     post, path = "/faye", tag = "realtime", operation_id = "fayePost",
     request_body(content = Object, description = "Bayeux messages", content_type = "application/json"),
-    responses((status = 200, description = "Bayeux replies and delivered messages", body = Object),
-              (status = 400, description = "Not Bayeux JSON"))
+    responses((status = 200, description = "Bayeux replies and delivered messages", body = Object), crate::openapi::BodyErrors)
 )]
 pub(crate) async fn post(
     State(state): State<AppState>,
@@ -99,7 +98,7 @@ pub(crate) async fn post(
     params(("message" = String, Query, description = "Bayeux messages as JSON"),
            ("jsonp" = Option<String>, Query, description = "The callback to call")),
     responses((status = 200, description = "A JavaScript call of the callback with the replies", content_type = "text/javascript"),
-              (status = 400, description = "Not Bayeux JSON"))
+              (status = 400, description = "Not Bayeux JSON, or a callback that is not an identifier", body = crate::error::ErrorBody))
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -173,8 +172,9 @@ fn json_response(body: String, content_type: &'static str) -> Response {
         .into_response()
 }
 
+/// 400 in the API's error shape.
 fn bad_request(why: &str) -> Response {
-    (StatusCode::BAD_REQUEST, why.to_owned()).into_response()
+    crate::error::ApiError::from(domain::Error::bad_request(why)).into_response()
 }
 
 /// Answers a batch of Bayeux messages: every reply, plus any messages delivered to the
