@@ -450,3 +450,42 @@ async fn typing_checks_its_input_and_caller() {
     let (status, _) = typing(&user, &Auth::None, start).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_merge_is_published_on_the_surviving_users_channel() {
+    let s = suite();
+    let app = s.create_app().await;
+    let (phone, tablet) = (domain::id::new_id(), domain::id::new_id());
+    let init = |device: String, user_id: Option<&'static str>| {
+        let app = app.clone();
+        async move {
+            let mut body =
+                json!({"device": {"id": device, "platform": "web", "appVersion": "1.0"}});
+            if let Some(user_id) = user_id {
+                body["userId"] = json!(user_id);
+            }
+            let (status, body) = suite()
+                .call(Method::POST, "/v1/init", &app.app_token(), Some(body))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["appUser"]["_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let steve = init(phone, Some("faye-steve")).await;
+    let anonymous = init(tablet.clone(), None).await;
+    app.post_message(&anonymous, "appUser", "from the tablet")
+        .await;
+    let mut sub = spawn(
+        &s.base,
+        &format!("/v1/users/{steve}"),
+        json!({"appUserId": steve, "appToken": app.token}),
+        1,
+    );
+    assert_eq!(sub.outcome().await, "SUBSCRIBED");
+    assert_eq!(init(tablet, Some("faye-steve")).await, steve);
+    let got = sub.finish().await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["event"], json!({"type": "merge"}));
+    assert_eq!(got[0]["appUser"]["_id"], json!(steve));
+    assert_eq!(got[0]["appUser"]["userId"], "faye-steve");
+}
