@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services-up.sh
+scripts/browser-up.sh
 export SMOOCH_WEBHOOK_ALLOW_PRIVATE_TARGETS=true
 cargo test --workspace --no-fail-fast "$@"

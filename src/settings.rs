@@ -116,6 +116,10 @@ pub struct Settings {
     /// `auth::CacheConfig`).
     #[serde(skip_deserializing)]
     pub credential_cache: auth::CacheConfig,
+    /// Limits of the gateway's real-time endpoint `/faye` (`SMOOCH_FAYE_*`; see
+    /// `gateway::faye::Limits`).
+    #[serde(skip_deserializing)]
+    pub faye: gateway::faye::Limits,
 }
 
 /// Default gRPC address of each service when it runs as its own role.
@@ -156,6 +160,7 @@ impl Default for Settings {
             webhook_worker: webhook_worker::Config::default(),
             rate_limit: gateway::RateLimitConfig::default(),
             credential_cache: auth::CacheConfig::default(),
+            faye: gateway::faye::Limits::default(),
         }
     }
 }
@@ -203,6 +208,7 @@ impl Settings {
         settings.webhook_worker.validate()?;
         settings.rate_limit = figment.extract().map_err(named)?;
         settings.credential_cache = figment.extract().map_err(named)?;
+        settings.faye = figment.extract().map_err(named)?;
         if settings.account_key_id.is_some() != settings.account_secret.is_some() {
             return Err(anyhow!(
                 "SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET must be set together"

@@ -25,10 +25,11 @@ use clap::{Parser, ValueEnum};
 
 /// Every scenario, in the order `all` runs them (the retry storm last: its retries go on
 /// for half a minute after it ends).
-pub const SCENARIOS: [&str; 5] = [
+pub const SCENARIOS: [&str; 6] = [
     "floor",
     "post-message",
     "read-conversation",
+    "realtime",
     "webhooks",
     "retry-storm",
 ];
@@ -43,6 +44,9 @@ pub enum Scenario {
     PostMessage,
     /// GET of a conversation page, from conversations of 10, 100 and 100,000 messages.
     ReadConversation,
+    /// Long-polling Bayeux clients on /faye receiving REST-posted messages: connections
+    /// held, deliveries/s, p99 publish-to-receive.
+    Realtime,
     /// Messages fanned out to 1 and 10 webhooks per app, delivered to a local sink.
     Webhooks,
     /// 20% of the webhook targets answer 500: the healthy ones' latency.
@@ -142,6 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Floor => vec!["floor"],
         Scenario::PostMessage => vec!["post-message"],
         Scenario::ReadConversation => vec!["read-conversation"],
+        Scenario::Realtime => vec!["realtime"],
         Scenario::Webhooks => vec!["webhooks"],
         Scenario::RetryStorm => vec!["retry-storm"],
     };

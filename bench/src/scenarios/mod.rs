@@ -4,6 +4,7 @@
 mod floor;
 mod post_message;
 mod read_conversation;
+mod realtime;
 mod webhooks;
 
 use anyhow::bail;
@@ -19,6 +20,7 @@ pub(super) async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
         "read-conversation" => read_conversation::run(ctx).await?,
         "webhooks" => webhooks::run(ctx).await?,
         "retry-storm" => webhooks::retry_storm(ctx).await?,
+        "realtime" => realtime::run(ctx).await?,
         other => bail!("unknown scenario {other}"),
     };
     ctx.finish(&mut report);

@@ -24,9 +24,11 @@ impl Admission {
     }
 }
 
-/// Paths served whatever the load: probes and scrapes must see an overloaded gateway.
+/// Paths served whatever the load: probes and scrapes must see an overloaded gateway, and
+/// `/faye` long-polls are held open for seconds on purpose (the real-time endpoint has
+/// limits of its own).
 fn always_served(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/faye")
 }
 
 /// Middleware: serves the request in a free slot, or answers 503 with `Retry-After`.

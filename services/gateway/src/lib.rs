@@ -8,6 +8,7 @@ mod credentials;
 mod deadline;
 mod error;
 mod extract;
+pub mod faye;
 mod idempotency;
 mod observe;
 mod openapi;
@@ -70,6 +71,12 @@ pub struct Config {
     /// The backing services in this process (`smooch all`): called directly instead of
     /// over the network at the addresses above.
     pub in_process: Option<InProcess>,
+    /// The broker the real-time endpoint (`/faye`) takes events from and sends typing
+    /// activity to (`SMOOCH_AMQP_URL`, `SMOOCH_AMQP_PREFIX`); `None` delivers only what this
+    /// gateway itself publishes (typing), for a gateway without a broker.
+    pub realtime_bus: Option<faye::fanout::RealtimeBus>,
+    /// Limits of the real-time endpoint (`SMOOCH_FAYE_*`; defaults in [`faye::Limits`]).
+    pub faye: faye::Limits,
 }
 
 /// The backing services of a gateway that runs in the same process as they do.
@@ -109,6 +116,8 @@ impl Config {
             rate_limit: RateLimitConfig::default(),
             max_in_flight: 64,
             in_process: None,
+            realtime_bus: None,
+            faye: faye::Limits::default(),
         }
     }
 }
@@ -124,6 +133,10 @@ pub(crate) struct AppState {
     pub(crate) redis: Option<auth::RedisClient>,
     /// The rate limiter; `None` when limits are disabled or there is no Redis.
     pub(crate) limiter: Option<auth::RateLimiter>,
+    /// This replica's real-time clients.
+    pub(crate) faye: faye::Hub,
+    /// Where typing activity goes.
+    pub(crate) activity: std::sync::Arc<faye::fanout::Activity>,
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` is cancelled, then drains in-flight
@@ -153,12 +166,23 @@ pub async fn run(
         .clone()
         .filter(|_| config.rate_limit.enabled)
         .map(auth::RateLimiter::new);
+    let hub = faye::Hub::new(config.faye.clone());
+    if let Some(bus) = config.realtime_bus.clone() {
+        faye::fanout::spawn(bus, hub.clone(), shutdown.clone());
+    }
+    faye::spawn_expiry(hub.clone(), shutdown.clone());
+    let activity = std::sync::Arc::new(faye::fanout::Activity::new(
+        config.realtime_bus.clone(),
+        hub.clone(),
+    ));
     let state = AppState {
         clients,
         config: std::sync::Arc::new(config),
         credentials,
         redis,
         limiter,
+        faye: hub,
+        activity,
     };
     let app = routes::router(state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");

@@ -43,6 +43,7 @@ pub(crate) const SPEC_PATH: &str = "/openapi.json";
         (name = "webhooks", description = "An app's webhook subscriptions (app scope)"),
         (name = "whispers", description = "Messages posted when an app user triggers an event (app scope)"),
         (name = "media", description = "Uploaded images, served back at unguessable public URLs"),
+        (name = "realtime", description = "The Bayeux (Faye) endpoint of real-time subscriptions"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

@@ -11,6 +11,7 @@ mod conversation;
 mod credentials;
 mod delivery;
 mod devices;
+mod faye;
 mod idempotency;
 mod images;
 mod isolation;

@@ -1,6 +1,7 @@
 //! The router: every path of the v1 API (each registered with its OpenAPI documentation),
 //! `/openapi.json` and `/docs`, CORS, the body deadline, and JSON 404/405 answers.
 
+mod activity;
 mod apps;
 mod appusers;
 mod conversation;
@@ -44,6 +45,7 @@ pub(crate) fn api(max_image_bytes: usize) -> OpenApiRouter<AppState> {
             conversation::post_message
         ))
         .routes(routes!(conversation_state::read))
+        .routes(routes!(activity::activity))
         .routes(routes!(conversation_state::postback))
         .routes(with_body_limit(
             routes!(conversation::post_image),
@@ -74,6 +76,7 @@ pub(crate) fn api(max_image_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(whispers::create, whispers::list))
         .routes(routes!(whispers::get, whispers::update, whispers::delete))
         .routes(routes!(media::download))
+        .routes(routes!(crate::faye::get, crate::faye::post))
         .routes(routes!(health::healthz))
         .routes(routes!(ready::readyz))
         .routes(routes!(crate::observe::metrics_page))
@@ -107,6 +110,10 @@ pub(crate) fn router(state: AppState) -> Router {
     });
     routes
         .merge(openapi::docs())
+        .route(
+            crate::faye::DEMO_PATH,
+            axum::routing::get(crate::faye::demo_page),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(SpecJson(Arc::new(spec_json))))
@@ -170,6 +177,11 @@ mod tests {
             credentials,
             redis: None,
             limiter: None,
+            faye: crate::faye::Hub::new(crate::faye::Limits::default()),
+            activity: Arc::new(crate::faye::fanout::Activity::new(
+                None,
+                crate::faye::Hub::new(crate::faye::Limits::default()),
+            )),
         }
     }
 

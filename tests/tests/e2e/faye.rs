@@ -1,0 +1,491 @@
+//! Real time: the `faye` 1.1 npm client (tests/browser, installed by scripts/browser-up.sh)
+//! subscribes to `/faye` with each credential kind and receives what the REST API accepts;
+//! other users', other apps' and revoked credentials are refused; a second gateway replica's
+//! subscriber receives each message exactly once; the typing endpoint's checks.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e::{account_jwt, start_gateway, suite, unique, Auth, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// A `faye-subscribe.js` run.
+struct Subscriber {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+fn bearer(auth: &Auth) -> &str {
+    match auth {
+        Auth::Jwt(jwt) => jwt,
+        _ => panic!("not a JWT"),
+    }
+}
+
+/// Starts a subscriber of `channel` on the gateway at `base` that exits after `expect`
+/// messages (and a grace period in which any duplicate would show).
+fn spawn(base: &str, channel: &str, ext: Value, expect: usize) -> Subscriber {
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/faye").exists(),
+        "the faye client is not installed: run scripts/browser-up.sh"
+    );
+    let mut child = Command::new("node")
+        .arg(dir.join("faye-subscribe.js"))
+        .env("FAYE_URL", format!("{base}/faye"))
+        .env("FAYE_CHANNEL", channel)
+        .env("FAYE_EXT", ext.to_string())
+        .env("FAYE_EXPECT", expect.to_string())
+        .env("FAYE_GRACE_MS", "1500")
+        .env("FAYE_TIMEOUT_MS", "30000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Subscriber {
+        child,
+        lines,
+        seen: Vec::new(),
+    }
+}
+
+impl Subscriber {
+    /// The first line: `SUBSCRIBED` or `REFUSED ...`.
+    async fn outcome(&mut self) -> String {
+        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.recv())
+            .await
+            .expect("the subscriber said nothing within 30 s")
+            .unwrap_or_else(|| "EXITED".to_owned());
+        self.seen.push(line.clone());
+        line
+    }
+
+    /// Waits for the exit; returns the data of every message received.
+    async fn finish(mut self) -> Vec<Value> {
+        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .expect("the subscriber did not exit")
+            .expect("waiting for node");
+        while let Some(line) = self.lines.recv().await {
+            self.seen.push(line);
+        }
+        assert!(
+            status.success(),
+            "subscriber failed ({status}):\n{}",
+            self.seen.join("\n")
+        );
+        self.seen
+            .iter()
+            .filter_map(|l| l.strip_prefix("MESSAGE "))
+            .map(|m| serde_json::from_str(m).expect("message JSON"))
+            .collect()
+    }
+}
+
+/// A user with a conversation: `(appUser _id, conversation _id)`.
+async fn user_with_conversation(app: &TestApp, user_id: &str) -> (String, String) {
+    let user = app.init_user(Some(user_id)).await;
+    let id = user["_id"].as_str().unwrap().to_owned();
+    let first = app.post_message(&id, "appUser", "first").await;
+    let conversation = first["conversation"]["_id"].as_str().unwrap().to_owned();
+    (id, conversation)
+}
+
+async fn typing(user: &str, auth: &Auth, body: Value) -> (StatusCode, Value) {
+    suite()
+        .call(
+            Method::POST,
+            &format!("/v1/appusers/{user}/conversation/activity"),
+            auth,
+            Some(body),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn each_credential_receives_messages_and_typing() {
+    let s = suite();
+    let app = s.create_app().await;
+    let (user, conversation) = user_with_conversation(&app, "faye-alice").await;
+    let messages = format!("/v1/conversations/{conversation}");
+    let activity = format!("{messages}/activity");
+
+    let mut by_token = spawn(
+        &s.base,
+        &messages,
+        json!({"appUserId": user, "appToken": app.token}),
+        2,
+    );
+    let user_jwt = app.user_jwt("faye-alice");
+    let mut by_user_jwt = spawn(
+        &s.base,
+        &activity,
+        json!({"appUserId": user, "jwt": bearer(&user_jwt)}),
+        2,
+    );
+    let app_jwt = app.app_jwt();
+    let mut by_app_jwt = spawn(
+        &s.base,
+        &messages,
+        json!({"appUserId": user, "jwt": bearer(&app_jwt)}),
+        2,
+    );
+    let mut own_user = spawn(
+        &s.base,
+        &format!("/v1/users/{user}"),
+        json!({"appUserId": user, "appToken": app.token}),
+        1,
+    );
+    for sub in [
+        &mut by_token,
+        &mut by_user_jwt,
+        &mut by_app_jwt,
+        &mut own_user,
+    ] {
+        assert_eq!(sub.outcome().await, "SUBSCRIBED");
+    }
+    // The user channel is subscribed, but nothing is published there in this test.
+    drop(own_user);
+
+    app.post_message(&user, "appMaker", "a reply").await;
+    app.post_message(&user, "appUser", "thanks").await;
+    let (status, body) = typing(
+        &user,
+        &app_jwt,
+        json!({"role": "appMaker", "type": "typing:start", "data": {"name": "Ann"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = typing(
+        &user,
+        &app.app_token(),
+        json!({"role": "appUser", "type": "typing:stop"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    for sub in [by_token, by_app_jwt] {
+        let got = sub.finish().await;
+        let texts: Vec<_> = got
+            .iter()
+            .map(|m| (m["role"].clone(), m["text"].clone()))
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                (json!("appMaker"), json!("a reply")),
+                (json!("appUser"), json!("thanks"))
+            ]
+        );
+        assert!(got
+            .iter()
+            .all(|m| m["_id"].is_string() && m["received"].is_number()));
+    }
+    let got = by_user_jwt.finish().await;
+    assert_eq!(
+        got,
+        vec![
+            json!({"activity": "typing:start", "role": "appMaker", "data": {"name": "Ann"}}),
+            json!({"activity": "typing:stop", "role": "appUser", "data": {}}),
+        ]
+    );
+    // Typing is not stored as a message.
+    let (_, page) = s
+        .call(
+            Method::GET,
+            &format!("/v1/appusers/{user}/conversation"),
+            &app_jwt,
+            None,
+        )
+        .await;
+    assert_eq!(
+        page["conversation"]["messages"].as_array().unwrap().len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn other_users_other_apps_and_revoked_keys_are_refused() {
+    let s = suite();
+    let app = s.create_app().await;
+    let other = s.create_app().await;
+    let (alice, alice_conv) = user_with_conversation(&app, "faye-a").await;
+    let (bob, bob_conv) = user_with_conversation(&app, "faye-b").await;
+    let (carol, _) = user_with_conversation(&other, "faye-c").await;
+    let alice_jwt = app.user_jwt("faye-a");
+    let refused = [
+        // Bob's conversation with Alice's credentials, either way round.
+        (
+            format!("/v1/conversations/{bob_conv}"),
+            json!({"appUserId": alice, "appToken": app.token}),
+        ),
+        (
+            format!("/v1/conversations/{bob_conv}/activity"),
+            json!({"appUserId": bob, "jwt": bearer(&alice_jwt)}),
+        ),
+        (
+            format!("/v1/users/{bob}"),
+            json!({"appUserId": alice, "appToken": app.token}),
+        ),
+        // Another app's token or key for this app's user, and this app's for the other's.
+        (
+            format!("/v1/conversations/{alice_conv}"),
+            json!({"appUserId": alice, "appToken": other.token}),
+        ),
+        (
+            format!("/v1/conversations/{alice_conv}"),
+            json!({"appUserId": alice, "jwt": bearer(&other.app_jwt())}),
+        ),
+        (
+            format!("/v1/users/{carol}"),
+            json!({"appUserId": carol, "appToken": app.token}),
+        ),
+        // No or bad credentials; a channel that is not a v1 channel.
+        (
+            format!("/v1/conversations/{alice_conv}"),
+            json!({"appUserId": alice}),
+        ),
+        (
+            format!("/v1/conversations/{alice_conv}"),
+            json!({"appUserId": alice, "appToken": "nope"}),
+        ),
+        (
+            "/v1/conversations/*".to_owned(),
+            json!({"appUserId": alice, "appToken": app.token}),
+        ),
+    ];
+    let mut subs: Vec<_> = refused
+        .iter()
+        .map(|(channel, ext)| (channel.clone(), spawn(&s.base, channel, ext.clone(), 1)))
+        .collect();
+    for (channel, sub) in &mut subs {
+        let outcome = sub.outcome().await;
+        assert!(outcome.starts_with("REFUSED 403"), "{channel}: {outcome}");
+        // Nothing about the channel's owner is in the refusal.
+        assert!(!outcome.contains("faye-"), "{outcome}");
+    }
+
+    // A revoked key: the subscription that worked before is refused after.
+    let app_jwt = app.app_jwt();
+    let ext = json!({"appUserId": alice, "jwt": bearer(&app_jwt)});
+    let channel = format!("/v1/conversations/{alice_conv}");
+    let mut before = spawn(&s.base, &channel, ext.clone(), 1);
+    assert_eq!(before.outcome().await, "SUBSCRIBED");
+    drop(before);
+    let (status, body) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/apps/{}/keys/{}", app.id, app.key_id),
+            &account_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut outcome = String::new();
+    for _ in 0..20 {
+        let mut after = spawn(&s.base, &channel, ext.clone(), 1);
+        outcome = after.outcome().await;
+        if outcome.starts_with("REFUSED 403") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(outcome.starts_with("REFUSED 403"), "{outcome}");
+}
+
+/// Raw Bayeux: one POST of `messages`, returning the replies.
+async fn bayeux(base: &str, messages: Value) -> Vec<Value> {
+    let response = suite()
+        .http
+        .post(format!("{base}/faye"))
+        .json(&messages)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn clients_cannot_publish_and_unknown_clients_must_handshake() {
+    let s = suite();
+    let app = s.create_app().await;
+    let (_, conversation) = user_with_conversation(&app, "faye-p").await;
+    let hello = bayeux(&s.base, json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"], "id": "1"}])).await;
+    assert_eq!(hello[0]["successful"], true, "{hello:?}");
+    assert_eq!(hello[0]["id"], "1");
+    let client = hello[0]["clientId"].as_str().unwrap().to_owned();
+    let published = bayeux(&s.base, json!([{"channel": format!("/v1/conversations/{conversation}"), "clientId": client, "data": {"text": "spoof"}, "id": "2"}])).await;
+    assert_eq!(published[0]["successful"], false);
+    assert!(
+        published[0]["error"].as_str().unwrap().starts_with("403:"),
+        "{published:?}"
+    );
+    let (_, page) = s
+        .call(
+            Method::GET,
+            "/v1/appusers/faye-p/conversation",
+            &app.app_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        page["conversation"]["messages"].as_array().unwrap().len(),
+        1
+    );
+
+    let gone = bayeux(
+        &s.base,
+        json!([{"channel": "/meta/disconnect", "clientId": client}]),
+    )
+    .await;
+    assert_eq!(gone[0]["successful"], true);
+    let connect = bayeux(
+        &s.base,
+        json!([{"channel": "/meta/connect", "clientId": client, "connectionType": "long-polling"}]),
+    )
+    .await;
+    assert_eq!(connect[0]["successful"], false);
+    assert_eq!(connect[0]["advice"]["reconnect"], "handshake");
+
+    // Callback-polling answers JavaScript; a callback that is not an identifier is refused.
+    let response = s
+        .http
+        .get(format!("{}/faye", s.base))
+        .query(&[
+            (
+                "message",
+                r#"[{"channel":"/meta/handshake","version":"1.0"}]"#,
+            ),
+            ("jsonp", "cb_1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.starts_with("/**/cb_1([") && text.contains("\"clientId\""),
+        "{text}"
+    );
+    let response = s
+        .http
+        .get(format!("{}/faye", s.base))
+        .query(&[("message", "[]"), ("jsonp", "alert(1)")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_subscriber_on_another_replica_receives_each_message_once() {
+    let s = suite();
+    let (second, stop) = start_gateway(s.gateway_config()).await;
+    let app = s.create_app().await;
+    let (user, conversation) = user_with_conversation(&app, &unique("faye-r")).await;
+    let messages = format!("/v1/conversations/{conversation}");
+    let ext = json!({"appUserId": user, "appToken": app.token});
+    let mut there = spawn(&second, &messages, ext.clone(), 3);
+    let mut here = spawn(&s.base, &messages, ext, 3);
+    assert_eq!(there.outcome().await, "SUBSCRIBED");
+    assert_eq!(here.outcome().await, "SUBSCRIBED");
+    // Posted through the first replica only.
+    for text in ["one", "two", "three"] {
+        app.post_message(&user, "appMaker", text).await;
+    }
+    for sub in [there, here] {
+        let got = sub.finish().await;
+        let texts: Vec<_> = got.iter().map(|m| m["text"].clone()).collect();
+        assert_eq!(texts, vec![json!("one"), json!("two"), json!("three")]);
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn typing_checks_its_input_and_caller() {
+    let s = suite();
+    let app = s.create_app().await;
+    let other = s.create_app().await;
+    let (user, _) = user_with_conversation(&app, "faye-t").await;
+    for bad in [
+        json!({"type": "typing:start"}),
+        json!({"role": "appUser"}),
+        json!({"role": "robot", "type": "typing:start"}),
+        json!({"role": "appUser", "type": "typing:maybe"}),
+        json!({"role": "appUser", "type": "typing:start", "data": "x"}),
+    ] {
+        let (status, body) = typing(&user, &app.app_token(), bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+    let start = json!({"role": "appMaker", "type": "typing:start"});
+    let (status, _) = typing(&user, &app.app_token(), start.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = typing(&user, &app.user_jwt("faye-t"), start.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = typing(&user, &other.app_jwt(), start.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = typing(&user, &Auth::None, start).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_merge_is_published_on_the_surviving_users_channel() {
+    let s = suite();
+    let app = s.create_app().await;
+    let (phone, tablet) = (domain::id::new_id(), domain::id::new_id());
+    let init = |device: String, user_id: Option<&'static str>| {
+        let app = app.clone();
+        async move {
+            let mut body =
+                json!({"device": {"id": device, "platform": "web", "appVersion": "1.0"}});
+            if let Some(user_id) = user_id {
+                body["userId"] = json!(user_id);
+            }
+            let (status, body) = suite()
+                .call(Method::POST, "/v1/init", &app.app_token(), Some(body))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["appUser"]["_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let steve = init(phone, Some("faye-steve")).await;
+    let anonymous = init(tablet.clone(), None).await;
+    app.post_message(&anonymous, "appUser", "from the tablet")
+        .await;
+    let mut sub = spawn(
+        &s.base,
+        &format!("/v1/users/{steve}"),
+        json!({"appUserId": steve, "appToken": app.token}),
+        1,
+    );
+    assert_eq!(sub.outcome().await, "SUBSCRIBED");
+    assert_eq!(init(tablet, Some("faye-steve")).await, steve);
+    let got = sub.finish().await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["event"], json!({"type": "merge"}));
+    assert_eq!(got[0]["appUser"]["_id"], json!(steve));
+    assert_eq!(got[0]["appUser"]["userId"], "faye-steve");
+}
