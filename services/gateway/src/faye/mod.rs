@@ -63,14 +63,17 @@ fn bayeux_error(code: u16, args: &str, message: &str) -> String {
 /// `message`).
 #[utoipa::path(
     post, path = "/faye", tag = "realtime", operation_id = "fayePost",
-    request_body(content = Object, description = "Bayeux messages", content_type = "application/json"),
-    responses((status = 200, description = "Bayeux replies and delivered messages", body = Object), crate::openapi::BodyErrors)
+    request_body(content = Vec<Object>, description = "Bayeux messages (one, or an array)", content_type = "application/json"),
+    responses((status = 200, description = "Bayeux replies and delivered messages", body = Vec<Object>), crate::openapi::BodyErrors)
 )]
 pub(crate) async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: String,
+    body: axum::body::Bytes,
 ) -> Response {
+    let Ok(body) = String::from_utf8(body.to_vec()) else {
+        return bad_request("the body is not UTF-8 text");
+    };
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -102,8 +105,14 @@ pub(crate) async fn post(
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
+    query: Result<
+        Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Response {
+    let Ok(Query(query)) = query else {
+        return bad_request("the query string is malformed");
+    };
     let Some(text) = query.get("message") else {
         return bad_request("`message` query parameter required");
     };
