@@ -9,6 +9,7 @@
 
 pub mod fanout;
 pub mod hub;
+mod ws;
 
 use std::time::Duration;
 
@@ -92,7 +93,8 @@ pub(crate) async fn post(
     }
 }
 
-/// `GET /faye?message=...&jsonp=...`: Bayeux callback-polling (JSONP).
+/// `GET /faye`: the WebSocket transport (with `Upgrade: websocket`), or callback-polling
+/// (`?message=...&jsonp=...`, JSONP).
 #[utoipa::path(
     get, path = "/faye", tag = "realtime", operation_id = "fayeGet",
     params(("message" = String, Query, description = "Bayeux messages as JSON"),
@@ -102,8 +104,29 @@ pub(crate) async fn post(
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
+    request: axum::extract::Request,
 ) -> Response {
+    use axum::extract::FromRequestParts as _;
+    let (mut parts, _) = request.into_parts();
+    let upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &state)
+            .await
+        {
+            Ok(ws) => ws.on_upgrade(move |socket| ws::serve(state, socket)),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let Ok(Query(query)) =
+        Query::<std::collections::HashMap<String, String>>::from_request_parts(&mut parts, &state)
+            .await
+    else {
+        return bad_request("the query string is malformed");
+    };
     let Some(text) = query.get("message") else {
         return bad_request("`message` query parameter required");
     };
@@ -255,7 +278,7 @@ fn advice(state: &AppState) -> Value {
 fn handshake(state: &AppState) -> Value {
     json!({
         "version": BAYEUX_VERSION,
-        "supportedConnectionTypes": ["long-polling", "callback-polling"],
+        "supportedConnectionTypes": ["websocket", "long-polling", "callback-polling"],
         "clientId": state.faye.handshake(),
         "successful": true,
         "advice": advice(state),
