@@ -514,3 +514,25 @@ async fn a_merge_is_published_on_the_surviving_users_channel() {
     assert_eq!(got[0]["appUser"]["_id"], json!(steve));
     assert_eq!(got[0]["appUser"]["userId"], "faye-steve");
 }
+
+#[tokio::test]
+async fn the_demo_page_is_served_and_uses_faye_with_an_app_token() {
+    let s = suite();
+    let response = s.http.get(format!("{}/web", s.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.unwrap();
+    for needle in [
+        "'/faye'",
+        "/meta/subscribe",
+        "'app-token'",
+        "/conversation/activity",
+        "/v1/init",
+    ] {
+        assert!(page.contains(needle), "the demo page lacks {needle}");
+    }
+}

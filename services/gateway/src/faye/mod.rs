@@ -373,6 +373,7 @@ async fn subscribe(state: &AppState, message: &Map<String, Value>) -> Value {
         let target = match authorize(state, ext, channel).await {
             Ok(target) => target,
             Err(why) => {
+                tracing::info!(channel, why, "Bayeux subscription refused");
                 metrics::counter!("faye_subscriptions_refused_total").increment(1);
                 return json!({
                     "successful": false,
@@ -416,12 +417,17 @@ async fn authorize(
         (None, None) => return Err("ext.appToken or ext.jwt required".to_owned()),
     };
     let denied = || "Forbidden".to_owned();
+    // Logged here (the client hears only "Forbidden"): why a lookup refused.
+    let why = |step: &'static str| move |e: &dyn std::fmt::Display| tracing::info!(step, error = %e, "Bayeux authorisation failed");
     let credential = credential.ok().flatten().ok_or_else(denied)?;
     let principal = state
         .credentials
         .authenticate(&credential)
         .await
-        .map_err(|_| denied())?;
+        .map_err(|e| {
+            why("credential")(&e.description);
+            denied()
+        })?;
     let caller = Caller(principal);
     let app_id = caller.app_id().map_err(|_| denied())?.to_owned();
     let user = state
@@ -433,7 +439,10 @@ async fn authorize(
             id_or_user_id: app_user_id.to_owned(),
         })
         .await
-        .map_err(|_| denied())?
+        .map_err(|e| {
+            why("app user")(&e);
+            denied()
+        })?
         .into_inner();
     caller.check_user_access(&user).map_err(|_| denied())?;
     let owns = match kind {
@@ -450,7 +459,10 @@ async fn authorize(
                     after_ms: None,
                 })
                 .await
-                .map_err(|_| denied())?
+                .map_err(|e| {
+                    why("conversation")(&e);
+                    denied()
+                })?
                 .into_inner();
             !conversation.id.is_empty() && conversation.id == id
         }
