@@ -1,12 +1,13 @@
 // Subscribes to one channel of the gateway's /faye with the faye 1.1 client, as the Web
 // Messenger does, and prints what happens, one line each:
 //   SUBSCRIBED                 the subscription succeeded
+//   TRANSPORT <type>           the connection type the client chose
 //   REFUSED <error>            the server refused it (exit 3)
 //   MESSAGE <json>             a message on the channel
 //   DONE <count>               FAYE_EXPECT messages arrived, then FAYE_GRACE_MS passed (exit 0)
 // Exit 2 when FAYE_TIMEOUT_MS passes first.
 // Settings (environment): FAYE_URL, FAYE_CHANNEL, FAYE_EXT (JSON), FAYE_EXPECT,
-// FAYE_GRACE_MS, FAYE_TIMEOUT_MS.
+// FAYE_GRACE_MS, FAYE_TIMEOUT_MS, FAYE_DISABLE (a transport not to use: websocket).
 'use strict';
 const faye = require('faye');
 
@@ -24,6 +25,8 @@ client.addExtension({
     callback(message);
   },
 });
+
+if (process.env.FAYE_DISABLE) client.disable(process.env.FAYE_DISABLE);
 
 let count = 0;
 const timer = setTimeout(() => {
@@ -44,7 +47,10 @@ const subscription = client.subscribe(channel, (data) => {
   }
 });
 subscription.then(
-  () => console.log('SUBSCRIBED'),
+  () => {
+    console.log('SUBSCRIBED');
+    console.log(`TRANSPORT ${client._dispatcher.connectionType}`);
+  },
   (error) => {
     console.log(`REFUSED ${error && error.code} ${error && error.message}`);
     process.exit(3);

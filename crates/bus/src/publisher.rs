@@ -12,6 +12,9 @@ use crate::{Error, Result, Topology};
 /// How long the broker may take to confirm a batch before the publish counts as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Longest wait for a publishing channel (connect, open, confirm mode, declarations).
+const CONNECT_LIMIT: Duration = Duration::from_secs(15);
+
 /// AMQP `delivery_mode` of a message the broker writes to disk.
 const PERSISTENT: u8 = 2;
 
@@ -89,8 +92,22 @@ impl Publisher {
         if messages.is_empty() {
             return Ok(());
         }
-        let (channel, generation) = self.channel().await?;
-        let result = Self::send(&channel, messages).await;
+        // Bounded end to end: a broker that goes away mid-call (a restart) must fail the
+        // call, never leave it waiting, or the consumer holding it could never reconnect.
+        let (channel, generation) = match tokio::time::timeout(CONNECT_LIMIT, self.channel()).await
+        {
+            Ok(link) => link?,
+            Err(_) => return Err(Error::Timeout("opening a publishing channel")),
+        };
+        let result = match tokio::time::timeout(
+            CONFIRM_TIMEOUT + Duration::from_secs(5),
+            Self::send(&channel, messages),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout("publishing")),
+        };
         if let Err(err) = &result {
             if !matches!(err, Error::Unroutable(_)) {
                 self.invalidate(generation).await;

@@ -16,6 +16,9 @@ pub enum Error {
     /// An event or job could not be (de)serialized.
     #[error("malformed JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A step took longer than its limit (a broker or service that went away mid-call).
+    #[error("{0} took too long")]
+    Stalled(&'static str),
 }
 
 /// Result with the worker's [`Error`].

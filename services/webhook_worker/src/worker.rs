@@ -24,6 +24,9 @@ use crate::Result;
 /// broker's defer queue.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
 
+/// Longest a fan-out may take: lookups, inline first attempts and publishes included.
+const FAN_OUT_LIMIT: Duration = Duration::from_secs(60);
+
 /// How long a step that cannot make progress (webhooks service or broker down) waits
 /// before handing its message back to the broker, so a persistent failure does not spin.
 const BACKOFF_BEFORE_REQUEUE: Duration = Duration::from_secs(1);
@@ -91,7 +94,10 @@ impl Worker {
         span.record("event_id", event.id.as_str());
         span.record("app_id", event.app_id.as_str());
         span.record("trigger", event.trigger.as_str());
-        match self.publish_jobs(event).await {
+        // Bounded, so a step stuck on a vanished broker or service hands its event back
+        // instead of holding it (and its consumer) forever.
+        let jobs = tokio::time::timeout(FAN_OUT_LIMIT, self.publish_jobs(event)).await;
+        match jobs.unwrap_or(Err(crate::Error::Stalled("fan-out"))) {
             Ok(n) => {
                 span.record("jobs", n);
                 ack(&delivery).await;

@@ -35,6 +35,17 @@ fn bearer(auth: &Auth) -> &str {
 /// Starts a subscriber of `channel` on the gateway at `base` that exits after `expect`
 /// messages (and a grace period in which any duplicate would show).
 fn spawn(base: &str, channel: &str, ext: Value, expect: usize) -> Subscriber {
+    spawn_with(base, channel, ext, expect, None)
+}
+
+/// [`spawn`], with the client told not to use the transport `disable`.
+fn spawn_with(
+    base: &str,
+    channel: &str,
+    ext: Value,
+    expect: usize,
+    disable: Option<&str>,
+) -> Subscriber {
     let dir = browser_dir();
     assert!(
         dir.join("node_modules/faye").exists(),
@@ -48,6 +59,7 @@ fn spawn(base: &str, channel: &str, ext: Value, expect: usize) -> Subscriber {
         .env("FAYE_EXPECT", expect.to_string())
         .env("FAYE_GRACE_MS", "1500")
         .env("FAYE_TIMEOUT_MS", "30000")
+        .env("FAYE_DISABLE", disable.unwrap_or(""))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -79,6 +91,16 @@ impl Subscriber {
             .unwrap_or_else(|| "EXITED".to_owned());
         self.seen.push(line.clone());
         line
+    }
+
+    /// The transport the client chose (the line after `SUBSCRIBED`).
+    async fn transport(&mut self) -> String {
+        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.recv())
+            .await
+            .expect("the subscriber said nothing within 30 s")
+            .unwrap_or_default();
+        self.seen.push(line.clone());
+        line.strip_prefix("TRANSPORT ").unwrap_or(&line).to_owned()
     }
 
     /// Waits for the exit; returns the data of every message received.
@@ -407,10 +429,13 @@ async fn a_subscriber_on_another_replica_receives_each_message_once() {
     let (user, conversation) = user_with_conversation(&app, &unique("faye-r")).await;
     let messages = format!("/v1/conversations/{conversation}");
     let ext = json!({"appUserId": user, "appToken": app.token});
+    // One over WebSocket, one over long-polling.
     let mut there = spawn(&second, &messages, ext.clone(), 3);
-    let mut here = spawn(&s.base, &messages, ext, 3);
+    let mut here = spawn_with(&s.base, &messages, ext, 3, Some("websocket"));
     assert_eq!(there.outcome().await, "SUBSCRIBED");
+    assert_eq!(there.transport().await, "websocket");
     assert_eq!(here.outcome().await, "SUBSCRIBED");
+    assert_eq!(here.transport().await, "long-polling");
     // Posted through the first replica only.
     for text in ["one", "two", "three"] {
         app.post_message(&user, "appMaker", text).await;
@@ -488,4 +513,26 @@ async fn a_merge_is_published_on_the_surviving_users_channel() {
     assert_eq!(got[0]["event"], json!({"type": "merge"}));
     assert_eq!(got[0]["appUser"]["_id"], json!(steve));
     assert_eq!(got[0]["appUser"]["userId"], "faye-steve");
+}
+
+#[tokio::test]
+async fn the_demo_page_is_served_and_uses_faye_with_an_app_token() {
+    let s = suite();
+    let response = s.http.get(format!("{}/web", s.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.unwrap();
+    for needle in [
+        "'/faye'",
+        "/meta/subscribe",
+        "'app-token'",
+        "/conversation/activity",
+        "/v1/init",
+    ] {
+        assert!(page.contains(needle), "the demo page lacks {needle}");
+    }
 }

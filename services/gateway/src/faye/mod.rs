@@ -9,6 +9,7 @@
 
 pub mod fanout;
 pub mod hub;
+mod ws;
 
 use std::time::Duration;
 
@@ -95,7 +96,8 @@ pub(crate) async fn post(
     }
 }
 
-/// `GET /faye?message=...&jsonp=...`: Bayeux callback-polling (JSONP).
+/// `GET /faye`: the WebSocket transport (with `Upgrade: websocket`), or callback-polling
+/// (`?message=...&jsonp=...`, JSONP).
 #[utoipa::path(
     get, path = "/faye", tag = "realtime", operation_id = "fayeGet",
     params(("message" = String, Query, description = "Bayeux messages as JSON"),
@@ -105,12 +107,27 @@ pub(crate) async fn post(
 )]
 pub(crate) async fn get(
     State(state): State<AppState>,
-    query: Result<
-        Query<std::collections::HashMap<String, String>>,
-        axum::extract::rejection::QueryRejection,
-    >,
+    request: axum::extract::Request,
 ) -> Response {
-    let Ok(Query(query)) = query else {
+    use axum::extract::FromRequestParts as _;
+    let (mut parts, _) = request.into_parts();
+    let upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        return match axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &state)
+            .await
+        {
+            Ok(ws) => ws.on_upgrade(move |socket| ws::serve(state, socket)),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let Ok(Query(query)) =
+        Query::<std::collections::HashMap<String, String>>::from_request_parts(&mut parts, &state)
+            .await
+    else {
         return bad_request("the query string is malformed");
     };
     let Some(text) = query.get("message") else {
@@ -264,7 +281,7 @@ fn advice(state: &AppState) -> Value {
 fn handshake(state: &AppState) -> Value {
     json!({
         "version": BAYEUX_VERSION,
-        "supportedConnectionTypes": ["long-polling", "callback-polling"],
+        "supportedConnectionTypes": ["websocket", "long-polling", "callback-polling"],
         "clientId": state.faye.handshake(),
         "successful": true,
         "advice": advice(state),
@@ -359,6 +376,7 @@ async fn subscribe(state: &AppState, message: &Map<String, Value>) -> Value {
         let target = match authorize(state, ext, channel).await {
             Ok(target) => target,
             Err(why) => {
+                tracing::info!(channel, why, "Bayeux subscription refused");
                 metrics::counter!("faye_subscriptions_refused_total").increment(1);
                 return json!({
                     "successful": false,
@@ -402,12 +420,17 @@ async fn authorize(
         (None, None) => return Err("ext.appToken or ext.jwt required".to_owned()),
     };
     let denied = || "Forbidden".to_owned();
+    // Logged here (the client hears only "Forbidden"): why a lookup refused.
+    let why = |step: &'static str| move |e: &dyn std::fmt::Display| tracing::info!(step, error = %e, "Bayeux authorisation failed");
     let credential = credential.ok().flatten().ok_or_else(denied)?;
     let principal = state
         .credentials
         .authenticate(&credential)
         .await
-        .map_err(|_| denied())?;
+        .map_err(|e| {
+            why("credential")(&e.description);
+            denied()
+        })?;
     let caller = Caller(principal);
     let app_id = caller.app_id().map_err(|_| denied())?.to_owned();
     let user = state
@@ -419,7 +442,10 @@ async fn authorize(
             id_or_user_id: app_user_id.to_owned(),
         })
         .await
-        .map_err(|_| denied())?
+        .map_err(|e| {
+            why("app user")(&e);
+            denied()
+        })?
         .into_inner();
     caller.check_user_access(&user).map_err(|_| denied())?;
     let owns = match kind {
@@ -436,7 +462,10 @@ async fn authorize(
                     after_ms: None,
                 })
                 .await
-                .map_err(|_| denied())?
+                .map_err(|e| {
+                    why("conversation")(&e);
+                    denied()
+                })?
                 .into_inner();
             !conversation.id.is_empty() && conversation.id == id
         }
