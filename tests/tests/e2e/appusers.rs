@@ -31,6 +31,12 @@ async fn init_creates_a_user_and_the_same_device_returns_it() {
     assert_eq!(first["app"]["apnEnabled"], false);
     assert!(first["app"]["gcmProject"].is_null(), "{first}");
     assert!(first["app"].get("gcmProject").is_some(), "{first}");
+    // What the Web Messenger 3.x reads on start.
+    let web = &first["app"]["settings"]["web"];
+    assert_eq!(web["accentColor"], "0099ff", "{first}");
+    assert_eq!(web["displayStyle"], "button");
+    assert!(web["channels"].is_object());
+    assert_eq!(first["app"]["integrations"], json!([]));
     assert!(
         user.get("devices").is_none(),
         "devices are for app-scope callers only"

@@ -103,6 +103,49 @@ pub(crate) struct InitApp {
     /// credentials (push integrations are not configured here yet).
     #[schema(example = "731399543244")]
     gcm_project: Option<String>,
+    /// What the Web Messenger reads on start.
+    settings: InitSettings,
+    /// The app's integrations as `{_id, type, ...}`, without secrets. There is no
+    /// integrations registry yet, so no app has any.
+    #[schema(value_type = Vec<Object>)]
+    integrations: Vec<Value>,
+}
+
+/// The app's settings as init shows them.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InitSettings {
+    /// The Web Messenger's look.
+    web: WebSettings,
+}
+
+/// The Web Messenger's settings: the hosted API's defaults of 2016-2017 (apps cannot change
+/// them here yet).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WebSettings {
+    /// Colour of the header and the user's bubbles, hex without `#`.
+    accent_color: String,
+    /// Colour of links, hex without `#`.
+    link_color: String,
+    /// Whether the accent colour is dark (the widget then writes on it in white).
+    is_accent_color_dark: bool,
+    /// `button` or `tab`.
+    display_style: String,
+    /// The channels offered beside the web (none here).
+    #[schema(value_type = Object)]
+    channels: Value,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        WebSettings {
+            accent_color: "0099ff".to_owned(),
+            link_color: "0099ff".to_owned(),
+            is_accent_color_dark: true,
+            display_style: "button".to_owned(),
+            channels: Value::Object(serde_json::Map::new()),
+        }
+    }
 }
 
 /// The answer of init: the app user and the app.
@@ -191,6 +234,10 @@ pub(crate) async fn init(
             apn_enabled: false,
             gcm_enabled: false,
             gcm_project: None,
+            settings: InitSettings {
+                web: WebSettings::default(),
+            },
+            integrations: Vec::new(),
         },
     }))
 }
