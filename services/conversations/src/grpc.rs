@@ -489,6 +489,21 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         self.relayed(self.merge(request.into_inner()).await)
     }
 
+    async fn delete_messages(
+        &self,
+        request: Request<pb::DeleteMessagesRequest>,
+    ) -> Result<Response<pb::DeleteMessagesResponse>, Status> {
+        let req = request.into_inner();
+        rules::scope(&req.app_id, &req.app_user_id).map_err(crate::Error::from)?;
+        let mut tx = self.pool.begin().await.map_err(crate::Error::from)?;
+        let deleted = storage::delete_messages(&mut tx, &req.app_id, &req.app_user_id)
+            .await
+            .map_err(crate::Error::from)?;
+        tx.commit().await.map_err(crate::Error::from)?;
+        tracing::info!(app_id = %req.app_id, app_user_id = %req.app_user_id, deleted, "messages deleted");
+        Ok(Response::new(pb::DeleteMessagesResponse { deleted }))
+    }
+
     async fn create_whisper(
         &self,
         request: Request<pb::Whisper>,

@@ -921,3 +921,34 @@ pub(crate) async fn claim_whisper(
     .await?;
     Ok(claimed.is_some())
 }
+
+/// Deletes every message (and its actions) of an app user's conversation and resets its
+/// unread count; the conversation stays. Returns how many messages went.
+pub(crate) async fn delete_messages(
+    conn: &mut PgConnection,
+    app_id: &str,
+    app_user_id: &str,
+) -> sqlx::Result<u64> {
+    let conversation: Option<String> = sqlx::query_scalar(
+        "UPDATE conversations SET unread_count = 0
+         WHERE app_id = $1 AND app_user_id = $2 RETURNING id",
+    )
+    .bind(app_id)
+    .bind(app_user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(conversation) = conversation else {
+        return Ok(0);
+    };
+    sqlx::query("DELETE FROM message_actions WHERE app_id = $1 AND conversation_id = $2")
+        .bind(app_id)
+        .bind(&conversation)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query("DELETE FROM messages WHERE app_id = $1 AND conversation_id = $2")
+        .bind(app_id)
+        .bind(&conversation)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}

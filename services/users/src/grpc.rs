@@ -448,6 +448,15 @@ impl UsersApi {
         with_devices(&self.pool, user).await
     }
 
+    async fn clear_profile(&self, req: pb::AppUserRef) -> Result<pb::AppUser> {
+        let found = find_user(&self.pool, &req.app_id, &req.app_user_id).await?;
+        let cleared = storage::clear_profile(&self.pool, &req.app_id, &found.id)
+            .await?
+            .ok_or_else(|| app_user_not_found(&req.app_user_id))?;
+        tracing::info!(app_id = %req.app_id, app_user_id = %cleared.id, "profile cleared");
+        with_devices(&self.pool, cleared).await
+    }
+
     async fn mark_conversation_started(&self, req: pb::AppUserRef) -> Result<pb::Empty> {
         let found = find_user(&self.pool, &req.app_id, &req.app_user_id).await?;
         if !storage::mark_conversation_started(&self.pool, &req.app_id, &found.id).await? {
@@ -568,6 +577,15 @@ impl pb::users_server::Users for UsersApi {
     ) -> Result<Response<pb::AppUser>, Status> {
         Ok(Response::new(
             self.update_app_user(request.into_inner()).await?,
+        ))
+    }
+
+    async fn clear_profile(
+        &self,
+        request: Request<pb::AppUserRef>,
+    ) -> Result<Response<pb::AppUser>, Status> {
+        Ok(Response::new(
+            self.clear_profile(request.into_inner()).await?,
         ))
     }
 

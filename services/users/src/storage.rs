@@ -356,6 +356,26 @@ pub(crate) async fn mark_conversation_started(
     Ok(done.rows_affected() > 0)
 }
 
+/// Clears the profile of an app user (names, email, properties); `None` when there is no
+/// such user in the app.
+pub(crate) async fn clear_profile(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    id: &str,
+) -> sqlx::Result<Option<AppUserRow>> {
+    sqlx::query_as(
+        "UPDATE app_users SET given_name = NULL, surname = NULL, email = NULL,
+                              properties = '{}'::jsonb
+         WHERE app_id = $1 AND id = $2
+         RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
+                   conversation_started",
+    )
+    .bind(app_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
 // ---- devices ----
 
 /// Creates or refreshes the app user's row for a device and makes it active. Optional

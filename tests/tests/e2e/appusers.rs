@@ -241,3 +241,57 @@ async fn track_event_answers_conversation_updated() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// `DELETE /v1/appusers/{id}/profile` clears names, email and properties and keeps the
+/// user; JWTs only, and only the user's own appUser JWT or its app's.
+#[tokio::test]
+async fn a_profile_is_cleared_but_the_user_kept() {
+    let app = suite().create_app().await;
+    let user = app.init_user(Some("clear-me@example.com")).await;
+    let id = user["_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/appusers/{id}");
+    let (status, _) = suite()
+        .call(
+            Method::PUT,
+            &path,
+            &app.app_jwt(),
+            Some(json!({"givenName": "Steve", "email": "s@example.com", "properties": {"plan": "pro"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let profile = format!("{path}/profile");
+    let other = suite().create_app().await;
+    for (auth, want) in [
+        (app.app_token(), StatusCode::FORBIDDEN),
+        (app.user_jwt("someone-else"), StatusCode::FORBIDDEN),
+        (other.app_jwt(), StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = suite().call(Method::DELETE, &profile, &auth, None).await;
+        assert_eq!(status, want, "{auth:?}: {body}");
+    }
+    let (status, body) = suite()
+        .call(
+            Method::DELETE,
+            &profile,
+            &app.user_jwt("clear-me@example.com"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let cleared = &body["appUser"];
+    assert_eq!(cleared["_id"], id.as_str());
+    assert_eq!(cleared["userId"], "clear-me@example.com");
+    assert_eq!(cleared["properties"], json!({}));
+    assert!(
+        cleared.get("givenName").is_none() || cleared["givenName"].is_null(),
+        "{cleared}"
+    );
+    assert!(
+        cleared.get("email").is_none() || cleared["email"].is_null(),
+        "{cleared}"
+    );
+    let (status, got) = suite().call(Method::GET, &path, &app.app_jwt(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["appUser"]["properties"], json!({}));
+    assert_eq!(got["appUser"]["signedUpAt"], user["signedUpAt"]);
+}

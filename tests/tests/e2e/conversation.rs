@@ -360,3 +360,40 @@ async fn the_later_messages_paths_post_and_page() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// `DELETE /v1/appusers/{id}/messages` (app scope) empties the conversation; app tokens,
+/// appUser JWTs and other apps cannot.
+#[tokio::test]
+async fn an_app_deletes_a_users_messages() {
+    let app = suite().create_app().await;
+    let user = app.init_user(Some("forget-me@example.com")).await;
+    let id = user["_id"].as_str().unwrap();
+    for text in ["one", "two"] {
+        app.post_message(id, "appUser", text).await;
+    }
+    let path = format!("/v1/appusers/{id}/messages");
+    let other = suite().create_app().await;
+    for (auth, want) in [
+        (app.app_token(), StatusCode::FORBIDDEN),
+        (app.user_jwt("forget-me@example.com"), StatusCode::FORBIDDEN),
+        (other.app_jwt(), StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = suite().call(Method::DELETE, &path, &auth, None).await;
+        assert_eq!(status, want, "{auth:?}: {body}");
+    }
+    let (status, _) = suite().call(Method::GET, &path, &app.app_jwt(), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = suite()
+        .call(Method::DELETE, &path, &app.app_jwt(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({}));
+    let (status, page) = suite().call(Method::GET, &path, &app.app_jwt(), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["messages"], json!([]));
+    // The conversation goes on.
+    app.post_message(id, "appUser", "three").await;
+    let (_, page) = suite().call(Method::GET, &path, &app.app_jwt(), None).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+}

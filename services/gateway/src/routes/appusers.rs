@@ -477,3 +477,36 @@ pub(crate) async fn track_event(
         }),
     ))
 }
+
+/// Clears the app user's profile (`givenName`, `surname`, `email`, `properties`), keeping the
+/// user, its ids, devices and conversation. JWT only (app scope, or the user's own appUser
+/// scope), as smooch-core 3.x calls it.
+#[utoipa::path(
+    delete, path = "/{id}/profile", tag = "appusers", operation_id = "deleteProfile",
+    params(("id" = String, Path, description = "The app user's `_id` or `userId`")),
+    security(("jwt" = [])),
+    responses((status = 200, description = "The user with an empty profile", body = AppUserAnswer), PathErrors, AuthErrors)
+)]
+pub(crate) async fn delete_profile(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AppUserAnswer>> {
+    if matches!(caller.0, Principal::AppToken { .. }) {
+        return Err(
+            Error::forbidden("clearing a profile needs a JWT (app or appUser scope)").into(),
+        );
+    }
+    let user = load_user(&state, &caller, id).await?;
+    let cleared = state
+        .clients
+        .users
+        .clone()
+        .clear_profile(pb::AppUserRef {
+            app_id: user.app_id,
+            app_user_id: user.id,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(user_json(&caller, cleared)))
+}

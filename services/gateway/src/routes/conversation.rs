@@ -210,6 +210,33 @@ pub(crate) async fn post_user_message(
     post_message(state, caller, id, headers, body).await
 }
 
+/// `DELETE /v1/appusers/{id}/messages`: deletes every message of the user's conversation
+/// (the conversation stays, empty). App scope only.
+#[utoipa::path(
+    delete, path = "/{id}/messages", tag = "conversation", operation_id = "deleteMessages",
+    params(("id" = String, Path, description = "The app user's `_id` or `userId`")),
+    security(("jwt" = [])),
+    responses((status = 200, description = "The messages are gone", body = super::apps::Empty), PathErrors, AuthErrors)
+)]
+pub(crate) async fn delete_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<super::apps::Empty>> {
+    caller.require_app_scope("deleting an app user's messages")?;
+    let user = load_user(&state, &caller, id).await?;
+    state
+        .clients
+        .conversations
+        .clone()
+        .delete_messages(pb::DeleteMessagesRequest {
+            app_id: user.app_id,
+            app_user_id: user.id,
+        })
+        .await?;
+    Ok(Json(super::apps::Empty::default()))
+}
+
 /// `POST /v1/appusers/{id}/images` (smooch-core ≥ 2.0): uploads an image message, as
 /// `POST .../conversation/images` does.
 #[utoipa::path(

@@ -54,8 +54,10 @@ pub(crate) fn api(max_image_bytes: usize) -> OpenApiRouter<AppState> {
         // The paths of smooch-core 2.x and later.
         .routes(routes!(
             conversation::list_messages,
-            conversation::post_user_message
+            conversation::post_user_message,
+            conversation::delete_messages
         ))
+        .routes(routes!(appusers::delete_profile))
         .routes(with_body_limit(
             routes!(conversation::post_user_image),
             image_limit,
