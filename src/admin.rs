@@ -2,7 +2,6 @@
 //! account-scope JWT minted from `SMOOCH_ACCOUNT_KEY_ID` and `SMOOCH_ACCOUNT_SECRET`.
 
 use anyhow::{anyhow, Context as _};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 /// An admin client of one suite.
@@ -14,19 +13,8 @@ pub struct Admin {
 
 /// Mints an account-scope JWT (HS256, no `exp`) signed with the account key.
 pub fn account_jwt(key_id: &str, secret: &str) -> anyhow::Result<String> {
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some(key_id.to_owned());
-    let claims = json!({"scope": "account", "iat": chrono_now_secs()});
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .context("signing the account JWT")
-}
-
-fn chrono_now_secs() -> i64 {
-    domain::time::now_ms() / 1000
+    auth::sign_jwt(key_id, secret, "account")
+        .map_err(|e| anyhow::anyhow!("signing the account JWT: {e}"))
 }
 
 impl Admin {

@@ -174,3 +174,36 @@ async fn the_apps_api_needs_account_scope() {
     let (status, _) = s.call(Method::GET, "/v1/apps", &Auth::None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// smooch-core 3.x asks for an app-scope JWT of a key: it works as the app, and another
+/// app's key id is not found under this app.
+#[tokio::test]
+async fn a_keys_jwt_is_an_app_scope_token_of_that_app() {
+    let app = suite().create_app().await;
+    let other = suite().create_app().await;
+    let path = format!("/v1/apps/{}/keys/{}/jwt", app.id, app.key_id);
+    let (status, body) = suite()
+        .call(reqwest::Method::GET, &path, &e2e::account_jwt(), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let jwt = body["jwt"].as_str().unwrap().to_owned();
+    let (status, hooks) = suite()
+        .call(
+            reqwest::Method::GET,
+            "/v1/webhooks",
+            &e2e::Auth::Jwt(jwt),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{hooks}");
+    // Not for app credentials, and not across apps.
+    let (status, _) = suite()
+        .call(reqwest::Method::GET, &path, &app.app_jwt(), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    let foreign = format!("/v1/apps/{}/keys/{}/jwt", app.id, other.key_id);
+    let (status, _) = suite()
+        .call(reqwest::Method::GET, &foreign, &e2e::account_jwt(), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+}

@@ -309,6 +309,33 @@ pub(crate) async fn get_key(
     Ok(Json(KeyAnswer { key: key.into() }))
 }
 
+/// `{"jwt": ...}`: an app-scope JWT signed with the key.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JwtAnswer {
+    /// HS256, the key's id as `kid`, `{"scope": "app"}`, no `exp`.
+    jwt: String,
+}
+
+/// An app-scope JWT signed with one of the app's keys (smooch-core 3.x `getJwt`).
+#[utoipa::path(
+    get, path = "/v1/apps/{app_id}/keys/{key_id}/jwt", tag = "apps", operation_id = "getKeyJwt",
+    params(
+        ("app_id" = String, Path, description = "The app id"),
+        ("key_id" = String, Path, description = "The key id"),
+    ),
+    security(("jwt" = [])),
+    responses((status = 200, description = "An app-scope JWT", body = JwtAnswer), PathErrors, AuthErrors)
+)]
+pub(crate) async fn get_key_jwt(
+    state: State<AppState>,
+    caller: Caller,
+    path: Path<(String, String)>,
+) -> ApiResult<Json<JwtAnswer>> {
+    let Json(KeyAnswer { key }) = get_key(state, caller, path).await?;
+    let jwt = auth::sign_jwt(&key.id, &key.secret, "app")?;
+    Ok(Json(JwtAnswer { jwt }))
+}
+
 /// Deletes a secret key; tokens it signed stop working at once.
 #[utoipa::path(
     delete, path = "/v1/apps/{app_id}/keys/{key_id}", tag = "apps", operation_id = "deleteKey",

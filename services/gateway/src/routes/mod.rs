@@ -68,6 +68,7 @@ pub(crate) fn api(max_image_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(apps::rotate_token))
         .routes(routes!(apps::create_key, apps::list_keys))
         .routes(routes!(apps::get_key, apps::delete_key))
+        .routes(routes!(apps::get_key_jwt))
         .routes(routes!(appusers::init))
         .nest("/v1/appusers", users.clone())
         .nest("/v1/appUsers", users)
