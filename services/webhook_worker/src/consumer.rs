@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 
+/// How long work in hand may finish after the consumer's connection is lost.
+const LOST_CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
 /// What a consumer needs to (re)connect.
 #[derive(Debug, Clone)]
 pub(crate) struct Source {
@@ -84,26 +87,33 @@ where
         .await?;
     backoff.reset();
     tracing::info!(queue = %source.queue, prefetch = source.prefetch, "consuming");
-    let work = consumer
-        .take_until(shutdown.cancelled())
-        .for_each_concurrent(None, |delivery| async move {
-            match delivery {
-                Ok(delivery) => handler(delivery).await,
-                Err(err) => tracing::warn!(error = %err, "consumer error"),
-            }
-        });
-    tokio::pin!(work);
-    let drain_deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(source.drain).await;
-    };
-    tokio::select! {
-        () = &mut work => {}
-        () = drain_deadline => {
-            tracing::warn!(queue = %source.queue, "deliveries still in hand at shutdown; the broker will redeliver them");
+    let deliveries = consumer.take_until(shutdown.cancelled());
+    tokio::pin!(deliveries);
+    let mut in_hand = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = deliveries.next() => match next {
+                Some(Ok(delivery)) => in_hand.push(handler(delivery)),
+                Some(Err(err)) => tracing::warn!(error = %err, "consumer error"),
+                None => break,
+            },
+            Some(()) = in_hand.next(), if !in_hand.is_empty() => {}
         }
     }
-    // Closing returns unacked deliveries to the queue; a dead broker may never answer.
+    // The stream ended: shutdown, or the connection is gone. Work in hand gets the drain
+    // time at shutdown; after a lost connection only a short grace, then it is dropped so
+    // the consumer can reconnect at once: a dead channel cannot ack, and the broker has
+    // already handed those messages back to the queue.
+    let grace = if shutdown.is_cancelled() {
+        source.drain
+    } else {
+        LOST_CONNECTION_GRACE
+    };
+    let finished =
+        tokio::time::timeout(grace, async { while in_hand.next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tracing::warn!(queue = %source.queue, left = in_hand.len(), "deliveries still in hand dropped; the broker redelivers them");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
     Ok(())
 }
