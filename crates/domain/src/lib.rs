@@ -1,6 +1,7 @@
 //! The shared model of the smooch suite: ids, timestamps, validation rules and the
 //! error type whose codes map onto both HTTP and gRPC.
 
+pub mod app_config;
 pub mod config;
 pub mod error;
 pub mod event;

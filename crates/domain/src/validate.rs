@@ -217,12 +217,12 @@ pub fn actions(value: &Value) -> Result<Vec<Value>, Error> {
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| action(&format!("actions[{i}]"), item))
+        .map(|(i, item)| action_item(&format!("actions[{i}]"), item))
         .collect()
 }
 
 /// Checks one action (see [`actions`]) and returns it normalized with a new `_id`.
-fn action(field: &str, item: &Value) -> Result<Value, Error> {
+pub fn action_item(field: &str, item: &Value) -> Result<Value, Error> {
     let Value::Object(map) = item else {
         return Err(Error::bad_request(format!("{field} must be a JSON object")));
     };

@@ -31,7 +31,8 @@ pub(crate) const SPEC_PATH: &str = "/openapi.json";
         title = "smooch",
         description = "A self-hostable, multi-tenant, wire-compatible implementation of the \
             Smooch REST API v1. Every error answers `{\"error\": {\"code\", \"description\"}}`. \
-            `/v1/appUsers/...` is an alias of every `/v1/appusers/...` route.",
+            `/v1/appUsers/...` is an alias of every `/v1/appusers/...` route, and with an \
+            account-scope JWT every app path is also served under `/v1/apps/{appId}`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     components(schemas(ErrorBody)),
@@ -42,6 +43,8 @@ pub(crate) const SPEC_PATH: &str = "/openapi.json";
         (name = "conversation", description = "An app user's conversation: messages, images, read state, postbacks"),
         (name = "webhooks", description = "An app's webhook subscriptions (app scope)"),
         (name = "whispers", description = "Messages posted when an app user triggers an event (app scope)"),
+        (name = "menu", description = "An app's persistent menu, shown by the Web Messenger"),
+        (name = "integrations", description = "An app's channel and push credentials (app scope; secrets are write-only)"),
         (name = "media", description = "Uploaded images, served back at unguessable public URLs"),
         (name = "realtime", description = "The Bayeux (Faye) endpoint of real-time subscriptions"),
         (name = "operations", description = "Health, readiness, metrics and this document"),

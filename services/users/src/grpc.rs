@@ -54,6 +54,7 @@ fn app_to_pb(row: AppRow) -> pb::App {
         name: row.name,
         app_token: row.app_token,
         created_at_ms: row.created_at.timestamp_millis(),
+        settings_json: crate::app_config::effective_settings_json(&row.settings),
     }
 }
 
@@ -217,6 +218,7 @@ impl UsersApi {
             name: req.name,
             app_token: domain::id::new_app_token(),
             created_at: domain::time::to_datetime(domain::time::now_ms()),
+            settings: Value::Object(Map::new()),
         };
         storage::insert_app(&self.pool, &row).await?;
         tracing::info!(app_id = %row.id, "app created");
@@ -477,14 +479,79 @@ impl pb::users_server::Users for UsersApi {
 
     async fn list_apps(
         &self,
-        _request: Request<pb::ListAppsRequest>,
+        request: Request<pb::ListAppsRequest>,
     ) -> Result<Response<pb::ListAppsResponse>, Status> {
-        let rows = storage::list_apps(&self.pool)
+        let req = request.into_inner();
+        // One more than asked tells whether another page follows.
+        let limit = req.limit.map(|l| i64::from(l) + 1);
+        let mut rows = storage::list_apps(&self.pool, limit, i64::from(req.offset))
             .await
             .map_err(crate::Error::from)?;
+        let has_more = limit.is_some_and(|l| rows.len() as i64 == l);
+        if has_more {
+            rows.pop();
+        }
         Ok(Response::new(pb::ListAppsResponse {
             apps: rows.into_iter().map(app_to_pb).collect(),
+            has_more,
         }))
+    }
+
+    async fn update_app(
+        &self,
+        request: Request<pb::UpdateAppRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        let row = crate::app_config::update_app(&self.pool, request.into_inner()).await?;
+        Ok(Response::new(app_to_pb(row)))
+    }
+
+    async fn get_menu(
+        &self,
+        request: Request<pb::GetAppRequest>,
+    ) -> Result<Response<pb::Menu>, Status> {
+        let menu = crate::app_config::get_menu(&self.pool, &request.get_ref().app_id).await?;
+        Ok(Response::new(menu))
+    }
+
+    async fn set_menu(
+        &self,
+        request: Request<pb::SetMenuRequest>,
+    ) -> Result<Response<pb::Menu>, Status> {
+        let menu = crate::app_config::set_menu(&self.pool, request.into_inner()).await?;
+        Ok(Response::new(menu))
+    }
+
+    async fn create_integration(
+        &self,
+        request: Request<pb::CreateIntegrationRequest>,
+    ) -> Result<Response<pb::Integration>, Status> {
+        let created =
+            crate::app_config::create_integration(&self.pool, request.into_inner()).await?;
+        Ok(Response::new(created))
+    }
+
+    async fn list_integrations(
+        &self,
+        request: Request<pb::ListIntegrationsRequest>,
+    ) -> Result<Response<pb::ListIntegrationsResponse>, Status> {
+        let listed = crate::app_config::list_integrations(&self.pool, request.into_inner()).await?;
+        Ok(Response::new(listed))
+    }
+
+    async fn get_integration(
+        &self,
+        request: Request<pb::IntegrationRef>,
+    ) -> Result<Response<pb::Integration>, Status> {
+        let found = crate::app_config::get_integration(&self.pool, request.get_ref()).await?;
+        Ok(Response::new(found))
+    }
+
+    async fn delete_integration(
+        &self,
+        request: Request<pb::IntegrationRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let done = crate::app_config::delete_integration(&self.pool, request.get_ref()).await?;
+        Ok(Response::new(done))
     }
 
     async fn get_app(

@@ -3,6 +3,7 @@
 //! stored in the `users` Postgres schema.
 
 mod account;
+mod app_config;
 mod error;
 mod grpc;
 mod init;

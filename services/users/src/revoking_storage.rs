@@ -54,24 +54,27 @@ pub(crate) async fn rotate_app_token(
         String,
         String,
         chrono::DateTime<chrono::Utc>,
+        serde_json::Value,
         String,
     )> = sqlx::query_as(
         "UPDATE apps SET app_token = $2
              FROM (SELECT id, app_token FROM apps WHERE id = $1 FOR UPDATE) AS old
              WHERE apps.id = old.id
-             RETURNING apps.id, apps.name, apps.app_token, apps.created_at, old.app_token",
+             RETURNING apps.id, apps.name, apps.app_token, apps.created_at, apps.settings,
+                       old.app_token",
     )
     .bind(id)
     .bind(new_token)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(id, name, app_token, created_at, old)| {
+    Ok(row.map(|(id, name, app_token, created_at, settings, old)| {
         (
             AppRow {
                 id,
                 name,
                 app_token,
                 created_at,
+                settings,
             },
             old,
         )

@@ -13,6 +13,8 @@ pub(crate) struct AppRow {
     pub(crate) name: String,
     pub(crate) app_token: String,
     pub(crate) created_at: DateTime<Utc>,
+    /// What was set, a JSON object (defaults are merged in when answering).
+    pub(crate) settings: Value,
 }
 
 /// A stored secret key.
@@ -79,17 +81,46 @@ pub(crate) async fn insert_app(db: impl PgExecutor<'_>, row: &AppRow) -> sqlx::R
     Ok(())
 }
 
-pub(crate) async fn list_apps(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<AppRow>> {
-    sqlx::query_as("SELECT id, name, app_token, created_at FROM apps ORDER BY created_at, id")
-        .fetch_all(db)
-        .await
+/// Apps newest first: `limit` of them (every one when `None`) after skipping `offset`.
+pub(crate) async fn list_apps(
+    db: impl PgExecutor<'_>,
+    limit: Option<i64>,
+    offset: i64,
+) -> sqlx::Result<Vec<AppRow>> {
+    sqlx::query_as(
+        "SELECT id, name, app_token, created_at, settings FROM apps
+         ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2",
+    )
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await
 }
 
 pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("SELECT id, name, app_token, created_at FROM apps WHERE id = $1")
+    sqlx::query_as("SELECT id, name, app_token, created_at, settings FROM apps WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// Renames an app and/or replaces its stored settings (a JSON object).
+pub(crate) async fn update_app(
+    db: impl PgExecutor<'_>,
+    id: &str,
+    name: Option<&str>,
+    settings: Option<&Value>,
+) -> sqlx::Result<Option<AppRow>> {
+    sqlx::query_as(
+        "UPDATE apps SET name = COALESCE($2, name), settings = COALESCE($3, settings)
+         WHERE id = $1
+         RETURNING id, name, app_token, created_at, settings",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(settings)
+    .fetch_optional(db)
+    .await
 }
 
 /// The app an app token belongs to (unique index on `app_token`).
@@ -97,10 +128,12 @@ pub(crate) async fn app_by_token(
     db: impl PgExecutor<'_>,
     app_token: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("SELECT id, name, app_token, created_at FROM apps WHERE app_token = $1")
-        .bind(app_token)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(
+        "SELECT id, name, app_token, created_at, settings FROM apps WHERE app_token = $1",
+    )
+    .bind(app_token)
+    .fetch_optional(db)
+    .await
 }
 
 // ---- keys ----

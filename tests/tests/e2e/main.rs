@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod actions;
+mod app_config;
 mod apps;
 mod appusers;
 mod attacks;

@@ -1,12 +1,14 @@
 //! `/v1/apps`: the operator's tenancy API (account scope): apps and their secret keys.
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use domain::Error;
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::caller::Caller;
 use crate::error::ApiResult;
@@ -35,11 +37,16 @@ pub(crate) struct AppJson {
     app_token: String,
     /// ISO 8601 creation time.
     created_at: String,
+    /// Its settings: `web` holds the Web Messenger's look (`accentColor`, `linkColor`,
+    /// `isAccentColorDark`, `displayStyle`, `channels`, texts).
+    #[schema(value_type = Object)]
+    settings: Value,
 }
 
 impl From<pb::App> for AppJson {
     fn from(app: pb::App) -> Self {
         AppJson {
+            settings: super::service_json("settings", &app.settings_json),
             id: app.id,
             name: app.name,
             app_token: app.app_token,
@@ -54,10 +61,41 @@ pub(crate) struct AppAnswer {
     app: AppJson,
 }
 
-/// `{"apps": [...]}`.
+/// `{"apps": [...], "hasMore", "offset"}`: a page of apps, newest first.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct AppsAnswer {
     apps: Vec<AppJson>,
+    /// Whether more apps follow this page.
+    has_more: bool,
+    /// The offset of this page.
+    offset: u32,
+}
+
+/// `GET /v1/apps` paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// How many apps per page: 1 to 100, default 25.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// How many apps to skip (newest first), default 0.
+    offset: Option<u32>,
+}
+
+/// The default and the largest page of `GET /v1/apps`.
+const DEFAULT_APPS_LIMIT: u32 = 25;
+const MAX_APPS_LIMIT: u32 = 100;
+
+/// The body of updating an app: the fields sent change, the others keep their values.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct UpdateAppBody {
+    /// A new name; not blank.
+    name: Option<String>,
+    /// Settings to merge into the app's (`{"web": {"accentColor": "ff0000"}}`); unknown
+    /// settings are refused.
+    #[schema(value_type = Option<Object>)]
+    settings: Option<Value>,
 }
 
 /// A secret key of an app: JWTs carry its `_id` as `kid` and are signed with its secret.
@@ -136,25 +174,78 @@ pub(crate) async fn create(
 /// Lists every app.
 #[utoipa::path(
     get, path = "/v1/apps", tag = "apps", operation_id = "listApps",
+    params(ListQuery),
     security(("jwt" = [])),
-    responses((status = 200, description = "Every app", body = AppsAnswer), AuthErrors)
+    responses((status = 200, description = "A page of apps, newest first", body = AppsAnswer), BodyErrors, AuthErrors)
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<AppsAnswer>> {
     caller.require_account_scope()?;
-    let apps = state
+    let Query(query) = query.map_err(|e| {
+        Error::bad_request(format!(
+            "limit and offset must be whole numbers, limit 1 to {MAX_APPS_LIMIT}: {}",
+            e.body_text()
+        ))
+    })?;
+    let limit = query.limit.unwrap_or(DEFAULT_APPS_LIMIT);
+    if !(1..=MAX_APPS_LIMIT).contains(&limit) {
+        return Err(Error::bad_request(format!(
+            "limit must be 1 to {MAX_APPS_LIMIT}; got {limit}"
+        ))
+        .into());
+    }
+    let offset = query.offset.unwrap_or(0);
+    let page = state
         .clients
         .users
         .clone()
-        .list_apps(pb::ListAppsRequest {})
+        .list_apps(pb::ListAppsRequest {
+            limit: Some(limit),
+            offset,
+        })
         .await?
-        .into_inner()
-        .apps;
+        .into_inner();
     Ok(Json(AppsAnswer {
-        apps: apps.into_iter().map(AppJson::from).collect(),
+        apps: page.apps.into_iter().map(AppJson::from).collect(),
+        has_more: page.has_more,
+        offset,
     }))
+}
+
+/// Renames an app or changes its settings.
+#[utoipa::path(
+    put, path = "/v1/apps/{app_id}", tag = "apps", operation_id = "updateApp",
+    params(("app_id" = String, Path, description = "The app id")),
+    request_body = UpdateAppBody,
+    security(("jwt" = [])),
+    responses((status = 200, description = "The app", body = AppAnswer), BodyErrors, PathErrors, AuthErrors)
+)]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app_id): Path<String>,
+    JsonBody(body): JsonBody<UpdateAppBody>,
+) -> ApiResult<Json<AppAnswer>> {
+    caller.require_account_scope()?;
+    let settings_json = match body.settings {
+        None => String::new(),
+        Some(settings) => settings.to_string(),
+    };
+    let app = state
+        .clients
+        .users
+        .clone()
+        .update_app(pb::UpdateAppRequest {
+            app_id,
+            name: body.name,
+            settings_json,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(AppAnswer { app: app.into() }))
 }
 
 /// One app.

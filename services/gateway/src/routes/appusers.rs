@@ -95,57 +95,19 @@ pub(crate) struct InitApp {
     name: String,
     /// Whether the app has an icon (never, here).
     has_icon: bool,
-    /// Whether APNs is set up (never, here).
+    /// Whether APNs is set up (an `apn` integration).
     apn_enabled: bool,
-    /// Whether GCM is set up (never, here).
+    /// Whether FCM/GCM is set up (an `fcm` integration).
     gcm_enabled: bool,
-    /// The GCM/FCM sender id devices register with; `null` while the app has no FCM
-    /// credentials (push integrations are not configured here yet).
+    /// The GCM/FCM sender id devices register with; `null` while the app has no `fcm`
+    /// integration with a `senderId`.
     #[schema(example = "731399543244")]
     gcm_project: Option<String>,
-    /// What the Web Messenger reads on start.
-    settings: InitSettings,
-    /// The app's integrations as `{_id, type, ...}`, without secrets. There is no
-    /// integrations registry yet, so no app has any.
-    #[schema(value_type = Vec<Object>)]
-    integrations: Vec<Value>,
-}
-
-/// The app's settings as init shows them.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct InitSettings {
-    /// The Web Messenger's look.
-    web: WebSettings,
-}
-
-/// The Web Messenger's settings: the hosted API's defaults of 2016-2017 (apps cannot change
-/// them here yet).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct WebSettings {
-    /// Colour of the header and the user's bubbles, hex without `#`.
-    accent_color: String,
-    /// Colour of links, hex without `#`.
-    link_color: String,
-    /// Whether the accent colour is dark (the widget then writes on it in white).
-    is_accent_color_dark: bool,
-    /// `button` or `tab`.
-    display_style: String,
-    /// The channels offered beside the web (none here).
+    /// The app's settings; the Web Messenger reads `web` on start.
     #[schema(value_type = Object)]
-    channels: Value,
-}
-
-impl Default for WebSettings {
-    fn default() -> Self {
-        WebSettings {
-            accent_color: "0099ff".to_owned(),
-            link_color: "0099ff".to_owned(),
-            is_accent_color_dark: true,
-            display_style: "button".to_owned(),
-            channels: Value::Object(serde_json::Map::new()),
-        }
-    }
+    settings: Value,
+    /// The app's integrations as `{_id, type, status, ...}`, without secrets.
+    integrations: Vec<super::integrations::IntegrationJson>,
 }
 
 /// The answer of init: the app user and the app.
@@ -218,11 +180,31 @@ pub(crate) async fn init(
     };
     let mut users = state.clients.users.clone();
     let mut users2 = state.clients.users.clone();
-    let (user, app) = tokio::try_join!(
+    let mut users3 = state.clients.users.clone();
+    let (user, app, integrations) = tokio::try_join!(
         users.init(request),
-        users2.get_app(pb::GetAppRequest { app_id })
+        users2.get_app(pb::GetAppRequest {
+            app_id: app_id.clone()
+        }),
+        users3.list_integrations(pb::ListIntegrationsRequest {
+            app_id,
+            types: Vec::new(),
+        })
     )?;
     let app = app.into_inner();
+    let integrations = integrations.into_inner().integrations;
+    let apn_enabled = integrations.iter().any(|i| i.r#type == "apn");
+    let fcm = integrations.iter().find(|i| i.r#type == "fcm");
+    let gcm_project = fcm.and_then(
+        |i| match super::service_json("integration", &i.config_json) {
+            Value::Object(mut config) => match config.remove("senderId") {
+                Some(Value::String(sender)) => Some(sender),
+                _ => None,
+            },
+            _ => None,
+        },
+    );
+    let gcm_enabled = fcm.is_some();
     // The users service merged (and moved the history of) any user this init joined.
     let user = user.into_inner();
     Ok(Json(InitAnswer {
@@ -231,13 +213,11 @@ pub(crate) async fn init(
             id: app.id,
             name: app.name,
             has_icon: false,
-            apn_enabled: false,
-            gcm_enabled: false,
-            gcm_project: None,
-            settings: InitSettings {
-                web: WebSettings::default(),
-            },
-            integrations: Vec::new(),
+            apn_enabled,
+            gcm_enabled,
+            gcm_project,
+            settings: super::service_json("settings", &app.settings_json),
+            integrations: integrations.into_iter().map(Into::into).collect(),
         },
     }))
 }

@@ -9,22 +9,29 @@ mod conversation_state;
 mod deliveries;
 mod devices;
 mod health;
+mod integrations;
 mod media;
+mod menu;
 mod ready;
 mod webhooks;
 mod whispers;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use auth::Principal;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Method, Uri};
+use axum::response::{IntoResponse as _, Response};
 use axum::{Extension, Router};
 use domain::{Error, ErrorCode};
+use proto::v1 as pb;
+use tower::ServiceExt as _;
 use tower_http::cors::CorsLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::openapi::{self, ApiDoc, SpecJson};
 use crate::AppState;
@@ -64,7 +71,7 @@ pub(crate) fn api(max_image_bytes: usize) -> OpenApiRouter<AppState> {
         ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(apps::create, apps::list))
-        .routes(routes!(apps::get, apps::delete))
+        .routes(routes!(apps::get, apps::update, apps::delete))
         .routes(routes!(apps::rotate_token))
         .routes(routes!(apps::create_key, apps::list_keys))
         .routes(routes!(apps::get_key, apps::delete_key))
@@ -78,12 +85,24 @@ pub(crate) fn api(max_image_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries::retry))
         .routes(routes!(whispers::create, whispers::list))
         .routes(routes!(whispers::get, whispers::update, whispers::delete))
+        .routes(routes!(menu::get, menu::set, menu::delete))
+        .routes(routes!(integrations::create, integrations::list))
+        .routes(routes!(integrations::get, integrations::delete))
         .routes(routes!(media::download))
         .routes(routes!(crate::faye::get, crate::faye::post))
         .routes(routes!(health::healthz))
         .routes(routes!(ready::readyz))
         .routes(routes!(crate::observe::metrics_page))
         .routes(routes!(openapi::spec))
+}
+
+/// JSON a service answered as text. The services write it with serde, so text that does
+/// not parse is a bug: it is logged and shown as `null` rather than failing the answer.
+pub(crate) fn service_json(field: &str, text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        tracing::error!(field, error = %e, "a service answered JSON that does not parse");
+        serde_json::Value::Null
+    })
 }
 
 /// `routes` with a body limit of its own (image uploads are larger than JSON bodies).
@@ -111,7 +130,21 @@ pub(crate) fn router(state: AppState) -> Router {
         tracing::error!(error = %e, "the OpenAPI document does not serialize");
         "{}".to_owned()
     });
+    // What `/v1/apps/{appId}/...` calls dispatch to, once rewritten (the outer layers have
+    // run for them already).
+    let app_paths = routes
+        .clone()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state.clone());
+    let prefixed_state = state.clone();
     routes
+        .route(
+            "/v1/apps/{app_id}/{*rest}",
+            axum::routing::any(move |request: Request| {
+                app_prefixed(prefixed_state.clone(), app_paths.clone(), request)
+            }),
+        )
         .merge(openapi::docs())
         .route(
             crate::faye::DEMO_PATH,
@@ -138,6 +171,67 @@ pub(crate) fn router(state: AppState) -> Router {
         ))
         .layer(CorsLayer::very_permissive())
         .with_state(state)
+}
+
+/// `/v1/apps/{appId}/<path>` with an account-scope JWT: `/v1/<path>` as the app's own
+/// app-scope JWT would call it (smooch-core 3.x prefixes every app call this way).
+async fn app_prefixed(state: AppState, app_paths: Router, request: Request) -> Response {
+    match as_app_call(&state, request).await {
+        Ok(request) => match app_paths.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The request rewritten for [`app_prefixed`]: a fresh request (no path parameters of
+/// the outer route) for `/v1/<path>`, made by the app's `app`-scope principal.
+async fn as_app_call(state: &AppState, request: Request) -> Result<Request, ApiError> {
+    let caller = match request.extensions().get::<Caller>() {
+        Some(caller) => caller.clone(),
+        None => crate::caller::authenticate(request.headers(), state).await?,
+    };
+    let Principal::Account { key_id } = caller.0 else {
+        return Err(Error::forbidden(
+            "/v1/apps/{appId}/... paths require a JWT with `account` scope; with an app's own \
+             credentials, call the path without the /v1/apps/{appId} prefix",
+        )
+        .into());
+    };
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let (app_id, rest) = path
+        .strip_prefix("/v1/apps/")
+        .and_then(|p| p.split_once('/'))
+        .ok_or_else(|| Error::not_found(format!("no API at {} {path}", parts.method)))?;
+    // The app must exist (and every call below is scoped to it).
+    let app = state
+        .clients
+        .users
+        .clone()
+        .get_app(pb::GetAppRequest {
+            app_id: app_id.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("/v1/{rest}?{query}"),
+        None => format!("/v1/{rest}"),
+    };
+    let uri: Uri = path_and_query
+        .parse()
+        .map_err(|_| Error::bad_request("malformed path"))?;
+    let mut fresh = Request::new(body);
+    *fresh.method_mut() = parts.method;
+    *fresh.uri_mut() = uri;
+    *fresh.version_mut() = parts.version;
+    *fresh.headers_mut() = parts.headers;
+    fresh.extensions_mut().insert(Caller(Principal::App {
+        app_id: app.id,
+        key_id,
+    }));
+    Ok(fresh)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -27,13 +27,29 @@ async fn created_app_has_an_id_a_token_and_can_be_got_and_listed() {
 
     let apps = svc
         .client
-        .list_apps(pb::ListAppsRequest {})
+        .list_apps(pb::ListAppsRequest {
+            limit: None,
+            offset: 0,
+        })
         .await
         .unwrap()
         .into_inner()
         .apps;
     let at = |id: &str| apps.iter().position(|a| a.id == id).unwrap();
-    assert!(at(&first.id) < at(&second.id), "listed in creation order");
+    assert!(at(&first.id) > at(&second.id), "listed newest first");
+
+    // Pages: `has_more` says whether another follows.
+    let page = svc
+        .client
+        .list_apps(pb::ListAppsRequest {
+            limit: Some(1),
+            offset: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.apps.len(), 1);
+    assert!(page.has_more);
 }
 
 #[tokio::test]

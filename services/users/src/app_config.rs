@@ -1,0 +1,207 @@
+//! An app's configuration beyond keys: settings, the persistent menu and integrations,
+//! their SQL and their handlers. The rules live in `domain::app_config`; secrets are
+//! written here and read by no query that answers the API.
+
+use chrono::{DateTime, Utc};
+use domain::app_config;
+use proto::v1 as pb;
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+
+use crate::storage::{self, AppRow};
+use crate::Result;
+
+/// A stored integration, without its secrets.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct IntegrationRow {
+    app_id: String,
+    id: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    config: Value,
+    created_at: DateTime<Utc>,
+}
+
+fn integration_to_pb(row: IntegrationRow) -> pb::Integration {
+    pb::Integration {
+        id: row.id,
+        app_id: row.app_id,
+        r#type: row.kind,
+        config_json: row.config.to_string(),
+        created_at_ms: row.created_at.timestamp_millis(),
+    }
+}
+
+fn app_not_found(id: &str) -> domain::Error {
+    domain::Error::not_found(format!("app {id} not found"))
+}
+
+fn integration_not_found(id: &str) -> domain::Error {
+    domain::Error::not_found(format!("integration {id} not found"))
+}
+
+/// Parses JSON the gateway forwarded; text that is not JSON is the caller's error.
+fn parse(field: &str, json: &str) -> Result<Value, domain::Error> {
+    serde_json::from_str(json)
+        .map_err(|e| domain::Error::bad_request(format!("{field} is not valid JSON: {e}")))
+}
+
+/// Renames the app and/or merges a settings patch into its settings, under a row lock so
+/// concurrent updates of different settings both land.
+pub(crate) async fn update_app(pool: &PgPool, req: pb::UpdateAppRequest) -> Result<AppRow> {
+    if let Some(name) = &req.name {
+        if name.trim().is_empty() {
+            return Err(domain::Error::bad_request("name must not be blank").into());
+        }
+        domain::validate::short_field("name", name)?;
+    }
+    let patch = if req.settings_json.is_empty() {
+        None
+    } else {
+        Some(app_config::settings_patch(&parse(
+            "settings",
+            &req.settings_json,
+        )?)?)
+    };
+    let mut tx = pool.begin().await?;
+    let stored: Option<(Value,)> =
+        sqlx::query_as("SELECT settings FROM apps WHERE id = $1 FOR UPDATE")
+            .bind(&req.app_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (mut settings,) = stored.ok_or_else(|| app_not_found(&req.app_id))?;
+    if let Some(patch) = &patch {
+        app_config::merge(&mut settings, patch);
+    }
+    let row = storage::update_app(
+        &mut *tx,
+        &req.app_id,
+        req.name.as_deref(),
+        patch.as_ref().map(|_| &settings),
+    )
+    .await?
+    .ok_or_else(|| app_not_found(&req.app_id))?;
+    tx.commit().await?;
+    tracing::info!(app_id = %req.app_id, "app updated");
+    Ok(row)
+}
+
+/// The app's menu items (a JSON array).
+pub(crate) async fn get_menu(db: impl PgExecutor<'_>, app_id: &str) -> Result<pb::Menu> {
+    let menu: Option<(Value,)> = sqlx::query_as("SELECT menu FROM apps WHERE id = $1")
+        .bind(app_id)
+        .fetch_optional(db)
+        .await?;
+    let (items,) = menu.ok_or_else(|| app_not_found(app_id))?;
+    Ok(pb::Menu {
+        items_json: items.to_string(),
+    })
+}
+
+/// Replaces the app's menu with checked items.
+pub(crate) async fn set_menu(db: impl PgExecutor<'_>, req: pb::SetMenuRequest) -> Result<pb::Menu> {
+    let items = Value::Array(app_config::menu_items(&parse("items", &req.items_json)?)?);
+    let updated: Option<(Value,)> =
+        sqlx::query_as("UPDATE apps SET menu = $2 WHERE id = $1 RETURNING menu")
+            .bind(&req.app_id)
+            .bind(&items)
+            .fetch_optional(db)
+            .await?;
+    let (items,) = updated.ok_or_else(|| app_not_found(&req.app_id))?;
+    tracing::info!(app_id = %req.app_id, "menu set");
+    Ok(pb::Menu {
+        items_json: items.to_string(),
+    })
+}
+
+/// Stores a checked integration; an app has at most one of each type.
+pub(crate) async fn create_integration(
+    db: impl PgExecutor<'_>,
+    req: pb::CreateIntegrationRequest,
+) -> Result<pb::Integration> {
+    let checked = app_config::integration(&parse("the body", &req.body_json)?)?;
+    let row: IntegrationRow = sqlx::query_as(
+        "INSERT INTO integrations (app_id, id, type, config, secrets, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING app_id, id, type, config, created_at",
+    )
+    .bind(&req.app_id)
+    .bind(domain::id::new_id())
+    .bind(&checked.kind)
+    .bind(Value::Object(checked.config))
+    .bind(Value::Object(checked.secrets))
+    .bind(domain::time::to_datetime(domain::time::now_ms()))
+    .fetch_one(db)
+    .await
+    .map_err(|e| match db::constraint(&e) {
+        Some("integrations_app_id_type_key") => domain::Error::conflict(format!(
+            "the app already has a {} integration; delete it before adding another",
+            checked.kind
+        ))
+        .into(),
+        Some("integrations_app_id_fkey") => app_not_found(&req.app_id).into(),
+        _ => crate::Error::from(e),
+    })?;
+    tracing::info!(app_id = %row.app_id, integration_id = %row.id, kind = %row.kind, "integration created");
+    Ok(integration_to_pb(row))
+}
+
+/// The app's integrations, oldest first, of the given types (every type when empty).
+pub(crate) async fn list_integrations(
+    db: impl PgExecutor<'_>,
+    req: pb::ListIntegrationsRequest,
+) -> Result<pb::ListIntegrationsResponse> {
+    let rows: Vec<IntegrationRow> = sqlx::query_as(
+        "SELECT app_id, id, type, config, created_at FROM integrations
+         WHERE app_id = $1 AND (cardinality($2::text[]) = 0 OR type = ANY($2))
+         ORDER BY created_at, id",
+    )
+    .bind(&req.app_id)
+    .bind(&req.types)
+    .fetch_all(db)
+    .await?;
+    Ok(pb::ListIntegrationsResponse {
+        integrations: rows.into_iter().map(integration_to_pb).collect(),
+    })
+}
+
+/// One of the app's integrations.
+pub(crate) async fn get_integration(
+    db: impl PgExecutor<'_>,
+    req: &pb::IntegrationRef,
+) -> Result<pb::Integration> {
+    let row: Option<IntegrationRow> = sqlx::query_as(
+        "SELECT app_id, id, type, config, created_at FROM integrations
+         WHERE app_id = $1 AND id = $2",
+    )
+    .bind(&req.app_id)
+    .bind(&req.integration_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(integration_to_pb(row.ok_or_else(|| {
+        integration_not_found(&req.integration_id)
+    })?))
+}
+
+/// Deletes one of the app's integrations, secrets included.
+pub(crate) async fn delete_integration(
+    db: impl PgExecutor<'_>,
+    req: &pb::IntegrationRef,
+) -> Result<pb::Empty> {
+    let deleted = sqlx::query("DELETE FROM integrations WHERE app_id = $1 AND id = $2")
+        .bind(&req.app_id)
+        .bind(&req.integration_id)
+        .execute(db)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(integration_not_found(&req.integration_id).into());
+    }
+    tracing::info!(app_id = %req.app_id, integration_id = %req.integration_id, "integration deleted");
+    Ok(pb::Empty {})
+}
+
+/// The settings an app answers: what was stored over the defaults.
+pub(crate) fn effective_settings_json(stored: &Value) -> String {
+    app_config::effective_settings(stored).to_string()
+}
