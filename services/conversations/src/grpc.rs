@@ -162,15 +162,6 @@ impl ConversationsApi {
             }
             None => None,
         };
-        // The key, the message and its outbox row commit together: a retry either finds
-        // the stored response or finds nothing and posts, never both.
-        let mut tx = self.pool.begin().await?;
-        if let Some(key) = &key {
-            if let Some(stored) = storage::lock_idempotency_key(&mut tx, key).await? {
-                tracing::debug!(app_id = %req.app_id, "idempotent request replayed");
-                return rules::replay(stored, key.key, key.request_hash);
-            }
-        }
         let post = NewPost {
             app_id: &req.app_id,
             app_user_id: &req.app_user_id,
@@ -181,9 +172,15 @@ impl ConversationsApi {
             start_event: &start_event,
         };
         let response = match &key {
-            // A keyed post stores its whole answer with the message, so its page is read
-            // in the transaction.
+            // The key, the message and its outbox row commit together: a retry either
+            // finds the stored response or finds nothing and posts, never both. The whole
+            // answer is stored with the message, so its page is read in the transaction.
             Some(key) => {
+                let mut tx = self.pool.begin().await?;
+                if let Some(stored) = storage::lock_idempotency_key(&mut tx, key).await? {
+                    tracing::debug!(app_id = %req.app_id, "idempotent request replayed");
+                    return rules::replay(stored, key.key, key.request_hash);
+                }
                 let (posted, page) = storage::post_message(&mut tx, &post, PAGE_SIZE).await?;
                 let response = post_response(
                     (&req.app_id, &req.app_user_id),
@@ -196,12 +193,12 @@ impl ConversationsApi {
                 tx.commit().await?;
                 response
             }
-            // Otherwise the write commits first and the page is read after it, so the
-            // conversation's row lock is held for the writes alone.
+            // Otherwise the write is one statement that commits by itself, and the page
+            // is read after it on the same connection, so the conversation's row lock is
+            // held for the write alone.
             None => {
-                let posted = storage::post_in(&mut tx, &post).await?;
-                tx.commit().await?;
                 let mut conn = self.pool.acquire().await?;
+                let posted = storage::post_in(&mut conn, &post).await?;
                 let page = storage::read_page(
                     &mut conn,
                     &req.app_id,

@@ -191,131 +191,94 @@ pub(crate) async fn delete_expired_idempotency_keys(pool: &PgPool) -> sqlx::Resu
     Ok(done.rows_affected())
 }
 
-/// [`post_message`] inside the caller's transaction, without reading a page.
+/// [`post_message`] without reading a page: one statement, so on a pool connection it
+/// commits by itself (one round trip), and inside a transaction it is part of it.
 pub(crate) async fn post_in(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<Posted> {
+    // Nothing happens when a concurrent first post created the conversation after this
+    // statement's snapshot was taken (its insert then skips, its update sees no row):
+    // the next statement's snapshot sees the row.
+    for _ in 0..3 {
+        if let Some(posted) = post_once(&mut *conn, post).await? {
+            return Ok(posted);
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "a conversation was neither created nor found three times in a row".into(),
+    ))
+}
+
+/// The message write as one statement: the conversation created with this message's
+/// counts, or updated (app makers, unread count, the maker's read time, which also
+/// serializes concurrent writes to one conversation and keeps the count exact); the
+/// message, its actions' index rows, its outbox row, and the `conversation:start` outbox
+/// row when the conversation is new. `None` when it did nothing (see [`post_in`]).
+async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<Option<Posted>> {
     let NewPost {
         app_id,
         app_user_id,
         new_conversation_id,
         app_maker,
-        message,
+        message: m,
         event,
         start_event,
     } = *post;
-    let (conversation, created) =
-        get_or_create(&mut *conn, app_id, app_user_id, new_conversation_id).await?;
-    // One row update per message: app makers, unread count and the maker's read time.
-    // It also serializes concurrent writes to one conversation, which keeps the count exact.
-    let conversation: ConversationRow = sqlx::query_as(
-        "UPDATE conversations SET
-             app_makers = CASE WHEN $3::text IS NOT NULL AND NOT ($3 = ANY (app_makers))
-                               THEN array_append(app_makers, $3) ELSE app_makers END,
-             unread_count = unread_count + CASE WHEN $4 = 'appMaker' THEN 1 ELSE 0 END,
-             app_maker_last_read_ms = CASE WHEN $3::text IS NOT NULL
-                               THEN GREATEST(COALESCE(app_maker_last_read_ms, 0), $5)
-                               ELSE app_maker_last_read_ms END
-         WHERE app_id = $1 AND id = $2
-         RETURNING id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms",
-    )
-    .bind(app_id)
-    .bind(&conversation.id)
-    .bind(app_maker)
-    .bind(&message.role)
-    .bind(message.received_ms)
-    .fetch_one(&mut *conn)
-    .await?;
-    insert_message(&mut *conn, app_id, &conversation.id, message, event).await?;
-    if created {
-        insert_event(&mut *conn, start_event).await?;
-    }
-    Ok(Posted {
-        conversation,
-        created,
-    })
-}
-
-/// Finds the conversation of an app user, creating it when there is none; true when
-/// created.
-async fn get_or_create(
-    conn: &mut PgConnection,
-    app_id: &str,
-    app_user_id: &str,
-    id: &str,
-) -> sqlx::Result<(ConversationRow, bool)> {
-    // One round trip in the common cases: the insert's RETURNING when it created the row,
-    // else the existing row. The SELECT branch runs on the statement's snapshot, so when a
-    // concurrent transaction created the row after that snapshot was taken, the statement
-    // returns nothing and the plain SELECT below (a fresh snapshot) finds it.
-    let row: Option<(String, bool)> = sqlx::query_as(
+    let row: Option<PostedRow> = sqlx::query_as(
         "WITH created AS (
-             INSERT INTO conversations (app_id, id, app_user_id)
-             VALUES ($1, $2, $3)
+             INSERT INTO conversations (app_id, id, app_user_id, app_makers, unread_count,
+                                        app_maker_last_read_ms)
+             VALUES ($1, $2, $3,
+                     CASE WHEN $4::text IS NOT NULL THEN ARRAY[$4::text] ELSE '{}' END,
+                     CASE WHEN $5 = 'appMaker' THEN 1 ELSE 0 END,
+                     CASE WHEN $4::text IS NOT NULL THEN $6::bigint END)
              ON CONFLICT (app_id, app_user_id) DO NOTHING
-             RETURNING id
-         )
-         SELECT id, true FROM created
-         UNION ALL
-         SELECT id, false FROM conversations
-          WHERE app_id = $1 AND app_user_id = $3 AND NOT EXISTS (SELECT 1 FROM created)",
-    )
-    .bind(app_id)
-    .bind(id)
-    .bind(app_user_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (id, created) = match row {
-        Some(found) => found,
-        None => (
-            sqlx::query_scalar(
-                "SELECT id FROM conversations WHERE app_id = $1 AND app_user_id = $2",
-            )
-            .bind(app_id)
-            .bind(app_user_id)
-            .fetch_one(&mut *conn)
-            .await?,
-            false,
-        ),
-    };
-    Ok((
-        ConversationRow {
-            id,
-            app_makers: Vec::new(),
-            unread_count: 0,
-            app_user_last_read_ms: None,
-            app_maker_last_read_ms: None,
-        },
-        created,
-    ))
-}
-
-/// Inserts a message, its actions' index rows and its outbox row.
-async fn insert_message(
-    conn: &mut PgConnection,
-    app_id: &str,
-    conversation_id: &str,
-    m: &MessageRow,
-    event: &Event,
-) -> sqlx::Result<()> {
-    // A data-modifying CTE always runs, so the inserts happen in one round trip.
-    sqlx::query(
-        "WITH message AS (
+             RETURNING id, app_makers, unread_count, app_user_last_read_ms,
+                       app_maker_last_read_ms, true AS created
+         ), updated AS (
+             UPDATE conversations SET
+                 app_makers = CASE WHEN $4::text IS NOT NULL AND NOT ($4 = ANY (app_makers))
+                                   THEN array_append(app_makers, $4) ELSE app_makers END,
+                 unread_count = unread_count + CASE WHEN $5 = 'appMaker' THEN 1 ELSE 0 END,
+                 app_maker_last_read_ms = CASE WHEN $4::text IS NOT NULL
+                                   THEN GREATEST(COALESCE(app_maker_last_read_ms, 0), $6)
+                                   ELSE app_maker_last_read_ms END
+              WHERE app_id = $1 AND app_user_id = $3 AND NOT EXISTS (SELECT 1 FROM created)
+             RETURNING id, app_makers, unread_count, app_user_last_read_ms,
+                       app_maker_last_read_ms, false AS created
+         ), conversation AS (
+             SELECT * FROM created UNION ALL SELECT * FROM updated
+         ), message AS (
              INSERT INTO messages (app_id, conversation_id, id, author_id, role, name, email,
                                    avatar_url, text, media_url, media_type, metadata, actions,
                                    received_ms, source_type, source_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                     NULLIF($12, '')::jsonb, $13::jsonb, $14, $19, $20)
+             SELECT $1, c.id, $7, $8, $5, $9, $10, $11, $12, $13, $14,
+                    NULLIF($15, '')::jsonb, $16::jsonb, $6, $17, $18
+               FROM conversation c
          ), actions AS (
              INSERT INTO message_actions (app_id, id, conversation_id, message_id)
-             SELECT $1, a->>'_id', $2, $3 FROM jsonb_array_elements($13::jsonb) AS a
+             SELECT $1, a->>'_id', c.id, $7
+               FROM conversation c, jsonb_array_elements($16::jsonb) AS a
+         ), events AS (
+             -- The message's event first, then `conversation:start`: `seq` follows.
+             INSERT INTO outbox (event_id, app_id, trigger, payload, trace_context)
+             SELECT event_id, $1, trigger, payload, $22 FROM (
+                 SELECT 1 AS n, $19 AS event_id, $20 AS trigger, $21::jsonb AS payload
+                   FROM conversation
+                 UNION ALL
+                 SELECT 2, $23, $24, $25::jsonb FROM created
+             ) AS e ORDER BY n
          )
-         INSERT INTO outbox (event_id, app_id, trigger, payload, trace_context)
-         VALUES ($15, $1, $16, $17, $18)",
+         SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms,
+                created
+           FROM conversation",
     )
     .bind(app_id)
-    .bind(conversation_id)
+    .bind(new_conversation_id)
+    .bind(app_user_id)
+    .bind(app_maker)
+    .bind(&m.role)
+    .bind(m.received_ms)
     .bind(&m.id)
     .bind(&m.author_id)
-    .bind(&m.role)
     .bind(&m.name)
     .bind(&m.email)
     .bind(&m.avatar_url)
@@ -324,16 +287,29 @@ async fn insert_message(
     .bind(&m.media_type)
     .bind(&m.metadata_json)
     .bind(&m.actions_json)
-    .bind(m.received_ms)
+    .bind(&m.source_type)
+    .bind(&m.source_id)
     .bind(&event.id)
     .bind(&event.trigger)
     .bind(Json(event))
     .bind(trace_context())
-    .bind(&m.source_type)
-    .bind(&m.source_id)
-    .execute(&mut *conn)
+    .bind(&start_event.id)
+    .bind(&start_event.trigger)
+    .bind(Json(start_event))
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(())
+    Ok(row.map(|row| Posted {
+        conversation: row.conversation,
+        created: row.created,
+    }))
+}
+
+/// What the message write answers.
+#[derive(Debug, sqlx::FromRow)]
+struct PostedRow {
+    #[sqlx(flatten)]
+    conversation: ConversationRow,
+    created: bool,
 }
 
 /// The W3C trace context of the request writing an outbox row (`traceparent`,

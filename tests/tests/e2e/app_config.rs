@@ -243,6 +243,14 @@ async fn integrations_keep_their_secrets_and_show_in_init() {
     let only = only["integrations"].as_array().unwrap().clone();
     assert_eq!(only.len(), 1);
     assert_eq!(only[0]["type"], "apn");
+    let (status, body) = call(
+        Method::GET,
+        "/v1/integrations?types=apn,pigeon",
+        &app.app_jwt(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, got) = call(
         Method::GET,
         &format!("/v1/integrations/{fcm_id}"),

@@ -119,16 +119,23 @@ pub(crate) async fn list(
     let (app_id, _) = caller.require_app_scope(WHAT)?;
     let Query(query) =
         query.map_err(|e| Error::bad_request(format!("malformed query string: {e}")))?;
-    let types = query
+    let known = domain::app_config::integration_types();
+    let mut types = Vec::new();
+    for kind in query
         .get("types")
-        .map(|t| {
-            t.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+        .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()))
+        .into_iter()
+        .flatten()
+    {
+        if !known.contains(&kind) {
+            return Err(Error::bad_request(format!(
+                "types: {kind:?} is not an integration type; the types are: {}",
+                known.join(", ")
+            ))
+            .into());
+        }
+        types.push(kind.to_owned());
+    }
     let integrations = state
         .clients
         .users
