@@ -108,7 +108,8 @@ async function send(page, message) {
   await input.press('Enter');
   const response = await posted;
   if (response.status() !== 201) throw new Error(`posting the message answered ${response.status()}`);
-  await page.locator('.sk-right-row .sk-message-text', { hasText: message }).waitFor();
+  // first(): a duplicate (its echo shown again) is for SHOWN to report.
+  await page.locator('.sk-right-row .sk-message-text', { hasText: message }).first().waitFor();
 }
 
 async function main() {
