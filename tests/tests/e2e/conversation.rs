@@ -299,6 +299,49 @@ async fn messages_carry_type_and_source_and_images_need_no_text() {
     }
 }
 
+/// The Web Messenger 3.x names its device as `deviceId` (not `source`); the user's own
+/// device becomes the source, so the widget can skip its own echoes.
+#[tokio::test]
+async fn a_users_device_named_as_device_id_is_the_source() {
+    let app = suite().create_app().await;
+    let user = app.init_user(None).await;
+    let id = user["_id"].as_str().unwrap();
+    let (_, got) = suite()
+        .call(
+            Method::GET,
+            &format!("/v1/appusers/{id}"),
+            &app.app_jwt(),
+            None,
+        )
+        .await;
+    // Devices are shown to the app maker only.
+    let device = got["appUser"]["devices"][0]["id"].as_str().unwrap();
+    let path = format!("/v1/appusers/{id}/conversation/messages");
+    for (extra, source) in [
+        (
+            json!({"deviceId": device}),
+            json!({"type": "ios", "id": device}),
+        ),
+        // Not one of the user's devices: ignored.
+        (json!({"deviceId": "someone-elses"}), json!({"type": "api"})),
+        // `source`, when given, wins.
+        (
+            json!({"deviceId": device, "source": {"type": "web", "id": "x1"}}),
+            json!({"type": "web", "id": "x1"}),
+        ),
+    ] {
+        let mut body = json!({"text": "hi", "role": "appUser"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, answer) = suite()
+            .call(Method::POST, &path, &app.app_token(), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        assert_eq!(answer["message"]["source"], source, "{extra}");
+    }
+}
+
 /// smooch-core 2.x reads and posts at `/v1/appusers/{id}/messages`: `{messages, previous,
 /// next}` with links along the same path; another app's or user's credentials get nothing.
 #[tokio::test]

@@ -24,5 +24,6 @@ mod ratelimits;
 mod read;
 mod shutdown;
 mod webhooks;
+mod webmessenger;
 mod whispers;
 mod wire;

@@ -288,6 +288,10 @@ pub(crate) struct MessageBody {
     /// What sends the message, `{type, id?}`: the platform or channel (`web`, `ios`, ...)
     /// and the sending device. `{"type": "api"}` when left out.
     source: Option<SourceBody>,
+    /// The sending device, as the Web Messenger 3.x names it instead of `source`: when
+    /// `source` is left out and this is one of the user's devices, the source is that
+    /// device's platform and id.
+    device_id: Option<String>,
 }
 
 /// The sender of a message.
@@ -428,6 +432,7 @@ async fn post(
             body.name.or_else(|| wire_user.display_name()),
         ),
     };
+    let (source_type, source_id) = message_source(&user, body.source, body.device_id);
     let app_id = user.app_id.clone();
     let app_user_id = user.id.clone();
     let (idempotency_key, request_hash) = keyed.unzip();
@@ -449,12 +454,8 @@ async fn post(
                 metadata_json,
                 author_id,
                 actions_json,
-                source_type: body
-                    .source
-                    .as_ref()
-                    .and_then(|s| s.kind.clone())
-                    .unwrap_or_default(),
-                source_id: body.source.and_then(|s| s.id),
+                source_type,
+                source_id,
             }),
             app_user: Some(user),
             idempotency_key,
@@ -483,6 +484,24 @@ async fn post(
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok((StatusCode::CREATED, headers, Json(answer)).into_response())
+}
+
+/// A message's `(source.type, source.id)`: as the body names it, else the user's device the
+/// body's `deviceId` names (the Web Messenger 3.x skips the echo of its own messages by
+/// that id), else none (the conversations service answers `api`).
+fn message_source(
+    user: &pb::AppUser,
+    source: Option<SourceBody>,
+    device_id: Option<String>,
+) -> (String, Option<String>) {
+    if let Some(source) = source {
+        return (source.kind.unwrap_or_default(), source.id);
+    }
+    device_id
+        .and_then(|id| user.devices.iter().find(|d| d.id == id))
+        .map_or_else(Default::default, |d| {
+            (d.platform.clone(), Some(d.id.clone()))
+        })
 }
 
 /// Uploads an image and posts it as a message. A retried request with the same
