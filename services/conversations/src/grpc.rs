@@ -181,8 +181,7 @@ impl ConversationsApi {
                     tracing::debug!(app_id = %req.app_id, "idempotent request replayed");
                     return rules::replay(stored, key.key, key.request_hash);
                 }
-                let (posted, page) =
-                    storage::post_message(&mut tx, &post, POST_PAGE_SIZE).await?;
+                let (posted, page) = storage::post_message(&mut tx, &post, POST_PAGE_SIZE).await?;
                 let response = post_response(
                     (&req.app_id, &req.app_user_id),
                     message.clone(),
