@@ -437,7 +437,18 @@ impl UsersApi {
     }
 
     async fn get_app_user(&self, req: pb::GetAppUserRequest) -> Result<pb::AppUser> {
-        let user = find_user(&self.pool, &req.app_id, &req.id_or_user_id).await?;
+        // The common cases in one round trip: a live `_id`, or a userId. A merged-away
+        // `_id` (and an id-shaped userId) take the longer way of `find_user`.
+        let (app_id, wanted) = (req.app_id.as_str(), req.id_or_user_id.as_str());
+        let key = if domain::id::is_id(wanted) {
+            storage::UserKey::Id(wanted)
+        } else {
+            storage::UserKey::UserId(wanted)
+        };
+        if let Some((user, devices)) = storage::user_with_devices(&self.pool, app_id, key).await? {
+            return Ok(app_user_to_pb(user, devices));
+        }
+        let user = find_user(&self.pool, app_id, wanted).await?;
         with_devices(&self.pool, user).await
     }
 

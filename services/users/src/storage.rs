@@ -480,6 +480,99 @@ pub(crate) async fn devices_of(
     .await
 }
 
+/// Which column a user lookup matches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum UserKey<'a> {
+    /// The `_id`.
+    Id(&'a str),
+    /// The API consumer's `userId`.
+    UserId(&'a str),
+}
+
+/// A user with its devices, read in one statement.
+#[derive(Debug, sqlx::FromRow)]
+struct UserWithDevices {
+    #[sqlx(flatten)]
+    user: AppUserRow,
+    device_ids: Vec<String>,
+    platforms: Vec<String>,
+    app_versions: Vec<Option<String>>,
+    push_tokens: Vec<Option<String>>,
+    infos: Vec<Value>,
+    actives: Vec<bool>,
+    last_seens: Vec<DateTime<Utc>>,
+}
+
+/// A user and its devices (most recently seen first) in one round trip: what every
+/// request naming a user reads.
+pub(crate) async fn user_with_devices(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    key: UserKey<'_>,
+) -> sqlx::Result<Option<(AppUserRow, Vec<DeviceRow>)>> {
+    let (by_id, value) = match key {
+        UserKey::Id(id) => (true, id),
+        UserKey::UserId(user_id) => (false, user_id),
+    };
+    let row: Option<UserWithDevices> = sqlx::query_as(
+        "SELECT u.app_id, u.id, u.user_id, u.given_name, u.surname, u.email, u.signed_up_at,
+                u.properties, u.conversation_started,
+                COALESCE(d.device_ids, '{}') AS device_ids,
+                COALESCE(d.platforms, '{}') AS platforms,
+                COALESCE(d.app_versions, '{}') AS app_versions,
+                COALESCE(d.push_tokens, '{}') AS push_tokens,
+                COALESCE(d.infos, '{}') AS infos,
+                COALESCE(d.actives, '{}') AS actives,
+                COALESCE(d.last_seens, '{}') AS last_seens
+           FROM app_users u
+           CROSS JOIN LATERAL (
+               SELECT array_agg(device_id ORDER BY last_seen DESC, device_id) AS device_ids,
+                      array_agg(platform ORDER BY last_seen DESC, device_id) AS platforms,
+                      array_agg(app_version ORDER BY last_seen DESC, device_id) AS app_versions,
+                      array_agg(push_token ORDER BY last_seen DESC, device_id) AS push_tokens,
+                      array_agg(info ORDER BY last_seen DESC, device_id) AS infos,
+                      array_agg(active ORDER BY last_seen DESC, device_id) AS actives,
+                      array_agg(last_seen ORDER BY last_seen DESC, device_id) AS last_seens
+                 FROM devices WHERE app_id = u.app_id AND app_user_id = u.id
+           ) AS d
+          WHERE u.app_id = $1 AND CASE WHEN $3 THEN u.id = $2 ELSE u.user_id = $2 END",
+    )
+    .bind(app_id)
+    .bind(value)
+    .bind(by_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| {
+        let devices = r
+            .device_ids
+            .into_iter()
+            .zip(r.platforms)
+            .zip(r.app_versions)
+            .zip(r.push_tokens)
+            .zip(r.infos)
+            .zip(r.actives)
+            .zip(r.last_seens)
+            .map(
+                |(
+                    (((((device_id, platform), app_version), push_token), info), active),
+                    last_seen,
+                )| {
+                    DeviceRow {
+                        device_id,
+                        platform,
+                        app_version,
+                        push_token,
+                        info,
+                        active,
+                        last_seen,
+                    }
+                },
+            )
+            .collect();
+        (r.user, devices)
+    }))
+}
+
 /// Adds to or updates one of an app user's devices. A new device is `other` unless a
 /// platform is given, and becomes the device's active user; an existing one keeps its
 /// active flag. Optional fields left out keep their stored value; `info` merges in.
