@@ -19,7 +19,7 @@ os.environ["SMOOCH_KEY_ID"] = os.environ["KEY_ID"]
 os.environ["SMOOCH_SECRET"] = os.environ["SECRET"]
 
 import smooch  # noqa: E402 (reads the key at import)
-from smooch import endpoint, exceptions  # noqa: E402
+from smooch import authentication, endpoint, exceptions  # noqa: E402
 
 BASE = os.environ["BASE"].rstrip("/")
 HOSTED = "https://api.smooch.io/"
@@ -76,6 +76,12 @@ def init_and_users():
     refused(exceptions.ConflictError, lambda: smooch.pre_create_user(user_id + "-pre"))
 
 
+def anonymous():
+    res = smooch.init_user("anon-" + RUN).json()
+    check(res["appUser"]["_id"] and "userId" not in res["appUser"], res)
+    check(res["appUser"]["devices"][0]["platform"] == "other", res)
+
+
 def messages():
     mine = smooch.send_message(user_id, "hello", sent_by_maker=False).json()
     check(mine["message"]["role"] == "appUser", mine)
@@ -89,6 +95,25 @@ def messages():
     check(texts == ["hello", "hi there", "links", "choose", "buttons", "pay"], texts)
     kinds = [a["type"] for m in conv["messages"] for a in m.get("actions", [])]
     check(kinds == ["link", "postback", "postback", "buy"], kinds)
+    buy = conv["messages"][-1]["actions"][0]
+    check(buy["amount"] == 500 and buy["_id"], buy)
+    check(conv["unreadCount"] == 5, conv)
+    refused(exceptions.BadRequestError, lambda: smooch.send_links(user_id, "bad", [("Docs", "not a uri")]))
+
+
+def as_user():
+    # The user's own JWT, minted by python-smooch's authentication.jwt_for_user.
+    endpoint.JWT_TOKEN = authentication.jwt_for_user(user_id)
+    try:
+        got = smooch.get_user(user_id).json()
+        check(got["appUser"]["_id"] == state["id"], got)
+        mine = smooch.send_message(user_id, "from me", sent_by_maker=False).json()
+        check(mine["message"]["text"] == "from me" and mine["message"]["role"] == "appUser", mine)
+        refused(exceptions.ForbiddenRequestError, lambda: smooch.send_message(user_id, "maker?"))
+        refused(exceptions.ForbiddenRequestError, lambda: smooch.get_user(user_id + "-pre"))
+        refused(exceptions.ForbiddenRequestError, smooch.list_webhooks)
+    finally:
+        endpoint.JWT_TOKEN = authentication.JWT_TOKEN
 
 
 def webhooks():
@@ -101,8 +126,27 @@ def webhooks():
     check(got["target"] == target, got)
     moved = smooch.update_webhook(created["_id"], target + "/moved").json()["webhook"]
     check(moved["target"] == target + "/moved", moved)
+    check(moved["triggers"] == ["message:appUser", "postback"], moved)
+    retriggered = smooch.update_webhook(created["_id"], target, ["message"]).json()["webhook"]
+    check(retriggered["triggers"] == ["message"] and retriggered["target"] == target, retriggered)
     smooch.delete_webhook(created["_id"])
     refused(exceptions.NotFoundError, lambda: smooch.get_webhook(created["_id"]))
+
+
+def webhook_helpers():
+    target = "https://example.com/ensure-" + RUN
+    hook_id, secret = smooch.ensure_webhook_exist(target, "message:appMaker")
+    check(hook_id and secret, (hook_id, secret))
+    again = smooch.ensure_webhook_exist(target, "message:appMaker")
+    check(again == (hook_id, secret), again)
+    smooch.ensure_webhook_exist(target + "/moved", "message:appMaker")
+    moved = smooch.get_webhook(hook_id).json()["webhook"]
+    check(moved["target"] == target + "/moved", moved)
+    smooch.create_webhook(target + "/second")
+    check(len(smooch.list_webhooks().json()["webhooks"]) == 2, "two webhooks")
+    deleted = smooch.delete_all_webhooks()
+    check(len(deleted) == 2 and all(r.status_code == 200 for r in deleted), deleted)
+    check(smooch.list_webhooks().json()["webhooks"] == [], "no webhook left")
 
 
 def other_app():
@@ -116,7 +160,10 @@ def other_app():
 
 
 step("init_user, get_user, update_user, pre_create_user", init_and_users)
+step("init_user without a userId", anonymous)
 step("send_message, links, postbacks, buttons, payment; get_conversation", messages)
+step("the user's own JWT (jwt_for_user)", as_user)
 step("webhooks with triggers", webhooks)
+step("ensure_webhook_exist, delete_all_webhooks", webhook_helpers)
 step("another app's key is refused", other_app)
 print("DONE")
