@@ -1,0 +1,180 @@
+//! APNs over HTTP/2: `POST {base}/3/device/{token}` with `apns-topic` (the bundle id),
+//! `apns-push-type: alert` and an ES256 provider token (`kid` = key id, `iss` = team id,
+//! `iat`), signed once and reused for [`TOKEN_REUSE`] as Apple asks (at most one new token
+//! per 20 minutes, each valid one hour).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::credentials::{Apn, ApnAuth};
+use crate::notification::Notification;
+use crate::outcome::Outcome;
+
+/// Apple's production host.
+pub const PRODUCTION_URL: &str = "https://api.push.apple.com";
+/// Apple's sandbox host (`production: false`).
+pub const SANDBOX_URL: &str = "https://api.sandbox.push.apple.com";
+
+/// How long a provider token is reused.
+const TOKEN_REUSE: Duration = Duration::from_secs(50 * 60);
+
+/// The APNs client: HTTP/2 connections and the provider tokens of every app.
+#[derive(Debug)]
+pub(crate) struct Apns {
+    /// Every https base; and `http://` bases as HTTP/2 with prior knowledge.
+    tls: reqwest::Client,
+    cleartext: reqwest::Client,
+    /// The configured base, or `None` for Apple's hosts.
+    base: Option<String>,
+    /// Signed tokens by (team id, key id): when signed, and the token.
+    tokens: Mutex<HashMap<(String, String), (Instant, String)>>,
+}
+
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    iat: i64,
+}
+
+impl Apns {
+    pub(crate) fn new(
+        base: Option<String>,
+        timeout: Duration,
+        ca: Option<&reqwest::Certificate>,
+    ) -> anyhow::Result<Self> {
+        let mut tls = reqwest::Client::builder().timeout(timeout);
+        if let Some(ca) = ca {
+            tls = tls.add_root_certificate(ca.clone());
+        }
+        Ok(Apns {
+            tls: tls.build()?,
+            cleartext: reqwest::Client::builder()
+                .timeout(timeout)
+                .http2_prior_knowledge()
+                .build()?,
+            base: base.map(|b| b.trim_end_matches('/').to_owned()),
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The provider token of (team, key), signed anew when none is fresh.
+    fn provider_token(&self, team_id: &str, key_id: &str, pem: &str) -> Result<String, String> {
+        let key = (team_id.to_owned(), key_id.to_owned());
+        if let Ok(tokens) = self.tokens.lock() {
+            if let Some((at, token)) = tokens.get(&key) {
+                if at.elapsed() < TOKEN_REUSE {
+                    return Ok(token.clone());
+                }
+            }
+        }
+        let signing = EncodingKey::from_ec_pem(pem.as_bytes())
+            .map_err(|e| format!("the apn privateKey is not a P-256 PEM key: {e}"))?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key_id.to_owned());
+        let claims = Claims {
+            iss: team_id,
+            iat: domain::time::now_ms() / 1000,
+        };
+        let token = jsonwebtoken::encode(&header, &claims, &signing)
+            .map_err(|e| format!("signing the provider token failed: {e}"))?;
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.insert(key, (Instant::now(), token.clone()));
+        }
+        Ok(token)
+    }
+
+    fn forget_token(&self, team_id: &str, key_id: &str) {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.remove(&(team_id.to_owned(), key_id.to_owned()));
+        }
+    }
+
+    /// Sends `notification` to the device `token` with the app's credentials.
+    pub(crate) async fn send(
+        &self,
+        apn: &Apn,
+        token: &str,
+        notification: &Notification,
+    ) -> Outcome {
+        let ApnAuth::Token {
+            key_id,
+            team_id,
+            private_key,
+        } = &apn.auth
+        else {
+            return Outcome::Failed(
+                "apn certificate (.p12) authentication is not supported yet; use a .p8 key"
+                    .to_owned(),
+            );
+        };
+        let Some(topic) = apn.bundle_id.as_deref() else {
+            return Outcome::Failed("the apn integration has no bundleId".to_owned());
+        };
+        let jwt = match self.provider_token(team_id, key_id, private_key) {
+            Ok(jwt) => jwt,
+            Err(reason) => return Outcome::Failed(reason),
+        };
+        let base = match &self.base {
+            Some(base) => base.as_str(),
+            None if apn.production => PRODUCTION_URL,
+            None => SANDBOX_URL,
+        };
+        let client = if base.starts_with("http://") {
+            &self.cleartext
+        } else {
+            &self.tls
+        };
+        let response = client
+            .post(format!("{base}/3/device/{token}"))
+            .header("apns-topic", topic)
+            .header("apns-push-type", "alert")
+            .header("apns-priority", "10")
+            .header("authorization", format!("bearer {jwt}"))
+            .json(&payload(notification, apn.auto_update_badge))
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(err) => return Outcome::of_error(err),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Outcome::Delivered;
+        }
+        let reason = response
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|b| b.get("reason").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        let described = format!("apns answered {status} {reason}");
+        match (status.as_u16(), reason.as_str()) {
+            (410, _) | (400, "BadDeviceToken" | "Unregistered") => Outcome::Unregistered(described),
+            (403, "ExpiredProviderToken" | "InvalidProviderToken") => {
+                // Sign a new one for the next attempt.
+                self.forget_token(team_id, key_id);
+                Outcome::Retry(described)
+            }
+            _ => Outcome::of_status(status, described),
+        }
+    }
+}
+
+/// The APNs JSON payload of a notification.
+pub(crate) fn payload(n: &Notification, with_badge: bool) -> Value {
+    let mut aps = json!({
+        "alert": {"title": n.title, "body": n.body},
+        "sound": "default",
+    });
+    if with_badge {
+        aps["badge"] = json!(n.badge);
+    }
+    json!({
+        "aps": aps,
+        "smooch": {"appId": n.app_id, "appUserId": n.app_user_id, "messageId": n.message_id},
+    })
+}
