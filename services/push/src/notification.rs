@@ -30,10 +30,12 @@ pub(crate) fn of_message(
     message: &Message,
 ) -> Option<Notification> {
     let text = message.text.trim();
-    let body = if !text.is_empty() {
-        text.to_owned()
-    } else if message.media_url.is_some() {
+    // An image message's text is its media URL (as the hosted API stored it): no caption.
+    let media = message.media_url.as_deref().map(str::trim);
+    let body = if media.is_some() && (text.is_empty() || Some(text) == media) {
         IMAGE_BODY.to_owned()
+    } else if !text.is_empty() {
+        text.to_owned()
     } else {
         return None;
     };
@@ -154,6 +156,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!((n.title.as_str(), n.body.as_str()), ("Shop", IMAGE_BODY));
+        let url = "http://x/a.png";
+        let n = of_message("app", "u", "Shop", &message(url, Some(url), None)).unwrap();
+        assert_eq!(n.body, IMAGE_BODY);
         assert!(of_message("app", "u", "Shop", &message(" ", None, None)).is_none());
     }
 

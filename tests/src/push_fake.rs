@@ -1,0 +1,343 @@
+//! Fake push providers for the push tests: one HTTP server (HTTP/1.1, and HTTP/2 with
+//! prior knowledge) on a free port that plays APNs (`/3/device/{token}`), FCM's OAuth2
+//! token endpoint (`/token`), FCM HTTP v1 (`/v1/projects/{id}/messages:send`) and legacy
+//! FCM (`/fcm/send`), and records every request it gets. Tests find their own requests by
+//! their device tokens (unique per test), so tests run in parallel.
+//!
+//! A device token containing `gone` is refused as unregistered; one containing `busy` is
+//! answered 429 (APNs) or 503 (FCM) the first time, then accepted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Version};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// An APNs .p8 key (P-256, PKCS#8) made for these tests only.
+pub const APNS_KEY: &str = r"-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfWp4hTJAe4xcS3OU
+2oMOStrblKZ/LYEPCJ8CIvX+KVWhRANCAAQ1EMzxLOtXIsunUJd0eGChwcT/EB0r
+q1daBImqMRzDPJrXsLHiL+ZvIlm3ZZyuQmC2p2OacFEcaLAk6+HR0Sw+
+-----END PRIVATE KEY-----
+";
+
+/// Its public key, to verify provider tokens.
+pub const APNS_PUBLIC_KEY: &str = r"-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAENRDM8SzrVyLLp1CXdHhgocHE/xAd
+K6tXWgSJqjEcwzya17Cx4i/mbyJZt2WcrkJgtqdjmnBRHGiwJOvh0dEsPg==
+-----END PUBLIC KEY-----
+";
+
+/// A service account's RSA key (PKCS#8) made for these tests only.
+pub const FCM_KEY: &str = r"-----BEGIN PRIVATE KEY-----
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDeLfHLs9KK+AHE
+pO0MsXAq3Kvn4yYWLa3m1h8F4r9+hp4a0y5gWYyO92IpA4EBIkAwRIWSDCpO+RKh
+um9qL5X5btiVJtt/eSIdbs6AY3penSbM6ry16FZBjr4Qrr1TWOTllPfs9FvHkP43
+N97Zw7Wm2H1hQmNp08iej70nxdKAjoBrX5X1dwSKf77zsTPd5C3uuqmSaP4g+ckf
+SOVD9lWX+xhB/xMOQoFdqny4ZJjhpH0oh66ZRrJO/le5Nw5jyYCLyznaWG2nnROj
+9BvKPVa1eUaCK7MaOkqWSIYAQlnd0HkFVfpX7JURffj5fQQYyY55gkSBJjMLe3/F
+0BpermUdAgMBAAECggEADCPvDzOJg5Sh229WplJTdSgfOu8iJOVEmB/m9zueEp7D
+qLwVj+gSF+V5JzwSMnAUbqluh13jpEfpu81z6pW56HS6iss3hGuSULuTYZfDTJm3
+kHbFg9weSyaZXfsqYbxHr6rYRvSi8jtK739S+EvAfeLdAQbvZzg5Fr73IKNSNA+F
+7u6YrjVRYVlAiERgSTekqoweU5qBsmaG1U1SSeoff+wJJzkpVJiU/ZXvQ1eR/TG0
+h5KnohnkKlUCnRfq3MxP+9bxroLmhm6VSURvpdpo8Jz08DbHG5WZbv7ulJ6NhRFO
+f3Teps0pYJV5c8qnj32KbEVyHf8cf4AV0igJ7Lx74QKBgQD0m/1Yvg6H06J/LFlw
+JvBdsQCIW/C6Ca6z/LGT/jvep4BRgxARR5mGihxpR6dHnaq6MIw6ocOKHozMpHpf
++8WYj8dnlOUkXq2pFvef3xuvbVt2kS810SGttd7B9BflJCHvYEMY6ik7FeErSIxG
+QP3+DSo5o9bSIjph8tkC9e/x4QKBgQDohpEAVGPjR6nB5SW+av8wKy4DR5pQW4wS
+NeAgThGf/9Qu2o17tsjMD+Oh73Yxuhf17kbSL5qV6VBGqq8pWR2aeFLZM+aCJY81
+kN9S0p0DPea3VO1b3o9kiESHFWJRoO4UKU9Tqg07cMKWbMCU/WVbMOHdbUermEut
+9bfBHGcSvQKBgQCQITnuiE5XikQ9Wwx4IPmQuzLtJf96Hypps4OPCEaOs3PQk8Fr
+7RxxQf/rqOTQNf7bJq/5/EcTo1yjWGcjF18evdlpFzrNa1w4Peg6s2PEwlMaUgHX
+XBrUGE3hSsqpodi9C6N9krworIO41U6SNslyYJ94xylVOAXeoRFtxSxVAQKBgF/T
+/XQ2U0g6o4JuLoTwUaUHVpoxay5M3Egw/eIyal8XLtn0ZjSjGtPGhJibOIm72N4Y
+ygUba0j284d8Fl4jBOlBR1uOYSQn2IJJ50+Zzu2kGC5cCMpAybWz1xIYxQFBIn0a
+nT+sqHFjwj3+Kcv9NkVDuwHnZI8aX64cwxMJ4oy9AoGBALVFtz2vqQekDn2+c/Cu
+8l98AvfDD8g4PMaQtd+DjGewTsXpVbOdlf6DBAgkguQ1YXFikhT+vqURbMhzjdLy
+kWBEk1C3+iqy3XX+iW1YWuO1f15P45eX9samlc2kF7aeJe7Fhp70TYIAt/6fbqyz
+F0YeAvn3GuFPs6f5d2Su1j0Q
+-----END PRIVATE KEY-----
+";
+
+/// Its public key, to verify token assertions.
+pub const FCM_PUBLIC_KEY: &str = r"-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA3i3xy7PSivgBxKTtDLFw
+Ktyr5+MmFi2t5tYfBeK/foaeGtMuYFmMjvdiKQOBASJAMESFkgwqTvkSobpvai+V
++W7YlSbbf3kiHW7OgGN6Xp0mzOq8tehWQY6+EK69U1jk5ZT37PRbx5D+Nzfe2cO1
+pth9YUJjadPIno+9J8XSgI6Aa1+V9XcEin++87Ez3eQt7rqpkmj+IPnJH0jlQ/ZV
+l/sYQf8TDkKBXap8uGSY4aR9KIeumUayTv5XuTcOY8mAi8s52lhtp50To/Qbyj1W
+tXlGgiuzGjpKlkiGAEJZ3dB5BVX6V+yVEX34+X0EGMmOeYJEgSYzC3t/xdAaXq5l
+HQIDAQAB
+-----END PUBLIC KEY-----
+";
+
+/// One request the fakes got.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `apns`, `token`, `v1` or `legacy`.
+    pub kind: &'static str,
+    /// The request path.
+    pub path: String,
+    /// Whether it came over HTTP/2.
+    pub http2: bool,
+    /// Its headers, names in lower case.
+    pub headers: HashMap<String, String>,
+    /// Its body: JSON, or for the token endpoint the form fields as an object.
+    pub body: Value,
+    /// The status answered.
+    pub status: u16,
+    /// The body answered.
+    pub answer: Value,
+}
+
+#[derive(Default)]
+struct Fakes {
+    recorded: Mutex<Vec<Recorded>>,
+    /// Tokens already answered "busy" once.
+    busy_seen: Mutex<Vec<String>>,
+    issued: Mutex<u64>,
+}
+
+static FAKES: OnceLock<Arc<Fakes>> = OnceLock::new();
+static BASE: OnceLock<String> = OnceLock::new();
+
+/// The fakes' base URL, once the suite has started them.
+pub fn base() -> String {
+    crate::suite();
+    BASE.get()
+        .cloned()
+        .expect("the suite starts the push fakes")
+}
+
+fn fakes() -> Arc<Fakes> {
+    FAKES.get_or_init(|| Arc::new(Fakes::default())).clone()
+}
+
+/// Starts the fakes on the current runtime and returns their base URL (`http://...`).
+pub async fn start() -> String {
+    let app = Router::new()
+        .route("/3/device/{token}", post(apns))
+        .route("/token", post(token))
+        .route("/v1/projects/{project}/messages:send", post(v1))
+        .route("/fcm/send", post(legacy))
+        .with_state(fakes());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{addr}");
+    let _ = BASE.set(base.clone());
+    base
+}
+
+fn headers_of(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+impl Fakes {
+    fn record(&self, r: Recorded) -> Response {
+        let answer = (
+            StatusCode::from_u16(r.status).unwrap(),
+            Json(r.answer.clone()),
+        )
+            .into_response();
+        self.recorded.lock().unwrap().push(r);
+        answer
+    }
+
+    /// Whether `token` is to be answered "busy" now (its first request only).
+    fn busy(&self, token: &str) -> bool {
+        if !token.contains("busy") {
+            return false;
+        }
+        let mut seen = self.busy_seen.lock().unwrap();
+        if seen.iter().any(|t| t == token) {
+            return false;
+        }
+        seen.push(token.to_owned());
+        true
+    }
+}
+
+async fn apns(
+    State(fakes): State<Arc<Fakes>>,
+    Path(device): Path<String>,
+    version: Version,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let (status, answer) = if device.contains("gone") {
+        (410, json!({"reason": "Unregistered", "timestamp": 1}))
+    } else if fakes.busy(&device) {
+        (429, json!({"reason": "TooManyRequests"}))
+    } else {
+        (200, Value::Null)
+    };
+    fakes.record(Recorded {
+        kind: "apns",
+        path: format!("/3/device/{device}"),
+        http2: version == Version::HTTP_2,
+        headers: headers_of(&headers),
+        body: serde_json::from_str(&body).unwrap_or(Value::Null),
+        status,
+        answer,
+    })
+}
+
+async fn token(
+    State(fakes): State<Arc<Fakes>>,
+    version: Version,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let form: serde_json::Map<String, Value> = body
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), Value::String(decode(v))))
+        .collect();
+    let n = {
+        let mut issued = fakes.issued.lock().unwrap();
+        *issued += 1;
+        *issued
+    };
+    fakes.record(Recorded {
+        kind: "token",
+        path: "/token".to_owned(),
+        http2: version == Version::HTTP_2,
+        headers: headers_of(&headers),
+        body: Value::Object(form),
+        status: 200,
+        answer: json!({"access_token": format!("ya29.test-{n}"), "expires_in": 3600, "token_type": "Bearer"}),
+    })
+}
+
+/// Percent-decoding of a form value (what the assertion and grant type need).
+fn decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+async fn v1(
+    State(fakes): State<Arc<Fakes>>,
+    Path(project): Path<String>,
+    version: Version,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let device = body["message"]["token"].as_str().unwrap_or("").to_owned();
+    let (status, answer) = if device.contains("gone") {
+        (
+            404,
+            json!({"error": {"code": 404, "status": "NOT_FOUND", "message": "Requested entity was not found.",
+            "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}}),
+        )
+    } else if fakes.busy(&device) {
+        (
+            503,
+            json!({"error": {"code": 503, "status": "UNAVAILABLE"}}),
+        )
+    } else {
+        (
+            200,
+            json!({"name": format!("projects/{project}/messages/1")}),
+        )
+    };
+    fakes.record(Recorded {
+        kind: "v1",
+        path: format!("/v1/projects/{project}/messages:send"),
+        http2: version == Version::HTTP_2,
+        headers: headers_of(&headers),
+        body,
+        status,
+        answer,
+    })
+}
+
+async fn legacy(
+    State(fakes): State<Arc<Fakes>>,
+    version: Version,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let device = body["to"].as_str().unwrap_or("");
+    let result = if device.contains("gone") {
+        json!({"error": "NotRegistered"})
+    } else {
+        json!({"message_id": "0:1"})
+    };
+    let failed = u8::from(device.contains("gone"));
+    fakes.record(Recorded {
+        kind: "legacy",
+        path: "/fcm/send".to_owned(),
+        http2: version == Version::HTTP_2,
+        headers: headers_of(&headers),
+        body: body.clone(),
+        status: 200,
+        answer: json!({"multicast_id": 1, "success": 1 - failed, "failure": failed, "results": [result]}),
+    })
+}
+
+/// The requests recorded so far that `wanted` picks.
+pub fn requests(wanted: impl Fn(&Recorded) -> bool) -> Vec<Recorded> {
+    fakes()
+        .recorded
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| wanted(r))
+        .cloned()
+        .collect()
+}
+
+/// The device token a recorded send was for (`None` for token requests).
+pub fn device_of(r: &Recorded) -> Option<String> {
+    match r.kind {
+        "apns" => r.path.strip_prefix("/3/device/").map(str::to_owned),
+        "v1" => r.body["message"]["token"].as_str().map(str::to_owned),
+        "legacy" => r.body["to"].as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Waits (up to 10 s) until at least `n` sends to `device` are recorded, and returns them.
+pub async fn sends_to(device: &str, n: usize) -> Vec<Recorded> {
+    for _ in 0..200 {
+        let found = requests(|r| device_of(r).as_deref() == Some(device));
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "fewer than {n} pushes reached {device}: {:?}",
+        requests(|r| device_of(r).as_deref() == Some(device))
+    );
+}
