@@ -144,7 +144,7 @@ impl FcmClient {
             ])
             .send()
             .await
-            .map_err(|e| Outcome::of_error(e))?;
+            .map_err(Outcome::of_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(Outcome::of_status(

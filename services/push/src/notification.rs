@@ -12,8 +12,7 @@ pub(crate) const IMAGE_BODY: &str = "sent an image";
 pub(crate) struct Notification {
     pub(crate) title: String,
     pub(crate) body: String,
-    /// The app badge: the number of unread messages (1: the unread count is not tracked
-    /// per conversation yet).
+    /// The app badge: the conversation's unread count.
     pub(crate) badge: u32,
     pub(crate) app_id: String,
     pub(crate) app_user_id: String,
@@ -27,6 +26,7 @@ pub(crate) fn of_message(
     app_id: &str,
     app_user_id: &str,
     app_name: &str,
+    unread_count: Option<i64>,
     message: &Message,
 ) -> Option<Notification> {
     let text = message.text.trim();
@@ -49,11 +49,20 @@ pub(crate) fn of_message(
     Some(Notification {
         title,
         body,
-        badge: 1,
+        badge: badge(unread_count),
         app_id: app_id.to_owned(),
         app_user_id: app_user_id.to_owned(),
         message_id: message.id.clone(),
     })
+}
+
+/// The badge: the conversation's unread count as the event carries it (at least 1: this
+/// message is unread), or 1 for events written before the count was carried.
+pub(crate) fn badge(unread_count: Option<i64>) -> u32 {
+    unread_count
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Whether a message gets a push: app-maker messages (whispers are too).
@@ -139,7 +148,14 @@ mod tests {
 
     #[test]
     fn text_messages_show_author_and_text() {
-        let n = of_message("app", "u", "Shop", &message("Hi there", None, Some("Ann"))).unwrap();
+        let n = of_message(
+            "app",
+            "u",
+            "Shop",
+            None,
+            &message("Hi there", None, Some("Ann")),
+        )
+        .unwrap();
         assert_eq!(
             (n.title.as_str(), n.body.as_str(), n.badge),
             ("Ann", "Hi there", 1)
@@ -152,14 +168,15 @@ mod tests {
             "app",
             "u",
             "Shop",
+            None,
             &message("", Some("http://x/a.png"), None),
         )
         .unwrap();
         assert_eq!((n.title.as_str(), n.body.as_str()), ("Shop", IMAGE_BODY));
         let url = "http://x/a.png";
-        let n = of_message("app", "u", "Shop", &message(url, Some(url), None)).unwrap();
+        let n = of_message("app", "u", "Shop", None, &message(url, Some(url), None)).unwrap();
         assert_eq!(n.body, IMAGE_BODY);
-        assert!(of_message("app", "u", "Shop", &message(" ", None, None)).is_none());
+        assert!(of_message("app", "u", "Shop", None, &message(" ", None, None)).is_none());
     }
 
     #[test]

@@ -125,6 +125,7 @@ impl Worker {
                 &event.app_id,
                 &event.app_user.id,
                 &recipient.credentials.app_name,
+                event.unread_count,
                 message,
             ) else {
                 continue;

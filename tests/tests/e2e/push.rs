@@ -153,13 +153,14 @@ async fn apns_gets_an_http2_request_with_provider_token_topic_and_payload() {
                "smooch": {"appId": app.id, "appUserId": user, "messageId": message["_id"]}})
     );
 
-    // The provider token is reused for the next push.
+    // The provider token is reused for the next push; the badge counts unread messages.
     say(&app, &user, json!({"text": "again", "role": "appMaker"})).await;
     let sends = push_fake::sends_to(&device, 2).await;
     assert_eq!(
         sends[1].headers["authorization"],
         r.headers["authorization"]
     );
+    assert_eq!(sends[1].body["aps"]["badge"], 2);
     settle().await;
     assert_eq!(
         push_fake::sends_to(&device, 2).await.len(),
@@ -419,4 +420,36 @@ async fn each_app_pushes_with_its_own_credentials_only() {
         none.is_empty(),
         "an app without credentials pushes nothing: {none:?}"
     );
+}
+
+#[tokio::test]
+async fn whispers_are_pushed_like_app_maker_messages() {
+    let app = suite().create_app().await;
+    with_apn(&app).await;
+    let (status, created) = suite()
+        .call(
+            Method::POST,
+            "/v1/whispers",
+            &app.app_jwt(),
+            Some(json!({"event": "completed_sale", "text": "Thanks for buying!", "name": "Shop"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let device = token("whisper");
+    let user = init(&app, &unique("u"), &domain::id::new_id(), "ios", &device).await;
+    let (status, tracked) = suite()
+        .call(
+            Method::POST,
+            &format!("/v1/appusers/{user}/events"),
+            &app.app_token(),
+            Some(json!({"name": "completed_sale"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{tracked}");
+    let sends = push_fake::sends_to(&device, 1).await;
+    assert_eq!(
+        sends[0].body["aps"]["alert"],
+        json!({"title": "Shop", "body": "Thanks for buying!"})
+    );
+    assert_eq!(sends[0].body["aps"]["badge"], 1);
 }
