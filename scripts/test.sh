@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services-up.sh
 scripts/browser-up.sh
+scripts/clients-up.sh
 export SMOOCH_WEBHOOK_ALLOW_PRIVATE_TARGETS=true
 cargo test --workspace --no-fail-fast "$@"

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::storage::{
     self, ConversationRow, Cursor, IdempotencyKey, MessageRow, NewPost, Page, WhisperRow,
 };
-use crate::{rules, Result, PAGE_SIZE};
+use crate::{rules, Result, PAGE_SIZE, POST_PAGE_SIZE};
 
 /// How many times a merge is retried after a conflict with a concurrent writer.
 const MERGE_RETRIES: u32 = 3;
@@ -181,7 +181,7 @@ impl ConversationsApi {
                     tracing::debug!(app_id = %req.app_id, "idempotent request replayed");
                     return rules::replay(stored, key.key, key.request_hash);
                 }
-                let (posted, page) = storage::post_message(&mut tx, &post, PAGE_SIZE).await?;
+                let (posted, page) = storage::post_message(&mut tx, &post, POST_PAGE_SIZE).await?;
                 let response = post_response(
                     (&req.app_id, &req.app_user_id),
                     message.clone(),
@@ -204,7 +204,7 @@ impl ConversationsApi {
                     &req.app_id,
                     &posted.conversation.id,
                     Cursor::Latest,
-                    PAGE_SIZE,
+                    POST_PAGE_SIZE,
                 )
                 .await?;
                 post_response((&req.app_id, &req.app_user_id), message, posted, page)

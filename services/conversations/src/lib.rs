@@ -22,6 +22,11 @@ pub const SCHEMA: &str = "conversations";
 /// How many of the latest messages a conversation carries in replies.
 pub const PAGE_SIZE: i64 = 100;
 
+/// How many of the latest messages the conversation in a post's answer carries: the new
+/// message and what came just before it. Posting is the hot path; the whole page is a
+/// GET away.
+pub const POST_PAGE_SIZE: i64 = 10;
+
 /// This service's migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

@@ -8,6 +8,7 @@ mod appusers;
 mod attacks;
 mod auth;
 mod bad_input;
+mod clients;
 mod conversation;
 mod credentials;
 mod delivery;

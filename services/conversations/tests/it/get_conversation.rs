@@ -59,15 +59,15 @@ async fn conversation_shows_the_latest_100_messages_oldest_first() {
         .windows(2)
         .all(|w| w[0].received_ms <= w[1].received_ms));
 
-    // PostMessage answers with the same page, the new message last.
+    // PostMessage answers with the latest 10, the new message last.
     let posted = app
         .post("user1", new_message("appUser", "m105"))
         .await
         .unwrap();
     let page = posted.conversation.unwrap().messages;
-    assert_eq!(page.len(), 100);
-    assert_eq!(page[0].text, "m6");
-    assert_eq!(page[99], posted.message.unwrap());
+    assert_eq!(page.len(), conversations::POST_PAGE_SIZE as usize);
+    assert_eq!(page[0].text, "m96");
+    assert_eq!(page[9], posted.message.unwrap());
 }
 
 #[tokio::test]
