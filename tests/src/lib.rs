@@ -94,9 +94,13 @@ pub fn suite() -> &'static Suite {
                 // Telemetry lives on this runtime, which outlives every test.
                 let endpoint = otlp::start().await;
                 telemetry::init_for_tests(Some(&endpoint));
+                // APNs over TLS (HTTP/2 by ALPN, the test CA trusted), FCM in clear.
                 let fakes = push_fake::start().await;
-                thread_settings.push.apns_url = Some(fakes.clone());
-                thread_settings.push.fcm_url = fakes;
+                let ca_file = std::env::temp_dir().join(unique("smooch-push-ca"));
+                std::fs::write(&ca_file, push_fake::CA_PEM).unwrap();
+                thread_settings.push.ca_file = Some(ca_file.display().to_string());
+                thread_settings.push.apns_url = Some(fakes.tls);
+                thread_settings.push.fcm_url = fakes.cleartext;
                 let running = smooch::start_all(&thread_settings, CancellationToken::new())
                     .await
                     .expect("starting the suite");

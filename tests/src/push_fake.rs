@@ -1,5 +1,6 @@
-//! Fake push providers for the push tests: one HTTP server (HTTP/1.1, and HTTP/2 with
-//! prior knowledge) on a free port that plays APNs (`/3/device/{token}`), FCM's OAuth2
+//! Fake push providers for the push tests: one HTTP server on a free port, served both in
+//! clear (HTTP/1.1, or HTTP/2 with prior knowledge) and over TLS (ALPN `h2`, a certificate
+//! of the test CA in `tests/fixtures/push/`), that plays APNs (`/3/device/{token}`), FCM's OAuth2
 //! token endpoint (`/token`), FCM HTTP v1 (`/v1/projects/{id}/messages:send`) and legacy
 //! FCM (`/fcm/send`), and records every request it gets. Tests find their own requests by
 //! their device tokens (unique per test), so tests run in parallel.
@@ -85,6 +86,8 @@ pub struct Recorded {
     pub path: String,
     /// Whether it came over HTTP/2.
     pub http2: bool,
+    /// Whether it came over TLS.
+    pub tls: bool,
     /// Its headers, names in lower case.
     pub headers: HashMap<String, String>,
     /// Its body: JSON, or for the token endpoint the form fields as an object.
@@ -105,6 +108,16 @@ struct Fakes {
 
 static FAKES: OnceLock<Arc<Fakes>> = OnceLock::new();
 static BASE: OnceLock<String> = OnceLock::new();
+static TLS_BASE: OnceLock<String> = OnceLock::new();
+
+/// The fakes' TLS base URL, once the suite has started them.
+pub fn tls_base() -> String {
+    crate::suite();
+    TLS_BASE
+        .get()
+        .cloned()
+        .expect("the suite starts the push fakes")
+}
 
 /// The fakes' base URL, once the suite has started them.
 pub fn base() -> String {
@@ -118,14 +131,85 @@ fn fakes() -> Arc<Fakes> {
     FAKES.get_or_init(|| Arc::new(Fakes::default())).clone()
 }
 
-/// Starts the fakes on the current runtime and returns their base URL (`http://...`).
-pub async fn start() -> String {
-    let app = Router::new()
+/// The test CA that signed the TLS listener's certificate (for `SMOOCH_PUSH_CA_FILE`).
+pub const CA_PEM: &str = include_str!("../fixtures/push/ca.pem");
+
+/// Marks requests that came through the TLS listener.
+#[derive(Debug, Clone, Copy)]
+struct OverTls;
+
+/// Where the fakes listen.
+pub struct Bases {
+    /// `http://127.0.0.1:PORT`.
+    pub cleartext: String,
+    /// `https://127.0.0.1:PORT`.
+    pub tls: String,
+}
+
+/// Starts the fakes on the current runtime, in clear and over TLS.
+pub async fn start() -> Bases {
+    let tls = start_tls(router().layer(axum::Extension(OverTls))).await;
+    let cleartext = start_cleartext().await;
+    let _ = TLS_BASE.set(tls.clone());
+    Bases { cleartext, tls }
+}
+
+fn router() -> Router {
+    Router::new()
         .route("/3/device/{token}", post(apns))
         .route("/token", post(token))
         .route("/v1/projects/{project}/messages:send", post(v1))
         .route("/fcm/send", post(legacy))
-        .with_state(fakes());
+        .with_state(fakes())
+}
+
+/// Serves `app` over TLS (HTTP/2 or HTTP/1.1 by ALPN) on a free port.
+async fn start_tls(app: Router) -> String {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs = CertificateDer::pem_slice_iter(include_bytes!("../fixtures/push/server.pem"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/push/server.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
+/// Serves the fakes in clear on a free port and returns the base URL (`http://...`).
+async fn start_cleartext() -> String {
+    let app = router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -170,6 +254,7 @@ async fn apns(
     State(fakes): State<Arc<Fakes>>,
     Path(device): Path<String>,
     version: Version,
+    over_tls: Option<axum::Extension<OverTls>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
@@ -184,6 +269,7 @@ async fn apns(
         kind: "apns",
         path: format!("/3/device/{device}"),
         http2: version == Version::HTTP_2,
+        tls: over_tls.is_some(),
         headers: headers_of(&headers),
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
         status,
@@ -194,6 +280,7 @@ async fn apns(
 async fn token(
     State(fakes): State<Arc<Fakes>>,
     version: Version,
+    over_tls: Option<axum::Extension<OverTls>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
@@ -211,6 +298,7 @@ async fn token(
         kind: "token",
         path: "/token".to_owned(),
         http2: version == Version::HTTP_2,
+        tls: over_tls.is_some(),
         headers: headers_of(&headers),
         body: Value::Object(form),
         status: 200,
@@ -247,6 +335,7 @@ async fn v1(
     State(fakes): State<Arc<Fakes>>,
     Path(project): Path<String>,
     version: Version,
+    over_tls: Option<axum::Extension<OverTls>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
@@ -273,6 +362,7 @@ async fn v1(
         kind: "v1",
         path: format!("/v1/projects/{project}/messages:send"),
         http2: version == Version::HTTP_2,
+        tls: over_tls.is_some(),
         headers: headers_of(&headers),
         body,
         status,
@@ -283,6 +373,7 @@ async fn v1(
 async fn legacy(
     State(fakes): State<Arc<Fakes>>,
     version: Version,
+    over_tls: Option<axum::Extension<OverTls>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
@@ -298,6 +389,7 @@ async fn legacy(
         kind: "legacy",
         path: "/fcm/send".to_owned(),
         http2: version == Version::HTTP_2,
+        tls: over_tls.is_some(),
         headers: headers_of(&headers),
         body: body.clone(),
         status: 200,

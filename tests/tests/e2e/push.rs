@@ -132,7 +132,7 @@ async fn apns_gets_an_http2_request_with_provider_token_topic_and_payload() {
     let r = &sends[0];
     assert_eq!(r.kind, "apns");
     assert_eq!(r.path, format!("/3/device/{device}"));
-    assert!(r.http2, "APNs speaks HTTP/2");
+    assert!(r.http2 && r.tls, "APNs speaks HTTP/2 over TLS");
     assert_eq!(r.headers["apns-topic"], bundle_id);
     assert_eq!(r.headers["apns-push-type"], "alert");
     let jwt = r.headers["authorization"]
@@ -192,7 +192,7 @@ async fn fcm_v1_sends_with_an_access_token_from_the_service_account() {
     let sends = push_fake::sends_to(&device, 1).await;
     let r = &sends[0];
     assert_eq!(r.path, format!("/v1/projects/{project}/messages:send"));
-    assert!(!r.http2, "an http:// FCM base speaks HTTP/1.1");
+    assert!(!r.http2 && !r.tls, "an http:// FCM base speaks HTTP/1.1");
     assert_eq!(
         r.body,
         json!({"message": {"token": device, "notification": {"title": "Ann", "body": "Hello"},
