@@ -20,62 +20,16 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 /// An APNs .p8 key (P-256, PKCS#8) made for these tests only.
-pub const APNS_KEY: &str = r"-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfWp4hTJAe4xcS3OU
-2oMOStrblKZ/LYEPCJ8CIvX+KVWhRANCAAQ1EMzxLOtXIsunUJd0eGChwcT/EB0r
-q1daBImqMRzDPJrXsLHiL+ZvIlm3ZZyuQmC2p2OacFEcaLAk6+HR0Sw+
------END PRIVATE KEY-----
-";
+pub const APNS_KEY: &str = include_str!("../fixtures/push/apns-key.pem");
 
 /// Its public key, to verify provider tokens.
-pub const APNS_PUBLIC_KEY: &str = r"-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAENRDM8SzrVyLLp1CXdHhgocHE/xAd
-K6tXWgSJqjEcwzya17Cx4i/mbyJZt2WcrkJgtqdjmnBRHGiwJOvh0dEsPg==
------END PUBLIC KEY-----
-";
+pub const APNS_PUBLIC_KEY: &str = include_str!("../fixtures/push/apns-key.pub");
 
 /// A service account's RSA key (PKCS#8) made for these tests only.
-pub const FCM_KEY: &str = r"-----BEGIN PRIVATE KEY-----
-MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDeLfHLs9KK+AHE
-pO0MsXAq3Kvn4yYWLa3m1h8F4r9+hp4a0y5gWYyO92IpA4EBIkAwRIWSDCpO+RKh
-um9qL5X5btiVJtt/eSIdbs6AY3penSbM6ry16FZBjr4Qrr1TWOTllPfs9FvHkP43
-N97Zw7Wm2H1hQmNp08iej70nxdKAjoBrX5X1dwSKf77zsTPd5C3uuqmSaP4g+ckf
-SOVD9lWX+xhB/xMOQoFdqny4ZJjhpH0oh66ZRrJO/le5Nw5jyYCLyznaWG2nnROj
-9BvKPVa1eUaCK7MaOkqWSIYAQlnd0HkFVfpX7JURffj5fQQYyY55gkSBJjMLe3/F
-0BpermUdAgMBAAECggEADCPvDzOJg5Sh229WplJTdSgfOu8iJOVEmB/m9zueEp7D
-qLwVj+gSF+V5JzwSMnAUbqluh13jpEfpu81z6pW56HS6iss3hGuSULuTYZfDTJm3
-kHbFg9weSyaZXfsqYbxHr6rYRvSi8jtK739S+EvAfeLdAQbvZzg5Fr73IKNSNA+F
-7u6YrjVRYVlAiERgSTekqoweU5qBsmaG1U1SSeoff+wJJzkpVJiU/ZXvQ1eR/TG0
-h5KnohnkKlUCnRfq3MxP+9bxroLmhm6VSURvpdpo8Jz08DbHG5WZbv7ulJ6NhRFO
-f3Teps0pYJV5c8qnj32KbEVyHf8cf4AV0igJ7Lx74QKBgQD0m/1Yvg6H06J/LFlw
-JvBdsQCIW/C6Ca6z/LGT/jvep4BRgxARR5mGihxpR6dHnaq6MIw6ocOKHozMpHpf
-+8WYj8dnlOUkXq2pFvef3xuvbVt2kS810SGttd7B9BflJCHvYEMY6ik7FeErSIxG
-QP3+DSo5o9bSIjph8tkC9e/x4QKBgQDohpEAVGPjR6nB5SW+av8wKy4DR5pQW4wS
-NeAgThGf/9Qu2o17tsjMD+Oh73Yxuhf17kbSL5qV6VBGqq8pWR2aeFLZM+aCJY81
-kN9S0p0DPea3VO1b3o9kiESHFWJRoO4UKU9Tqg07cMKWbMCU/WVbMOHdbUermEut
-9bfBHGcSvQKBgQCQITnuiE5XikQ9Wwx4IPmQuzLtJf96Hypps4OPCEaOs3PQk8Fr
-7RxxQf/rqOTQNf7bJq/5/EcTo1yjWGcjF18evdlpFzrNa1w4Peg6s2PEwlMaUgHX
-XBrUGE3hSsqpodi9C6N9krworIO41U6SNslyYJ94xylVOAXeoRFtxSxVAQKBgF/T
-/XQ2U0g6o4JuLoTwUaUHVpoxay5M3Egw/eIyal8XLtn0ZjSjGtPGhJibOIm72N4Y
-ygUba0j284d8Fl4jBOlBR1uOYSQn2IJJ50+Zzu2kGC5cCMpAybWz1xIYxQFBIn0a
-nT+sqHFjwj3+Kcv9NkVDuwHnZI8aX64cwxMJ4oy9AoGBALVFtz2vqQekDn2+c/Cu
-8l98AvfDD8g4PMaQtd+DjGewTsXpVbOdlf6DBAgkguQ1YXFikhT+vqURbMhzjdLy
-kWBEk1C3+iqy3XX+iW1YWuO1f15P45eX9samlc2kF7aeJe7Fhp70TYIAt/6fbqyz
-F0YeAvn3GuFPs6f5d2Su1j0Q
------END PRIVATE KEY-----
-";
+pub const FCM_KEY: &str = include_str!("../fixtures/push/fcm-key.pem");
 
 /// Its public key, to verify token assertions.
-pub const FCM_PUBLIC_KEY: &str = r"-----BEGIN PUBLIC KEY-----
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA3i3xy7PSivgBxKTtDLFw
-Ktyr5+MmFi2t5tYfBeK/foaeGtMuYFmMjvdiKQOBASJAMESFkgwqTvkSobpvai+V
-+W7YlSbbf3kiHW7OgGN6Xp0mzOq8tehWQY6+EK69U1jk5ZT37PRbx5D+Nzfe2cO1
-pth9YUJjadPIno+9J8XSgI6Aa1+V9XcEin++87Ez3eQt7rqpkmj+IPnJH0jlQ/ZV
-l/sYQf8TDkKBXap8uGSY4aR9KIeumUayTv5XuTcOY8mAi8s52lhtp50To/Qbyj1W
-tXlGgiuzGjpKlkiGAEJZ3dB5BVX6V+yVEX34+X0EGMmOeYJEgSYzC3t/xdAaXq5l
-HQIDAQAB
------END PUBLIC KEY-----
-";
+pub const FCM_PUBLIC_KEY: &str = include_str!("../fixtures/push/fcm-key.pub");
 
 /// One request the fakes got.
 #[derive(Debug, Clone)]

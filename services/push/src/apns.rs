@@ -178,3 +178,143 @@ pub(crate) fn payload(n: &Notification, with_badge: bool) -> Value {
         "smooch": {"appId": n.app_id, "appUserId": n.app_user_id, "messageId": n.message_id},
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode, Version};
+    use axum::routing::post;
+
+    use super::*;
+
+    /// The test suite's APNs key (tests/fixtures/push).
+    const KEY: &str = include_str!("../../../tests/fixtures/push/apns-key.pem");
+
+    type Seen = Arc<Mutex<Vec<(Version, String)>>>;
+
+    /// A cleartext HTTP/2 server that answers as APNs does for the token in the path.
+    async fn fake_apns() -> (String, Seen) {
+        let seen: Seen = Arc::default();
+        let app = axum::Router::new()
+            .route(
+                "/3/device/{token}",
+                post(
+                    |State(seen): State<Seen>,
+                     Path(token): Path<String>,
+                     version: Version,
+                     headers: HeaderMap| async move {
+                        let auth = headers["authorization"].to_str().unwrap().to_owned();
+                        seen.lock().unwrap().push((version, auth));
+                        match token.as_str() {
+                            "gone" => (StatusCode::GONE, r#"{"reason":"Unregistered"}"#),
+                            "bad" => (StatusCode::BAD_REQUEST, r#"{"reason":"BadDeviceToken"}"#),
+                            "busy" => (
+                                StatusCode::TOO_MANY_REQUESTS,
+                                r#"{"reason":"TooManyRequests"}"#,
+                            ),
+                            "topic" => (
+                                StatusCode::BAD_REQUEST,
+                                r#"{"reason":"DeviceTokenNotForTopic"}"#,
+                            ),
+                            "stale" => (
+                                StatusCode::FORBIDDEN,
+                                r#"{"reason":"ExpiredProviderToken"}"#,
+                            ),
+                            _ => (StatusCode::OK, ""),
+                        }
+                    },
+                ),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn apn() -> Apn {
+        Apn {
+            auth: ApnAuth::Token {
+                key_id: "KEY1".into(),
+                team_id: "TEAM1".into(),
+                private_key: KEY.into(),
+            },
+            bundle_id: Some("com.example".into()),
+            production: false,
+            auto_update_badge: true,
+        }
+    }
+
+    fn notification() -> Notification {
+        Notification {
+            title: "t".into(),
+            body: "b".into(),
+            badge: 1,
+            app_id: "a".into(),
+            app_user_id: "u".into(),
+            message_id: "m".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn cleartext_bases_speak_http2_and_answers_map_to_outcomes() {
+        let (base, seen) = fake_apns().await;
+        let apns = Apns::new(Some(base), Duration::from_secs(5), None).unwrap();
+        let send = |token: &'static str| {
+            let apns = &apns;
+            async move { apns.send(&apn(), token, &notification()).await }
+        };
+        assert_eq!(send("ok").await, Outcome::Delivered);
+        assert!(matches!(send("gone").await, Outcome::Unregistered(_)));
+        assert!(matches!(send("bad").await, Outcome::Unregistered(_)));
+        assert!(matches!(send("busy").await, Outcome::Retry(_)));
+        assert!(matches!(send("topic").await, Outcome::Failed(_)));
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.iter().all(|(v, _)| *v == Version::HTTP_2), "{seen:?}");
+        // One provider token for every send.
+        assert!(seen.iter().all(|(_, auth)| *auth == seen[0].1));
+    }
+
+    #[tokio::test]
+    async fn an_expired_provider_token_is_signed_anew_for_the_retry() {
+        let (base, seen) = fake_apns().await;
+        let apns = Apns::new(Some(base), Duration::from_secs(5), None).unwrap();
+        assert!(matches!(
+            apns.send(&apn(), "stale", &notification()).await,
+            Outcome::Retry(_)
+        ));
+        assert!(
+            apns.tokens.lock().unwrap().is_empty(),
+            "the stale token is forgotten"
+        );
+        assert_eq!(
+            apns.send(&apn(), "ok", &notification()).await,
+            Outcome::Delivered
+        );
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn certificates_and_missing_bundle_ids_fail_without_a_request() {
+        let (base, seen) = fake_apns().await;
+        let apns = Apns::new(Some(base), Duration::from_secs(5), None).unwrap();
+        let certificate = Apn {
+            auth: ApnAuth::Certificate,
+            ..apn()
+        };
+        let no_topic = Apn {
+            bundle_id: None,
+            ..apn()
+        };
+        for creds in [certificate, no_topic] {
+            assert!(matches!(
+                apns.send(&creds, "ok", &notification()).await,
+                Outcome::Failed(_)
+            ));
+        }
+        assert!(seen.lock().unwrap().is_empty());
+    }
+}
