@@ -6,7 +6,8 @@
 //! their device tokens (unique per test), so tests run in parallel.
 //!
 //! A device token containing `gone` is refused as unregistered; one containing `busy` is
-//! answered 429 (APNs) or 503 (FCM) the first time, then accepted.
+//! answered 429 (APNs) or 503 (FCM) the first time, then accepted; one containing `down`
+//! is answered 503 every time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -214,6 +215,8 @@ async fn apns(
 ) -> Response {
     let (status, answer) = if device.contains("gone") {
         (410, json!({"reason": "Unregistered", "timestamp": 1}))
+    } else if device.contains("down") {
+        (503, json!({"reason": "ServiceUnavailable"}))
     } else if fakes.busy(&device) {
         (429, json!({"reason": "TooManyRequests"}))
     } else {

@@ -453,3 +453,24 @@ async fn whispers_are_pushed_like_app_maker_messages() {
     );
     assert_eq!(sends[0].body["aps"]["badge"], 1);
 }
+
+#[tokio::test]
+async fn a_provider_that_stays_down_gets_the_configured_retries_then_none() {
+    let app = suite().create_app().await;
+    with_apn(&app).await;
+    let device = token("down");
+    let user = init(&app, &unique("u"), &domain::id::new_id(), "ios", &device).await;
+    say(
+        &app,
+        &user,
+        json!({"text": "are you up?", "role": "appMaker"}),
+    )
+    .await;
+    // The first attempt and SMOOCH_PUSH_MAX_RETRIES (2 in tests) retries, then the
+    // dead-letter queue.
+    let retries = suite().settings.push.max_retries as usize;
+    let sends = push_fake::sends_to(&device, 1 + retries).await;
+    assert!(sends.iter().all(|s| s.status == 503));
+    settle().await;
+    assert_eq!(push_fake::sends_to(&device, 1).await.len(), 1 + retries);
+}
