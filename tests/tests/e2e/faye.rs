@@ -516,6 +516,87 @@ async fn a_merge_is_published_on_the_surviving_users_channel() {
 }
 
 #[tokio::test]
+async fn profile_changes_are_published_on_the_users_channel_only() {
+    let s = suite();
+    let app = s.create_app().await;
+    let other = s.create_app().await;
+    let ada = app.init_user(Some("faye-ada")).await["_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob = app.init_user(Some("faye-bob")).await["_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Ada's channel with her own JWT; Bob's subscriber must get Bob's change only.
+    let mut mine = spawn(
+        &s.base,
+        &format!("/v1/users/{ada}"),
+        json!({"appUserId": ada, "jwt": bearer(&app.user_jwt("faye-ada"))}),
+        2,
+    );
+    let mut his = spawn(
+        &s.base,
+        &format!("/v1/users/{bob}"),
+        json!({"appUserId": bob, "appToken": app.token}),
+        1,
+    );
+    assert_eq!(mine.outcome().await, "SUBSCRIBED");
+    assert_eq!(his.outcome().await, "SUBSCRIBED");
+    let (status, body) = s
+        .call(
+            Method::PUT,
+            "/v1/appusers/faye-ada",
+            &app.user_jwt("faye-ada"),
+            Some(json!({"givenName": "Ada", "properties": {"plan": "pro"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Another app's user of the same userId changes too: nothing reaches this app's channel.
+    other.init_user(Some("faye-ada")).await;
+    let (status, _) = s
+        .call(
+            Method::PUT,
+            "/v1/appusers/faye-ada",
+            &other.app_jwt(),
+            Some(json!({"givenName": "Impostor"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s
+        .call(
+            Method::DELETE,
+            "/v1/appusers/faye-ada/profile",
+            &app.app_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = mine.finish().await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["event"], json!({"type": "update"}));
+    assert_eq!(got[0]["appUser"]["_id"], json!(ada));
+    assert_eq!(got[0]["appUser"]["givenName"], "Ada");
+    assert_eq!(got[0]["appUser"]["properties"]["plan"], "pro");
+    assert!(got[0]["appUser"].get("devices").is_none(), "{got:?}");
+    assert_eq!(got[1]["event"], json!({"type": "update"}));
+    assert!(got[1]["appUser"]["givenName"].is_null(), "{got:?}");
+    let (status, _) = s
+        .call(
+            Method::PUT,
+            "/v1/appusers/faye-bob",
+            &app.app_token(),
+            Some(json!({"surname": "Builder"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let got = his.finish().await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["appUser"]["_id"], json!(bob));
+    assert_eq!(got[0]["appUser"]["surname"], "Builder");
+}
+
+#[tokio::test]
 async fn the_demo_page_is_served_and_uses_faye_with_an_app_token() {
     let s = suite();
     let response = s.http.get(format!("{}/web", s.base)).send().await.unwrap();

@@ -21,12 +21,16 @@ use super::hub::{Hub, Kind, Target};
 /// Routing key of typing activity (never stored, never sent to webhooks).
 pub(crate) const TYPING: &str = "activity:typing";
 
+/// Routing key of a user's profile changes for the user channel (never sent to webhooks).
+pub(crate) const USER_CHANGED: &str = "activity:user";
+
 /// The triggers this replica's queue is bound to.
-const KEYS: [&str; 4] = [
+const KEYS: [&str; 5] = [
     "message:appUser",
     "message:appMaker",
     "merge:appUser",
     TYPING,
+    USER_CHANGED,
 ];
 
 /// Where the real-time fan-out connects.
@@ -63,8 +67,24 @@ impl Activity {
         data: Value,
     ) -> Result<(), bus::Error> {
         let event = json!({"appId": app_id, "appUser": {"_id": app_user_id}, "activity": data});
+        self.publish(TYPING, event).await
+    }
+
+    /// Tells every replica's subscribers of the user channel that `app_user` (as the REST
+    /// API renders it, with `_id`) changed: `{appUser, event: {type: kind}}`.
+    pub(crate) async fn user_changed(
+        &self,
+        app_id: &str,
+        app_user: Value,
+        kind: &str,
+    ) -> Result<(), bus::Error> {
+        let event = json!({"appId": app_id, "appUser": app_user, "event": {"type": kind}});
+        self.publish(USER_CHANGED, event).await
+    }
+
+    async fn publish(&self, key: &str, event: Value) -> Result<(), bus::Error> {
         let Some(bus) = &self.bus else {
-            route(&self.hub, TYPING, &event);
+            route(&self.hub, key, &event);
             return Ok(());
         };
         let mut guard = self.channel.lock().await;
@@ -82,7 +102,7 @@ impl Activity {
         channel
             .basic_publish(
                 exchange(&bus.amqp_prefix).as_str().into(),
-                TYPING.into(),
+                key.into(),
                 BasicPublishOptions::default(),
                 event.to_string().as_bytes(),
                 BasicProperties::default().with_content_type("application/json".into()),
@@ -211,6 +231,12 @@ pub(crate) fn route(hub: &Hub, key: &str, event: &Value) {
         }
         TYPING => {
             hub.publish(&target(Kind::Activity), &event["activity"]);
+        }
+        USER_CHANGED => {
+            hub.publish(
+                &target(Kind::User),
+                &json!({"appUser": event["appUser"], "event": event["event"]}),
+            );
         }
         _ => {}
     }

@@ -369,6 +369,7 @@ pub(crate) async fn update(
         })
         .await?
         .into_inner();
+    announce_change(&state, &updated).await;
     Ok(Json(user_json(&caller, updated)))
 }
 
@@ -488,5 +489,26 @@ pub(crate) async fn delete_profile(
         })
         .await?
         .into_inner();
+    announce_change(&state, &cleared).await;
     Ok(Json(user_json(&caller, cleared)))
+}
+
+/// Tells the user's real-time subscribers (`/v1/users/{appUserId}`) that the profile
+/// changed, as an appUser-scope caller sees it (no devices). Best effort: the change has
+/// committed, and a subscriber refetches on reconnect.
+async fn announce_change(state: &AppState, user: &pb::AppUser) {
+    let rendered = match serde_json::to_value(AppUser::from_pb(user.clone(), false)) {
+        Ok(rendered) => rendered,
+        Err(e) => {
+            tracing::error!(error = %e, "an app user does not serialize");
+            return;
+        }
+    };
+    if let Err(e) = state
+        .activity
+        .user_changed(&user.app_id, rendered, "update")
+        .await
+    {
+        tracing::warn!(error = %e, app_id = %user.app_id, "profile change not published to real-time subscribers");
+    }
 }
