@@ -25,9 +25,8 @@ const TOKEN_REUSE: Duration = Duration::from_secs(50 * 60);
 /// The APNs client: HTTP/2 connections and the provider tokens of every app.
 #[derive(Debug)]
 pub(crate) struct Apns {
-    /// Every https base; and `http://` bases as HTTP/2 with prior knowledge.
-    tls: reqwest::Client,
-    cleartext: reqwest::Client,
+    /// HTTP/2 only, as APNs is: `h2` by ALPN over TLS, prior knowledge in clear.
+    http: reqwest::Client,
     /// The configured base, or `None` for Apple's hosts.
     base: Option<String>,
     /// Signed tokens by (team id, key id): when signed, and the token.
@@ -46,16 +45,14 @@ impl Apns {
         timeout: Duration,
         ca: Option<&reqwest::Certificate>,
     ) -> anyhow::Result<Self> {
-        let mut tls = reqwest::Client::builder().timeout(timeout);
+        let mut http = reqwest::Client::builder()
+            .timeout(timeout)
+            .http2_prior_knowledge();
         if let Some(ca) = ca {
-            tls = tls.add_root_certificate(ca.clone());
+            http = http.add_root_certificate(ca.clone());
         }
         Ok(Apns {
-            tls: tls.build()?,
-            cleartext: reqwest::Client::builder()
-                .timeout(timeout)
-                .http2_prior_knowledge()
-                .build()?,
+            http: http.build()?,
             base: base.map(|b| b.trim_end_matches('/').to_owned()),
             tokens: Mutex::new(HashMap::new()),
         })
@@ -123,12 +120,8 @@ impl Apns {
             None if apn.production => PRODUCTION_URL,
             None => SANDBOX_URL,
         };
-        let client = if base.starts_with("http://") {
-            &self.cleartext
-        } else {
-            &self.tls
-        };
-        let response = client
+        let response = self
+            .http
             .post(format!("{base}/3/device/{token}"))
             .header("apns-topic", topic)
             .header("apns-push-type", "alert")
