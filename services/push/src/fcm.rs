@@ -287,8 +287,187 @@ pub(crate) fn legacy_payload(token: &str, n: &Notification) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use axum::Json;
+
     use super::*;
+
+    /// The test suite's service account key (tests/fixtures/push).
+    const KEY: &str = include_str!("../../../tests/fixtures/push/fcm-key.pem");
+
+    /// What the fake saw: token grants, and (authorization, device token) of each send.
+    #[derive(Default)]
+    struct Seen {
+        grants: u32,
+        sends: Vec<(String, String)>,
+    }
+
+    type Shared = Arc<Mutex<Seen>>;
+
+    /// A fake FCM (token endpoint, v1 and legacy send) answering by device token: `gone`
+    /// is unregistered, `revoked` is a 401, `down` a 503, `bad` a 400.
+    async fn fake_fcm() -> (String, Shared) {
+        let seen = Shared::default();
+        async fn grant(State(seen): State<Shared>) -> Json<Value> {
+            let mut seen = seen.lock().unwrap();
+            seen.grants += 1;
+            Json(json!({"access_token": format!("access-{}", seen.grants), "expires_in": 3600}))
+        }
+        async fn send(
+            State(seen): State<Shared>,
+            headers: HeaderMap,
+            Json(body): Json<Value>,
+        ) -> (StatusCode, Json<Value>) {
+            let device = body
+                .pointer("/message/token")
+                .or_else(|| body.get("to"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let auth = headers["authorization"].to_str().unwrap().to_owned();
+            seen.lock().unwrap().sends.push((auth, device.clone()));
+            let legacy = body.get("to").is_some();
+            match (device.as_str(), legacy) {
+                ("gone", false) => (
+                    StatusCode::NOT_FOUND,
+                    Json(
+                        json!({"error": {"status": "NOT_FOUND", "details": [{"errorCode": "UNREGISTERED"}]}}),
+                    ),
+                ),
+                ("gone", true) => (
+                    StatusCode::OK,
+                    Json(json!({"results": [{"error": "NotRegistered"}]})),
+                ),
+                ("down", true) => (
+                    StatusCode::OK,
+                    Json(json!({"results": [{"error": "Unavailable"}]})),
+                ),
+                ("revoked", false) => (StatusCode::UNAUTHORIZED, Json(json!({}))),
+                ("down", false) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({}))),
+                ("bad", _) => (StatusCode::BAD_REQUEST, Json(json!({}))),
+                _ => (
+                    StatusCode::OK,
+                    Json(json!({"results": [{"message_id": "1"}]})),
+                ),
+            }
+        }
+        let app = axum::Router::new()
+            .route("/token", post(grant))
+            .route("/v1/projects/p/messages:send", post(send))
+            .route("/fcm/send", post(send))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn account(base: &str) -> Fcm {
+        Fcm::ServiceAccount {
+            project_id: "p".into(),
+            client_email: "a@p.iam.gserviceaccount.com".into(),
+            private_key: KEY.into(),
+            token_uri: format!("{base}/token"),
+        }
+    }
+
+    fn notification() -> Notification {
+        Notification {
+            title: "t".into(),
+            body: "b".into(),
+            badge: 1,
+            app_id: "a".into(),
+            app_user_id: "u".into(),
+            message_id: "m".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn v1_access_tokens_are_cached_and_renewed_after_a_401() {
+        let (base, seen) = fake_fcm().await;
+        let fcm = FcmClient::new(&base, Duration::from_secs(5), None).unwrap();
+        let creds = account(&base);
+        let n = notification();
+        assert_eq!(fcm.send(&creds, "ok", &n).await, Outcome::Delivered);
+        assert_eq!(fcm.send(&creds, "ok", &n).await, Outcome::Delivered);
+        assert_eq!(seen.lock().unwrap().grants, 1, "one grant for both sends");
+        assert!(matches!(
+            fcm.send(&creds, "revoked", &n).await,
+            Outcome::Retry(_)
+        ));
+        assert_eq!(fcm.send(&creds, "ok", &n).await, Outcome::Delivered);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.grants, 2, "a 401 drops the cached token");
+        assert_eq!(seen.sends[0].0, "Bearer access-1");
+        assert_eq!(seen.sends[3].0, "Bearer access-2");
+    }
+
+    #[tokio::test]
+    async fn v1_and_legacy_answers_map_to_outcomes() {
+        let (base, _) = fake_fcm().await;
+        let fcm = FcmClient::new(&base, Duration::from_secs(5), None).unwrap();
+        let n = notification();
+        let legacy = Fcm::Legacy {
+            server_key: "k".into(),
+        };
+        for creds in [account(&base), legacy] {
+            assert_eq!(fcm.send(&creds, "ok", &n).await, Outcome::Delivered);
+            assert!(matches!(
+                fcm.send(&creds, "gone", &n).await,
+                Outcome::Unregistered(_)
+            ));
+            assert!(matches!(
+                fcm.send(&creds, "down", &n).await,
+                Outcome::Retry(_)
+            ));
+            assert!(matches!(
+                fcm.send(&creds, "bad", &n).await,
+                Outcome::Failed(_)
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_token_endpoint_retries_and_a_bad_key_fails() {
+        let (base, seen) = fake_fcm().await;
+        let fcm = FcmClient::new(&base, Duration::from_secs(5), None).unwrap();
+        let n = notification();
+        let Fcm::ServiceAccount {
+            project_id,
+            client_email,
+            ..
+        } = account(&base)
+        else {
+            unreachable!()
+        };
+        let unreachable = Fcm::ServiceAccount {
+            project_id: project_id.clone(),
+            client_email: client_email.clone(),
+            private_key: KEY.into(),
+            token_uri: "http://127.0.0.1:1/token".into(),
+        };
+        assert!(matches!(
+            fcm.send(&unreachable, "ok", &n).await,
+            Outcome::Retry(_)
+        ));
+        let bad_key = Fcm::ServiceAccount {
+            project_id,
+            client_email,
+            private_key: "not a key".into(),
+            token_uri: format!("{base}/token"),
+        };
+        assert!(matches!(
+            fcm.send(&bad_key, "ok", &n).await,
+            Outcome::Failed(_)
+        ));
+        assert!(seen.lock().unwrap().sends.is_empty());
+    }
 
     #[test]
     fn v1_error_codes_come_from_details_first() {
