@@ -49,7 +49,7 @@ pub(crate) enum Fcm {
 }
 
 /// Both, as configured for one app.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Credentials {
     pub(crate) app_name: String,
     pub(crate) apn: Option<Apn>,
