@@ -597,6 +597,83 @@ async fn profile_changes_are_published_on_the_users_channel_only() {
 }
 
 #[tokio::test]
+async fn a_revoked_credential_ends_the_subscriptions_it_granted() {
+    let s = suite();
+    let app = s.create_app().await;
+    let (user, conversation) = user_with_conversation(&app, "faye-revoked").await;
+    let hello = bayeux(&s.base, json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}])).await;
+    let client = hello[0]["clientId"].as_str().unwrap().to_owned();
+    let channel = format!("/v1/conversations/{conversation}");
+    let subscribed = bayeux(
+        &s.base,
+        json!([{"channel": "/meta/subscribe", "clientId": client, "subscription": channel,
+                "ext": {"appUserId": user, "appToken": app.token}}]),
+    )
+    .await;
+    assert_eq!(subscribed[0]["successful"], true, "{subscribed:?}");
+    // A connect answers once a message arrives, with the messages before its own reply.
+    let connect = |text: &'static str| {
+        let (app, user, client) = (app.clone(), user.clone(), client.clone());
+        async move {
+            app.post_message(&user, "appMaker", text).await;
+            let replies = bayeux(
+                &suite().base,
+                json!([{"channel": "/meta/connect", "clientId": client, "connectionType": "long-polling"}]),
+            )
+            .await;
+            let reply = replies
+                .iter()
+                .find(|m| m["channel"] == "/meta/connect")
+                .cloned()
+                .unwrap_or_else(|| panic!("no connect reply: {replies:?}"));
+            (reply, replies)
+        }
+    };
+    let (reply, delivered) = connect("before").await;
+    assert_eq!(reply["successful"], true, "{delivered:?}");
+    assert!(
+        delivered.iter().any(|m| m.get("data").is_some()),
+        "{delivered:?}"
+    );
+
+    let (status, _) = s
+        .call(
+            Method::POST,
+            &format!("/v1/apps/{}/token/rotate", app.id),
+            &e2e::account_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // The revocation reaches the gateway's cache within moments; then the client is gone.
+    let mut ended = None;
+    for _ in 0..20 {
+        let (reply, delivered) = connect("after").await;
+        if reply["successful"] == false {
+            ended = Some((reply, delivered));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (reply, delivered) = ended.expect("the client outlived its revoked app token");
+    assert_eq!(reply["advice"]["reconnect"], "handshake", "{reply:?}");
+    assert!(
+        delivered.iter().all(|m| m.get("data").is_none()),
+        "{delivered:?}"
+    );
+    // Subscribing again with the old token is refused.
+    let again = bayeux(&s.base, json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}])).await;
+    let again = again[0]["clientId"].as_str().unwrap().to_owned();
+    let refused = bayeux(
+        &s.base,
+        json!([{"channel": "/meta/subscribe", "clientId": again, "subscription": channel,
+                "ext": {"appUserId": user, "appToken": app.token}}]),
+    )
+    .await;
+    assert_eq!(refused[0]["successful"], false, "{refused:?}");
+}
+
+#[tokio::test]
 async fn the_demo_page_is_served_and_uses_faye_with_an_app_token() {
     let s = suite();
     let response = s.http.get(format!("{}/web", s.base)).send().await.unwrap();

@@ -68,6 +68,9 @@ pub(crate) struct Target {
 
 struct Session {
     subs: HashMap<String, Target>,
+    /// The credentials its subscriptions were granted with, checked again on every
+    /// `/meta/connect` so a revoked key or app token ends them.
+    credentials: Vec<auth::Credential>,
     queue: VecDeque<Value>,
     notify: Arc<Notify>,
     last_seen: Instant,
@@ -121,6 +124,7 @@ impl Hub {
             id.clone(),
             Session {
                 subs: HashMap::new(),
+                credentials: Vec::new(),
                 queue: VecDeque::new(),
                 notify: Arc::new(Notify::new()),
                 last_seen: Instant::now(),
@@ -175,6 +179,25 @@ impl Hub {
             .insert((client_id.to_owned(), channel.to_owned()));
         metrics::gauge!("faye_subscriptions").increment(1.0);
         Ok(())
+    }
+
+    /// Records that a subscription of `client_id` was granted with `credential`.
+    pub(crate) fn remember_credential(&self, client_id: &str, credential: auth::Credential) {
+        let mut inner = self.lock();
+        if let Some(session) = inner.sessions.get_mut(client_id) {
+            if !session.credentials.contains(&credential) {
+                session.credentials.push(credential);
+            }
+        }
+    }
+
+    /// The credentials `client_id`'s subscriptions were granted with.
+    pub(crate) fn credentials(&self, client_id: &str) -> Vec<auth::Credential> {
+        self.lock()
+            .sessions
+            .get(client_id)
+            .map(|s| s.credentials.clone())
+            .unwrap_or_default()
     }
 
     /// Removes a subscription; false when the client is unknown.

@@ -309,6 +309,21 @@ async fn connect_reply(
     may_wait: bool,
 ) -> (Value, Vec<Value>) {
     let client = client_id(message);
+    // A key or app token revoked since a subscription was granted ends the client: it
+    // must handshake again, and its subscribes are then refused.
+    for credential in state.faye.credentials(client) {
+        if let Err(e) = state.credentials.authenticate(&credential).await {
+            if e.code == domain::ErrorCode::Unauthorized {
+                tracing::info!(
+                    client,
+                    "Bayeux client dropped: its credentials were revoked"
+                );
+                metrics::counter!("faye_clients_revoked_total").increment(1);
+                state.faye.disconnect(client);
+                return (unknown_client(client), Vec::new());
+            }
+        }
+    }
     // A connect batched with other messages answers at once, so their replies are not held.
     let wait = if may_wait {
         state.faye.limits.poll_timeout
@@ -373,8 +388,8 @@ async fn subscribe(state: &AppState, message: &Map<String, Value>) -> Value {
     }
     let ext = message.get("ext").and_then(Value::as_object);
     for channel in &channels {
-        let target = match authorize(state, ext, channel).await {
-            Ok(target) => target,
+        let (target, credential) = match authorize(state, ext, channel).await {
+            Ok(granted) => granted,
             Err(why) => {
                 tracing::info!(channel, why, "Bayeux subscription refused");
                 metrics::counter!("faye_subscriptions_refused_total").increment(1);
@@ -385,6 +400,7 @@ async fn subscribe(state: &AppState, message: &Map<String, Value>) -> Value {
                 });
             }
         };
+        state.faye.remember_credential(client, credential);
         if let Err(e) = state.faye.subscribe(client, channel, target) {
             return match e {
                 SubscribeError::UnknownClient => unknown_client(client),
@@ -399,13 +415,13 @@ async fn subscribe(state: &AppState, message: &Map<String, Value>) -> Value {
     json!({"successful": true, "subscription": subscription})
 }
 
-/// Checks that the credentials in `ext` may read `channel`, and says whose channel it is.
-/// Errors are short and name no other tenant's data.
+/// Checks that the credentials in `ext` may read `channel`, and says whose channel it is
+/// and which credential granted it. Errors are short and name no other tenant's data.
 async fn authorize(
     state: &AppState,
     ext: Option<&Map<String, Value>>,
     channel: &str,
-) -> Result<Target, String> {
+) -> Result<(Target, auth::Credential), String> {
     let (kind, id) = parse_channel(channel).ok_or_else(|| "Unknown channel".to_owned())?;
     let ext = ext.ok_or_else(|| "ext with appUserId and appToken or jwt required".to_owned())?;
     let text = |k: &str| ext.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
@@ -473,11 +489,14 @@ async fn authorize(
     if !owns {
         return Err(denied());
     }
-    Ok(Target {
-        app_id,
-        app_user_id: user.id,
-        kind,
-    })
+    Ok((
+        Target {
+            app_id,
+            app_user_id: user.id,
+            kind,
+        },
+        credential,
+    ))
 }
 
 /// Forgets clients that stopped polling, until the hub is dropped by every owner.
