@@ -33,6 +33,8 @@ pub enum Role {
     Webhooks,
     /// Webhook delivery from the bus (no listener).
     WebhookWorker,
+    /// Push notifications from the bus to APNs and FCM (no listener).
+    Push,
 }
 
 impl Role {
@@ -45,6 +47,7 @@ impl Role {
             Role::Media => "media",
             Role::Webhooks => "webhooks",
             Role::WebhookWorker => "webhook-worker",
+            Role::Push => "push",
         }
     }
 }
@@ -85,6 +88,16 @@ fn worker_config(settings: &Settings, webhooks_addr: String) -> webhook_worker::
     }
 }
 
+/// The push worker's settings, with the suite's broker and users address.
+fn push_config(settings: &Settings, users_addr: String) -> push::Config {
+    push::Config {
+        amqp_url: settings.amqp_url.clone(),
+        amqp_prefix: settings.amqp_prefix.clone(),
+        users_grpc_addr: users_addr,
+        ..settings.push.clone()
+    }
+}
+
 /// What a role's `/readyz` checks.
 fn readiness_checks(role: Role, settings: &Settings) -> anyhow::Result<Vec<ops::Check>> {
     let postgres = || -> anyhow::Result<ops::Check> {
@@ -103,6 +116,10 @@ fn readiness_checks(role: Role, settings: &Settings) -> anyhow::Result<Vec<ops::
         Role::WebhookWorker => vec![
             broker(),
             ops::Check::Grpc("webhooks", settings.grpc_addr("webhooks")),
+        ],
+        Role::Push => vec![
+            broker(),
+            ops::Check::Grpc("users", settings.grpc_addr("users")),
         ],
         Role::Gateway => Vec::new(),
     })
@@ -167,7 +184,7 @@ fn spawn_grpc_role(
             let config = media::Config::new(settings.media_dir.clone());
             tasks.spawn(media::run(config, listener, shutdown));
         }
-        Role::Gateway | Role::WebhookWorker => {}
+        Role::Gateway | Role::WebhookWorker | Role::Push => {}
     }
 }
 
@@ -214,6 +231,10 @@ pub async fn run_role(
         Role::WebhookWorker => {
             let config = worker_config(settings, settings.grpc_addr("webhooks"));
             tasks.spawn(webhook_worker::run(config, shutdown.clone()));
+        }
+        Role::Push => {
+            let config = push_config(settings, settings.grpc_addr("users"));
+            tasks.spawn(push::run(config, shutdown.clone()));
         }
         grpc => {
             let listener = bind(&settings.grpc_addr(grpc.name()), grpc.name()).await?;
@@ -358,6 +379,9 @@ pub async fn start_all(
     let mut worker = worker_config(&settings, addrs[3].clone());
     worker.webhooks_channel = Some(in_process.webhooks.clone());
     tasks.spawn(webhook_worker::run(worker, shutdown.clone()));
+    let mut pusher = push_config(&settings, addrs[0].clone());
+    pusher.users_channel = Some(in_process.users.clone());
+    tasks.spawn(push::run(pusher, shutdown.clone()));
     let mut gateway_config = gateway_config(&settings, addrs);
     gateway_config.in_process = Some(in_process);
     tasks.spawn(gateway::run(

@@ -36,6 +36,8 @@ enum Command {
     Webhooks,
     /// Run the webhook worker: delivers message events to webhooks.
     WebhookWorker,
+    /// Run the push worker: app-maker messages to users' phones through APNs and FCM.
+    Push,
     /// Create the database if needed and apply every migration.
     Migrate,
     /// Print the effective configuration (defaults, then `SMOOCH_*` variables) as JSON,
@@ -116,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Media => "media",
         Command::Webhooks => "webhooks",
         Command::WebhookWorker => "webhook-worker",
+        Command::Push => "push",
         Command::Migrate => "migrate",
         Command::Apps { .. } => "admin",
         Command::Config { .. } => "config",
@@ -143,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Media => single(Role::Media).await,
         Command::Webhooks => single(Role::Webhooks).await,
         Command::WebhookWorker => single(Role::WebhookWorker).await,
+        Command::Push => single(Role::Push).await,
         Command::Migrate => {
             smooch::migrate(&settings).await?;
             // Stores the configured account key, so a split deployment (where no process runs

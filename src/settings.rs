@@ -99,6 +99,8 @@ pub struct Settings {
     pub webhooks_admin_addr: Option<SocketAddr>,
     /// Admin address of the webhook-worker role (`SMOOCH_WEBHOOK_WORKER_ADMIN_ADDR`).
     pub webhook_worker_admin_addr: Option<SocketAddr>,
+    /// Admin address of the push role (`SMOOCH_PUSH_ADMIN_ADDR`).
+    pub push_admin_addr: Option<SocketAddr>,
     /// API requests the gateway serves at once; the excess is answered 503 with
     /// `Retry-After` (`SMOOCH_MAX_IN_FLIGHT`, default 64).
     #[serde(deserialize_with = "positive_usize")]
@@ -109,6 +111,9 @@ pub struct Settings {
     /// The webhook worker's section (`SMOOCH_WEBHOOK_*`; see `webhook_worker::Config`).
     #[serde(skip_deserializing)]
     pub webhook_worker: webhook_worker::Config,
+    /// The push worker's section (`SMOOCH_PUSH_*`; see `push::Config`).
+    #[serde(skip_deserializing)]
+    pub push: push::Config,
     /// The gateway's rate limits (`SMOOCH_RATE_LIMIT_*`; see `gateway::RateLimitConfig`).
     #[serde(skip_deserializing)]
     pub rate_limit: gateway::RateLimitConfig,
@@ -155,9 +160,11 @@ impl Default for Settings {
             media_admin_addr: None,
             webhooks_admin_addr: None,
             webhook_worker_admin_addr: None,
+            push_admin_addr: None,
             max_in_flight: 64,
             log_format: telemetry::LogFormat::default(),
             webhook_worker: webhook_worker::Config::default(),
+            push: push::Config::default(),
             rate_limit: gateway::RateLimitConfig::default(),
             credential_cache: auth::CacheConfig::default(),
             faye: gateway::faye::Limits::default(),
@@ -206,6 +213,8 @@ impl Settings {
         let mut settings: Settings = figment.extract().map_err(named)?;
         settings.webhook_worker = figment.extract().map_err(named)?;
         settings.webhook_worker.validate()?;
+        settings.push = figment.extract().map_err(named)?;
+        settings.push.validate()?;
         settings.rate_limit = figment.extract().map_err(named)?;
         settings.credential_cache = figment.extract().map_err(named)?;
         settings.faye = figment.extract().map_err(named)?;
@@ -232,6 +241,7 @@ impl Settings {
             "media" => self.media_admin_addr,
             "webhooks" => self.webhooks_admin_addr,
             "webhook-worker" => self.webhook_worker_admin_addr,
+            "push" => self.push_admin_addr,
             _ => None,
         }
     }
@@ -522,6 +532,8 @@ mod tests {
             "SMOOCH_HTTP_ADDR",
             "SMOOCH_ACCOUNT_SECRET",
             "SMOOCH_WEBHOOK_MAX_RETRIES",
+            "SMOOCH_PUSH_APNS_URL",
+            "SMOOCH_PUSH_FCM_URL",
             "SMOOCH_RATE_LIMIT_USER_BURST",
             "SMOOCH_AUTH_CACHE_REDIS_TTL_S",
             "SMOOCH_LOG_FORMAT",

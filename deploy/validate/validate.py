@@ -56,6 +56,7 @@ ROLES = {
     "media": "grpc",
     "webhooks": "grpc",
     "webhook-worker": "worker",
+    "push": "worker",
 }
 GRPC_ROLES = [r for r, k in ROLES.items() if k == "grpc"]
 
@@ -462,7 +463,7 @@ def assert_objects(
             )
         if kind == "worker":
             report.check("admin" in ports, f"{label} has an admin port for its probes")
-            env = "SMOOCH_WEBHOOK_WORKER_ADMIN_ADDR"
+            env = f"SMOOCH_{role.upper().replace('-', '_')}_ADMIN_ADDR"
             report.check(
                 env_value(c, env, configmaps) == f"0.0.0.0:{ports.get('admin')}",
                 f"{label} serves its admin port on 0.0.0.0 ({env})",
@@ -491,7 +492,8 @@ def assert_objects(
             not (targeted_by_hpa and targeted_by_keda), f"{label} is not scaled by both an HPA and KEDA"
         )
         if kind == "worker":
-            if expect.get("keda"):
+            # KEDA scales the webhook worker only; the push worker keeps its CPU HPA.
+            if expect.get("keda") and role == "webhook-worker":
                 report.check(targeted_by_keda, f"{label} is scaled by a KEDA ScaledObject")
             elif expect.get("worker_scaled", True):
                 report.check(targeted_by_hpa, f"{label} falls back to an HPA without KEDA")
@@ -620,7 +622,7 @@ def chart_variants(report: Report, crds: dict, env_read) -> None:
         expect = {
             "hooks": True,
             "keda": keda,
-            "hpa": ["gateway", "users", "conversations", "webhooks"] + (["media"] if media_hpa else []),
+            "hpa": ["gateway", "users", "conversations", "webhooks", "push"] + (["media"] if media_hpa else []),
             "complete_env": path.stem == "default-values",
         }
         assert_objects(objects, where, report, env_read, expect)
@@ -737,7 +739,7 @@ def kustomize_variants(report: Report, crds: dict, env_read) -> None:
                          "run deploy/validate.sh --write-base after changing the chart")
     for overlay, expect in {
         "dev": {"hpa": [], "pdb": False, "worker_scaled": False, "replicas": 1},
-        "prod": {"hpa": ["gateway", "users", "conversations", "webhooks"], "keda": True},
+        "prod": {"hpa": ["gateway", "users", "conversations", "webhooks", "push"], "keda": True},
     }.items():
         where = f"kustomize[{overlay}]"
         try:

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 pub mod otlp;
+pub mod push_fake;
 
 use std::sync::OnceLock;
 
@@ -69,6 +70,11 @@ pub fn test_settings() -> Settings {
     // Long: the change feed, not expiry, must make webhook changes take effect.
     worker.cache_ttl = std::time::Duration::from_secs(60);
     worker.retry_poll = std::time::Duration::from_millis(200);
+    // Push providers are the fakes (set when the suite starts); retries are fast.
+    let push = &mut settings.push;
+    push.retry_base = std::time::Duration::from_millis(200);
+    push.max_retries = 2;
+    push.timeout = std::time::Duration::from_millis(2_000);
     settings
 }
 
@@ -77,7 +83,7 @@ pub fn suite() -> &'static Suite {
     SUITE.get_or_init(|| {
         let settings = test_settings();
         let (tx, rx) = std::sync::mpsc::channel();
-        let thread_settings = settings.clone();
+        let mut thread_settings = settings.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -88,6 +94,13 @@ pub fn suite() -> &'static Suite {
                 // Telemetry lives on this runtime, which outlives every test.
                 let endpoint = otlp::start().await;
                 telemetry::init_for_tests(Some(&endpoint));
+                // APNs over TLS (HTTP/2 by ALPN, the test CA trusted), FCM in clear.
+                let fakes = push_fake::start().await;
+                let ca_file = std::env::temp_dir().join(unique("smooch-push-ca"));
+                std::fs::write(&ca_file, push_fake::CA_PEM).unwrap();
+                thread_settings.push.ca_file = Some(ca_file.display().to_string());
+                thread_settings.push.apns_url = Some(fakes.tls);
+                thread_settings.push.fcm_url = fakes.cleartext;
                 let running = smooch::start_all(&thread_settings, CancellationToken::new())
                     .await
                     .expect("starting the suite");

@@ -3,6 +3,7 @@
 //! relay that moves committed transactional-outbox rows onto the events exchange. Messages
 //! carry the W3C trace context of their publisher in their headers.
 
+pub mod consumer;
 mod error;
 pub mod publisher;
 pub mod relay;

@@ -9,6 +9,10 @@
 //!   {p}.webhooks.retry-{n}-{ttl}ms  ◄────────────────────────────────────────────┘
 //!   {p}.webhooks.defer-{ttl}ms (a busy target's jobs wait here, no attempt counted)
 //!   {p}.webhooks.dead (jobs that failed every attempt; poison events)
+//!
+//! {p}.events ──message:appMaker──► {p}.push.events ──push worker──► APNs / FCM
+//!   {p}.push.retry-{n}-{ttl}ms ──TTL──► {p}.push.deliver ──push worker──► (again)
+//!   {p}.push.dead (notifications that failed every attempt; poison events)
 //! ```
 //!
 //! Retry queues carry their TTL in their name: a queue's arguments cannot change once
@@ -33,6 +37,9 @@ pub const WEBHOOK_TRIGGERS: [&str; 6] = [
     "conversation:read",
     "merge:appUser",
 ];
+
+/// The routing keys the push worker consumes: app-maker messages (whispers included).
+pub const PUSH_TRIGGERS: [&str; 1] = ["message:appMaker"];
 
 /// How long a job for a saturated target waits in the defer queue before trying again.
 pub const DEFER_TTL: Duration = Duration::from_secs(1);
@@ -89,6 +96,75 @@ impl Topology {
     /// The dead-letter queue: jobs that failed every attempt, and unreadable events.
     pub fn dead_queue(&self) -> String {
         format!("{}.webhooks.dead", self.prefix)
+    }
+
+    /// The queue the push worker takes events from.
+    pub fn push_events_queue(&self) -> String {
+        format!("{}.push.events", self.prefix)
+    }
+
+    /// The queue of push jobs coming back from a retry queue.
+    pub fn push_deliver_queue(&self) -> String {
+        format!("{}.push.deliver", self.prefix)
+    }
+
+    /// The push retry queue of `level` (1-based) whose messages wait `ttl`.
+    pub fn push_retry_queue(&self, level: u32, ttl: Duration) -> String {
+        format!("{}.push.retry-{level}-{}ms", self.prefix, ttl.as_millis())
+    }
+
+    /// The push dead-letter queue: notifications that failed every attempt, unreadable
+    /// events and jobs.
+    pub fn push_dead_queue(&self) -> String {
+        format!("{}.push.dead", self.prefix)
+    }
+
+    /// Declares everything the push worker uses: its event queue bound to app-maker
+    /// messages, its delivery queue, one retry queue per entry of `retry_ttls` (each
+    /// dead-lettering back to the delivery queue) and its dead-letter queue.
+    pub async fn declare_push(&self, channel: &Channel, retry_ttls: &[Duration]) -> Result<()> {
+        self.declare_events(channel).await?;
+        let mut args = FieldTable::default();
+        dead_letter_to(&mut args, &self.push_dead_queue());
+        declare_queue(channel, &self.push_dead_queue(), FieldTable::default()).await?;
+        declare_queue(channel, &self.push_events_queue(), args.clone()).await?;
+        declare_queue(channel, &self.push_deliver_queue(), args).await?;
+        for trigger in PUSH_TRIGGERS {
+            channel
+                .queue_bind(
+                    self.push_events_queue().into(),
+                    self.events_exchange().into(),
+                    trigger.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for (i, ttl) in retry_ttls.iter().enumerate() {
+            let name = self.push_retry_queue(level_of(i), *ttl);
+            let mut args = FieldTable::default();
+            let ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+            args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ms));
+            dead_letter_to(&mut args, &self.push_deliver_queue());
+            declare_queue(channel, &name, args).await?;
+        }
+        Ok(())
+    }
+
+    /// Every push queue name for a given retry schedule (for cleanup and depth metrics).
+    pub fn all_push_queues(&self, retry_ttls: &[Duration]) -> Vec<String> {
+        let mut names = vec![
+            self.push_events_queue(),
+            self.push_deliver_queue(),
+            self.push_dead_queue(),
+        ];
+        names.extend(
+            retry_ttls
+                .iter()
+                .enumerate()
+                .map(|(i, ttl)| self.push_retry_queue(level_of(i), *ttl)),
+        );
+        names
     }
 
     /// Every queue name of this topology for a given retry schedule (for cleanup).

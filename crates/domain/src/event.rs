@@ -38,6 +38,11 @@ pub struct Event {
     /// For `conversation:read`: who read the conversation, and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<Read>,
+    /// For a message event: the conversation's unread count (app-maker messages the app
+    /// user has not read) once this message was written. Internal (push badges): webhook
+    /// payloads leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread_count: Option<i64>,
 }
 
 /// A postback: an action the app user tapped, and the message that carried it.
@@ -83,6 +88,7 @@ impl Event {
             postbacks: Vec::new(),
             merge: None,
             read: None,
+            unread_count: None,
         }
     }
 }

@@ -47,6 +47,7 @@ values key; kind: http (gateway), grpc or worker; env: the SMOOCH_<ENV>_* prefix
 - {name: media, key: media, kind: grpc, env: MEDIA}
 - {name: webhooks, key: webhooks, kind: grpc, env: WEBHOOKS}
 - {name: webhook-worker, key: webhookWorker, kind: worker, env: WEBHOOK_WORKER}
+- {name: push, key: push, kind: worker, env: PUSH}
 {{- end }}
 
 {{/* Labels of one role: call with (dict "root" $ "role" $role). */}}

@@ -261,7 +261,10 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
              -- The message's event first, then `conversation:start`: `seq` follows.
              INSERT INTO outbox (event_id, app_id, trigger, payload, trace_context)
              SELECT event_id, $1, trigger, payload, $22 FROM (
-                 SELECT 1 AS n, $19 AS event_id, $20 AS trigger, $21::jsonb AS payload
+                 -- The message's event carries the count this write made (push badges).
+                 SELECT 1 AS n, $19 AS event_id, $20 AS trigger,
+                        jsonb_set($21::jsonb, '{unreadCount}', to_jsonb(unread_count))
+                          AS payload
                    FROM conversation
                  UNION ALL
                  SELECT 2, $23, $24, $25::jsonb FROM created

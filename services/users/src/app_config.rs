@@ -205,3 +205,66 @@ pub(crate) async fn delete_integration(
 pub(crate) fn effective_settings_json(stored: &Value) -> String {
     app_config::effective_settings(stored).to_string()
 }
+
+/// A push integration's stored fields, secrets included: read only for the push worker.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct PushRow {
+    id: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    config: Value,
+    secrets: Value,
+}
+
+/// The app's push credentials (`apn`, `fcm`), secrets included, and its name. Internal:
+/// only the push worker calls this; no gateway route reaches it.
+pub(crate) async fn push_credentials(pool: &PgPool, app_id: &str) -> Result<pb::PushCredentials> {
+    let app = storage::get_app(pool, app_id)
+        .await?
+        .ok_or_else(|| app_not_found(app_id))?;
+    let rows: Vec<PushRow> = sqlx::query_as(
+        "SELECT id, type, config, secrets FROM integrations
+         WHERE app_id = $1 AND type IN ('apn', 'fcm')",
+    )
+    .bind(app_id)
+    .fetch_all(pool)
+    .await?;
+    let mut answer = pb::PushCredentials {
+        app_name: app.name,
+        apn: None,
+        fcm: None,
+    };
+    for row in rows {
+        let credential = pb::PushCredential {
+            integration_id: row.id,
+            config_json: row.config.to_string(),
+            secrets_json: row.secrets.to_string(),
+        };
+        match row.kind.as_str() {
+            "apn" => answer.apn = Some(credential),
+            _ => answer.fcm = Some(credential),
+        }
+    }
+    Ok(answer)
+}
+
+/// Forgets a device's push token if it is still `token` (the provider refused it); a
+/// token refreshed meanwhile is kept.
+pub(crate) async fn clear_push_token(
+    db: impl PgExecutor<'_>,
+    req: &pb::ClearPushTokenRequest,
+) -> Result<pb::Empty> {
+    let cleared = sqlx::query(
+        "UPDATE devices SET push_token = NULL
+         WHERE app_id = $1 AND app_user_id = $2 AND device_id = $3 AND push_token = $4",
+    )
+    .bind(&req.app_id)
+    .bind(&req.app_user_id)
+    .bind(&req.device_id)
+    .bind(&req.token)
+    .execute(db)
+    .await?
+    .rows_affected();
+    tracing::info!(app_id = %req.app_id, app_user_id = %req.app_user_id, device_id = %req.device_id, cleared, "push token refused by its provider");
+    Ok(pb::Empty {})
+}

@@ -565,6 +565,23 @@ impl pb::users_server::Users for UsersApi {
         Ok(Response::new(done))
     }
 
+    async fn get_push_credentials(
+        &self,
+        request: Request<pb::GetAppRequest>,
+    ) -> Result<Response<pb::PushCredentials>, Status> {
+        let found =
+            crate::app_config::push_credentials(&self.pool, &request.get_ref().app_id).await?;
+        Ok(Response::new(found))
+    }
+
+    async fn clear_push_token(
+        &self,
+        request: Request<pb::ClearPushTokenRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let done = crate::app_config::clear_push_token(&self.pool, request.get_ref()).await?;
+        Ok(Response::new(done))
+    }
+
     async fn get_app(
         &self,
         request: Request<pb::GetAppRequest>,

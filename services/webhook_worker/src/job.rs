@@ -85,7 +85,7 @@ struct Payload<'a> {
 }
 
 /// Event fields the payload shows under its own names, or not at all.
-const ENVELOPE: [&str; 7] = [
+const ENVELOPE: [&str; 8] = [
     "version",
     "id",
     "appId",
@@ -93,6 +93,8 @@ const ENVELOPE: [&str; 7] = [
     "createdAtMs",
     "appUser",
     "messages",
+    // Internal: the push worker's badge.
+    "unreadCount",
 ];
 
 #[derive(Debug, Serialize)]

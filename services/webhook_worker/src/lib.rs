@@ -7,7 +7,6 @@
 //! de-duplicate, and no ordering is promised. Workers share the queues, so the role
 //! scales by adding replicas.
 
-mod consumer;
 mod depth;
 mod directory;
 mod error;
@@ -187,20 +186,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         recorder,
         retry_ttls: retry_ttls.clone(),
     });
-    let source = |queue: String, prefetch: u16| consumer::Source {
+    let source = |queue: String, prefetch: u16| bus::consumer::Source {
         amqp_url: config.amqp_url.clone(),
-        topology: topology.clone(),
-        retry_ttls: retry_ttls.clone(),
+        connection_name: format!("webhook-worker {queue}"),
         queue,
         prefetch,
         drain: config.drain,
+    };
+    // Every (re)connection declares the whole topology first.
+    let declare = {
+        let topology = topology.clone();
+        let retry_ttls = retry_ttls.clone();
+        move |channel: lapin::Channel| {
+            let topology = topology.clone();
+            let retry_ttls = retry_ttls.clone();
+            async move { topology.declare_webhooks(&channel, &retry_ttls).await }
+        }
     };
     tracing::info!(prefix = %config.amqp_prefix, retry_schedule_ms = ?retry_ttls.iter().map(|d| d.as_millis()).collect::<Vec<_>>(), "webhook worker starting");
 
     let events = {
         let worker = worker.clone();
-        consumer::consume(
+        bus::consumer::consume(
             source(topology.webhook_events_queue(), config.event_prefetch),
+            declare.clone(),
             shutdown.clone(),
             move |d| {
                 let worker = worker.clone();
@@ -210,8 +219,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let deliveries = {
         let worker = worker.clone();
-        consumer::consume(
+        bus::consumer::consume(
             source(topology.deliver_queue(), config.prefetch),
+            declare,
             shutdown.clone(),
             move |d| {
                 let worker = worker.clone();

@@ -14,6 +14,7 @@ fn role(name: &str) -> anyhow::Result<Role> {
         "media" => Role::Media,
         "webhooks" => Role::Webhooks,
         "webhook-worker" => Role::WebhookWorker,
+        "push" => Role::Push,
         other => return Err(anyhow!("SMOOCH_TEST_ROLE={other:?} is not a role")),
     })
 }

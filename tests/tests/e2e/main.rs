@@ -21,6 +21,7 @@ mod merge;
 mod openapi;
 mod operations;
 mod pagination;
+mod push;
 mod ratelimits;
 mod read;
 mod shutdown;

@@ -1,8 +1,8 @@
-//! A queue consumer that survives the broker: it (re)connects with backoff, declares the
-//! topology, sets its prefetch, and hands deliveries to a handler concurrently (at most
+//! A queue consumer that survives the broker: it (re)connects with backoff, declares what
+//! it needs, sets its prefetch, and hands deliveries to a handler concurrently (at most
 //! `prefetch` unacked at once). On shutdown it stops taking deliveries and lets those in
 //! hand finish for a bounded time; whatever is still unacked goes back to the queue when
-//! the channel closes.
+//! the channel closes. The handler acks, nacks or rejects each delivery itself.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,34 +11,45 @@ use futures::StreamExt as _;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
-use crate::Result;
+use crate::{Backoff, Result};
 
 /// How long work in hand may finish after the consumer's connection is lost.
 const LOST_CONNECTION_GRACE: Duration = Duration::from_secs(5);
 
 /// What a consumer needs to (re)connect.
 #[derive(Debug, Clone)]
-pub(crate) struct Source {
-    pub(crate) amqp_url: String,
-    pub(crate) topology: bus::Topology,
-    pub(crate) retry_ttls: Vec<Duration>,
-    pub(crate) queue: String,
-    pub(crate) prefetch: u16,
+pub struct Source {
+    /// The broker's URL.
+    pub amqp_url: String,
+    /// The connection's name in the management UI.
+    pub connection_name: String,
+    /// The queue consumed.
+    pub queue: String,
+    /// Unacked deliveries at once.
+    pub prefetch: u16,
     /// How long in-hand deliveries may take to finish after shutdown.
-    pub(crate) drain: Duration,
+    pub drain: Duration,
 }
 
-/// Consumes `source.queue` with `handler` until `shutdown` is cancelled.
-pub(crate) async fn consume<F, Fut>(source: Source, shutdown: CancellationToken, handler: F)
-where
+/// Consumes `source.queue` with `handler` until `shutdown` is cancelled; `declare` runs on
+/// every new channel before consuming (the queue and its bindings).
+pub async fn consume<D, DFut, F, Fut>(
+    source: Source,
+    declare: D,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    D: Fn(Channel) -> DFut,
+    DFut: Future<Output = Result<()>>,
     F: Fn(Delivery) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut backoff = bus::Backoff::new(Duration::from_millis(200), Duration::from_secs(15));
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(15));
     while !shutdown.is_cancelled() {
-        match consume_once(&source, &shutdown, &handler, &mut backoff).await {
+        match consume_once(&source, &declare, &shutdown, &handler, &mut backoff).await {
             Ok(()) if shutdown.is_cancelled() => break,
             Ok(()) => tracing::warn!(queue = %source.queue, "consumer stream ended; reconnecting"),
             Err(err) => {
@@ -54,26 +65,22 @@ where
     tracing::debug!(queue = %source.queue, "consumer stopped");
 }
 
-async fn consume_once<F, Fut>(
+async fn consume_once<D, DFut, F, Fut>(
     source: &Source,
+    declare: &D,
     shutdown: &CancellationToken,
     handler: &F,
-    backoff: &mut bus::Backoff,
+    backoff: &mut Backoff,
 ) -> Result<()>
 where
+    D: Fn(Channel) -> DFut,
+    DFut: Future<Output = Result<()>>,
     F: Fn(Delivery) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let connection = bus::connect(
-        &source.amqp_url,
-        &format!("webhook-worker {}", source.queue),
-    )
-    .await?;
+    let connection = crate::connect(&source.amqp_url, &source.connection_name).await?;
     let channel = connection.create_channel().await?;
-    source
-        .topology
-        .declare_webhooks(&channel, &source.retry_ttls)
-        .await?;
+    declare(channel.clone()).await?;
     channel
         .basic_qos(source.prefetch, BasicQosOptions::default())
         .await?;
@@ -100,10 +107,8 @@ where
             Some(()) = in_hand.next(), if !in_hand.is_empty() => {}
         }
     }
-    // The stream ended: shutdown, or the connection is gone. Work in hand gets the drain
-    // time at shutdown; after a lost connection only a short grace, then it is dropped so
-    // the consumer can reconnect at once: a dead channel cannot ack, and the broker has
-    // already handed those messages back to the queue.
+    // Shutdown gets the drain time; a lost connection only a short grace (a dead channel
+    // cannot ack, and the broker has already handed those messages back).
     let grace = if shutdown.is_cancelled() {
         source.drain
     } else {

@@ -1,0 +1,476 @@
+//! Push notifications: app-maker messages reach the devices of their user through fake
+//! APNs and FCM servers (the testkit's `push_fake`), which check the exact requests:
+//! paths, headers, provider tokens and assertions (verified with the test public keys),
+//! payloads; refused tokens are cleared, busy providers retried, taken-over devices and
+//! other apps' devices left alone.
+
+use std::time::Duration;
+
+use e2e::push_fake::{self, Recorded, APNS_KEY, APNS_PUBLIC_KEY, FCM_KEY, FCM_PUBLIC_KEY};
+use e2e::{suite, unique, TestApp};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+async fn integrate(app: &TestApp, body: Value) {
+    let (status, answer) = suite()
+        .call(Method::POST, "/v1/integrations", &app.app_jwt(), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+}
+
+/// Adds an `apn` integration with the test .p8 key; returns (keyId, teamId, bundleId).
+async fn with_apn(app: &TestApp) -> (String, String, String) {
+    let key_id = unique("K").replace('-', "");
+    let team_id = unique("T").replace('-', "");
+    let bundle_id = format!("com.example.{}", domain::id::new_id());
+    integrate(
+        app,
+        json!({"type": "apn", "keyId": key_id, "teamId": team_id, "bundleId": bundle_id,
+               "privateKey": APNS_KEY, "production": false}),
+    )
+    .await;
+    (key_id, team_id, bundle_id)
+}
+
+/// Adds an `fcm` integration with a service account; returns (project_id, client_email).
+async fn with_fcm_account(app: &TestApp) -> (String, String) {
+    let project = unique("project");
+    let email = format!("{}@{project}.iam.gserviceaccount.com", domain::id::new_id());
+    let token_uri = format!("{}/token", fake_base());
+    integrate(
+        app,
+        json!({"type": "fcm", "serviceAccountKey": {"project_id": project, "client_email": email,
+               "private_key": FCM_KEY, "token_uri": token_uri}}),
+    )
+    .await;
+    (project, email)
+}
+
+/// The suite runs with both provider URLs on the fakes.
+fn fake_base() -> String {
+    push_fake::base()
+}
+
+/// Inits `user_id` on `device` (a new id when `None`) with a push token; returns the
+/// appUser `_id`.
+async fn init(app: &TestApp, user_id: &str, device: &str, platform: &str, token: &str) -> String {
+    let (status, body) = suite()
+        .call(
+            Method::POST,
+            "/v1/init",
+            &app.app_token(),
+            Some(
+                json!({"userId": user_id, "device": {"id": device, "platform": platform,
+                        "pushNotificationToken": token}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["appUser"]["_id"].as_str().unwrap().to_owned()
+}
+
+async fn say(app: &TestApp, user: &str, body: Value) -> Value {
+    let (status, answer) = suite()
+        .call(
+            Method::POST,
+            &format!("/v1/appusers/{user}/conversation/messages"),
+            &app.app_jwt(),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    answer["message"].clone()
+}
+
+fn token(kind: &str) -> String {
+    format!("{kind}{}", domain::id::new_id())
+}
+
+fn now_s() -> i64 {
+    domain::time::now_ms() / 1000
+}
+
+fn decode(
+    jwt: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+    aud: Option<&str>,
+) -> (jsonwebtoken::Header, Value) {
+    let mut validation = Validation::new(alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    match aud {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    let data = jsonwebtoken::decode::<Value>(jwt, key, &validation).expect("a valid signature");
+    (data.header, data.claims)
+}
+
+/// Lets events in flight settle before asserting that nothing more arrived.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+}
+
+#[tokio::test]
+async fn apns_gets_an_http2_request_with_provider_token_topic_and_payload() {
+    let app = suite().create_app().await;
+    let (key_id, team_id, bundle_id) = with_apn(&app).await;
+    let device = token("apns");
+    let user = init(&app, &unique("u"), &domain::id::new_id(), "ios", &device).await;
+    // The user's own message is no push; the app maker's is.
+    say(&app, &user, json!({"text": "from me", "role": "appUser"})).await;
+    let message = say(
+        &app,
+        &user,
+        json!({"text": "Just put some vinegar on it", "role": "appMaker", "name": "Steve"}),
+    )
+    .await;
+
+    let sends = push_fake::sends_to(&device, 1).await;
+    let r = &sends[0];
+    assert_eq!(r.kind, "apns");
+    assert_eq!(r.path, format!("/3/device/{device}"));
+    assert!(r.http2 && r.tls, "APNs speaks HTTP/2 over TLS");
+    assert_eq!(r.headers["apns-topic"], bundle_id);
+    assert_eq!(r.headers["apns-push-type"], "alert");
+    let jwt = r.headers["authorization"]
+        .strip_prefix("bearer ")
+        .expect("a bearer provider token");
+    let key = DecodingKey::from_ec_pem(APNS_PUBLIC_KEY.as_bytes()).unwrap();
+    let (header, claims) = decode(jwt, &key, Algorithm::ES256, None);
+    assert_eq!(header.kid.as_deref(), Some(key_id.as_str()));
+    assert_eq!(claims["iss"], team_id);
+    assert!(
+        (claims["iat"].as_i64().unwrap() - now_s()).abs() < 120,
+        "{claims}"
+    );
+    assert_eq!(
+        r.body,
+        json!({"aps": {"alert": {"title": "Steve", "body": "Just put some vinegar on it"},
+                        "badge": 1, "sound": "default"},
+               "smooch": {"appId": app.id, "appUserId": user, "messageId": message["_id"]}})
+    );
+
+    // The provider token is reused for the next push; the badge counts unread messages.
+    say(&app, &user, json!({"text": "again", "role": "appMaker"})).await;
+    let sends = push_fake::sends_to(&device, 2).await;
+    assert_eq!(
+        sends[1].headers["authorization"],
+        r.headers["authorization"]
+    );
+    assert_eq!(sends[1].body["aps"]["badge"], 2);
+    settle().await;
+    assert_eq!(
+        push_fake::sends_to(&device, 2).await.len(),
+        2,
+        "no push for the appUser message"
+    );
+}
+
+#[tokio::test]
+async fn fcm_v1_sends_with_an_access_token_from_the_service_account() {
+    let app = suite().create_app().await;
+    let (project, email) = with_fcm_account(&app).await;
+    let device = token("fcm");
+    let user = init(
+        &app,
+        &unique("u"),
+        &domain::id::new_id(),
+        "android",
+        &device,
+    )
+    .await;
+    let message = say(
+        &app,
+        &user,
+        json!({"text": "Hello", "role": "appMaker", "name": "Ann"}),
+    )
+    .await;
+
+    let sends = push_fake::sends_to(&device, 1).await;
+    let r = &sends[0];
+    assert_eq!(r.path, format!("/v1/projects/{project}/messages:send"));
+    assert!(!r.http2 && !r.tls, "an http:// FCM base speaks HTTP/1.1");
+    assert_eq!(
+        r.body,
+        json!({"message": {"token": device, "notification": {"title": "Ann", "body": "Hello"},
+               "data": {"appId": app.id, "appUserId": user, "messageId": message["_id"]},
+               "android": {"priority": "high"}}})
+    );
+    let token_uri = format!("{}/token", fake_base());
+    let grants: Vec<Recorded> = push_fake::requests(|t| {
+        t.kind == "token" && {
+            let assertion = t.body["assertion"].as_str().unwrap_or("");
+            let key = DecodingKey::from_rsa_pem(FCM_PUBLIC_KEY.as_bytes()).unwrap();
+            let mut v = Validation::new(Algorithm::RS256);
+            v.validate_aud = false;
+            v.required_spec_claims.clear();
+            jsonwebtoken::decode::<Value>(assertion, &key, &v)
+                .is_ok_and(|d| d.claims["iss"] == email.as_str())
+        }
+    });
+    assert_eq!(grants.len(), 1, "one token request for this account");
+    let grant = &grants[0];
+    assert_eq!(
+        grant.body["grant_type"],
+        "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    );
+    let key = DecodingKey::from_rsa_pem(FCM_PUBLIC_KEY.as_bytes()).unwrap();
+    let (header, claims) = decode(
+        grant.body["assertion"].as_str().unwrap(),
+        &key,
+        Algorithm::RS256,
+        Some(&token_uri),
+    );
+    assert_eq!(header.alg, Algorithm::RS256);
+    assert_eq!(
+        claims["scope"],
+        "https://www.googleapis.com/auth/firebase.messaging"
+    );
+    assert_eq!(claims["aud"], token_uri);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
+    let access = grant.answer["access_token"].as_str().unwrap();
+    assert_eq!(r.headers["authorization"], format!("Bearer {access}"));
+
+    // The access token is cached: a second push asks for no new one.
+    say(&app, &user, json!({"mediaUrl": "https://example.com/cat.png", "mediaType": "image/png", "role": "appMaker", "name": "Ann", "type": "image"})).await;
+    let sends = push_fake::sends_to(&device, 2).await;
+    assert_eq!(
+        sends[1].body["message"]["notification"],
+        json!({"title": "Ann", "body": "sent an image"})
+    );
+    assert_eq!(
+        sends[1].headers["authorization"],
+        r.headers["authorization"]
+    );
+}
+
+#[tokio::test]
+async fn legacy_fcm_uses_the_server_key() {
+    let app = suite().create_app().await;
+    let server_key = unique("AAAA");
+    integrate(
+        &app,
+        json!({"type": "fcm", "serverKey": server_key, "senderId": "1234"}),
+    )
+    .await;
+    let device = token("legacy");
+    let user = init(
+        &app,
+        &unique("u"),
+        &domain::id::new_id(),
+        "android",
+        &device,
+    )
+    .await;
+    say(
+        &app,
+        &user,
+        json!({"text": "Hi", "role": "appMaker", "name": "Bo"}),
+    )
+    .await;
+    let sends = push_fake::sends_to(&device, 1).await;
+    let r = &sends[0];
+    assert_eq!(r.path, "/fcm/send");
+    assert_eq!(r.headers["authorization"], format!("key={server_key}"));
+    assert_eq!(r.body["to"], device);
+    assert_eq!(r.body["notification"], json!({"title": "Bo", "body": "Hi"}));
+}
+
+async fn tokens_of(app: &TestApp, user: &str) -> Vec<Value> {
+    let (status, body) = suite()
+        .call(
+            Method::GET,
+            &format!("/v1/appusers/{user}"),
+            &app.app_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["appUser"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["pushNotificationToken"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn refused_tokens_are_cleared() {
+    let app = suite().create_app().await;
+    with_apn(&app).await;
+    with_fcm_account(&app).await;
+    let user_id = unique("u");
+    let ios = token("gone-apns");
+    let android = token("gone-fcm");
+    let user = init(&app, &user_id, &domain::id::new_id(), "ios", &ios).await;
+    init(&app, &user_id, &domain::id::new_id(), "android", &android).await;
+    say(
+        &app,
+        &user,
+        json!({"text": "anyone there?", "role": "appMaker"}),
+    )
+    .await;
+    assert_eq!(push_fake::sends_to(&ios, 1).await[0].status, 410);
+    assert_eq!(push_fake::sends_to(&android, 1).await[0].status, 404);
+    for _ in 0..100 {
+        if tokens_of(&app, &user).await.iter().all(Value::is_null) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tokens_of(&app, &user).await, [Value::Null, Value::Null]);
+    // No token, no more pushes.
+    say(&app, &user, json!({"text": "hello?", "role": "appMaker"})).await;
+    settle().await;
+    assert_eq!(push_fake::sends_to(&ios, 1).await.len(), 1);
+    assert_eq!(push_fake::sends_to(&android, 1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn busy_providers_are_retried_through_the_broker() {
+    let app = suite().create_app().await;
+    with_apn(&app).await;
+    with_fcm_account(&app).await;
+    let user_id = unique("u");
+    let ios = token("busy-apns");
+    let android = token("busy-fcm");
+    let user = init(&app, &user_id, &domain::id::new_id(), "ios", &ios).await;
+    init(&app, &user_id, &domain::id::new_id(), "android", &android).await;
+    say(&app, &user, json!({"text": "later", "role": "appMaker"})).await;
+    for (device, busy) in [(&ios, 429), (&android, 503)] {
+        let sends = push_fake::sends_to(device, 2).await;
+        assert_eq!((sends[0].status, sends[1].status), (busy, 200));
+        assert_eq!(
+            sends[0].body, sends[1].body,
+            "the retry sends the same notification"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_device_taken_over_by_another_user_gets_no_push_for_the_old_one() {
+    let app = suite().create_app().await;
+    with_apn(&app).await;
+    let device_id = domain::id::new_id();
+    let shared = token("shared");
+    let old = init(&app, &unique("old"), &device_id, "ios", &shared).await;
+    let new = init(&app, &unique("new"), &device_id, "ios", &shared).await;
+    say(
+        &app,
+        &old,
+        json!({"text": "for the old user", "role": "appMaker"}),
+    )
+    .await;
+    say(
+        &app,
+        &new,
+        json!({"text": "for the new user", "role": "appMaker"}),
+    )
+    .await;
+    push_fake::sends_to(&shared, 1).await;
+    settle().await;
+    let sends = push_fake::sends_to(&shared, 1).await;
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    assert_eq!(sends[0].body["smooch"]["appUserId"], new);
+    assert_eq!(sends[0].body["aps"]["alert"]["body"], "for the new user");
+}
+
+#[tokio::test]
+async fn each_app_pushes_with_its_own_credentials_only() {
+    let a = suite().create_app().await;
+    let b = suite().create_app().await;
+    let bare = suite().create_app().await;
+    let (key_a, team_a, bundle_a) = with_apn(&a).await;
+    let (key_b, team_b, bundle_b) = with_apn(&b).await;
+    // The same userId and device id in each app: still three different users.
+    let user_id = unique("u");
+    let device_id = domain::id::new_id();
+    let (ta, tb, tc) = (token("a"), token("b"), token("c"));
+    let ua = init(&a, &user_id, &device_id, "ios", &ta).await;
+    let ub = init(&b, &user_id, &device_id, "ios", &tb).await;
+    let uc = init(&bare, &user_id, &device_id, "ios", &tc).await;
+    say(&a, &ua, json!({"text": "from a", "role": "appMaker"})).await;
+    say(&b, &ub, json!({"text": "from b", "role": "appMaker"})).await;
+    say(&bare, &uc, json!({"text": "from c", "role": "appMaker"})).await;
+    let key = DecodingKey::from_ec_pem(APNS_PUBLIC_KEY.as_bytes()).unwrap();
+    for (device, app, kid, team, bundle, text) in [
+        (&ta, &a, &key_a, &team_a, &bundle_a, "from a"),
+        (&tb, &b, &key_b, &team_b, &bundle_b, "from b"),
+    ] {
+        let sends = push_fake::sends_to(device, 1).await;
+        assert_eq!(sends.len(), 1);
+        let r = &sends[0];
+        assert_eq!(&r.headers["apns-topic"], bundle);
+        let jwt = r.headers["authorization"].strip_prefix("bearer ").unwrap();
+        let (header, claims) = decode(jwt, &key, Algorithm::ES256, None);
+        assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+        assert_eq!(&claims["iss"], team.as_str());
+        assert_eq!(r.body["smooch"]["appId"], app.id);
+        assert_eq!(r.body["aps"]["alert"]["body"], text);
+    }
+    settle().await;
+    let none = push_fake::requests(|r| push_fake::device_of(r).as_deref() == Some(tc.as_str()));
+    assert!(
+        none.is_empty(),
+        "an app without credentials pushes nothing: {none:?}"
+    );
+}
+
+#[tokio::test]
+async fn whispers_are_pushed_like_app_maker_messages() {
+    let app = suite().create_app().await;
+    with_apn(&app).await;
+    let (status, created) = suite()
+        .call(
+            Method::POST,
+            "/v1/whispers",
+            &app.app_jwt(),
+            Some(json!({"event": "completed_sale", "text": "Thanks for buying!", "name": "Shop"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let device = token("whisper");
+    let user = init(&app, &unique("u"), &domain::id::new_id(), "ios", &device).await;
+    let (status, tracked) = suite()
+        .call(
+            Method::POST,
+            &format!("/v1/appusers/{user}/events"),
+            &app.app_token(),
+            Some(json!({"name": "completed_sale"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{tracked}");
+    let sends = push_fake::sends_to(&device, 1).await;
+    assert_eq!(
+        sends[0].body["aps"]["alert"],
+        json!({"title": "Shop", "body": "Thanks for buying!"})
+    );
+    assert_eq!(sends[0].body["aps"]["badge"], 1);
+}
+
+#[tokio::test]
+async fn a_provider_that_stays_down_gets_the_configured_retries_then_none() {
+    let app = suite().create_app().await;
+    with_apn(&app).await;
+    let device = token("down");
+    let user = init(&app, &unique("u"), &domain::id::new_id(), "ios", &device).await;
+    say(
+        &app,
+        &user,
+        json!({"text": "are you up?", "role": "appMaker"}),
+    )
+    .await;
+    // The first attempt and SMOOCH_PUSH_MAX_RETRIES (2 in tests) retries, then the
+    // dead-letter queue.
+    let retries = suite().settings.push.max_retries as usize;
+    let sends = push_fake::sends_to(&device, 1 + retries).await;
+    assert!(sends.iter().all(|s| s.status == 503));
+    settle().await;
+    assert_eq!(push_fake::sends_to(&device, 1).await.len(), 1 + retries);
+}
