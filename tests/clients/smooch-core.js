@@ -86,8 +86,11 @@ async function common(userId) {
     check(res.appUser.givenName === 'Ada' && res.appUser.properties.plan === 'pro', JSON.stringify(res));
   });
   await step('appUsers.create', async () => {
-    const res = await app.appUsers.create(`${userId}-pre`, { email: 'pre@example.com' });
+    const signedUpAt = new Date('2016-01-02T03:04:05.678Z');
+    const res = await app.appUsers.create(`${userId}-pre`, { email: 'pre@example.com', signedUpAt, properties: { seats: 3 } });
     check(res.appUser.userId === `${userId}-pre` && res.appUser.email === 'pre@example.com', JSON.stringify(res));
+    check(res.appUser.signedUpAt === signedUpAt.toISOString() && res.appUser.properties.seats === 3, JSON.stringify(res));
+    await refused(409, () => app.appUsers.create(`${userId}-pre`));
   });
   await step('appUsers.trackEvent with attributes', async () => {
     const res = await byToken.appUsers.trackEvent(userId, 'signed-in', { surname: 'Lovelace' });
@@ -105,8 +108,9 @@ async function common(userId) {
   await step('appUsers.updatePushToken and updateDevice', async () => {
     const res = await byToken.appUsers.updatePushToken(userId, `device-${run}`, 'push-token-1');
     check(res.device && res.device.pushNotificationToken === 'push-token-1', JSON.stringify(res));
-    const dev = await byToken.appUsers.updateDevice(userId, `device-${run}`, { appVersion: '2.0' });
-    check(dev.device.appVersion === '2.0', JSON.stringify(dev));
+    const dev = await byToken.appUsers.updateDevice(userId, `device-${run}`, { appVersion: '2.0', info: { carrier: 'Acme' } });
+    check(dev.device.appVersion === '2.0' && dev.device.info.carrier === 'Acme', JSON.stringify(dev));
+    check(dev.device.pushNotificationToken === 'push-token-1', JSON.stringify(dev));
   });
   const send = version === '1'
     ? (who, msg) => who.conversations.sendMessage(userId, msg)
@@ -144,8 +148,8 @@ async function common(userId) {
     check(res.conversation.unreadCount === 0, JSON.stringify(res.conversation));
   });
   const upload = version === '1'
-    ? (file, msg) => byToken.conversations.uploadImage(userId, fs.createReadStream(file), msg)
-    : (file, msg) => byToken.appUsers.uploadImage(userId, fs.createReadStream(file), msg);
+    ? (file, msg, who = byToken) => who.conversations.uploadImage(userId, fs.createReadStream(file), msg)
+    : (file, msg, who = byToken) => who.appUsers.uploadImage(userId, fs.createReadStream(file), msg);
   await step('uploadImage', async () => {
     const res = await upload(png(), { role: 'appUser' });
     check(res.message.mediaUrl && res.message.mediaType === 'image/png', JSON.stringify(res));
@@ -153,6 +157,8 @@ async function common(userId) {
     const conv = await byToken.conversations.get(userId);
     const last = conv.conversation.messages[conv.conversation.messages.length - 1];
     check(last._id === res.message._id && last.mediaUrl === res.message.mediaUrl, JSON.stringify(last));
+    await refused(403, () => upload(png(), { role: 'appMaker' }));
+    await refused(404, () => upload(png(), { role: 'appUser' }, other));
   });
   await step('webhooks create, list, get, update, delete', async () => {
     const created = await app.webhooks.create({ target: `https://example.com/hook-${run}` });
