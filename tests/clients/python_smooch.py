@@ -34,6 +34,9 @@ class ToSuite(requests.adapters.HTTPAdapter):
 
 
 endpoint.session.mount(HOSTED, ToSuite())
+# A fresh connection per call: a pooled one the server closes as it is reused would fail a
+# step for the transport's sake, not the API's.
+endpoint.session.headers["Connection"] = "close"
 RUN = format(int(time.time() * 1000), "x")
 
 

@@ -376,9 +376,10 @@ pub fn device_of(r: &Recorded) -> Option<String> {
     }
 }
 
-/// Waits (up to 10 s) until at least `n` sends to `device` are recorded, and returns them.
+/// Waits (up to 30 s: the whole e2e suite runs at once on a small machine) until at least
+/// `n` sends to `device` are recorded, and returns them.
 pub async fn sends_to(device: &str, n: usize) -> Vec<Recorded> {
-    for _ in 0..200 {
+    for _ in 0..600 {
         let found = requests(|r| device_of(r).as_deref() == Some(device));
         if found.len() >= n {
             return found;

@@ -34,6 +34,9 @@ async fn message_writes_its_event_to_the_outbox() {
             "appId": app.app_id,
             "trigger": "message:appUser",
             "createdAtMs": message.received_ms,
+            // The conversation's unread count after this message (for push badges; the
+            // webhook worker leaves it out of deliveries).
+            "unreadCount": 0,
             "appUser": {
                 "_id": "user1",
                 "givenName": "Steve",
