@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
@@ -121,4 +123,30 @@ where
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye".into())).await;
     Ok(())
+}
+
+/// Acks `delivery`. A failure means the channel is gone: the broker redelivers the message
+/// to another consumer, so it is only logged.
+pub async fn ack(delivery: &Delivery) {
+    if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %err, "ack failed");
+    }
+}
+
+/// Hands `delivery` back to its queue, for this or another consumer to try again.
+pub async fn requeue(delivery: &Delivery) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(err) = delivery.nack(options).await {
+        tracing::warn!(error = %err, "nack failed");
+    }
+}
+
+/// Rejects `delivery` without requeueing: the queue's dead-letter exchange keeps it.
+pub async fn reject(delivery: &Delivery) {
+    if let Err(err) = delivery.reject(BasicRejectOptions { requeue: false }).await {
+        tracing::warn!(error = %err, "reject failed");
+    }
 }

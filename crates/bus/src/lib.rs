@@ -18,6 +18,13 @@ pub use topology::Topology;
 /// Re-exported so users of this crate name one lapin version.
 pub use lapin;
 
+/// The waits of broker-held retries: `base`, doubling at each level, `levels` of them.
+pub fn retry_schedule(base: std::time::Duration, levels: u32) -> Vec<std::time::Duration> {
+    (0..levels)
+        .map(|i| base.saturating_mul(1u32 << i))
+        .collect()
+}
+
 use std::time::Duration;
 
 /// How long opening a broker connection may take before it counts as failed.

@@ -146,6 +146,15 @@ pub type GrpcChannel = tower::util::BoxCloneSyncService<
     TransportError,
 >;
 
+/// The URL of a gRPC address given as `host:port` or as a URL (`http://host:port`).
+pub fn url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 /// A network channel that sends the current trace context with every call.
 pub fn network(channel: tonic::transport::Channel) -> GrpcChannel {
     use tower::ServiceExt as _;

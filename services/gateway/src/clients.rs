@@ -68,12 +68,7 @@ fn endpoint(url: String, config: &Config) -> anyhow::Result<Endpoint> {
 fn channel(addr: &str, config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Channel> {
     let (host, port) = host_port(addr)?;
     if host.parse::<IpAddr>().is_ok() {
-        let url = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        return Ok(endpoint(url, config)?.connect_lazy());
+        return Ok(endpoint(telemetry::grpc::url(addr), config)?.connect_lazy());
     }
     let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
     let config = config.clone();

@@ -131,17 +131,7 @@ impl Config {
 
     /// The wait of each retry level: `retry_base`, doubling, `max_retries` of them.
     pub fn retry_schedule(&self) -> Vec<Duration> {
-        (0..self.max_retries)
-            .map(|i| self.retry_base.saturating_mul(1u32 << i))
-            .collect()
-    }
-}
-
-fn grpc_url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
+        bus::retry_schedule(self.retry_base, self.max_retries)
     }
 }
 
@@ -165,7 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let channel = match config.users_channel.clone() {
         Some(in_process) => in_process,
         None => telemetry::grpc::network(
-            tonic::transport::Endpoint::from_shared(grpc_url(&config.users_grpc_addr))
+            tonic::transport::Endpoint::from_shared(telemetry::grpc::url(&config.users_grpc_addr))
                 .context("malformed SMOOCH_USERS_GRPC_ADDR")?
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(10))

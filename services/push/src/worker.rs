@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::consumer::{ack, reject, requeue};
 use domain::event::Event;
 use domain::model::AppUser;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::BasicProperties;
 use proto::v1 as pb;
 use proto::v1::users_client::UsersClient;
@@ -349,26 +349,4 @@ fn properties(context: &HashMap<String, String>) -> BasicProperties {
         BasicProperties::default().with_content_type("application/json".into()),
         context,
     )
-}
-
-async fn ack(delivery: &Delivery) {
-    if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
-        tracing::warn!(error = %err, "ack failed");
-    }
-}
-
-async fn requeue(delivery: &Delivery) {
-    let options = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    };
-    if let Err(err) = delivery.nack(options).await {
-        tracing::warn!(error = %err, "nack failed");
-    }
-}
-
-async fn reject(delivery: &Delivery) {
-    if let Err(err) = delivery.reject(BasicRejectOptions { requeue: false }).await {
-        tracing::warn!(error = %err, "reject failed");
-    }
 }

@@ -121,12 +121,7 @@ pub async fn run(
 
 /// A lazily connected channel to the conversations service at `addr`.
 fn conversations_channel(addr: &str) -> anyhow::Result<telemetry::grpc::GrpcChannel> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = tonic::transport::Endpoint::from_shared(url)
+    let channel = tonic::transport::Endpoint::from_shared(telemetry::grpc::url(addr))
         .with_context(|| format!("malformed conversations address {addr:?}"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))

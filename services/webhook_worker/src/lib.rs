@@ -138,18 +138,7 @@ impl Config {
 
     /// The wait of each retry level: `retry_base`, doubling, `max_retries` of them.
     pub fn retry_schedule(&self) -> Vec<Duration> {
-        (0..self.max_retries)
-            .map(|i| self.retry_base.saturating_mul(1u32 << i))
-            .collect()
-    }
-}
-
-/// The webhooks service's gRPC URL from `host:port` or a URL.
-fn grpc_url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
+        bus::retry_schedule(self.retry_base, self.max_retries)
     }
 }
 
@@ -161,12 +150,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let channel = match config.webhooks_channel.clone() {
         Some(in_process) => in_process,
         None => telemetry::grpc::network(
-            tonic::transport::Endpoint::from_shared(grpc_url(&config.webhooks_grpc_addr))
-                .context("malformed SMOOCH_WEBHOOKS_GRPC_ADDR")?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(10))
-                .tcp_nodelay(true)
-                .connect_lazy(),
+            tonic::transport::Endpoint::from_shared(telemetry::grpc::url(
+                &config.webhooks_grpc_addr,
+            ))
+            .context("malformed SMOOCH_WEBHOOKS_GRPC_ADDR")?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .connect_lazy(),
         ),
     };
     let client = WebhooksClient::new(channel);

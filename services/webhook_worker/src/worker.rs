@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::consumer::{ack, reject, requeue};
 use domain::event::Event;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::BasicProperties;
 use proto::v1 as pb;
 use tracing::field::Empty;
@@ -443,28 +443,5 @@ fn attempt_record(job: &Job, attempt: u32, outcome: &Outcome, next: &Next) -> pb
         latency_ms: u32::try_from(outcome.latency.as_millis()).unwrap_or(u32::MAX),
         error: outcome.error.clone(),
         job_json,
-    }
-}
-
-async fn ack(delivery: &Delivery) {
-    if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
-        // The channel is gone: the broker redelivers the message to someone else.
-        tracing::warn!(error = %err, "ack failed");
-    }
-}
-
-async fn requeue(delivery: &Delivery) {
-    let options = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    };
-    if let Err(err) = delivery.nack(options).await {
-        tracing::warn!(error = %err, "nack failed");
-    }
-}
-
-async fn reject(delivery: &Delivery) {
-    if let Err(err) = delivery.reject(BasicRejectOptions { requeue: false }).await {
-        tracing::warn!(error = %err, "reject failed");
     }
 }
