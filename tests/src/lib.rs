@@ -41,6 +41,43 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), domain::id::new_id())
 }
 
+/// `n` distinct loopback ports for processes a test starts, free when this returns.
+///
+/// They come from below the kernel's ephemeral range (`ip_local_port_range`), where binding to
+/// port 0 and outgoing connections take theirs: a port picked by binding to 0 and released can
+/// be taken by the very next outgoing connection (a role's first Postgres connection, say)
+/// before the process meant to listen on it starts. Each port is held while the others are
+/// picked, so none repeats.
+pub fn reserve_ports(n: usize) -> Vec<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let mut held = Vec::with_capacity(n);
+    // Spread the start per process so parallel test binaries rarely probe the same ports, and
+    // move on per call so two calls in one process never hand out the same one.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(64, std::sync::atomic::Ordering::Relaxed);
+    let mut next = low
+        + (std::process::id() as u16)
+            .wrapping_mul(7919)
+            .wrapping_add(call)
+            % (high - low);
+    let mut tries = 0;
+    while held.len() < n {
+        tries += 1;
+        assert!(tries < 20_000, "no {n} free ports in {low}..{high}");
+        next = if next + 1 >= high { low } else { next + 1 };
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", next)) {
+            held.push(listener);
+        }
+    }
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// The settings tests run with: a `smooch_test` database (or `SMOOCH_TEST_DATABASE_URL`),
 /// free ports, and AMQP/Redis prefixes of their own.
 pub fn test_settings() -> Settings {

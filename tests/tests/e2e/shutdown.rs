@@ -38,11 +38,7 @@ async fn start_sink() -> (String, Arc<Sink>) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    e2e::reserve_ports(1)[0]
 }
 
 /// The database of the child suites: their own, so no other suite's relay publishes their

@@ -21,11 +21,7 @@ pub(crate) const ROLES: [&str; 6] = [
 pub(crate) const GRPC_ROLES: [&str; 4] = ["users", "conversations", "media", "webhooks"];
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    e2e::reserve_ports(1)[0]
 }
 
 fn env_part(role: &str) -> String {
@@ -186,10 +182,21 @@ impl Cluster {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > limit {
+                let tails: Vec<String> = not_ready
+                    .iter()
+                    .map(|role| {
+                        let log = std::fs::read_to_string(self.log_dir.join(format!("{role}.log")))
+                            .unwrap_or_default();
+                        let lines: Vec<&str> = log.lines().collect();
+                        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                        format!("--- {role}.log (last lines) ---\n{tail}")
+                    })
+                    .collect();
                 return Err(format!(
-                    "not ready after {} s: {not_ready:?} (logs in {})",
+                    "not ready after {} s: {not_ready:?} (logs in {})\n{}",
                     limit.as_secs(),
-                    self.log_dir.display()
+                    self.log_dir.display(),
+                    tails.join("\n")
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -12,11 +12,7 @@ use serde_json::{json, Value};
 use crate::{load, sink, SERIAL};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    e2e::reserve_ports(1)[0]
 }
 
 fn database_url() -> String {
