@@ -33,6 +33,8 @@ pub struct Settings {
     pub step_seconds: Option<f64>,
     /// Ladder rates.
     pub rates: Option<Vec<f64>>,
+    /// Fan-outs of the webhooks scenario.
+    pub fan_outs: Option<Vec<u32>>,
     /// Size of the big conversation.
     pub big_conversation: Option<u64>,
 }

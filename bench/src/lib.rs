@@ -121,9 +121,12 @@ pub struct Cli {
     /// Seconds of each fixed-rate step (default 12, smoke 2).
     #[arg(long)]
     pub step_seconds: Option<f64>,
-    /// Rates of the post-message and read-conversation ladders, comma-separated.
+    /// Rates of the ladders (message rates for webhooks), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub rates: Option<Vec<f64>>,
+    /// Fan-outs of the webhooks scenario, comma-separated (default 1,10).
+    #[arg(long, value_delimiter = ',')]
+    pub fan_outs: Option<Vec<u32>>,
     /// Messages of the big conversation of read-conversation (default 100000, smoke 2000).
     #[arg(long)]
     pub big_conversation: Option<u64>,
@@ -200,6 +203,7 @@ fn cli_settings(cli: &Cli) -> context::Settings {
         redis_url: cli.redis_url.clone(),
         step_seconds: cli.step_seconds,
         rates: cli.rates.clone(),
+        fan_outs: cli.fan_outs.clone(),
         big_conversation: cli.big_conversation,
     }
 }

@@ -310,19 +310,22 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             },
         ]
     } else {
-        let mut shapes: Vec<Shape> = [250.0, 500.0, 1000.0]
-            .iter()
-            .map(|&rate| Shape {
+        let fan_outs = ctx.settings.fan_outs.clone().unwrap_or_else(|| vec![1, 10]);
+        let mut shapes = Vec::new();
+        for fan_out in fan_outs {
+            let rates = ctx.settings.rates.clone().unwrap_or_else(|| {
+                if fan_out == 1 {
+                    vec![250.0, 500.0, 1000.0]
+                } else {
+                    vec![100.0, 250.0, 500.0, 1000.0]
+                }
+            });
+            shapes.extend(rates.into_iter().map(|rate| Shape {
                 rate,
-                fan_out: 1,
+                fan_out,
                 failing: 0,
-            })
-            .collect();
-        shapes.extend([100.0, 250.0, 500.0, 1000.0].iter().map(|&rate| Shape {
-            rate,
-            fan_out: 10,
-            failing: 0,
-        }));
+            }));
+        }
         shapes
     };
     let mut best_per_s: f64 = 0.0;

@@ -7,9 +7,16 @@
 //! batch, in the same transaction that holds the claim. A crash anywhere in between leaves
 //! the rows unpublished for the next pass: events are published at least once.
 //!
-//! Passes run when poked (right after a commit, for low latency) and on a periodic sweep
-//! (for rows a crashed replica committed but never published). The relay expects, in the
-//! pool's search path:
+//! The fast path skips the claim: a writer hands the rows it just committed to the relay
+//! ([`RelayHandle::hand_over`]), which publishes them as they come (whatever queued while the
+//! previous batch awaited its confirms goes in the next batch) and marks them with one
+//! `UPDATE` per batch. Rows in that queue are this replica's: its own claims skip them. The
+//! periodic sweep claims only rows older than [`RelayConfig::claim_after`], so it publishes
+//! what a crashed replica (or a full queue, or a failed batch) left behind, not what another
+//! replica is about to publish; a replica slower than that is the one case an event goes out
+//! twice, which consumers tolerate (at least once, with a stable id). A poke
+//! ([`RelayHandle::poke`]) runs a claim pass at once for writers that do not hand over.
+//! The relay expects, in the pool's search path:
 //!
 //! ```sql
 //! CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, event_id TEXT UNIQUE NOT NULL,
@@ -22,13 +29,14 @@
 //! (`{"traceparent": ..., "tracestate": ...}`); the relay sends it on as the message's
 //! `traceparent` / `tracestate` headers so consumers continue that trace.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Backoff, Outgoing, Publisher, Result};
@@ -43,6 +51,12 @@ pub struct RelayConfig {
     /// Published rows older than this are deleted by the sweep; `None` keeps them.
     /// Default 24 h.
     pub retention: Option<Duration>,
+    /// How old an unpublished row must be for the sweep to claim it: rows younger than this
+    /// may be on their way through some replica's fast path. Default 2 s.
+    pub claim_after: Duration,
+    /// Rows the fast path holds at most; a writer's rows beyond that wait for the sweep.
+    /// Default 8192.
+    pub queue: usize,
 }
 
 impl Default for RelayConfig {
@@ -51,36 +65,71 @@ impl Default for RelayConfig {
             batch_size: 100,
             sweep_interval: Duration::from_secs(1),
             retention: Some(Duration::from_secs(24 * 3600)),
+            claim_after: Duration::from_secs(2),
+            queue: 8192,
         }
     }
 }
 
-/// A cheap, cloneable handle that wakes the relay right after an outbox commit.
-#[derive(Debug, Clone, Default)]
+/// A cheap, cloneable handle to a relay: hands it committed rows, or wakes it.
+#[derive(Debug, Clone)]
 pub struct RelayHandle {
     notify: Arc<Notify>,
+    queue: mpsc::Sender<OutboxRow>,
+    /// Seqs handed over and not yet marked published: this replica's claims skip them.
+    in_flight: Arc<Mutex<HashSet<i64>>>,
 }
 
 impl RelayHandle {
-    /// Asks for a relay pass now. Pokes while a pass runs collapse into one more pass.
+    /// Asks for a claim pass now. Pokes while a pass runs collapse into one more pass.
     pub fn poke(&self) {
         self.notify.notify_one();
     }
+
+    /// Hands rows committed to the outbox to the relay, which publishes them at once. Call
+    /// it only after the commit. Rows that do not fit in the queue stay for the sweep.
+    pub fn hand_over(&self, rows: impl IntoIterator<Item = OutboxRow>) {
+        for row in rows {
+            let seq = row.seq;
+            self.in_flight_set().insert(seq);
+            if self.queue.try_send(row).is_err() {
+                self.in_flight_set().remove(&seq);
+                metrics::counter!("outbox_handover_overflow_total").increment(1);
+            }
+        }
+    }
+
+    fn in_flight_set(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        // The set holds plain integers: a panic elsewhere cannot leave it inconsistent.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn in_flight(&self) -> Vec<i64> {
+        self.in_flight_set().iter().copied().collect()
+    }
 }
 
-/// An outbox row claimed for publishing.
-#[derive(Debug, sqlx::FromRow)]
-struct OutboxRow {
-    seq: i64,
-    event_id: String,
-    app_id: String,
-    trigger: String,
-    payload: String,
-    created_at_s: i64,
+/// An outbox row to publish: claimed from the table, or handed over by its writer.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    /// The row's `seq`.
+    pub seq: i64,
+    /// The event's id: the message id on the bus.
+    pub event_id: String,
+    /// The app the event belongs to.
+    pub app_id: String,
+    /// The routing key.
+    pub trigger: String,
+    /// The event, as JSON.
+    pub payload: String,
+    /// When the row was written, in seconds since the epoch.
+    pub created_at_s: i64,
     /// W3C `traceparent` of the request that wrote the row, if it ran in a trace.
-    traceparent: Option<String>,
+    pub traceparent: Option<String>,
     /// W3C `tracestate` that came with it.
-    tracestate: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// The outbox relay of one service replica.
@@ -90,17 +139,24 @@ pub struct Relay {
     publisher: Arc<Publisher>,
     config: RelayConfig,
     handle: RelayHandle,
+    handed: tokio::sync::Mutex<mpsc::Receiver<OutboxRow>>,
 }
 
 impl Relay {
     /// A relay for the `outbox` table in `pool`'s search path, publishing with `publisher`
     /// to its topology's events exchange.
     pub fn new(pool: PgPool, publisher: Arc<Publisher>, config: RelayConfig) -> Self {
+        let (queue, handed) = mpsc::channel(config.queue.max(1));
         Relay {
             pool,
             publisher,
             config,
-            handle: RelayHandle::default(),
+            handle: RelayHandle {
+                notify: Arc::default(),
+                queue,
+                in_flight: Arc::default(),
+            },
+            handed: tokio::sync::Mutex::new(handed),
         }
     }
 
@@ -131,45 +187,118 @@ impl Relay {
         self.handle.clone()
     }
 
-    /// Relays until `shutdown` is cancelled: a pass on every poke and every sweep
-    /// interval; after a failure (broker or database down) the rows stay and passes are
-    /// retried with exponential backoff.
+    /// Relays until `shutdown` is cancelled: rows handed over as they come, a claim pass on
+    /// every poke, a sweep every sweep interval; after a failure (broker or database down)
+    /// the rows stay and sweeps are retried with exponential backoff.
     pub async fn run(self, shutdown: CancellationToken) {
-        // Capped low: the sweep is what publishes rows nobody pokes about after an outage,
-        // so a long wait here is a long delay for every event committed meanwhile.
+        // Capped low: the sweep is what publishes rows left behind after an outage, so a
+        // long wait here is a long delay for every event committed meanwhile.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut last_cleanup = tokio::time::Instant::now();
-        let mut last_report = tokio::time::Instant::now();
+        let mut handed = self.handed.lock().await;
+        let mut batch = Vec::with_capacity(self.config.batch_size as usize);
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
-            let wait = match self.drain().await {
-                Ok(_) => {
-                    backoff.reset();
-                    // Once per sweep interval, not after every poked pass: under load a
-                    // pass runs per few messages and the count would cost a query each.
-                    if last_report.elapsed() >= self.config.sweep_interval {
-                        last_report = tokio::time::Instant::now();
-                        self.report_backlog().await;
-                    }
-                    if last_cleanup.elapsed() >= Duration::from_secs(60) {
-                        last_cleanup = tokio::time::Instant::now();
-                        self.cleanup().await;
-                    }
-                    self.config.sweep_interval
-                }
-                Err(err) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "outbox relay pass failed");
-                    delay
-                }
-            };
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break,
-                () = self.handle.notify.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                // The sweep and pokes first: a steady stream of handed rows must not starve them.
+                () = tokio::time::sleep_until(next_sweep) => {
+                    let wait = match self.sweep().await {
+                        Ok(_) => {
+                            backoff.reset();
+                            self.report_backlog().await;
+                            if last_cleanup.elapsed() >= Duration::from_secs(60) {
+                                last_cleanup = tokio::time::Instant::now();
+                                self.cleanup().await;
+                            }
+                            self.config.sweep_interval
+                        }
+                        Err(err) => {
+                            let delay = backoff.next_delay();
+                            tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "outbox relay sweep failed");
+                            delay
+                        }
+                    };
+                    next_sweep = tokio::time::Instant::now() + wait;
+                }
+                () = self.handle.notify.notified() => {
+                    if let Err(err) = self.drain().await {
+                        tracing::warn!(error = %err, "outbox relay pass failed");
+                    }
+                }
+                received = handed.recv_many(&mut batch, self.config.batch_size as usize) => {
+                    if received == 0 {
+                        break;
+                    }
+                    self.publish_handed(&mut batch).await;
+                }
             }
+        }
+        // Rows handed over just before the shutdown go out now rather than at the next
+        // start's sweep.
+        while let Ok(row) = handed.try_recv() {
+            batch.push(row);
+            if batch.len() >= self.config.batch_size as usize {
+                self.publish_handed(&mut batch).await;
+            }
+        }
+        if !batch.is_empty() {
+            self.publish_handed(&mut batch).await;
         }
         self.publisher.close().await;
         tracing::debug!("outbox relay stopped");
+    }
+
+    /// Publishes rows handed over by their writers and marks them published; on failure
+    /// they stay unpublished for the sweep.
+    #[tracing::instrument(skip_all, fields(rows = batch.len()))]
+    async fn publish_handed(&self, batch: &mut Vec<OutboxRow>) {
+        match self.publish_and_mark(batch, &self.pool).await {
+            Ok(()) => tracing::debug!(rows = batch.len(), "handed outbox rows published"),
+            Err(err) => {
+                metrics::counter!("outbox_handover_failed_total").increment(batch.len() as u64);
+                tracing::warn!(error = %err, rows = batch.len(), "publishing handed outbox rows failed; the sweep will");
+            }
+        }
+        {
+            let mut in_flight = self.handle.in_flight_set();
+            for row in batch.iter() {
+                in_flight.remove(&row.seq);
+            }
+        }
+        batch.clear();
+    }
+
+    /// Publishes `rows` with confirms, then marks them published through `db`.
+    async fn publish_and_mark<'c>(
+        &self,
+        rows: &[OutboxRow],
+        db: impl sqlx::PgExecutor<'c>,
+    ) -> Result<()> {
+        let exchange = self.publisher.topology().events_exchange();
+        let messages: Vec<Outgoing<'_>> = rows
+            .iter()
+            .map(|row| Outgoing {
+                exchange: &exchange,
+                routing_key: &row.trigger,
+                payload: row.payload.as_bytes(),
+                properties: event_properties(row),
+                // An event no consumer binds to has nobody to reach: it is done.
+                mandatory: false,
+            })
+            .collect();
+        self.publisher.publish_all(&messages).await?;
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+            .bind(&seqs)
+            .execute(db)
+            .await?;
+        for row in rows {
+            metrics::counter!("bus_events_published_total", "trigger" => row.trigger.clone())
+                .increment(1);
+        }
+        Ok(())
     }
 
     /// Sets the `outbox_backlog` (rows waiting) and `outbox_oldest_age_seconds` gauges; the
@@ -190,11 +319,21 @@ impl Relay {
         }
     }
 
-    /// Publishes every unpublished row this replica can claim; returns how many.
+    /// Publishes every unpublished row this replica can claim, however young, except the
+    /// ones handed to it; returns how many.
     pub async fn drain(&self) -> Result<usize> {
+        self.drain_older_than(Duration::ZERO).await
+    }
+
+    /// The sweep: [`Relay::drain`] for rows older than [`RelayConfig::claim_after`].
+    async fn sweep(&self) -> Result<usize> {
+        self.drain_older_than(self.config.claim_after).await
+    }
+
+    async fn drain_older_than(&self, age: Duration) -> Result<usize> {
         let mut total = 0;
         loop {
-            let n = self.relay_batch().await?;
+            let n = self.relay_batch(age).await?;
             total += n;
             if n < self.config.batch_size as usize {
                 return Ok(total);
@@ -202,9 +341,10 @@ impl Relay {
         }
     }
 
-    /// Claims, publishes and marks one batch, all inside one transaction.
+    /// Claims, publishes and marks one batch of rows at least `age` old (except those
+    /// handed to this replica), all inside one transaction.
     #[tracing::instrument(skip_all, fields(rows))]
-    async fn relay_batch(&self) -> Result<usize> {
+    async fn relay_batch(&self, age: Duration) -> Result<usize> {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: rows another replica is publishing right now are left to it.
         let rows: Vec<OutboxRow> = sqlx::query_as(
@@ -213,9 +353,13 @@ impl Relay {
                     trace_context->>'traceparent' AS traceparent,
                     trace_context->>'tracestate' AS tracestate
              FROM outbox WHERE published_at IS NULL
+               AND created_at <= now() - make_interval(secs => $2)
+               AND seq <> ALL($3)
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(i64::from(self.config.batch_size))
+        .bind(age.as_secs_f64())
+        .bind(self.handle.in_flight())
         .fetch_all(&mut *tx)
         .await?;
         tracing::Span::current().record("rows", rows.len());
@@ -223,30 +367,9 @@ impl Relay {
             tx.commit().await?;
             return Ok(0);
         }
-        let exchange = self.publisher.topology().events_exchange();
-        let messages: Vec<Outgoing<'_>> = rows
-            .iter()
-            .map(|row| Outgoing {
-                exchange: &exchange,
-                routing_key: &row.trigger,
-                payload: row.payload.as_bytes(),
-                properties: event_properties(row),
-                // An event no consumer binds to has nobody to reach: it is done.
-                mandatory: false,
-            })
-            .collect();
         // Dropping `tx` on error rolls back: the rows stay unpublished.
-        self.publisher.publish_all(&messages).await?;
-        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
-            .bind(&seqs)
-            .execute(&mut *tx)
-            .await?;
+        self.publish_and_mark(&rows, &mut *tx).await?;
         tx.commit().await?;
-        for row in &rows {
-            metrics::counter!("bus_events_published_total", "trigger" => row.trigger.clone())
-                .increment(1);
-        }
         tracing::debug!(rows = rows.len(), "outbox rows published");
         Ok(rows.len())
     }

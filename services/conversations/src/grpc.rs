@@ -1,6 +1,7 @@
 //! gRPC handlers: translate requests into validated calls on storage and rows into
 //! protobuf replies. The rules themselves live in `rules` and `domain::validate`.
 
+use bus::OutboxRow;
 use proto::v1 as pb;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -17,19 +18,27 @@ const MERGE_RETRIES: u32 = 3;
 /// The `Conversations` gRPC service.
 pub(crate) struct ConversationsApi {
     pool: PgPool,
-    /// Woken after each commit that wrote outbox rows, so events leave at once.
-    relay: bus::RelayHandle,
+    /// Gets the outbox rows of each commit, so events leave at once; `None` leaves them
+    /// for a relay elsewhere.
+    relay: Option<bus::RelayHandle>,
 }
 
 impl ConversationsApi {
-    pub(crate) fn new(pool: PgPool, relay: bus::RelayHandle) -> Self {
+    pub(crate) fn new(pool: PgPool, relay: Option<bus::RelayHandle>) -> Self {
         ConversationsApi { pool, relay }
     }
 
-    /// Wakes the relay after `written` committed (it may have written outbox rows).
-    fn relayed<T>(&self, written: Result<T>) -> Result<Response<T>, Status> {
+    /// Hands the outbox rows `written` committed to the relay (only when it succeeded: a
+    /// failed write committed nothing).
+    fn relayed<T>(
+        &self,
+        written: Result<T>,
+        outbox: Vec<OutboxRow>,
+    ) -> Result<Response<T>, Status> {
         let answer = written?;
-        self.relay.poke();
+        if let Some(relay) = &self.relay {
+            relay.hand_over(outbox);
+        }
         Ok(Response::new(answer))
     }
 }
@@ -136,8 +145,30 @@ fn post_response(
     }
 }
 
+/// The latest page of a conversation after `posted` was written: the newest of the messages
+/// before it (read by the write, newest first) and `posted`, oldest first.
+fn page_with(mut earlier: Vec<MessageRow>, posted: &MessageRow) -> Page {
+    let keep = usize::try_from(POST_PAGE_SIZE - 1).unwrap_or(0);
+    let has_previous = earlier.len() > keep;
+    earlier.truncate(keep);
+    earlier.reverse();
+    earlier.push(posted.clone());
+    // A message committed just before this one may carry a later time: order by time, this
+    // one last among equals.
+    earlier.sort_by_key(|m| m.received_ms);
+    Page {
+        messages: earlier,
+        has_previous,
+        has_next: false,
+    }
+}
+
 impl ConversationsApi {
-    async fn post(&self, req: pb::PostMessageRequest) -> Result<pb::PostMessageResponse> {
+    async fn post(
+        &self,
+        req: pb::PostMessageRequest,
+        outbox: &mut Vec<OutboxRow>,
+    ) -> Result<pb::PostMessageResponse> {
         rules::scope(&req.app_id, &req.app_user_id)?;
         let new = req
             .message
@@ -170,6 +201,9 @@ impl ConversationsApi {
             message: &row,
             event: &event,
             start_event: &start_event,
+            // Without a key the page comes with the write (see below); with one it is read
+            // in the transaction.
+            earlier: if key.is_none() { POST_PAGE_SIZE } else { 0 },
         };
         let response = match &key {
             // The key, the message and its outbox row commit together: a retry either
@@ -181,7 +215,9 @@ impl ConversationsApi {
                     tracing::debug!(app_id = %req.app_id, "idempotent request replayed");
                     return rules::replay(stored, key.key, key.request_hash);
                 }
-                let (posted, page) = storage::post_message(&mut tx, &post, POST_PAGE_SIZE).await?;
+                let (mut posted, page) =
+                    storage::post_message(&mut tx, &post, POST_PAGE_SIZE).await?;
+                let posted_outbox = std::mem::take(&mut posted.outbox);
                 let response = post_response(
                     (&req.app_id, &req.app_user_id),
                     message.clone(),
@@ -191,6 +227,7 @@ impl ConversationsApi {
                 let bytes = prost::Message::encode_to_vec(&response);
                 storage::store_idempotent_response(&mut tx, key, &row.id, &bytes).await?;
                 tx.commit().await?;
+                outbox.extend(posted_outbox);
                 response
             }
             // Otherwise the write is one statement that commits by itself, and the page
@@ -198,15 +235,10 @@ impl ConversationsApi {
             // held for the write alone.
             None => {
                 let mut conn = self.pool.acquire().await?;
-                let posted = storage::post_in(&mut conn, &post).await?;
-                let page = storage::read_page(
-                    &mut conn,
-                    &req.app_id,
-                    &posted.conversation.id,
-                    Cursor::Latest,
-                    POST_PAGE_SIZE,
-                )
-                .await?;
+                let mut posted = storage::post_in(&mut conn, &post).await?;
+                // One statement: committed once it answered.
+                outbox.append(&mut posted.outbox);
+                let page = page_with(std::mem::take(&mut posted.earlier), &row);
                 post_response((&req.app_id, &req.app_user_id), message, posted, page)
             }
         };
@@ -246,7 +278,11 @@ impl ConversationsApi {
         Ok(conversation_to_pb(req.app_id, req.app_user_id, row, page))
     }
 
-    async fn track(&self, req: pb::TrackEventRequest) -> Result<pb::TrackEventResponse> {
+    async fn track(
+        &self,
+        req: pb::TrackEventRequest,
+        outbox: &mut Vec<OutboxRow>,
+    ) -> Result<pb::TrackEventResponse> {
         rules::scope(&req.app_id, &req.app_user_id)?;
         rules::event_name(&req.name)?;
         let app_id = req.app_id.as_str();
@@ -261,6 +297,7 @@ impl ConversationsApi {
         let whispers = storage::whispers_of_event(&mut *tx, app_id, &req.name).await?;
         let mut updated = false;
         let mut created = false;
+        let mut written = Vec::new();
         for whisper in whispers
             .iter()
             .filter(|w| rules::whisper_targets(w, &devices))
@@ -283,21 +320,28 @@ impl ConversationsApi {
                     message: &row,
                     event: &event,
                     start_event: &start_event,
+                    earlier: 0,
                 },
             )
             .await?;
             tracing::debug!(app_id, whisper_id = %whisper.id, app_user_id = %req.app_user_id, "whisper fired");
             updated = true;
             created |= posted.created;
+            written.extend(posted.outbox);
         }
         tx.commit().await?;
+        outbox.extend(written);
         Ok(pb::TrackEventResponse {
             conversation_updated: updated,
             conversation_created: created,
         })
     }
 
-    async fn postback(&self, req: pb::PostbackRequest) -> Result<pb::PostbackResponse> {
+    async fn postback(
+        &self,
+        req: pb::PostbackRequest,
+        outbox: &mut Vec<OutboxRow>,
+    ) -> Result<pb::PostbackResponse> {
         rules::scope(&req.app_id, &req.app_user_id)?;
         if req.action_id.trim().is_empty() {
             return Err(domain::Error::bad_request("actionId is required").into());
@@ -323,7 +367,7 @@ impl ConversationsApi {
             action.clone(),
             domain::time::now_ms(),
         );
-        storage::publish(&self.pool, &event).await?;
+        outbox.push(storage::publish(&self.pool, &event).await?);
         tracing::debug!(app_id = %req.app_id, action_id = %req.action_id, event_id = %event.id, "postback recorded");
         Ok(pb::PostbackResponse {
             message: Some(message),
@@ -331,12 +375,16 @@ impl ConversationsApi {
         })
     }
 
-    async fn mark_read(&self, req: pb::MarkReadRequest) -> Result<pb::Conversation> {
+    async fn mark_read(
+        &self,
+        req: pb::MarkReadRequest,
+        outbox: &mut Vec<OutboxRow>,
+    ) -> Result<pb::Conversation> {
         rules::scope(&req.app_id, &req.app_user_id)?;
         let now = domain::time::now_ms();
         let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user);
         let event = rules::read_event(&req.app_id, app_user, now);
-        let (row, page) = storage::mark_read(
+        let (row, page, written) = storage::mark_read(
             &self.pool,
             &req.app_id,
             &req.app_user_id,
@@ -346,12 +394,14 @@ impl ConversationsApi {
         )
         .await?
         .ok_or_else(|| no_conversation(&req.app_user_id))?;
+        outbox.push(written);
         Ok(conversation_to_pb(req.app_id, req.app_user_id, row, page))
     }
 
     async fn merge(
         &self,
         req: pb::MergeConversationsRequest,
+        outbox: &mut Vec<OutboxRow>,
     ) -> Result<pb::MergeConversationsResponse> {
         let into = req
             .into
@@ -383,7 +433,11 @@ impl ConversationsApi {
             .await
             {
                 Ok((merged, has_conversation)) => {
-                    tracing::info!(app_id = %req.app_id, from = %req.from_app_user_id, into = %into_id, merged = ?merged, "conversations merged");
+                    let now = matches!(merged, storage::Merged::Now(_));
+                    if let storage::Merged::Now(written) = merged {
+                        outbox.push(written);
+                    }
+                    tracing::info!(app_id = %req.app_id, from = %req.from_app_user_id, into = %into_id, merged_now = now, "conversations merged");
                     return Ok(pb::MergeConversationsResponse { has_conversation });
                 }
                 // A message that created the survivor's conversation meanwhile: run again,
@@ -448,7 +502,9 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         &self,
         request: Request<pb::PostMessageRequest>,
     ) -> Result<Response<pb::PostMessageResponse>, Status> {
-        self.relayed(self.post(request.into_inner()).await)
+        let mut outbox = Vec::new();
+        let written = self.post(request.into_inner(), &mut outbox).await;
+        self.relayed(written, outbox)
     }
 
     async fn get_conversation(
@@ -462,28 +518,36 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         &self,
         request: Request<pb::TrackEventRequest>,
     ) -> Result<Response<pb::TrackEventResponse>, Status> {
-        self.relayed(self.track(request.into_inner()).await)
+        let mut outbox = Vec::new();
+        let written = self.track(request.into_inner(), &mut outbox).await;
+        self.relayed(written, outbox)
     }
 
     async fn postback(
         &self,
         request: Request<pb::PostbackRequest>,
     ) -> Result<Response<pb::PostbackResponse>, Status> {
-        self.relayed(self.postback(request.into_inner()).await)
+        let mut outbox = Vec::new();
+        let written = self.postback(request.into_inner(), &mut outbox).await;
+        self.relayed(written, outbox)
     }
 
     async fn mark_read(
         &self,
         request: Request<pb::MarkReadRequest>,
     ) -> Result<Response<pb::Conversation>, Status> {
-        self.relayed(self.mark_read(request.into_inner()).await)
+        let mut outbox = Vec::new();
+        let written = self.mark_read(request.into_inner(), &mut outbox).await;
+        self.relayed(written, outbox)
     }
 
     async fn merge_conversations(
         &self,
         request: Request<pb::MergeConversationsRequest>,
     ) -> Result<Response<pb::MergeConversationsResponse>, Status> {
-        self.relayed(self.merge(request.into_inner()).await)
+        let mut outbox = Vec::new();
+        let written = self.merge(request.into_inner(), &mut outbox).await;
+        self.relayed(written, outbox)
     }
 
     async fn delete_messages(

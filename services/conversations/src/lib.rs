@@ -67,19 +67,15 @@ pub async fn routes(
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
     db::spawn_pool_metrics(pool.clone(), "conversations", shutdown.clone());
     spawn_idempotency_cleanup(pool.clone(), shutdown.clone());
-    let relay = config
-        .relay
-        .as_ref()
-        .map(|target| {
-            bus::Relay::spawn(
-                pool.clone(),
-                &target.amqp_url,
-                &target.amqp_prefix,
-                "conversations",
-                shutdown.clone(),
-            )
-        })
-        .unwrap_or_default();
+    let relay = config.relay.as_ref().map(|target| {
+        bus::Relay::spawn(
+            pool.clone(),
+            &target.amqp_url,
+            &target.amqp_prefix,
+            "conversations",
+            shutdown.clone(),
+        )
+    });
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::conversations_server::ConversationsServer<grpc::ConversationsApi>>()

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use bus::OutboxRow;
 use domain::event::Event;
 use serde_json::Value;
 use sqlx::types::Json;
@@ -63,6 +64,11 @@ pub(crate) struct Posted {
     pub(crate) conversation: ConversationRow,
     /// Whether this write created the conversation.
     pub(crate) created: bool,
+    /// The outbox rows it wrote, for the relay once committed.
+    pub(crate) outbox: Vec<OutboxRow>,
+    /// Up to [`NewPost::earlier`] messages before this one, newest first, read by the same
+    /// statement.
+    pub(crate) earlier: Vec<MessageRow>,
 }
 
 /// A message write.
@@ -79,6 +85,8 @@ pub(crate) struct NewPost<'a> {
     pub(crate) event: &'a Event,
     /// The `conversation:start` event, written only if this write creates the conversation.
     pub(crate) start_event: &'a Event,
+    /// How many of the conversation's earlier messages to read with the write (0: none).
+    pub(crate) earlier: i64,
 }
 
 /// Takes a transaction-scoped advisory lock on `key` (namespaced to this service).
@@ -221,8 +229,10 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
         message: m,
         event,
         start_event,
+        earlier,
     } = *post;
-    let row: Option<PostedRow> = sqlx::query_as(
+    let trace = telemetry::propagation::current_context_map();
+    let rows: Vec<PostedRow> = sqlx::query_as(
         "WITH created AS (
              INSERT INTO conversations (app_id, id, app_user_id, app_makers, unread_count,
                                         app_maker_last_read_ms)
@@ -269,10 +279,26 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
                  UNION ALL
                  SELECT 2, $23, $24, $25::jsonb FROM created
              ) AS e ORDER BY n
+             RETURNING seq
          )
-         SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms,
-                created
-           FROM conversation",
+         -- The earlier messages come from the statement's snapshot, which the message
+         -- written above is not part of.
+         SELECT c.id, c.app_makers, c.unread_count, c.app_user_last_read_ms,
+                c.app_maker_last_read_ms, c.created,
+                (SELECT array_agg(seq ORDER BY seq) FROM events) AS outbox_seqs,
+                m.id AS m_id, m.author_id AS m_author_id, m.role AS m_role, m.name AS m_name,
+                m.email AS m_email, m.avatar_url AS m_avatar_url, m.text AS m_text,
+                m.media_url AS m_media_url, m.media_type AS m_media_type,
+                COALESCE(m.metadata::text, '') AS m_metadata_json,
+                m.actions::text AS m_actions_json, m.received_ms AS m_received_ms,
+                m.source_type AS m_source_type, m.source_id AS m_source_id
+           FROM conversation c
+           LEFT JOIN LATERAL (
+               SELECT * FROM messages
+                WHERE app_id = $1 AND conversation_id = c.id
+                ORDER BY received_ms DESC, seq DESC
+                LIMIT $26
+           ) m ON true",
     )
     .bind(app_id)
     .bind(new_conversation_id)
@@ -295,15 +321,34 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
     .bind(&event.id)
     .bind(&event.trigger)
     .bind(Json(event))
-    .bind(trace_context())
+    .bind(trace_json(&trace))
     .bind(&start_event.id)
     .bind(&start_event.trigger)
     .bind(Json(start_event))
-    .fetch_optional(&mut *conn)
+    .bind(earlier)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(row.map(|row| Posted {
+    let earlier: Vec<MessageRow> = rows.iter().filter_map(PostedRow::earlier).collect();
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    // The seqs come in the order the rows were written: the message's event, then
+    // `conversation:start` when this write created the conversation.
+    let mut message_event = event.clone();
+    message_event.unread_count = Some(row.conversation.unread_count);
+    let events = [&message_event, start_event];
+    let outbox = row
+        .outbox_seqs
+        .unwrap_or_default()
+        .into_iter()
+        .zip(events)
+        .map(|(seq, event)| outbox_row(seq, event, &trace))
+        .collect::<sqlx::Result<_>>()?;
+    Ok(Some(Posted {
         conversation: row.conversation,
         created: row.created,
+        outbox,
+        earlier,
     }))
 }
 
@@ -313,30 +358,83 @@ struct PostedRow {
     #[sqlx(flatten)]
     conversation: ConversationRow,
     created: bool,
+    outbox_seqs: Option<Vec<i64>>,
+    // One earlier message per row (all `None` when there is none).
+    m_id: Option<String>,
+    m_author_id: Option<String>,
+    m_role: Option<String>,
+    m_name: Option<String>,
+    m_email: Option<String>,
+    m_avatar_url: Option<String>,
+    m_text: Option<String>,
+    m_media_url: Option<String>,
+    m_media_type: Option<String>,
+    m_metadata_json: Option<String>,
+    m_actions_json: Option<String>,
+    m_received_ms: Option<i64>,
+    m_source_type: Option<String>,
+    m_source_id: Option<String>,
+}
+
+impl PostedRow {
+    /// The earlier message this row carries, if any.
+    fn earlier(&self) -> Option<MessageRow> {
+        Some(MessageRow {
+            id: self.m_id.clone()?,
+            author_id: self.m_author_id.clone().unwrap_or_default(),
+            role: self.m_role.clone().unwrap_or_default(),
+            name: self.m_name.clone(),
+            email: self.m_email.clone(),
+            avatar_url: self.m_avatar_url.clone(),
+            text: self.m_text.clone().unwrap_or_default(),
+            media_url: self.m_media_url.clone(),
+            media_type: self.m_media_type.clone(),
+            metadata_json: self.m_metadata_json.clone().unwrap_or_default(),
+            actions_json: self.m_actions_json.clone().unwrap_or_default(),
+            received_ms: self.m_received_ms.unwrap_or_default(),
+            source_type: self.m_source_type.clone().unwrap_or_default(),
+            source_id: self.m_source_id.clone(),
+        })
+    }
 }
 
 /// The W3C trace context of the request writing an outbox row (`traceparent`,
-/// `tracestate`), stored with the row so the relay can hand it on to the bus and the
-/// event's delivery continues the request's trace. `None` outside any trace.
-fn trace_context() -> Option<Json<HashMap<String, String>>> {
-    let context = telemetry::propagation::current_context_map();
+/// `tracestate`, from `telemetry::propagation::current_context_map`), stored with the row
+/// so the relay can hand it on to the bus and the event's delivery continues the request's
+/// trace. `None` outside any trace.
+fn trace_json(context: &HashMap<String, String>) -> Option<Json<&HashMap<String, String>>> {
     (!context.is_empty()).then_some(Json(context))
 }
 
-/// Writes an event to the outbox.
-async fn insert_event(db: impl PgExecutor<'_>, event: &Event) -> sqlx::Result<()> {
-    sqlx::query(
+/// The outbox row `seq` holding `event`, as the relay publishes it.
+fn outbox_row(seq: i64, event: &Event, trace: &HashMap<String, String>) -> sqlx::Result<OutboxRow> {
+    Ok(OutboxRow {
+        seq,
+        event_id: event.id.clone(),
+        app_id: event.app_id.clone(),
+        trigger: event.trigger.clone(),
+        payload: serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+        created_at_s: event.created_at_ms.div_euclid(1000),
+        traceparent: trace.get("traceparent").cloned(),
+        tracestate: trace.get("tracestate").cloned(),
+    })
+}
+
+/// Writes an event to the outbox; the row, for the relay once committed.
+async fn insert_event(db: impl PgExecutor<'_>, event: &Event) -> sqlx::Result<OutboxRow> {
+    let trace = telemetry::propagation::current_context_map();
+    let seq: i64 = sqlx::query_scalar(
         "INSERT INTO outbox (event_id, app_id, trigger, payload, trace_context)
-         VALUES ($1, $2, $3, $4, $5)",
+         VALUES ($1, $2, $3, $4, $5) RETURNING seq",
     )
     .bind(&event.id)
     .bind(&event.app_id)
     .bind(&event.trigger)
     .bind(Json(event))
-    .bind(trace_context())
-    .execute(db)
+    .bind(trace_json(&trace))
+    .fetch_one(db)
     .await?;
-    Ok(())
+    outbox_row(seq, event, &trace)
 }
 
 /// Up to `limit` messages of a conversation received strictly before `before` (ms), newest
@@ -556,7 +654,7 @@ pub(crate) async fn mark_read(
     now_ms: i64,
     event: &Event,
     page: i64,
-) -> sqlx::Result<Option<(ConversationRow, Page)>> {
+) -> sqlx::Result<Option<(ConversationRow, Page, OutboxRow)>> {
     let mut tx = pool.begin().await?;
     let conversation: Option<ConversationRow> = sqlx::query_as(
         "UPDATE conversations
@@ -573,10 +671,10 @@ pub(crate) async fn mark_read(
     let Some(conversation) = conversation else {
         return Ok(None);
     };
-    insert_event(&mut *tx, event).await?;
+    let outbox = insert_event(&mut *tx, event).await?;
     let messages = read_page(&mut tx, app_id, &conversation.id, Cursor::Latest, page).await?;
     tx.commit().await?;
-    Ok(Some((conversation, messages)))
+    Ok(Some((conversation, messages, outbox)))
 }
 
 /// The message holding action `action_id`, if it is in `app_user_id`'s conversation.
@@ -603,15 +701,16 @@ pub(crate) async fn message_with_action(
 }
 
 /// Writes an event (a postback, say) to the outbox on its own.
-pub(crate) async fn publish(pool: &PgPool, event: &Event) -> sqlx::Result<()> {
+pub(crate) async fn publish(pool: &PgPool, event: &Event) -> sqlx::Result<OutboxRow> {
     insert_event(pool, event).await
 }
 
 /// What a merge did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Merged {
-    /// This call moved the history (or found none to move) and wrote the event.
-    Now,
+    /// This call moved the history (or found none to move) and wrote the event (its outbox
+    /// row, for the relay).
+    Now(OutboxRow),
     /// An earlier call already did.
     Already,
 }
@@ -734,9 +833,9 @@ pub(crate) async fn merge(
     .bind(into)
     .execute(&mut *tx)
     .await?;
-    insert_event(&mut *tx, event).await?;
+    let outbox = insert_event(&mut *tx, event).await?;
     tx.commit().await?;
-    Ok((Merged::Now, target_id.is_some()))
+    Ok((Merged::Now(outbox), target_id.is_some()))
 }
 
 /// Records an app user event.

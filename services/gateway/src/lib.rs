@@ -125,7 +125,9 @@ impl Config {
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) clients: Clients,
+    /// Shared, not cloned with the state: axum clones the state for every request and
+    /// middleware, and the clients are a dozen boxed services.
+    pub(crate) clients: std::sync::Arc<Clients>,
     pub(crate) config: std::sync::Arc<Config>,
     /// App tokens and keys, cached in front of the users service.
     pub(crate) credentials: std::sync::Arc<credentials::Credentials>,
@@ -176,7 +178,7 @@ pub async fn run(
         hub.clone(),
     ));
     let state = AppState {
-        clients,
+        clients: std::sync::Arc::new(clients),
         config: std::sync::Arc::new(config),
         credentials,
         redis,

@@ -440,3 +440,50 @@ async fn an_app_deletes_a_users_messages() {
     let (_, page) = suite().call(Method::GET, &path, &app.app_jwt(), None).await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_post_answer_carries_the_latest_ten_messages_as_a_read_would() {
+    let app = suite().create_app().await;
+    let user = app.init_user(None).await;
+    let id = user["_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/appusers/{id}/conversation/messages");
+    let mut last = Value::Null;
+    for n in 0..12 {
+        let (status, posted) = suite()
+            .call(
+                Method::POST,
+                &path,
+                &app.app_token(),
+                Some(json!({"text": format!("message {n}"), "role": "appUser"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{posted}");
+        let texts: Vec<&str> = posted["conversation"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        // The page grows with the conversation up to ten, newest last: this message.
+        assert_eq!(texts.len(), (n + 1).min(10), "{texts:?}");
+        assert_eq!(texts.last().copied(), Some(format!("message {n}").as_str()));
+        last = posted;
+    }
+    let (status, got) = suite()
+        .call(Method::GET, &path, &app.app_token(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let all = got["conversation"]["messages"].as_array().unwrap();
+    assert_eq!(all.len(), 12);
+    assert_eq!(
+        last["conversation"]["messages"].as_array().unwrap()[..],
+        all[2..],
+        "the post answer's page is the read's latest ten"
+    );
+    // Another app's token does not reach this user's conversation.
+    let other = suite().create_app().await;
+    let (status, _) = suite()
+        .call(Method::GET, &path, &other.app_token(), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -88,6 +88,31 @@ impl Env {
         .unwrap();
     }
 
+    /// Commits one outbox row and returns it as its writer hands it to the relay.
+    pub(crate) async fn commit_row(&self, event_id: &str, trigger: &str) -> bus::OutboxRow {
+        let payload = serde_json::json!({"id": event_id, "trigger": trigger});
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO outbox (event_id, app_id, trigger, payload) VALUES ($1, 'app1', $2, $3)
+             RETURNING seq",
+        )
+        .bind(event_id)
+        .bind(trigger)
+        .bind(&payload)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        bus::OutboxRow {
+            seq,
+            event_id: event_id.to_owned(),
+            app_id: "app1".to_owned(),
+            trigger: trigger.to_owned(),
+            payload: payload.to_string(),
+            created_at_s: 0,
+            traceparent: None,
+            tracestate: None,
+        }
+    }
+
     pub(crate) async fn unpublished(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             .fetch_one(&self.pool)

@@ -269,7 +269,7 @@ mod tests {
             config.credential_cache.clone(),
         ));
         AppState {
-            clients,
+            clients: Arc::new(clients),
             config: Arc::new(config),
             credentials,
             redis: None,
