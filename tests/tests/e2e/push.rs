@@ -474,3 +474,143 @@ async fn a_provider_that_stays_down_gets_the_configured_retries_then_none() {
     settle().await;
     assert_eq!(push_fake::sends_to(&device, 1).await.len(), 1 + retries);
 }
+
+/// A pool on the suite's database (the services' schemas are named in the queries).
+async fn database() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&suite().settings.database_url)
+        .await
+        .unwrap()
+}
+
+/// Every stored column of the app's integrations, as text, by type.
+async fn stored_integrations(app: &TestApp) -> Vec<(String, String, String, Option<String>)> {
+    let pool = database().await;
+    let rows = sqlx::query_as(
+        "SELECT type, config::text, secrets::text, sealed_secrets FROM users.integrations
+          WHERE app_id = $1 ORDER BY type",
+    )
+    .bind(&app.id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn integration_secrets_are_stored_sealed_and_still_push() {
+    let app = suite().create_app().await;
+    let server_key = unique("legacy-server-key");
+    let bot_token = unique("telegram-bot-token");
+    integrate(
+        &app,
+        json!({"type": "fcm", "serverKey": server_key, "senderId": "1234"}),
+    )
+    .await;
+    integrate(&app, json!({"type": "telegram", "token": bot_token})).await;
+    with_apn(&app).await;
+
+    let stored = stored_integrations(&app).await;
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    let apn_key_line = APNS_KEY.lines().nth(1).unwrap();
+    for (kind, config, secrets, sealed) in &stored {
+        let row = format!("{config} {secrets} {sealed:?}");
+        for secret in [server_key.as_str(), bot_token.as_str(), apn_key_line] {
+            assert!(
+                !row.contains(secret),
+                "{kind} stores {secret} in clear: {row}"
+            );
+        }
+        assert_eq!(secrets, "{}", "{kind}: no plaintext secrets");
+        let sealed = sealed.as_deref().unwrap_or_default();
+        assert!(sealed.starts_with("v1:"), "{kind} sealed: {sealed}");
+    }
+    // The API shows no secret either, sealed or not.
+    let (status, listed) = suite()
+        .call(Method::GET, "/v1/integrations", &app.app_jwt(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert!(!listed.to_string().contains("v1:"), "{listed}");
+    assert!(!listed.to_string().contains(&server_key), "{listed}");
+
+    // Only the push worker opens them: the legacy FCM send carries the server key.
+    let device = token("sealed");
+    let user = init(
+        &app,
+        &unique("u"),
+        &domain::id::new_id(),
+        "android",
+        &device,
+    )
+    .await;
+    say(&app, &user, json!({"text": "Hi", "role": "appMaker"})).await;
+    let sends = push_fake::sends_to(&device, 1).await;
+    assert_eq!(
+        sends[0].headers["authorization"],
+        format!("key={server_key}")
+    );
+}
+
+#[tokio::test]
+async fn plaintext_secrets_from_before_sealing_still_push_and_get_sealed() {
+    let app = suite().create_app().await;
+    let server_key = unique("old-server-key");
+    integrate(
+        &app,
+        json!({"type": "fcm", "serverKey": server_key, "senderId": "1234"}),
+    )
+    .await;
+    // The row as a release before sealing wrote it: plaintext secrets, nothing sealed.
+    let pool = database().await;
+    sqlx::query(
+        "UPDATE users.integrations SET secrets = jsonb_build_object('serverKey', $2::text),
+                sealed_secrets = NULL
+          WHERE app_id = $1",
+    )
+    .bind(&app.id)
+    .bind(&server_key)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let device = token("plain");
+    let user = init(
+        &app,
+        &unique("u"),
+        &domain::id::new_id(),
+        "android",
+        &device,
+    )
+    .await;
+    say(&app, &user, json!({"text": "one", "role": "appMaker"})).await;
+    let sends = push_fake::sends_to(&device, 1).await;
+    assert_eq!(
+        sends[0].headers["authorization"],
+        format!("key={server_key}")
+    );
+
+    // The users role's start-up pass seals it (run here as it runs there).
+    let key = suite().settings.secrets_key(false).unwrap();
+    let sealed = users::seal_stored_secrets(&suite().settings.database_url, &key)
+        .await
+        .unwrap();
+    assert!(sealed >= 1, "{sealed}");
+    let stored = stored_integrations(&app).await;
+    let (_, _, secrets, sealed) = &stored[0];
+    assert_eq!(secrets, "{}");
+    let sealed = sealed.as_deref().unwrap();
+    assert!(
+        sealed.starts_with("v1:") && !sealed.contains(&server_key),
+        "{sealed}"
+    );
+
+    say(&app, &user, json!({"text": "two", "role": "appMaker"})).await;
+    let sends = push_fake::sends_to(&device, 2).await;
+    assert_eq!(
+        sends[1].headers["authorization"],
+        format!("key={server_key}")
+    );
+}
