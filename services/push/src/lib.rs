@@ -11,6 +11,7 @@ mod error;
 mod fcm;
 mod notification;
 mod outcome;
+mod recorder;
 mod worker;
 
 use std::sync::Arc;
@@ -169,15 +170,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topology.clone(),
     ));
     let retry_ttls = config.retry_schedule();
+    let users = UsersClient::new(channel);
+    let (recorder, recorder_task) = recorder::Recorder::start(users.clone());
     let worker = Arc::new(worker::Worker {
         topology: topology.clone(),
         publisher: publisher.clone(),
-        users: UsersClient::new(channel),
+        users,
         apns: apns::Apns::new(config.apns_url.clone(), config.timeout, ca.as_ref())
             .context("building the APNs client")?,
         fcm: fcm::FcmClient::new(&config.fcm_url, config.timeout, ca.as_ref())
             .context("building the FCM client")?,
         retry_ttls: retry_ttls.clone(),
+        recorder,
     });
     let source = |queue: String| bus::consumer::Source {
         amqp_url: config.amqp_url.clone(),
@@ -221,7 +225,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     };
     tokio::join!(events, retries);
+    // The last recorder goes with the worker: the log writer flushes what it holds and ends.
     drop(worker);
+    if tokio::time::timeout(Duration::from_secs(5), recorder_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("push delivery log not flushed in time; last attempts dropped");
+    }
     publisher.close().await;
     tracing::info!("push worker stopped");
     Ok(())

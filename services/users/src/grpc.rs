@@ -587,6 +587,22 @@ impl pb::users_server::Users for UsersApi {
         Ok(Response::new(found))
     }
 
+    async fn record_push_attempts(
+        &self,
+        request: Request<pb::RecordPushAttemptsRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        crate::push_log::record(&self.pool, request.into_inner().attempts).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_push_attempts(
+        &self,
+        request: Request<pb::ListPushAttemptsRequest>,
+    ) -> Result<Response<pb::ListPushAttemptsResponse>, Status> {
+        let page = crate::push_log::list(&self.pool, request.get_ref()).await?;
+        Ok(Response::new(page))
+    }
+
     async fn clear_push_token(
         &self,
         request: Request<pb::ClearPushTokenRequest>,

@@ -7,6 +7,7 @@ mod app_config;
 mod error;
 mod grpc;
 mod init;
+mod push_log;
 mod revoking_storage;
 mod sealing;
 mod storage;

@@ -614,3 +614,183 @@ async fn plaintext_secrets_from_before_sealing_still_push_and_get_sealed() {
         format!("key={server_key}")
     );
 }
+
+/// The app's push delivery log, once it holds `n` attempts (it is written in batches, off
+/// the send path).
+async fn delivery_log(app: &TestApp, n: usize) -> Vec<Value> {
+    let mut log = Vec::new();
+    for _ in 0..100 {
+        let (status, page) = suite()
+            .call(
+                Method::GET,
+                "/v1/push/deliveries?limit=100",
+                &app.app_jwt(),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        log = page["deliveries"].as_array().unwrap().clone();
+        if log.len() >= n {
+            return log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the push delivery log holds {} attempts, not {n}: {log:?}",
+        log.len()
+    );
+}
+
+#[tokio::test]
+async fn the_push_delivery_log_lists_each_attempt_newest_first_to_its_app_only() {
+    let app = suite().create_app().await;
+    with_apn(&app).await;
+    with_fcm_account(&app).await;
+    let user_id = unique("u");
+    let (ios_id, android_id, gone_id) = (
+        domain::id::new_id(),
+        domain::id::new_id(),
+        domain::id::new_id(),
+    );
+    // iOS is busy once (a retry, then delivered); Android delivered; the third refused.
+    let ios = token("busy-apns");
+    let user = init(&app, &user_id, &ios_id, "ios", &ios).await;
+    init(&app, &user_id, &android_id, "android", &token("fcm")).await;
+    init(&app, &user_id, &gone_id, "android", &token("gone-fcm")).await;
+    let message = say(&app, &user, json!({"text": "log me", "role": "appMaker"})).await;
+    push_fake::sends_to(&ios, 2).await;
+
+    let log = delivery_log(&app, 4).await;
+    assert_eq!(log.len(), 4, "{log:#?}");
+    for entry in &log {
+        assert_eq!(entry["appUserId"], user.as_str(), "{entry}");
+        assert_eq!(entry["messageId"], message["_id"], "{entry}");
+        assert!(entry["_id"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(
+            entry["attemptedAt"].as_str().unwrap().ends_with('Z'),
+            "{entry}"
+        );
+    }
+    let of =
+        |device: &str| -> Vec<&Value> { log.iter().filter(|e| e["deviceId"] == device).collect() };
+    // Newest first: the iOS retry's delivery before its first, busy attempt.
+    let ios_log = of(&ios_id);
+    assert_eq!(ios_log.len(), 2, "{log:#?}");
+    let (second, first) = (ios_log[0], ios_log[1]);
+    assert_eq!(
+        (
+            &first["status"],
+            &first["attempt"],
+            &first["provider"],
+            &first["platform"]
+        ),
+        (&json!("retrying"), &json!(1), &json!("apns"), &json!("ios"))
+    );
+    assert!(first["error"].as_str().unwrap().contains("429"), "{first}");
+    assert_eq!(
+        (&second["status"], &second["attempt"]),
+        (&json!("delivered"), &json!(2))
+    );
+    assert!(second.get("error").is_none(), "{second}");
+    let first_at = log.iter().position(|e| e == first).unwrap();
+    let second_at = log.iter().position(|e| e == second).unwrap();
+    assert!(second_at < first_at, "newest first: {log:#?}");
+    let android = of(&android_id);
+    assert_eq!(
+        (
+            &android[0]["status"],
+            &android[0]["provider"],
+            &android[0]["platform"]
+        ),
+        (&json!("delivered"), &json!("fcm"), &json!("android"))
+    );
+    let gone = of(&gone_id);
+    assert_eq!(gone[0]["status"], "unregistered", "{gone:?}");
+    assert!(
+        gone[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{gone:?}"
+    );
+
+    // Paging: limit and offset over the same order.
+    let (status, page) = suite()
+        .call(
+            Method::GET,
+            "/v1/push/deliveries?limit=3&offset=1",
+            &app.app_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        page["deliveries"].as_array().unwrap()[..],
+        log[1..4],
+        "{page}"
+    );
+    assert_eq!(
+        (&page["hasMore"], &page["offset"]),
+        (&json!(false), &json!(1))
+    );
+    let (_, page) = suite()
+        .call(
+            Method::GET,
+            "/v1/push/deliveries?limit=2",
+            &app.app_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(page["hasMore"], true, "{page}");
+
+    // The account sees it under the app's path; another app's credentials see nothing.
+    let (status, page) = suite()
+        .call(
+            Method::GET,
+            &format!("/v1/apps/{}/push/deliveries?limit=100", app.id),
+            &e2e::account_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        page["deliveries"].as_array().unwrap()[..],
+        log[..],
+        "{page}"
+    );
+    let other = suite().create_app().await;
+    let (status, page) = suite()
+        .call(Method::GET, "/v1/push/deliveries", &other.app_jwt(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        page,
+        json!({"deliveries": [], "hasMore": false, "offset": 0})
+    );
+}
+
+#[tokio::test]
+async fn the_push_delivery_log_needs_app_scope_and_a_sane_page() {
+    let app = suite().create_app().await;
+    let user = app.init_user(Some(&unique("u"))).await;
+    let user_id = user["userId"].as_str().unwrap();
+    for auth in [app.app_token(), app.user_jwt(user_id), e2e::account_jwt()] {
+        let (got, body) = suite()
+            .call(Method::GET, "/v1/push/deliveries", &auth, None)
+            .await;
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&got),
+            "{got}: {body}"
+        );
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+    for query in ["limit=0", "limit=101", "limit=ten", "offset=-1"] {
+        let (status, body) = suite()
+            .call(
+                Method::GET,
+                &format!("/v1/push/deliveries?{query}"),
+                &app.app_jwt(),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    }
+}
