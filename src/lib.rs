@@ -94,6 +94,7 @@ fn push_config(settings: &Settings, users_addr: String) -> push::Config {
         amqp_url: settings.amqp_url.clone(),
         amqp_prefix: settings.amqp_prefix.clone(),
         users_grpc_addr: users_addr,
+        redis: Some(redis_config(settings)),
         ..settings.push.clone()
     }
 }

@@ -44,6 +44,11 @@ pub struct Config {
     /// `users_grpc_addr` when set.
     #[serde(skip)]
     pub users_channel: Option<telemetry::grpc::GrpcChannel>,
+    /// Redis (`SMOOCH_REDIS_URL`, `SMOOCH_REDIS_PREFIX`), where the gateways mark users
+    /// watching their conversation live over `/faye`: no push goes to a user who is.
+    /// `None` pushes to everyone.
+    #[serde(skip)]
+    pub redis: Option<auth::RedisConfig>,
     /// Base URL of APNs (`SMOOCH_PUSH_APNS_URL`; unset uses Apple's hosts:
     /// `https://api.push.apple.com` for apps with `production: true`, else
     /// `https://api.sandbox.push.apple.com`). An `http://` base speaks HTTP/2 without TLS
@@ -88,6 +93,7 @@ impl Default for Config {
             amqp_prefix: "smooch".to_owned(),
             users_grpc_addr: "127.0.0.1:50051".to_owned(),
             users_channel: None,
+            redis: None,
             apns_url: None,
             fcm_url: fcm::DEFAULT_URL.to_owned(),
             ca_file: None,
@@ -171,6 +177,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     let retry_ttls = config.retry_schedule();
     let users = UsersClient::new(channel);
+    let presence = config
+        .redis
+        .clone()
+        .map(auth::RedisClient::new)
+        .transpose()
+        .context("push worker Redis settings")?
+        // Readers only compare marks with the clock: the TTL is the writers'.
+        .map(|redis| auth::Presence::new(redis, Duration::ZERO));
     let (recorder, recorder_task) = recorder::Recorder::start(users.clone());
     let worker = Arc::new(worker::Worker {
         topology: topology.clone(),
@@ -182,6 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .context("building the FCM client")?,
         retry_ttls: retry_ttls.clone(),
         recorder,
+        presence,
     });
     let source = |queue: String| bus::consumer::Source {
         amqp_url: config.amqp_url.clone(),

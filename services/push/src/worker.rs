@@ -52,6 +52,8 @@ pub(crate) struct Worker {
     pub(crate) retry_ttls: Vec<Duration>,
     /// The push delivery log.
     pub(crate) recorder: Recorder,
+    /// Who watches their conversation live (no push for them); `None` without Redis.
+    pub(crate) presence: Option<auth::Presence>,
 }
 
 /// What the worker knows of an app user at send time.
@@ -116,7 +118,7 @@ impl Worker {
             .iter()
             .filter(|m| notification::wanted(m))
             .collect();
-        if messages.is_empty() {
+        if messages.is_empty() || self.watching(&event.app_id, &event.app_user.id).await {
             return Ok(0);
         }
         let Some(recipient) = self.recipient(&event.app_id, &event.app_user.id).await? else {
@@ -149,6 +151,26 @@ impl Worker {
             .into_iter()
             .collect::<Result<Vec<()>>>()?;
         Ok(count)
+    }
+
+    /// Whether the user watches their conversation live over `/faye`, so needs no push.
+    /// When Redis cannot tell, the push goes out.
+    async fn watching(&self, app_id: &str, app_user_id: &str) -> bool {
+        let Some(presence) = &self.presence else {
+            return false;
+        };
+        match presence.is_watching(app_id, app_user_id).await {
+            Ok(true) => {
+                tracing::debug!("user watching the conversation live; no push");
+                metrics::counter!("push_skipped_total", "reason" => "watching").increment(1);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "presence unknown; pushing");
+                false
+            }
+        }
     }
 
     /// The app's credentials and the user's devices that get pushes; `None` when the app
@@ -223,6 +245,10 @@ impl Worker {
         span.record("event_id", job.event_id.as_str());
         span.record("attempt", job.attempts + 1);
         let n = &job.notification;
+        if self.watching(&n.app_id, &n.app_user_id).await {
+            ack(&delivery).await;
+            return;
+        }
         let result = match self.recipient(&n.app_id, &n.app_user_id).await {
             Ok(Some(recipient)) => {
                 match recipient.targets.iter().find(|t| t.same_as(&job.target)) {

@@ -794,3 +794,129 @@ async fn the_push_delivery_log_needs_app_scope_and_a_sane_page() {
         assert_eq!(body["error"]["code"], "bad_request", "{body}");
     }
 }
+
+/// One POST of Bayeux messages to the suite's `/faye`.
+async fn bayeux(messages: Value) -> Vec<Value> {
+    let response = suite()
+        .http
+        .post(format!("{}/faye", suite().base))
+        .json(&messages)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// Pushes `device` has had so far.
+fn pushes_to(device: &str) -> usize {
+    push_fake::requests(|r| push_fake::device_of(r).as_deref() == Some(device)).len()
+}
+
+#[tokio::test]
+async fn a_user_watching_the_conversation_live_gets_no_push_until_they_leave() {
+    let app = suite().create_app().await;
+    integrate(
+        &app,
+        json!({"type": "fcm", "serverKey": unique("key"), "senderId": "1"}),
+    )
+    .await;
+    let (watcher, away) = (token("watching"), token("away"));
+    let user = init(
+        &app,
+        &unique("u"),
+        &domain::id::new_id(),
+        "android",
+        &watcher,
+    )
+    .await;
+    let other = init(&app, &unique("u"), &domain::id::new_id(), "android", &away).await;
+    say(&app, &user, json!({"text": "first", "role": "appMaker"})).await;
+    push_fake::sends_to(&watcher, 1).await;
+    let (status, page) = suite()
+        .call(
+            Method::GET,
+            &format!("/v1/appusers/{user}/conversation"),
+            &app.app_jwt(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let conversation = page["conversation"]["_id"].as_str().unwrap().to_owned();
+
+    let hello = bayeux(json!([{"channel": "/meta/handshake", "version": "1.0",
+                               "supportedConnectionTypes": ["long-polling"]}]))
+    .await;
+    let client = hello[0]["clientId"].as_str().unwrap().to_owned();
+    let subscribed = bayeux(json!([{"channel": "/meta/subscribe", "clientId": client,
+        "subscription": format!("/v1/conversations/{conversation}"),
+        "ext": {"appUserId": user, "appToken": app.token}}]))
+    .await;
+    assert_eq!(subscribed[0]["successful"], true, "{subscribed:?}");
+
+    // Watching: no push for the watcher; the other user of the app still gets theirs.
+    say(
+        &app,
+        &user,
+        json!({"text": "while watching", "role": "appMaker"}),
+    )
+    .await;
+    say(
+        &app,
+        &other,
+        json!({"text": "you are away", "role": "appMaker"}),
+    )
+    .await;
+    push_fake::sends_to(&away, 1).await;
+    settle().await;
+    assert_eq!(pushes_to(&watcher), 1, "no push while watching");
+    // A connect (batched, so answered at once) keeps the mark.
+    let connected = bayeux(json!([
+        {"channel": "/meta/connect", "clientId": client, "connectionType": "long-polling"},
+        {"channel": "/meta/subscribe", "clientId": client,
+         "subscription": format!("/v1/users/{user}"),
+         "ext": {"appUserId": user, "appToken": app.token}},
+    ]))
+    .await;
+    assert!(
+        connected.iter().all(|r| r["successful"] != false),
+        "{connected:?}"
+    );
+    say(
+        &app,
+        &user,
+        json!({"text": "still watching", "role": "appMaker"}),
+    )
+    .await;
+    settle().await;
+    assert_eq!(pushes_to(&watcher), 1, "no push while still watching");
+
+    // Unsubscribing from the conversation (the user channel is not watching it) ends it.
+    let left = bayeux(json!([{"channel": "/meta/unsubscribe", "clientId": client,
+        "subscription": format!("/v1/conversations/{conversation}")}]))
+    .await;
+    assert_eq!(left[0]["successful"], true, "{left:?}");
+    say(&app, &user, json!({"text": "gone?", "role": "appMaker"})).await;
+    let sends = push_fake::sends_to(&watcher, 2).await;
+    assert_eq!(sends[1].body["notification"]["body"], "gone?");
+
+    // Watching again, then disconnecting: pushes resume.
+    let again = bayeux(json!([{"channel": "/meta/subscribe", "clientId": client,
+        "subscription": format!("/v1/conversations/{conversation}"),
+        "ext": {"appUserId": user, "appToken": app.token}}]))
+    .await;
+    assert_eq!(again[0]["successful"], true, "{again:?}");
+    say(
+        &app,
+        &user,
+        json!({"text": "watched again", "role": "appMaker"}),
+    )
+    .await;
+    settle().await;
+    assert_eq!(pushes_to(&watcher), 2);
+    let bye = bayeux(json!([{"channel": "/meta/disconnect", "clientId": client}])).await;
+    assert_eq!(bye[0]["successful"], true, "{bye:?}");
+    say(&app, &user, json!({"text": "after", "role": "appMaker"})).await;
+    let sends = push_fake::sends_to(&watcher, 3).await;
+    assert_eq!(sends[2].body["notification"]["body"], "after");
+}

@@ -277,6 +277,7 @@ mod tests {
             redis: None,
             limiter: None,
             faye: crate::faye::Hub::new(crate::faye::Limits::default()),
+            presence: None,
             activity: Arc::new(crate::faye::fanout::Activity::new(
                 None,
                 crate::faye::Hub::new(crate::faye::Limits::default()),
