@@ -591,7 +591,7 @@ impl pb::users_server::Users for UsersApi {
         &self,
         request: Request<pb::RecordPushAttemptsRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
-        crate::push_log::record(&self.pool, request.into_inner().attempts).await?;
+        crate::push_log::record(&self.pool, &request.get_ref().attempts).await?;
         Ok(Response::new(pb::Empty {}))
     }
 

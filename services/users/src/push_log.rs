@@ -47,37 +47,22 @@ impl From<AttemptRow> for pb::PushAttempt {
 
 /// Appends a batch of attempts in one statement, in the order given; attempts of apps
 /// deleted meanwhile are dropped.
-pub(crate) async fn record(pool: &PgPool, attempts: Vec<pb::PushAttempt>) -> Result<u64> {
+pub(crate) async fn record(pool: &PgPool, attempts: &[pb::PushAttempt]) -> Result<u64> {
     if attempts.is_empty() {
         return Ok(0);
     }
     let n = attempts.len();
-    let mut cols: (
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<Option<String>>,
-        Vec<String>,
-        Vec<i32>,
-        Vec<DateTime<Utc>>,
-    ) = Default::default();
-    for a in attempts {
-        cols.0.push(domain::id::new_id());
-        cols.1.push(a.app_id);
-        cols.2.push(a.app_user_id);
-        cols.3.push(a.device_id);
-        cols.4.push(a.platform);
-        cols.5.push(a.provider);
-        cols.6.push(a.status);
-        cols.7.push(a.error);
-        cols.8.push(a.message_id);
-        cols.9.push(i32::try_from(a.attempt).unwrap_or(i32::MAX));
-        cols.10.push(domain::time::to_datetime(a.attempted_at_ms));
-    }
+    let col = |f: fn(&pb::PushAttempt) -> String| attempts.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<String> = attempts.iter().map(|_| domain::id::new_id()).collect();
+    let errors: Vec<Option<String>> = attempts.iter().map(|a| a.error.clone()).collect();
+    let numbers: Vec<i32> = attempts
+        .iter()
+        .map(|a| i32::try_from(a.attempt).unwrap_or(i32::MAX))
+        .collect();
+    let times: Vec<DateTime<Utc>> = attempts
+        .iter()
+        .map(|a| domain::time::to_datetime(a.attempted_at_ms))
+        .collect();
     let recorded = sqlx::query(
         "INSERT INTO push_attempts (id, app_id, app_user_id, device_id, platform, provider,
                                     status, error, message_id, attempt, attempted_at)
@@ -91,17 +76,17 @@ pub(crate) async fn record(pool: &PgPool, attempts: Vec<pb::PushAttempt>) -> Res
          WHERE EXISTS (SELECT 1 FROM apps WHERE apps.id = t.app_id)
          ORDER BY t.ord",
     )
-    .bind(cols.0)
-    .bind(cols.1)
-    .bind(cols.2)
-    .bind(cols.3)
-    .bind(cols.4)
-    .bind(cols.5)
-    .bind(cols.6)
-    .bind(cols.7)
-    .bind(cols.8)
-    .bind(cols.9)
-    .bind(cols.10)
+    .bind(ids)
+    .bind(col(|a| a.app_id.clone()))
+    .bind(col(|a| a.app_user_id.clone()))
+    .bind(col(|a| a.device_id.clone()))
+    .bind(col(|a| a.platform.clone()))
+    .bind(col(|a| a.provider.clone()))
+    .bind(col(|a| a.status.clone()))
+    .bind(errors)
+    .bind(col(|a| a.message_id.clone()))
+    .bind(numbers)
+    .bind(times)
     .execute(pool)
     .await?
     .rows_affected();
