@@ -1,8 +1,8 @@
 //! The push role: takes app-maker message events (whispers included) off the bus and
 //! sends one notification per message to every device of the user that has a push token
-//! and whose active user the user is, through APNs (HTTP/2, ES256 provider tokens) or FCM
-//! (HTTP v1 with a service account, or the legacy endpoint with a server key), with each
-//! app's own credentials. Refused tokens are cleared; 429 and 5xx answers retry through
+//! and whose active user the user is, through APNs (HTTP/2, ES256 provider tokens or .p12
+//! client certificates) or FCM (HTTP v1 with a service account, or the legacy endpoint with
+//! a server key), with each app's own credentials. Refused tokens are cleared; 429 and 5xx answers retry through
 //! broker-held TTL queues, as webhooks do. See docs/push.md.
 
 mod apns;

@@ -920,3 +920,99 @@ async fn a_user_watching_the_conversation_live_gets_no_push_until_they_leave() {
     let sends = push_fake::sends_to(&watcher, 3).await;
     assert_eq!(sends[2].body["notification"]["body"], "after");
 }
+
+#[tokio::test]
+async fn apns_certificate_integrations_send_with_the_p12_as_tls_client_certificate() {
+    use base64::Engine as _;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+
+    let client_cert = CertificateDer::from_pem_slice(push_fake::APNS_CLIENT_CERT_PEM.as_bytes())
+        .unwrap()
+        .to_vec();
+    let b64 = |p12: &[u8]| base64::engine::general_purpose::STANDARD.encode(p12);
+    // The era's shape (certificate and password, no bundleId), in OpenSSL 3's encryption;
+    // and the legacy encryption with a bundleId.
+    for (p12, bundle_id) in [
+        (push_fake::APNS_CLIENT_P12, None),
+        (
+            push_fake::APNS_CLIENT_LEGACY_P12,
+            Some("com.example.certapp"),
+        ),
+    ] {
+        let app = suite().create_app().await;
+        let mut body = json!({"type": "apn", "certificate": b64(p12),
+                              "password": push_fake::APNS_CLIENT_P12_PASSWORD});
+        if let Some(bundle_id) = bundle_id {
+            body["bundleId"] = json!(bundle_id);
+        }
+        integrate(&app, body).await;
+        let device = token("cert-apns");
+        let user = init(&app, &unique("u"), &domain::id::new_id(), "ios", &device).await;
+        say(
+            &app,
+            &user,
+            json!({"text": "Signed by certificate", "role": "appMaker", "name": "Ann"}),
+        )
+        .await;
+        let sends = push_fake::sends_to(&device, 1).await;
+        let r = &sends[0];
+        assert_eq!(r.status, 200, "{:?}", r.answer);
+        assert!(r.http2 && r.tls, "APNs speaks HTTP/2 over TLS");
+        assert_eq!(
+            r.client_cert.as_deref(),
+            Some(client_cert.as_slice()),
+            "the .p12's certificate, verified against the client CA"
+        );
+        assert!(!r.headers.contains_key("authorization"), "{:?}", r.headers);
+        assert_eq!(r.headers.get("apns-topic").map(String::as_str), bundle_id);
+        assert_eq!(r.headers["apns-push-type"], "alert");
+        assert_eq!(
+            r.body["aps"]["alert"],
+            json!({"title": "Ann", "body": "Signed by certificate"})
+        );
+        let log = delivery_log(&app, 1).await;
+        assert_eq!(
+            (&log[0]["status"], &log[0]["provider"]),
+            (&json!("delivered"), &json!("apns"))
+        );
+    }
+
+    // A wrong password: refused for good, and said so in the log.
+    let app = suite().create_app().await;
+    integrate(
+        &app,
+        json!({"type": "apn", "certificate": b64(push_fake::APNS_CLIENT_P12), "password": "wrong"}),
+    )
+    .await;
+    let device = token("cert-wrong");
+    let user = init(&app, &unique("u"), &domain::id::new_id(), "ios", &device).await;
+    say(&app, &user, json!({"text": "hi", "role": "appMaker"})).await;
+    let log = delivery_log(&app, 1).await;
+    assert_eq!(log[0]["status"], "failed", "{log:?}");
+    assert!(
+        log[0]["error"].as_str().unwrap().contains("PKCS#12"),
+        "{log:?}"
+    );
+    assert_eq!(pushes_to(&device), 0);
+}
+
+#[tokio::test]
+async fn apns_without_a_token_or_a_certificate_is_refused_by_the_fake() {
+    // The fake checks authentication: a request with neither is answered 403.
+    let response = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(push_fake::CA_PEM.as_bytes()).unwrap())
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .post(format!(
+            "{}/3/device/{}",
+            push_fake::tls_base(),
+            token("anon")
+        ))
+        .json(&json!({"aps": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
