@@ -94,6 +94,7 @@ fn push_config(settings: &Settings, users_addr: String) -> push::Config {
         amqp_url: settings.amqp_url.clone(),
         amqp_prefix: settings.amqp_prefix.clone(),
         users_grpc_addr: users_addr,
+        redis: Some(redis_config(settings)),
         ..settings.push.clone()
     }
 }
@@ -132,13 +133,20 @@ async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding the {what} listener on {addr}"))
 }
 
-fn users_config(settings: &Settings, conversations_addr: String) -> users::Config {
-    users::Config {
+/// The users role's settings; `development_fallback` lets an unset `SMOOCH_SECRETS_KEY`
+/// fall back to the public development key (`smooch all` only).
+fn users_config(
+    settings: &Settings,
+    conversations_addr: String,
+    development_fallback: bool,
+) -> anyhow::Result<users::Config> {
+    Ok(users::Config {
         database_url: settings.database_url.clone(),
         max_connections: settings.database_max_connections,
         redis: Some(redis_config(settings)),
         conversations_addr: Some(conversations_addr),
-    }
+        secrets_key: settings.secrets_key(development_fallback)?,
+    })
 }
 
 fn conversations_config(settings: &Settings) -> conversations::Config {
@@ -164,10 +172,10 @@ fn spawn_grpc_role(
     settings: &Settings,
     listener: TcpListener,
     shutdown: CancellationToken,
-) {
+) -> anyhow::Result<()> {
     match role {
         Role::Users => {
-            let config = users_config(settings, settings.grpc_addr("conversations"));
+            let config = users_config(settings, settings.grpc_addr("conversations"), false)?;
             tasks.spawn(users::run(config, listener, shutdown));
         }
         Role::Conversations => {
@@ -186,6 +194,7 @@ fn spawn_grpc_role(
         }
         Role::Gateway | Role::WebhookWorker | Role::Push => {}
     }
+    Ok(())
 }
 
 fn redis_config(settings: &Settings) -> auth::RedisConfig {
@@ -238,7 +247,7 @@ pub async fn run_role(
         }
         grpc => {
             let listener = bind(&settings.grpc_addr(grpc.name()), grpc.name()).await?;
-            spawn_grpc_role(&mut tasks, grpc, settings, listener, shutdown.clone());
+            spawn_grpc_role(&mut tasks, grpc, settings, listener, shutdown.clone())?;
         }
     }
     if let Some(addr) = settings.admin_addr(role.name()) {
@@ -325,7 +334,7 @@ pub async fn start_all(
         .context("starting the conversations service")?;
     let conversations_channel = telemetry::grpc::in_process(conversations.clone(), grpc_timeout);
     let users = users::routes(
-        users_config(settings, addrs[1].clone()),
+        users_config(settings, addrs[1].clone(), true)?,
         Some(conversations_channel.clone()),
         shutdown.clone(),
     )

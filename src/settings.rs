@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use figment::providers::Env;
 use figment::Figment;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Everything a role may need; each role reads the part it uses.
@@ -62,6 +62,14 @@ pub struct Settings {
         deserialize_with = "domain::config::text_opt"
     )]
     pub account_secret: Option<SecretString>,
+    /// Key that seals integration secrets at rest (`SMOOCH_SECRETS_KEY`: the base64 of 32
+    /// random bytes, `openssl rand -base64 32`). Required by `smooch users`; unset, `smooch
+    /// all` uses the public development key and says so.
+    #[serde(
+        serialize_with = "hidden",
+        deserialize_with = "domain::config::text_opt"
+    )]
+    pub secrets_key: Option<SecretString>,
     /// Local media storage (`SMOOCH_MEDIA_DIR`, default `data/media`).
     #[serde(deserialize_with = "domain::config::text")]
     pub media_dir: PathBuf,
@@ -148,6 +156,7 @@ impl Default for Settings {
             amqp_prefix: "smooch".to_owned(),
             account_key_id: None,
             account_secret: None,
+            secrets_key: None,
             media_dir: PathBuf::from("data/media"),
             shutdown_grace: Duration::from_millis(25_000),
             body_timeout: Duration::from_millis(60_000),
@@ -218,6 +227,7 @@ impl Settings {
         settings.rate_limit = figment.extract().map_err(named)?;
         settings.credential_cache = figment.extract().map_err(named)?;
         settings.faye = figment.extract().map_err(named)?;
+        settings.configured_secrets_key()?;
         if settings.account_key_id.is_some() != settings.account_secret.is_some() {
             return Err(anyhow!(
                 "SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET must be set together"
@@ -231,6 +241,38 @@ impl Settings {
         self.account_key_id
             .as_deref()
             .zip(self.account_secret.as_ref())
+    }
+
+    /// The configured key for integration secrets (`SMOOCH_SECRETS_KEY`), if any.
+    pub fn configured_secrets_key(&self) -> anyhow::Result<Option<users::SecretsKey>> {
+        self.secrets_key
+            .as_ref()
+            .map(|text| {
+                users::SecretsKey::from_base64(text.expose_secret())
+                    .map_err(|e| anyhow!("SMOOCH_SECRETS_KEY is invalid: {e:#}"))
+            })
+            .transpose()
+    }
+
+    /// The key for integration secrets: the configured one or, with `development_fallback`
+    /// (`smooch all`), the public development key, with a warning; a split `smooch users`
+    /// must have one configured.
+    pub fn secrets_key(&self, development_fallback: bool) -> anyhow::Result<users::SecretsKey> {
+        match self.configured_secrets_key()? {
+            Some(key) => Ok(key),
+            None if development_fallback => {
+                tracing::warn!(
+                    "SMOOCH_SECRETS_KEY is unset: integration secrets are sealed with the public \
+                     development key, which protects nothing; set it for any real deployment"
+                );
+                Ok(users::SecretsKey::development())
+            }
+            None => Err(anyhow!(
+                "SMOOCH_SECRETS_KEY is required: the key that seals integration secrets, the \
+                 base64 of 32 random bytes (openssl rand -base64 32); keep it, secrets sealed \
+                 with it do not open without it"
+            )),
+        }
     }
 
     /// The admin address of `role`, if one is configured.
@@ -408,8 +450,6 @@ fn redact_url(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret as _;
-
     use super::*;
 
     #[allow(clippy::result_large_err)] // figment's signature
@@ -523,6 +563,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(half_key.contains("must be set together"), "{half_key}");
+        for short in ["c2hvcnQ=", "not base64!"] {
+            let error = env_settings(&[("SMOOCH_SECRETS_KEY", short)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("SMOOCH_SECRETS_KEY is invalid"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_secrets_key_is_required_unless_falling_back_to_the_development_key() {
+        let unset = env_settings(&[]).unwrap();
+        let error = unset.secrets_key(false).unwrap_err().to_string();
+        assert!(error.contains("SMOOCH_SECRETS_KEY is required"), "{error}");
+        assert_eq!(
+            unset.secrets_key(true).unwrap().id(),
+            users::SecretsKey::development().id()
+        );
+        // base64 of 32 bytes of 0x01: a test value.
+        let set = env_settings(&[(
+            "SMOOCH_SECRETS_KEY",
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        )])
+        .unwrap();
+        assert_eq!(
+            set.secrets_key(false).unwrap().id(),
+            users::SecretsKey::new(&[1; 32]).id()
+        );
     }
 
     #[test]
@@ -566,12 +633,16 @@ mod tests {
         let s = env_settings(&[
             ("SMOOCH_ACCOUNT_KEY_ID", "act_1"),
             ("SMOOCH_ACCOUNT_SECRET", "s3cret"),
+            (
+                "SMOOCH_SECRETS_KEY",
+                "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            ),
             ("SMOOCH_AMQP_URL", "amqp://user:hunter2@mq:5672/%2f"),
             ("SMOOCH_DATABASE_URL", "postgres://app:pw@db/smooch"),
         ])
         .unwrap();
         let printed = s.to_redacted_json().unwrap();
-        for secret in ["s3cret", "hunter2", ":pw@"] {
+        for secret in ["s3cret", "hunter2", ":pw@", "AQEBAQEB"] {
             assert!(!printed.contains(secret), "{secret} printed: {printed}");
         }
         assert!(

@@ -187,6 +187,48 @@ impl Api {
         .map(|_| ())
     }
 
+    /// Adds an integration (`{type, ...fields}`) to `app`.
+    pub async fn create_integration(&self, app: &App, body: Value) -> anyhow::Result<()> {
+        let bearer = format!("Bearer {}", app.jwt);
+        self.call(
+            Method::POST,
+            "/v1/integrations",
+            ("authorization", &bearer),
+            Some(body),
+            StatusCode::CREATED,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Inits `user_id` on an Android device with the push token `token`; returns the
+    /// appUser `_id`.
+    pub async fn init_push_user(
+        &self,
+        app: &App,
+        user_id: &str,
+        token: &str,
+    ) -> anyhow::Result<String> {
+        let body = json!({
+            "device": {"id": format!("dev-{user_id}"), "platform": "android",
+                       "pushNotificationToken": token},
+            "userId": user_id,
+        });
+        let answer = self
+            .call(
+                Method::POST,
+                "/v1/init",
+                ("app-token", &app.token),
+                Some(body),
+                StatusCode::OK,
+            )
+            .await?;
+        answer["appUser"]["_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no appUser._id in {answer}"))
+    }
+
     /// Subscribes `target` to appUser messages of `app`.
     pub async fn create_webhook(&self, app: &App, target: &str) -> anyhow::Result<()> {
         let bearer = format!("Bearer {}", app.jwt);

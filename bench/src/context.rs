@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::Api;
 use crate::load::{Latency, Step, StepRun};
 use crate::procstat::{Snapshot, Watched};
+use crate::push_sink::PushSink;
 use crate::report::{Machine, Report, Row};
 use crate::sink::Sink;
 use crate::suite::Suite;
@@ -61,13 +62,21 @@ pub struct Ctx {
     pub machine: Machine,
     /// The webhook sink.
     pub sink: Sink,
+    /// The fake FCM the suite's push worker sends to; `None` for a suite the harness did
+    /// not start (its push URL is not ours).
+    pub push_sink: Option<PushSink>,
     next_step: AtomicU32,
     shutdown: CancellationToken,
 }
 
 impl Ctx {
     /// Sets up the context of a run against `suite`.
-    pub async fn new(settings: &Settings, suite: &Suite, out: PathBuf) -> anyhow::Result<Ctx> {
+    pub async fn new(
+        settings: &Settings,
+        suite: &Suite,
+        out: PathBuf,
+        push_sink: Option<PushSink>,
+    ) -> anyhow::Result<Ctx> {
         let shutdown = CancellationToken::new();
         let sink = Sink::start(16, shutdown.clone()).await?;
         let machine = Machine::describe(&suite.database_url, &settings.redis_url).await;
@@ -88,6 +97,7 @@ impl Ctx {
             watched: Watched::new(suite.pid),
             machine,
             sink,
+            push_sink,
             settings: settings.clone(),
             next_step: AtomicU32::new(1),
             shutdown,

@@ -12,6 +12,7 @@ pub mod floor;
 pub mod load;
 pub mod plot;
 pub mod procstat;
+pub mod push_sink;
 pub mod report;
 pub mod scenarios;
 pub mod sink;
@@ -25,12 +26,13 @@ use clap::{Parser, ValueEnum};
 
 /// Every scenario, in the order `all` runs them (the retry storm last: its retries go on
 /// for half a minute after it ends).
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "floor",
     "post-message",
     "read-conversation",
     "realtime",
     "webhooks",
+    "push",
     "retry-storm",
 ];
 
@@ -49,6 +51,9 @@ pub enum Scenario {
     Realtime,
     /// Messages fanned out to 1 and 10 webhooks per app, delivered to a local sink.
     Webhooks,
+    /// App-maker messages pushed to one device each (fan-out 1) through the push worker
+    /// to a fake FCM in the harness: pushes/s and post-to-push latency.
+    Push,
     /// 20% of the webhook targets answer 500: the healthy ones' latency.
     RetryStorm,
 }
@@ -151,8 +156,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::ReadConversation => vec!["read-conversation"],
         Scenario::Realtime => vec!["realtime"],
         Scenario::Webhooks => vec!["webhooks"],
+        Scenario::Push => vec!["push"],
         Scenario::RetryStorm => vec!["retry-storm"],
     };
+    // The push worker of a suite the harness starts sends to a fake FCM in this process.
+    let push_stop = tokio_util::sync::CancellationToken::new();
+    let push_sink = push_sink::PushSink::start(push_stop.clone()).await?;
     let suite = suite::Suite::start(&suite::Options {
         url: cli.url.clone(),
         suite_pid: cli.suite_pid,
@@ -162,10 +171,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         debug: cli.debug,
         smooch_bin: cli.smooch_bin.clone(),
         log_path: out.join("smooch.log"),
-        env: Vec::new(),
+        env: vec![("SMOOCH_PUSH_FCM_URL".to_owned(), push_sink.base())],
     })
     .await?;
-    let ctx = context::Ctx::new(&cli_settings(&cli), &suite, out.clone()).await?;
+    let pushes = cli.url.is_none().then_some(push_sink);
+    let ctx = context::Ctx::new(&cli_settings(&cli), &suite, out.clone(), pushes).await?;
     let mut failed = Vec::new();
     for name in scenarios {
         eprintln!("== {name}{}", if cli.smoke { " (smoke)" } else { "" });
@@ -185,6 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // Give in-flight retries a moment, then stop the suite and clean up.
     ctx.shutdown();
+    push_stop.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
     suite.stop(&cli.amqp_url, &cli.redis_url).await?;
     eprintln!("results in {}", out.display());

@@ -21,6 +21,10 @@ pub const ACCOUNT_KEY_ID: &str = "test-account-key";
 /// The account key's secret.
 pub const ACCOUNT_SECRET: &str = "test-account-secret";
 
+/// The key the suite seals integration secrets with (`SMOOCH_SECRETS_KEY`): the base64 of
+/// the text `smooch-e2e-test-key-not-a-secret`, a test value.
+pub const SECRETS_KEY: &str = "c21vb2NoLWUyZS10ZXN0LWtleS1ub3QtYS1zZWNyZXQ=";
+
 /// The running suite.
 pub struct Suite {
     /// `http://127.0.0.1:PORT`.
@@ -90,6 +94,7 @@ pub fn test_settings() -> Settings {
         database_max_connections: 8,
         account_key_id: Some(ACCOUNT_KEY_ID.to_owned()),
         account_secret: Some(SecretString::from(ACCOUNT_SECRET)),
+        secrets_key: Some(SecretString::from(SECRETS_KEY)),
         media_dir,
         amqp_prefix: unique("test"),
         redis_prefix: unique("test"),

@@ -43,6 +43,9 @@ pub struct Recorded {
     pub http2: bool,
     /// Whether it came over TLS.
     pub tls: bool,
+    /// The DER of the client certificate its TLS connection presented (verified against
+    /// `apns-client-ca.pem`), if any.
+    pub client_cert: Option<Vec<u8>>,
     /// Its headers, names in lower case.
     pub headers: HashMap<String, String>,
     /// Its body: JSON, or for the token endpoint the form fields as an object.
@@ -89,9 +92,24 @@ fn fakes() -> Arc<Fakes> {
 /// The test CA that signed the TLS listener's certificate (for `SMOOCH_PUSH_CA_FILE`).
 pub const CA_PEM: &str = include_str!("../fixtures/push/ca.pem");
 
-/// Marks requests that came through the TLS listener.
-#[derive(Debug, Clone, Copy)]
-struct OverTls;
+/// Marks requests that came through the TLS listener, with the client certificate their
+/// connection presented.
+#[derive(Debug, Clone)]
+struct OverTls {
+    client_cert: Option<Vec<u8>>,
+}
+
+/// The client CA the TLS listener verifies client certificates against (APNs certificate
+/// authentication).
+pub const CLIENT_CA_PEM: &str = include_str!("../fixtures/push/apns-client-ca.pem");
+/// The client certificate in `APNS_CLIENT_P12`.
+pub const APNS_CLIENT_CERT_PEM: &str = include_str!("../fixtures/push/apns-client.pem");
+/// A test APNs certificate for `com.example.certapp` as PKCS#12 (AES-256, HMAC-SHA256).
+pub const APNS_CLIENT_P12: &[u8] = include_bytes!("../fixtures/push/apns-client.p12");
+/// The same, in the legacy PKCS#12 encryption (RC2-40, 3DES, HMAC-SHA1).
+pub const APNS_CLIENT_LEGACY_P12: &[u8] = include_bytes!("../fixtures/push/apns-client-legacy.p12");
+/// The password of both.
+pub const APNS_CLIENT_P12_PASSWORD: &str = "test-only-password";
 
 /// Where the fakes listen.
 pub struct Bases {
@@ -103,7 +121,7 @@ pub struct Bases {
 
 /// Starts the fakes on the current runtime, in clear and over TLS.
 pub async fn start() -> Bases {
-    let tls = start_tls(router().layer(axum::Extension(OverTls))).await;
+    let tls = start_tls(router()).await;
     let cleartext = start_cleartext().await;
     let _ = TLS_BASE.set(tls.clone());
     Bases { cleartext, tls }
@@ -129,10 +147,23 @@ async fn start_tls(app: Router) -> String {
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/push/server.key")).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    // Client certificates are asked for, verified against the client CA when presented,
+    // and optional (provider-token clients present none).
+    let mut client_roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(CLIENT_CA_PEM.as_bytes()) {
+        client_roots.add(ca.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(client_roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -150,6 +181,13 @@ async fn start_tls(app: Router) -> String {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let client_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| cert.as_ref().to_vec());
+                let app = app.layer(axum::Extension(OverTls { client_cert }));
                 let service = hyper_util::service::TowerToHyperService::new(app);
                 let _ = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
@@ -213,7 +251,12 @@ async fn apns(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let (status, answer) = if device.contains("gone") {
+    let authenticated = headers.contains_key("authorization")
+        || over_tls.as_ref().is_some_and(|t| t.client_cert.is_some());
+    let (status, answer) = if !authenticated {
+        // Neither a provider token nor a (verified) client certificate.
+        (403, json!({"reason": "MissingProviderToken"}))
+    } else if device.contains("gone") {
         (410, json!({"reason": "Unregistered", "timestamp": 1}))
     } else if device.contains("down") {
         (503, json!({"reason": "ServiceUnavailable"}))
@@ -227,6 +270,7 @@ async fn apns(
         path: format!("/3/device/{device}"),
         http2: version == Version::HTTP_2,
         tls: over_tls.is_some(),
+        client_cert: over_tls.as_ref().and_then(|t| t.client_cert.clone()),
         headers: headers_of(&headers),
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
         status,
@@ -256,6 +300,7 @@ async fn token(
         path: "/token".to_owned(),
         http2: version == Version::HTTP_2,
         tls: over_tls.is_some(),
+        client_cert: over_tls.as_ref().and_then(|t| t.client_cert.clone()),
         headers: headers_of(&headers),
         body: Value::Object(form),
         status: 200,
@@ -320,6 +365,7 @@ async fn v1(
         path: format!("/v1/projects/{project}/messages:send"),
         http2: version == Version::HTTP_2,
         tls: over_tls.is_some(),
+        client_cert: over_tls.as_ref().and_then(|t| t.client_cert.clone()),
         headers: headers_of(&headers),
         body,
         status,
@@ -347,6 +393,7 @@ async fn legacy(
         path: "/fcm/send".to_owned(),
         http2: version == Version::HTTP_2,
         tls: over_tls.is_some(),
+        client_cert: over_tls.as_ref().and_then(|t| t.client_cert.clone()),
         headers: headers_of(&headers),
         body: body.clone(),
         status: 200,

@@ -3,6 +3,7 @@
 
 mod floor;
 mod post_message;
+mod push;
 mod read_conversation;
 mod realtime;
 mod webhooks;
@@ -21,6 +22,7 @@ pub(super) async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
         "webhooks" => webhooks::run(ctx).await?,
         "retry-storm" => webhooks::retry_storm(ctx).await?,
         "realtime" => realtime::run(ctx).await?,
+        "push" => push::run(ctx).await?,
         other => bail!("unknown scenario {other}"),
     };
     ctx.finish(&mut report);

@@ -6,12 +6,14 @@
 
 pub mod cache;
 pub mod error;
+pub mod presence;
 pub mod ratelimit;
 pub mod redis_client;
 pub mod revocation;
 
 pub use cache::{CacheConfig, CredentialCache, CredentialSource};
 pub use error::{Error as RedisError, Result as RedisResult};
+pub use presence::Presence;
 pub use ratelimit::{Bucket, Decision, Limit, RateLimiter};
 pub use redis_client::{RedisClient, RedisConfig};
 pub use revocation::{Revocation, Revoker};

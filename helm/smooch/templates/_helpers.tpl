@@ -135,6 +135,15 @@ app.kubernetes.io/component: {{ .role.name }}
       optional: true
 {{- end }}
 
+{{/* The key that seals integration secrets (the users role): call with the root context. */}}
+{{- define "smooch.secretsKeyEnv" -}}
+- name: SMOOCH_SECRETS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "smooch.secretName" . }}
+      key: {{ .Values.secrets.keys.secretsKey }}
+{{- end }}
+
 {{/* Default probes of one role: call with (dict "root" $ "role" $role "values" $v). */}}
 {{- define "smooch.defaultProbes" -}}
 {{- $p := .root.Values.probes }}

@@ -137,6 +137,9 @@ pub(crate) struct AppState {
     pub(crate) limiter: Option<auth::RateLimiter>,
     /// This replica's real-time clients.
     pub(crate) faye: faye::Hub,
+    /// Marks of users watching their conversation live, which the push worker reads;
+    /// `None` without Redis.
+    pub(crate) presence: Option<auth::Presence>,
     /// Where typing activity goes.
     pub(crate) activity: std::sync::Arc<faye::fanout::Activity>,
 }
@@ -169,6 +172,9 @@ pub async fn run(
         .filter(|_| config.rate_limit.enabled)
         .map(auth::RateLimiter::new);
     let hub = faye::Hub::new(config.faye.clone());
+    let presence = redis
+        .clone()
+        .map(|redis| auth::Presence::new(redis, faye::presence_ttl(&config.faye)));
     if let Some(bus) = config.realtime_bus.clone() {
         faye::fanout::spawn(bus, hub.clone(), shutdown.clone());
     }
@@ -184,6 +190,7 @@ pub async fn run(
         redis,
         limiter,
         faye: hub,
+        presence,
         activity,
     };
     let app = routes::router(state);

@@ -45,6 +45,7 @@ pub(crate) const SPEC_PATH: &str = "/openapi.json";
         (name = "whispers", description = "Messages posted when an app user triggers an event (app scope)"),
         (name = "menu", description = "An app's persistent menu, shown by the Web Messenger"),
         (name = "integrations", description = "An app's channel and push credentials (app scope; secrets are write-only)"),
+        (name = "push", description = "An app's push delivery log: every attempt to notify a device through APNs or FCM (app scope)"),
         (name = "media", description = "Uploaded images, served back at unguessable public URLs"),
         (name = "realtime", description = "The Bayeux (Faye) endpoint of real-time subscriptions"),
         (name = "operations", description = "Health, readiness, metrics and this document"),

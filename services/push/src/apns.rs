@@ -1,14 +1,17 @@
 //! APNs over HTTP/2: `POST {base}/3/device/{token}` with `apns-topic` (the bundle id),
-//! `apns-push-type: alert` and an ES256 provider token (`kid` = key id, `iss` = team id,
-//! `iat`), signed once and reused for [`TOKEN_REUSE`] as Apple asks (at most one new token
-//! per 20 minutes, each valid one hour).
+//! `apns-push-type: alert`, and either an ES256 provider token (`kid` = key id, `iss` =
+//! team id, `iat`), signed once and reused for [`TOKEN_REUSE`] as Apple asks (at most one
+//! new token per 20 minutes, each valid one hour), or the app's certificate (a `.p12`) as
+//! the TLS client certificate, on connections of its own kept per certificate.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
 
 use crate::credentials::{Apn, ApnAuth};
 use crate::notification::Notification;
@@ -31,6 +34,11 @@ pub(crate) struct Apns {
     base: Option<String>,
     /// Signed tokens by (team id, key id): when signed, and the token.
     tokens: Mutex<HashMap<(String, String), (Instant, String)>>,
+    /// Clients presenting an app's certificate, by the SHA-256 of its .p12 and password.
+    certified: Mutex<HashMap<[u8; 32], reqwest::Client>>,
+    /// What every client is built with.
+    timeout: Duration,
+    ca: Option<reqwest::Certificate>,
 }
 
 #[derive(serde::Serialize)]
@@ -45,17 +53,42 @@ impl Apns {
         timeout: Duration,
         ca: Option<&reqwest::Certificate>,
     ) -> anyhow::Result<Self> {
-        let mut http = reqwest::Client::builder()
-            .timeout(timeout)
-            .http2_prior_knowledge();
-        if let Some(ca) = ca {
-            http = http.add_root_certificate(ca.clone());
-        }
         Ok(Apns {
-            http: http.build()?,
+            http: client(timeout, ca, None)?,
             base: base.map(|b| b.trim_end_matches('/').to_owned()),
             tokens: Mutex::new(HashMap::new()),
+            certified: Mutex::new(HashMap::new()),
+            timeout,
+            ca: ca.cloned(),
         })
+    }
+
+    /// The client presenting the certificate in `p12_base64`, built on first use.
+    fn certified_client(
+        &self,
+        p12_base64: &str,
+        password: &str,
+    ) -> Result<reqwest::Client, String> {
+        let mut hasher = Sha256::new();
+        hasher.update(p12_base64.as_bytes());
+        hasher.update([0]);
+        hasher.update(password.as_bytes());
+        let key: [u8; 32] = hasher.finalize().into();
+        if let Some(client) = self
+            .certified
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(client);
+        }
+        let identity = identity(p12_base64, password)?;
+        let built = client(self.timeout, self.ca.as_ref(), Some(identity))
+            .map_err(|e| format!("the apn certificate is unusable for TLS: {e}"))?;
+        if let Ok(mut clients) = self.certified.lock() {
+            clients.insert(key, built.clone());
+        }
+        Ok(built)
     }
 
     /// The provider token of (team, key), signed anew when none is fresh.
@@ -97,36 +130,49 @@ impl Apns {
         token: &str,
         notification: &Notification,
     ) -> Outcome {
-        let ApnAuth::Token {
-            key_id,
-            team_id,
-            private_key,
-        } = &apn.auth
-        else {
-            return Outcome::Failed(
-                "apn certificate (.p12) authentication is not supported yet; use a .p8 key"
-                    .to_owned(),
-            );
-        };
-        let Some(topic) = apn.bundle_id.as_deref() else {
-            return Outcome::Failed("the apn integration has no bundleId".to_owned());
-        };
-        let jwt = match self.provider_token(team_id, key_id, private_key) {
-            Ok(jwt) => jwt,
-            Err(reason) => return Outcome::Failed(reason),
-        };
         let base = match &self.base {
             Some(base) => base.as_str(),
             None if apn.production => PRODUCTION_URL,
             None => SANDBOX_URL,
         };
-        let response = self
-            .http
-            .post(format!("{base}/3/device/{token}"))
-            .header("apns-topic", topic)
+        let request = match &apn.auth {
+            ApnAuth::Token {
+                key_id,
+                team_id,
+                private_key,
+            } => {
+                // A provider token may send to any of the team's apps: the topic says which.
+                let Some(topic) = apn.bundle_id.as_deref() else {
+                    return Outcome::Failed("the apn integration has no bundleId".to_owned());
+                };
+                let jwt = match self.provider_token(team_id, key_id, private_key) {
+                    Ok(jwt) => jwt,
+                    Err(reason) => return Outcome::Failed(reason),
+                };
+                self.http
+                    .post(format!("{base}/3/device/{token}"))
+                    .header("apns-topic", topic)
+                    .header("authorization", format!("bearer {jwt}"))
+            }
+            ApnAuth::Certificate {
+                p12_base64,
+                password,
+            } => {
+                let http = match self.certified_client(p12_base64, password) {
+                    Ok(http) => http,
+                    Err(reason) => return Outcome::Failed(reason),
+                };
+                let request = http.post(format!("{base}/3/device/{token}"));
+                // Without a bundleId, APNs takes the topic from the certificate's subject.
+                match apn.bundle_id.as_deref() {
+                    Some(topic) => request.header("apns-topic", topic),
+                    None => request,
+                }
+            }
+        };
+        let response = request
             .header("apns-push-type", "alert")
             .header("apns-priority", "10")
-            .header("authorization", format!("bearer {jwt}"))
             .json(&payload(notification, apn.auto_update_badge))
             .send()
             .await;
@@ -149,12 +195,75 @@ impl Apns {
             (410, _) | (400, "BadDeviceToken" | "Unregistered") => Outcome::Unregistered(described),
             (403, "ExpiredProviderToken" | "InvalidProviderToken") => {
                 // Sign a new one for the next attempt.
-                self.forget_token(team_id, key_id);
+                if let ApnAuth::Token {
+                    key_id, team_id, ..
+                } = &apn.auth
+                {
+                    self.forget_token(team_id, key_id);
+                }
                 Outcome::Retry(described)
             }
             _ => Outcome::of_status(status, described),
         }
     }
+}
+
+/// An HTTP/2-only client (`h2` by ALPN over TLS, prior knowledge in clear), presenting
+/// `identity` as its TLS client certificate when given.
+fn client(
+    timeout: Duration,
+    ca: Option<&reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+) -> reqwest::Result<reqwest::Client> {
+    let mut http = reqwest::Client::builder()
+        .timeout(timeout)
+        .http2_prior_knowledge();
+    if let Some(ca) = ca {
+        http = http.add_root_certificate(ca.clone());
+    }
+    if let Some(identity) = identity {
+        http = http.identity(identity);
+    }
+    http.build()
+}
+
+/// PEM text of one DER object.
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut text = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        text.push_str(&String::from_utf8_lossy(line));
+        text.push('\n');
+    }
+    text.push_str(&format!("-----END {label}-----\n"));
+    text
+}
+
+/// The TLS identity in a base64 PKCS#12 file: its private key (PKCS#8) and certificate
+/// chain, leaf first. Errors name what is wrong, never the secret.
+pub(crate) fn identity(p12_base64: &str, password: &str) -> Result<reqwest::Identity, String> {
+    let compact: String = p12_base64.split_whitespace().collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|_| "the apn certificate is not base64".to_owned())?;
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        &der,
+        password,
+        p12_keystore::Pkcs12ImportPolicy::Relaxed,
+    )
+    .map_err(|e| format!("the apn certificate is not a PKCS#12 file this password opens: {e}"))?;
+    let (_, chain) = store
+        .private_key_chain()
+        .ok_or_else(|| "the apn certificate holds no private key".to_owned())?;
+    if chain.certs().is_empty() {
+        return Err("the apn certificate holds no certificate for its key".to_owned());
+    }
+    let mut text = pem("PRIVATE KEY", chain.key().as_der());
+    for cert in chain.certs() {
+        text.push_str(&pem("CERTIFICATE", cert.as_der()));
+    }
+    reqwest::Identity::from_pem(text.as_bytes())
+        .map_err(|e| format!("the apn certificate's key or chain is unusable: {e}"))
 }
 
 /// The APNs JSON payload of a notification.
@@ -185,6 +294,19 @@ mod tests {
 
     /// The test suite's APNs key (tests/fixtures/push).
     const KEY: &str = include_str!("../../../tests/fixtures/push/apns-key.pem");
+    /// The test suite's APNs client certificate, and its legacy-encrypted twin.
+    const P12: &[u8] = include_bytes!("../../../tests/fixtures/push/apns-client.p12");
+    const LEGACY_P12: &[u8] = include_bytes!("../../../tests/fixtures/push/apns-client-legacy.p12");
+
+    #[test]
+    fn p12_files_open_with_their_password_in_both_encryptions() {
+        for p12 in [P12, LEGACY_P12] {
+            let text = base64::engine::general_purpose::STANDARD.encode(p12);
+            assert!(identity(&text, "test-only-password").is_ok());
+            let wrong = identity(&text, "nope").err().unwrap();
+            assert!(!wrong.contains("test-only"), "{wrong}");
+        }
+    }
 
     type Seen = Arc<Mutex<Vec<(Version, String)>>>;
 
@@ -291,18 +413,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn certificates_and_missing_bundle_ids_fail_without_a_request() {
+    async fn unusable_certificates_and_missing_bundle_ids_fail_without_a_request() {
         let (base, seen) = fake_apns().await;
         let apns = Apns::new(Some(base), Duration::from_secs(5), None).unwrap();
-        let certificate = Apn {
-            auth: ApnAuth::Certificate,
+        let certificate = |p12_base64: &str, password: &str| Apn {
+            auth: ApnAuth::Certificate {
+                p12_base64: p12_base64.to_owned(),
+                password: password.to_owned(),
+            },
             ..apn()
         };
+        let p12 = base64::engine::general_purpose::STANDARD.encode(P12);
         let no_topic = Apn {
             bundle_id: None,
             ..apn()
         };
-        for creds in [certificate, no_topic] {
+        for creds in [
+            certificate("not base64!", ""),
+            certificate("AAAA", ""),
+            certificate(&p12, "wrong password"),
+            no_topic,
+        ] {
             assert!(matches!(
                 apns.send(&creds, "ok", &notification()).await,
                 Outcome::Failed(_)

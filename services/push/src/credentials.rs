@@ -17,8 +17,12 @@ pub(crate) enum ApnAuth {
         /// PEM text of the PKCS#8 key.
         private_key: String,
     },
-    /// A .p12 certificate: not supported by this worker yet (see docs/push.md).
-    Certificate,
+    /// A TLS client certificate: the base64 of a PKCS#12 (.p12) file holding the
+    /// certificate Apple issued and its key, and the file's password (often empty).
+    Certificate {
+        p12_base64: String,
+        password: String,
+    },
 }
 
 /// The app's APNs credentials.
@@ -114,7 +118,14 @@ fn apn(stored: &pb::PushCredential) -> Result<Apn> {
             team_id: required("apn", &config, "teamId")?,
             private_key,
         },
-        None => ApnAuth::Certificate,
+        None => ApnAuth::Certificate {
+            p12_base64: required("apn", &secrets, "certificate")?,
+            password: secrets
+                .get("password")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        },
     };
     Ok(Apn {
         auth,

@@ -1,8 +1,8 @@
 //! The push role: takes app-maker message events (whispers included) off the bus and
 //! sends one notification per message to every device of the user that has a push token
-//! and whose active user the user is, through APNs (HTTP/2, ES256 provider tokens) or FCM
-//! (HTTP v1 with a service account, or the legacy endpoint with a server key), with each
-//! app's own credentials. Refused tokens are cleared; 429 and 5xx answers retry through
+//! and whose active user the user is, through APNs (HTTP/2, ES256 provider tokens or .p12
+//! client certificates) or FCM (HTTP v1 with a service account, or the legacy endpoint with
+//! a server key), with each app's own credentials. Refused tokens are cleared; 429 and 5xx answers retry through
 //! broker-held TTL queues, as webhooks do. See docs/push.md.
 
 mod apns;
@@ -11,6 +11,7 @@ mod error;
 mod fcm;
 mod notification;
 mod outcome;
+mod recorder;
 mod worker;
 
 use std::sync::Arc;
@@ -43,6 +44,11 @@ pub struct Config {
     /// `users_grpc_addr` when set.
     #[serde(skip)]
     pub users_channel: Option<telemetry::grpc::GrpcChannel>,
+    /// Redis (`SMOOCH_REDIS_URL`, `SMOOCH_REDIS_PREFIX`), where the gateways mark users
+    /// watching their conversation live over `/faye`: no push goes to a user who is.
+    /// `None` pushes to everyone.
+    #[serde(skip)]
+    pub redis: Option<auth::RedisConfig>,
     /// Base URL of APNs (`SMOOCH_PUSH_APNS_URL`; unset uses Apple's hosts:
     /// `https://api.push.apple.com` for apps with `production: true`, else
     /// `https://api.sandbox.push.apple.com`). An `http://` base speaks HTTP/2 without TLS
@@ -87,6 +93,7 @@ impl Default for Config {
             amqp_prefix: "smooch".to_owned(),
             users_grpc_addr: "127.0.0.1:50051".to_owned(),
             users_channel: None,
+            redis: None,
             apns_url: None,
             fcm_url: fcm::DEFAULT_URL.to_owned(),
             ca_file: None,
@@ -169,15 +176,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topology.clone(),
     ));
     let retry_ttls = config.retry_schedule();
+    let users = UsersClient::new(channel);
+    let presence = config
+        .redis
+        .clone()
+        .map(auth::RedisClient::new)
+        .transpose()
+        .context("push worker Redis settings")?
+        // Readers only compare marks with the clock: the TTL is the writers'.
+        .map(|redis| auth::Presence::new(redis, Duration::ZERO));
+    let (recorder, recorder_task) = recorder::Recorder::start(users.clone());
     let worker = Arc::new(worker::Worker {
         topology: topology.clone(),
         publisher: publisher.clone(),
-        users: UsersClient::new(channel),
+        users,
         apns: apns::Apns::new(config.apns_url.clone(), config.timeout, ca.as_ref())
             .context("building the APNs client")?,
         fcm: fcm::FcmClient::new(&config.fcm_url, config.timeout, ca.as_ref())
             .context("building the FCM client")?,
         retry_ttls: retry_ttls.clone(),
+        recorder,
+        presence,
     });
     let source = |queue: String| bus::consumer::Source {
         amqp_url: config.amqp_url.clone(),
@@ -221,7 +240,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     };
     tokio::join!(events, retries);
+    // The last recorder goes with the worker: the log writer flushes what it holds and ends.
     drop(worker);
+    if tokio::time::timeout(Duration::from_secs(5), recorder_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("push delivery log not flushed in time; last attempts dropped");
+    }
     publisher.close().await;
     tracing::info!("push worker stopped");
     Ok(())

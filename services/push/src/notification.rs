@@ -88,13 +88,26 @@ impl Provider {
     }
 }
 
-/// A device to notify: its id, token and provider.
+/// A device to notify: its id, token, provider and platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Target {
     pub(crate) device_id: String,
     pub(crate) token: String,
     pub(crate) provider: Provider,
+    /// The device's platform (`ios`, `android`), for the delivery log; empty in retries
+    /// queued before it was carried.
+    #[serde(default)]
+    pub(crate) platform: String,
+}
+
+impl Target {
+    /// Whether `other` is the same device, token and provider (the platform aside).
+    pub(crate) fn same_as(&self, other: &Target) -> bool {
+        self.device_id == other.device_id
+            && self.token == other.token
+            && self.provider == other.provider
+    }
 }
 
 /// The devices of a user that get pushes: those with a token whose active user is this
@@ -119,6 +132,7 @@ pub(crate) fn targets(devices: &[Device], has_apn: bool, has_fcm: bool) -> Vec<T
                 device_id: d.id.clone(),
                 token: token.to_owned(),
                 provider,
+                platform: d.platform.clone(),
             })
         })
         .collect()

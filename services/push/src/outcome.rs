@@ -24,6 +24,14 @@ impl Outcome {
         }
     }
 
+    /// Why it was not delivered; `None` when it was.
+    pub(crate) fn reason(&self) -> Option<&str> {
+        match self {
+            Outcome::Delivered => None,
+            Outcome::Unregistered(r) | Outcome::Retry(r) | Outcome::Failed(r) => Some(r),
+        }
+    }
+
     /// The outcome of a status that is neither success nor a token problem: 429 and 5xx
     /// retry, anything else fails.
     pub(crate) fn of_status(status: reqwest::StatusCode, reason: String) -> Self {

@@ -23,6 +23,7 @@ use crate::credentials::Credentials;
 use crate::fcm::FcmClient;
 use crate::notification::{self, Notification, Provider, Target};
 use crate::outcome::Outcome;
+use crate::recorder::Recorder;
 use crate::Result;
 
 /// How long a step that cannot make progress (users service or broker down) waits before
@@ -49,6 +50,10 @@ pub(crate) struct Worker {
     pub(crate) apns: Apns,
     pub(crate) fcm: FcmClient,
     pub(crate) retry_ttls: Vec<Duration>,
+    /// The push delivery log.
+    pub(crate) recorder: Recorder,
+    /// Who watches their conversation live (no push for them); `None` without Redis.
+    pub(crate) presence: Option<auth::Presence>,
 }
 
 /// What the worker knows of an app user at send time.
@@ -113,7 +118,7 @@ impl Worker {
             .iter()
             .filter(|m| notification::wanted(m))
             .collect();
-        if messages.is_empty() {
+        if messages.is_empty() || self.watching(&event.app_id, &event.app_user.id).await {
             return Ok(0);
         }
         let Some(recipient) = self.recipient(&event.app_id, &event.app_user.id).await? else {
@@ -146,6 +151,26 @@ impl Worker {
             .into_iter()
             .collect::<Result<Vec<()>>>()?;
         Ok(count)
+    }
+
+    /// Whether the user watches their conversation live over `/faye`, so needs no push.
+    /// When Redis cannot tell, the push goes out.
+    async fn watching(&self, app_id: &str, app_user_id: &str) -> bool {
+        let Some(presence) = &self.presence else {
+            return false;
+        };
+        match presence.is_watching(app_id, app_user_id).await {
+            Ok(true) => {
+                tracing::debug!("user watching the conversation live; no push");
+                metrics::counter!("push_skipped_total", "reason" => "watching").increment(1);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "presence unknown; pushing");
+                false
+            }
+        }
     }
 
     /// The app's credentials and the user's devices that get pushes; `None` when the app
@@ -220,9 +245,25 @@ impl Worker {
         span.record("event_id", job.event_id.as_str());
         span.record("attempt", job.attempts + 1);
         let n = &job.notification;
+        if self.watching(&n.app_id, &n.app_user_id).await {
+            ack(&delivery).await;
+            return;
+        }
         let result = match self.recipient(&n.app_id, &n.app_user_id).await {
-            Ok(Some(recipient)) if recipient.targets.contains(&job.target) => {
-                self.attempt(job, &recipient.credentials).await
+            Ok(Some(recipient)) => {
+                match recipient.targets.iter().find(|t| t.same_as(&job.target)) {
+                    Some(target) => {
+                        let job = Job {
+                            target: target.clone(),
+                            ..job
+                        };
+                        self.attempt(job, &recipient.credentials).await
+                    }
+                    None => {
+                        tracing::debug!("device gone; push retry dropped");
+                        Ok(())
+                    }
+                }
             }
             Ok(_) => {
                 tracing::debug!("device or credentials gone; push retry dropped");
@@ -242,6 +283,7 @@ impl Worker {
 
     /// One send of `job`, then its next step: done, token cleared, or a retry queued.
     async fn attempt(&self, mut job: Job, credentials: &Credentials) -> Result<()> {
+        let attempted_at_ms = domain::time::now_ms();
         let target = &job.target;
         let outcome = match target.provider {
             Provider::Apns => match &credentials.apn {
@@ -280,6 +322,19 @@ impl Worker {
         }
         metrics::counter!("push_notifications_total", "provider" => provider, "outcome" => label)
             .increment(1);
+        self.recorder.record(pb::PushAttempt {
+            id: String::new(),
+            app_id: job.notification.app_id.clone(),
+            app_user_id: job.notification.app_user_id.clone(),
+            device_id: target.device_id.clone(),
+            platform: target.platform.clone(),
+            provider: provider.to_owned(),
+            status: label.to_owned(),
+            error: outcome.reason().map(str::to_owned),
+            message_id: job.notification.message_id.clone(),
+            attempt: job.attempts,
+            attempted_at_ms,
+        });
         Ok(())
     }
 

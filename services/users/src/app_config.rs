@@ -1,6 +1,7 @@
 //! An app's configuration beyond keys: settings, the persistent menu and integrations,
 //! their SQL and their handlers. The rules live in `domain::app_config`; secrets are
-//! written here and read by no query that answers the API.
+//! sealed here ([`crate::sealing`]) before they are stored, and read by no query that
+//! answers the API.
 
 use chrono::{DateTime, Utc};
 use domain::app_config;
@@ -8,6 +9,7 @@ use proto::v1 as pb;
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 
+use crate::sealing::SecretsKey;
 use crate::storage::{self, AppRow};
 use crate::Result;
 
@@ -114,22 +116,48 @@ pub(crate) async fn set_menu(db: impl PgExecutor<'_>, req: pb::SetMenuRequest) -
     })
 }
 
-/// Stores a checked integration; an app has at most one of each type.
+/// What an integration's sealed secrets are bound to: its app and id.
+fn sealing_context(app_id: &str, integration_id: &str) -> String {
+    format!("integration/{app_id}/{integration_id}")
+}
+
+/// The integration's secrets sealed for its row; `None` when it has none.
+fn seal_secrets(
+    key: &SecretsKey,
+    app_id: &str,
+    integration_id: &str,
+    secrets: &Value,
+) -> Result<Option<String>> {
+    if secrets.as_object().is_some_and(|fields| fields.is_empty()) {
+        return Ok(None);
+    }
+    let plaintext = serde_json::to_vec(secrets)
+        .map_err(|e| crate::Error::Sealing(anyhow::Error::new(e).context("encoding secrets")))?;
+    key.seal(&plaintext, &sealing_context(app_id, integration_id))
+        .map(Some)
+        .map_err(crate::Error::Sealing)
+}
+
+/// Stores a checked integration, its secrets sealed; an app has at most one of each type.
 pub(crate) async fn create_integration(
     db: impl PgExecutor<'_>,
+    key: &SecretsKey,
     req: pb::CreateIntegrationRequest,
 ) -> Result<pb::Integration> {
     let checked = app_config::integration(&parse("the body", &req.body_json)?)?;
+    let id = domain::id::new_id();
+    let sealed = seal_secrets(key, &req.app_id, &id, &Value::Object(checked.secrets))?;
+    // `secrets` (plaintext) stays empty: only rows from before sealing use it.
     let row: IntegrationRow = sqlx::query_as(
-        "INSERT INTO integrations (app_id, id, type, config, secrets, created_at)
+        "INSERT INTO integrations (app_id, id, type, config, sealed_secrets, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING app_id, id, type, config, created_at",
     )
     .bind(&req.app_id)
-    .bind(domain::id::new_id())
+    .bind(&id)
     .bind(&checked.kind)
     .bind(Value::Object(checked.config))
-    .bind(Value::Object(checked.secrets))
+    .bind(sealed)
     .bind(domain::time::to_datetime(domain::time::now_ms()))
     .fetch_one(db)
     .await
@@ -213,17 +241,49 @@ struct PushRow {
     #[sqlx(rename = "type")]
     kind: String,
     config: Value,
+    /// Plaintext secrets of a row stored before sealing (until it is sealed).
     secrets: Value,
+    sealed_secrets: Option<String>,
 }
 
-/// The app's push credentials (`apn`, `fcm`), secrets included, and its name. Internal:
+/// The secrets of an integration row: opened when sealed, as stored otherwise (a row
+/// from before sealing that the start-up pass has not sealed yet).
+fn open_secrets(
+    key: &SecretsKey,
+    app_id: &str,
+    integration_id: &str,
+    sealed: Option<&str>,
+    plaintext: Value,
+) -> Result<Value> {
+    let Some(sealed) = sealed else {
+        return Ok(plaintext);
+    };
+    let opened = key
+        .open(sealed, &sealing_context(app_id, integration_id))
+        .map_err(|e| {
+            crate::Error::Sealing(
+                e.context(format!("integration {integration_id} of app {app_id}")),
+            )
+        })?;
+    serde_json::from_slice(&opened).map_err(|e| {
+        crate::Error::Sealing(anyhow::Error::new(e).context(format!(
+            "integration {integration_id} of app {app_id}: opened secrets are not JSON"
+        )))
+    })
+}
+
+/// The app's push credentials (`apn`, `fcm`), secrets opened, and its name. Internal:
 /// only the push worker calls this; no gateway route reaches it.
-pub(crate) async fn push_credentials(pool: &PgPool, app_id: &str) -> Result<pb::PushCredentials> {
+pub(crate) async fn push_credentials(
+    pool: &PgPool,
+    key: &SecretsKey,
+    app_id: &str,
+) -> Result<pb::PushCredentials> {
     let app = storage::get_app(pool, app_id)
         .await?
         .ok_or_else(|| app_not_found(app_id))?;
     let rows: Vec<PushRow> = sqlx::query_as(
-        "SELECT id, type, config, secrets FROM integrations
+        "SELECT id, type, config, secrets, sealed_secrets FROM integrations
          WHERE app_id = $1 AND type IN ('apn', 'fcm')",
     )
     .bind(app_id)
@@ -235,10 +295,17 @@ pub(crate) async fn push_credentials(pool: &PgPool, app_id: &str) -> Result<pb::
         fcm: None,
     };
     for row in rows {
+        let secrets = open_secrets(
+            key,
+            app_id,
+            &row.id,
+            row.sealed_secrets.as_deref(),
+            row.secrets,
+        )?;
         let credential = pb::PushCredential {
             integration_id: row.id,
             config_json: row.config.to_string(),
-            secrets_json: row.secrets.to_string(),
+            secrets_json: secrets.to_string(),
         };
         match row.kind.as_str() {
             "apn" => answer.apn = Some(credential),
@@ -246,6 +313,39 @@ pub(crate) async fn push_credentials(pool: &PgPool, app_id: &str) -> Result<pb::
         }
     }
     Ok(answer)
+}
+
+/// Seals the plaintext secrets of integrations stored before sealing existed, a batch
+/// per transaction (rows another replica is sealing are skipped); returns how many.
+pub(crate) async fn seal_stored_secrets(pool: &PgPool, key: &SecretsKey) -> Result<u64> {
+    let mut sealed = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<(String, String, Value)> = sqlx::query_as(
+            "SELECT app_id, id, secrets FROM integrations
+             WHERE sealed_secrets IS NULL AND secrets <> '{}'
+             LIMIT 100 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(sealed);
+        }
+        for (app_id, id, secrets) in rows {
+            let value = seal_secrets(key, &app_id, &id, &secrets)?;
+            sqlx::query(
+                "UPDATE integrations SET sealed_secrets = $3, secrets = '{}'
+                 WHERE app_id = $1 AND id = $2",
+            )
+            .bind(&app_id)
+            .bind(&id)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+            sealed += 1;
+        }
+        tx.commit().await?;
+    }
 }
 
 /// Forgets a device's push token if it is still `token` (the provider refused it); a

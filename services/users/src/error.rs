@@ -10,6 +10,10 @@ pub enum Error {
     /// an opaque 500.
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// A stored secret that does not open (another key, altered): logged, shown as an
+    /// opaque 500.
+    #[error("sealed secret: {0:#}")]
+    Sealing(anyhow::Error),
 }
 
 /// Result with this service's [`Error`].
@@ -46,6 +50,10 @@ impl From<Error> for tonic::Status {
                 e.to_status()
             }
             Error::Database(e) => db::client_error(&e, "users").to_status(),
+            Error::Sealing(e) => {
+                tracing::error!(error = format!("{e:#}"), "integration secrets do not open");
+                domain::Error::internal().to_status()
+            }
         }
     }
 }

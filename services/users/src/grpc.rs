@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::init::{self, DeviceInput, InitInput};
 use crate::revoking_storage;
+use crate::sealing::SecretsKey;
 use crate::storage::{self, AppRow, AppUserRow, DeviceRow, KeyRow, ProfilePatch};
 use crate::Result;
 
@@ -23,6 +24,8 @@ pub(crate) struct UsersApi {
     revoker: Option<auth::Revoker>,
     /// Moves a merged user's history; `None` leaves merges pending for the caller.
     conversations: Option<Conversations>,
+    /// Seals integration secrets before they are stored, opens them for the push worker.
+    secrets_key: SecretsKey,
 }
 
 impl UsersApi {
@@ -30,11 +33,13 @@ impl UsersApi {
         pool: PgPool,
         revoker: Option<auth::Revoker>,
         conversations: Option<Conversations>,
+        secrets_key: SecretsKey,
     ) -> Self {
         UsersApi {
             pool,
             revoker,
             conversations,
+            secrets_key,
         }
     }
 
@@ -536,8 +541,12 @@ impl pb::users_server::Users for UsersApi {
         &self,
         request: Request<pb::CreateIntegrationRequest>,
     ) -> Result<Response<pb::Integration>, Status> {
-        let created =
-            crate::app_config::create_integration(&self.pool, request.into_inner()).await?;
+        let created = crate::app_config::create_integration(
+            &self.pool,
+            &self.secrets_key,
+            request.into_inner(),
+        )
+        .await?;
         Ok(Response::new(created))
     }
 
@@ -569,9 +578,29 @@ impl pb::users_server::Users for UsersApi {
         &self,
         request: Request<pb::GetAppRequest>,
     ) -> Result<Response<pb::PushCredentials>, Status> {
-        let found =
-            crate::app_config::push_credentials(&self.pool, &request.get_ref().app_id).await?;
+        let found = crate::app_config::push_credentials(
+            &self.pool,
+            &self.secrets_key,
+            &request.get_ref().app_id,
+        )
+        .await?;
         Ok(Response::new(found))
+    }
+
+    async fn record_push_attempts(
+        &self,
+        request: Request<pb::RecordPushAttemptsRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        crate::push_log::record(&self.pool, &request.get_ref().attempts).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_push_attempts(
+        &self,
+        request: Request<pb::ListPushAttemptsRequest>,
+    ) -> Result<Response<pb::ListPushAttemptsResponse>, Status> {
+        let page = crate::push_log::list(&self.pool, request.get_ref()).await?;
+        Ok(Response::new(page))
     }
 
     async fn clear_push_token(

@@ -7,7 +7,9 @@ mod app_config;
 mod error;
 mod grpc;
 mod init;
+mod push_log;
 mod revoking_storage;
+mod sealing;
 mod storage;
 
 use std::time::Duration;
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use account::AccountKey;
 pub use error::{Error, Result};
+pub use sealing::{SecretsKey, DEVELOPMENT_KEY};
 
 /// The Postgres schema this service owns.
 pub const SCHEMA: &str = "users";
@@ -41,6 +44,9 @@ pub struct Config {
     /// which init asks to move a merged user's history. `None` leaves merges pending in
     /// the init answer (`pending_merges`), for a suite without that service.
     pub conversations_addr: Option<String>,
+    /// The key integration secrets are sealed with (`SMOOCH_SECRETS_KEY`; `smooch all`
+    /// falls back to [`SecretsKey::development`]).
+    pub secrets_key: SecretsKey,
 }
 
 /// Applies this service's migrations.
@@ -68,6 +74,16 @@ pub async fn ensure_account_key(
     result
 }
 
+/// Seals the plaintext secrets of integrations stored before secrets were sealed; returns
+/// how many. The users role runs this at start-up; it is safe to run at any time, by
+/// several replicas at once.
+pub async fn seal_stored_secrets(database_url: &str, key: &SecretsKey) -> anyhow::Result<u64> {
+    let pool = db::connect(database_url, SCHEMA, 1)?;
+    let result = app_config::seal_stored_secrets(&pool, key).await;
+    pool.close().await;
+    Ok(result?)
+}
+
 /// The users gRPC API and its health service, ready to serve or to call in process;
 /// `conversations` is where init moves a merged user's history (`None`: merges stay
 /// pending in the init answer).
@@ -88,6 +104,22 @@ pub async fn routes(
             Ok(auth::Revoker::new(client, ttl, ttl))
         })
         .transpose()?;
+    // Rows from before sealing are readable as they are: sealing them need not delay the
+    // start, nor stop it when the database is briefly away.
+    tokio::spawn({
+        let (pool, key) = (pool.clone(), config.secrets_key.clone());
+        async move {
+            match app_config::seal_stored_secrets(&pool, &key).await {
+                Ok(0) => {}
+                Ok(sealed) => {
+                    tracing::info!(sealed, "sealed integration secrets stored in plaintext")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sealing stored integration secrets failed; retried at the next start")
+                }
+            }
+        }
+    });
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::users_server::UsersServer<grpc::UsersApi>>()
@@ -96,7 +128,7 @@ pub async fn routes(
         conversations.map(proto::v1::conversations_client::ConversationsClient::new);
     Ok(
         tonic::service::Routes::new(health).add_service(proto::v1::users_server::UsersServer::new(
-            grpc::UsersApi::new(pool, revoker, conversations),
+            grpc::UsersApi::new(pool, revoker, conversations, config.secrets_key),
         )),
     )
 }

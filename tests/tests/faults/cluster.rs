@@ -68,6 +68,7 @@ impl Cluster {
             ("SMOOCH_REDIS_PREFIX", prefix.to_owned()),
             ("SMOOCH_ACCOUNT_KEY_ID", e2e::ACCOUNT_KEY_ID.to_owned()),
             ("SMOOCH_ACCOUNT_SECRET", e2e::ACCOUNT_SECRET.to_owned()),
+            ("SMOOCH_SECRETS_KEY", e2e::SECRETS_KEY.to_owned()),
             (
                 "SMOOCH_MEDIA_DIR",
                 log_dir.join("media").display().to_string(),

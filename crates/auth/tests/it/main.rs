@@ -4,6 +4,7 @@
 
 mod cache;
 mod parsing;
+mod presence;
 mod ratelimit;
 
 use std::collections::HashMap;

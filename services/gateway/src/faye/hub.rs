@@ -200,6 +200,23 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// The app users whose conversation `client_id` is subscribed to: `(appId, appUserId)`.
+    pub(crate) fn watched(&self, client_id: &str) -> Vec<(String, String)> {
+        let inner = self.lock();
+        let Some(session) = inner.sessions.get(client_id) else {
+            return Vec::new();
+        };
+        let mut watched: Vec<(String, String)> = session
+            .subs
+            .values()
+            .filter(|t| t.kind == Kind::Conversation)
+            .map(|t| (t.app_id.clone(), t.app_user_id.clone()))
+            .collect();
+        watched.sort();
+        watched.dedup();
+        watched
+    }
+
     /// Removes a subscription; false when the client is unknown.
     pub(crate) fn unsubscribe(&self, client_id: &str, channel: &str) -> bool {
         let mut inner = self.lock();

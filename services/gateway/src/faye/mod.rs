@@ -236,8 +236,8 @@ pub(crate) async fn handle(state: &AppState, messages: Value) -> Vec<Value> {
                 continue;
             }
             "/meta/subscribe" => subscribe(state, &message).await,
-            "/meta/unsubscribe" => unsubscribe(state, &message),
-            "/meta/disconnect" => disconnect(state, &message),
+            "/meta/unsubscribe" => unsubscribe(state, &message).await,
+            "/meta/disconnect" => disconnect(state, &message).await,
             "" => json!({"successful": false, "error": bayeux_error(400, "", "channel required")}),
             other => json!({
                 "channel": other,
@@ -319,11 +319,15 @@ async fn connect_reply(
                     "Bayeux client dropped: its credentials were revoked"
                 );
                 metrics::counter!("faye_clients_revoked_total").increment(1);
+                let watched = state.faye.watched(client);
                 state.faye.disconnect(client);
+                leave(state, client, &watched).await;
                 return (unknown_client(client), Vec::new());
             }
         }
     }
+    // Each connect keeps the client's users marked as watching for another TTL.
+    watch(state, client, &state.faye.watched(client)).await;
     // A connect batched with other messages answers at once, so their replies are not held.
     let wait = if may_wait {
         state.faye.limits.poll_timeout
@@ -339,21 +343,27 @@ async fn connect_reply(
     }
 }
 
-fn unsubscribe(state: &AppState, message: &Map<String, Value>) -> Value {
+async fn unsubscribe(state: &AppState, message: &Map<String, Value>) -> Value {
     let client = client_id(message);
     let subscription = message.get("subscription").cloned().unwrap_or(Value::Null);
     let channels = subscriptions(&subscription);
+    let before = state.faye.watched(client);
     for channel in &channels {
         if !state.faye.unsubscribe(client, channel) {
             return unknown_client(client);
         }
     }
+    let after = state.faye.watched(client);
+    let left: Vec<_> = before.into_iter().filter(|w| !after.contains(w)).collect();
+    leave(state, client, &left).await;
     json!({"successful": true, "subscription": subscription})
 }
 
-fn disconnect(state: &AppState, message: &Map<String, Value>) -> Value {
+async fn disconnect(state: &AppState, message: &Map<String, Value>) -> Value {
     let client = client_id(message);
+    let watched = state.faye.watched(client);
     if state.faye.disconnect(client) {
+        leave(state, client, &watched).await;
         json!({"successful": true})
     } else {
         unknown_client(client)
@@ -401,6 +411,8 @@ async fn subscribe(state: &AppState, message: &Map<String, Value>) -> Value {
             }
         };
         state.faye.remember_credential(client, credential);
+        let watches = (target.kind == Kind::Conversation)
+            .then(|| (target.app_id.clone(), target.app_user_id.clone()));
         if let Err(e) = state.faye.subscribe(client, channel, target) {
             return match e {
                 SubscribeError::UnknownClient => unknown_client(client),
@@ -410,6 +422,9 @@ async fn subscribe(state: &AppState, message: &Map<String, Value>) -> Value {
                     "error": bayeux_error(429, channel, &format!("too many subscriptions for {whose}")),
                 }),
             };
+        }
+        if let Some(user) = watches {
+            watch(state, client, &[user]).await;
         }
     }
     json!({"successful": true, "subscription": subscription})
@@ -497,6 +512,39 @@ async fn authorize(
         },
         credential,
     ))
+}
+
+/// How long a client's mark as watching its user's conversation lasts past its latest
+/// `/meta/connect` (or subscribe): the poll timeout, plus room for the client's next
+/// connect to arrive.
+pub fn presence_ttl(limits: &Limits) -> Duration {
+    limits.poll_timeout + Duration::from_secs(10)
+}
+
+/// Marks `client` as watching the conversations of `users` (or refreshes the marks).
+async fn watch(state: &AppState, client: &str, users: &[(String, String)]) {
+    let Some(presence) = &state.presence else {
+        return;
+    };
+    for (app_id, app_user_id) in users {
+        if let Err(e) = presence.watch(app_id, app_user_id, client).await {
+            // Pushes then go out as if the user were away: the safe side.
+            tracing::debug!(error = %e, "marking a watching user failed");
+        }
+    }
+}
+
+/// Removes `client`'s marks on the conversations of `users`.
+async fn leave(state: &AppState, client: &str, users: &[(String, String)]) {
+    let Some(presence) = &state.presence else {
+        return;
+    };
+    for (app_id, app_user_id) in users {
+        if let Err(e) = presence.leave(app_id, app_user_id, client).await {
+            // The mark lapses by itself within the presence TTL.
+            tracing::debug!(error = %e, "removing a watching mark failed");
+        }
+    }
 }
 
 /// Forgets clients that stopped polling, until the hub is dropped by every owner.

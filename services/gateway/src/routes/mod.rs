@@ -12,6 +12,7 @@ mod health;
 mod integrations;
 mod media;
 mod menu;
+mod push_log;
 mod ready;
 mod webhooks;
 mod whispers;
@@ -88,6 +89,7 @@ pub(crate) fn api(max_image_bytes: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(menu::get, menu::set, menu::delete))
         .routes(routes!(integrations::create, integrations::list))
         .routes(routes!(integrations::get, integrations::delete))
+        .routes(routes!(push_log::list))
         .routes(routes!(media::download))
         .routes(routes!(crate::faye::get, crate::faye::post))
         .routes(routes!(health::healthz))
@@ -275,6 +277,7 @@ mod tests {
             redis: None,
             limiter: None,
             faye: crate::faye::Hub::new(crate::faye::Limits::default()),
+            presence: None,
             activity: Arc::new(crate::faye::fanout::Activity::new(
                 None,
                 crate::faye::Hub::new(crate::faye::Limits::default()),

@@ -51,6 +51,7 @@ pub(crate) async fn start() -> Service {
         max_connections: 5,
         redis: None,
         conversations_addr: None,
+        secrets_key: users::SecretsKey::development(),
     };
     tokio::spawn(users::run(config, listener, shutdown.clone()));
     let client = Client::connect(format!("http://{addr}")).await.unwrap();

@@ -1,0 +1,250 @@
+//! `push`: app-maker messages posted at a fixed rate to users with one Android device
+//! each (fan-out 1), which the suite's push worker sends to the harness's fake FCM (the
+//! legacy endpoint, `push_sink`), and the ledger of what arrived.
+//!
+//! Every message's text carries its sequence number, and so does its notification's body,
+//! so the sink knows which message each push is for. After the last message is answered
+//! the harness waits for the pending pushes; any that never arrive are lost: the run fails.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde_json::json;
+
+use crate::api::padded_text;
+use crate::context::Ctx;
+use crate::load::{self, Latency, Outcome};
+use crate::push_sink::PushSink;
+use crate::report::{Report, Row};
+
+async fn run_step(
+    ctx: &Ctx,
+    sink: &PushSink,
+    rate: f64,
+    report: &mut Report,
+) -> anyhow::Result<Row> {
+    let step_id = ctx.step_id();
+    let (apps_n, users_n) = if ctx.smoke() { (2, 2) } else { (8, 10) };
+    let apps = ctx
+        .api
+        .create_apps(&format!("push-{step_id}"), apps_n)
+        .await?;
+    let prefix = format!("bench-push-{step_id}-");
+    let mut targets = Vec::new();
+    for (a, app) in apps.iter().enumerate() {
+        ctx.api
+            .create_integration(
+                app,
+                json!({"type": "fcm", "serverKey": "bench-server-key", "senderId": "1"}),
+            )
+            .await?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", app.jwt))?;
+        for u in 0..users_n {
+            let user = ctx
+                .api
+                .init_push_user(app, &format!("u{u}"), &format!("{prefix}{a}-{u}"))
+                .await?;
+            targets.push((
+                format!("{}/v1/appusers/{user}/conversation/messages", ctx.api.base),
+                bearer.clone(),
+            ));
+        }
+    }
+    let targets = Arc::new(targets);
+
+    let step = ctx.step(rate);
+    let posted_ok = Arc::new(Mutex::new(vec![false; step.count() as usize]));
+    let cpu = ctx.cpu();
+    let http = ctx.api.http.clone();
+    let run = {
+        let posted_ok = posted_ok.clone();
+        load::run(step, move |i, _| {
+            let (http, targets, posted_ok) = (http.clone(), targets.clone(), posted_ok.clone());
+            async move {
+                let (url, bearer) = &targets[(i as usize) % targets.len()];
+                let body = json!({
+                    "text": padded_text(&format!("bench {step_id} {i}"), 200),
+                    "role": "appMaker",
+                });
+                let sent = http
+                    .post(url)
+                    .header(AUTHORIZATION, bearer.clone())
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        let _ = r.bytes().await;
+                        if let Ok(mut p) = posted_ok.lock() {
+                            p[i as usize] = true;
+                        }
+                        Outcome::Ok
+                    }
+                    _ => Outcome::Failed,
+                }
+            }
+        })
+        .await
+    };
+    let cutoff = Instant::now();
+    let posted: HashSet<u64> = match posted_ok.lock() {
+        Ok(p) => p
+            .iter()
+            .enumerate()
+            .filter(|(_, ok)| **ok)
+            .map(|(i, _)| i as u64)
+            .collect(),
+        Err(_) => HashSet::new(),
+    };
+    let expected = posted.len() as u64;
+    // First arrival of each posted message's push, and the extra ones.
+    let tally = || {
+        let mut first: HashMap<u64, Instant> = HashMap::new();
+        let (mut duplicates, mut unknown) = (0u64, 0u64);
+        for r in sink.receipts(&prefix) {
+            match r.seq.filter(|s| posted.contains(s)) {
+                Some(seq) => match first.entry(seq) {
+                    std::collections::hash_map::Entry::Occupied(mut at) => {
+                        duplicates += 1;
+                        if r.at < *at.get() {
+                            at.insert(r.at);
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(r.at);
+                    }
+                },
+                None => unknown += 1,
+            }
+        }
+        (first, duplicates, unknown)
+    };
+    let delivered_at_cutoff = tally().0.len() as u64;
+    let drain = Duration::from_secs(if ctx.smoke() { 30 } else { 60 });
+    let (mut last_count, mut quiet_since) = (0, Instant::now());
+    loop {
+        let count = tally().0.len();
+        if count as u64 >= expected {
+            break;
+        }
+        if count != last_count {
+            last_count = count;
+            quiet_since = Instant::now();
+        }
+        if cutoff.elapsed() > drain || quiet_since.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (first, duplicates, unknown) = tally();
+    let delivered = first.len() as u64;
+    let lost = expected - delivered.min(expected);
+
+    // End to end: from the message's scheduled POST to the push's arrival at the fake.
+    let mut histogram = load::histogram();
+    let window_start = run.started + step.warmup;
+    let window_end = run.started + step.duration;
+    let mut in_window = 0u64;
+    for (seq, at) in &first {
+        let scheduled = run.started + step.offset(*seq);
+        if scheduled >= window_start {
+            load::record(&mut histogram, at.saturating_duration_since(scheduled));
+        }
+        if *at >= window_start && *at < window_end {
+            in_window += 1;
+        }
+    }
+    let window = (step.duration - step.warmup).as_secs_f64();
+    let pushes_per_s = in_window as f64 / window;
+    let latency = Latency::of(&histogram);
+    let after = ctx.watched.snapshot();
+    let seconds = cpu.1.elapsed().as_secs_f64();
+    let mut row = Row {
+        label: format!("{rate} msg/s × 1 device (FCM legacy)"),
+        offered: format!("{rate:.0} pushes/s"),
+        achieved_per_s: pushes_per_s,
+        ok: delivered,
+        failed: lost,
+        latency: latency.clone(),
+        cpu: ctx.watched.cost(&cpu.0, &after, delivered, seconds),
+        extra: serde_json::Map::new(),
+    };
+    for (k, v) in [
+        ("posted", json!(posted.len())),
+        ("post failures", json!(run.failed)),
+        ("post p99 ms", json!(Latency::of(&run.histogram).p99)),
+        ("pushed at cutoff", json!(delivered_at_cutoff)),
+        ("pushed", json!(delivered)),
+        ("lost", json!(lost)),
+        ("duplicates", json!(duplicates)),
+        ("unknown", json!(unknown)),
+    ] {
+        row.extra.insert(k.to_owned(), v);
+    }
+    eprintln!(
+        "  {}: posted {} ({} failed), pushed {delivered_at_cutoff} at cutoff, {delivered} in all, lost {lost}, duplicates {duplicates}; {pushes_per_s:.0} pushes/s in window, e2e p50 {:.1} ms p99 {:.1} ms",
+        row.label,
+        posted.len(),
+        run.failed,
+        latency.p50,
+        latency.p99,
+    );
+    if lost > 0 {
+        let hint = if delivered == 0 {
+            " (nothing arrived: is the push worker running in `smooch all`?)"
+        } else {
+            ""
+        };
+        report.failures.push(format!(
+            "{}: ledger does not balance: {expected} posted, {delivered} pushed, {lost} lost{hint}",
+            row.label
+        ));
+    }
+    if posted.is_empty() {
+        report
+            .failures
+            .push(format!("{}: no message was posted", row.label));
+    }
+    Ok(row)
+}
+
+/// `push`: fan-out 1 at a ladder of message rates.
+pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
+    let mut report = ctx.report("push");
+    let Some(sink) = &ctx.push_sink else {
+        report.notes.push(
+            "skipped: the harness did not start this suite, so its push worker does not send to the harness's fake FCM"
+                .to_owned(),
+        );
+        return Ok(report);
+    };
+    let rates = if ctx.smoke() {
+        vec![10.0]
+    } else {
+        vec![100.0, 250.0, 500.0]
+    };
+    let mut best: f64 = 0.0;
+    for rate in rates {
+        let row = run_step(ctx, sink, rate, &mut report).await?;
+        if row.failed == 0 && row.latency.p99 <= 1_000.0 {
+            best = best.max(row.achieved_per_s);
+        }
+        let saturated = crate::context::saturated(&row, rate);
+        report.rows.push(row);
+        if saturated {
+            break;
+        }
+    }
+    report.headline.insert(
+        "pushes/s at fan-out 1 with e2e p99 ≤ 1 s".to_owned(),
+        json!((best * 10.0).round() / 10.0),
+    );
+    report.notes.push(
+        "Pushes go through the real worker (credentials read per event from the users service, one FCM legacy request per device) to a fake FCM in the harness that answers at once: the figures are the suite's cost, not Google's."
+            .to_owned(),
+    );
+    Ok(report)
+}
