@@ -120,15 +120,27 @@ pub fn webhook_target(target: &str) -> Result<(), Error> {
             "target must be an absolute http or https URL; got {target:?}"
         ))
     };
-    let uri: http::Uri = target.parse().map_err(|_| bad())?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(bad()),
-    }
-    match uri.host() {
-        Some(host) if !host.is_empty() => Ok(()),
+    match http_url(target) {
+        Some(url) if url.host_str().is_some_and(|host| !host.is_empty()) => Ok(()),
         _ => Err(bad()),
     }
+}
+
+/// `target` parsed as an absolute `http` or `https` URL written out in full
+/// (`scheme://authority...`, visible ASCII only), or `None`. A URL parser alone is more
+/// forgiving than a webhook target should be: it would trim spaces, percent-encode
+/// non-ASCII text and read `http:example.com` as `http://example.com/`.
+fn http_url(target: &str) -> Option<url::Url> {
+    if !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let (scheme, rest) = target.split_once("://")?;
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        || rest.starts_with('/')
+    {
+        return None;
+    }
+    url::Url::parse(target).ok()
 }
 
 /// Checks that a webhook target (already a valid [`webhook_target`]) does not name a
@@ -138,10 +150,10 @@ pub fn webhook_target_is_public(target: &str, allow_private: bool) -> Result<(),
     if allow_private {
         return Ok(());
     }
-    let Ok(uri) = target.parse::<http::Uri>() else {
+    let Some(url) = http_url(target) else {
         return Ok(());
     };
-    match uri.host().and_then(crate::net::refuse_host) {
+    match url.host_str().and_then(crate::net::refuse_host) {
         Some(why) => Err(Error::bad_request(format!(
             "target must be a public address: {why}; webhooks cannot be sent to internal \
              networks"

@@ -1,11 +1,11 @@
 //! The rules of a message write, apart from gRPC and SQL: what makes a new message
 //! valid, what it defaults to, and what its outbox event carries.
 
-use domain::event::{self, message_trigger, Event};
-use domain::model::{AppUser, Message};
 use domain::validate;
 use proto::v1 as pb;
 use serde_json::Value;
+use wire::event::{self, message_trigger, Event};
+use wire::model::{AppUser, Message};
 
 use crate::storage::{MessageRow, StoredResponse, WhisperRow};
 
@@ -196,7 +196,7 @@ pub(crate) fn merge_event(app_id: &str, into: AppUser, from: &str, now_ms: i64) 
 
 /// The action `action_id` of a stored message, if it has it.
 pub(crate) fn find_action(message: &MessageRow, action_id: &str) -> Option<Value> {
-    domain::model::array_from_json(&message.actions_json)
+    wire::model::array_from_json(&message.actions_json)
         .into_iter()
         .find(|a| a.get("_id").and_then(Value::as_str) == Some(action_id))
 }
@@ -392,7 +392,7 @@ mod tests {
         let mut m = msg("appMaker");
         m.actions_json = r#"[{"type": "postback", "text": "Yes", "payload": "YES"}]"#.into();
         let row = new_message("u1", &user(), m.clone(), 1).unwrap();
-        let stored = domain::model::array_from_json(&row.actions_json);
+        let stored = wire::model::array_from_json(&row.actions_json);
         let id = stored[0]["_id"].as_str().unwrap();
         assert!(domain::id::is_id(id));
         assert_eq!(find_action(&row, id), Some(stored[0].clone()));

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
+use wire::FromStatus;
 
 /// An error answered to the client.
 #[derive(Debug)]
@@ -18,7 +19,7 @@ impl From<domain::Error> for ApiError {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        // Calls cut off in transport become UNAVAILABLE there too (domain::Error::from_status).
+        // Calls cut off in transport become UNAVAILABLE there too (wire::FromStatus).
         let err = domain::Error::from_status(&status);
         if matches!(
             err.code,
@@ -53,7 +54,8 @@ pub(crate) struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.0.code.http_status();
+        let status = http::StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.0.code.as_str().to_owned(),
@@ -71,6 +73,7 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 mod tests {
     use super::ApiError;
     use domain::ErrorCode;
+    use wire::ToStatus;
 
     #[test]
     fn a_call_cut_off_in_transport_is_unavailable() {

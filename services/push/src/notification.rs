@@ -1,7 +1,7 @@
 //! What a push says, and to which devices: the rules, as plain functions.
 
-use domain::model::{Device, Message};
 use serde::{Deserialize, Serialize};
+use wire::model::{Device, Message};
 
 /// The body of a notification for a message without text.
 pub(crate) const IMAGE_BODY: &str = "sent an image";

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::consumer::{ack, reject, requeue};
-use domain::event::Event;
-use domain::model::AppUser;
 use lapin::message::Delivery;
 use lapin::BasicProperties;
 use proto::v1 as pb;
@@ -17,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use telemetry::grpc::GrpcChannel;
 use tracing::field::Empty;
 use tracing::Instrument as _;
+use wire::event::Event;
+use wire::model::AppUser;
 
 use crate::apns::Apns;
 use crate::credentials::Credentials;

@@ -339,7 +339,7 @@ impl UsersApi {
                     into: Some(user.clone()),
                 })
                 .await
-                .map_err(|status| domain::Error::from_status(&status))?
+                .map_err(|status| <domain::Error as wire::FromStatus>::from_status(&status))?
                 .into_inner();
             if merged.has_conversation && !user.conversation_started {
                 storage::mark_conversation_started(&self.pool, &user.app_id, &user.id).await?;

@@ -1,10 +1,10 @@
 //! The delivery job (one event for one webhook, as it travels through the delivery and
 //! retry queues) and the payload it POSTs.
 
-use domain::event::Event;
-use domain::model::{AppUser, Message};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use wire::event::Event;
+use wire::model::{AppUser, Message};
 
 /// The current job schema version.
 pub const JOB_VERSION: u32 = 1;

@@ -4,12 +4,12 @@ use auth::Principal;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::model::AppUser;
 use domain::{validate, Error};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use wire::model::AppUser;
 
 use crate::caller::Caller;
 use crate::error::ApiResult;

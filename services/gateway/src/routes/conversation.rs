@@ -10,11 +10,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::Json;
-use domain::model::{AppUser, Conversation, Message};
 use domain::{validate, Error, ErrorCode};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use wire::model::{AppUser, Conversation, Message};
 
 use super::appusers::load_user;
 use crate::caller::Caller;

@@ -4,12 +4,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::model::array_from_json;
 use domain::Error;
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use wire::model::array_from_json;
 
 use super::apps::Empty;
 use crate::caller::Caller;

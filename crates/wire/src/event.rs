@@ -79,7 +79,7 @@ impl Event {
     pub fn new(app_id: &str, trigger: &str, created_at_ms: i64, app_user: AppUser) -> Self {
         Event {
             version: EVENT_VERSION,
-            id: crate::id::new_id(),
+            id: domain::id::new_id(),
             app_id: app_id.to_owned(),
             trigger: trigger.to_owned(),
             created_at_ms,
