@@ -115,7 +115,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Event {
-        let user = crate::model::AppUser::from_pb(Default::default(), false);
+        let user = crate::model::AppUser::from_pb(Default::default(), false).unwrap();
         Event::new("5f1c0e2b9a8d7c6b5a4f3e2d", "message:appUser", 1, user)
     }
 

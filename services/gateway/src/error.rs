@@ -31,6 +31,15 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+impl From<wire::model::BadJson> for ApiError {
+    /// JSON a service answered that does not parse is a bug or a corrupt stored value:
+    /// logged with its field, answered as the opaque 500.
+    fn from(err: wire::model::BadJson) -> Self {
+        tracing::error!(error = %err, "a service answered JSON that does not parse");
+        ApiError(domain::Error::internal())
+    }
+}
+
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ErrorBody {

@@ -184,9 +184,20 @@ impl Worker {
             })
             .await;
         let user = match user {
-            Ok(u) => AppUser::from_pb(u.into_inner(), true),
+            Ok(u) => u.into_inner(),
             Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
             Err(status) => return Err(status.into()),
+        };
+        // A stored user that does not parse would fail every redelivery alike: like unusable
+        // credentials, it is logged and nothing is sent.
+        let user = match AppUser::from_pb(user, true) {
+            Ok(user) => user,
+            Err(err) => {
+                tracing::error!(error = %err, "stored app user unusable; nothing sent");
+                metrics::counter!("push_notifications_total", "provider" => "none", "outcome" => "failed")
+                    .increment(1);
+                return Ok(None);
+            }
         };
         let targets = notification::targets(
             user.devices.as_deref().unwrap_or_default(),

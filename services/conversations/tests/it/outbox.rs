@@ -60,7 +60,10 @@ async fn message_writes_its_event_to_the_outbox() {
     );
     // The payload is the bus's event type.
     let event: wire::event::Event = serde_json::from_value(payload).unwrap();
-    assert_eq!(event.messages[0], wire::model::Message::from(message));
+    assert_eq!(
+        event.messages[0],
+        wire::model::Message::try_from(message).unwrap()
+    );
 }
 
 #[tokio::test]

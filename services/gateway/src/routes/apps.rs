@@ -11,7 +11,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::caller::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, BodyErrors, PathErrors};
 use crate::AppState;
@@ -43,15 +43,17 @@ pub(crate) struct AppJson {
     settings: Value,
 }
 
-impl From<pb::App> for AppJson {
-    fn from(app: pb::App) -> Self {
-        AppJson {
-            settings: super::service_json("settings", &app.settings_json),
+impl TryFrom<pb::App> for AppJson {
+    type Error = ApiError;
+
+    fn try_from(app: pb::App) -> Result<Self, ApiError> {
+        Ok(AppJson {
+            settings: super::service_json("settings", &app.settings_json)?,
             id: app.id,
             name: app.name,
             app_token: app.app_token,
             created_at: domain::time::iso(app.created_at_ms),
-        }
+        })
     }
 }
 
@@ -168,7 +170,12 @@ pub(crate) async fn create(
         .create_app(pb::CreateAppRequest { name })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(AppAnswer { app: app.into() })))
+    Ok((
+        StatusCode::CREATED,
+        Json(AppAnswer {
+            app: app.try_into()?,
+        }),
+    ))
 }
 
 /// Lists every app.
@@ -209,7 +216,11 @@ pub(crate) async fn list(
         .await?
         .into_inner();
     Ok(Json(AppsAnswer {
-        apps: page.apps.into_iter().map(AppJson::from).collect(),
+        apps: page
+            .apps
+            .into_iter()
+            .map(AppJson::try_from)
+            .collect::<Result<_, _>>()?,
         has_more: page.has_more,
         offset,
     }))
@@ -245,7 +256,9 @@ pub(crate) async fn update(
         })
         .await?
         .into_inner();
-    Ok(Json(AppAnswer { app: app.into() }))
+    Ok(Json(AppAnswer {
+        app: app.try_into()?,
+    }))
 }
 
 /// One app.
@@ -268,7 +281,9 @@ pub(crate) async fn get(
         .get_app(pb::GetAppRequest { app_id })
         .await?
         .into_inner();
-    Ok(Json(AppAnswer { app: app.into() }))
+    Ok(Json(AppAnswer {
+        app: app.try_into()?,
+    }))
 }
 
 /// Deletes an app with everything in it; its credentials stop working at once.
@@ -314,7 +329,9 @@ pub(crate) async fn rotate_token(
         .rotate_app_token(pb::GetAppRequest { app_id })
         .await?
         .into_inner();
-    Ok(Json(AppAnswer { app: app.into() }))
+    Ok(Json(AppAnswer {
+        app: app.try_into()?,
+    }))
 }
 
 /// Creates a secret key of an app.

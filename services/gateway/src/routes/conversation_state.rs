@@ -64,7 +64,7 @@ pub(crate) async fn read(
         .await?
         .into_inner();
     Ok(Json(ConversationAnswer {
-        conversation: Conversation::from(conversation),
+        conversation: Conversation::try_from(conversation)?,
     }))
 }
 
@@ -110,10 +110,10 @@ pub(crate) async fn postback(
         })
         .await?
         .into_inner();
-    let action: Value = serde_json::from_str(&answer.action_json).unwrap_or(Value::Null);
+    let action = super::service_json("postback.action_json", &answer.action_json)?;
     Ok(Json(PostbackAnswer {
         postbacks: vec![PostbackJson {
-            message: answer.message.map(Message::from),
+            message: answer.message.map(Message::try_from).transpose()?,
             action,
         }],
     }))

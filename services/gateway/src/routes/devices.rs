@@ -144,6 +144,6 @@ async fn update_device(
         .await?
         .into_inner();
     Ok(Json(DeviceAnswer {
-        device: Device::from(device),
+        device: Device::try_from(device)?,
     }))
 }

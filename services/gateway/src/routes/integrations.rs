@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::apps::Empty;
 use crate::caller::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, BodyErrors, ConflictErrors, PathErrors};
 use crate::AppState;
@@ -40,18 +40,20 @@ pub(crate) struct IntegrationJson {
     config: Map<String, Value>,
 }
 
-impl From<pb::Integration> for IntegrationJson {
-    fn from(i: pb::Integration) -> Self {
-        let config = match super::service_json("integration", &i.config_json) {
+impl TryFrom<pb::Integration> for IntegrationJson {
+    type Error = ApiError;
+
+    fn try_from(i: pb::Integration) -> Result<Self, ApiError> {
+        let config = match super::service_json("integration", &i.config_json)? {
             Value::Object(config) => config,
             _ => Map::new(),
         };
-        IntegrationJson {
+        Ok(IntegrationJson {
             id: i.id,
             kind: i.r#type,
             status: "active",
             config,
-        }
+        })
     }
 }
 
@@ -99,7 +101,7 @@ pub(crate) async fn create(
     Ok((
         StatusCode::CREATED,
         Json(IntegrationAnswer {
-            integration: integration.into(),
+            integration: integration.try_into()?,
         }),
     ))
 }
@@ -150,8 +152,8 @@ pub(crate) async fn list(
     Ok(Json(IntegrationsAnswer {
         integrations: integrations
             .into_iter()
-            .map(IntegrationJson::from)
-            .collect(),
+            .map(IntegrationJson::try_from)
+            .collect::<Result<_, _>>()?,
     }))
 }
 
@@ -179,7 +181,7 @@ pub(crate) async fn get(
         .await?
         .into_inner();
     Ok(Json(IntegrationAnswer {
-        integration: integration.into(),
+        integration: integration.try_into()?,
     }))
 }
 

@@ -39,14 +39,14 @@ pub(crate) struct MenuBody {
     items: Option<Value>,
 }
 
-fn answer(menu: pb::Menu) -> Json<MenuAnswer> {
-    let items = match super::service_json("menu", &menu.items_json) {
+fn answer(menu: pb::Menu) -> ApiResult<Json<MenuAnswer>> {
+    let items = match super::service_json("menu", &menu.items_json)? {
         Value::Array(items) => items,
         _ => Vec::new(),
     };
-    Json(MenuAnswer {
+    Ok(Json(MenuAnswer {
         menu: MenuJson { items },
-    })
+    }))
 }
 
 /// The app's menu (no items when none is set).
@@ -67,7 +67,7 @@ pub(crate) async fn get(
         .get_menu(pb::GetAppRequest { app_id })
         .await?
         .into_inner();
-    Ok(answer(menu))
+    answer(menu)
 }
 
 /// Replaces the app's menu.
@@ -96,7 +96,7 @@ pub(crate) async fn set(
         })
         .await?
         .into_inner();
-    Ok(answer(menu))
+    answer(menu)
 }
 
 /// Removes the app's menu.
@@ -120,5 +120,5 @@ pub(crate) async fn delete(
         })
         .await?
         .into_inner();
-    Ok(answer(menu))
+    answer(menu)
 }

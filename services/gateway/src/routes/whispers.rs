@@ -13,7 +13,7 @@ use wire::model::array_from_json;
 
 use super::apps::Empty;
 use crate::caller::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, BodyErrors, PathErrors};
 use crate::AppState;
@@ -50,10 +50,12 @@ pub(crate) struct WhisperJson {
     created_at: String,
 }
 
-impl From<pb::Whisper> for WhisperJson {
-    fn from(w: pb::Whisper) -> Self {
-        WhisperJson {
-            actions: array_from_json(&w.actions_json),
+impl TryFrom<pb::Whisper> for WhisperJson {
+    type Error = ApiError;
+
+    fn try_from(w: pb::Whisper) -> Result<Self, ApiError> {
+        Ok(WhisperJson {
+            actions: array_from_json("whisper.actions_json", &w.actions_json)?,
             id: w.id,
             event: w.event,
             text: w.text,
@@ -62,7 +64,7 @@ impl From<pb::Whisper> for WhisperJson {
             platform: w.platform,
             app_version: w.app_version,
             created_at: domain::time::iso(w.created_at_ms),
-        }
+        })
     }
 }
 
@@ -180,7 +182,7 @@ pub(crate) async fn create(
     Ok((
         StatusCode::CREATED,
         Json(WhisperAnswer {
-            whisper: whisper.into(),
+            whisper: whisper.try_into()?,
         }),
     ))
 }
@@ -206,7 +208,11 @@ pub(crate) async fn list(
         .await?
         .into_inner();
     Ok(Json(WhispersAnswer {
-        whispers: list.whispers.into_iter().map(WhisperJson::from).collect(),
+        whispers: list
+            .whispers
+            .into_iter()
+            .map(WhisperJson::try_from)
+            .collect::<Result<_, _>>()?,
     }))
 }
 
@@ -234,7 +240,7 @@ pub(crate) async fn get(
         .await?
         .into_inner();
     Ok(Json(WhisperAnswer {
-        whisper: whisper.into(),
+        whisper: whisper.try_into()?,
     }))
 }
 
@@ -271,7 +277,7 @@ pub(crate) async fn update(
         .await?
         .into_inner();
     Ok(Json(WhisperAnswer {
-        whisper: whisper.into(),
+        whisper: whisper.try_into()?,
     }))
 }
 
