@@ -11,3 +11,4 @@ pub mod time;
 pub mod validate;
 
 pub use error::{Error, ErrorCode, Result};
+pub use id::{AppId, AppUserId, ConversationId, MessageId, UserId};

@@ -30,7 +30,7 @@ pub(crate) async fn load_user(
         .users
         .clone()
         .get_app_user(pb::GetAppUserRequest {
-            app_id,
+            app_id: app_id.into(),
             id_or_user_id,
         })
         .await?
@@ -154,19 +154,19 @@ pub(crate) async fn init(
                 ..
             },
             Some(asked),
-        ) if &asked != token_user => {
+        ) if asked != token_user.as_str() => {
             return Err(
                 Error::forbidden("userId must match the userId of the appUser-scope token").into(),
             )
         }
-        (Principal::AppUser { user_id, .. }, _) => Some(user_id.clone()),
+        (Principal::AppUser { user_id, .. }, _) => Some(user_id.to_string()),
         (_, asked) => asked.filter(|u| !u.is_empty()),
     };
     if let Some(user_id) = &user_id {
         validate::short_field("userId", user_id)?;
     }
     let request = pb::InitRequest {
-        app_id: app_id.clone(),
+        app_id: app_id.to_string(),
         user_id,
         device: Some(pb::Device {
             id: device_id,
@@ -184,10 +184,10 @@ pub(crate) async fn init(
     let (user, app, integrations) = tokio::try_join!(
         users.init(request),
         users2.get_app(pb::GetAppRequest {
-            app_id: app_id.clone()
+            app_id: app_id.to_string()
         }),
         users3.list_integrations(pb::ListIntegrationsRequest {
-            app_id,
+            app_id: app_id.into(),
             types: Vec::new(),
         })
     )?;
@@ -261,7 +261,7 @@ pub(crate) async fn create(
         .users
         .clone()
         .create_app_user(pb::CreateAppUserRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             user_id,
             given_name: profile.given_name,
             surname: profile.surname,

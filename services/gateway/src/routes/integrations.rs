@@ -93,7 +93,7 @@ pub(crate) async fn create(
         .users
         .clone()
         .create_integration(pb::CreateIntegrationRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             body_json: body.to_string(),
         })
         .await?
@@ -143,7 +143,7 @@ pub(crate) async fn list(
         .users
         .clone()
         .list_integrations(pb::ListIntegrationsRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             types,
         })
         .await?
@@ -175,7 +175,7 @@ pub(crate) async fn get(
         .users
         .clone()
         .get_integration(pb::IntegrationRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             integration_id,
         })
         .await?
@@ -203,7 +203,7 @@ pub(crate) async fn delete(
         .users
         .clone()
         .delete_integration(pb::IntegrationRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             integration_id,
         })
         .await?;

@@ -64,7 +64,9 @@ pub(crate) async fn get(
         .clients
         .users
         .clone()
-        .get_menu(pb::GetAppRequest { app_id })
+        .get_menu(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner();
     answer(menu)
@@ -91,7 +93,7 @@ pub(crate) async fn set(
         .users
         .clone()
         .set_menu(pb::SetMenuRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             items_json: items.to_string(),
         })
         .await?
@@ -115,7 +117,7 @@ pub(crate) async fn delete(
         .users
         .clone()
         .set_menu(pb::SetMenuRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             items_json: "[]".to_owned(),
         })
         .await?

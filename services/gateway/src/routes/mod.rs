@@ -232,7 +232,7 @@ async fn as_app_call(state: &AppState, request: Request) -> Result<Request, ApiE
     *fresh.version_mut() = parts.version;
     *fresh.headers_mut() = parts.headers;
     fresh.extensions_mut().insert(Caller(Principal::App {
-        app_id: app.id,
+        app_id: app.id.into(),
         key_id,
     }));
     Ok(fresh)

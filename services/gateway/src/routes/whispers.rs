@@ -167,7 +167,7 @@ pub(crate) async fn create(
         .clone()
         .create_whisper(pb::Whisper {
             id: String::new(),
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             event,
             text,
             actions_json: actions(body.actions)?.unwrap_or_default(),
@@ -203,7 +203,7 @@ pub(crate) async fn list(
         .conversations
         .clone()
         .list_whispers(pb::ListWhispersRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
         })
         .await?
         .into_inner();
@@ -234,7 +234,7 @@ pub(crate) async fn get(
         .conversations
         .clone()
         .get_whisper(pb::WhisperRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             whisper_id: id,
         })
         .await?
@@ -264,7 +264,7 @@ pub(crate) async fn update(
         .conversations
         .clone()
         .update_whisper(pb::UpdateWhisperRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             whisper_id: id,
             event: string("event", body.event)?,
             text: string("text", body.text)?,
@@ -299,7 +299,7 @@ pub(crate) async fn delete(
         .conversations
         .clone()
         .delete_whisper(pb::WhisperRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             whisper_id: id,
         })
         .await?;
