@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use domain::AppUserId;
+
 use crate::model::{AppUser, Message};
 
 /// The current event schema version.
@@ -59,9 +61,9 @@ pub struct Postback {
 #[serde(rename_all = "camelCase")]
 pub struct Merge {
     /// The app user that remains (the owner of the userId).
-    pub surviving_app_user_id: String,
+    pub surviving_app_user_id: AppUserId,
     /// The app user merged away; its `_id` now resolves to the survivor.
-    pub discarded_app_user_id: String,
+    pub discarded_app_user_id: AppUserId,
 }
 
 /// A conversation read by one side.

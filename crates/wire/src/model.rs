@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use domain::time;
+use domain::{time, AppUserId, ConversationId, MessageId};
 
 /// A message in a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -15,7 +15,8 @@ use domain::time;
 pub struct Message {
     /// The message id.
     #[serde(rename = "_id")]
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: MessageId,
     /// The app user's `_id` for `appUser` messages; the key id for `appMaker` ones.
     pub author_id: String,
     /// `appUser` or `appMaker`.
@@ -109,7 +110,8 @@ pub struct Device {
 pub struct AppUser {
     /// The app user id.
     #[serde(rename = "_id")]
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: AppUserId,
     /// The API consumer's id for the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
@@ -147,11 +149,13 @@ impl AppUser {
 pub struct Conversation {
     /// The conversation id.
     #[serde(rename = "_id")]
-    pub id: String,
+    #[schema(value_type = String)]
+    pub id: ConversationId,
     /// Ids of the app makers who took part.
     pub app_makers: Vec<String>,
     /// Ids of the app users in it.
-    pub app_users: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub app_users: Vec<AppUserId>,
     /// Messages, oldest first.
     pub messages: Vec<Message>,
     /// appMaker messages the app user has not read.
@@ -253,7 +257,7 @@ impl TryFrom<pb::Message> for Message {
             "text"
         };
         Ok(Message {
-            id: m.id,
+            id: m.id.into(),
             author_id: m.author_id,
             role: m.role,
             name: m.name,
@@ -307,7 +311,7 @@ impl AppUser {
             false => None,
         };
         Ok(AppUser {
-            id: u.id,
+            id: u.id.into(),
             user_id: u.user_id,
             given_name: u.given_name,
             surname: u.surname,
@@ -326,9 +330,9 @@ impl TryFrom<pb::Conversation> for Conversation {
 
     fn try_from(c: pb::Conversation) -> Result<Self, BadJson> {
         Ok(Conversation {
-            id: c.id,
+            id: c.id.into(),
             app_makers: c.app_makers,
-            app_users: vec![c.app_user_id],
+            app_users: vec![c.app_user_id.into()],
             messages: c
                 .messages
                 .into_iter()

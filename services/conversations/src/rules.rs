@@ -191,7 +191,7 @@ pub(crate) fn merge_event(app_id: &str, into: AppUser, from: &str, now_ms: i64) 
     let mut event = Event::new(app_id, event::MERGE_APP_USER, now_ms, into);
     event.merge = Some(event::Merge {
         surviving_app_user_id: surviving,
-        discarded_app_user_id: from.to_owned(),
+        discarded_app_user_id: from.into(),
     });
     event
 }

@@ -52,7 +52,7 @@ pub(crate) fn of_message(
         badge: badge(unread_count),
         app_id: app_id.to_owned(),
         app_user_id: app_user_id.to_owned(),
-        message_id: message.id.clone(),
+        message_id: message.id.to_string(),
     })
 }
 

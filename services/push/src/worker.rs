@@ -116,14 +116,17 @@ impl Worker {
         if messages.is_empty() {
             return Ok(0);
         }
-        let Some(recipient) = self.recipient(&event.app_id, &event.app_user.id).await? else {
+        let Some(recipient) = self
+            .recipient(&event.app_id, event.app_user.id.as_str())
+            .await?
+        else {
             return Ok(0);
         };
         let mut sends = Vec::new();
         for message in messages {
             let Some(n) = notification::of_message(
                 &event.app_id,
-                &event.app_user.id,
+                event.app_user.id.as_str(),
                 &recipient.credentials.app_name,
                 event.unread_count,
                 message,

@@ -115,7 +115,7 @@ pub fn payload(event: &Event) -> serde_json::Result<Vec<u8>> {
     serde_json::to_vec(&Payload {
         event: &event.trigger,
         messages: &event.messages,
-        app_user_id: &event.app_user.id,
+        app_user_id: event.app_user.id.as_str(),
         trigger: &event.trigger,
         app: AppRef { id: &event.app_id },
         app_user: &event.app_user,
