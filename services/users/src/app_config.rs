@@ -75,7 +75,7 @@ pub(crate) async fn update_app(pool: &PgPool, req: pb::UpdateAppRequest) -> Resu
     }
     let row = storage::update_app(
         &mut *tx,
-        &req.app_id,
+        &req.app_id.as_str().into(),
         req.name.as_deref(),
         patch.as_ref().map(|_| &settings),
     )
@@ -219,7 +219,7 @@ struct PushRow {
 /// The app's push credentials (`apn`, `fcm`), secrets included, and its name. Internal:
 /// only the push worker calls this; no gateway route reaches it.
 pub(crate) async fn push_credentials(pool: &PgPool, app_id: &str) -> Result<pb::PushCredentials> {
-    let app = storage::get_app(pool, app_id)
+    let app = storage::get_app(pool, &app_id.into())
         .await?
         .ok_or_else(|| app_not_found(app_id))?;
     let rows: Vec<PushRow> = sqlx::query_as(

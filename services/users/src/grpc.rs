@@ -50,7 +50,7 @@ impl UsersApi {
 
 fn app_to_pb(row: AppRow) -> pb::App {
     pb::App {
-        id: row.id,
+        id: row.id.into(),
         name: row.name,
         app_token: row.app_token,
         created_at_ms: row.created_at.timestamp_millis(),
@@ -215,7 +215,7 @@ impl UsersApi {
     async fn create_app(&self, req: pb::CreateAppRequest) -> Result<pb::App> {
         required("name", &req.name)?;
         let row = AppRow {
-            id: domain::id::new_id(),
+            id: domain::id::new_id().into(),
             name: req.name,
             app_token: domain::id::new_app_token(),
             created_at: domain::time::to_datetime(domain::time::now_ms()),
@@ -227,7 +227,7 @@ impl UsersApi {
     }
 
     async fn get_app(&self, app_id: &str) -> Result<pb::App> {
-        let row = storage::get_app(&self.pool, app_id)
+        let row = storage::get_app(&self.pool, &app_id.into())
             .await?
             .ok_or_else(|| app_not_found(app_id))?;
         Ok(app_to_pb(row))
@@ -274,17 +274,18 @@ impl UsersApi {
     }
 
     async fn list_keys(&self, app_id: &str) -> Result<pb::ListKeysResponse> {
-        if storage::get_app(&self.pool, app_id).await?.is_none() {
-            return Err(app_not_found(app_id).into());
+        let app_id = AppId::from(app_id);
+        if storage::get_app(&self.pool, &app_id).await?.is_none() {
+            return Err(app_not_found(app_id.as_str()).into());
         }
-        let rows = storage::list_keys(&self.pool, app_id).await?;
+        let rows = storage::list_keys(&self.pool, &app_id).await?;
         Ok(pb::ListKeysResponse {
             keys: rows.into_iter().map(key_to_pb).collect(),
         })
     }
 
     async fn delete_key(&self, req: pb::DeleteKeyRequest) -> Result<pb::Empty> {
-        if !storage::delete_key(&self.pool, &req.app_id, &req.key_id).await? {
+        if !storage::delete_key(&self.pool, &req.app_id.as_str().into(), &req.key_id).await? {
             return Err(domain::Error::not_found(format!("key {} not found", req.key_id)).into());
         }
         tracing::info!(app_id = %req.app_id, key_id = %req.key_id, "key deleted");

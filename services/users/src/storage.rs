@@ -10,7 +10,8 @@ use sqlx::{PgConnection, PgExecutor};
 /// A stored app.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct AppRow {
-    pub(crate) id: String,
+    #[sqlx(try_from = "String")]
+    pub(crate) id: AppId,
     pub(crate) name: String,
     pub(crate) app_token: String,
     pub(crate) created_at: DateTime<Utc>,
@@ -100,9 +101,9 @@ pub(crate) async fn list_apps(
     .await
 }
 
-pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<AppRow>> {
+pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &AppId) -> sqlx::Result<Option<AppRow>> {
     sqlx::query_as("SELECT id, name, app_token, created_at, settings FROM apps WHERE id = $1")
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(db)
         .await
 }
@@ -110,7 +111,7 @@ pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<O
 /// Renames an app and/or replaces its stored settings (a JSON object).
 pub(crate) async fn update_app(
     db: impl PgExecutor<'_>,
-    id: &str,
+    id: &AppId,
     name: Option<&str>,
     settings: Option<&Value>,
 ) -> sqlx::Result<Option<AppRow>> {
@@ -119,7 +120,7 @@ pub(crate) async fn update_app(
          WHERE id = $1
          RETURNING id, name, app_token, created_at, settings",
     )
-    .bind(id)
+    .bind(id.as_str())
     .bind(name)
     .bind(settings)
     .fetch_optional(db)
@@ -157,12 +158,15 @@ pub(crate) async fn insert_key(db: impl PgExecutor<'_>, row: &KeyRow) -> sqlx::R
     Ok(())
 }
 
-pub(crate) async fn list_keys(db: impl PgExecutor<'_>, app_id: &str) -> sqlx::Result<Vec<KeyRow>> {
+pub(crate) async fn list_keys(
+    db: impl PgExecutor<'_>,
+    app_id: &AppId,
+) -> sqlx::Result<Vec<KeyRow>> {
     sqlx::query_as(
         "SELECT id, app_id, name, secret, scope, created_at FROM keys
          WHERE app_id = $1 ORDER BY created_at, id",
     )
-    .bind(app_id)
+    .bind(app_id.as_str())
     .fetch_all(db)
     .await
 }
@@ -170,11 +174,11 @@ pub(crate) async fn list_keys(db: impl PgExecutor<'_>, app_id: &str) -> sqlx::Re
 /// Deletes an app's key; false when the app has no key of that id.
 pub(crate) async fn delete_key(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     key_id: &str,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query("DELETE FROM keys WHERE app_id = $1 AND id = $2")
-        .bind(app_id)
+        .bind(app_id.as_str())
         .bind(key_id)
         .execute(db)
         .await?;
