@@ -4,7 +4,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use domain::Error;
+use domain::{AppId, Error};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -237,7 +237,7 @@ pub(crate) async fn list(
 pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
     JsonBody(body): JsonBody<UpdateAppBody>,
 ) -> ApiResult<Json<AppAnswer>> {
     caller.require_account_scope()?;
@@ -250,7 +250,7 @@ pub(crate) async fn update(
         .users
         .clone()
         .update_app(pb::UpdateAppRequest {
-            app_id,
+            app_id: app_id.into(),
             name: body.name,
             settings_json,
         })
@@ -271,14 +271,16 @@ pub(crate) async fn update(
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
 ) -> ApiResult<Json<AppAnswer>> {
     caller.require_account_scope()?;
     let app = state
         .clients
         .users
         .clone()
-        .get_app(pb::GetAppRequest { app_id })
+        .get_app(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner();
     Ok(Json(AppAnswer {
@@ -296,14 +298,16 @@ pub(crate) async fn get(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
 ) -> ApiResult<Json<Empty>> {
     caller.require_account_scope()?;
     state
         .clients
         .users
         .clone()
-        .delete_app(pb::GetAppRequest { app_id })
+        .delete_app(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -319,14 +323,16 @@ pub(crate) async fn delete(
 pub(crate) async fn rotate_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
 ) -> ApiResult<Json<AppAnswer>> {
     caller.require_account_scope()?;
     let app = state
         .clients
         .users
         .clone()
-        .rotate_app_token(pb::GetAppRequest { app_id })
+        .rotate_app_token(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner();
     Ok(Json(AppAnswer {
@@ -345,7 +351,7 @@ pub(crate) async fn rotate_token(
 pub(crate) async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
     JsonBody(body): JsonBody<NameBody>,
 ) -> ApiResult<(StatusCode, Json<KeyAnswer>)> {
     caller.require_account_scope()?;
@@ -354,7 +360,10 @@ pub(crate) async fn create_key(
         .clients
         .users
         .clone()
-        .create_key(pb::CreateKeyRequest { app_id, name })
+        .create_key(pb::CreateKeyRequest {
+            app_id: app_id.into(),
+            name,
+        })
         .await?
         .into_inner();
     Ok((StatusCode::CREATED, Json(KeyAnswer { key: key.into() })))
@@ -370,14 +379,16 @@ pub(crate) async fn create_key(
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
 ) -> ApiResult<Json<KeysAnswer>> {
     caller.require_account_scope()?;
     let keys = state
         .clients
         .users
         .clone()
-        .list_keys(pb::GetAppRequest { app_id })
+        .list_keys(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner()
         .keys;
@@ -399,14 +410,16 @@ pub(crate) async fn list_keys(
 pub(crate) async fn get_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path((app_id, key_id)): Path<(String, String)>,
+    Path((app_id, key_id)): Path<(AppId, String)>,
 ) -> ApiResult<Json<KeyAnswer>> {
     caller.require_account_scope()?;
     let keys = state
         .clients
         .users
         .clone()
-        .list_keys(pb::GetAppRequest { app_id })
+        .list_keys(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner()
         .keys;
@@ -437,7 +450,7 @@ pub(crate) struct JwtAnswer {
 pub(crate) async fn get_key_jwt(
     state: State<AppState>,
     caller: Caller,
-    path: Path<(String, String)>,
+    path: Path<(AppId, String)>,
 ) -> ApiResult<Json<JwtAnswer>> {
     let Json(KeyAnswer { key }) = get_key(state, caller, path).await?;
     let jwt = auth::sign_jwt(&key.id, &key.secret, "app")?;
@@ -457,14 +470,17 @@ pub(crate) async fn get_key_jwt(
 pub(crate) async fn delete_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path((app_id, key_id)): Path<(String, String)>,
+    Path((app_id, key_id)): Path<(AppId, String)>,
 ) -> ApiResult<Json<Empty>> {
     caller.require_account_scope()?;
     state
         .clients
         .users
         .clone()
-        .delete_key(pb::DeleteKeyRequest { app_id, key_id })
+        .delete_key(pb::DeleteKeyRequest {
+            app_id: app_id.into(),
+            key_id,
+        })
         .await?;
     Ok(Json(Empty {}))
 }
