@@ -99,4 +99,12 @@ mod tests {
         let status = domain::Error::not_found("no such user").to_status();
         assert_eq!(ApiError::from(status).0.code, ErrorCode::NotFound);
     }
+
+    #[test]
+    fn json_a_service_answered_that_does_not_parse_is_the_opaque_500() {
+        let bad = wire::model::object_from_json("app_user.properties_json", "{oops").unwrap_err();
+        let err = ApiError::from(bad).0;
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(!err.description.contains("oops"));
+    }
 }
