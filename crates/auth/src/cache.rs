@@ -170,7 +170,9 @@ impl<S: CredentialSource> CredentialCache<S> {
     pub async fn authenticate(&self, credential: &Credential) -> Result<Principal, domain::Error> {
         match credential {
             Credential::AppToken(token) => match self.app_for_token(token).await? {
-                Some(app_id) => Ok(Principal::AppToken { app_id }),
+                Some(app_id) => Ok(Principal::AppToken {
+                    app_id: app_id.into(),
+                }),
                 None => Err(domain::Error::unauthorized("invalid app token")),
             },
             Credential::Jwt { token, kid } => match self.key(kid).await? {

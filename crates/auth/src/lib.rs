@@ -21,7 +21,7 @@ pub use revocation::{Revocation, Revoker};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use domain::Error;
+use domain::{AppId, Error, UserId};
 
 /// Credentials presented by a request, before verification. Its `Debug` hides the token.
 #[derive(Clone, PartialEq, Eq)]
@@ -77,23 +77,23 @@ pub enum Principal {
     /// An app token: acts for the app's users, not as the app maker.
     AppToken {
         /// The app.
-        app_id: String,
+        app_id: AppId,
     },
     /// A JWT with `app` scope: everything within the app.
     App {
         /// The app.
-        app_id: String,
+        app_id: AppId,
         /// The key that signed the token.
         key_id: String,
     },
     /// A JWT with `appUser` scope: one user's own resources.
     AppUser {
         /// The app.
-        app_id: String,
+        app_id: AppId,
         /// The key that signed the token.
         key_id: String,
-        /// The user the token is for.
-        user_id: String,
+        /// The user the token is for: the API consumer's `userId`, not an app user `_id`.
+        user_id: UserId,
     },
     /// A JWT with `account` scope: the operator's `/v1/apps` API.
     Account {
@@ -104,7 +104,7 @@ pub enum Principal {
 
 impl Principal {
     /// The app the principal acts in; `None` for account scope.
-    pub fn app_id(&self) -> Option<&str> {
+    pub fn app_id(&self) -> Option<&AppId> {
         match self {
             Principal::AppToken { app_id }
             | Principal::App { app_id, .. }
@@ -270,7 +270,7 @@ pub fn verify_jwt_with(
     let claims = data.claims;
     match (claims.scope.as_deref(), &key.app_id) {
         (Some("app"), Some(app_id)) => Ok(Principal::App {
-            app_id: app_id.clone(),
+            app_id: AppId::from(app_id.as_str()),
             key_id: key.id.clone(),
         }),
         (Some("appUser"), Some(app_id)) => {
@@ -278,9 +278,9 @@ pub fn verify_jwt_with(
                 Error::unauthorized("a JWT with scope `appUser` must carry a `userId`")
             })?;
             Ok(Principal::AppUser {
-                app_id: app_id.clone(),
+                app_id: AppId::from(app_id.as_str()),
                 key_id: key.id.clone(),
-                user_id,
+                user_id: UserId::from(user_id),
             })
         }
         (Some("account"), None) => Ok(Principal::Account {

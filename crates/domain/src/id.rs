@@ -1,7 +1,108 @@
 //! Object ids: 24 lowercase hex characters, a 4-byte seconds prefix then 8 random bytes,
-//! as the hosted API's ObjectId-like ids.
+//! as the hosted API's ObjectId-like ids; and the newtypes that keep one kind of id from
+//! being passed where another is meant (an app id as an app user id, say).
+
+use std::fmt;
+use std::str::FromStr;
 
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+/// Declares a string id newtype: serde-transparent (the wire form is the bare string),
+/// `Display`, `FromStr`, `From<String>`/`From<&str>` and back to `String`, `as_str()`.
+/// No shape is checked: ids come from storage, tokens and paths whose own rules apply.
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as an owned `String`.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = std::convert::Infallible;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Ok($name(s.to_owned()))
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> Self {
+                id.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+string_id!(
+    /// An app's `_id`: the tenant every other resource belongs to.
+    AppId
+);
+string_id!(
+    /// An app user's `_id` (not the API consumer's `userId`, which is a [`UserId`]).
+    AppUserId
+);
+string_id!(
+    /// The API consumer's own id for an app user (`userId`), as an `appUser`-scope JWT
+    /// names it.
+    UserId
+);
+string_id!(
+    /// A conversation's `_id`.
+    ConversationId
+);
+string_id!(
+    /// A message's `_id`.
+    MessageId
+);
 
 /// Makes a new id: sortable by creation second, unique by its random tail.
 pub fn new_id() -> String {
@@ -53,6 +154,20 @@ mod tests {
         assert!(!is_id("C7F6E6D6C3A637261BD9656F"));
         assert!(!is_id("c7f6e6d6c3a637261bd9656g"));
         assert!(is_id("c7f6e6d6c3a637261bd9656f"));
+    }
+
+    #[test]
+    fn id_newtypes_are_their_bare_string_on_the_wire() {
+        let id = AppId::from("5f1c0e2b9a8d7c6b5a4f3e2d");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            r#""5f1c0e2b9a8d7c6b5a4f3e2d""#
+        );
+        let back: AppId = serde_json::from_str(r#""5f1c0e2b9a8d7c6b5a4f3e2d""#).unwrap();
+        assert_eq!(back, id);
+        assert_eq!(id.to_string(), id.as_str());
+        assert_eq!("u1".parse::<AppUserId>().unwrap().as_str(), "u1");
+        assert_eq!(String::from(MessageId::from("m")), "m");
     }
 
     #[test]

@@ -120,15 +120,114 @@ pub fn webhook_target(target: &str) -> Result<(), Error> {
             "target must be an absolute http or https URL; got {target:?}"
         ))
     };
-    let uri: http::Uri = target.parse().map_err(|_| bad())?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(bad()),
+    match http_host(target) {
+        Some(_) => Ok(()),
+        None => Err(bad()),
     }
-    match uri.host() {
-        Some(host) if !host.is_empty() => Ok(()),
-        _ => Err(bad()),
+}
+
+/// The longest URI accepted, as the HTTP client that delivers webhooks allows.
+const MAX_URI_LEN: usize = u16::MAX as usize - 1;
+
+/// The host of `target` when it is an absolute `http` or `https` URI with a host, else
+/// `None`. The rules are those of the `http` crate's `Uri` (which the webhook sender's
+/// client uses), written out here so the model needs no HTTP library: scheme `http://` or
+/// `https://` in any case; an authority of URI characters, with `%` only in the userinfo
+/// or an IPv6 zone, balanced brackets, at most one port colon and something after an `@`;
+/// then a path, query and fragment of the characters those parts allow.
+fn http_host(target: &str) -> Option<&str> {
+    if target.len() > MAX_URI_LEN {
+        return None;
     }
+    let rest = strip_prefix_ignore_case(target, "http://")
+        .or_else(|| strip_prefix_ignore_case(target, "https://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path_and_query) = rest.split_at(end);
+    if !valid_authority(authority) || !valid_path_and_query(path_and_query) {
+        return None;
+    }
+    // The host is what follows the last `@`: a bracketed IPv6 literal, or up to the port.
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match host_port.find(']') {
+        Some(close) if host_port.starts_with('[') => &host_port[..=close],
+        _ => host_port.split(':').next().unwrap_or(host_port),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// The authority rules of [`http_host`].
+fn valid_authority(authority: &str) -> bool {
+    let bytes = authority.as_bytes();
+    if bytes.is_empty() {
+        return false;
+    }
+    let (mut colons, mut open, mut close, mut percent) = (0u32, false, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'%' => percent = true,
+            b':' => {
+                // Eight colons fill an IPv6 literal with a port; more is never valid.
+                if colons >= 8 {
+                    return false;
+                }
+                colons += 1;
+            }
+            b'[' => {
+                if percent || open {
+                    return false;
+                }
+                open = true;
+            }
+            b']' => {
+                if !open || close {
+                    return false;
+                }
+                close = true;
+                // Those colons and `%` (a zone) were part of the IPv6 literal.
+                colons = 0;
+                percent = false;
+            }
+            b'@' => {
+                if i == bytes.len() - 1 {
+                    return false;
+                }
+                // Those colons and `%` were part of the userinfo.
+                colons = 0;
+                percent = false;
+            }
+            b if is_uri_char(b) => {}
+            _ => return false,
+        }
+    }
+    open == close && colons <= 1 && !percent
+}
+
+/// Characters of an authority besides `%`, `:`, `[`, `]` and `@` (RFC 3986 unreserved and
+/// sub-delims).
+fn is_uri_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!$&'()*+,-.;=_~".contains(&b)
+}
+
+/// The path and query rules of [`http_host`]: empty, or starting with `/`, `?` or `#`;
+/// whatever follows a `#` is not checked.
+fn valid_path_and_query(rest: &str) -> bool {
+    let path_char = |b: u8| {
+        matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E | 0x80..)
+            || b"\"{}".contains(&b)
+    };
+    let query_char = |b: u8| matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E | 0x80..);
+    let before_fragment = rest.split('#').next().unwrap_or(rest);
+    let (path, query) = match before_fragment.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (before_fragment, None),
+    };
+    path.bytes().all(path_char) && query.is_none_or(|q| q.bytes().all(query_char))
 }
 
 /// Checks that a webhook target (already a valid [`webhook_target`]) does not name a
@@ -138,10 +237,7 @@ pub fn webhook_target_is_public(target: &str, allow_private: bool) -> Result<(),
     if allow_private {
         return Ok(());
     }
-    let Ok(uri) = target.parse::<http::Uri>() else {
-        return Ok(());
-    };
-    match uri.host().and_then(crate::net::refuse_host) {
+    match http_host(target).and_then(crate::net::refuse_host) {
         Some(why) => Err(Error::bad_request(format!(
             "target must be a public address: {why}; webhooks cannot be sent to internal \
              networks"

@@ -1,5 +1,7 @@
 //! Errors of the conversations service and their one mapping onto gRPC statuses.
 
+use wire::ToStatus;
+
 /// What can go wrong in this service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -10,6 +12,10 @@ pub enum Error {
     /// an opaque 500.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// JSON this service stored or was handed by another service that does not parse: a
+    /// bug or a corrupt value, logged with its field and shown as an opaque 500.
+    #[error(transparent)]
+    StoredJson(#[from] wire::model::BadJson),
 }
 
 /// Result with this service's [`Error`].
@@ -23,6 +29,10 @@ impl From<Error> for tonic::Status {
                 e.to_status()
             }
             Error::Database(e) => db::client_error(&e, "conversations").to_status(),
+            Error::StoredJson(e) => {
+                tracing::error!(error = %e, "stored JSON does not parse");
+                domain::Error::internal().to_status()
+            }
         }
     }
 }

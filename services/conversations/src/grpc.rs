@@ -173,11 +173,12 @@ impl ConversationsApi {
         let new = req
             .message
             .ok_or_else(|| domain::Error::bad_request("message is required"))?;
-        let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user);
+        let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user)?;
         let row = rules::new_message(&req.app_user_id, &app_user, new, domain::time::now_ms())?;
         let message = message_to_pb(row.clone());
-        let event = rules::message_event(&req.app_id, app_user.clone(), message.clone());
-        let start_event = rules::start_event(&req.app_id, app_user, message.clone());
+        let wire_message = wire::model::Message::try_from(message.clone())?;
+        let event = rules::message_event(&req.app_id, app_user.clone(), wire_message.clone());
+        let start_event = rules::start_event(&req.app_id, app_user, wire_message);
         let app_maker =
             (row.role == "appMaker" && !row.author_id.is_empty()).then_some(row.author_id.as_str());
         let new_conversation_id = domain::id::new_id();
@@ -291,7 +292,7 @@ impl ConversationsApi {
             .as_ref()
             .map(|u| u.devices.clone())
             .unwrap_or_default();
-        let app_user = rules::event_app_user(app_id, &req.app_user_id, req.app_user.clone());
+        let app_user = rules::event_app_user(app_id, &req.app_user_id, req.app_user.clone())?;
         let mut tx = self.pool.begin().await?;
         storage::insert_app_user_event(&mut tx, app_id, &req.app_user_id, &req.name).await?;
         let whispers = storage::whispers_of_event(&mut *tx, app_id, &req.name).await?;
@@ -306,7 +307,7 @@ impl ConversationsApi {
                 continue;
             }
             let row = rules::whisper_message(whisper, domain::time::now_ms())?;
-            let message = message_to_pb(row.clone());
+            let message = wire::model::Message::try_from(message_to_pb(row.clone()))?;
             let event = rules::message_event(app_id, app_user.clone(), message.clone());
             let start_event = rules::start_event(app_id, app_user.clone(), message);
             let new_conversation_id = domain::id::new_id();
@@ -356,9 +357,9 @@ impl ConversationsApi {
             storage::message_with_action(&self.pool, &req.app_id, &req.app_user_id, &req.action_id)
                 .await?
                 .ok_or_else(not_found)?;
-        let action = rules::find_action(&message, &req.action_id).ok_or_else(not_found)?;
+        let action = rules::find_action(&message, &req.action_id)?.ok_or_else(not_found)?;
         rules::postback_action(&action)?;
-        let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user);
+        let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user)?;
         let message = message_to_pb(message);
         let event = rules::postback_event(
             &req.app_id,
@@ -366,7 +367,7 @@ impl ConversationsApi {
             message.clone(),
             action.clone(),
             domain::time::now_ms(),
-        );
+        )?;
         outbox.push(storage::publish(&self.pool, &event).await?);
         tracing::debug!(app_id = %req.app_id, action_id = %req.action_id, event_id = %event.id, "postback recorded");
         Ok(pb::PostbackResponse {
@@ -382,7 +383,7 @@ impl ConversationsApi {
     ) -> Result<pb::Conversation> {
         rules::scope(&req.app_id, &req.app_user_id)?;
         let now = domain::time::now_ms();
-        let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user);
+        let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user)?;
         let event = rules::read_event(&req.app_id, app_user, now);
         let (row, page, written) = storage::mark_read(
             &self.pool,
@@ -414,7 +415,7 @@ impl ConversationsApi {
             );
         }
         let into_id = into.id.clone();
-        let survivor = rules::event_app_user(&req.app_id, &into_id, Some(into));
+        let survivor = rules::event_app_user(&req.app_id, &into_id, Some(into))?;
         let mut attempt = 0;
         loop {
             let event = rules::merge_event(

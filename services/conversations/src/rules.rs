@@ -1,11 +1,11 @@
 //! The rules of a message write, apart from gRPC and SQL: what makes a new message
 //! valid, what it defaults to, and what its outbox event carries.
 
-use domain::event::{self, message_trigger, Event};
-use domain::model::{AppUser, Message};
 use domain::validate;
 use proto::v1 as pb;
 use serde_json::Value;
+use wire::event::{self, message_trigger, Event};
+use wire::model::{AppUser, BadJson, Message};
 
 use crate::storage::{MessageRow, StoredResponse, WhisperRow};
 
@@ -27,12 +27,13 @@ pub(crate) fn scope(app_id: &str, app_user_id: &str) -> Result<(), domain::Error
 }
 
 /// The app user as the event shows it: the one the caller sent (or a bare one with the
-/// right id), who now has a conversation.
+/// right id), who now has a conversation. The caller read it from the users service, so
+/// properties that do not parse are a stored value gone bad, not a client error.
 pub(crate) fn event_app_user(
     app_id: &str,
     app_user_id: &str,
     sent: Option<pb::AppUser>,
-) -> AppUser {
+) -> Result<AppUser, BadJson> {
     let mut user = sent.unwrap_or_default();
     if user.id.is_empty() {
         app_user_id.clone_into(&mut user.id);
@@ -138,20 +139,21 @@ fn metadata(json: &str) -> Result<String, domain::Error> {
     Ok(serde_json::Value::Object(map).to_string())
 }
 
-/// The event of a new message, for the outbox.
-pub(crate) fn message_event(app_id: &str, app_user: AppUser, message: pb::Message) -> Event {
+/// The event of a new message (in its wire form, parsed once for both events), for the
+/// outbox.
+pub(crate) fn message_event(app_id: &str, app_user: AppUser, message: Message) -> Event {
     let mut event = Event::new(
         app_id,
         &message_trigger(&message.role),
-        message.received_ms,
+        domain::time::received_to_ms(message.received),
         app_user,
     );
-    event.messages = vec![Message::from(message)];
+    event.messages = vec![message];
     event
 }
 
 /// The `conversation:start` event of a conversation's first message.
-pub(crate) fn start_event(app_id: &str, app_user: AppUser, message: pb::Message) -> Event {
+pub(crate) fn start_event(app_id: &str, app_user: AppUser, message: Message) -> Event {
     let mut event = message_event(app_id, app_user, message);
     event.trigger = event::CONVERSATION_START.to_owned();
     event
@@ -174,13 +176,13 @@ pub(crate) fn postback_event(
     message: pb::Message,
     action: Value,
     now_ms: i64,
-) -> Event {
+) -> Result<Event, BadJson> {
     let mut event = Event::new(app_id, event::POSTBACK, now_ms, app_user);
     event.postbacks = vec![event::Postback {
-        message: Message::from(message),
+        message: Message::try_from(message)?,
         action,
     }];
-    event
+    Ok(event)
 }
 
 /// The `merge:appUser` event of `from` merged into `into`.
@@ -189,16 +191,18 @@ pub(crate) fn merge_event(app_id: &str, into: AppUser, from: &str, now_ms: i64) 
     let mut event = Event::new(app_id, event::MERGE_APP_USER, now_ms, into);
     event.merge = Some(event::Merge {
         surviving_app_user_id: surviving,
-        discarded_app_user_id: from.to_owned(),
+        discarded_app_user_id: from.into(),
     });
     event
 }
 
 /// The action `action_id` of a stored message, if it has it.
-pub(crate) fn find_action(message: &MessageRow, action_id: &str) -> Option<Value> {
-    domain::model::array_from_json(&message.actions_json)
-        .into_iter()
-        .find(|a| a.get("_id").and_then(Value::as_str) == Some(action_id))
+pub(crate) fn find_action(message: &MessageRow, action_id: &str) -> Result<Option<Value>, BadJson> {
+    Ok(
+        wire::model::array_from_json("message.actions_json", &message.actions_json)?
+            .into_iter()
+            .find(|a| a.get("_id").and_then(Value::as_str) == Some(action_id)),
+    )
 }
 
 /// Checks that a tapped action can be posted back: postback and reply buttons only.
@@ -344,6 +348,7 @@ mod tests {
                 ..Default::default()
             }),
         )
+        .unwrap()
     }
 
     fn msg(role: &str) -> pb::NewMessage {
@@ -392,10 +397,10 @@ mod tests {
         let mut m = msg("appMaker");
         m.actions_json = r#"[{"type": "postback", "text": "Yes", "payload": "YES"}]"#.into();
         let row = new_message("u1", &user(), m.clone(), 1).unwrap();
-        let stored = domain::model::array_from_json(&row.actions_json);
+        let stored = wire::model::array_from_json("actions", &row.actions_json).unwrap();
         let id = stored[0]["_id"].as_str().unwrap();
         assert!(domain::id::is_id(id));
-        assert_eq!(find_action(&row, id), Some(stored[0].clone()));
+        assert_eq!(find_action(&row, id).unwrap(), Some(stored[0].clone()));
         assert!(postback_action(&stored[0]).is_ok());
         m.role = "appUser".into();
         let err = new_message("u1", &user(), m, 1).unwrap_err();
@@ -455,7 +460,7 @@ mod tests {
 
     #[test]
     fn event_app_user_has_started_a_conversation() {
-        let u = event_app_user("app", "u9", None);
+        let u = event_app_user("app", "u9", None).unwrap();
         assert_eq!(u.id, "u9");
         assert!(u.conversation_started);
     }

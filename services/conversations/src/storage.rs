@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 
 use bus::OutboxRow;
-use domain::event::Event;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor, PgPool};
+use wire::event::Event;
 
 /// A stored message. JSON columns travel as text, as the protobuf carries them:
 /// `metadata_json` is empty when the message has none.

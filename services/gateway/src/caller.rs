@@ -4,7 +4,7 @@
 
 use auth::Principal;
 use axum::extract::FromRequestParts;
-use domain::Error;
+use domain::{AppId, Error};
 use http::request::Parts;
 use proto::v1 as pb;
 
@@ -45,7 +45,7 @@ impl FromRequestParts<AppState> for Caller {
 
 impl Caller {
     /// The app of an app-token, app or appUser caller; account scope is refused.
-    pub(crate) fn app_id(&self) -> ApiResult<&str> {
+    pub(crate) fn app_id(&self) -> ApiResult<&AppId> {
         self.0.app_id().ok_or_else(|| {
             Error::forbidden("account-scope credentials cannot call app APIs; use an app key")
                 .into()
@@ -53,7 +53,7 @@ impl Caller {
     }
 
     /// The app and key of an `app`-scope JWT; anything else is refused.
-    pub(crate) fn require_app_scope(&self, what: &str) -> ApiResult<(&str, &str)> {
+    pub(crate) fn require_app_scope(&self, what: &str) -> ApiResult<(&AppId, &str)> {
         match &self.0 {
             Principal::App { app_id, key_id } => Ok((app_id, key_id)),
             _ => Err(Error::forbidden(format!("{what} requires a JWT with `app` scope")).into()),
@@ -76,7 +76,9 @@ impl Caller {
     /// Refuses an appUser-scope caller access to another user's resources.
     pub(crate) fn check_user_access(&self, user: &pb::AppUser) -> ApiResult<()> {
         match &self.0 {
-            Principal::AppUser { user_id, .. } if user.user_id.as_deref() != Some(user_id) => {
+            Principal::AppUser { user_id, .. }
+                if user.user_id.as_deref() != Some(user_id.as_str()) =>
+            {
                 Err(Error::forbidden(
                     "this appUser-scope token belongs to another user; it grants access only to its own userId",
                 )

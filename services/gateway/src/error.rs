@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
+use wire::FromStatus;
 
 /// An error answered to the client.
 #[derive(Debug)]
@@ -18,7 +19,7 @@ impl From<domain::Error> for ApiError {
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        // Calls cut off in transport become UNAVAILABLE there too (domain::Error::from_status).
+        // Calls cut off in transport become UNAVAILABLE there too (wire::FromStatus).
         let err = domain::Error::from_status(&status);
         if matches!(
             err.code,
@@ -27,6 +28,15 @@ impl From<tonic::Status> for ApiError {
             tracing::error!(code = ?status.code(), message = %status.message(), "backing service call failed");
         }
         ApiError(err)
+    }
+}
+
+impl From<wire::model::BadJson> for ApiError {
+    /// JSON a service answered that does not parse is a bug or a corrupt stored value:
+    /// logged with its field, answered as the opaque 500.
+    fn from(err: wire::model::BadJson) -> Self {
+        tracing::error!(error = %err, "a service answered JSON that does not parse");
+        ApiError(domain::Error::internal())
     }
 }
 
@@ -53,7 +63,8 @@ pub(crate) struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.0.code.http_status();
+        let status = http::StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.0.code.as_str().to_owned(),
@@ -71,6 +82,7 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 mod tests {
     use super::ApiError;
     use domain::ErrorCode;
+    use wire::ToStatus;
 
     #[test]
     fn a_call_cut_off_in_transport_is_unavailable() {
@@ -86,5 +98,13 @@ mod tests {
         assert_eq!(ApiError::from(status).0.code, ErrorCode::Internal);
         let status = domain::Error::not_found("no such user").to_status();
         assert_eq!(ApiError::from(status).0.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn json_a_service_answered_that_does_not_parse_is_the_opaque_500() {
+        let bad = wire::model::object_from_json("app_user.properties_json", "{oops").unwrap_err();
+        let err = ApiError::from(bad).0;
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(!err.description.contains("oops"));
     }
 }

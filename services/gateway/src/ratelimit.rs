@@ -110,7 +110,7 @@ impl TryFrom<RateLimitVars> for RateLimitConfig {
 /// token the `{id}` of an `/v1/appusers/{id}/...` path.
 fn app_user_of<'a>(principal: &'a Principal, path: &'a str) -> Option<&'a str> {
     match principal {
-        Principal::AppUser { user_id, .. } => Some(user_id),
+        Principal::AppUser { user_id, .. } => Some(user_id.as_str()),
         Principal::AppToken { .. } => path
             .strip_prefix("/v1/appusers/")
             .or_else(|| path.strip_prefix("/v1/appUsers/"))
@@ -125,6 +125,7 @@ fn buckets(principal: &Principal, path: &str, config: &RateLimitConfig) -> Vec<B
     let Some(app_id) = principal.app_id() else {
         return Vec::new();
     };
+    let app_id = app_id.as_str();
     let mut buckets = vec![Bucket::app(app_id, config.app)];
     if let Some(user) = app_user_of(principal, path) {
         buckets.push(Bucket::user(app_id, user, config.app_user));

@@ -1,5 +1,7 @@
 //! Errors of the media service and their one mapping onto gRPC statuses.
 
+use wire::ToStatus;
+
 /// What can go wrong in this service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

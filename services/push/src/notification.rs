@@ -1,7 +1,7 @@
 //! What a push says, and to which devices: the rules, as plain functions.
 
-use domain::model::{Device, Message};
 use serde::{Deserialize, Serialize};
+use wire::model::{Device, Message};
 
 /// The body of a notification for a message without text.
 pub(crate) const IMAGE_BODY: &str = "sent an image";
@@ -52,7 +52,7 @@ pub(crate) fn of_message(
         badge: badge(unread_count),
         app_id: app_id.to_owned(),
         app_user_id: app_user_id.to_owned(),
-        message_id: message.id.clone(),
+        message_id: message.id.to_string(),
     })
 }
 

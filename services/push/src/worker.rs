@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::consumer::{ack, reject, requeue};
-use domain::event::Event;
-use domain::model::AppUser;
 use lapin::message::Delivery;
 use lapin::BasicProperties;
 use proto::v1 as pb;
@@ -17,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use telemetry::grpc::GrpcChannel;
 use tracing::field::Empty;
 use tracing::Instrument as _;
+use wire::event::Event;
+use wire::model::AppUser;
 
 use crate::apns::Apns;
 use crate::credentials::Credentials;
@@ -118,17 +118,24 @@ impl Worker {
             .iter()
             .filter(|m| notification::wanted(m))
             .collect();
-        if messages.is_empty() || self.watching(&event.app_id, &event.app_user.id).await {
+        if messages.is_empty()
+            || self
+                .watching(&event.app_id, event.app_user.id.as_str())
+                .await
+        {
             return Ok(0);
         }
-        let Some(recipient) = self.recipient(&event.app_id, &event.app_user.id).await? else {
+        let Some(recipient) = self
+            .recipient(&event.app_id, event.app_user.id.as_str())
+            .await?
+        else {
             return Ok(0);
         };
         let mut sends = Vec::new();
         for message in messages {
             let Some(n) = notification::of_message(
                 &event.app_id,
-                &event.app_user.id,
+                event.app_user.id.as_str(),
                 &recipient.credentials.app_name,
                 event.unread_count,
                 message,
@@ -209,9 +216,20 @@ impl Worker {
             })
             .await;
         let user = match user {
-            Ok(u) => AppUser::from_pb(u.into_inner(), true),
+            Ok(u) => u.into_inner(),
             Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
             Err(status) => return Err(status.into()),
+        };
+        // A stored user that does not parse would fail every redelivery alike: like unusable
+        // credentials, it is logged and nothing is sent.
+        let user = match AppUser::from_pb(user, true) {
+            Ok(user) => user,
+            Err(err) => {
+                tracing::error!(error = %err, "stored app user unusable; nothing sent");
+                metrics::counter!("push_notifications_total", "provider" => "none", "outcome" => "failed")
+                    .increment(1);
+                return Ok(None);
+            }
         };
         let targets = notification::targets(
             user.devices.as_deref().unwrap_or_default(),

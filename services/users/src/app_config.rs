@@ -77,7 +77,7 @@ pub(crate) async fn update_app(pool: &PgPool, req: pb::UpdateAppRequest) -> Resu
     }
     let row = storage::update_app(
         &mut *tx,
-        &req.app_id,
+        &req.app_id.as_str().into(),
         req.name.as_deref(),
         patch.as_ref().map(|_| &settings),
     )
@@ -279,7 +279,7 @@ pub(crate) async fn push_credentials(
     key: &SecretsKey,
     app_id: &str,
 ) -> Result<pb::PushCredentials> {
-    let app = storage::get_app(pool, app_id)
+    let app = storage::get_app(pool, &app_id.into())
         .await?
         .ok_or_else(|| app_not_found(app_id))?;
     let rows: Vec<PushRow> = sqlx::query_as(

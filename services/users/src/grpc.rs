@@ -1,7 +1,7 @@
 //! gRPC handlers: translate requests into validated calls on storage (or on the init
 //! rules) and rows into protobuf replies.
 
-use domain::validate;
+use domain::{validate, AppId, AppUserId};
 use proto::v1 as pb;
 use proto::v1::conversations_client::ConversationsClient;
 use serde_json::{Map, Value};
@@ -55,7 +55,7 @@ impl UsersApi {
 
 fn app_to_pb(row: AppRow) -> pb::App {
     pb::App {
-        id: row.id,
+        id: row.id.into(),
         name: row.name,
         app_token: row.app_token,
         created_at_ms: row.created_at.timestamp_millis(),
@@ -88,8 +88,8 @@ fn device_to_pb(row: DeviceRow) -> pb::Device {
 
 fn app_user_to_pb(row: AppUserRow, devices: Vec<DeviceRow>) -> pb::AppUser {
     pb::AppUser {
-        id: row.id,
-        app_id: row.app_id,
+        id: row.id.into(),
+        app_id: row.app_id.into(),
         user_id: row.user_id,
         given_name: row.given_name,
         surname: row.surname,
@@ -156,7 +156,7 @@ fn init_input(req: pb::InitRequest) -> Result<InitInput, domain::Error> {
         required("userId", user_id)?;
     }
     Ok(InitInput {
-        app_id: req.app_id,
+        app_id: req.app_id.into(),
         user_id: req.user_id,
         device: DeviceInput {
             id: device.id,
@@ -194,12 +194,13 @@ fn profile_patch(req: &pb::UpdateAppUserRequest) -> Result<ProfilePatch, domain:
 /// Finds an app user by `_id` or `userId`: a value shaped like an id is tried as an id
 /// first (the `_id` of a merged-away user resolves to the survivor), then as a userId (a
 /// userId may look like an id).
-async fn find_user(db: &PgPool, app_id: &str, id_or_user_id: &str) -> Result<AppUserRow> {
+async fn find_user(db: &PgPool, app_id: &AppId, id_or_user_id: &str) -> Result<AppUserRow> {
     if domain::id::is_id(id_or_user_id) {
-        if let Some(user) = storage::user_by_id(db, app_id, id_or_user_id).await? {
+        let id = AppUserId::from(id_or_user_id);
+        if let Some(user) = storage::user_by_id(db, app_id, &id).await? {
             return Ok(user);
         }
-        if let Some(into) = storage::merged_into(db, app_id, id_or_user_id).await? {
+        if let Some(into) = storage::merged_into(db, app_id, &id).await? {
             if let Some(user) = storage::user_by_id(db, app_id, &into).await? {
                 return Ok(user);
             }
@@ -219,7 +220,7 @@ impl UsersApi {
     async fn create_app(&self, req: pb::CreateAppRequest) -> Result<pb::App> {
         required("name", &req.name)?;
         let row = AppRow {
-            id: domain::id::new_id(),
+            id: domain::id::new_id().into(),
             name: req.name,
             app_token: domain::id::new_app_token(),
             created_at: domain::time::to_datetime(domain::time::now_ms()),
@@ -231,7 +232,7 @@ impl UsersApi {
     }
 
     async fn get_app(&self, app_id: &str) -> Result<pb::App> {
-        let row = storage::get_app(&self.pool, app_id)
+        let row = storage::get_app(&self.pool, &app_id.into())
             .await?
             .ok_or_else(|| app_not_found(app_id))?;
         Ok(app_to_pb(row))
@@ -278,17 +279,18 @@ impl UsersApi {
     }
 
     async fn list_keys(&self, app_id: &str) -> Result<pb::ListKeysResponse> {
-        if storage::get_app(&self.pool, app_id).await?.is_none() {
-            return Err(app_not_found(app_id).into());
+        let app_id = AppId::from(app_id);
+        if storage::get_app(&self.pool, &app_id).await?.is_none() {
+            return Err(app_not_found(app_id.as_str()).into());
         }
-        let rows = storage::list_keys(&self.pool, app_id).await?;
+        let rows = storage::list_keys(&self.pool, &app_id).await?;
         Ok(pb::ListKeysResponse {
             keys: rows.into_iter().map(key_to_pb).collect(),
         })
     }
 
     async fn delete_key(&self, req: pb::DeleteKeyRequest) -> Result<pb::Empty> {
-        if !storage::delete_key(&self.pool, &req.app_id, &req.key_id).await? {
+        if !storage::delete_key(&self.pool, &req.app_id.as_str().into(), &req.key_id).await? {
             return Err(domain::Error::not_found(format!("key {} not found", req.key_id)).into());
         }
         tracing::info!(app_id = %req.app_id, key_id = %req.key_id, "key deleted");
@@ -320,7 +322,9 @@ impl UsersApi {
                 self.finish_merges(conversations, &mut user, done.pending_merges)
                     .await?;
             }
-            None => user.pending_merges = done.pending_merges,
+            None => {
+                user.pending_merges = done.pending_merges.into_iter().map(Into::into).collect();
+            }
         }
         Ok(user)
     }
@@ -334,23 +338,27 @@ impl UsersApi {
         &self,
         mut conversations: Conversations,
         user: &mut pb::AppUser,
-        pending: Vec<String>,
+        pending: Vec<AppUserId>,
     ) -> Result<()> {
+        let (app_id, into_id) = (
+            AppId::from(user.app_id.as_str()),
+            AppUserId::from(user.id.as_str()),
+        );
         for from in pending {
             let merged = conversations
                 .merge_conversations(pb::MergeConversationsRequest {
                     app_id: user.app_id.clone(),
-                    from_app_user_id: from.clone(),
+                    from_app_user_id: from.to_string(),
                     into: Some(user.clone()),
                 })
                 .await
-                .map_err(|status| domain::Error::from_status(&status))?
+                .map_err(|status| <domain::Error as wire::FromStatus>::from_status(&status))?
                 .into_inner();
             if merged.has_conversation && !user.conversation_started {
-                storage::mark_conversation_started(&self.pool, &user.app_id, &user.id).await?;
+                storage::mark_conversation_started(&self.pool, &app_id, &into_id).await?;
                 user.conversation_started = true;
             }
-            storage::settle_merge(&self.pool, &user.app_id, &from).await?;
+            storage::settle_merge(&self.pool, &app_id, &from).await?;
         }
         Ok(())
     }
@@ -367,8 +375,8 @@ impl UsersApi {
         })?;
         let now = domain::time::to_datetime(domain::time::now_ms());
         let row = AppUserRow {
-            app_id: req.app_id,
-            id: domain::id::new_id(),
+            app_id: req.app_id.into(),
+            id: domain::id::new_id().into(),
             user_id: Some(req.user_id),
             given_name: patch.given_name,
             surname: patch.surname,
@@ -402,7 +410,7 @@ impl UsersApi {
             device.push_notification_token.as_deref(),
         )?;
         let info = flat_object_json("info", &device.info_json)?;
-        let user = find_user(&self.pool, &req.app_id, &req.app_user_id).await?;
+        let user = find_user(&self.pool, &req.app_id.as_str().into(), &req.app_user_id).await?;
         let row = DeviceRow {
             device_id: device.id,
             platform: device.platform,
@@ -431,7 +439,11 @@ impl UsersApi {
     }
 
     async fn settle_merge(&self, req: pb::SettleMergeRequest) -> Result<pb::Empty> {
-        if !storage::settle_merge(&self.pool, &req.app_id, &req.from_app_user_id).await? {
+        let (app_id, from) = (
+            AppId::from(req.app_id.as_str()),
+            AppUserId::from(req.from_app_user_id.as_str()),
+        );
+        if !storage::settle_merge(&self.pool, &app_id, &from).await? {
             return Err(domain::Error::not_found(format!(
                 "no merge of app user {}",
                 req.from_app_user_id
@@ -444,31 +456,31 @@ impl UsersApi {
     async fn get_app_user(&self, req: pb::GetAppUserRequest) -> Result<pb::AppUser> {
         // The common cases in one round trip: a live `_id`, or a userId. A merged-away
         // `_id` (and an id-shaped userId) take the longer way of `find_user`.
-        let (app_id, wanted) = (req.app_id.as_str(), req.id_or_user_id.as_str());
+        let (app_id, wanted) = (AppId::from(req.app_id), req.id_or_user_id.as_str());
         let key = if domain::id::is_id(wanted) {
             storage::UserKey::Id(wanted)
         } else {
             storage::UserKey::UserId(wanted)
         };
-        if let Some((user, devices)) = storage::user_with_devices(&self.pool, app_id, key).await? {
+        if let Some((user, devices)) = storage::user_with_devices(&self.pool, &app_id, key).await? {
             return Ok(app_user_to_pb(user, devices));
         }
-        let user = find_user(&self.pool, app_id, wanted).await?;
+        let user = find_user(&self.pool, &app_id, wanted).await?;
         with_devices(&self.pool, user).await
     }
 
     async fn update_app_user(&self, req: pb::UpdateAppUserRequest) -> Result<pb::AppUser> {
         let patch = profile_patch(&req)?;
-        let found = find_user(&self.pool, &req.app_id, &req.app_user_id).await?;
-        let user = storage::update_user(&self.pool, &req.app_id, &found.id, &patch)
+        let found = find_user(&self.pool, &req.app_id.as_str().into(), &req.app_user_id).await?;
+        let user = storage::update_user(&self.pool, &found.app_id, &found.id, &patch)
             .await?
             .ok_or_else(|| app_user_not_found(&req.app_user_id))?;
         with_devices(&self.pool, user).await
     }
 
     async fn clear_profile(&self, req: pb::AppUserRef) -> Result<pb::AppUser> {
-        let found = find_user(&self.pool, &req.app_id, &req.app_user_id).await?;
-        let cleared = storage::clear_profile(&self.pool, &req.app_id, &found.id)
+        let found = find_user(&self.pool, &req.app_id.as_str().into(), &req.app_user_id).await?;
+        let cleared = storage::clear_profile(&self.pool, &found.app_id, &found.id)
             .await?
             .ok_or_else(|| app_user_not_found(&req.app_user_id))?;
         tracing::info!(app_id = %req.app_id, app_user_id = %cleared.id, "profile cleared");
@@ -476,8 +488,8 @@ impl UsersApi {
     }
 
     async fn mark_conversation_started(&self, req: pb::AppUserRef) -> Result<pb::Empty> {
-        let found = find_user(&self.pool, &req.app_id, &req.app_user_id).await?;
-        if !storage::mark_conversation_started(&self.pool, &req.app_id, &found.id).await? {
+        let found = find_user(&self.pool, &req.app_id.as_str().into(), &req.app_user_id).await?;
+        if !storage::mark_conversation_started(&self.pool, &found.app_id, &found.id).await? {
             return Err(app_user_not_found(&req.app_user_id).into());
         }
         Ok(pb::Empty {})

@@ -18,6 +18,7 @@
 //! and merges nothing: merges are idempotent.
 
 use chrono::{DateTime, Utc};
+use domain::{AppId, AppUserId};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 
@@ -35,7 +36,7 @@ const SERIALIZATION_FAILURE: &str = "40001";
 /// A validated init request.
 #[derive(Debug, Clone)]
 pub(crate) struct InitInput {
-    pub(crate) app_id: String,
+    pub(crate) app_id: AppId,
     pub(crate) user_id: Option<String>,
     pub(crate) device: DeviceInput,
 }
@@ -56,7 +57,7 @@ pub(crate) struct Initialized {
     pub(crate) user: AppUserRow,
     pub(crate) devices: Vec<DeviceRow>,
     /// App users merged into `user` whose conversation history has not moved yet.
-    pub(crate) pending_merges: Vec<String>,
+    pub(crate) pending_merges: Vec<AppUserId>,
 }
 
 /// How the app user was chosen (for logs).
@@ -99,7 +100,7 @@ fn is_transient(err: &sqlx::Error) -> bool {
 }
 
 async fn init_once(pool: &PgPool, input: &InitInput) -> sqlx::Result<Initialized> {
-    let app_id = input.app_id.as_str();
+    let app_id = &input.app_id;
     let mut tx = pool.begin().await?;
     // App ids are hex, so "<app>:device:<id>" and "<app>:user:<id>" cannot collide.
     storage::lock(&mut tx, &format!("{app_id}:device:{}", input.device.id)).await?;
@@ -122,7 +123,7 @@ async fn init_once(pool: &PgPool, input: &InitInput) -> sqlx::Result<Initialized
     let devices = storage::devices_of(&mut *tx, app_id, &user.id).await?;
     let pending_merges = storage::pending_merges(&mut *tx, app_id, &user.id).await?;
     tx.commit().await?;
-    tracing::debug!(app_id, app_user_id = %user.id, choice = ?choice, "app user initialized");
+    tracing::debug!(app_id = %app_id, app_user_id = %user.id, choice = ?choice, "app user initialized");
     Ok(Initialized {
         user,
         devices,
@@ -136,7 +137,7 @@ async fn choose_user(
     input: &InitInput,
     now: DateTime<Utc>,
 ) -> sqlx::Result<(AppUserRow, Choice)> {
-    let app_id = input.app_id.as_str();
+    let app_id = &input.app_id;
     let device_id = input.device.id.as_str();
     let Some(user_id) = input.user_id.as_deref() else {
         // No userId: the device's most recently seen anonymous user, else a new one.
@@ -153,7 +154,7 @@ async fn choose_user(
             if active.user_id.is_none() && active.id != user.id {
                 let merged = storage::merge_users(&mut *conn, &active, &user).await?;
                 tracing::info!(
-                    app_id,
+                    app_id = %app_id,
                     from = %active.id,
                     into = %merged.id,
                     "anonymous app user merged into the owner of its userId"
@@ -179,13 +180,13 @@ async fn choose_user(
 
 async fn create_user(
     conn: &mut PgConnection,
-    app_id: &str,
+    app_id: &AppId,
     user_id: Option<String>,
     now: DateTime<Utc>,
 ) -> sqlx::Result<AppUserRow> {
     let user = AppUserRow {
-        app_id: app_id.to_owned(),
-        id: domain::id::new_id(),
+        app_id: app_id.clone(),
+        id: domain::id::new_id().into(),
         user_id,
         given_name: None,
         surname: None,
@@ -195,7 +196,7 @@ async fn create_user(
         conversation_started: false,
     };
     storage::insert_user(conn, &user).await?;
-    tracing::info!(app_id, app_user_id = %user.id, "app user created");
+    tracing::info!(app_id = %app_id, app_user_id = %user.id, "app user created");
     Ok(user)
 }
 

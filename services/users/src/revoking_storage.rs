@@ -70,7 +70,7 @@ pub(crate) async fn rotate_app_token(
     Ok(row.map(|(id, name, app_token, created_at, settings, old)| {
         (
             AppRow {
-                id,
+                id: id.into(),
                 name,
                 app_token,
                 created_at,

@@ -3,13 +3,15 @@
 //! account-scope keys, which belong to no app.
 
 use chrono::{DateTime, Utc};
+use domain::{AppId, AppUserId};
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
 
 /// A stored app.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct AppRow {
-    pub(crate) id: String,
+    #[sqlx(try_from = "String")]
+    pub(crate) id: AppId,
     pub(crate) name: String,
     pub(crate) app_token: String,
     pub(crate) created_at: DateTime<Utc>,
@@ -32,8 +34,10 @@ pub(crate) struct KeyRow {
 /// A stored app user, without devices.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct AppUserRow {
-    pub(crate) app_id: String,
-    pub(crate) id: String,
+    #[sqlx(try_from = "String")]
+    pub(crate) app_id: AppId,
+    #[sqlx(try_from = "String")]
+    pub(crate) id: AppUserId,
     pub(crate) user_id: Option<String>,
     pub(crate) given_name: Option<String>,
     pub(crate) surname: Option<String>,
@@ -72,7 +76,7 @@ pub(crate) struct ProfilePatch {
 
 pub(crate) async fn insert_app(db: impl PgExecutor<'_>, row: &AppRow) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO apps (id, name, app_token, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(&row.id)
+        .bind(row.id.as_str())
         .bind(&row.name)
         .bind(&row.app_token)
         .bind(row.created_at)
@@ -97,9 +101,9 @@ pub(crate) async fn list_apps(
     .await
 }
 
-pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<AppRow>> {
+pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &AppId) -> sqlx::Result<Option<AppRow>> {
     sqlx::query_as("SELECT id, name, app_token, created_at, settings FROM apps WHERE id = $1")
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(db)
         .await
 }
@@ -107,7 +111,7 @@ pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<O
 /// Renames an app and/or replaces its stored settings (a JSON object).
 pub(crate) async fn update_app(
     db: impl PgExecutor<'_>,
-    id: &str,
+    id: &AppId,
     name: Option<&str>,
     settings: Option<&Value>,
 ) -> sqlx::Result<Option<AppRow>> {
@@ -116,7 +120,7 @@ pub(crate) async fn update_app(
          WHERE id = $1
          RETURNING id, name, app_token, created_at, settings",
     )
-    .bind(id)
+    .bind(id.as_str())
     .bind(name)
     .bind(settings)
     .fetch_optional(db)
@@ -154,12 +158,15 @@ pub(crate) async fn insert_key(db: impl PgExecutor<'_>, row: &KeyRow) -> sqlx::R
     Ok(())
 }
 
-pub(crate) async fn list_keys(db: impl PgExecutor<'_>, app_id: &str) -> sqlx::Result<Vec<KeyRow>> {
+pub(crate) async fn list_keys(
+    db: impl PgExecutor<'_>,
+    app_id: &AppId,
+) -> sqlx::Result<Vec<KeyRow>> {
     sqlx::query_as(
         "SELECT id, app_id, name, secret, scope, created_at FROM keys
          WHERE app_id = $1 ORDER BY created_at, id",
     )
-    .bind(app_id)
+    .bind(app_id.as_str())
     .fetch_all(db)
     .await
 }
@@ -167,11 +174,11 @@ pub(crate) async fn list_keys(db: impl PgExecutor<'_>, app_id: &str) -> sqlx::Re
 /// Deletes an app's key; false when the app has no key of that id.
 pub(crate) async fn delete_key(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     key_id: &str,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query("DELETE FROM keys WHERE app_id = $1 AND id = $2")
-        .bind(app_id)
+        .bind(app_id.as_str())
         .bind(key_id)
         .execute(db)
         .await?;
@@ -236,23 +243,23 @@ pub(crate) async fn lock(conn: &mut PgConnection, key: &str) -> sqlx::Result<()>
 
 pub(crate) async fn user_by_id(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    id: &str,
+    app_id: &AppId,
+    id: &AppUserId,
 ) -> sqlx::Result<Option<AppUserRow>> {
     sqlx::query_as(
         "SELECT app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                 conversation_started
          FROM app_users WHERE app_id = $1 AND id = $2",
     )
-    .bind(app_id)
-    .bind(id)
+    .bind(app_id.as_str())
+    .bind(id.as_str())
     .fetch_optional(db)
     .await
 }
 
 pub(crate) async fn user_by_user_id(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     user_id: &str,
 ) -> sqlx::Result<Option<AppUserRow>> {
     sqlx::query_as(
@@ -260,7 +267,7 @@ pub(crate) async fn user_by_user_id(
                 conversation_started
          FROM app_users WHERE app_id = $1 AND user_id = $2",
     )
-    .bind(app_id)
+    .bind(app_id.as_str())
     .bind(user_id)
     .fetch_optional(db)
     .await
@@ -269,7 +276,7 @@ pub(crate) async fn user_by_user_id(
 /// The device's active user (the most recent to init on it), if any.
 pub(crate) async fn active_user_of_device(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     device_id: &str,
 ) -> sqlx::Result<Option<AppUserRow>> {
     sqlx::query_as(
@@ -279,7 +286,7 @@ pub(crate) async fn active_user_of_device(
          WHERE d.app_id = $1 AND d.device_id = $2 AND d.active
          ORDER BY d.last_seen DESC LIMIT 1",
     )
-    .bind(app_id)
+    .bind(app_id.as_str())
     .bind(device_id)
     .fetch_optional(db)
     .await
@@ -288,7 +295,7 @@ pub(crate) async fn active_user_of_device(
 /// The anonymous (no userId) user most recently seen on the device, if any.
 pub(crate) async fn anonymous_user_of_device(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     device_id: &str,
 ) -> sqlx::Result<Option<AppUserRow>> {
     sqlx::query_as(
@@ -298,7 +305,7 @@ pub(crate) async fn anonymous_user_of_device(
          WHERE d.app_id = $1 AND d.device_id = $2 AND u.user_id IS NULL
          ORDER BY d.last_seen DESC LIMIT 1",
     )
-    .bind(app_id)
+    .bind(app_id.as_str())
     .bind(device_id)
     .fetch_optional(db)
     .await
@@ -310,8 +317,8 @@ pub(crate) async fn insert_user(db: impl PgExecutor<'_>, row: &AppUserRow) -> sq
                                 properties, conversation_started)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(&row.app_id)
-    .bind(&row.id)
+    .bind(row.app_id.as_str())
+    .bind(row.id.as_str())
     .bind(&row.user_id)
     .bind(&row.given_name)
     .bind(&row.surname)
@@ -327,8 +334,8 @@ pub(crate) async fn insert_user(db: impl PgExecutor<'_>, row: &AppUserRow) -> sq
 /// Gives an app user a userId and returns the user.
 pub(crate) async fn set_user_id(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    id: &str,
+    app_id: &AppId,
+    id: &AppUserId,
     user_id: &str,
 ) -> sqlx::Result<Option<AppUserRow>> {
     sqlx::query_as(
@@ -336,8 +343,8 @@ pub(crate) async fn set_user_id(
          RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                    conversation_started",
     )
-    .bind(app_id)
-    .bind(id)
+    .bind(app_id.as_str())
+    .bind(id.as_str())
     .bind(user_id)
     .fetch_optional(db)
     .await
@@ -347,8 +354,8 @@ pub(crate) async fn set_user_id(
 /// key by key (`jsonb ||`).
 pub(crate) async fn update_user(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    id: &str,
+    app_id: &AppId,
+    id: &AppUserId,
     patch: &ProfilePatch,
 ) -> sqlx::Result<Option<AppUserRow>> {
     sqlx::query_as(
@@ -362,8 +369,8 @@ pub(crate) async fn update_user(
          RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                    conversation_started",
     )
-    .bind(app_id)
-    .bind(id)
+    .bind(app_id.as_str())
+    .bind(id.as_str())
     .bind(&patch.given_name)
     .bind(&patch.surname)
     .bind(&patch.email)
@@ -376,14 +383,14 @@ pub(crate) async fn update_user(
 /// Records that the app user's conversation exists; false when there is no such user.
 pub(crate) async fn mark_conversation_started(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    id: &str,
+    app_id: &AppId,
+    id: &AppUserId,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE app_users SET conversation_started = true WHERE app_id = $1 AND id = $2",
     )
-    .bind(app_id)
-    .bind(id)
+    .bind(app_id.as_str())
+    .bind(id.as_str())
     .execute(db)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -393,8 +400,8 @@ pub(crate) async fn mark_conversation_started(
 /// such user in the app.
 pub(crate) async fn clear_profile(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    id: &str,
+    app_id: &AppId,
+    id: &AppUserId,
 ) -> sqlx::Result<Option<AppUserRow>> {
     sqlx::query_as(
         "UPDATE app_users SET given_name = NULL, surname = NULL, email = NULL,
@@ -403,8 +410,8 @@ pub(crate) async fn clear_profile(
          RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                    conversation_started",
     )
-    .bind(app_id)
-    .bind(id)
+    .bind(app_id.as_str())
+    .bind(id.as_str())
     .fetch_optional(db)
     .await
 }
@@ -415,8 +422,8 @@ pub(crate) async fn clear_profile(
 /// fields left out keep their stored value; `info` merges into the stored info.
 pub(crate) async fn upsert_device(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    app_user_id: &str,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
     device: &DeviceRow,
 ) -> sqlx::Result<()> {
     sqlx::query(
@@ -431,8 +438,8 @@ pub(crate) async fn upsert_device(
              active = true,
              last_seen = EXCLUDED.last_seen",
     )
-    .bind(app_id)
-    .bind(app_user_id)
+    .bind(app_id.as_str())
+    .bind(app_user_id.as_str())
     .bind(&device.device_id)
     .bind(&device.platform)
     .bind(&device.app_version)
@@ -447,17 +454,17 @@ pub(crate) async fn upsert_device(
 /// Marks the device inactive for every user of the app but `app_user_id`.
 pub(crate) async fn deactivate_device_for_others(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     device_id: &str,
-    app_user_id: &str,
+    app_user_id: &AppUserId,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE devices SET active = false
          WHERE app_id = $1 AND device_id = $2 AND app_user_id <> $3 AND active",
     )
-    .bind(app_id)
+    .bind(app_id.as_str())
     .bind(device_id)
-    .bind(app_user_id)
+    .bind(app_user_id.as_str())
     .execute(db)
     .await?;
     Ok(())
@@ -466,16 +473,16 @@ pub(crate) async fn deactivate_device_for_others(
 /// An app user's devices, most recently seen first.
 pub(crate) async fn devices_of(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    app_user_id: &str,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
 ) -> sqlx::Result<Vec<DeviceRow>> {
     sqlx::query_as(
         "SELECT device_id, platform, app_version, push_token, info, active, last_seen
          FROM devices WHERE app_id = $1 AND app_user_id = $2
          ORDER BY last_seen DESC, device_id",
     )
-    .bind(app_id)
-    .bind(app_user_id)
+    .bind(app_id.as_str())
+    .bind(app_user_id.as_str())
     .fetch_all(db)
     .await
 }
@@ -507,7 +514,7 @@ struct UserWithDevices {
 /// request naming a user reads.
 pub(crate) async fn user_with_devices(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     key: UserKey<'_>,
 ) -> sqlx::Result<Option<(AppUserRow, Vec<DeviceRow>)>> {
     let (by_id, value) = match key {
@@ -537,7 +544,7 @@ pub(crate) async fn user_with_devices(
            ) AS d
           WHERE u.app_id = $1 AND CASE WHEN $3 THEN u.id = $2 ELSE u.user_id = $2 END",
     )
-    .bind(app_id)
+    .bind(app_id.as_str())
     .bind(value)
     .bind(by_id)
     .fetch_optional(db)
@@ -579,16 +586,16 @@ pub(crate) async fn user_with_devices(
 /// `None` when `must_exist` and the app user has no such device.
 pub(crate) async fn update_device(
     conn: &mut PgConnection,
-    app_id: &str,
-    app_user_id: &str,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
     device: &DeviceRow,
     must_exist: bool,
 ) -> sqlx::Result<Option<DeviceRow>> {
     let existing: Option<bool> = sqlx::query_scalar(
         "SELECT true FROM devices WHERE app_id = $1 AND app_user_id = $2 AND device_id = $3",
     )
-    .bind(app_id)
-    .bind(app_user_id)
+    .bind(app_id.as_str())
+    .bind(app_user_id.as_str())
     .bind(&device.device_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -607,8 +614,8 @@ pub(crate) async fn update_device(
              last_seen = EXCLUDED.last_seen
          RETURNING device_id, platform, app_version, push_token, info, active, last_seen",
     )
-    .bind(app_id)
-    .bind(app_user_id)
+    .bind(app_id.as_str())
+    .bind(app_user_id.as_str())
     .bind(&device.device_id)
     .bind(&device.platform)
     .bind(&device.app_version)
@@ -628,17 +635,18 @@ pub(crate) async fn update_device(
 /// The app user `from_id` was merged into, if it was.
 pub(crate) async fn merged_into(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    from_id: &str,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+    app_id: &AppId,
+    from_id: &AppUserId,
+) -> sqlx::Result<Option<AppUserId>> {
+    let into: Option<String> = sqlx::query_scalar(
         "SELECT into_app_user_id FROM user_merges
          WHERE app_id = $1 AND from_app_user_id = $2",
     )
-    .bind(app_id)
-    .bind(from_id)
+    .bind(app_id.as_str())
+    .bind(from_id.as_str())
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(into.map(AppUserId::from))
 }
 
 /// Folds app user `from` into `into`, in the caller's transaction: `from`'s devices move
@@ -664,14 +672,14 @@ pub(crate) async fn merge_users(
              last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen)",
     )
     .bind(app_id)
-    .bind(&from.id)
-    .bind(&into.id)
+    .bind(from.id.as_str())
+    .bind(into.id.as_str())
     .execute(&mut *conn)
     .await?;
     // Deleting the user cascades to its (now copied) device rows.
     sqlx::query("DELETE FROM app_users WHERE app_id = $1 AND id = $2")
         .bind(app_id)
-        .bind(&from.id)
+        .bind(from.id.as_str())
         .execute(&mut *conn)
         .await?;
     sqlx::query(
@@ -679,8 +687,8 @@ pub(crate) async fn merge_users(
          VALUES ($1, $2, $3) ON CONFLICT (app_id, from_app_user_id) DO NOTHING",
     )
     .bind(app_id)
-    .bind(&from.id)
-    .bind(&into.id)
+    .bind(from.id.as_str())
+    .bind(into.id.as_str())
     .execute(&mut *conn)
     .await?;
     sqlx::query_as(
@@ -695,7 +703,7 @@ pub(crate) async fn merge_users(
                    conversation_started",
     )
     .bind(app_id)
-    .bind(&into.id)
+    .bind(into.id.as_str())
     .bind(&from.given_name)
     .bind(&from.surname)
     .bind(&from.email)
@@ -708,32 +716,33 @@ pub(crate) async fn merge_users(
 /// The app users merged into `into_id` whose history has not moved yet, oldest first.
 pub(crate) async fn pending_merges(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    into_id: &str,
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
+    app_id: &AppId,
+    into_id: &AppUserId,
+) -> sqlx::Result<Vec<AppUserId>> {
+    let pending: Vec<String> = sqlx::query_scalar(
         "SELECT from_app_user_id FROM user_merges
          WHERE app_id = $1 AND into_app_user_id = $2 AND settled_at IS NULL
          ORDER BY merged_at, from_app_user_id",
     )
-    .bind(app_id)
-    .bind(into_id)
+    .bind(app_id.as_str())
+    .bind(into_id.as_str())
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(pending.into_iter().map(AppUserId::from).collect())
 }
 
 /// Marks a merge settled (its history moved); false when there is no such merge.
 pub(crate) async fn settle_merge(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    from_id: &str,
+    app_id: &AppId,
+    from_id: &AppUserId,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE user_merges SET settled_at = COALESCE(settled_at, now())
          WHERE app_id = $1 AND from_app_user_id = $2",
     )
-    .bind(app_id)
-    .bind(from_id)
+    .bind(app_id.as_str())
+    .bind(from_id.as_str())
     .execute(db)
     .await?;
     Ok(done.rows_affected() > 0)

@@ -1,10 +1,10 @@
 //! The delivery job (one event for one webhook, as it travels through the delivery and
 //! retry queues) and the payload it POSTs.
 
-use domain::event::Event;
-use domain::model::{AppUser, Message};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use wire::event::Event;
+use wire::model::{AppUser, Message};
 
 /// The current job schema version.
 pub const JOB_VERSION: u32 = 1;
@@ -115,7 +115,7 @@ pub fn payload(event: &Event) -> serde_json::Result<Vec<u8>> {
     serde_json::to_vec(&Payload {
         event: &event.trigger,
         messages: &event.messages,
-        app_user_id: &event.app_user.id,
+        app_user_id: event.app_user.id.as_str(),
         trigger: &event.trigger,
         app: AppRef { id: &event.app_id },
         app_user: &event.app_user,

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::consumer::{ack, reject, requeue};
-use domain::event::Event;
 use lapin::message::Delivery;
 use lapin::BasicProperties;
 use proto::v1 as pb;
 use tracing::field::Empty;
 use tracing::Instrument as _;
+use wire::event::Event;
 
 use crate::directory::{Directory, Subscription};
 use crate::job::{self, Job};

@@ -139,7 +139,7 @@ impl pb::webhooks_server::Webhooks for WebhooksApi {
         let row = storage::get(&self.pool, &req.app_id, &req.webhook_id)
             .await
             .map_err(crate::Error::from)?
-            .ok_or_else(|| not_found(&req.webhook_id))?;
+            .ok_or_else(|| wire::status(not_found(&req.webhook_id)))?;
         Ok(Response::new(to_pb(row)))
     }
 
@@ -159,7 +159,7 @@ impl pb::webhooks_server::Webhooks for WebhooksApi {
             .await
             .map_err(crate::Error::from)?
         {
-            return Err(not_found(&req.webhook_id).into());
+            return Err(wire::status(not_found(&req.webhook_id)));
         }
         tracing::info!(app_id = %req.app_id, webhook_id = %req.webhook_id, "webhook deleted");
         Ok(Response::new(pb::DeleteWebhookResponse {}))
@@ -181,7 +181,7 @@ impl pb::webhooks_server::Webhooks for WebhooksApi {
         storage::get(&self.pool, &req.app_id, &req.webhook_id)
             .await
             .map_err(crate::Error::from)?
-            .ok_or_else(|| not_found(&req.webhook_id))?;
+            .ok_or_else(|| wire::status(not_found(&req.webhook_id)))?;
         Ok(Response::new(deliveries::list(&self.pool, &req).await?))
     }
 
@@ -193,7 +193,7 @@ impl pb::webhooks_server::Webhooks for WebhooksApi {
         storage::get(&self.pool, &req.app_id, &req.webhook_id)
             .await
             .map_err(crate::Error::from)?
-            .ok_or_else(|| not_found(&req.webhook_id))?;
+            .ok_or_else(|| wire::status(not_found(&req.webhook_id)))?;
         let delivery = deliveries::retry(&self.pool, &req).await?;
         tracing::info!(app_id = %req.app_id, delivery_id = %req.delivery_id, "delivery retry requested");
         Ok(Response::new(delivery))

@@ -122,7 +122,7 @@ proptest! {
         if let Ok(principal) = verify_jwt(&token, &key()) {
             prop_assert!(matches!(claims["scope"].as_str(), Some("app" | "appUser")));
             let key = key();
-            prop_assert_eq!(principal.app_id(), key.app_id.as_deref());
+            prop_assert_eq!(principal.app_id().map(|a| a.as_str()), key.app_id.as_deref());
         }
     }
 }

@@ -29,7 +29,7 @@ async fn message_writes_its_event_to_the_outbox() {
     assert_eq!(
         payload,
         json!({
-            "version": domain::event::EVENT_VERSION,
+            "version": wire::event::EVENT_VERSION,
             "id": event_id,
             "appId": app.app_id,
             "trigger": "message:appUser",
@@ -59,8 +59,11 @@ async fn message_writes_its_event_to_the_outbox() {
         })
     );
     // The payload is the bus's event type.
-    let event: domain::event::Event = serde_json::from_value(payload).unwrap();
-    assert_eq!(event.messages[0], domain::model::Message::from(message));
+    let event: wire::event::Event = serde_json::from_value(payload).unwrap();
+    assert_eq!(
+        event.messages[0],
+        wire::model::Message::try_from(message).unwrap()
+    );
 }
 
 #[tokio::test]

@@ -469,7 +469,7 @@ async fn authorize(
         .users
         .clone()
         .get_app_user(pb::GetAppUserRequest {
-            app_id: app_id.clone(),
+            app_id: app_id.to_string(),
             id_or_user_id: app_user_id.to_owned(),
         })
         .await
@@ -487,7 +487,7 @@ async fn authorize(
                 .conversations
                 .clone()
                 .get_conversation(pb::GetConversationRequest {
-                    app_id: app_id.clone(),
+                    app_id: app_id.to_string(),
                     app_user_id: user.id.clone(),
                     before_ms: Some(0),
                     after_ms: None,
@@ -506,7 +506,7 @@ async fn authorize(
     }
     Ok((
         Target {
-            app_id,
+            app_id: app_id.into(),
             app_user_id: user.id,
             kind,
         },

@@ -4,14 +4,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use domain::Error;
+use domain::{AppId, Error};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::caller::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, BodyErrors, PathErrors};
 use crate::AppState;
@@ -43,15 +43,17 @@ pub(crate) struct AppJson {
     settings: Value,
 }
 
-impl From<pb::App> for AppJson {
-    fn from(app: pb::App) -> Self {
-        AppJson {
-            settings: super::service_json("settings", &app.settings_json),
+impl TryFrom<pb::App> for AppJson {
+    type Error = ApiError;
+
+    fn try_from(app: pb::App) -> Result<Self, ApiError> {
+        Ok(AppJson {
+            settings: super::service_json("settings", &app.settings_json)?,
             id: app.id,
             name: app.name,
             app_token: app.app_token,
             created_at: domain::time::iso(app.created_at_ms),
-        }
+        })
     }
 }
 
@@ -168,7 +170,12 @@ pub(crate) async fn create(
         .create_app(pb::CreateAppRequest { name })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(AppAnswer { app: app.into() })))
+    Ok((
+        StatusCode::CREATED,
+        Json(AppAnswer {
+            app: app.try_into()?,
+        }),
+    ))
 }
 
 /// Lists every app.
@@ -209,7 +216,11 @@ pub(crate) async fn list(
         .await?
         .into_inner();
     Ok(Json(AppsAnswer {
-        apps: page.apps.into_iter().map(AppJson::from).collect(),
+        apps: page
+            .apps
+            .into_iter()
+            .map(AppJson::try_from)
+            .collect::<Result<_, _>>()?,
         has_more: page.has_more,
         offset,
     }))
@@ -226,7 +237,7 @@ pub(crate) async fn list(
 pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
     JsonBody(body): JsonBody<UpdateAppBody>,
 ) -> ApiResult<Json<AppAnswer>> {
     caller.require_account_scope()?;
@@ -239,13 +250,15 @@ pub(crate) async fn update(
         .users
         .clone()
         .update_app(pb::UpdateAppRequest {
-            app_id,
+            app_id: app_id.into(),
             name: body.name,
             settings_json,
         })
         .await?
         .into_inner();
-    Ok(Json(AppAnswer { app: app.into() }))
+    Ok(Json(AppAnswer {
+        app: app.try_into()?,
+    }))
 }
 
 /// One app.
@@ -258,17 +271,21 @@ pub(crate) async fn update(
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
 ) -> ApiResult<Json<AppAnswer>> {
     caller.require_account_scope()?;
     let app = state
         .clients
         .users
         .clone()
-        .get_app(pb::GetAppRequest { app_id })
+        .get_app(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner();
-    Ok(Json(AppAnswer { app: app.into() }))
+    Ok(Json(AppAnswer {
+        app: app.try_into()?,
+    }))
 }
 
 /// Deletes an app with everything in it; its credentials stop working at once.
@@ -281,14 +298,16 @@ pub(crate) async fn get(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
 ) -> ApiResult<Json<Empty>> {
     caller.require_account_scope()?;
     state
         .clients
         .users
         .clone()
-        .delete_app(pb::GetAppRequest { app_id })
+        .delete_app(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?;
     Ok(Json(Empty {}))
 }
@@ -304,17 +323,21 @@ pub(crate) async fn delete(
 pub(crate) async fn rotate_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
 ) -> ApiResult<Json<AppAnswer>> {
     caller.require_account_scope()?;
     let app = state
         .clients
         .users
         .clone()
-        .rotate_app_token(pb::GetAppRequest { app_id })
+        .rotate_app_token(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner();
-    Ok(Json(AppAnswer { app: app.into() }))
+    Ok(Json(AppAnswer {
+        app: app.try_into()?,
+    }))
 }
 
 /// Creates a secret key of an app.
@@ -328,7 +351,7 @@ pub(crate) async fn rotate_token(
 pub(crate) async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
     JsonBody(body): JsonBody<NameBody>,
 ) -> ApiResult<(StatusCode, Json<KeyAnswer>)> {
     caller.require_account_scope()?;
@@ -337,7 +360,10 @@ pub(crate) async fn create_key(
         .clients
         .users
         .clone()
-        .create_key(pb::CreateKeyRequest { app_id, name })
+        .create_key(pb::CreateKeyRequest {
+            app_id: app_id.into(),
+            name,
+        })
         .await?
         .into_inner();
     Ok((StatusCode::CREATED, Json(KeyAnswer { key: key.into() })))
@@ -353,14 +379,16 @@ pub(crate) async fn create_key(
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
-    Path(app_id): Path<String>,
+    Path(app_id): Path<AppId>,
 ) -> ApiResult<Json<KeysAnswer>> {
     caller.require_account_scope()?;
     let keys = state
         .clients
         .users
         .clone()
-        .list_keys(pb::GetAppRequest { app_id })
+        .list_keys(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner()
         .keys;
@@ -382,14 +410,16 @@ pub(crate) async fn list_keys(
 pub(crate) async fn get_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path((app_id, key_id)): Path<(String, String)>,
+    Path((app_id, key_id)): Path<(AppId, String)>,
 ) -> ApiResult<Json<KeyAnswer>> {
     caller.require_account_scope()?;
     let keys = state
         .clients
         .users
         .clone()
-        .list_keys(pb::GetAppRequest { app_id })
+        .list_keys(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner()
         .keys;
@@ -420,7 +450,7 @@ pub(crate) struct JwtAnswer {
 pub(crate) async fn get_key_jwt(
     state: State<AppState>,
     caller: Caller,
-    path: Path<(String, String)>,
+    path: Path<(AppId, String)>,
 ) -> ApiResult<Json<JwtAnswer>> {
     let Json(KeyAnswer { key }) = get_key(state, caller, path).await?;
     let jwt = auth::sign_jwt(&key.id, &key.secret, "app")?;
@@ -440,14 +470,17 @@ pub(crate) async fn get_key_jwt(
 pub(crate) async fn delete_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path((app_id, key_id)): Path<(String, String)>,
+    Path((app_id, key_id)): Path<(AppId, String)>,
 ) -> ApiResult<Json<Empty>> {
     caller.require_account_scope()?;
     state
         .clients
         .users
         .clone()
-        .delete_key(pb::DeleteKeyRequest { app_id, key_id })
+        .delete_key(pb::DeleteKeyRequest {
+            app_id: app_id.into(),
+            key_id,
+        })
         .await?;
     Ok(Json(Empty {}))
 }

@@ -4,12 +4,12 @@ use auth::Principal;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::model::AppUser;
 use domain::{validate, Error};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use wire::model::AppUser;
 
 use crate::caller::Caller;
 use crate::error::ApiResult;
@@ -30,7 +30,7 @@ pub(crate) async fn load_user(
         .users
         .clone()
         .get_app_user(pb::GetAppUserRequest {
-            app_id,
+            app_id: app_id.into(),
             id_or_user_id,
         })
         .await?
@@ -47,10 +47,10 @@ pub(crate) struct AppUserAnswer {
 }
 
 /// The `{"appUser": ...}` answer, with devices for app-scope callers only.
-pub(crate) fn user_json(caller: &Caller, user: pb::AppUser) -> AppUserAnswer {
-    AppUserAnswer {
-        app_user: AppUser::from_pb(user, caller.is_app_scope()),
-    }
+pub(crate) fn user_json(caller: &Caller, user: pb::AppUser) -> ApiResult<AppUserAnswer> {
+    Ok(AppUserAnswer {
+        app_user: AppUser::from_pb(user, caller.is_app_scope())?,
+    })
 }
 
 /// The device an SDK inits from.
@@ -154,19 +154,19 @@ pub(crate) async fn init(
                 ..
             },
             Some(asked),
-        ) if &asked != token_user => {
+        ) if asked != token_user.as_str() => {
             return Err(
                 Error::forbidden("userId must match the userId of the appUser-scope token").into(),
             )
         }
-        (Principal::AppUser { user_id, .. }, _) => Some(user_id.clone()),
+        (Principal::AppUser { user_id, .. }, _) => Some(user_id.to_string()),
         (_, asked) => asked.filter(|u| !u.is_empty()),
     };
     if let Some(user_id) = &user_id {
         validate::short_field("userId", user_id)?;
     }
     let request = pb::InitRequest {
-        app_id: app_id.clone(),
+        app_id: app_id.to_string(),
         user_id,
         device: Some(pb::Device {
             id: device_id,
@@ -184,10 +184,10 @@ pub(crate) async fn init(
     let (user, app, integrations) = tokio::try_join!(
         users.init(request),
         users2.get_app(pb::GetAppRequest {
-            app_id: app_id.clone()
+            app_id: app_id.to_string()
         }),
         users3.list_integrations(pb::ListIntegrationsRequest {
-            app_id,
+            app_id: app_id.into(),
             types: Vec::new(),
         })
     )?;
@@ -195,20 +195,21 @@ pub(crate) async fn init(
     let integrations = integrations.into_inner().integrations;
     let apn_enabled = integrations.iter().any(|i| i.r#type == "apn");
     let fcm = integrations.iter().find(|i| i.r#type == "fcm");
-    let gcm_project = fcm.and_then(
-        |i| match super::service_json("integration", &i.config_json) {
+    let gcm_project = match fcm {
+        Some(i) => match super::service_json("integration", &i.config_json)? {
             Value::Object(mut config) => match config.remove("senderId") {
                 Some(Value::String(sender)) => Some(sender),
                 _ => None,
             },
             _ => None,
         },
-    );
+        None => None,
+    };
     let gcm_enabled = fcm.is_some();
     // The users service merged (and moved the history of) any user this init joined.
     let user = user.into_inner();
     Ok(Json(InitAnswer {
-        app_user: user_json(&caller, user).app_user,
+        app_user: user_json(&caller, user)?.app_user,
         app: InitApp {
             id: app.id,
             name: app.name,
@@ -216,8 +217,11 @@ pub(crate) async fn init(
             apn_enabled,
             gcm_enabled,
             gcm_project,
-            settings: super::service_json("settings", &app.settings_json),
-            integrations: integrations.into_iter().map(Into::into).collect(),
+            settings: super::service_json("settings", &app.settings_json)?,
+            integrations: integrations
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
         },
     }))
 }
@@ -257,7 +261,7 @@ pub(crate) async fn create(
         .users
         .clone()
         .create_app_user(pb::CreateAppUserRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             user_id,
             given_name: profile.given_name,
             surname: profile.surname,
@@ -267,7 +271,7 @@ pub(crate) async fn create(
         })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(user_json(&caller, user))))
+    Ok((StatusCode::CREATED, Json(user_json(&caller, user)?)))
 }
 
 /// An app user, by `_id` or `userId` (devices for app-scope callers only).
@@ -283,7 +287,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AppUserAnswer>> {
     let user = load_user(&state, &caller, id).await?;
-    Ok(Json(user_json(&caller, user)))
+    Ok(Json(user_json(&caller, user)?))
 }
 
 /// Profile fields of an update (`PUT /v1/appusers/{id}`, pre-create, event attributes).
@@ -370,7 +374,7 @@ pub(crate) async fn update(
         .await?
         .into_inner();
     announce_change(&state, &updated).await;
-    Ok(Json(user_json(&caller, updated)))
+    Ok(Json(user_json(&caller, updated)?))
 }
 
 /// An app user event.
@@ -490,14 +494,21 @@ pub(crate) async fn delete_profile(
         .await?
         .into_inner();
     announce_change(&state, &cleared).await;
-    Ok(Json(user_json(&caller, cleared)))
+    Ok(Json(user_json(&caller, cleared)?))
 }
 
 /// Tells the user's real-time subscribers (`/v1/users/{appUserId}`) that the profile
 /// changed, as an appUser-scope caller sees it (no devices). Best effort: the change has
 /// committed, and a subscriber refetches on reconnect.
 async fn announce_change(state: &AppState, user: &pb::AppUser) {
-    let rendered = match serde_json::to_value(AppUser::from_pb(user.clone(), false)) {
+    let rendered = match AppUser::from_pb(user.clone(), false) {
+        Ok(user) => serde_json::to_value(user),
+        Err(e) => {
+            tracing::error!(error = %e, "a stored app user does not parse");
+            return;
+        }
+    };
+    let rendered = match rendered {
         Ok(rendered) => rendered,
         Err(e) => {
             tracing::error!(error = %e, "an app user does not serialize");

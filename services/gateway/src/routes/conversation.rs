@@ -10,11 +10,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::Json;
-use domain::model::{AppUser, Conversation, Message};
 use domain::{validate, Error, ErrorCode};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use wire::model::{Conversation, Message};
 
 use super::appusers::load_user;
 use crate::caller::Caller;
@@ -141,7 +141,7 @@ pub(crate) async fn get(
         format!("{base}?after={}", domain::time::received(at))
     });
     Ok(Json(ConversationPage {
-        conversation: Conversation::from(conversation),
+        conversation: Conversation::try_from(conversation)?,
         previous,
         next,
     }))
@@ -424,12 +424,13 @@ async fn post(
         }
         Some(a) => a.to_string(),
     };
-    let wire_user = AppUser::from_pb(user.clone(), false);
     let (author_id, name) = match (&caller.0, role.as_str()) {
         (Principal::App { key_id, .. }, "appMaker") => (key_id.clone(), body.name),
         _ => (
             user.id.clone(),
-            body.name.or_else(|| wire_user.display_name()),
+            body.name.or_else(|| {
+                wire::model::display_name(user.given_name.as_deref(), user.surname.as_deref())
+            }),
         ),
     };
     let (source_type, source_id) = message_source(&user, body.source, body.device_id);
@@ -476,8 +477,11 @@ async fn post(
     }
     let replayed = response.replayed;
     let answer = MessageAnswer {
-        message: response.message.map(Message::from),
-        conversation: response.conversation.map(Conversation::from),
+        message: response.message.map(Message::try_from).transpose()?,
+        conversation: response
+            .conversation
+            .map(Conversation::try_from)
+            .transpose()?,
     };
     let mut headers = HeaderMap::new();
     if replayed {

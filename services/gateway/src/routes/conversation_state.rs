@@ -3,12 +3,12 @@
 
 use axum::extract::State;
 use axum::Json;
-use domain::model::{Conversation, Message};
 use domain::{validate, Error};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use wire::model::{Conversation, Message};
 
 use super::appusers::load_user;
 use crate::caller::Caller;
@@ -64,7 +64,7 @@ pub(crate) async fn read(
         .await?
         .into_inner();
     Ok(Json(ConversationAnswer {
-        conversation: Conversation::from(conversation),
+        conversation: Conversation::try_from(conversation)?,
     }))
 }
 
@@ -110,10 +110,10 @@ pub(crate) async fn postback(
         })
         .await?
         .into_inner();
-    let action: Value = serde_json::from_str(&answer.action_json).unwrap_or(Value::Null);
+    let action = super::service_json("postback.action_json", &answer.action_json)?;
     Ok(Json(PostbackAnswer {
         postbacks: vec![PostbackJson {
-            message: answer.message.map(Message::from),
+            message: answer.message.map(Message::try_from).transpose()?,
             action,
         }],
     }))

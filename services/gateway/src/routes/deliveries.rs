@@ -149,7 +149,7 @@ pub(crate) async fn list(
         .webhooks
         .clone()
         .list_deliveries(pb::ListDeliveriesRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             webhook_id: id,
             limit,
             cursor: query.get("cursor").cloned().unwrap_or_default(),
@@ -188,7 +188,7 @@ pub(crate) async fn retry(
         .webhooks
         .clone()
         .retry_delivery(pb::RetryDeliveryRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             webhook_id: id,
             delivery_id,
         })

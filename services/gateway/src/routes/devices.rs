@@ -3,12 +3,12 @@
 
 use axum::extract::State;
 use axum::Json;
-use domain::model::Device;
 use domain::{validate, Error};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use wire::model::Device;
 
 use super::appusers::load_user;
 use crate::caller::Caller;
@@ -144,6 +144,6 @@ async fn update_device(
         .await?
         .into_inner();
     Ok(Json(DeviceAnswer {
-        device: Device::from(device),
+        device: Device::try_from(device)?,
     }))
 }

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::apps::Empty;
 use crate::caller::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, BodyErrors, ConflictErrors, PathErrors};
 use crate::AppState;
@@ -40,18 +40,20 @@ pub(crate) struct IntegrationJson {
     config: Map<String, Value>,
 }
 
-impl From<pb::Integration> for IntegrationJson {
-    fn from(i: pb::Integration) -> Self {
-        let config = match super::service_json("integration", &i.config_json) {
+impl TryFrom<pb::Integration> for IntegrationJson {
+    type Error = ApiError;
+
+    fn try_from(i: pb::Integration) -> Result<Self, ApiError> {
+        let config = match super::service_json("integration", &i.config_json)? {
             Value::Object(config) => config,
             _ => Map::new(),
         };
-        IntegrationJson {
+        Ok(IntegrationJson {
             id: i.id,
             kind: i.r#type,
             status: "active",
             config,
-        }
+        })
     }
 }
 
@@ -91,7 +93,7 @@ pub(crate) async fn create(
         .users
         .clone()
         .create_integration(pb::CreateIntegrationRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             body_json: body.to_string(),
         })
         .await?
@@ -99,7 +101,7 @@ pub(crate) async fn create(
     Ok((
         StatusCode::CREATED,
         Json(IntegrationAnswer {
-            integration: integration.into(),
+            integration: integration.try_into()?,
         }),
     ))
 }
@@ -141,7 +143,7 @@ pub(crate) async fn list(
         .users
         .clone()
         .list_integrations(pb::ListIntegrationsRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             types,
         })
         .await?
@@ -150,8 +152,8 @@ pub(crate) async fn list(
     Ok(Json(IntegrationsAnswer {
         integrations: integrations
             .into_iter()
-            .map(IntegrationJson::from)
-            .collect(),
+            .map(IntegrationJson::try_from)
+            .collect::<Result<_, _>>()?,
     }))
 }
 
@@ -173,13 +175,13 @@ pub(crate) async fn get(
         .users
         .clone()
         .get_integration(pb::IntegrationRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             integration_id,
         })
         .await?
         .into_inner();
     Ok(Json(IntegrationAnswer {
-        integration: integration.into(),
+        integration: integration.try_into()?,
     }))
 }
 
@@ -201,7 +203,7 @@ pub(crate) async fn delete(
         .users
         .clone()
         .delete_integration(pb::IntegrationRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             integration_id,
         })
         .await?;

@@ -39,14 +39,14 @@ pub(crate) struct MenuBody {
     items: Option<Value>,
 }
 
-fn answer(menu: pb::Menu) -> Json<MenuAnswer> {
-    let items = match super::service_json("menu", &menu.items_json) {
+fn answer(menu: pb::Menu) -> ApiResult<Json<MenuAnswer>> {
+    let items = match super::service_json("menu", &menu.items_json)? {
         Value::Array(items) => items,
         _ => Vec::new(),
     };
-    Json(MenuAnswer {
+    Ok(Json(MenuAnswer {
         menu: MenuJson { items },
-    })
+    }))
 }
 
 /// The app's menu (no items when none is set).
@@ -64,10 +64,12 @@ pub(crate) async fn get(
         .clients
         .users
         .clone()
-        .get_menu(pb::GetAppRequest { app_id })
+        .get_menu(pb::GetAppRequest {
+            app_id: app_id.into(),
+        })
         .await?
         .into_inner();
-    Ok(answer(menu))
+    answer(menu)
 }
 
 /// Replaces the app's menu.
@@ -91,12 +93,12 @@ pub(crate) async fn set(
         .users
         .clone()
         .set_menu(pb::SetMenuRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             items_json: items.to_string(),
         })
         .await?
         .into_inner();
-    Ok(answer(menu))
+    answer(menu)
 }
 
 /// Removes the app's menu.
@@ -115,10 +117,10 @@ pub(crate) async fn delete(
         .users
         .clone()
         .set_menu(pb::SetMenuRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             items_json: "[]".to_owned(),
         })
         .await?
         .into_inner();
-    Ok(answer(menu))
+    answer(menu)
 }

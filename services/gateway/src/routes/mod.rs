@@ -99,11 +99,15 @@ pub(crate) fn api(max_image_bytes: usize) -> OpenApiRouter<AppState> {
 }
 
 /// JSON a service answered as text. The services write it with serde, so text that does
-/// not parse is a bug: it is logged and shown as `null` rather than failing the answer.
-pub(crate) fn service_json(field: &str, text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| {
-        tracing::error!(field, error = %e, "a service answered JSON that does not parse");
-        serde_json::Value::Null
+/// not parse is a bug or a corrupt stored value: logged with `field`, answered as the
+/// opaque 500 (see [`crate::error::ApiError`]).
+pub(crate) fn service_json(field: &'static str, text: &str) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_str(text).map_err(|e| {
+        ApiError::from(wire::model::BadJson {
+            field,
+            expected: "text",
+            reason: e.to_string(),
+        })
     })
 }
 
@@ -230,7 +234,7 @@ async fn as_app_call(state: &AppState, request: Request) -> Result<Request, ApiE
     *fresh.version_mut() = parts.version;
     *fresh.headers_mut() = parts.headers;
     fresh.extensions_mut().insert(Caller(Principal::App {
-        app_id: app.id,
+        app_id: app.id.into(),
         key_id,
     }));
     Ok(fresh)

@@ -121,7 +121,7 @@ pub(crate) async fn list(
         .users
         .clone()
         .list_push_attempts(pb::ListPushAttemptsRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             limit,
             offset,
         })

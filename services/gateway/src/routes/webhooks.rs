@@ -119,7 +119,7 @@ pub(crate) async fn create(
         .webhooks
         .clone()
         .create_webhook(pb::CreateWebhookRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             target,
             events,
         })
@@ -149,7 +149,7 @@ pub(crate) async fn list(
         .webhooks
         .clone()
         .list_webhooks(pb::ListWebhooksRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
         })
         .await?
         .into_inner()
@@ -177,7 +177,7 @@ pub(crate) async fn get(
         .webhooks
         .clone()
         .get_webhook(pb::WebhookRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             webhook_id: id,
         })
         .await?
@@ -208,7 +208,7 @@ pub(crate) async fn update(
         .webhooks
         .clone()
         .update_webhook(pb::UpdateWebhookRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             webhook_id: id,
             target: body.target,
             events_set: events.is_some(),
@@ -239,7 +239,7 @@ pub(crate) async fn delete(
         .webhooks
         .clone()
         .delete_webhook(pb::WebhookRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             webhook_id: id,
         })
         .await?;

@@ -4,16 +4,16 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::model::array_from_json;
 use domain::Error;
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use wire::model::array_from_json;
 
 use super::apps::Empty;
 use crate::caller::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, BodyErrors, PathErrors};
 use crate::AppState;
@@ -50,10 +50,12 @@ pub(crate) struct WhisperJson {
     created_at: String,
 }
 
-impl From<pb::Whisper> for WhisperJson {
-    fn from(w: pb::Whisper) -> Self {
-        WhisperJson {
-            actions: array_from_json(&w.actions_json),
+impl TryFrom<pb::Whisper> for WhisperJson {
+    type Error = ApiError;
+
+    fn try_from(w: pb::Whisper) -> Result<Self, ApiError> {
+        Ok(WhisperJson {
+            actions: array_from_json("whisper.actions_json", &w.actions_json)?,
             id: w.id,
             event: w.event,
             text: w.text,
@@ -62,7 +64,7 @@ impl From<pb::Whisper> for WhisperJson {
             platform: w.platform,
             app_version: w.app_version,
             created_at: domain::time::iso(w.created_at_ms),
-        }
+        })
     }
 }
 
@@ -165,7 +167,7 @@ pub(crate) async fn create(
         .clone()
         .create_whisper(pb::Whisper {
             id: String::new(),
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             event,
             text,
             actions_json: actions(body.actions)?.unwrap_or_default(),
@@ -180,7 +182,7 @@ pub(crate) async fn create(
     Ok((
         StatusCode::CREATED,
         Json(WhisperAnswer {
-            whisper: whisper.into(),
+            whisper: whisper.try_into()?,
         }),
     ))
 }
@@ -201,12 +203,16 @@ pub(crate) async fn list(
         .conversations
         .clone()
         .list_whispers(pb::ListWhispersRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
         })
         .await?
         .into_inner();
     Ok(Json(WhispersAnswer {
-        whispers: list.whispers.into_iter().map(WhisperJson::from).collect(),
+        whispers: list
+            .whispers
+            .into_iter()
+            .map(WhisperJson::try_from)
+            .collect::<Result<_, _>>()?,
     }))
 }
 
@@ -228,13 +234,13 @@ pub(crate) async fn get(
         .conversations
         .clone()
         .get_whisper(pb::WhisperRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             whisper_id: id,
         })
         .await?
         .into_inner();
     Ok(Json(WhisperAnswer {
-        whisper: whisper.into(),
+        whisper: whisper.try_into()?,
     }))
 }
 
@@ -258,7 +264,7 @@ pub(crate) async fn update(
         .conversations
         .clone()
         .update_whisper(pb::UpdateWhisperRequest {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             whisper_id: id,
             event: string("event", body.event)?,
             text: string("text", body.text)?,
@@ -271,7 +277,7 @@ pub(crate) async fn update(
         .await?
         .into_inner();
     Ok(Json(WhisperAnswer {
-        whisper: whisper.into(),
+        whisper: whisper.try_into()?,
     }))
 }
 
@@ -293,7 +299,7 @@ pub(crate) async fn delete(
         .conversations
         .clone()
         .delete_whisper(pb::WhisperRef {
-            app_id: app_id.to_owned(),
+            app_id: app_id.to_string(),
             whisper_id: id,
         })
         .await?;

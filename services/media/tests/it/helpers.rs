@@ -126,7 +126,7 @@ pub(crate) fn assert_error(status: &tonic::Status, grpc: tonic::Code, code: &str
     assert_eq!(
         status
             .metadata()
-            .get(domain::error::CODE_METADATA_KEY)
+            .get(wire::status::CODE_METADATA_KEY)
             .and_then(|v| v.to_str().ok()),
         Some(code),
         "{status:?}"

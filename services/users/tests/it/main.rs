@@ -121,7 +121,7 @@ pub(crate) fn expect_error<T: std::fmt::Debug>(
     assert_eq!(
         status
             .metadata()
-            .get(domain::error::CODE_METADATA_KEY)
+            .get(wire::status::CODE_METADATA_KEY)
             .and_then(|v| v.to_str().ok()),
         Some(machine_code),
         "{status:?}"

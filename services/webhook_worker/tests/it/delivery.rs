@@ -113,10 +113,13 @@ async fn events_reach_only_webhooks_subscribed_to_their_role() {
         ids.sort();
         ids
     };
-    assert_eq!(appuser_ids(&users), vec![from_user.messages[0].id.clone()]);
+    assert_eq!(
+        appuser_ids(&users),
+        vec![from_user.messages[0].id.to_string()]
+    );
     assert_eq!(
         appuser_ids(&makers),
-        vec![from_maker.messages[0].id.clone()]
+        vec![from_maker.messages[0].id.to_string()]
     );
     assert_eq!(makers[0].json()["event"], "message:appMaker");
     assert_eq!(all.len(), 2);

@@ -11,12 +11,12 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use bus::lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use bus::lapin::types::FieldTable;
 use bus::lapin::BasicProperties;
-use domain::event::Event;
 use proto::v1 as pb;
 use proto::v1::webhooks_client::WebhooksClient;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use wire::event::Event;
 
 pub(crate) fn amqp_url() -> String {
     std::env::var("SMOOCH_AMQP_URL")
@@ -232,10 +232,10 @@ impl Worker {
 pub(crate) fn message_event(app_id: &str, role: &str, text: &str) -> Event {
     let app_user_id = domain::id::new_id();
     serde_json::from_value(serde_json::json!({
-        "version": domain::event::EVENT_VERSION,
+        "version": wire::event::EVENT_VERSION,
         "id": domain::id::new_id(),
         "appId": app_id,
-        "trigger": domain::event::message_trigger(role),
+        "trigger": wire::event::message_trigger(role),
         "createdAtMs": domain::time::now_ms(),
         "appUser": {
             "_id": app_user_id,

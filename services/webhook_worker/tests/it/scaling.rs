@@ -59,7 +59,7 @@ async fn a_worker_killed_mid_flight_loses_nothing_once_restarted() {
     let mut want = HashSet::new();
     for i in 0..n {
         let event = world.publish_message("appUser", &format!("m{i}")).await;
-        want.insert(event.messages[0].id.clone());
+        want.insert(event.messages[0].id.to_string());
     }
     world
         .sink

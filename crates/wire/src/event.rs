@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use domain::AppUserId;
+
 use crate::model::{AppUser, Message};
 
 /// The current event schema version.
@@ -59,9 +61,9 @@ pub struct Postback {
 #[serde(rename_all = "camelCase")]
 pub struct Merge {
     /// The app user that remains (the owner of the userId).
-    pub surviving_app_user_id: String,
+    pub surviving_app_user_id: AppUserId,
     /// The app user merged away; its `_id` now resolves to the survivor.
-    pub discarded_app_user_id: String,
+    pub discarded_app_user_id: AppUserId,
 }
 
 /// A conversation read by one side.
@@ -79,7 +81,7 @@ impl Event {
     pub fn new(app_id: &str, trigger: &str, created_at_ms: i64, app_user: AppUser) -> Self {
         Event {
             version: EVENT_VERSION,
-            id: crate::id::new_id(),
+            id: domain::id::new_id(),
             app_id: app_id.to_owned(),
             trigger: trigger.to_owned(),
             created_at_ms,
@@ -115,7 +117,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Event {
-        let user = crate::model::AppUser::from_pb(Default::default(), false);
+        let user = crate::model::AppUser::from_pb(Default::default(), false).unwrap();
         Event::new("5f1c0e2b9a8d7c6b5a4f3e2d", "message:appUser", 1, user)
     }
 
