@@ -366,10 +366,10 @@ mod tests {
         }
     }
 
-    /// The README's endpoint table names exactly the documented routes (the `/v1/appUsers`
+    /// The endpoint table of docs/api.md names exactly the documented routes (the `/v1/appUsers`
     /// aliases aside), so it cannot drift from the API.
     #[test]
-    fn the_readme_endpoint_table_matches_the_spec() {
+    fn the_endpoint_table_matches_the_spec() {
         let normalise = |path: &str| -> String {
             let mut out = String::new();
             let mut depth = 0;
@@ -391,11 +391,11 @@ mod tests {
             .filter(|(_, p)| !p.starts_with("/v1/appUsers"))
             .map(|(m, p)| (m, normalise(&p)))
             .collect();
-        let readme = include_str!("../../../../README.md");
+        let readme = include_str!("../../../../docs/api.md");
         let table = readme
             .split("## Endpoints")
             .nth(1)
-            .expect("the README has an Endpoints section")
+            .expect("docs/api.md has an Endpoints section")
             .split("\n## ")
             .next()
             .unwrap_or_default();
@@ -410,9 +410,9 @@ mod tests {
         let extra: Vec<_> = listed.difference(&documented).collect();
         assert!(
             missing.is_empty(),
-            "routes missing from the README's table: {missing:?}"
+            "routes missing from the endpoint table of docs/api.md: {missing:?}"
         );
-        assert!(extra.is_empty(), "README rows that are no route: {extra:?}");
+        assert!(extra.is_empty(), "rows of docs/api.md that are no route: {extra:?}");
     }
 
     #[test]
