@@ -84,6 +84,35 @@ pub async fn seal_stored_secrets(database_url: &str, key: &SecretsKey) -> anyhow
     Ok(result?)
 }
 
+/// Deletes push attempts older than `retention_hours` from the push delivery log; returns
+/// how many. The users role runs it hourly with [`PUSH_LOG_RETENTION_HOURS`].
+pub async fn purge_push_log(database_url: &str, retention_hours: i32) -> anyhow::Result<u64> {
+    let pool = db::connect(database_url, SCHEMA, 1)?;
+    let result = push_log::purge(&pool, retention_hours).await;
+    pool.close().await;
+    Ok(result?)
+}
+
+pub use push_log::RETENTION_HOURS as PUSH_LOG_RETENTION_HOURS;
+
+/// Purges the push delivery log every hour until `shutdown`.
+fn spawn_push_log_purge(pool: sqlx::PgPool, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match push_log::purge(&pool, push_log::RETENTION_HOURS).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::debug!(rows, "expired push attempts deleted"),
+                Err(e) => tracing::warn!(error = %e, "push log purge failed"),
+            }
+        }
+    });
+}
+
 /// The users gRPC API and its health service, ready to serve or to call in process;
 /// `conversations` is where init moves a merged user's history (`None`: merges stay
 /// pending in the init answer).
@@ -94,6 +123,7 @@ pub async fn routes(
 ) -> anyhow::Result<tonic::service::Routes> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
     db::spawn_pool_metrics(pool.clone(), "users", shutdown.clone());
+    spawn_push_log_purge(pool.clone(), shutdown.clone());
     let revoker = config
         .redis
         .map(|redis| -> anyhow::Result<auth::Revoker> {

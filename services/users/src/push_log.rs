@@ -128,3 +128,31 @@ pub(crate) async fn list(
         has_more,
     })
 }
+
+/// How long push attempts stay in the log: a week.
+pub const RETENTION_HOURS: i32 = 7 * 24;
+
+/// Rows deleted per statement, so one purge never holds long locks or a long transaction.
+const PURGE_BATCH: i64 = 10_000;
+
+/// Deletes the attempts recorded more than `retention_hours` ago; returns how many. The
+/// oldest rows have the lowest `seq`, so each batch is a short walk of the primary key.
+pub(crate) async fn purge(pool: &PgPool, retention_hours: i32) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM push_attempts WHERE seq IN (
+                 SELECT seq FROM push_attempts
+                  WHERE attempted_at < now() - make_interval(hours => $1)
+                  ORDER BY seq LIMIT $2)",
+        )
+        .bind(retention_hours)
+        .bind(PURGE_BATCH)
+        .execute(pool)
+        .await?;
+        total += done.rows_affected();
+        if done.rows_affected() < PURGE_BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}

@@ -372,3 +372,52 @@ async fn concurrent_starts_create_at_most_one_account_key() {
         "{after:?}"
     );
 }
+
+#[tokio::test]
+async fn the_push_log_keeps_a_week_of_attempts() {
+    let mut svc = start().await;
+    let app = create_app(&mut svc.client, "push-log").await;
+    let now_ms = domain::time::now_ms();
+    let attempt = |id: &str, attempted_at_ms: i64| pb::PushAttempt {
+        app_id: app.id.clone(),
+        app_user_id: "user1".to_owned(),
+        device_id: "device1".to_owned(),
+        platform: "ios".to_owned(),
+        provider: "apns".to_owned(),
+        status: "delivered".to_owned(),
+        message_id: id.to_owned(),
+        attempt: 1,
+        attempted_at_ms,
+        ..Default::default()
+    };
+    let hour_ms = 3_600_000;
+    let retention_ms = i64::from(users::PUSH_LOG_RETENTION_HOURS) * hour_ms;
+    svc.client
+        .record_push_attempts(pb::RecordPushAttemptsRequest {
+            attempts: vec![
+                attempt("expired", now_ms - retention_ms - hour_ms),
+                attempt("kept", now_ms - retention_ms + hour_ms),
+            ],
+        })
+        .await
+        .unwrap();
+    let purged = users::purge_push_log(&database_url(), users::PUSH_LOG_RETENTION_HOURS)
+        .await
+        .unwrap();
+    assert!(purged >= 1, "the expired attempt is deleted");
+    let left: Vec<String> = svc
+        .client
+        .list_push_attempts(pb::ListPushAttemptsRequest {
+            app_id: app.id.clone(),
+            limit: 0,
+            offset: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .attempts
+        .into_iter()
+        .map(|a| a.message_id)
+        .collect();
+    assert_eq!(left, vec!["kept"]);
+}
