@@ -49,6 +49,14 @@ pub(crate) fn insert_context<'a>(headers: &mut FieldTable, get: impl Fn(&str) ->
     }
 }
 
+/// `span`, made a continuation of the trace `delivery` carries in its headers (the request
+/// that wrote the event, through the relay and any earlier step), so that a message's
+/// whole life is one trace.
+pub fn continued(span: tracing::Span, delivery: &lapin::message::Delivery) -> tracing::Span {
+    telemetry::propagation::set_parent_from_map(&span, &context_of(&delivery.properties));
+    span
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,14 +62,6 @@ struct Recipient {
     targets: Vec<Target>,
 }
 
-fn continued(span: tracing::Span, delivery: &Delivery) -> tracing::Span {
-    telemetry::propagation::set_parent_from_map(
-        &span,
-        &bus::trace::context_of(&delivery.properties),
-    );
-    span
-}
-
 impl Worker {
     /// Step 1: an app-maker message event becomes one notification per message and device.
     pub(crate) async fn on_event(&self, delivery: Delivery) {
@@ -80,7 +72,7 @@ impl Worker {
             app_user_id = Empty,
             notifications = Empty
         );
-        let span = continued(span, &delivery);
+        let span = bus::trace::continued(span, &delivery);
         self.on_event_in(delivery).instrument(span).await;
     }
 
@@ -246,7 +238,7 @@ impl Worker {
     /// with the same token; the credentials are read afresh.
     pub(crate) async fn on_retry(&self, delivery: Delivery) {
         let span = tracing::info_span!("push_retry", event_id = Empty, attempt = Empty);
-        let span = continued(span, &delivery);
+        let span = bus::trace::continued(span, &delivery);
         self.on_retry_in(delivery).instrument(span).await;
     }
 

@@ -50,17 +50,6 @@ enum Next {
     Dead,
 }
 
-/// A span of one step that continues the trace the message carries in its headers (the
-/// request that wrote the event, through the relay and the previous steps), so that a
-/// message's whole life is one trace.
-fn continued(span: tracing::Span, delivery: &Delivery) -> tracing::Span {
-    telemetry::propagation::set_parent_from_map(
-        &span,
-        &bus::trace::context_of(&delivery.properties),
-    );
-    span
-}
-
 /// The current span's trace context, for the messages a step publishes.
 fn current_context() -> HashMap<String, String> {
     telemetry::propagation::current_context_map()
@@ -76,7 +65,7 @@ impl Worker {
             trigger = Empty,
             jobs = Empty
         );
-        let span = continued(span, &delivery);
+        let span = bus::trace::continued(span, &delivery);
         self.fan_out_in(delivery).instrument(span).await;
     }
 
@@ -208,7 +197,7 @@ impl Worker {
             attempt = Empty,
             status_code = Empty
         );
-        let span = continued(span, &delivery);
+        let span = bus::trace::continued(span, &delivery);
         self.deliver_in(delivery).instrument(span).await;
     }
 
