@@ -14,12 +14,13 @@ async fn conversation_of(
     app_id: &str,
     app_user_id: &str,
 ) -> sqlx::Result<Option<ConversationRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ConversationRow,
         "SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms
-           FROM conversations WHERE app_id = $1 AND app_user_id = $2",
+           FROM conversations.conversations WHERE app_id = $1 AND app_user_id = $2",
+        app_id,
+        app_user_id,
     )
-    .bind(app_id)
-    .bind(app_user_id)
     .fetch_optional(db)
     .await
 }
@@ -52,16 +53,17 @@ pub(crate) async fn mark_read(
     page: i64,
 ) -> sqlx::Result<Option<(ConversationRow, Page, OutboxRow)>> {
     let mut tx = pool.begin().await?;
-    let conversation: Option<ConversationRow> = sqlx::query_as(
-        "UPDATE conversations
+    let conversation: Option<ConversationRow> = sqlx::query_as!(
+        ConversationRow,
+        "UPDATE conversations.conversations
             SET unread_count = 0,
                 app_user_last_read_ms = GREATEST(COALESCE(app_user_last_read_ms, 0), $3)
           WHERE app_id = $1 AND app_user_id = $2
           RETURNING id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms",
+        app_id,
+        app_user_id,
+        now_ms,
     )
-    .bind(app_id)
-    .bind(app_user_id)
-    .bind(now_ms)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(conversation) = conversation else {
@@ -99,13 +101,13 @@ pub(crate) async fn merge(
     // Merges into one user run one at a time, so two of them cannot both rename their
     // conversation to the survivor's.
     lock(&mut tx, &format!("{app_id}:merge:{into}")).await?;
-    let first: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO merges (app_id, from_app_user_id, into_app_user_id) VALUES ($1, $2, $3)
-         ON CONFLICT (app_id, from_app_user_id) DO NOTHING RETURNING true",
+    let first: Option<bool> = sqlx::query_scalar!(
+        "INSERT INTO conversations.merges (app_id, from_app_user_id, into_app_user_id) VALUES ($1, $2, $3)
+         ON CONFLICT (app_id, from_app_user_id) DO NOTHING RETURNING true AS \"first!\"",
+        app_id,
+        from,
+        into,
     )
-    .bind(app_id)
-    .bind(from)
-    .bind(into)
     .fetch_optional(&mut *tx)
     .await?;
     if first.is_none() {
@@ -113,92 +115,104 @@ pub(crate) async fn merge(
         tx.commit().await?;
         return Ok((Merged::Already, has));
     }
-    let source: Option<ConversationRow> = sqlx::query_as(
+    let source: Option<ConversationRow> = sqlx::query_as!(
+        ConversationRow,
         "SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms
-           FROM conversations WHERE app_id = $1 AND app_user_id = $2 FOR UPDATE",
+           FROM conversations.conversations WHERE app_id = $1 AND app_user_id = $2 FOR UPDATE",
+        app_id,
+        from,
     )
-    .bind(app_id)
-    .bind(from)
     .fetch_optional(&mut *tx)
     .await?;
-    let target: Option<ConversationRow> = sqlx::query_as(
+    let target: Option<ConversationRow> = sqlx::query_as!(
+        ConversationRow,
         "SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms
-           FROM conversations WHERE app_id = $1 AND app_user_id = $2 FOR UPDATE",
+           FROM conversations.conversations WHERE app_id = $1 AND app_user_id = $2 FOR UPDATE",
+        app_id,
+        into,
     )
-    .bind(app_id)
-    .bind(into)
     .fetch_optional(&mut *tx)
     .await?;
     let target_id = match (&source, &target) {
         (None, target) => target.as_ref().map(|t| t.id.clone()),
         (Some(source), None) => {
-            sqlx::query("UPDATE conversations SET app_user_id = $3 WHERE app_id = $1 AND id = $2")
-                .bind(app_id)
-                .bind(&source.id)
-                .bind(into)
+            sqlx::query!(
+                "UPDATE conversations.conversations SET app_user_id = $3 WHERE app_id = $1 AND id = $2",
+                app_id,
+                &source.id,
+                into,
+            )
                 .execute(&mut *tx)
                 .await?;
             Some(source.id.clone())
         }
         (Some(source), Some(target)) => {
-            for statement in [
-                "UPDATE messages SET conversation_id = $3 WHERE app_id = $1 AND conversation_id = $2",
-                "UPDATE message_actions SET conversation_id = $3
+            sqlx::query!(
+                "UPDATE conversations.messages SET conversation_id = $3
                   WHERE app_id = $1 AND conversation_id = $2",
-            ] {
-                sqlx::query(statement)
-                    .bind(app_id)
-                    .bind(&source.id)
-                    .bind(&target.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(
-                "UPDATE conversations t SET
+                app_id,
+                &source.id,
+                &target.id,
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query!(
+                "UPDATE conversations.message_actions SET conversation_id = $3
+                  WHERE app_id = $1 AND conversation_id = $2",
+                app_id,
+                &source.id,
+                &target.id,
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query!(
+                "UPDATE conversations.conversations t SET
                      app_makers = t.app_makers || ARRAY(
                          SELECT m FROM unnest(s.app_makers) AS m WHERE NOT (m = ANY (t.app_makers))),
                      unread_count = t.unread_count + s.unread_count,
                      app_user_last_read_ms = GREATEST(t.app_user_last_read_ms, s.app_user_last_read_ms),
                      app_maker_last_read_ms = GREATEST(t.app_maker_last_read_ms, s.app_maker_last_read_ms)
-                  FROM conversations s
+                  FROM conversations.conversations s
                  WHERE t.app_id = $1 AND t.id = $3 AND s.app_id = $1 AND s.id = $2",
+                app_id,
+                &source.id,
+                &target.id,
             )
-            .bind(app_id)
-            .bind(&source.id)
-            .bind(&target.id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM conversations WHERE app_id = $1 AND id = $2")
-                .bind(app_id)
-                .bind(&source.id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "DELETE FROM conversations.conversations WHERE app_id = $1 AND id = $2",
+                app_id,
+                &source.id,
+            )
+            .execute(&mut *tx)
+            .await?;
             Some(target.id.clone())
         }
     };
     if let (Some(_), Some(target_id)) = (&source, &target_id) {
         // The merged user's own messages now read as the survivor's.
-        sqlx::query(
-            "UPDATE messages SET author_id = $3
+        sqlx::query!(
+            "UPDATE conversations.messages SET author_id = $3
               WHERE app_id = $1 AND conversation_id = $4 AND role = 'appUser' AND author_id = $2",
+            app_id,
+            from,
+            into,
+            target_id,
         )
-        .bind(app_id)
-        .bind(from)
-        .bind(into)
-        .bind(target_id)
         .execute(&mut *tx)
         .await?;
     }
     // Whispers the merged user got count as the survivor's.
-    sqlx::query(
-        "INSERT INTO whisper_deliveries (app_id, whisper_id, app_user_id, delivered_at)
-         SELECT app_id, whisper_id, $3, delivered_at FROM whisper_deliveries
+    sqlx::query!(
+        "INSERT INTO conversations.whisper_deliveries (app_id, whisper_id, app_user_id, delivered_at)
+         SELECT app_id, whisper_id, $3, delivered_at FROM conversations.whisper_deliveries
           WHERE app_id = $1 AND app_user_id = $2
          ON CONFLICT DO NOTHING",
+        app_id,
+        from,
+        into,
     )
-    .bind(app_id)
-    .bind(from)
-    .bind(into)
     .execute(&mut *tx)
     .await?;
     let outbox = insert_event(&mut *tx, event).await?;
@@ -213,11 +227,13 @@ pub(crate) async fn insert_app_user_event(
     app_user_id: &str,
     name: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO events (app_id, app_user_id, name) VALUES ($1, $2, $3)")
-        .bind(app_id)
-        .bind(app_user_id)
-        .bind(name)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO conversations.events (app_id, app_user_id, name) VALUES ($1, $2, $3)",
+        app_id,
+        app_user_id,
+        name,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

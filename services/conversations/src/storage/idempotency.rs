@@ -33,15 +33,16 @@ pub(crate) async fn lock_idempotency_key(
 ) -> sqlx::Result<Option<StoredResponse>> {
     let lock_key = format!("idempotency:{}:{}:{}", key.app_id, key.app_user_id, key.key);
     lock(&mut *conn, &lock_key).await?;
-    sqlx::query_as(
-        "SELECT request_hash, response FROM idempotency_keys
+    sqlx::query_as!(
+        StoredResponse,
+        "SELECT request_hash, response FROM conversations.idempotency_keys
           WHERE app_id = $1 AND app_user_id = $2 AND key = $3
             AND created_at > now() - make_interval(hours => $4)",
+        key.app_id,
+        key.app_user_id,
+        key.key,
+        IDEMPOTENCY_KEY_HOURS,
     )
-    .bind(key.app_id)
-    .bind(key.app_user_id)
-    .bind(key.key)
-    .bind(IDEMPOTENCY_KEY_HOURS)
     .fetch_optional(conn)
     .await
 }
@@ -53,19 +54,20 @@ pub(crate) async fn store_idempotent_response(
     message_id: &str,
     response: &[u8],
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO idempotency_keys (app_id, app_user_id, key, request_hash, message_id, response)
+    sqlx::query!(
+        "INSERT INTO conversations.idempotency_keys
+                (app_id, app_user_id, key, request_hash, message_id, response)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (app_id, app_user_id, key) DO UPDATE
             SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
                 response = EXCLUDED.response, created_at = now()",
+        key.app_id,
+        key.app_user_id,
+        key.key,
+        key.request_hash,
+        message_id,
+        response,
     )
-    .bind(key.app_id)
-    .bind(key.app_user_id)
-    .bind(key.key)
-    .bind(key.request_hash)
-    .bind(message_id)
-    .bind(response)
     .execute(conn)
     .await?;
     Ok(())
@@ -73,13 +75,13 @@ pub(crate) async fn store_idempotent_response(
 
 /// Deletes idempotency keys past their 24 h, a bounded batch at a time; returns how many.
 pub(crate) async fn delete_expired_idempotency_keys(pool: &PgPool) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "DELETE FROM idempotency_keys WHERE ctid IN (
-             SELECT ctid FROM idempotency_keys
+    let done = sqlx::query!(
+        "DELETE FROM conversations.idempotency_keys WHERE ctid IN (
+             SELECT ctid FROM conversations.idempotency_keys
               WHERE created_at < now() - make_interval(hours => $1)
               LIMIT 10000)",
+        IDEMPOTENCY_KEY_HOURS,
     )
-    .bind(IDEMPOTENCY_KEY_HOURS)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())

@@ -287,19 +287,21 @@ async fn messages_before(
     before: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        MessageRow,
         "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
-                COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json,
+                COALESCE(metadata::text, '') AS \"metadata_json!\",
+                actions::text AS \"actions_json!\",
                 received_ms, source_type, source_id
-           FROM messages
+           FROM conversations.messages
           WHERE app_id = $1 AND conversation_id = $2 AND received_ms < $3
           ORDER BY received_ms DESC, seq DESC
           LIMIT $4",
+        app_id,
+        conversation_id,
+        before,
+        limit,
     )
-    .bind(app_id)
-    .bind(conversation_id)
-    .bind(before)
-    .bind(limit)
     .fetch_all(&mut *conn)
     .await
 }
@@ -313,19 +315,21 @@ async fn messages_after(
     after: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        MessageRow,
         "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
-                COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json,
+                COALESCE(metadata::text, '') AS \"metadata_json!\",
+                actions::text AS \"actions_json!\",
                 received_ms, source_type, source_id
-           FROM messages
+           FROM conversations.messages
           WHERE app_id = $1 AND conversation_id = $2 AND received_ms > $3
           ORDER BY received_ms, seq
           LIMIT $4",
+        app_id,
+        conversation_id,
+        after,
+        limit,
     )
-    .bind(app_id)
-    .bind(conversation_id)
-    .bind(after)
-    .bind(limit)
     .fetch_all(&mut *conn)
     .await
 }
@@ -337,17 +341,19 @@ async fn messages_at(
     conversation_id: &str,
     at: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        MessageRow,
         "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
-                COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json,
+                COALESCE(metadata::text, '') AS \"metadata_json!\",
+                actions::text AS \"actions_json!\",
                 received_ms, source_type, source_id
-           FROM messages
+           FROM conversations.messages
           WHERE app_id = $1 AND conversation_id = $2 AND received_ms = $3
           ORDER BY seq",
+        app_id,
+        conversation_id,
+        at,
     )
-    .bind(app_id)
-    .bind(conversation_id)
-    .bind(at)
     .fetch_all(&mut *conn)
     .await
 }
@@ -360,15 +366,15 @@ async fn any_between(
     from: i64,
     to: i64,
 ) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM messages
+    sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM conversations.messages
                          WHERE app_id = $1 AND conversation_id = $2
-                           AND received_ms BETWEEN $3 AND $4)",
+                           AND received_ms BETWEEN $3 AND $4) AS \"any!\"",
+        app_id,
+        conversation_id,
+        from,
+        to,
     )
-    .bind(app_id)
-    .bind(conversation_id)
-    .bind(from)
-    .bind(to)
     .fetch_one(&mut *conn)
     .await
 }
@@ -460,18 +466,19 @@ pub(crate) async fn message_with_action(
     app_user_id: &str,
     action_id: &str,
 ) -> sqlx::Result<Option<MessageRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        MessageRow,
         "SELECT m.id, m.author_id, m.role, m.name, m.email, m.avatar_url, m.text, m.media_url,
-                m.media_type, COALESCE(m.metadata::text, '') AS metadata_json,
-                m.actions::text AS actions_json, m.received_ms, m.source_type, m.source_id
-           FROM message_actions a
-           JOIN conversations c ON c.app_id = a.app_id AND c.id = a.conversation_id
-           JOIN messages m ON m.app_id = a.app_id AND m.id = a.message_id
+                m.media_type, COALESCE(m.metadata::text, '') AS \"metadata_json!\",
+                m.actions::text AS \"actions_json!\", m.received_ms, m.source_type, m.source_id
+           FROM conversations.message_actions a
+           JOIN conversations.conversations c ON c.app_id = a.app_id AND c.id = a.conversation_id
+           JOIN conversations.messages m ON m.app_id = a.app_id AND m.id = a.message_id
           WHERE a.app_id = $1 AND a.id = $2 AND c.app_user_id = $3",
+        app_id,
+        action_id,
+        app_user_id,
     )
-    .bind(app_id)
-    .bind(action_id)
-    .bind(app_user_id)
     .fetch_optional(db)
     .await
 }
@@ -483,26 +490,30 @@ pub(crate) async fn delete_messages(
     app_id: &str,
     app_user_id: &str,
 ) -> sqlx::Result<u64> {
-    let conversation: Option<String> = sqlx::query_scalar(
-        "UPDATE conversations SET unread_count = 0
+    let conversation: Option<String> = sqlx::query_scalar!(
+        "UPDATE conversations.conversations SET unread_count = 0
          WHERE app_id = $1 AND app_user_id = $2 RETURNING id",
+        app_id,
+        app_user_id,
     )
-    .bind(app_id)
-    .bind(app_user_id)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(conversation) = conversation else {
         return Ok(0);
     };
-    sqlx::query("DELETE FROM message_actions WHERE app_id = $1 AND conversation_id = $2")
-        .bind(app_id)
-        .bind(&conversation)
-        .execute(&mut *conn)
-        .await?;
-    let done = sqlx::query("DELETE FROM messages WHERE app_id = $1 AND conversation_id = $2")
-        .bind(app_id)
-        .bind(&conversation)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM conversations.message_actions WHERE app_id = $1 AND conversation_id = $2",
+        app_id,
+        &conversation,
+    )
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query!(
+        "DELETE FROM conversations.messages WHERE app_id = $1 AND conversation_id = $2",
+        app_id,
+        &conversation,
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(done.rows_affected())
 }

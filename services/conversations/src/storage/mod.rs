@@ -55,9 +55,11 @@ pub(crate) struct ConversationRow {
 
 /// Takes a transaction-scoped advisory lock on `key` (namespaced to this service).
 async fn lock(conn: &mut PgConnection, key: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('smooch.conversations'), hashtext($1))")
-        .bind(key)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtext('smooch.conversations'), hashtext($1))",
+        key,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

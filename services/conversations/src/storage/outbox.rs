@@ -42,15 +42,15 @@ pub(super) async fn insert_event(
     event: &Event,
 ) -> sqlx::Result<OutboxRow> {
     let trace = telemetry::propagation::current_context_map();
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox (event_id, app_id, trigger, payload, trace_context)
+    let seq: i64 = sqlx::query_scalar!(
+        "INSERT INTO conversations.outbox (event_id, app_id, trigger, payload, trace_context)
          VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+        &event.id,
+        &event.app_id,
+        &event.trigger,
+        Json(event) as _,
+        trace_json(&trace) as _,
     )
-    .bind(&event.id)
-    .bind(&event.app_id)
-    .bind(&event.trigger)
-    .bind(Json(event))
-    .bind(trace_json(&trace))
     .fetch_one(db)
     .await?;
     outbox_row(seq, event, &trace)

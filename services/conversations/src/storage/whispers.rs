@@ -22,21 +22,21 @@ pub(crate) async fn insert_whisper(
     app_id: &str,
     w: &WhisperRow,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO whispers (app_id, id, event, text, actions, name, avatar_url, platform,
+    sqlx::query!(
+        "INSERT INTO conversations.whispers (app_id, id, event, text, actions, name, avatar_url, platform,
                                app_version, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10::double precision / 1000))",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10::bigint::double precision / 1000))",
+        app_id,
+        &w.id,
+        &w.event,
+        &w.text,
+        &w.actions,
+        w.name.as_deref(),
+        w.avatar_url.as_deref(),
+        w.platform.as_deref(),
+        w.app_version.as_deref(),
+        w.created_at_ms,
     )
-    .bind(app_id)
-    .bind(&w.id)
-    .bind(&w.event)
-    .bind(&w.text)
-    .bind(&w.actions)
-    .bind(&w.name)
-    .bind(&w.avatar_url)
-    .bind(&w.platform)
-    .bind(&w.app_version)
-    .bind(w.created_at_ms)
     .execute(db)
     .await?;
     Ok(())
@@ -46,12 +46,13 @@ pub(crate) async fn list_whispers(
     db: impl PgExecutor<'_>,
     app_id: &str,
 ) -> sqlx::Result<Vec<WhisperRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        WhisperRow,
         "SELECT id, event, text, actions, name, avatar_url, platform, app_version,
-                (extract(epoch FROM created_at) * 1000)::bigint AS created_at_ms
-           FROM whispers WHERE app_id = $1 ORDER BY created_at, id",
+                (extract(epoch FROM created_at) * 1000)::bigint AS \"created_at_ms!\"
+           FROM conversations.whispers WHERE app_id = $1 ORDER BY created_at, id",
+        app_id,
     )
-    .bind(app_id)
     .fetch_all(db)
     .await
 }
@@ -62,13 +63,14 @@ pub(crate) async fn whispers_of_event(
     app_id: &str,
     event: &str,
 ) -> sqlx::Result<Vec<WhisperRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        WhisperRow,
         "SELECT id, event, text, actions, name, avatar_url, platform, app_version,
-                (extract(epoch FROM created_at) * 1000)::bigint AS created_at_ms
-           FROM whispers WHERE app_id = $1 AND event = $2 ORDER BY created_at, id",
+                (extract(epoch FROM created_at) * 1000)::bigint AS \"created_at_ms!\"
+           FROM conversations.whispers WHERE app_id = $1 AND event = $2 ORDER BY created_at, id",
+        app_id,
+        event,
     )
-    .bind(app_id)
-    .bind(event)
     .fetch_all(db)
     .await
 }
@@ -78,13 +80,14 @@ pub(crate) async fn get_whisper(
     app_id: &str,
     id: &str,
 ) -> sqlx::Result<Option<WhisperRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        WhisperRow,
         "SELECT id, event, text, actions, name, avatar_url, platform, app_version,
-                (extract(epoch FROM created_at) * 1000)::bigint AS created_at_ms
-           FROM whispers WHERE app_id = $1 AND id = $2",
+                (extract(epoch FROM created_at) * 1000)::bigint AS \"created_at_ms!\"
+           FROM conversations.whispers WHERE app_id = $1 AND id = $2",
+        app_id,
+        id,
     )
-    .bind(app_id)
-    .bind(id)
     .fetch_optional(db)
     .await
 }
@@ -95,20 +98,20 @@ pub(crate) async fn update_whisper(
     app_id: &str,
     w: &WhisperRow,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE whispers SET event = $3, text = $4, actions = $5, name = $6, avatar_url = $7,
+    let done = sqlx::query!(
+        "UPDATE conversations.whispers SET event = $3, text = $4, actions = $5, name = $6, avatar_url = $7,
                              platform = $8, app_version = $9
           WHERE app_id = $1 AND id = $2",
+        app_id,
+        &w.id,
+        &w.event,
+        &w.text,
+        &w.actions,
+        w.name.as_deref(),
+        w.avatar_url.as_deref(),
+        w.platform.as_deref(),
+        w.app_version.as_deref(),
     )
-    .bind(app_id)
-    .bind(&w.id)
-    .bind(&w.event)
-    .bind(&w.text)
-    .bind(&w.actions)
-    .bind(&w.name)
-    .bind(&w.avatar_url)
-    .bind(&w.platform)
-    .bind(&w.app_version)
     .execute(db)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -120,11 +123,13 @@ pub(crate) async fn delete_whisper(
     app_id: &str,
     id: &str,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM whispers WHERE app_id = $1 AND id = $2")
-        .bind(app_id)
-        .bind(id)
-        .execute(db)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM conversations.whispers WHERE app_id = $1 AND id = $2",
+        app_id,
+        id,
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -135,13 +140,13 @@ pub(crate) async fn claim_whisper(
     whisper_id: &str,
     app_user_id: &str,
 ) -> sqlx::Result<bool> {
-    let claimed: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO whisper_deliveries (app_id, whisper_id, app_user_id) VALUES ($1, $2, $3)
-         ON CONFLICT DO NOTHING RETURNING true",
+    let claimed: Option<bool> = sqlx::query_scalar!(
+        "INSERT INTO conversations.whisper_deliveries (app_id, whisper_id, app_user_id) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING RETURNING true AS \"claimed!\"",
+        app_id,
+        whisper_id,
+        app_user_id,
     )
-    .bind(app_id)
-    .bind(whisper_id)
-    .bind(app_user_id)
     .fetch_optional(conn)
     .await?;
     Ok(claimed.is_some())
