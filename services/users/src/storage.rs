@@ -583,20 +583,6 @@ pub(crate) enum UserKey<'a> {
     UserId(&'a str),
 }
 
-/// A user with its devices, read in one statement.
-#[derive(Debug, sqlx::FromRow)]
-struct UserWithDevices {
-    #[sqlx(flatten)]
-    user: AppUserRow,
-    device_ids: Vec<String>,
-    platforms: Vec<String>,
-    app_versions: Vec<Option<String>>,
-    push_tokens: Vec<Option<String>>,
-    infos: Vec<Value>,
-    actives: Vec<bool>,
-    last_seens: Vec<DateTime<Utc>>,
-}
-
 /// A user and its devices (most recently seen first) in one round trip: what every
 /// request naming a user reads.
 pub(crate) async fn user_with_devices(
@@ -608,17 +594,19 @@ pub(crate) async fn user_with_devices(
         UserKey::Id(id) => (true, id),
         UserKey::UserId(user_id) => (false, user_id),
     };
-    let row: Option<UserWithDevices> = sqlx::query_as(
+    // The arrays hold one element per device; `Vec<Option<_>>` where a device may lack
+    // the field.
+    let row = sqlx::query!(
         "SELECT u.app_id, u.id, u.user_id, u.given_name, u.surname, u.email, u.signed_up_at,
                 u.properties, u.conversation_started,
-                COALESCE(d.device_ids, '{}') AS device_ids,
-                COALESCE(d.platforms, '{}') AS platforms,
-                COALESCE(d.app_versions, '{}') AS app_versions,
-                COALESCE(d.push_tokens, '{}') AS push_tokens,
-                COALESCE(d.infos, '{}') AS infos,
-                COALESCE(d.actives, '{}') AS actives,
-                COALESCE(d.last_seens, '{}') AS last_seens
-           FROM app_users u
+                COALESCE(d.device_ids, '{}') AS \"device_ids!\",
+                COALESCE(d.platforms, '{}') AS \"platforms!\",
+                COALESCE(d.app_versions, '{}') AS \"app_versions!: Vec<Option<String>>\",
+                COALESCE(d.push_tokens, '{}') AS \"push_tokens!: Vec<Option<String>>\",
+                COALESCE(d.infos, '{}') AS \"infos!\",
+                COALESCE(d.actives, '{}') AS \"actives!\",
+                COALESCE(d.last_seens, '{}') AS \"last_seens!\"
+           FROM users.app_users u
            CROSS JOIN LATERAL (
                SELECT array_agg(device_id ORDER BY last_seen DESC, device_id) AS device_ids,
                       array_agg(platform ORDER BY last_seen DESC, device_id) AS platforms,
@@ -627,13 +615,13 @@ pub(crate) async fn user_with_devices(
                       array_agg(info ORDER BY last_seen DESC, device_id) AS infos,
                       array_agg(active ORDER BY last_seen DESC, device_id) AS actives,
                       array_agg(last_seen ORDER BY last_seen DESC, device_id) AS last_seens
-                 FROM devices WHERE app_id = u.app_id AND app_user_id = u.id
+                 FROM users.devices WHERE app_id = u.app_id AND app_user_id = u.id
            ) AS d
           WHERE u.app_id = $1 AND CASE WHEN $3 THEN u.id = $2 ELSE u.user_id = $2 END",
+        app_id.as_str(),
+        value,
+        by_id,
     )
-    .bind(app_id.as_str())
-    .bind(value)
-    .bind(by_id)
     .fetch_optional(db)
     .await?;
     Ok(row.map(|r| {
@@ -663,7 +651,18 @@ pub(crate) async fn user_with_devices(
                 },
             )
             .collect();
-        (r.user, devices)
+        let user = AppUserRow {
+            app_id: r.app_id.into(),
+            id: r.id.into(),
+            user_id: r.user_id,
+            given_name: r.given_name,
+            surname: r.surname,
+            email: r.email,
+            signed_up_at: r.signed_up_at,
+            properties: r.properties,
+            conversation_started: r.conversation_started,
+        };
+        (user, devices)
     }))
 }
 
