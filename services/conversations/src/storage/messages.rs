@@ -112,9 +112,10 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
         earlier,
     } = *post;
     let trace = telemetry::propagation::current_context_map();
-    let rows: Vec<PostedRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        PostedRow,
         "WITH created AS (
-             INSERT INTO conversations (app_id, id, app_user_id, app_makers, unread_count,
+             INSERT INTO conversations.conversations (app_id, id, app_user_id, app_makers, unread_count,
                                         app_maker_last_read_ms)
              VALUES ($1, $2, $3,
                      CASE WHEN $4::text IS NOT NULL THEN ARRAY[$4::text] ELSE '{}' END,
@@ -124,7 +125,7 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
              RETURNING id, app_makers, unread_count, app_user_last_read_ms,
                        app_maker_last_read_ms, true AS created
          ), updated AS (
-             UPDATE conversations SET
+             UPDATE conversations.conversations SET
                  app_makers = CASE WHEN $4::text IS NOT NULL AND NOT ($4 = ANY (app_makers))
                                    THEN array_append(app_makers, $4) ELSE app_makers END,
                  unread_count = unread_count + CASE WHEN $5 = 'appMaker' THEN 1 ELSE 0 END,
@@ -137,19 +138,19 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
          ), conversation AS (
              SELECT * FROM created UNION ALL SELECT * FROM updated
          ), message AS (
-             INSERT INTO messages (app_id, conversation_id, id, author_id, role, name, email,
+             INSERT INTO conversations.messages (app_id, conversation_id, id, author_id, role, name, email,
                                    avatar_url, text, media_url, media_type, metadata, actions,
                                    received_ms, source_type, source_id)
              SELECT $1, c.id, $7, $8, $5, $9, $10, $11, $12, $13, $14,
                     NULLIF($15, '')::jsonb, $16::jsonb, $6, $17, $18
                FROM conversation c
          ), actions AS (
-             INSERT INTO message_actions (app_id, id, conversation_id, message_id)
+             INSERT INTO conversations.message_actions (app_id, id, conversation_id, message_id)
              SELECT $1, a->>'_id', c.id, $7
                FROM conversation c, jsonb_array_elements($16::jsonb) AS a
          ), events AS (
              -- The message's event first, then `conversation:start`: `seq` follows.
-             INSERT INTO outbox (event_id, app_id, trigger, payload, trace_context)
+             INSERT INTO conversations.outbox (event_id, app_id, trigger, payload, trace_context)
              SELECT event_id, $1, trigger, payload, $22 FROM (
                  -- The message's event carries the count this write made (push badges).
                  SELECT 1 AS n, $19 AS event_id, $20 AS trigger,
@@ -163,49 +164,51 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
          )
          -- The earlier messages come from the statement's snapshot, which the message
          -- written above is not part of.
-         SELECT c.id, c.app_makers, c.unread_count, c.app_user_last_read_ms,
-                c.app_maker_last_read_ms, c.created,
+         SELECT c.id AS \"id!\", c.app_makers AS \"app_makers!\",
+                c.unread_count AS \"unread_count!\",
+                c.app_user_last_read_ms, c.app_maker_last_read_ms, c.created AS \"created!\",
                 (SELECT array_agg(seq ORDER BY seq) FROM events) AS outbox_seqs,
-                m.id AS m_id, m.author_id AS m_author_id, m.role AS m_role, m.name AS m_name,
-                m.email AS m_email, m.avatar_url AS m_avatar_url, m.text AS m_text,
-                m.media_url AS m_media_url, m.media_type AS m_media_type,
-                COALESCE(m.metadata::text, '') AS m_metadata_json,
-                m.actions::text AS m_actions_json, m.received_ms AS m_received_ms,
-                m.source_type AS m_source_type, m.source_id AS m_source_id
+                m.id AS \"m_id?\", m.author_id AS \"m_author_id?\", m.role AS \"m_role?\", m.name AS \"m_name?\",
+                m.email AS \"m_email?\", m.avatar_url AS \"m_avatar_url?\", m.text AS \"m_text?\",
+                m.media_url AS \"m_media_url?\", m.media_type AS \"m_media_type?\",
+                COALESCE(m.metadata::text, '') AS \"m_metadata_json?\",
+                m.actions::text AS \"m_actions_json?\", m.received_ms AS \"m_received_ms?\",
+                m.source_type AS \"m_source_type?\", m.source_id AS \"m_source_id?\"
            FROM conversation c
            LEFT JOIN LATERAL (
-               SELECT * FROM messages
+               SELECT * FROM conversations.messages
                 WHERE app_id = $1 AND conversation_id = c.id
                 ORDER BY received_ms DESC, seq DESC
                 LIMIT $26
            ) m ON true",
+        app_id,
+        new_conversation_id,
+        app_user_id,
+        app_maker,
+        &m.role,
+        m.received_ms,
+        &m.id,
+        &m.author_id,
+        m.name.as_deref(),
+        m.email.as_deref(),
+        m.avatar_url.as_deref(),
+        &m.text,
+        m.media_url.as_deref(),
+        m.media_type.as_deref(),
+        &m.metadata_json,
+        // Sent as text and cast by the statement, as before the macro (it infers jsonb).
+        &m.actions_json as _,
+        &m.source_type,
+        m.source_id.as_deref(),
+        &event.id,
+        &event.trigger,
+        Json(event) as _,
+        trace_json(&trace) as _,
+        &start_event.id,
+        &start_event.trigger,
+        Json(start_event) as _,
+        earlier,
     )
-    .bind(app_id)
-    .bind(new_conversation_id)
-    .bind(app_user_id)
-    .bind(app_maker)
-    .bind(&m.role)
-    .bind(m.received_ms)
-    .bind(&m.id)
-    .bind(&m.author_id)
-    .bind(&m.name)
-    .bind(&m.email)
-    .bind(&m.avatar_url)
-    .bind(&m.text)
-    .bind(&m.media_url)
-    .bind(&m.media_type)
-    .bind(&m.metadata_json)
-    .bind(&m.actions_json)
-    .bind(&m.source_type)
-    .bind(&m.source_id)
-    .bind(&event.id)
-    .bind(&event.trigger)
-    .bind(Json(event))
-    .bind(trace_json(&trace))
-    .bind(&start_event.id)
-    .bind(&start_event.trigger)
-    .bind(Json(start_event))
-    .bind(earlier)
     .fetch_all(&mut *conn)
     .await?;
     let earlier: Vec<MessageRow> = rows.iter().filter_map(PostedRow::earlier).collect();
@@ -215,7 +218,7 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
     // The seqs come in the order the rows were written: the message's event, then
     // `conversation:start` when this write created the conversation.
     let mut message_event = event.clone();
-    message_event.unread_count = Some(row.conversation.unread_count);
+    message_event.unread_count = Some(row.unread_count);
     let events = [&message_event, start_event];
     let outbox = row
         .outbox_seqs
@@ -225,18 +228,28 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
         .map(|(seq, event)| outbox_row(seq, event, &trace))
         .collect::<sqlx::Result<_>>()?;
     Ok(Some(Posted {
-        conversation: row.conversation,
         created: row.created,
+        conversation: ConversationRow {
+            id: row.id,
+            app_makers: row.app_makers,
+            unread_count: row.unread_count,
+            app_user_last_read_ms: row.app_user_last_read_ms,
+            app_maker_last_read_ms: row.app_maker_last_read_ms,
+        },
         outbox,
         earlier,
     }))
 }
 
 /// What the message write answers.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct PostedRow {
-    #[sqlx(flatten)]
-    conversation: ConversationRow,
+    // The conversation's columns (a `ConversationRow`).
+    id: String,
+    app_makers: Vec<String>,
+    unread_count: i64,
+    app_user_last_read_ms: Option<i64>,
+    app_maker_last_read_ms: Option<i64>,
     created: bool,
     outbox_seqs: Option<Vec<i64>>,
     // One earlier message per row (all `None` when there is none).
