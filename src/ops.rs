@@ -41,7 +41,10 @@ impl Check {
     async fn passes(&self) -> bool {
         let check = async {
             match self {
-                Check::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+                Check::Postgres(pool) => sqlx::query_scalar!("SELECT 1 AS one")
+                    .fetch_one(pool)
+                    .await
+                    .is_ok(),
                 Check::Grpc(_, addr) => {
                     let url = if addr.contains("://") {
                         addr.clone()

@@ -80,6 +80,7 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| "connecting to Postgres to create the database")?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    // Runtime SQL: the database name comes from the URL, and a name cannot be a parameter.
     match sqlx::query(&format!("CREATE DATABASE {quoted}"))
         .execute(&mut admin)
         .await
@@ -106,6 +107,7 @@ pub fn connect(url: &str, schema: &str, max_connections: u32) -> anyhow::Result<
 
 /// Creates `schema` if needed and applies `migrator` inside it.
 pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> anyhow::Result<()> {
+    // Runtime SQL: the schema is the caller's, and a name cannot be a parameter.
     let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
     match sqlx::query(&create).execute(pool).await {
         Ok(_) => {}

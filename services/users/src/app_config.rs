@@ -14,11 +14,11 @@ use crate::storage::{self, AppRow};
 use crate::Result;
 
 /// A stored integration, without its secrets.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 struct IntegrationRow {
     app_id: String,
     id: String,
-    #[sqlx(rename = "type")]
+    /// The `type` column.
     kind: String,
     config: Value,
     created_at: DateTime<Utc>,
@@ -66,12 +66,13 @@ pub(crate) async fn update_app(pool: &PgPool, req: pb::UpdateAppRequest) -> Resu
         )?)?)
     };
     let mut tx = pool.begin().await?;
-    let stored: Option<(Value,)> =
-        sqlx::query_as("SELECT settings FROM apps WHERE id = $1 FOR UPDATE")
-            .bind(&req.app_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (mut settings,) = stored.ok_or_else(|| app_not_found(&req.app_id))?;
+    let stored = sqlx::query_scalar!(
+        "SELECT settings FROM users.apps WHERE id = $1 FOR UPDATE",
+        &req.app_id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let mut settings = stored.ok_or_else(|| app_not_found(&req.app_id))?;
     if let Some(patch) = &patch {
         app_config::merge(&mut settings, patch);
     }
@@ -90,11 +91,10 @@ pub(crate) async fn update_app(pool: &PgPool, req: pb::UpdateAppRequest) -> Resu
 
 /// The app's menu items (a JSON array).
 pub(crate) async fn get_menu(db: impl PgExecutor<'_>, app_id: &str) -> Result<pb::Menu> {
-    let menu: Option<(Value,)> = sqlx::query_as("SELECT menu FROM apps WHERE id = $1")
-        .bind(app_id)
+    let menu = sqlx::query_scalar!("SELECT menu FROM users.apps WHERE id = $1", app_id)
         .fetch_optional(db)
         .await?;
-    let (items,) = menu.ok_or_else(|| app_not_found(app_id))?;
+    let items = menu.ok_or_else(|| app_not_found(app_id))?;
     Ok(pb::Menu {
         items_json: items.to_string(),
     })
@@ -103,13 +103,14 @@ pub(crate) async fn get_menu(db: impl PgExecutor<'_>, app_id: &str) -> Result<pb
 /// Replaces the app's menu with checked items.
 pub(crate) async fn set_menu(db: impl PgExecutor<'_>, req: pb::SetMenuRequest) -> Result<pb::Menu> {
     let items = Value::Array(app_config::menu_items(&parse("items", &req.items_json)?)?);
-    let updated: Option<(Value,)> =
-        sqlx::query_as("UPDATE apps SET menu = $2 WHERE id = $1 RETURNING menu")
-            .bind(&req.app_id)
-            .bind(&items)
-            .fetch_optional(db)
-            .await?;
-    let (items,) = updated.ok_or_else(|| app_not_found(&req.app_id))?;
+    let updated = sqlx::query_scalar!(
+        "UPDATE users.apps SET menu = $2 WHERE id = $1 RETURNING menu",
+        &req.app_id,
+        &items,
+    )
+    .fetch_optional(db)
+    .await?;
+    let items = updated.ok_or_else(|| app_not_found(&req.app_id))?;
     tracing::info!(app_id = %req.app_id, "menu set");
     Ok(pb::Menu {
         items_json: items.to_string(),
@@ -148,17 +149,18 @@ pub(crate) async fn create_integration(
     let id = domain::id::new_id();
     let sealed = seal_secrets(key, &req.app_id, &id, &Value::Object(checked.secrets))?;
     // `secrets` (plaintext) stays empty: only rows from before sealing use it.
-    let row: IntegrationRow = sqlx::query_as(
-        "INSERT INTO integrations (app_id, id, type, config, sealed_secrets, created_at)
+    let row: IntegrationRow = sqlx::query_as!(
+        IntegrationRow,
+        "INSERT INTO users.integrations (app_id, id, type, config, sealed_secrets, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)
-         RETURNING app_id, id, type, config, created_at",
+         RETURNING app_id, id, type AS kind, config, created_at",
+        &req.app_id,
+        &id,
+        &checked.kind,
+        Value::Object(checked.config),
+        sealed,
+        domain::time::to_datetime(domain::time::now_ms()),
     )
-    .bind(&req.app_id)
-    .bind(&id)
-    .bind(&checked.kind)
-    .bind(Value::Object(checked.config))
-    .bind(sealed)
-    .bind(domain::time::to_datetime(domain::time::now_ms()))
     .fetch_one(db)
     .await
     .map_err(|e| match db::constraint(&e) {
@@ -179,13 +181,14 @@ pub(crate) async fn list_integrations(
     db: impl PgExecutor<'_>,
     req: pb::ListIntegrationsRequest,
 ) -> Result<pb::ListIntegrationsResponse> {
-    let rows: Vec<IntegrationRow> = sqlx::query_as(
-        "SELECT app_id, id, type, config, created_at FROM integrations
+    let rows: Vec<IntegrationRow> = sqlx::query_as!(
+        IntegrationRow,
+        "SELECT app_id, id, type AS kind, config, created_at FROM users.integrations
          WHERE app_id = $1 AND (cardinality($2::text[]) = 0 OR type = ANY($2))
          ORDER BY created_at, id",
+        &req.app_id,
+        &req.types,
     )
-    .bind(&req.app_id)
-    .bind(&req.types)
     .fetch_all(db)
     .await?;
     Ok(pb::ListIntegrationsResponse {
@@ -198,12 +201,13 @@ pub(crate) async fn get_integration(
     db: impl PgExecutor<'_>,
     req: &pb::IntegrationRef,
 ) -> Result<pb::Integration> {
-    let row: Option<IntegrationRow> = sqlx::query_as(
-        "SELECT app_id, id, type, config, created_at FROM integrations
+    let row: Option<IntegrationRow> = sqlx::query_as!(
+        IntegrationRow,
+        "SELECT app_id, id, type AS kind, config, created_at FROM users.integrations
          WHERE app_id = $1 AND id = $2",
+        &req.app_id,
+        &req.integration_id,
     )
-    .bind(&req.app_id)
-    .bind(&req.integration_id)
     .fetch_optional(db)
     .await?;
     Ok(integration_to_pb(row.ok_or_else(|| {
@@ -216,12 +220,14 @@ pub(crate) async fn delete_integration(
     db: impl PgExecutor<'_>,
     req: &pb::IntegrationRef,
 ) -> Result<pb::Empty> {
-    let deleted = sqlx::query("DELETE FROM integrations WHERE app_id = $1 AND id = $2")
-        .bind(&req.app_id)
-        .bind(&req.integration_id)
-        .execute(db)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query!(
+        "DELETE FROM users.integrations WHERE app_id = $1 AND id = $2",
+        &req.app_id,
+        &req.integration_id,
+    )
+    .execute(db)
+    .await?
+    .rows_affected();
     if deleted == 0 {
         return Err(integration_not_found(&req.integration_id).into());
     }
@@ -235,10 +241,10 @@ pub(crate) fn effective_settings_json(stored: &Value) -> String {
 }
 
 /// A push integration's stored fields, secrets included: read only for the push worker.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 struct PushRow {
     id: String,
-    #[sqlx(rename = "type")]
+    /// The `type` column.
     kind: String,
     config: Value,
     /// Plaintext secrets of a row stored before sealing (until it is sealed).
@@ -282,11 +288,12 @@ pub(crate) async fn push_credentials(
     let app = storage::get_app(pool, &app_id.into())
         .await?
         .ok_or_else(|| app_not_found(app_id))?;
-    let rows: Vec<PushRow> = sqlx::query_as(
-        "SELECT id, type, config, secrets, sealed_secrets FROM integrations
+    let rows: Vec<PushRow> = sqlx::query_as!(
+        PushRow,
+        "SELECT id, type AS kind, config, secrets, sealed_secrets FROM users.integrations
          WHERE app_id = $1 AND type IN ('apn', 'fcm')",
+        app_id,
     )
-    .bind(app_id)
     .fetch_all(pool)
     .await?;
     let mut answer = pb::PushCredentials {
@@ -321,8 +328,8 @@ pub(crate) async fn seal_stored_secrets(pool: &PgPool, key: &SecretsKey) -> Resu
     let mut sealed = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let rows: Vec<(String, String, Value)> = sqlx::query_as(
-            "SELECT app_id, id, secrets FROM integrations
+        let rows = sqlx::query!(
+            "SELECT app_id, id, secrets FROM users.integrations
              WHERE sealed_secrets IS NULL AND secrets <> '{}'
              LIMIT 100 FOR UPDATE SKIP LOCKED",
         )
@@ -331,15 +338,16 @@ pub(crate) async fn seal_stored_secrets(pool: &PgPool, key: &SecretsKey) -> Resu
         if rows.is_empty() {
             return Ok(sealed);
         }
-        for (app_id, id, secrets) in rows {
+        for row in rows {
+            let (app_id, id, secrets) = (row.app_id, row.id, row.secrets);
             let value = seal_secrets(key, &app_id, &id, &secrets)?;
-            sqlx::query(
-                "UPDATE integrations SET sealed_secrets = $3, secrets = '{}'
+            sqlx::query!(
+                "UPDATE users.integrations SET sealed_secrets = $3, secrets = '{}'
                  WHERE app_id = $1 AND id = $2",
+                &app_id,
+                &id,
+                value,
             )
-            .bind(&app_id)
-            .bind(&id)
-            .bind(value)
             .execute(&mut *tx)
             .await?;
             sealed += 1;
@@ -354,14 +362,14 @@ pub(crate) async fn clear_push_token(
     db: impl PgExecutor<'_>,
     req: &pb::ClearPushTokenRequest,
 ) -> Result<pb::Empty> {
-    let cleared = sqlx::query(
-        "UPDATE devices SET push_token = NULL
+    let cleared = sqlx::query!(
+        "UPDATE users.devices SET push_token = NULL
          WHERE app_id = $1 AND app_user_id = $2 AND device_id = $3 AND push_token = $4",
+        &req.app_id,
+        &req.app_user_id,
+        &req.device_id,
+        &req.token,
     )
-    .bind(&req.app_id)
-    .bind(&req.app_user_id)
-    .bind(&req.device_id)
-    .bind(&req.token)
     .execute(db)
     .await?
     .rows_affected();

@@ -12,7 +12,7 @@ const DEFAULT_LIMIT: u32 = 25;
 const MAX_LIMIT: u32 = 100;
 
 /// A stored attempt.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 struct AttemptRow {
     id: String,
     app_id: String,
@@ -63,8 +63,8 @@ pub(crate) async fn record(pool: &PgPool, attempts: &[pb::PushAttempt]) -> Resul
         .iter()
         .map(|a| domain::time::to_datetime(a.attempted_at_ms))
         .collect();
-    let recorded = sqlx::query(
-        "INSERT INTO push_attempts (id, app_id, app_user_id, device_id, platform, provider,
+    let recorded = sqlx::query!(
+        "INSERT INTO users.push_attempts (id, app_id, app_user_id, device_id, platform, provider,
                                     status, error, message_id, attempt, attempted_at)
          SELECT t.id, t.app_id, t.app_user_id, t.device_id, t.platform, t.provider,
                 t.status, t.error, t.message_id, t.attempt, t.attempted_at
@@ -73,20 +73,21 @@ pub(crate) async fn record(pool: &PgPool, attempts: &[pb::PushAttempt]) -> Resul
               WITH ORDINALITY AS t(id, app_id, app_user_id, device_id, platform, provider,
                                    status, error, message_id, attempt, attempted_at, ord)
          -- Attempts of an app deleted since are dropped rather than failing the batch.
-         WHERE EXISTS (SELECT 1 FROM apps WHERE apps.id = t.app_id)
+         WHERE EXISTS (SELECT 1 FROM users.apps WHERE apps.id = t.app_id)
          ORDER BY t.ord",
+        &ids,
+        &col(|a| a.app_id.clone()),
+        &col(|a| a.app_user_id.clone()),
+        &col(|a| a.device_id.clone()),
+        &col(|a| a.platform.clone()),
+        &col(|a| a.provider.clone()),
+        &col(|a| a.status.clone()),
+        // Null elements (no error) are fine in a text[]; the macro only knows `&[String]`.
+        &errors as _,
+        &col(|a| a.message_id.clone()),
+        &numbers,
+        &times,
     )
-    .bind(ids)
-    .bind(col(|a| a.app_id.clone()))
-    .bind(col(|a| a.app_user_id.clone()))
-    .bind(col(|a| a.device_id.clone()))
-    .bind(col(|a| a.platform.clone()))
-    .bind(col(|a| a.provider.clone()))
-    .bind(col(|a| a.status.clone()))
-    .bind(errors)
-    .bind(col(|a| a.message_id.clone()))
-    .bind(numbers)
-    .bind(times)
     .execute(pool)
     .await?
     .rows_affected();
@@ -110,15 +111,16 @@ pub(crate) async fn list(
         }
     };
     // One more than the page tells whether older attempts remain.
-    let mut rows: Vec<AttemptRow> = sqlx::query_as(
+    let mut rows: Vec<AttemptRow> = sqlx::query_as!(
+        AttemptRow,
         "SELECT id, app_id, app_user_id, device_id, platform, provider, status, error,
                 message_id, attempt, attempted_at
-         FROM push_attempts WHERE app_id = $1
+         FROM users.push_attempts WHERE app_id = $1
          ORDER BY seq DESC LIMIT $2 OFFSET $3",
+        &req.app_id,
+        i64::from(limit) + 1,
+        i64::from(req.offset),
     )
-    .bind(&req.app_id)
-    .bind(i64::from(limit) + 1)
-    .bind(i64::from(req.offset))
     .fetch_all(db)
     .await?;
     let has_more = rows.len() > limit as usize;

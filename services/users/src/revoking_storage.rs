@@ -18,27 +18,23 @@ pub(crate) async fn delete_app(db: &PgPool, id: &str) -> sqlx::Result<Option<Del
     let mut tx = db.begin().await?;
     // FOR UPDATE blocks key inserts (their foreign key check locks the app row), so the key
     // list below is complete when the app goes.
-    let token: Option<(String,)> =
-        sqlx::query_as("SELECT app_token FROM apps WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((app_token,)) = token else {
+    let token = sqlx::query_scalar!(
+        "SELECT app_token FROM users.apps WHERE id = $1 FOR UPDATE",
+        id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(app_token) = token else {
         return Ok(None);
     };
-    let key_ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM keys WHERE app_id = $1")
-        .bind(id)
+    let key_ids = sqlx::query_scalar!("SELECT id FROM users.keys WHERE app_id = $1", id)
         .fetch_all(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM apps WHERE id = $1")
-        .bind(id)
+    sqlx::query!("DELETE FROM users.apps WHERE id = $1", id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Some(DeletedApp {
-        app_token,
-        key_ids: key_ids.into_iter().map(|(k,)| k).collect(),
-    }))
+    Ok(Some(DeletedApp { app_token, key_ids }))
 }
 
 /// Gives an app `new_token`; returns the app and its previous token, `None` when the app
@@ -49,34 +45,27 @@ pub(crate) async fn rotate_app_token(
     new_token: &str,
 ) -> sqlx::Result<Option<(AppRow, String)>> {
     // The sub-select locks the row and reads the token being replaced.
-    let row: Option<(
-        String,
-        String,
-        String,
-        chrono::DateTime<chrono::Utc>,
-        serde_json::Value,
-        String,
-    )> = sqlx::query_as(
-        "UPDATE apps SET app_token = $2
-             FROM (SELECT id, app_token FROM apps WHERE id = $1 FOR UPDATE) AS old
+    let row = sqlx::query!(
+        "UPDATE users.apps SET app_token = $2
+             FROM (SELECT id, app_token FROM users.apps WHERE id = $1 FOR UPDATE) AS old
              WHERE apps.id = old.id
              RETURNING apps.id, apps.name, apps.app_token, apps.created_at, apps.settings,
-                       old.app_token",
+                       old.app_token AS \"old_token!\"",
+        id,
+        new_token,
     )
-    .bind(id)
-    .bind(new_token)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(id, name, app_token, created_at, settings, old)| {
+    Ok(row.map(|r| {
         (
             AppRow {
-                id: id.into(),
-                name,
-                app_token,
-                created_at,
-                settings,
+                id: r.id.into(),
+                name: r.name,
+                app_token: r.app_token,
+                created_at: r.created_at,
+                settings: r.settings,
             },
-            old,
+            r.old_token,
         )
     }))
 }

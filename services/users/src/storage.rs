@@ -72,16 +72,70 @@ pub(crate) struct ProfilePatch {
     pub(crate) properties: Value,
 }
 
+/// An [`AppRow`] as the `query_as!` macros read it (ids as text).
+#[derive(Debug)]
+struct AppRecord {
+    id: String,
+    name: String,
+    app_token: String,
+    created_at: DateTime<Utc>,
+    settings: Value,
+}
+
+impl From<AppRecord> for AppRow {
+    fn from(r: AppRecord) -> Self {
+        AppRow {
+            id: r.id.into(),
+            name: r.name,
+            app_token: r.app_token,
+            created_at: r.created_at,
+            settings: r.settings,
+        }
+    }
+}
+
+/// An [`AppUserRow`] as the `query_as!` macros read it (ids as text).
+#[derive(Debug)]
+struct AppUserRecord {
+    app_id: String,
+    id: String,
+    user_id: Option<String>,
+    given_name: Option<String>,
+    surname: Option<String>,
+    email: Option<String>,
+    signed_up_at: DateTime<Utc>,
+    properties: Value,
+    conversation_started: bool,
+}
+
+impl From<AppUserRecord> for AppUserRow {
+    fn from(r: AppUserRecord) -> Self {
+        AppUserRow {
+            app_id: r.app_id.into(),
+            id: r.id.into(),
+            user_id: r.user_id,
+            given_name: r.given_name,
+            surname: r.surname,
+            email: r.email,
+            signed_up_at: r.signed_up_at,
+            properties: r.properties,
+            conversation_started: r.conversation_started,
+        }
+    }
+}
+
 // ---- apps ----
 
 pub(crate) async fn insert_app(db: impl PgExecutor<'_>, row: &AppRow) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO apps (id, name, app_token, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(row.id.as_str())
-        .bind(&row.name)
-        .bind(&row.app_token)
-        .bind(row.created_at)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO users.apps (id, name, app_token, created_at) VALUES ($1, $2, $3, $4)",
+        row.id.as_str(),
+        &row.name,
+        &row.app_token,
+        row.created_at,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -91,21 +145,27 @@ pub(crate) async fn list_apps(
     limit: Option<i64>,
     offset: i64,
 ) -> sqlx::Result<Vec<AppRow>> {
-    sqlx::query_as(
-        "SELECT id, name, app_token, created_at, settings FROM apps
+    sqlx::query_as!(
+        AppRecord,
+        "SELECT id, name, app_token, created_at, settings FROM users.apps
          ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2",
+        limit,
+        offset,
     )
-    .bind(limit)
-    .bind(offset)
     .fetch_all(db)
     .await
+    .map(|rows| rows.into_iter().map(AppRow::from).collect())
 }
 
 pub(crate) async fn get_app(db: impl PgExecutor<'_>, id: &AppId) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as("SELECT id, name, app_token, created_at, settings FROM apps WHERE id = $1")
-        .bind(id.as_str())
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        AppRecord,
+        "SELECT id, name, app_token, created_at, settings FROM users.apps WHERE id = $1",
+        id.as_str(),
+    )
+    .fetch_optional(db)
+    .await
+    .map(|r| r.map(AppRow::from))
 }
 
 /// Renames an app and/or replaces its stored settings (a JSON object).
@@ -115,16 +175,18 @@ pub(crate) async fn update_app(
     name: Option<&str>,
     settings: Option<&Value>,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as(
-        "UPDATE apps SET name = COALESCE($2, name), settings = COALESCE($3, settings)
+    sqlx::query_as!(
+        AppRecord,
+        "UPDATE users.apps SET name = COALESCE($2, name), settings = COALESCE($3, settings)
          WHERE id = $1
          RETURNING id, name, app_token, created_at, settings",
+        id.as_str(),
+        name,
+        settings,
     )
-    .bind(id.as_str())
-    .bind(name)
-    .bind(settings)
     .fetch_optional(db)
     .await
+    .map(|r| r.map(AppRow::from))
 }
 
 /// The app an app token belongs to (unique index on `app_token`).
@@ -132,27 +194,29 @@ pub(crate) async fn app_by_token(
     db: impl PgExecutor<'_>,
     app_token: &str,
 ) -> sqlx::Result<Option<AppRow>> {
-    sqlx::query_as(
-        "SELECT id, name, app_token, created_at, settings FROM apps WHERE app_token = $1",
+    sqlx::query_as!(
+        AppRecord,
+        "SELECT id, name, app_token, created_at, settings FROM users.apps WHERE app_token = $1",
+        app_token,
     )
-    .bind(app_token)
     .fetch_optional(db)
     .await
+    .map(|r| r.map(AppRow::from))
 }
 
 // ---- keys ----
 
 pub(crate) async fn insert_key(db: impl PgExecutor<'_>, row: &KeyRow) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO keys (id, app_id, name, secret, scope, created_at)
+    sqlx::query!(
+        "INSERT INTO users.keys (id, app_id, name, secret, scope, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
+        &row.id,
+        row.app_id.as_deref(),
+        &row.name,
+        &row.secret,
+        &row.scope,
+        row.created_at,
     )
-    .bind(&row.id)
-    .bind(&row.app_id)
-    .bind(&row.name)
-    .bind(&row.secret)
-    .bind(&row.scope)
-    .bind(row.created_at)
     .execute(db)
     .await?;
     Ok(())
@@ -162,11 +226,12 @@ pub(crate) async fn list_keys(
     db: impl PgExecutor<'_>,
     app_id: &AppId,
 ) -> sqlx::Result<Vec<KeyRow>> {
-    sqlx::query_as(
-        "SELECT id, app_id, name, secret, scope, created_at FROM keys
+    sqlx::query_as!(
+        KeyRow,
+        "SELECT id, app_id, name, secret, scope, created_at FROM users.keys
          WHERE app_id = $1 ORDER BY created_at, id",
+        app_id.as_str(),
     )
-    .bind(app_id.as_str())
     .fetch_all(db)
     .await
 }
@@ -177,11 +242,13 @@ pub(crate) async fn delete_key(
     app_id: &AppId,
     key_id: &str,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM keys WHERE app_id = $1 AND id = $2")
-        .bind(app_id.as_str())
-        .bind(key_id)
-        .execute(db)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM users.keys WHERE app_id = $1 AND id = $2",
+        app_id.as_str(),
+        key_id,
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -190,10 +257,13 @@ pub(crate) async fn key_by_id(
     db: impl PgExecutor<'_>,
     key_id: &str,
 ) -> sqlx::Result<Option<KeyRow>> {
-    sqlx::query_as("SELECT id, app_id, name, secret, scope, created_at FROM keys WHERE id = $1")
-        .bind(key_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        KeyRow,
+        "SELECT id, app_id, name, secret, scope, created_at FROM users.keys WHERE id = $1",
+        key_id,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Creates or updates the account-scope key `id` with `secret` and `name`. `None` when
@@ -204,23 +274,23 @@ pub(crate) async fn upsert_account_key(
     name: &str,
     secret: &str,
 ) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
-        "INSERT INTO keys (id, app_id, name, secret, scope) VALUES ($1, NULL, $2, $3, 'account')
+    sqlx::query_scalar!(
+        "INSERT INTO users.keys (id, app_id, name, secret, scope) VALUES ($1, NULL, $2, $3, 'account')
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, secret = EXCLUDED.secret
              WHERE keys.scope = 'account'
          RETURNING id",
+        id,
+        name,
+        secret,
     )
-    .bind(id)
-    .bind(name)
-    .bind(secret)
     .fetch_optional(db)
     .await
 }
 
 /// The oldest account-scope key's id, if any.
 pub(crate) async fn first_account_key(db: impl PgExecutor<'_>) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
-        "SELECT id FROM keys WHERE scope = 'account' ORDER BY created_at, id LIMIT 1",
+    sqlx::query_scalar!(
+        "SELECT id FROM users.keys WHERE scope = 'account' ORDER BY created_at, id LIMIT 1",
     )
     .fetch_optional(db)
     .await
@@ -232,10 +302,12 @@ pub(crate) async fn first_account_key(db: impl PgExecutor<'_>) -> sqlx::Result<O
 /// first half of the two-int lock key namespaces our locks apart from other services'
 /// in the same database; hash collisions only serialize more than needed.
 pub(crate) async fn lock(conn: &mut PgConnection, key: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('smooch.users'), hashtext($1))")
-        .bind(key)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtext('smooch.users'), hashtext($1))",
+        key,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -246,15 +318,17 @@ pub(crate) async fn user_by_id(
     app_id: &AppId,
     id: &AppUserId,
 ) -> sqlx::Result<Option<AppUserRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AppUserRecord,
         "SELECT app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                 conversation_started
-         FROM app_users WHERE app_id = $1 AND id = $2",
+         FROM users.app_users WHERE app_id = $1 AND id = $2",
+        app_id.as_str(),
+        id.as_str(),
     )
-    .bind(app_id.as_str())
-    .bind(id.as_str())
     .fetch_optional(db)
     .await
+    .map(|r| r.map(AppUserRow::from))
 }
 
 pub(crate) async fn user_by_user_id(
@@ -262,15 +336,17 @@ pub(crate) async fn user_by_user_id(
     app_id: &AppId,
     user_id: &str,
 ) -> sqlx::Result<Option<AppUserRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AppUserRecord,
         "SELECT app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                 conversation_started
-         FROM app_users WHERE app_id = $1 AND user_id = $2",
+         FROM users.app_users WHERE app_id = $1 AND user_id = $2",
+        app_id.as_str(),
+        user_id,
     )
-    .bind(app_id.as_str())
-    .bind(user_id)
     .fetch_optional(db)
     .await
+    .map(|r| r.map(AppUserRow::from))
 }
 
 /// The device's active user (the most recent to init on it), if any.
@@ -279,17 +355,19 @@ pub(crate) async fn active_user_of_device(
     app_id: &AppId,
     device_id: &str,
 ) -> sqlx::Result<Option<AppUserRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AppUserRecord,
         "SELECT u.app_id, u.id, u.user_id, u.given_name, u.surname, u.email, u.signed_up_at,
                 u.properties, u.conversation_started
-         FROM devices d JOIN app_users u ON u.app_id = d.app_id AND u.id = d.app_user_id
+         FROM users.devices d JOIN users.app_users u ON u.app_id = d.app_id AND u.id = d.app_user_id
          WHERE d.app_id = $1 AND d.device_id = $2 AND d.active
          ORDER BY d.last_seen DESC LIMIT 1",
+        app_id.as_str(),
+        device_id,
     )
-    .bind(app_id.as_str())
-    .bind(device_id)
     .fetch_optional(db)
     .await
+    .map(|r| r.map(AppUserRow::from))
 }
 
 /// The anonymous (no userId) user most recently seen on the device, if any.
@@ -298,34 +376,36 @@ pub(crate) async fn anonymous_user_of_device(
     app_id: &AppId,
     device_id: &str,
 ) -> sqlx::Result<Option<AppUserRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AppUserRecord,
         "SELECT u.app_id, u.id, u.user_id, u.given_name, u.surname, u.email, u.signed_up_at,
                 u.properties, u.conversation_started
-         FROM devices d JOIN app_users u ON u.app_id = d.app_id AND u.id = d.app_user_id
+         FROM users.devices d JOIN users.app_users u ON u.app_id = d.app_id AND u.id = d.app_user_id
          WHERE d.app_id = $1 AND d.device_id = $2 AND u.user_id IS NULL
          ORDER BY d.last_seen DESC LIMIT 1",
+        app_id.as_str(),
+        device_id,
     )
-    .bind(app_id.as_str())
-    .bind(device_id)
     .fetch_optional(db)
     .await
+    .map(|r| r.map(AppUserRow::from))
 }
 
 pub(crate) async fn insert_user(db: impl PgExecutor<'_>, row: &AppUserRow) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO app_users (app_id, id, user_id, given_name, surname, email, signed_up_at,
+    sqlx::query!(
+        "INSERT INTO users.app_users (app_id, id, user_id, given_name, surname, email, signed_up_at,
                                 properties, conversation_started)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        row.app_id.as_str(),
+        row.id.as_str(),
+        row.user_id.as_deref(),
+        row.given_name.as_deref(),
+        row.surname.as_deref(),
+        row.email.as_deref(),
+        row.signed_up_at,
+        &row.properties,
+        row.conversation_started,
     )
-    .bind(row.app_id.as_str())
-    .bind(row.id.as_str())
-    .bind(&row.user_id)
-    .bind(&row.given_name)
-    .bind(&row.surname)
-    .bind(&row.email)
-    .bind(row.signed_up_at)
-    .bind(&row.properties)
-    .bind(row.conversation_started)
     .execute(db)
     .await?;
     Ok(())
@@ -338,16 +418,18 @@ pub(crate) async fn set_user_id(
     id: &AppUserId,
     user_id: &str,
 ) -> sqlx::Result<Option<AppUserRow>> {
-    sqlx::query_as(
-        "UPDATE app_users SET user_id = $3 WHERE app_id = $1 AND id = $2
+    sqlx::query_as!(
+        AppUserRecord,
+        "UPDATE users.app_users SET user_id = $3 WHERE app_id = $1 AND id = $2
          RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                    conversation_started",
+        app_id.as_str(),
+        id.as_str(),
+        user_id,
     )
-    .bind(app_id.as_str())
-    .bind(id.as_str())
-    .bind(user_id)
     .fetch_optional(db)
     .await
+    .map(|r| r.map(AppUserRow::from))
 }
 
 /// Applies `patch` to an app user: only the given fields change, and properties merge
@@ -358,8 +440,9 @@ pub(crate) async fn update_user(
     id: &AppUserId,
     patch: &ProfilePatch,
 ) -> sqlx::Result<Option<AppUserRow>> {
-    sqlx::query_as(
-        "UPDATE app_users SET
+    sqlx::query_as!(
+        AppUserRecord,
+        "UPDATE users.app_users SET
              given_name = COALESCE($3, given_name),
              surname = COALESCE($4, surname),
              email = COALESCE($5, email),
@@ -368,16 +451,17 @@ pub(crate) async fn update_user(
          WHERE app_id = $1 AND id = $2
          RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                    conversation_started",
+        app_id.as_str(),
+        id.as_str(),
+        patch.given_name.as_deref(),
+        patch.surname.as_deref(),
+        patch.email.as_deref(),
+        patch.signed_up_at,
+        &patch.properties,
     )
-    .bind(app_id.as_str())
-    .bind(id.as_str())
-    .bind(&patch.given_name)
-    .bind(&patch.surname)
-    .bind(&patch.email)
-    .bind(patch.signed_up_at)
-    .bind(&patch.properties)
     .fetch_optional(db)
     .await
+    .map(|r| r.map(AppUserRow::from))
 }
 
 /// Records that the app user's conversation exists; false when there is no such user.
@@ -386,11 +470,11 @@ pub(crate) async fn mark_conversation_started(
     app_id: &AppId,
     id: &AppUserId,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE app_users SET conversation_started = true WHERE app_id = $1 AND id = $2",
+    let done = sqlx::query!(
+        "UPDATE users.app_users SET conversation_started = true WHERE app_id = $1 AND id = $2",
+        app_id.as_str(),
+        id.as_str(),
     )
-    .bind(app_id.as_str())
-    .bind(id.as_str())
     .execute(db)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -403,17 +487,19 @@ pub(crate) async fn clear_profile(
     app_id: &AppId,
     id: &AppUserId,
 ) -> sqlx::Result<Option<AppUserRow>> {
-    sqlx::query_as(
-        "UPDATE app_users SET given_name = NULL, surname = NULL, email = NULL,
+    sqlx::query_as!(
+        AppUserRecord,
+        "UPDATE users.app_users SET given_name = NULL, surname = NULL, email = NULL,
                               properties = '{}'::jsonb
          WHERE app_id = $1 AND id = $2
          RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                    conversation_started",
+        app_id.as_str(),
+        id.as_str(),
     )
-    .bind(app_id.as_str())
-    .bind(id.as_str())
     .fetch_optional(db)
     .await
+    .map(|r| r.map(AppUserRow::from))
 }
 
 // ---- devices ----
@@ -426,8 +512,8 @@ pub(crate) async fn upsert_device(
     app_user_id: &AppUserId,
     device: &DeviceRow,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO devices (app_id, app_user_id, device_id, platform, app_version, push_token,
+    sqlx::query!(
+        "INSERT INTO users.devices (app_id, app_user_id, device_id, platform, app_version, push_token,
                               info, active, last_seen)
          VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8)
          ON CONFLICT (app_id, app_user_id, device_id) DO UPDATE SET
@@ -437,15 +523,15 @@ pub(crate) async fn upsert_device(
              info = devices.info || EXCLUDED.info,
              active = true,
              last_seen = EXCLUDED.last_seen",
+        app_id.as_str(),
+        app_user_id.as_str(),
+        &device.device_id,
+        &device.platform,
+        device.app_version.as_deref(),
+        device.push_token.as_deref(),
+        &device.info,
+        device.last_seen,
     )
-    .bind(app_id.as_str())
-    .bind(app_user_id.as_str())
-    .bind(&device.device_id)
-    .bind(&device.platform)
-    .bind(&device.app_version)
-    .bind(&device.push_token)
-    .bind(&device.info)
-    .bind(device.last_seen)
     .execute(db)
     .await?;
     Ok(())
@@ -458,13 +544,13 @@ pub(crate) async fn deactivate_device_for_others(
     device_id: &str,
     app_user_id: &AppUserId,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE devices SET active = false
+    sqlx::query!(
+        "UPDATE users.devices SET active = false
          WHERE app_id = $1 AND device_id = $2 AND app_user_id <> $3 AND active",
+        app_id.as_str(),
+        device_id,
+        app_user_id.as_str(),
     )
-    .bind(app_id.as_str())
-    .bind(device_id)
-    .bind(app_user_id.as_str())
     .execute(db)
     .await?;
     Ok(())
@@ -476,13 +562,14 @@ pub(crate) async fn devices_of(
     app_id: &AppId,
     app_user_id: &AppUserId,
 ) -> sqlx::Result<Vec<DeviceRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DeviceRow,
         "SELECT device_id, platform, app_version, push_token, info, active, last_seen
-         FROM devices WHERE app_id = $1 AND app_user_id = $2
+         FROM users.devices WHERE app_id = $1 AND app_user_id = $2
          ORDER BY last_seen DESC, device_id",
+        app_id.as_str(),
+        app_user_id.as_str(),
     )
-    .bind(app_id.as_str())
-    .bind(app_user_id.as_str())
     .fetch_all(db)
     .await
 }
@@ -496,20 +583,6 @@ pub(crate) enum UserKey<'a> {
     UserId(&'a str),
 }
 
-/// A user with its devices, read in one statement.
-#[derive(Debug, sqlx::FromRow)]
-struct UserWithDevices {
-    #[sqlx(flatten)]
-    user: AppUserRow,
-    device_ids: Vec<String>,
-    platforms: Vec<String>,
-    app_versions: Vec<Option<String>>,
-    push_tokens: Vec<Option<String>>,
-    infos: Vec<Value>,
-    actives: Vec<bool>,
-    last_seens: Vec<DateTime<Utc>>,
-}
-
 /// A user and its devices (most recently seen first) in one round trip: what every
 /// request naming a user reads.
 pub(crate) async fn user_with_devices(
@@ -521,17 +594,19 @@ pub(crate) async fn user_with_devices(
         UserKey::Id(id) => (true, id),
         UserKey::UserId(user_id) => (false, user_id),
     };
-    let row: Option<UserWithDevices> = sqlx::query_as(
+    // The arrays hold one element per device; `Vec<Option<_>>` where a device may lack
+    // the field.
+    let row = sqlx::query!(
         "SELECT u.app_id, u.id, u.user_id, u.given_name, u.surname, u.email, u.signed_up_at,
                 u.properties, u.conversation_started,
-                COALESCE(d.device_ids, '{}') AS device_ids,
-                COALESCE(d.platforms, '{}') AS platforms,
-                COALESCE(d.app_versions, '{}') AS app_versions,
-                COALESCE(d.push_tokens, '{}') AS push_tokens,
-                COALESCE(d.infos, '{}') AS infos,
-                COALESCE(d.actives, '{}') AS actives,
-                COALESCE(d.last_seens, '{}') AS last_seens
-           FROM app_users u
+                COALESCE(d.device_ids, '{}') AS \"device_ids!\",
+                COALESCE(d.platforms, '{}') AS \"platforms!\",
+                COALESCE(d.app_versions, '{}') AS \"app_versions!: Vec<Option<String>>\",
+                COALESCE(d.push_tokens, '{}') AS \"push_tokens!: Vec<Option<String>>\",
+                COALESCE(d.infos, '{}') AS \"infos!\",
+                COALESCE(d.actives, '{}') AS \"actives!\",
+                COALESCE(d.last_seens, '{}') AS \"last_seens!\"
+           FROM users.app_users u
            CROSS JOIN LATERAL (
                SELECT array_agg(device_id ORDER BY last_seen DESC, device_id) AS device_ids,
                       array_agg(platform ORDER BY last_seen DESC, device_id) AS platforms,
@@ -540,13 +615,13 @@ pub(crate) async fn user_with_devices(
                       array_agg(info ORDER BY last_seen DESC, device_id) AS infos,
                       array_agg(active ORDER BY last_seen DESC, device_id) AS actives,
                       array_agg(last_seen ORDER BY last_seen DESC, device_id) AS last_seens
-                 FROM devices WHERE app_id = u.app_id AND app_user_id = u.id
+                 FROM users.devices WHERE app_id = u.app_id AND app_user_id = u.id
            ) AS d
           WHERE u.app_id = $1 AND CASE WHEN $3 THEN u.id = $2 ELSE u.user_id = $2 END",
+        app_id.as_str(),
+        value,
+        by_id,
     )
-    .bind(app_id.as_str())
-    .bind(value)
-    .bind(by_id)
     .fetch_optional(db)
     .await?;
     Ok(row.map(|r| {
@@ -576,7 +651,18 @@ pub(crate) async fn user_with_devices(
                 },
             )
             .collect();
-        (r.user, devices)
+        let user = AppUserRow {
+            app_id: r.app_id.into(),
+            id: r.id.into(),
+            user_id: r.user_id,
+            given_name: r.given_name,
+            surname: r.surname,
+            email: r.email,
+            signed_up_at: r.signed_up_at,
+            properties: r.properties,
+            conversation_started: r.conversation_started,
+        };
+        (user, devices)
     }))
 }
 
@@ -591,19 +677,20 @@ pub(crate) async fn update_device(
     device: &DeviceRow,
     must_exist: bool,
 ) -> sqlx::Result<Option<DeviceRow>> {
-    let existing: Option<bool> = sqlx::query_scalar(
-        "SELECT true FROM devices WHERE app_id = $1 AND app_user_id = $2 AND device_id = $3",
+    let existing: Option<bool> = sqlx::query_scalar!(
+        "SELECT true AS \"exists!\" FROM users.devices WHERE app_id = $1 AND app_user_id = $2 AND device_id = $3",
+        app_id.as_str(),
+        app_user_id.as_str(),
+        &device.device_id,
     )
-    .bind(app_id.as_str())
-    .bind(app_user_id.as_str())
-    .bind(&device.device_id)
     .fetch_optional(&mut *conn)
     .await?;
     if existing.is_none() && must_exist {
         return Ok(None);
     }
-    let row: DeviceRow = sqlx::query_as(
-        "INSERT INTO devices (app_id, app_user_id, device_id, platform, app_version, push_token,
+    let row: DeviceRow = sqlx::query_as!(
+        DeviceRow,
+        "INSERT INTO users.devices (app_id, app_user_id, device_id, platform, app_version, push_token,
                               info, active, last_seen)
          VALUES ($1, $2, $3, COALESCE(NULLIF($4, ''), 'other'), $5, $6, $7, true, $8)
          ON CONFLICT (app_id, app_user_id, device_id) DO UPDATE SET
@@ -613,15 +700,15 @@ pub(crate) async fn update_device(
              info = devices.info || EXCLUDED.info,
              last_seen = EXCLUDED.last_seen
          RETURNING device_id, platform, app_version, push_token, info, active, last_seen",
+        app_id.as_str(),
+        app_user_id.as_str(),
+        &device.device_id,
+        &device.platform,
+        device.app_version.as_deref(),
+        device.push_token.as_deref(),
+        &device.info,
+        device.last_seen,
     )
-    .bind(app_id.as_str())
-    .bind(app_user_id.as_str())
-    .bind(&device.device_id)
-    .bind(&device.platform)
-    .bind(&device.app_version)
-    .bind(&device.push_token)
-    .bind(&device.info)
-    .bind(device.last_seen)
     .fetch_one(&mut *conn)
     .await?;
     if existing.is_none() {
@@ -638,12 +725,12 @@ pub(crate) async fn merged_into(
     app_id: &AppId,
     from_id: &AppUserId,
 ) -> sqlx::Result<Option<AppUserId>> {
-    let into: Option<String> = sqlx::query_scalar(
-        "SELECT into_app_user_id FROM user_merges
+    let into: Option<String> = sqlx::query_scalar!(
+        "SELECT into_app_user_id FROM users.user_merges
          WHERE app_id = $1 AND from_app_user_id = $2",
+        app_id.as_str(),
+        from_id.as_str(),
     )
-    .bind(app_id.as_str())
-    .bind(from_id.as_str())
     .fetch_optional(db)
     .await?;
     Ok(into.map(AppUserId::from))
@@ -659,40 +746,43 @@ pub(crate) async fn merge_users(
     into: &AppUserRow,
 ) -> sqlx::Result<AppUserRow> {
     let app_id = into.app_id.as_str();
-    sqlx::query(
-        "INSERT INTO devices (app_id, app_user_id, device_id, platform, app_version, push_token,
+    sqlx::query!(
+        "INSERT INTO users.devices (app_id, app_user_id, device_id, platform, app_version, push_token,
                               info, active, last_seen)
          SELECT app_id, $3, device_id, platform, app_version, push_token, info, active, last_seen
-           FROM devices WHERE app_id = $1 AND app_user_id = $2
+           FROM users.devices WHERE app_id = $1 AND app_user_id = $2
          ON CONFLICT (app_id, app_user_id, device_id) DO UPDATE SET
              app_version = COALESCE(devices.app_version, EXCLUDED.app_version),
              push_token = COALESCE(devices.push_token, EXCLUDED.push_token),
              info = EXCLUDED.info || devices.info,
              active = devices.active OR EXCLUDED.active,
              last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen)",
+        app_id,
+        from.id.as_str(),
+        into.id.as_str(),
     )
-    .bind(app_id)
-    .bind(from.id.as_str())
-    .bind(into.id.as_str())
     .execute(&mut *conn)
     .await?;
     // Deleting the user cascades to its (now copied) device rows.
-    sqlx::query("DELETE FROM app_users WHERE app_id = $1 AND id = $2")
-        .bind(app_id)
-        .bind(from.id.as_str())
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO user_merges (app_id, from_app_user_id, into_app_user_id)
-         VALUES ($1, $2, $3) ON CONFLICT (app_id, from_app_user_id) DO NOTHING",
+    sqlx::query!(
+        "DELETE FROM users.app_users WHERE app_id = $1 AND id = $2",
+        app_id,
+        from.id.as_str(),
     )
-    .bind(app_id)
-    .bind(from.id.as_str())
-    .bind(into.id.as_str())
     .execute(&mut *conn)
     .await?;
-    sqlx::query_as(
-        "UPDATE app_users SET
+    sqlx::query!(
+        "INSERT INTO users.user_merges (app_id, from_app_user_id, into_app_user_id)
+         VALUES ($1, $2, $3) ON CONFLICT (app_id, from_app_user_id) DO NOTHING",
+        app_id,
+        from.id.as_str(),
+        into.id.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as!(
+        AppUserRecord,
+        "UPDATE users.app_users SET
              given_name = COALESCE(given_name, $3),
              surname = COALESCE(surname, $4),
              email = COALESCE(email, $5),
@@ -701,16 +791,17 @@ pub(crate) async fn merge_users(
          WHERE app_id = $1 AND id = $2
          RETURNING app_id, id, user_id, given_name, surname, email, signed_up_at, properties,
                    conversation_started",
+        app_id,
+        into.id.as_str(),
+        from.given_name.as_deref(),
+        from.surname.as_deref(),
+        from.email.as_deref(),
+        &from.properties,
+        from.conversation_started,
     )
-    .bind(app_id)
-    .bind(into.id.as_str())
-    .bind(&from.given_name)
-    .bind(&from.surname)
-    .bind(&from.email)
-    .bind(&from.properties)
-    .bind(from.conversation_started)
     .fetch_one(&mut *conn)
     .await
+    .map(AppUserRow::from)
 }
 
 /// The app users merged into `into_id` whose history has not moved yet, oldest first.
@@ -719,13 +810,13 @@ pub(crate) async fn pending_merges(
     app_id: &AppId,
     into_id: &AppUserId,
 ) -> sqlx::Result<Vec<AppUserId>> {
-    let pending: Vec<String> = sqlx::query_scalar(
-        "SELECT from_app_user_id FROM user_merges
+    let pending: Vec<String> = sqlx::query_scalar!(
+        "SELECT from_app_user_id FROM users.user_merges
          WHERE app_id = $1 AND into_app_user_id = $2 AND settled_at IS NULL
          ORDER BY merged_at, from_app_user_id",
+        app_id.as_str(),
+        into_id.as_str(),
     )
-    .bind(app_id.as_str())
-    .bind(into_id.as_str())
     .fetch_all(db)
     .await?;
     Ok(pending.into_iter().map(AppUserId::from).collect())
@@ -737,12 +828,12 @@ pub(crate) async fn settle_merge(
     app_id: &AppId,
     from_id: &AppUserId,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE user_merges SET settled_at = COALESCE(settled_at, now())
+    let done = sqlx::query!(
+        "UPDATE users.user_merges SET settled_at = COALESCE(settled_at, now())
          WHERE app_id = $1 AND from_app_user_id = $2",
+        app_id.as_str(),
+        from_id.as_str(),
     )
-    .bind(app_id.as_str())
-    .bind(from_id.as_str())
     .execute(db)
     .await?;
     Ok(done.rows_affected() > 0)

@@ -60,8 +60,8 @@ pub(crate) async fn record(
     // The status follows the newest attempt: batches from several workers may arrive out
     // of order, so an older attempt never overwrites a newer one's status. New rows take
     // their `seq` (the log's order) in the order of `latest`.
-    sqlx::query(
-        "INSERT INTO deliveries (id, app_id, webhook_id, event_id, trigger, status, job,
+    sqlx::query!(
+        "INSERT INTO webhooks.deliveries (id, app_id, webhook_id, event_id, trigger, status, job,
                                  created_at, updated_at)
          SELECT id, app_id, webhook_id, event_id, trigger, status, job::jsonb, at, at
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -73,50 +73,44 @@ pub(crate) async fn record(
              job = COALESCE(EXCLUDED.job, deliveries.job),
              updated_at = EXCLUDED.updated_at
          WHERE deliveries.updated_at <= EXCLUDED.updated_at",
-    )
-    .bind(col(|a| a.delivery_id.clone()))
-    .bind(col(|a| a.app_id.clone()))
-    .bind(col(|a| a.webhook_id.clone()))
-    .bind(col(|a| a.event_id.clone()))
-    .bind(col(|a| a.trigger.clone()))
-    .bind(
-        latest
+        &col(|a| a.delivery_id.clone()),
+        &col(|a| a.app_id.clone()),
+        &col(|a| a.webhook_id.clone()),
+        &col(|a| a.event_id.clone()),
+        &col(|a| a.trigger.clone()),
+        &latest
             .iter()
             .map(|a| status_of(&a.outcome).to_owned())
             .collect::<Vec<_>>(),
-    )
-    .bind(
-        latest
+        // Null elements (no job) are fine in a text[]; the macro only knows `&[String]`.
+        &latest
             .iter()
             .map(|a| a.job_json.clone())
-            .collect::<Vec<_>>(),
+            .collect::<Vec<_>>() as _,
+        &latest.iter().map(|a| a.attempted_at).collect::<Vec<_>>(),
     )
-    .bind(latest.iter().map(|a| a.attempted_at).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO delivery_attempts (delivery_id, attempt, attempted_at, outcome,
+    sqlx::query!(
+        "INSERT INTO webhooks.delivery_attempts (delivery_id, attempt, attempted_at, outcome,
                                         status_code, latency_ms, error)
          SELECT * FROM UNNEST($1::text[], $2::int[], $3::timestamptz[], $4::text[],
                               $5::int[], $6::int[], $7::text[])",
-    )
-    .bind(
-        attempts
+        &attempts
             .iter()
             .map(|a| a.delivery_id.clone())
             .collect::<Vec<_>>(),
-    )
-    .bind(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|a| a.attempted_at).collect::<Vec<_>>())
-    .bind(
-        attempts
+        &attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        &attempts.iter().map(|a| a.attempted_at).collect::<Vec<_>>(),
+        &attempts
             .iter()
             .map(|a| a.outcome.clone())
             .collect::<Vec<_>>(),
+        // Null elements are fine in these arrays; the macro only knows `&[i32]`/`&[String]`.
+        &attempts.iter().map(|a| a.status_code).collect::<Vec<_>>() as _,
+        &attempts.iter().map(|a| a.latency_ms).collect::<Vec<_>>(),
+        &attempts.iter().map(|a| a.error.clone()).collect::<Vec<_>>() as _,
     )
-    .bind(attempts.iter().map(|a| a.status_code).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|a| a.latency_ms).collect::<Vec<_>>())
-    .bind(attempts.iter().map(|a| a.error.clone()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     tx.commit().await
@@ -130,16 +124,17 @@ pub(crate) async fn list(
     before: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<DeliveryRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DeliveryRow,
         "SELECT seq, id, app_id, webhook_id, event_id, trigger, status, created_at, updated_at
-         FROM deliveries
+         FROM webhooks.deliveries
          WHERE app_id = $1 AND webhook_id = $2 AND ($3::bigint IS NULL OR seq < $3)
          ORDER BY seq DESC LIMIT $4",
+        app_id,
+        webhook_id,
+        before,
+        limit,
     )
-    .bind(app_id)
-    .bind(webhook_id)
-    .bind(before)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -149,11 +144,12 @@ pub(crate) async fn attempts(
     pool: &PgPool,
     delivery_ids: &[String],
 ) -> sqlx::Result<Vec<StoredAttempt>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        StoredAttempt,
         "SELECT delivery_id, attempt, attempted_at, outcome, status_code, latency_ms, error
-         FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY seq",
+         FROM webhooks.delivery_attempts WHERE delivery_id = ANY($1) ORDER BY seq",
+        delivery_ids,
     )
-    .bind(delivery_ids)
     .fetch_all(pool)
     .await
 }
@@ -165,13 +161,14 @@ pub(crate) async fn get(
     webhook_id: &str,
     id: &str,
 ) -> sqlx::Result<Option<DeliveryRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DeliveryRow,
         "SELECT seq, id, app_id, webhook_id, event_id, trigger, status, created_at, updated_at
-         FROM deliveries WHERE app_id = $1 AND webhook_id = $2 AND id = $3",
+         FROM webhooks.deliveries WHERE app_id = $1 AND webhook_id = $2 AND id = $3",
+        app_id,
+        webhook_id,
+        id,
     )
-    .bind(app_id)
-    .bind(webhook_id)
-    .bind(id)
     .fetch_optional(pool)
     .await
 }
@@ -183,17 +180,18 @@ pub(crate) async fn request_retry(
     webhook_id: &str,
     id: &str,
 ) -> sqlx::Result<Option<DeliveryRow>> {
-    sqlx::query_as(
-        "UPDATE deliveries
+    sqlx::query_as!(
+        DeliveryRow,
+        "UPDATE webhooks.deliveries
          SET status = 'pending', retry_requested_at = now(), retry_claimed_at = NULL,
              updated_at = now()
          WHERE app_id = $1 AND webhook_id = $2 AND id = $3
            AND status = 'failed' AND job IS NOT NULL
          RETURNING seq, id, app_id, webhook_id, event_id, trigger, status, created_at, updated_at",
+        app_id,
+        webhook_id,
+        id,
     )
-    .bind(app_id)
-    .bind(webhook_id)
-    .bind(id)
     .fetch_optional(pool)
     .await
 }
@@ -204,28 +202,29 @@ pub(crate) async fn claim_retries(
     pool: &PgPool,
     limit: i64,
 ) -> sqlx::Result<Vec<(String, String)>> {
-    sqlx::query_as(
-        "UPDATE deliveries SET retry_claimed_at = now()
+    let rows = sqlx::query!(
+        "UPDATE webhooks.deliveries SET retry_claimed_at = now()
          WHERE id IN (
-             SELECT id FROM deliveries
+             SELECT id FROM webhooks.deliveries
              WHERE retry_requested_at IS NOT NULL
                AND (retry_claimed_at IS NULL OR retry_claimed_at < now() - interval '30 seconds')
              ORDER BY retry_requested_at LIMIT $1
              FOR UPDATE SKIP LOCKED)
-         RETURNING id, job::text",
+         RETURNING id, job::text AS \"job!\"",
+        limit,
     )
-    .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.job)).collect())
 }
 
 /// Clears the retry requests of `ids`: their jobs are back on the broker.
 pub(crate) async fn complete_retries(pool: &PgPool, ids: &[String]) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE deliveries SET retry_requested_at = NULL, retry_claimed_at = NULL
+    sqlx::query!(
+        "UPDATE webhooks.deliveries SET retry_requested_at = NULL, retry_claimed_at = NULL
          WHERE id = ANY($1)",
+        ids,
     )
-    .bind(ids)
     .execute(pool)
     .await?;
     Ok(())

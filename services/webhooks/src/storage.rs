@@ -15,38 +15,40 @@ pub(crate) struct WebhookRow {
 }
 
 pub(crate) async fn insert(pool: &PgPool, row: &WebhookRow) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO webhooks (app_id, id, target, events, secret, created_at)
+    sqlx::query!(
+        "INSERT INTO webhooks.webhooks (app_id, id, target, events, secret, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
+        &row.app_id,
+        &row.id,
+        &row.target,
+        &row.events,
+        &row.secret,
+        row.created_at,
     )
-    .bind(&row.app_id)
-    .bind(&row.id)
-    .bind(&row.target)
-    .bind(&row.events)
-    .bind(&row.secret)
-    .bind(row.created_at)
     .execute(pool)
     .await?;
     Ok(())
 }
 
 pub(crate) async fn list(pool: &PgPool, app_id: &str) -> sqlx::Result<Vec<WebhookRow>> {
-    sqlx::query_as(
-        "SELECT app_id, id, target, events, secret, created_at FROM webhooks
+    sqlx::query_as!(
+        WebhookRow,
+        "SELECT app_id, id, target, events, secret, created_at FROM webhooks.webhooks
          WHERE app_id = $1 ORDER BY created_at, id",
+        app_id,
     )
-    .bind(app_id)
     .fetch_all(pool)
     .await
 }
 
 pub(crate) async fn get(pool: &PgPool, app_id: &str, id: &str) -> sqlx::Result<Option<WebhookRow>> {
-    sqlx::query_as(
-        "SELECT app_id, id, target, events, secret, created_at FROM webhooks
+    sqlx::query_as!(
+        WebhookRow,
+        "SELECT app_id, id, target, events, secret, created_at FROM webhooks.webhooks
          WHERE app_id = $1 AND id = $2",
+        app_id,
+        id,
     )
-    .bind(app_id)
-    .bind(id)
     .fetch_optional(pool)
     .await
 }
@@ -59,25 +61,28 @@ pub(crate) async fn update(
     target: Option<&str>,
     events: Option<&[String]>,
 ) -> sqlx::Result<Option<WebhookRow>> {
-    sqlx::query_as(
-        "UPDATE webhooks SET target = COALESCE($3, target), events = COALESCE($4, events)
+    sqlx::query_as!(
+        WebhookRow,
+        "UPDATE webhooks.webhooks SET target = COALESCE($3, target), events = COALESCE($4, events)
          WHERE app_id = $1 AND id = $2
          RETURNING app_id, id, target, events, secret, created_at",
+        app_id,
+        id,
+        target,
+        events,
     )
-    .bind(app_id)
-    .bind(id)
-    .bind(target)
-    .bind(events)
     .fetch_optional(pool)
     .await
 }
 
 /// Deletes a webhook; false when it did not exist in this app.
 pub(crate) async fn delete(pool: &PgPool, app_id: &str, id: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM webhooks WHERE app_id = $1 AND id = $2")
-        .bind(app_id)
-        .bind(id)
-        .execute(pool)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM webhooks.webhooks WHERE app_id = $1 AND id = $2",
+        app_id,
+        id,
+    )
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected() > 0)
 }

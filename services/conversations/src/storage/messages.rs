@@ -1,0 +1,532 @@
+//! Messages: the one-statement post, pages of a conversation, action look-ups and deletion.
+
+use bus::OutboxRow;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+use wire::event::Event;
+
+use super::outbox::{outbox_row, trace_json};
+use super::{ConversationRow, MessageRow};
+
+/// Which page of a conversation's messages to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cursor {
+    /// The newest messages.
+    Latest,
+    /// The newest messages received strictly before this time (ms).
+    Before(i64),
+    /// The oldest messages received strictly after this time (ms).
+    After(i64),
+}
+
+/// A page of messages, oldest first, and whether there are more on either side.
+#[derive(Debug, Default)]
+pub(crate) struct Page {
+    pub(crate) messages: Vec<MessageRow>,
+    pub(crate) has_previous: bool,
+    pub(crate) has_next: bool,
+}
+
+/// The outcome of a message write.
+#[derive(Debug)]
+pub(crate) struct Posted {
+    /// The conversation, app makers and read state updated.
+    pub(crate) conversation: ConversationRow,
+    /// Whether this write created the conversation.
+    pub(crate) created: bool,
+    /// The outbox rows it wrote, for the relay once committed.
+    pub(crate) outbox: Vec<OutboxRow>,
+    /// Up to [`NewPost::earlier`] messages before this one, newest first, read by the same
+    /// statement.
+    pub(crate) earlier: Vec<MessageRow>,
+}
+
+/// A message write.
+#[derive(Debug)]
+pub(crate) struct NewPost<'a> {
+    pub(crate) app_id: &'a str,
+    pub(crate) app_user_id: &'a str,
+    /// The id the conversation gets if this write creates it.
+    pub(crate) new_conversation_id: &'a str,
+    /// The app maker to list in the conversation (and mark as having read it).
+    pub(crate) app_maker: Option<&'a str>,
+    pub(crate) message: &'a MessageRow,
+    /// The message's outbox event.
+    pub(crate) event: &'a Event,
+    /// The `conversation:start` event, written only if this write creates the conversation.
+    pub(crate) start_event: &'a Event,
+    /// How many of the conversation's earlier messages to read with the write (0: none).
+    pub(crate) earlier: i64,
+}
+
+/// Stores a message and its outbox event(s) in the caller's transaction, creating the app
+/// user's conversation when it does not exist. Returns the conversation and the latest
+/// `page` messages.
+pub(crate) async fn post_message(
+    tx: &mut PgConnection,
+    post: &NewPost<'_>,
+    page: i64,
+) -> sqlx::Result<(Posted, Page)> {
+    let posted = post_in(&mut *tx, post).await?;
+    let messages = read_page(
+        tx,
+        post.app_id,
+        &posted.conversation.id,
+        Cursor::Latest,
+        page,
+    )
+    .await?;
+    Ok((posted, messages))
+}
+
+/// [`post_message`] without reading a page: one statement, so on a pool connection it
+/// commits by itself (one round trip), and inside a transaction it is part of it.
+pub(crate) async fn post_in(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<Posted> {
+    // Nothing happens when a concurrent first post created the conversation after this
+    // statement's snapshot was taken (its insert then skips, its update sees no row):
+    // the next statement's snapshot sees the row.
+    for _ in 0..3 {
+        if let Some(posted) = post_once(&mut *conn, post).await? {
+            return Ok(posted);
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "a conversation was neither created nor found three times in a row".into(),
+    ))
+}
+
+/// The message write as one statement: the conversation created with this message's
+/// counts, or updated (app makers, unread count, the maker's read time, which also
+/// serializes concurrent writes to one conversation and keeps the count exact); the
+/// message, its actions' index rows, its outbox row, and the `conversation:start` outbox
+/// row when the conversation is new. `None` when it did nothing (see [`post_in`]).
+async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<Option<Posted>> {
+    let NewPost {
+        app_id,
+        app_user_id,
+        new_conversation_id,
+        app_maker,
+        message: m,
+        event,
+        start_event,
+        earlier,
+    } = *post;
+    let trace = telemetry::propagation::current_context_map();
+    let rows = sqlx::query_as!(
+        PostedRow,
+        "WITH created AS (
+             INSERT INTO conversations.conversations (app_id, id, app_user_id, app_makers, unread_count,
+                                        app_maker_last_read_ms)
+             VALUES ($1, $2, $3,
+                     CASE WHEN $4::text IS NOT NULL THEN ARRAY[$4::text] ELSE '{}' END,
+                     CASE WHEN $5 = 'appMaker' THEN 1 ELSE 0 END,
+                     CASE WHEN $4::text IS NOT NULL THEN $6::bigint END)
+             ON CONFLICT (app_id, app_user_id) DO NOTHING
+             RETURNING id, app_makers, unread_count, app_user_last_read_ms,
+                       app_maker_last_read_ms, true AS created
+         ), updated AS (
+             UPDATE conversations.conversations SET
+                 app_makers = CASE WHEN $4::text IS NOT NULL AND NOT ($4 = ANY (app_makers))
+                                   THEN array_append(app_makers, $4) ELSE app_makers END,
+                 unread_count = unread_count + CASE WHEN $5 = 'appMaker' THEN 1 ELSE 0 END,
+                 app_maker_last_read_ms = CASE WHEN $4::text IS NOT NULL
+                                   THEN GREATEST(COALESCE(app_maker_last_read_ms, 0), $6)
+                                   ELSE app_maker_last_read_ms END
+              WHERE app_id = $1 AND app_user_id = $3 AND NOT EXISTS (SELECT 1 FROM created)
+             RETURNING id, app_makers, unread_count, app_user_last_read_ms,
+                       app_maker_last_read_ms, false AS created
+         ), conversation AS (
+             SELECT * FROM created UNION ALL SELECT * FROM updated
+         ), message AS (
+             INSERT INTO conversations.messages (app_id, conversation_id, id, author_id, role, name, email,
+                                   avatar_url, text, media_url, media_type, metadata, actions,
+                                   received_ms, source_type, source_id)
+             SELECT $1, c.id, $7, $8, $5, $9, $10, $11, $12, $13, $14,
+                    NULLIF($15, '')::jsonb, $16::jsonb, $6, $17, $18
+               FROM conversation c
+         ), actions AS (
+             INSERT INTO conversations.message_actions (app_id, id, conversation_id, message_id)
+             SELECT $1, a->>'_id', c.id, $7
+               FROM conversation c, jsonb_array_elements($16::jsonb) AS a
+         ), events AS (
+             -- The message's event first, then `conversation:start`: `seq` follows.
+             INSERT INTO conversations.outbox (event_id, app_id, trigger, payload, trace_context)
+             SELECT event_id, $1, trigger, payload, $22 FROM (
+                 -- The message's event carries the count this write made (push badges).
+                 SELECT 1 AS n, $19 AS event_id, $20 AS trigger,
+                        jsonb_set($21::jsonb, '{unreadCount}', to_jsonb(unread_count))
+                          AS payload
+                   FROM conversation
+                 UNION ALL
+                 SELECT 2, $23, $24, $25::jsonb FROM created
+             ) AS e ORDER BY n
+             RETURNING seq
+         )
+         -- The earlier messages come from the statement's snapshot, which the message
+         -- written above is not part of.
+         SELECT c.id AS \"id!\", c.app_makers AS \"app_makers!\",
+                c.unread_count AS \"unread_count!\",
+                c.app_user_last_read_ms, c.app_maker_last_read_ms, c.created AS \"created!\",
+                (SELECT array_agg(seq ORDER BY seq) FROM events) AS outbox_seqs,
+                m.id AS \"m_id?\", m.author_id AS \"m_author_id?\", m.role AS \"m_role?\", m.name AS \"m_name?\",
+                m.email AS \"m_email?\", m.avatar_url AS \"m_avatar_url?\", m.text AS \"m_text?\",
+                m.media_url AS \"m_media_url?\", m.media_type AS \"m_media_type?\",
+                COALESCE(m.metadata::text, '') AS \"m_metadata_json?\",
+                m.actions::text AS \"m_actions_json?\", m.received_ms AS \"m_received_ms?\",
+                m.source_type AS \"m_source_type?\", m.source_id AS \"m_source_id?\"
+           FROM conversation c
+           LEFT JOIN LATERAL (
+               SELECT * FROM conversations.messages
+                WHERE app_id = $1 AND conversation_id = c.id
+                ORDER BY received_ms DESC, seq DESC
+                LIMIT $26
+           ) m ON true",
+        app_id,
+        new_conversation_id,
+        app_user_id,
+        app_maker,
+        &m.role,
+        m.received_ms,
+        &m.id,
+        &m.author_id,
+        m.name.as_deref(),
+        m.email.as_deref(),
+        m.avatar_url.as_deref(),
+        &m.text,
+        m.media_url.as_deref(),
+        m.media_type.as_deref(),
+        &m.metadata_json,
+        // Sent as text and cast by the statement, as before the macro (it infers jsonb).
+        &m.actions_json as _,
+        &m.source_type,
+        m.source_id.as_deref(),
+        &event.id,
+        &event.trigger,
+        Json(event) as _,
+        trace_json(&trace) as _,
+        &start_event.id,
+        &start_event.trigger,
+        Json(start_event) as _,
+        earlier,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let earlier: Vec<MessageRow> = rows.iter().filter_map(PostedRow::earlier).collect();
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    // The seqs come in the order the rows were written: the message's event, then
+    // `conversation:start` when this write created the conversation.
+    let mut message_event = event.clone();
+    message_event.unread_count = Some(row.unread_count);
+    let events = [&message_event, start_event];
+    let outbox = row
+        .outbox_seqs
+        .unwrap_or_default()
+        .into_iter()
+        .zip(events)
+        .map(|(seq, event)| outbox_row(seq, event, &trace))
+        .collect::<sqlx::Result<_>>()?;
+    Ok(Some(Posted {
+        created: row.created,
+        conversation: ConversationRow {
+            id: row.id,
+            app_makers: row.app_makers,
+            unread_count: row.unread_count,
+            app_user_last_read_ms: row.app_user_last_read_ms,
+            app_maker_last_read_ms: row.app_maker_last_read_ms,
+        },
+        outbox,
+        earlier,
+    }))
+}
+
+/// What the message write answers.
+#[derive(Debug)]
+struct PostedRow {
+    // The conversation's columns (a `ConversationRow`).
+    id: String,
+    app_makers: Vec<String>,
+    unread_count: i64,
+    app_user_last_read_ms: Option<i64>,
+    app_maker_last_read_ms: Option<i64>,
+    created: bool,
+    outbox_seqs: Option<Vec<i64>>,
+    // One earlier message per row (all `None` when there is none).
+    m_id: Option<String>,
+    m_author_id: Option<String>,
+    m_role: Option<String>,
+    m_name: Option<String>,
+    m_email: Option<String>,
+    m_avatar_url: Option<String>,
+    m_text: Option<String>,
+    m_media_url: Option<String>,
+    m_media_type: Option<String>,
+    m_metadata_json: Option<String>,
+    m_actions_json: Option<String>,
+    m_received_ms: Option<i64>,
+    m_source_type: Option<String>,
+    m_source_id: Option<String>,
+}
+
+impl PostedRow {
+    /// The earlier message this row carries, if any.
+    fn earlier(&self) -> Option<MessageRow> {
+        Some(MessageRow {
+            id: self.m_id.clone()?,
+            author_id: self.m_author_id.clone().unwrap_or_default(),
+            role: self.m_role.clone().unwrap_or_default(),
+            name: self.m_name.clone(),
+            email: self.m_email.clone(),
+            avatar_url: self.m_avatar_url.clone(),
+            text: self.m_text.clone().unwrap_or_default(),
+            media_url: self.m_media_url.clone(),
+            media_type: self.m_media_type.clone(),
+            metadata_json: self.m_metadata_json.clone().unwrap_or_default(),
+            actions_json: self.m_actions_json.clone().unwrap_or_default(),
+            received_ms: self.m_received_ms.unwrap_or_default(),
+            source_type: self.m_source_type.clone().unwrap_or_default(),
+            source_id: self.m_source_id.clone(),
+        })
+    }
+}
+
+/// Up to `limit` messages of a conversation received strictly before `before` (ms), newest
+/// first: one backward range scan of the `messages_page` index.
+async fn messages_before(
+    conn: &mut PgConnection,
+    app_id: &str,
+    conversation_id: &str,
+    before: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<MessageRow>> {
+    sqlx::query_as!(
+        MessageRow,
+        "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
+                COALESCE(metadata::text, '') AS \"metadata_json!\",
+                actions::text AS \"actions_json!\",
+                received_ms, source_type, source_id
+           FROM conversations.messages
+          WHERE app_id = $1 AND conversation_id = $2 AND received_ms < $3
+          ORDER BY received_ms DESC, seq DESC
+          LIMIT $4",
+        app_id,
+        conversation_id,
+        before,
+        limit,
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Up to `limit` messages of a conversation received strictly after `after` (ms), oldest
+/// first: one forward range scan of the `messages_page` index.
+async fn messages_after(
+    conn: &mut PgConnection,
+    app_id: &str,
+    conversation_id: &str,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<MessageRow>> {
+    sqlx::query_as!(
+        MessageRow,
+        "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
+                COALESCE(metadata::text, '') AS \"metadata_json!\",
+                actions::text AS \"actions_json!\",
+                received_ms, source_type, source_id
+           FROM conversations.messages
+          WHERE app_id = $1 AND conversation_id = $2 AND received_ms > $3
+          ORDER BY received_ms, seq
+          LIMIT $4",
+        app_id,
+        conversation_id,
+        after,
+        limit,
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Every message of a conversation received at exactly `at` (ms), oldest first.
+async fn messages_at(
+    conn: &mut PgConnection,
+    app_id: &str,
+    conversation_id: &str,
+    at: i64,
+) -> sqlx::Result<Vec<MessageRow>> {
+    sqlx::query_as!(
+        MessageRow,
+        "SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type,
+                COALESCE(metadata::text, '') AS \"metadata_json!\",
+                actions::text AS \"actions_json!\",
+                received_ms, source_type, source_id
+           FROM conversations.messages
+          WHERE app_id = $1 AND conversation_id = $2 AND received_ms = $3
+          ORDER BY seq",
+        app_id,
+        conversation_id,
+        at,
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Whether a conversation has a message received in `[from, to]` (ms): one index probe.
+async fn any_between(
+    conn: &mut PgConnection,
+    app_id: &str,
+    conversation_id: &str,
+    from: i64,
+    to: i64,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM conversations.messages
+                         WHERE app_id = $1 AND conversation_id = $2
+                           AND received_ms BETWEEN $3 AND $4) AS \"any!\"",
+        app_id,
+        conversation_id,
+        from,
+        to,
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Reads one page at `cursor`: at most `limit` messages, oldest first, in a bounded number
+/// of index range scans whatever the conversation's length.
+///
+/// Cursors are times, and several messages may share a millisecond, so a page never ends
+/// in the middle of a millisecond: the messages of a split boundary millisecond are left
+/// for the next page (whose exclusive cursor is that millisecond). Only when a single
+/// millisecond holds more than `limit` messages does the page hold all of them instead.
+pub(crate) async fn read_page(
+    conn: &mut PgConnection,
+    app_id: &str,
+    conversation_id: &str,
+    cursor: Cursor,
+    limit: i64,
+) -> sqlx::Result<Page> {
+    let limit = limit.max(1);
+    let take = usize::try_from(limit).unwrap_or(usize::MAX);
+    match cursor {
+        Cursor::Latest | Cursor::Before(_) => {
+            let before = match cursor {
+                Cursor::Before(t) => t,
+                _ => i64::MAX,
+            };
+            let mut rows =
+                messages_before(conn, app_id, conversation_id, before, limit + 1).await?;
+            let mut has_previous = false;
+            if rows.len() > take {
+                has_previous = true;
+                let extra = rows.remove(take);
+                let boundary = rows[take - 1].received_ms;
+                if extra.received_ms == boundary {
+                    rows.retain(|m| m.received_ms != boundary);
+                    if rows.is_empty() {
+                        rows = messages_at(conn, app_id, conversation_id, boundary).await?;
+                        rows.reverse();
+                        has_previous =
+                            any_between(conn, app_id, conversation_id, i64::MIN, boundary - 1)
+                                .await?;
+                    }
+                }
+            }
+            rows.reverse();
+            let has_next = match cursor {
+                Cursor::Before(t) => {
+                    any_between(conn, app_id, conversation_id, t, i64::MAX).await?
+                }
+                _ => false,
+            };
+            Ok(Page {
+                messages: rows,
+                has_previous,
+                has_next,
+            })
+        }
+        Cursor::After(after) => {
+            let mut rows = messages_after(conn, app_id, conversation_id, after, limit + 1).await?;
+            let mut has_next = false;
+            if rows.len() > take {
+                has_next = true;
+                let extra = rows.remove(take);
+                let boundary = rows[take - 1].received_ms;
+                if extra.received_ms == boundary {
+                    rows.retain(|m| m.received_ms != boundary);
+                    if rows.is_empty() {
+                        rows = messages_at(conn, app_id, conversation_id, boundary).await?;
+                        has_next =
+                            any_between(conn, app_id, conversation_id, boundary + 1, i64::MAX)
+                                .await?;
+                    }
+                }
+            }
+            let has_previous = any_between(conn, app_id, conversation_id, i64::MIN, after).await?;
+            Ok(Page {
+                messages: rows,
+                has_previous,
+                has_next,
+            })
+        }
+    }
+}
+
+/// The message holding action `action_id`, if it is in `app_user_id`'s conversation.
+pub(crate) async fn message_with_action(
+    db: impl PgExecutor<'_>,
+    app_id: &str,
+    app_user_id: &str,
+    action_id: &str,
+) -> sqlx::Result<Option<MessageRow>> {
+    sqlx::query_as!(
+        MessageRow,
+        "SELECT m.id, m.author_id, m.role, m.name, m.email, m.avatar_url, m.text, m.media_url,
+                m.media_type, COALESCE(m.metadata::text, '') AS \"metadata_json!\",
+                m.actions::text AS \"actions_json!\", m.received_ms, m.source_type, m.source_id
+           FROM conversations.message_actions a
+           JOIN conversations.conversations c ON c.app_id = a.app_id AND c.id = a.conversation_id
+           JOIN conversations.messages m ON m.app_id = a.app_id AND m.id = a.message_id
+          WHERE a.app_id = $1 AND a.id = $2 AND c.app_user_id = $3",
+        app_id,
+        action_id,
+        app_user_id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Deletes every message (and its actions) of an app user's conversation and resets its
+/// unread count; the conversation stays. Returns how many messages went.
+pub(crate) async fn delete_messages(
+    conn: &mut PgConnection,
+    app_id: &str,
+    app_user_id: &str,
+) -> sqlx::Result<u64> {
+    let conversation: Option<String> = sqlx::query_scalar!(
+        "UPDATE conversations.conversations SET unread_count = 0
+         WHERE app_id = $1 AND app_user_id = $2 RETURNING id",
+        app_id,
+        app_user_id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(conversation) = conversation else {
+        return Ok(0);
+    };
+    sqlx::query!(
+        "DELETE FROM conversations.message_actions WHERE app_id = $1 AND conversation_id = $2",
+        app_id,
+        &conversation,
+    )
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query!(
+        "DELETE FROM conversations.messages WHERE app_id = $1 AND conversation_id = $2",
+        app_id,
+        &conversation,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
