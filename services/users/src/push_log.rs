@@ -142,14 +142,14 @@ const PURGE_BATCH: i64 = 10_000;
 pub(crate) async fn purge(pool: &PgPool, retention_hours: i32) -> sqlx::Result<u64> {
     let mut total = 0;
     loop {
-        let done = sqlx::query(
-            "DELETE FROM push_attempts WHERE seq IN (
-                 SELECT seq FROM push_attempts
+        let done = sqlx::query!(
+            "DELETE FROM users.push_attempts WHERE seq IN (
+                 SELECT seq FROM users.push_attempts
                   WHERE attempted_at < now() - make_interval(hours => $1)
                   ORDER BY seq LIMIT $2)",
+            retention_hours,
+            PURGE_BATCH,
         )
-        .bind(retention_hours)
-        .bind(PURGE_BATCH)
         .execute(pool)
         .await?;
         total += done.rows_affected();
