@@ -412,7 +412,10 @@ mod tests {
             missing.is_empty(),
             "routes missing from the endpoint table of docs/api.md: {missing:?}"
         );
-        assert!(extra.is_empty(), "rows of docs/api.md that are no route: {extra:?}");
+        assert!(
+            extra.is_empty(),
+            "rows of docs/api.md that are no route: {extra:?}"
+        );
     }
 
     #[test]
