@@ -89,11 +89,13 @@ impl RelayHandle {
     /// Hands rows committed to the outbox to the relay, which publishes them at once. Call
     /// it only after the commit. Rows that do not fit in the queue stay for the sweep.
     pub fn hand_over(&self, rows: impl IntoIterator<Item = OutboxRow>) {
+        let mut in_flight = self.in_flight_set();
         for row in rows {
             let seq = row.seq;
-            self.in_flight_set().insert(seq);
+            // Marked before it is queued: the relay may publish it (and unmark it) at once.
+            in_flight.insert(seq);
             if self.queue.try_send(row).is_err() {
-                self.in_flight_set().remove(&seq);
+                in_flight.remove(&seq);
                 metrics::counter!("outbox_handover_overflow_total").increment(1);
             }
         }
@@ -258,7 +260,7 @@ impl Relay {
             Ok(()) => tracing::debug!(rows = batch.len(), "handed outbox rows published"),
             Err(err) => {
                 metrics::counter!("outbox_handover_failed_total").increment(batch.len() as u64);
-                tracing::warn!(error = %err, rows = batch.len(), "publishing handed outbox rows failed; the sweep will");
+                tracing::warn!(error = %err, rows = batch.len(), "publishing handed outbox rows failed; they stay unpublished and the sweep publishes them");
             }
         }
         {

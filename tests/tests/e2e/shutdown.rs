@@ -37,10 +37,6 @@ async fn start_sink() -> (String, Arc<Sink>) {
     (url, sink)
 }
 
-fn free_port() -> u16 {
-    e2e::reserve_ports(1)[0]
-}
-
 /// The database of the child suites: their own, so no other suite's relay publishes their
 /// outbox rows.
 fn child_database_url() -> String {
@@ -149,7 +145,7 @@ async fn post_until(
 #[tokio::test]
 async fn sigterm_under_load_loses_no_request_and_no_delivery() {
     let prefix = e2e::unique("shutdown");
-    let port = free_port();
+    let port = e2e::reserve_ports(1)[0];
     let base = format!("http://127.0.0.1:{port}");
     let child = spawn_suite(port, &prefix);
     wait_healthy(&base).await;
@@ -200,7 +196,7 @@ async fn sigterm_under_load_loses_no_request_and_no_delivery() {
     );
 
     // A new process with the same broker prefix delivers whatever the first left in flight.
-    let port = free_port();
+    let port = e2e::reserve_ports(1)[0];
     let base = format!("http://127.0.0.1:{port}");
     let child = spawn_suite(port, &prefix);
     wait_healthy(&base).await;

@@ -20,10 +20,6 @@ pub(crate) const ROLES: [&str; 6] = [
 /// The gRPC roles.
 pub(crate) const GRPC_ROLES: [&str; 4] = ["users", "conversations", "media", "webhooks"];
 
-fn free_port() -> u16 {
-    e2e::reserve_ports(1)[0]
-}
-
 fn env_part(role: &str) -> String {
     role.to_uppercase().replace('-', "_")
 }
@@ -57,6 +53,9 @@ impl Cluster {
         smooch::migrate(&settings).await.unwrap();
         smooch::ensure_account_key(&settings).await.unwrap();
 
+        // The gateway, a gRPC port per service and an admin port per non-gateway role.
+        let mut ports = e2e::reserve_ports(1 + GRPC_ROLES.len() + ROLES.len() - 1).into_iter();
+        let mut free_port = move || ports.next().expect("reserved enough ports");
         let http_port = free_port();
         let log_dir = std::env::temp_dir().join(e2e::unique("smooch-faults"));
         std::fs::create_dir_all(&log_dir).unwrap();

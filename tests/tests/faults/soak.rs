@@ -11,10 +11,6 @@ use serde_json::{json, Value};
 
 use crate::{load, sink, SERIAL};
 
-fn free_port() -> u16 {
-    e2e::reserve_ports(1)[0]
-}
-
 fn database_url() -> String {
     let url = e2e::test_settings().database_url;
     let (server, _) = url.rsplit_once('/').unwrap();
@@ -105,7 +101,7 @@ async fn soak_memory_and_connections_stay_flat() {
     let _serial = SERIAL.lock().await;
     let run_for = Duration::from_secs(secs());
     let prefix = e2e::unique("soak");
-    let port = free_port();
+    let port = e2e::reserve_ports(1)[0];
     let base = format!("http://127.0.0.1:{port}");
     let log = std::env::temp_dir().join(format!("{prefix}.log"));
     let mut child = spawn_suite(port, &prefix, &log);

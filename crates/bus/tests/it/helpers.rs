@@ -77,15 +77,7 @@ impl Env {
 
     /// Commits one outbox row, as the conversations service does with a message.
     pub(crate) async fn commit_event(&self, event_id: &str, trigger: &str) {
-        sqlx::query(
-            "INSERT INTO outbox (event_id, app_id, trigger, payload) VALUES ($1, 'app1', $2, $3)",
-        )
-        .bind(event_id)
-        .bind(trigger)
-        .bind(serde_json::json!({"id": event_id, "trigger": trigger}))
-        .execute(&self.pool)
-        .await
-        .unwrap();
+        self.commit_row(event_id, trigger).await;
     }
 
     /// Commits one outbox row and returns it as its writer hands it to the relay.

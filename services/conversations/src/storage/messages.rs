@@ -211,10 +211,14 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
     )
     .fetch_all(&mut *conn)
     .await?;
-    let earlier: Vec<MessageRow> = rows.iter().filter_map(PostedRow::earlier).collect();
-    let Some(row) = rows.into_iter().next() else {
+    let mut rows = rows.into_iter();
+    let Some(mut row) = rows.next() else {
         return Ok(None);
     };
+    let earlier: Vec<MessageRow> = std::iter::once(row.take_earlier())
+        .chain(rows.map(|mut r| r.take_earlier()))
+        .flatten()
+        .collect();
     // The seqs come in the order the rows were written: the message's event, then
     // `conversation:start` when this write created the conversation.
     let mut message_event = event.clone();
@@ -270,23 +274,23 @@ struct PostedRow {
 }
 
 impl PostedRow {
-    /// The earlier message this row carries, if any.
-    fn earlier(&self) -> Option<MessageRow> {
+    /// The earlier message this row carries, if any, moved out of the row.
+    fn take_earlier(&mut self) -> Option<MessageRow> {
         Some(MessageRow {
-            id: self.m_id.clone()?,
-            author_id: self.m_author_id.clone().unwrap_or_default(),
-            role: self.m_role.clone().unwrap_or_default(),
-            name: self.m_name.clone(),
-            email: self.m_email.clone(),
-            avatar_url: self.m_avatar_url.clone(),
-            text: self.m_text.clone().unwrap_or_default(),
-            media_url: self.m_media_url.clone(),
-            media_type: self.m_media_type.clone(),
-            metadata_json: self.m_metadata_json.clone().unwrap_or_default(),
-            actions_json: self.m_actions_json.clone().unwrap_or_default(),
+            id: self.m_id.take()?,
+            author_id: self.m_author_id.take().unwrap_or_default(),
+            role: self.m_role.take().unwrap_or_default(),
+            name: self.m_name.take(),
+            email: self.m_email.take(),
+            avatar_url: self.m_avatar_url.take(),
+            text: self.m_text.take().unwrap_or_default(),
+            media_url: self.m_media_url.take(),
+            media_type: self.m_media_type.take(),
+            metadata_json: self.m_metadata_json.take().unwrap_or_default(),
+            actions_json: self.m_actions_json.take().unwrap_or_default(),
             received_ms: self.m_received_ms.unwrap_or_default(),
-            source_type: self.m_source_type.clone().unwrap_or_default(),
-            source_id: self.m_source_id.clone(),
+            source_type: self.m_source_type.take().unwrap_or_default(),
+            source_id: self.m_source_id.take(),
         })
     }
 }

@@ -8,12 +8,13 @@ use domain::{AppId, Error};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Path};
 use crate::openapi::{AuthErrors, BodyErrors, PathErrors};
+use crate::routes::paging::{limit_offset, PageQuery};
 use crate::AppState;
 
 /// The body of creating an app or a key.
@@ -73,21 +74,6 @@ pub(crate) struct AppsAnswer {
     /// The offset of this page.
     offset: u32,
 }
-
-/// `GET /v1/apps` paging.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct ListQuery {
-    /// How many apps per page: 1 to 100, default 25.
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
-    /// How many apps to skip (newest first), default 0.
-    offset: Option<u32>,
-}
-
-/// The default and the largest page of `GET /v1/apps`.
-const DEFAULT_APPS_LIMIT: u32 = 25;
-const MAX_APPS_LIMIT: u32 = 100;
 
 /// The body of updating an app: the fields sent change, the others keep their values.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -181,30 +167,17 @@ pub(crate) async fn create(
 /// Lists every app.
 #[utoipa::path(
     get, path = "/v1/apps", tag = "apps", operation_id = "listApps",
-    params(ListQuery),
+    params(PageQuery),
     security(("jwt" = [])),
     responses((status = 200, description = "A page of apps, newest first", body = AppsAnswer), BodyErrors, AuthErrors)
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<Json<AppsAnswer>> {
     caller.require_account_scope()?;
-    let Query(query) = query.map_err(|e| {
-        Error::bad_request(format!(
-            "limit and offset must be whole numbers, limit 1 to {MAX_APPS_LIMIT}: {}",
-            e.body_text()
-        ))
-    })?;
-    let limit = query.limit.unwrap_or(DEFAULT_APPS_LIMIT);
-    if !(1..=MAX_APPS_LIMIT).contains(&limit) {
-        return Err(Error::bad_request(format!(
-            "limit must be 1 to {MAX_APPS_LIMIT}; got {limit}"
-        ))
-        .into());
-    }
-    let offset = query.offset.unwrap_or(0);
+    let (limit, offset) = limit_offset(query)?;
     let page = state
         .clients
         .users

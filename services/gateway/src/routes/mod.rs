@@ -12,6 +12,7 @@ mod health;
 mod integrations;
 mod media;
 mod menu;
+mod paging;
 mod push_log;
 mod ready;
 mod webhooks;

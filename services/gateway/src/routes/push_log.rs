@@ -5,21 +5,17 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
-use domain::Error;
 use proto::v1 as pb;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::caller::Caller;
 use crate::error::ApiResult;
 use crate::openapi::{AuthErrors, BodyErrors};
+use crate::routes::paging::{limit_offset, PageQuery};
 use crate::AppState;
 
 const WHAT: &str = "the push delivery log";
-
-/// The default and the largest page.
-const DEFAULT_LIMIT: u32 = 25;
-const MAX_LIMIT: u32 = 100;
 
 /// One attempt to send a push notification to one device.
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,44 +74,21 @@ pub(crate) struct PushDeliveriesAnswer {
     offset: u32,
 }
 
-/// Paging of the log.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct ListQuery {
-    /// How many attempts per page: 1 to 100, default 25.
-    #[param(minimum = 1, maximum = 100)]
-    limit: Option<u32>,
-    /// How many attempts to skip (newest first), default 0.
-    offset: Option<u32>,
-}
-
 /// The app's push delivery log: every attempt to send a notification to a device, newest
 /// first, with its outcome.
 #[utoipa::path(
     get, path = "/v1/push/deliveries", tag = "push", operation_id = "listPushDeliveries",
-    params(ListQuery),
+    params(PageQuery),
     security(("jwt" = [])),
     responses((status = 200, description = "A page of push attempts, newest first", body = PushDeliveriesAnswer), BodyErrors, AuthErrors)
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> ApiResult<Json<PushDeliveriesAnswer>> {
     let (app_id, _) = caller.require_app_scope(WHAT)?;
-    let Query(query) = query.map_err(|e| {
-        Error::bad_request(format!(
-            "limit and offset must be whole numbers, limit 1 to {MAX_LIMIT}: {}",
-            e.body_text()
-        ))
-    })?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(
-            Error::bad_request(format!("limit must be 1 to {MAX_LIMIT}; got {limit}")).into(),
-        );
-    }
-    let offset = query.offset.unwrap_or(0);
+    let (limit, offset) = limit_offset(query)?;
     let page = state
         .clients
         .users
