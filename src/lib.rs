@@ -149,11 +149,13 @@ fn users_config(
     })
 }
 
-fn conversations_config(settings: &Settings) -> conversations::Config {
+/// The conversations role's settings; `users_addr` is where it marks started conversations.
+fn conversations_config(settings: &Settings, users_addr: String) -> conversations::Config {
     conversations::Config {
         database_url: settings.database_url.clone(),
         max_connections: settings.database_max_connections,
         relay: Some(relay_target(settings)),
+        users_addr: Some(users_addr),
     }
 }
 
@@ -180,7 +182,7 @@ fn spawn_grpc_role(
         }
         Role::Conversations => {
             tasks.spawn(conversations::run(
-                conversations_config(settings),
+                conversations_config(settings, settings.grpc_addr("users")),
                 listener,
                 shutdown,
             ));
@@ -329,9 +331,16 @@ pub async fn start_all(
     // directly (no socket, no HTTP/2); each service also serves on its listener, for other
     // processes (a second gateway, a split role).
     let grpc_timeout = gateway::Config::new("", "", "", "", "").grpc_timeout;
-    let conversations = conversations::routes(conversations_config(settings), shutdown.clone())
-        .await
-        .context("starting the conversations service")?;
+    // The two call each other: the users service moves a merged user's history in process,
+    // the conversations service marks a started conversation over the users listener (a
+    // conversation's first message only).
+    let conversations = conversations::routes(
+        conversations_config(settings, addrs[0].clone()),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the conversations service")?;
     let conversations_channel = telemetry::grpc::in_process(conversations.clone(), grpc_timeout);
     let users = users::routes(
         users_config(settings, addrs[1].clone(), true)?,

@@ -165,6 +165,19 @@ pub fn network(channel: tonic::transport::Channel) -> GrpcChannel {
     )
 }
 
+/// A lazily connected network channel to the gRPC service `service` at `addr`
+/// (`host:port` or a URL), for the rare calls one service makes to another.
+pub fn lazy(addr: &str, service: &str) -> anyhow::Result<GrpcChannel> {
+    use anyhow::Context as _;
+    let channel = tonic::transport::Endpoint::from_shared(url(addr))
+        .with_context(|| format!("malformed {service} address {addr:?}"))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(network(channel))
+}
+
 /// The services of `routes` called in this process: no socket, no HTTP/2, each call still a
 /// `grpc.server` span (continuing the caller's trace) with its metrics, and cut off after
 /// `timeout` as a network call would be.

@@ -3,7 +3,9 @@
 
 use bus::OutboxRow;
 use proto::v1 as pb;
+use proto::v1::users_client::UsersClient;
 use serde_json::Value;
+use telemetry::grpc::GrpcChannel;
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
@@ -21,11 +23,43 @@ pub(crate) struct ConversationsApi {
     /// Gets the outbox rows of each commit, so events leave at once; `None` leaves them
     /// for a relay elsewhere.
     relay: Option<bus::RelayHandle>,
+    /// Keeps the app user's `conversationStarted`; `None` marks nothing.
+    users: Option<UsersClient<GrpcChannel>>,
 }
 
 impl ConversationsApi {
-    pub(crate) fn new(pool: PgPool, relay: Option<bus::RelayHandle>) -> Self {
-        ConversationsApi { pool, relay }
+    pub(crate) fn new(
+        pool: PgPool,
+        relay: Option<bus::RelayHandle>,
+        users: Option<UsersClient<GrpcChannel>>,
+    ) -> Self {
+        ConversationsApi { pool, relay, users }
+    }
+
+    /// Marks the app user's conversation started in the users service, which owns the
+    /// flag, once a write committed the conversation: when this write created it, or when
+    /// the caller's copy of the user still says not started (an earlier mark that failed
+    /// is repaired by the user's next message). The message is committed either way, so a
+    /// failure here is logged, not answered.
+    async fn mark_started(&self, app_id: &str, app_user_id: &str) {
+        let Some(users) = &self.users else {
+            return;
+        };
+        let marked = users
+            .clone()
+            .mark_conversation_started(pb::AppUserRef {
+                app_id: app_id.to_owned(),
+                app_user_id: app_user_id.to_owned(),
+            })
+            .await;
+        if let Err(status) = marked {
+            tracing::warn!(
+                app_id,
+                app_user_id,
+                error = %status.message(),
+                "marking the conversation started failed; the user's next message marks it"
+            );
+        }
     }
 
     /// Hands the outbox rows `written` committed to the relay (only when it succeeded: a
@@ -173,6 +207,7 @@ impl ConversationsApi {
         let new = req
             .message
             .ok_or_else(|| domain::Error::bad_request("message is required"))?;
+        let was_started = req.app_user.as_ref().is_some_and(|u| u.conversation_started);
         let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user)?;
         let row = rules::new_message(&req.app_user_id, &app_user, new, domain::time::now_ms())?;
         let message = message_to_pb(row.clone());
@@ -256,6 +291,9 @@ impl ConversationsApi {
             created = response.conversation_created,
             "message stored"
         );
+        if response.conversation_created || !was_started {
+            self.mark_started(&req.app_id, &req.app_user_id).await;
+        }
         Ok(response)
     }
 
@@ -332,6 +370,10 @@ impl ConversationsApi {
         }
         tx.commit().await?;
         outbox.extend(written);
+        let was_started = req.app_user.as_ref().is_some_and(|u| u.conversation_started);
+        if created || (updated && !was_started) {
+            self.mark_started(app_id, &req.app_user_id).await;
+        }
         Ok(pb::TrackEventResponse {
             conversation_updated: updated,
             conversation_created: created,

@@ -40,6 +40,10 @@ pub struct Config {
     /// Where the outbox relay publishes events; `None` runs no relay here (the rows wait
     /// for a replica that runs one).
     pub relay: Option<RelayTarget>,
+    /// The users service (`host:port` or a URL; `SMOOCH_USERS_GRPC_ADDR`), which keeps an
+    /// app user's `conversationStarted`: a post or event that starts a conversation marks
+    /// it there. `None` marks nothing (tests of this service alone).
+    pub users_addr: Option<String>,
 }
 
 /// The broker the outbox relay publishes to.
@@ -59,11 +63,22 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 
 /// The conversations gRPC API and its health service, ready to serve or to call in
 /// process; its background work (outbox relay, idempotency cleanup, pool metrics) runs
-/// until `shutdown` is cancelled.
+/// until `shutdown` is cancelled. `users` is where a started conversation is marked on
+/// its app user (`None`: `config.users_addr`, over the network).
 pub async fn routes(
     config: Config,
+    users: Option<telemetry::grpc::GrpcChannel>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tonic::service::Routes> {
+    let users = match users {
+        Some(channel) => Some(channel),
+        None => config
+            .users_addr
+            .as_deref()
+            .map(|addr| telemetry::grpc::lazy(addr, "users"))
+            .transpose()?,
+    }
+    .map(proto::v1::users_client::UsersClient::new);
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
     db::spawn_pool_metrics(pool.clone(), "conversations", shutdown.clone());
     spawn_idempotency_cleanup(pool.clone(), shutdown.clone());
@@ -82,7 +97,7 @@ pub async fn routes(
         .await;
     Ok(tonic::service::Routes::new(health).add_service(
         proto::v1::conversations_server::ConversationsServer::new(grpc::ConversationsApi::new(
-            pool, relay,
+            pool, relay, users,
         )),
     ))
 }
@@ -93,7 +108,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let routes = routes(config, shutdown.clone()).await?;
+    let routes = routes(config, None, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
     telemetry::grpc::serve(routes, listener, Duration::from_secs(30), shutdown)
         .await

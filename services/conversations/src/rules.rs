@@ -58,6 +58,11 @@ pub(crate) fn new_message(
     // media URL, as an uploaded image's is.
     let text = match (&m.media_url, m.text.trim().is_empty()) {
         (Some(url), true) => url.clone(),
+        (None, true) => {
+            return Err(domain::Error::bad_request(
+                "text is required (or mediaUrl for an image)",
+            ))
+        }
         _ => m.text,
     };
     validate::text(&text)?;

@@ -172,22 +172,11 @@ pub async fn run(
     let conversations = config
         .conversations_addr
         .as_deref()
-        .map(conversations_channel)
+        .map(|addr| telemetry::grpc::lazy(addr, "conversations"))
         .transpose()?;
     let routes = routes(config, conversations, shutdown.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, "users service listening");
     telemetry::grpc::serve(routes, listener, Duration::from_secs(30), shutdown)
         .await
         .context("users gRPC server failed")
-}
-
-/// A lazily connected channel to the conversations service at `addr`.
-fn conversations_channel(addr: &str) -> anyhow::Result<telemetry::grpc::GrpcChannel> {
-    let channel = tonic::transport::Endpoint::from_shared(telemetry::grpc::url(addr))
-        .with_context(|| format!("malformed conversations address {addr:?}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .connect_lazy();
-    Ok(telemetry::grpc::network(channel))
 }

@@ -40,6 +40,7 @@ pub(crate) async fn spawn() -> TestApp {
         database_url: url.clone(),
         max_connections: 5,
         relay: None,
+        users_addr: None,
     };
     tokio::spawn(conversations::run(config, listener, shutdown.clone()));
     let client = ConversationsClient::connect(format!("http://{addr}"))

@@ -430,30 +430,20 @@ pub(crate) async fn track_event(
             .await?
             .into_inner();
     }
-    let (app_id, app_user_id) = (user.app_id.clone(), user.id.clone());
+    // The conversations service fires the event's whispers and marks a conversation they
+    // start.
     let answer = state
         .clients
         .conversations
         .clone()
         .track_event(pb::TrackEventRequest {
-            app_id: app_id.clone(),
-            app_user_id: app_user_id.clone(),
+            app_id: user.app_id.clone(),
+            app_user_id: user.id.clone(),
             name,
             app_user: Some(user),
         })
         .await?
         .into_inner();
-    if answer.conversation_created {
-        state
-            .clients
-            .users
-            .clone()
-            .mark_conversation_started(pb::AppUserRef {
-                app_id,
-                app_user_id,
-            })
-            .await?;
-    }
     // 201, as the hosted API answered from 2016 (python-smooch accepts only 200/201).
     Ok((
         StatusCode::CREATED,

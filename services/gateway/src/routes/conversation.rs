@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use axum::Json;
-use domain::{validate, Error, ErrorCode};
+use domain::{Error, ErrorCode};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -363,75 +363,44 @@ pub(crate) async fn post_message(
         None => None,
     };
     let role = check_role(&caller, body.role.as_deref())?;
-    let text = match (body.text.clone(), &body.media_url) {
-        // An image message may leave its text out (since late 2015).
-        (None, Some(_)) => String::new(),
-        (None, None) => {
-            return Err(Error::bad_request("text is required (or mediaUrl for an image)").into())
-        }
-        (Some(text), _) => {
-            validate::text(&text)?;
-            text
-        }
-    };
     let user = load_user(&state, &caller, id).await?;
-    post(&state, &caller, user, role, text, body, keyed).await
+    post(&state, &caller, user, role, body, keyed).await
 }
 
-/// Checks the role is given, valid, and allowed to the caller: only app-scope JWTs may post
-/// as the app maker.
+/// Checks the role is given and allowed to the caller: only app-scope JWTs may post as the
+/// app maker. The conversations service checks the rest of the message.
 fn check_role(caller: &Caller, role: Option<&str>) -> ApiResult<String> {
     let role = role.ok_or_else(|| Error::bad_request("role is required: appUser or appMaker"))?;
-    validate::role(role)?;
     if role == "appMaker" {
         caller.require_app_scope("posting a message with role appMaker")?;
     }
     Ok(role.to_owned())
 }
 
+/// JSON a message carries (`metadata`, `actions`) as text for the conversations service,
+/// which checks it; null (and the reference's `[]` for no metadata) is none.
+fn json_text(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::Null) | None => String::new(),
+        Some(Value::Array(items)) if items.is_empty() => String::new(),
+        Some(value) => value.to_string(),
+    }
+}
+
+/// Posts `body` to `user`'s conversation in one call: the conversations service checks the
+/// message, stores it with its events, and marks the conversation started.
 async fn post(
     state: &AppState,
     caller: &Caller,
     user: pb::AppUser,
     role: String,
-    text: String,
     body: MessageBody,
     keyed: Keyed,
 ) -> ApiResult<Response> {
-    for (field, value) in [
-        ("name", &body.name),
-        ("email", &body.email),
-        ("avatarUrl", &body.avatar_url),
-        ("mediaUrl", &body.media_url),
-        ("mediaType", &body.media_type),
-    ] {
-        if let Some(value) = value {
-            validate::short_field(field, value)?;
-        }
-    }
-    let metadata_json = match &body.metadata {
-        // The reference's own example sends `"metadata": []` for none.
-        Some(Value::Null) | None => String::new(),
-        Some(Value::Array(items)) if items.is_empty() => String::new(),
-        Some(m) => Value::Object(validate::metadata(m)?).to_string(),
-    };
-    // Checked (and given ids) by the conversations service.
-    let actions_json = match &body.actions {
-        Some(Value::Null) | None => String::new(),
-        Some(Value::Array(a)) if a.is_empty() => String::new(),
-        Some(_) if role != "appMaker" => {
-            return Err(Error::bad_request("actions are only allowed on appMaker messages").into())
-        }
-        Some(a) => a.to_string(),
-    };
-    let (author_id, name) = match (&caller.0, role.as_str()) {
-        (Principal::App { key_id, .. }, "appMaker") => (key_id.clone(), body.name),
-        _ => (
-            user.id.clone(),
-            body.name.or_else(|| {
-                wire::model::display_name(user.given_name.as_deref(), user.surname.as_deref())
-            }),
-        ),
+    let author_id = match (&caller.0, role.as_str()) {
+        (Principal::App { key_id, .. }, "appMaker") => key_id.clone(),
+        // The conversations service makes an app user the author of their own messages.
+        _ => String::new(),
     };
     let (source_type, source_id) = message_source(&user, body.source, body.device_id);
     let app_id = user.app_id.clone();
@@ -446,15 +415,15 @@ async fn post(
             app_user_id: app_user_id.clone(),
             message: Some(pb::NewMessage {
                 role,
-                text,
-                name,
+                text: body.text.unwrap_or_default(),
+                name: body.name,
                 email: body.email,
                 avatar_url: body.avatar_url,
                 media_url: body.media_url,
                 media_type: body.media_type,
-                metadata_json,
+                metadata_json: json_text(body.metadata.as_ref()),
                 author_id,
-                actions_json,
+                actions_json: json_text(body.actions.as_ref()),
                 source_type,
                 source_id,
             }),
@@ -464,17 +433,6 @@ async fn post(
         })
         .await?
         .into_inner();
-    if response.conversation_created {
-        state
-            .clients
-            .users
-            .clone()
-            .mark_conversation_started(pb::AppUserRef {
-                app_id,
-                app_user_id,
-            })
-            .await?;
-    }
     let replayed = response.replayed;
     let answer = MessageAnswer {
         message: response.message.map(Message::try_from).transpose()?,
@@ -577,9 +535,11 @@ pub(crate) async fn post_image(
         "{}/media/{}/{}",
         state.config.public_url, object.app_id, object.key
     );
-    body.media_url = Some(url.clone());
+    // An image message's text is its URL, as the hosted API answered.
+    body.text = Some(url.clone());
+    body.media_url = Some(url);
     body.media_type = Some(object.media_type);
-    post(&state, &caller, user, role, url, body, keyed).await
+    post(&state, &caller, user, role, body, keyed).await
 }
 
 /// The uploaded file: its bytes, file name and declared content type.
