@@ -389,6 +389,7 @@ impl ConversationsApi {
         if req.action_id.trim().is_empty() {
             return Err(domain::Error::bad_request("actionId is required").into());
         }
+        domain::validate::short_field("actionId", &req.action_id)?;
         let not_found = || {
             domain::Error::not_found(format!(
                 "action {} not found in this app user's conversation",

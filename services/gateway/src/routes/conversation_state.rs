@@ -3,7 +3,6 @@
 
 use axum::extract::State;
 use axum::Json;
-use domain::{validate, Error};
 use proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -92,11 +91,8 @@ pub(crate) async fn postback(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PostbackBody>,
 ) -> ApiResult<Json<PostbackAnswer>> {
-    let action_id = body
-        .action_id
-        .filter(|a| !a.trim().is_empty())
-        .ok_or_else(|| Error::bad_request("actionId is required"))?;
-    validate::short_field("actionId", &action_id)?;
+    // The conversations service checks the action id and finds its action.
+    let action_id = body.action_id.unwrap_or_default();
     let user = load_user(&state, &caller, id).await?;
     let answer = state
         .clients

@@ -153,14 +153,9 @@ pub(crate) async fn create(
     JsonBody(body): JsonBody<WhisperBody>,
 ) -> ApiResult<(StatusCode, Json<WhisperAnswer>)> {
     let (app_id, _) = caller.require_app_scope(WHAT)?;
-    let event = string("event", body.event)?
-        .filter(|e| !e.trim().is_empty())
-        .ok_or_else(|| {
-            Error::bad_request("event is required: the app user event name that fires the whisper")
-        })?;
-    let text = string("text", body.text)?
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| Error::bad_request("text is required"))?;
+    // The conversations service checks the whisper (event and text required, sizes, actions).
+    let event = string("event", body.event)?.unwrap_or_default();
+    let text = string("text", body.text)?.unwrap_or_default();
     let whisper = state
         .clients
         .conversations
