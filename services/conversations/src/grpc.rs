@@ -2,11 +2,12 @@
 //! protobuf replies. The rules themselves live in `rules` and `domain::validate`.
 
 use bus::OutboxRow;
+use domain::id::{AppId, AppUserId};
 use proto::v1 as pb;
 use proto::v1::users_client::UsersClient;
 use serde_json::Value;
-use telemetry::grpc::GrpcChannel;
 use sqlx::PgPool;
+use telemetry::grpc::GrpcChannel;
 use tonic::{Request, Response, Status};
 
 use crate::storage::{
@@ -41,21 +42,21 @@ impl ConversationsApi {
     /// the caller's copy of the user still says not started (an earlier mark that failed
     /// is repaired by the user's next message). The message is committed either way, so a
     /// failure here is logged, not answered.
-    async fn mark_started(&self, app_id: &str, app_user_id: &str) {
+    async fn mark_started(&self, app_id: &AppId, app_user_id: &AppUserId) {
         let Some(users) = &self.users else {
             return;
         };
         let marked = users
             .clone()
             .mark_conversation_started(pb::AppUserRef {
-                app_id: app_id.to_owned(),
-                app_user_id: app_user_id.to_owned(),
+                app_id: app_id.to_string(),
+                app_user_id: app_user_id.to_string(),
             })
             .await;
         if let Err(status) = marked {
             tracing::warn!(
-                app_id,
-                app_user_id,
+                %app_id,
+                %app_user_id,
                 error = %status.message(),
                 "marking the conversation started failed; the user's next message marks it"
             );
@@ -203,11 +204,14 @@ impl ConversationsApi {
         req: pb::PostMessageRequest,
         outbox: &mut Vec<OutboxRow>,
     ) -> Result<pb::PostMessageResponse> {
-        rules::scope(&req.app_id, &req.app_user_id)?;
+        let (app, user) = rules::scope(&req.app_id, &req.app_user_id)?;
         let new = req
             .message
             .ok_or_else(|| domain::Error::bad_request("message is required"))?;
-        let was_started = req.app_user.as_ref().is_some_and(|u| u.conversation_started);
+        let was_started = req
+            .app_user
+            .as_ref()
+            .is_some_and(|u| u.conversation_started);
         let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user)?;
         let row = rules::new_message(&req.app_user_id, &app_user, new, domain::time::now_ms())?;
         let message = message_to_pb(row.clone());
@@ -221,8 +225,8 @@ impl ConversationsApi {
             Some(key) => {
                 rules::idempotency_key(key)?;
                 Some(IdempotencyKey {
-                    app_id: &req.app_id,
-                    app_user_id: &req.app_user_id,
+                    app_id: &app,
+                    app_user_id: &user,
                     key,
                     request_hash: &req.request_hash,
                 })
@@ -230,8 +234,8 @@ impl ConversationsApi {
             None => None,
         };
         let post = NewPost {
-            app_id: &req.app_id,
-            app_user_id: &req.app_user_id,
+            app_id: &app,
+            app_user_id: &user,
             new_conversation_id: &new_conversation_id,
             app_maker,
             message: &row,
@@ -292,13 +296,13 @@ impl ConversationsApi {
             "message stored"
         );
         if response.conversation_created || !was_started {
-            self.mark_started(&req.app_id, &req.app_user_id).await;
+            self.mark_started(&app, &user).await;
         }
         Ok(response)
     }
 
     async fn get(&self, req: pb::GetConversationRequest) -> Result<pb::Conversation> {
-        rules::scope(&req.app_id, &req.app_user_id)?;
+        let (app, user) = rules::scope(&req.app_id, &req.app_user_id)?;
         let cursor = match (req.before_ms, req.after_ms) {
             (Some(_), Some(_)) => {
                 return Err(domain::Error::bad_request(
@@ -310,10 +314,9 @@ impl ConversationsApi {
             (None, Some(after)) => Cursor::After(after),
             (None, None) => Cursor::Latest,
         };
-        let (row, page) =
-            storage::get_conversation(&self.pool, &req.app_id, &req.app_user_id, cursor, PAGE_SIZE)
-                .await?
-                .ok_or_else(|| no_conversation(&req.app_user_id))?;
+        let (row, page) = storage::get_conversation(&self.pool, &app, &user, cursor, PAGE_SIZE)
+            .await?
+            .ok_or_else(|| no_conversation(&req.app_user_id))?;
         Ok(conversation_to_pb(req.app_id, req.app_user_id, row, page))
     }
 
@@ -322,7 +325,7 @@ impl ConversationsApi {
         req: pb::TrackEventRequest,
         outbox: &mut Vec<OutboxRow>,
     ) -> Result<pb::TrackEventResponse> {
-        rules::scope(&req.app_id, &req.app_user_id)?;
+        let (app, user) = rules::scope(&req.app_id, &req.app_user_id)?;
         rules::event_name(&req.name)?;
         let app_id = req.app_id.as_str();
         let devices = req
@@ -332,8 +335,8 @@ impl ConversationsApi {
             .unwrap_or_default();
         let app_user = rules::event_app_user(app_id, &req.app_user_id, req.app_user.clone())?;
         let mut tx = self.pool.begin().await?;
-        storage::insert_app_user_event(&mut tx, app_id, &req.app_user_id, &req.name).await?;
-        let whispers = storage::whispers_of_event(&mut *tx, app_id, &req.name).await?;
+        storage::insert_app_user_event(&mut tx, &app, &user, &req.name).await?;
+        let whispers = storage::whispers_of_event(&mut *tx, &app, &req.name).await?;
         let mut updated = false;
         let mut created = false;
         let mut written = Vec::new();
@@ -341,7 +344,7 @@ impl ConversationsApi {
             .iter()
             .filter(|w| rules::whisper_targets(w, &devices))
         {
-            if !storage::claim_whisper(&mut tx, app_id, &whisper.id, &req.app_user_id).await? {
+            if !storage::claim_whisper(&mut tx, &app, &whisper.id, &user).await? {
                 continue;
             }
             let row = rules::whisper_message(whisper, domain::time::now_ms())?;
@@ -352,8 +355,8 @@ impl ConversationsApi {
             let posted = storage::post_in(
                 &mut tx,
                 &NewPost {
-                    app_id,
-                    app_user_id: &req.app_user_id,
+                    app_id: &app,
+                    app_user_id: &user,
                     new_conversation_id: &new_conversation_id,
                     app_maker: None,
                     message: &row,
@@ -370,9 +373,12 @@ impl ConversationsApi {
         }
         tx.commit().await?;
         outbox.extend(written);
-        let was_started = req.app_user.as_ref().is_some_and(|u| u.conversation_started);
+        let was_started = req
+            .app_user
+            .as_ref()
+            .is_some_and(|u| u.conversation_started);
         if created || (updated && !was_started) {
-            self.mark_started(app_id, &req.app_user_id).await;
+            self.mark_started(&app, &user).await;
         }
         Ok(pb::TrackEventResponse {
             conversation_updated: updated,
@@ -385,7 +391,7 @@ impl ConversationsApi {
         req: pb::PostbackRequest,
         outbox: &mut Vec<OutboxRow>,
     ) -> Result<pb::PostbackResponse> {
-        rules::scope(&req.app_id, &req.app_user_id)?;
+        let (app, user) = rules::scope(&req.app_id, &req.app_user_id)?;
         if req.action_id.trim().is_empty() {
             return Err(domain::Error::bad_request("actionId is required").into());
         }
@@ -396,10 +402,9 @@ impl ConversationsApi {
                 req.action_id
             ))
         };
-        let message =
-            storage::message_with_action(&self.pool, &req.app_id, &req.app_user_id, &req.action_id)
-                .await?
-                .ok_or_else(not_found)?;
+        let message = storage::message_with_action(&self.pool, &app, &user, &req.action_id)
+            .await?
+            .ok_or_else(not_found)?;
         let action = rules::find_action(&message, &req.action_id)?.ok_or_else(not_found)?;
         rules::postback_action(&action)?;
         let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user)?;
@@ -424,20 +429,14 @@ impl ConversationsApi {
         req: pb::MarkReadRequest,
         outbox: &mut Vec<OutboxRow>,
     ) -> Result<pb::Conversation> {
-        rules::scope(&req.app_id, &req.app_user_id)?;
+        let (app, user) = rules::scope(&req.app_id, &req.app_user_id)?;
         let now = domain::time::now_ms();
         let app_user = rules::event_app_user(&req.app_id, &req.app_user_id, req.app_user)?;
         let event = rules::read_event(&req.app_id, app_user, now);
-        let (row, page, written) = storage::mark_read(
-            &self.pool,
-            &req.app_id,
-            &req.app_user_id,
-            now,
-            &event,
-            PAGE_SIZE,
-        )
-        .await?
-        .ok_or_else(|| no_conversation(&req.app_user_id))?;
+        let (row, page, written) =
+            storage::mark_read(&self.pool, &app, &user, now, &event, PAGE_SIZE)
+                .await?
+                .ok_or_else(|| no_conversation(&req.app_user_id))?;
         outbox.push(written);
         Ok(conversation_to_pb(req.app_id, req.app_user_id, row, page))
     }
@@ -450,8 +449,8 @@ impl ConversationsApi {
         let into = req
             .into
             .ok_or_else(|| domain::Error::bad_request("into is required"))?;
-        rules::scope(&req.app_id, &into.id)?;
-        rules::scope(&req.app_id, &req.from_app_user_id)?;
+        let (app, into_user) = rules::scope(&req.app_id, &into.id)?;
+        let (_, from_user) = rules::scope(&req.app_id, &req.from_app_user_id)?;
         if into.id == req.from_app_user_id {
             return Err(
                 domain::Error::bad_request("an app user cannot be merged into itself").into(),
@@ -467,15 +466,7 @@ impl ConversationsApi {
                 &req.from_app_user_id,
                 domain::time::now_ms(),
             );
-            match storage::merge(
-                &self.pool,
-                &req.app_id,
-                &req.from_app_user_id,
-                &into_id,
-                &event,
-            )
-            .await
-            {
+            match storage::merge(&self.pool, &app, &from_user, &into_user, &event).await {
                 Ok((merged, has_conversation)) => {
                     let now = matches!(merged, storage::Merged::Now(_));
                     if let storage::Merged::Now(written) = merged {
@@ -496,7 +487,7 @@ impl ConversationsApi {
     }
 
     async fn create_whisper(&self, req: pb::Whisper) -> Result<pb::Whisper> {
-        rules::app_scope(&req.app_id)?;
+        let app = rules::app_scope(&req.app_id)?;
         let row = rules::whisper(WhisperRow {
             id: domain::id::new_id(),
             event: req.event,
@@ -508,14 +499,14 @@ impl ConversationsApi {
             app_version: req.app_version.filter(|s| !s.is_empty()),
             created_at_ms: domain::time::now_ms(),
         })?;
-        storage::insert_whisper(&self.pool, &req.app_id, &row).await?;
+        storage::insert_whisper(&self.pool, &app, &row).await?;
         tracing::info!(app_id = %req.app_id, whisper_id = %row.id, "whisper created");
         Ok(whisper_to_pb(&req.app_id, row))
     }
 
     async fn update_whisper(&self, req: pb::UpdateWhisperRequest) -> Result<pb::Whisper> {
-        rules::app_scope(&req.app_id)?;
-        let stored = storage::get_whisper(&self.pool, &req.app_id, &req.whisper_id)
+        let app = rules::app_scope(&req.app_id)?;
+        let stored = storage::get_whisper(&self.pool, &app, &req.whisper_id)
             .await?
             .ok_or_else(|| whisper_not_found(&req.whisper_id))?;
         let actions = match &req.actions_json {
@@ -533,7 +524,7 @@ impl ConversationsApi {
             app_version: clearable(req.app_version, stored.app_version),
             created_at_ms: stored.created_at_ms,
         })?;
-        if !storage::update_whisper(&self.pool, &req.app_id, &row).await? {
+        if !storage::update_whisper(&self.pool, &app, &row).await? {
             return Err(whisper_not_found(&req.whisper_id).into());
         }
         Ok(whisper_to_pb(&req.app_id, row))
@@ -599,9 +590,10 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         request: Request<pb::DeleteMessagesRequest>,
     ) -> Result<Response<pb::DeleteMessagesResponse>, Status> {
         let req = request.into_inner();
-        rules::scope(&req.app_id, &req.app_user_id).map_err(crate::Error::from)?;
+        let (app, user) =
+            rules::scope(&req.app_id, &req.app_user_id).map_err(crate::Error::from)?;
         let mut tx = self.pool.begin().await.map_err(crate::Error::from)?;
-        let deleted = storage::delete_messages(&mut tx, &req.app_id, &req.app_user_id)
+        let deleted = storage::delete_messages(&mut tx, &app, &user)
             .await
             .map_err(crate::Error::from)?;
         tx.commit().await.map_err(crate::Error::from)?;
@@ -623,8 +615,8 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         request: Request<pb::ListWhispersRequest>,
     ) -> Result<Response<pb::ListWhispersResponse>, Status> {
         let app_id = request.into_inner().app_id;
-        rules::app_scope(&app_id).map_err(crate::Error::from)?;
-        let rows = storage::list_whispers(&self.pool, &app_id)
+        let app = rules::app_scope(&app_id).map_err(crate::Error::from)?;
+        let rows = storage::list_whispers(&self.pool, &app)
             .await
             .map_err(crate::Error::from)?;
         Ok(Response::new(pb::ListWhispersResponse {
@@ -640,8 +632,8 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         request: Request<pb::WhisperRef>,
     ) -> Result<Response<pb::Whisper>, Status> {
         let req = request.into_inner();
-        rules::app_scope(&req.app_id).map_err(crate::Error::from)?;
-        let row = storage::get_whisper(&self.pool, &req.app_id, &req.whisper_id)
+        let app = rules::app_scope(&req.app_id).map_err(crate::Error::from)?;
+        let row = storage::get_whisper(&self.pool, &app, &req.whisper_id)
             .await
             .map_err(crate::Error::from)?
             .ok_or_else(|| crate::Error::from(whisper_not_found(&req.whisper_id)))?;
@@ -662,8 +654,8 @@ impl pb::conversations_server::Conversations for ConversationsApi {
         request: Request<pb::WhisperRef>,
     ) -> Result<Response<pb::DeleteWhisperResponse>, Status> {
         let req = request.into_inner();
-        rules::app_scope(&req.app_id).map_err(crate::Error::from)?;
-        let deleted = storage::delete_whisper(&self.pool, &req.app_id, &req.whisper_id)
+        let app = rules::app_scope(&req.app_id).map_err(crate::Error::from)?;
+        let deleted = storage::delete_whisper(&self.pool, &app, &req.whisper_id)
             .await
             .map_err(crate::Error::from)?;
         if !deleted {

@@ -1,6 +1,7 @@
 //! The rules of a message write, apart from gRPC and SQL: what makes a new message
 //! valid, what it defaults to, and what its outbox event carries.
 
+use domain::id::{AppId, AppUserId};
 use domain::validate;
 use proto::v1 as pb;
 use serde_json::Value;
@@ -10,20 +11,22 @@ use wire::model::{AppUser, BadJson, Message};
 use crate::storage::{MessageRow, StoredResponse, WhisperRow};
 
 /// Checks the app id every request names.
-pub(crate) fn app_scope(app_id: &str) -> Result<(), domain::Error> {
+/// The request's app id, typed for storage.
+pub(crate) fn app_scope(app_id: &str) -> Result<AppId, domain::Error> {
     if app_id.trim().is_empty() {
         return Err(domain::Error::bad_request("app_id is required"));
     }
-    Ok(())
+    Ok(AppId::from(app_id))
 }
 
-/// Checks the ids every app user request names.
-pub(crate) fn scope(app_id: &str, app_user_id: &str) -> Result<(), domain::Error> {
-    app_scope(app_id)?;
+/// Checks the ids every app user request names; they come back typed for storage, so one
+/// cannot be passed as the other.
+pub(crate) fn scope(app_id: &str, app_user_id: &str) -> Result<(AppId, AppUserId), domain::Error> {
+    let app_id = app_scope(app_id)?;
     if app_user_id.trim().is_empty() {
         return Err(domain::Error::bad_request("app_user_id is required"));
     }
-    Ok(())
+    Ok((app_id, AppUserId::from(app_user_id)))
 }
 
 /// The app user as the event shows it: the one the caller sent (or a bare one with the

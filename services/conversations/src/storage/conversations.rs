@@ -1,6 +1,7 @@
 //! Conversations: reading one, its read state, user merges and app user events.
 
 use bus::OutboxRow;
+use domain::id::{AppId, AppUserId};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use wire::event::Event;
 
@@ -11,15 +12,15 @@ use super::{lock, ConversationRow};
 /// An app user's conversation, if any.
 async fn conversation_of(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    app_user_id: &str,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
 ) -> sqlx::Result<Option<ConversationRow>> {
     sqlx::query_as!(
         ConversationRow,
         "SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms
            FROM conversations.conversations WHERE app_id = $1 AND app_user_id = $2",
-        app_id,
-        app_user_id,
+        app_id.as_str(),
+        app_user_id.as_str(),
     )
     .fetch_optional(db)
     .await
@@ -28,8 +29,8 @@ async fn conversation_of(
 /// An app user's conversation and one page of its messages.
 pub(crate) async fn get_conversation(
     pool: &PgPool,
-    app_id: &str,
-    app_user_id: &str,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
     cursor: Cursor,
     page: i64,
 ) -> sqlx::Result<Option<(ConversationRow, Page)>> {
@@ -46,8 +47,8 @@ pub(crate) async fn get_conversation(
 /// user has no conversation.
 pub(crate) async fn mark_read(
     pool: &PgPool,
-    app_id: &str,
-    app_user_id: &str,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
     now_ms: i64,
     event: &Event,
     page: i64,
@@ -60,8 +61,8 @@ pub(crate) async fn mark_read(
                 app_user_last_read_ms = GREATEST(COALESCE(app_user_last_read_ms, 0), $3)
           WHERE app_id = $1 AND app_user_id = $2
           RETURNING id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms",
-        app_id,
-        app_user_id,
+        app_id.as_str(),
+        app_user_id.as_str(),
         now_ms,
     )
     .fetch_optional(&mut *tx)
@@ -92,9 +93,9 @@ pub(crate) enum Merged {
 /// has a conversation afterwards.
 pub(crate) async fn merge(
     pool: &PgPool,
-    app_id: &str,
-    from: &str,
-    into: &str,
+    app_id: &AppId,
+    from: &AppUserId,
+    into: &AppUserId,
     event: &Event,
 ) -> sqlx::Result<(Merged, bool)> {
     let mut tx = pool.begin().await?;
@@ -104,9 +105,9 @@ pub(crate) async fn merge(
     let first: Option<bool> = sqlx::query_scalar!(
         "INSERT INTO conversations.merges (app_id, from_app_user_id, into_app_user_id) VALUES ($1, $2, $3)
          ON CONFLICT (app_id, from_app_user_id) DO NOTHING RETURNING true AS \"first!\"",
-        app_id,
-        from,
-        into,
+        app_id.as_str(),
+        from.as_str(),
+        into.as_str(),
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -119,8 +120,8 @@ pub(crate) async fn merge(
         ConversationRow,
         "SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms
            FROM conversations.conversations WHERE app_id = $1 AND app_user_id = $2 FOR UPDATE",
-        app_id,
-        from,
+        app_id.as_str(),
+        from.as_str(),
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -128,8 +129,8 @@ pub(crate) async fn merge(
         ConversationRow,
         "SELECT id, app_makers, unread_count, app_user_last_read_ms, app_maker_last_read_ms
            FROM conversations.conversations WHERE app_id = $1 AND app_user_id = $2 FOR UPDATE",
-        app_id,
-        into,
+        app_id.as_str(),
+        into.as_str(),
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -138,9 +139,9 @@ pub(crate) async fn merge(
         (Some(source), None) => {
             sqlx::query!(
                 "UPDATE conversations.conversations SET app_user_id = $3 WHERE app_id = $1 AND id = $2",
-                app_id,
+                app_id.as_str(),
                 &source.id,
-                into,
+                into.as_str(),
             )
                 .execute(&mut *tx)
                 .await?;
@@ -150,7 +151,7 @@ pub(crate) async fn merge(
             sqlx::query!(
                 "UPDATE conversations.messages SET conversation_id = $3
                   WHERE app_id = $1 AND conversation_id = $2",
-                app_id,
+                app_id.as_str(),
                 &source.id,
                 &target.id,
             )
@@ -159,7 +160,7 @@ pub(crate) async fn merge(
             sqlx::query!(
                 "UPDATE conversations.message_actions SET conversation_id = $3
                   WHERE app_id = $1 AND conversation_id = $2",
-                app_id,
+                app_id.as_str(),
                 &source.id,
                 &target.id,
             )
@@ -174,7 +175,7 @@ pub(crate) async fn merge(
                      app_maker_last_read_ms = GREATEST(t.app_maker_last_read_ms, s.app_maker_last_read_ms)
                   FROM conversations.conversations s
                  WHERE t.app_id = $1 AND t.id = $3 AND s.app_id = $1 AND s.id = $2",
-                app_id,
+                app_id.as_str(),
                 &source.id,
                 &target.id,
             )
@@ -182,7 +183,7 @@ pub(crate) async fn merge(
             .await?;
             sqlx::query!(
                 "DELETE FROM conversations.conversations WHERE app_id = $1 AND id = $2",
-                app_id,
+                app_id.as_str(),
                 &source.id,
             )
             .execute(&mut *tx)
@@ -195,9 +196,9 @@ pub(crate) async fn merge(
         sqlx::query!(
             "UPDATE conversations.messages SET author_id = $3
               WHERE app_id = $1 AND conversation_id = $4 AND role = 'appUser' AND author_id = $2",
-            app_id,
-            from,
-            into,
+            app_id.as_str(),
+            from.as_str(),
+            into.as_str(),
             target_id,
         )
         .execute(&mut *tx)
@@ -209,9 +210,9 @@ pub(crate) async fn merge(
          SELECT app_id, whisper_id, $3, delivered_at FROM conversations.whisper_deliveries
           WHERE app_id = $1 AND app_user_id = $2
          ON CONFLICT DO NOTHING",
-        app_id,
-        from,
-        into,
+        app_id.as_str(),
+        from.as_str(),
+        into.as_str(),
     )
     .execute(&mut *tx)
     .await?;
@@ -223,14 +224,14 @@ pub(crate) async fn merge(
 /// Records an app user event.
 pub(crate) async fn insert_app_user_event(
     conn: &mut PgConnection,
-    app_id: &str,
-    app_user_id: &str,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
     name: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO conversations.events (app_id, app_user_id, name) VALUES ($1, $2, $3)",
-        app_id,
-        app_user_id,
+        app_id.as_str(),
+        app_user_id.as_str(),
         name,
     )
     .execute(conn)

@@ -1,5 +1,6 @@
 //! Idempotency keys of message posts: the stored response replayed for a repeated key.
 
+use domain::id::{AppId, AppUserId};
 use sqlx::{PgConnection, PgPool};
 
 use super::lock;
@@ -7,8 +8,8 @@ use super::lock;
 /// An `Idempotency-Key` of a message post, with the fingerprint of its request.
 #[derive(Debug)]
 pub(crate) struct IdempotencyKey<'a> {
-    pub(crate) app_id: &'a str,
-    pub(crate) app_user_id: &'a str,
+    pub(crate) app_id: &'a AppId,
+    pub(crate) app_user_id: &'a AppUserId,
     pub(crate) key: &'a str,
     pub(crate) request_hash: &'a str,
 }
@@ -38,8 +39,8 @@ pub(crate) async fn lock_idempotency_key(
         "SELECT request_hash, response FROM conversations.idempotency_keys
           WHERE app_id = $1 AND app_user_id = $2 AND key = $3
             AND created_at > now() - make_interval(hours => $4)",
-        key.app_id,
-        key.app_user_id,
+        key.app_id.as_str(),
+        key.app_user_id.as_str(),
         key.key,
         IDEMPOTENCY_KEY_HOURS,
     )
@@ -61,8 +62,8 @@ pub(crate) async fn store_idempotent_response(
          ON CONFLICT (app_id, app_user_id, key) DO UPDATE
             SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
                 response = EXCLUDED.response, created_at = now()",
-        key.app_id,
-        key.app_user_id,
+        key.app_id.as_str(),
+        key.app_user_id.as_str(),
         key.key,
         key.request_hash,
         message_id,

@@ -1,6 +1,7 @@
 //! Messages: the one-statement post, pages of a conversation, action look-ups and deletion.
 
 use bus::OutboxRow;
+use domain::id::{AppId, AppUserId};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use wire::event::Event;
@@ -44,8 +45,8 @@ pub(crate) struct Posted {
 /// A message write.
 #[derive(Debug)]
 pub(crate) struct NewPost<'a> {
-    pub(crate) app_id: &'a str,
-    pub(crate) app_user_id: &'a str,
+    pub(crate) app_id: &'a AppId,
+    pub(crate) app_user_id: &'a AppUserId,
     /// The id the conversation gets if this write creates it.
     pub(crate) new_conversation_id: &'a str,
     /// The app maker to list in the conversation (and mark as having read it).
@@ -181,9 +182,9 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
                 ORDER BY received_ms DESC, seq DESC
                 LIMIT $26
            ) m ON true",
-        app_id,
+        app_id.as_str(),
         new_conversation_id,
-        app_user_id,
+        app_user_id.as_str(),
         app_maker,
         &m.role,
         m.received_ms,
@@ -299,7 +300,7 @@ impl PostedRow {
 /// first: one backward range scan of the `messages_page` index.
 async fn messages_before(
     conn: &mut PgConnection,
-    app_id: &str,
+    app_id: &AppId,
     conversation_id: &str,
     before: i64,
     limit: i64,
@@ -314,7 +315,7 @@ async fn messages_before(
           WHERE app_id = $1 AND conversation_id = $2 AND received_ms < $3
           ORDER BY received_ms DESC, seq DESC
           LIMIT $4",
-        app_id,
+        app_id.as_str(),
         conversation_id,
         before,
         limit,
@@ -327,7 +328,7 @@ async fn messages_before(
 /// first: one forward range scan of the `messages_page` index.
 async fn messages_after(
     conn: &mut PgConnection,
-    app_id: &str,
+    app_id: &AppId,
     conversation_id: &str,
     after: i64,
     limit: i64,
@@ -342,7 +343,7 @@ async fn messages_after(
           WHERE app_id = $1 AND conversation_id = $2 AND received_ms > $3
           ORDER BY received_ms, seq
           LIMIT $4",
-        app_id,
+        app_id.as_str(),
         conversation_id,
         after,
         limit,
@@ -354,7 +355,7 @@ async fn messages_after(
 /// Every message of a conversation received at exactly `at` (ms), oldest first.
 async fn messages_at(
     conn: &mut PgConnection,
-    app_id: &str,
+    app_id: &AppId,
     conversation_id: &str,
     at: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
@@ -367,7 +368,7 @@ async fn messages_at(
            FROM conversations.messages
           WHERE app_id = $1 AND conversation_id = $2 AND received_ms = $3
           ORDER BY seq",
-        app_id,
+        app_id.as_str(),
         conversation_id,
         at,
     )
@@ -378,7 +379,7 @@ async fn messages_at(
 /// Whether a conversation has a message received in `[from, to]` (ms): one index probe.
 async fn any_between(
     conn: &mut PgConnection,
-    app_id: &str,
+    app_id: &AppId,
     conversation_id: &str,
     from: i64,
     to: i64,
@@ -387,7 +388,7 @@ async fn any_between(
         "SELECT EXISTS (SELECT 1 FROM conversations.messages
                          WHERE app_id = $1 AND conversation_id = $2
                            AND received_ms BETWEEN $3 AND $4) AS \"any!\"",
-        app_id,
+        app_id.as_str(),
         conversation_id,
         from,
         to,
@@ -405,7 +406,7 @@ async fn any_between(
 /// millisecond holds more than `limit` messages does the page hold all of them instead.
 pub(crate) async fn read_page(
     conn: &mut PgConnection,
-    app_id: &str,
+    app_id: &AppId,
     conversation_id: &str,
     cursor: Cursor,
     limit: i64,
@@ -479,8 +480,8 @@ pub(crate) async fn read_page(
 /// The message holding action `action_id`, if it is in `app_user_id`'s conversation.
 pub(crate) async fn message_with_action(
     db: impl PgExecutor<'_>,
-    app_id: &str,
-    app_user_id: &str,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
     action_id: &str,
 ) -> sqlx::Result<Option<MessageRow>> {
     sqlx::query_as!(
@@ -492,9 +493,9 @@ pub(crate) async fn message_with_action(
            JOIN conversations.conversations c ON c.app_id = a.app_id AND c.id = a.conversation_id
            JOIN conversations.messages m ON m.app_id = a.app_id AND m.id = a.message_id
           WHERE a.app_id = $1 AND a.id = $2 AND c.app_user_id = $3",
-        app_id,
+        app_id.as_str(),
         action_id,
-        app_user_id,
+        app_user_id.as_str(),
     )
     .fetch_optional(db)
     .await
@@ -504,14 +505,14 @@ pub(crate) async fn message_with_action(
 /// unread count; the conversation stays. Returns how many messages went.
 pub(crate) async fn delete_messages(
     conn: &mut PgConnection,
-    app_id: &str,
-    app_user_id: &str,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
 ) -> sqlx::Result<u64> {
     let conversation: Option<String> = sqlx::query_scalar!(
         "UPDATE conversations.conversations SET unread_count = 0
          WHERE app_id = $1 AND app_user_id = $2 RETURNING id",
-        app_id,
-        app_user_id,
+        app_id.as_str(),
+        app_user_id.as_str(),
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -520,14 +521,14 @@ pub(crate) async fn delete_messages(
     };
     sqlx::query!(
         "DELETE FROM conversations.message_actions WHERE app_id = $1 AND conversation_id = $2",
-        app_id,
+        app_id.as_str(),
         &conversation,
     )
     .execute(&mut *conn)
     .await?;
     let done = sqlx::query!(
         "DELETE FROM conversations.messages WHERE app_id = $1 AND conversation_id = $2",
-        app_id,
+        app_id.as_str(),
         &conversation,
     )
     .execute(&mut *conn)

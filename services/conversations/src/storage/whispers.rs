@@ -1,5 +1,6 @@
 //! Whispers: messages shown to an app user on an event, each at most once per user.
 
+use domain::id::{AppId, AppUserId};
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
 
@@ -19,14 +20,14 @@ pub(crate) struct WhisperRow {
 
 pub(crate) async fn insert_whisper(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     w: &WhisperRow,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO conversations.whispers (app_id, id, event, text, actions, name, avatar_url, platform,
                                app_version, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10::bigint::double precision / 1000))",
-        app_id,
+        app_id.as_str(),
         &w.id,
         &w.event,
         &w.text,
@@ -44,14 +45,14 @@ pub(crate) async fn insert_whisper(
 
 pub(crate) async fn list_whispers(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
 ) -> sqlx::Result<Vec<WhisperRow>> {
     sqlx::query_as!(
         WhisperRow,
         "SELECT id, event, text, actions, name, avatar_url, platform, app_version,
                 (extract(epoch FROM created_at) * 1000)::bigint AS \"created_at_ms!\"
            FROM conversations.whispers WHERE app_id = $1 ORDER BY created_at, id",
-        app_id,
+        app_id.as_str(),
     )
     .fetch_all(db)
     .await
@@ -60,7 +61,7 @@ pub(crate) async fn list_whispers(
 /// The whispers of `event`, oldest first.
 pub(crate) async fn whispers_of_event(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     event: &str,
 ) -> sqlx::Result<Vec<WhisperRow>> {
     sqlx::query_as!(
@@ -68,7 +69,7 @@ pub(crate) async fn whispers_of_event(
         "SELECT id, event, text, actions, name, avatar_url, platform, app_version,
                 (extract(epoch FROM created_at) * 1000)::bigint AS \"created_at_ms!\"
            FROM conversations.whispers WHERE app_id = $1 AND event = $2 ORDER BY created_at, id",
-        app_id,
+        app_id.as_str(),
         event,
     )
     .fetch_all(db)
@@ -77,7 +78,7 @@ pub(crate) async fn whispers_of_event(
 
 pub(crate) async fn get_whisper(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     id: &str,
 ) -> sqlx::Result<Option<WhisperRow>> {
     sqlx::query_as!(
@@ -85,7 +86,7 @@ pub(crate) async fn get_whisper(
         "SELECT id, event, text, actions, name, avatar_url, platform, app_version,
                 (extract(epoch FROM created_at) * 1000)::bigint AS \"created_at_ms!\"
            FROM conversations.whispers WHERE app_id = $1 AND id = $2",
-        app_id,
+        app_id.as_str(),
         id,
     )
     .fetch_optional(db)
@@ -95,14 +96,14 @@ pub(crate) async fn get_whisper(
 /// Replaces a whisper's fields (the caller merged the update in); false when missing.
 pub(crate) async fn update_whisper(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     w: &WhisperRow,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "UPDATE conversations.whispers SET event = $3, text = $4, actions = $5, name = $6, avatar_url = $7,
                              platform = $8, app_version = $9
           WHERE app_id = $1 AND id = $2",
-        app_id,
+        app_id.as_str(),
         &w.id,
         &w.event,
         &w.text,
@@ -120,12 +121,12 @@ pub(crate) async fn update_whisper(
 /// Deletes a whisper (and its delivery records); false when missing.
 pub(crate) async fn delete_whisper(
     db: impl PgExecutor<'_>,
-    app_id: &str,
+    app_id: &AppId,
     id: &str,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "DELETE FROM conversations.whispers WHERE app_id = $1 AND id = $2",
-        app_id,
+        app_id.as_str(),
         id,
     )
     .execute(db)
@@ -136,16 +137,16 @@ pub(crate) async fn delete_whisper(
 /// Claims a whisper's one delivery to an app user; false when it already reached them.
 pub(crate) async fn claim_whisper(
     conn: &mut PgConnection,
-    app_id: &str,
+    app_id: &AppId,
     whisper_id: &str,
-    app_user_id: &str,
+    app_user_id: &AppUserId,
 ) -> sqlx::Result<bool> {
     let claimed: Option<bool> = sqlx::query_scalar!(
         "INSERT INTO conversations.whisper_deliveries (app_id, whisper_id, app_user_id) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING RETURNING true AS \"claimed!\"",
-        app_id,
+        app_id.as_str(),
         whisper_id,
-        app_user_id,
+        app_user_id.as_str(),
     )
     .fetch_optional(conn)
     .await?;
