@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
+use tasks::Tasks;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -58,23 +59,30 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 }
 
 /// The conversations gRPC API and its health service, ready to serve or to call in
-/// process; its background work (outbox relay, idempotency cleanup, pool metrics) runs
-/// until `shutdown` is cancelled.
-pub async fn routes(
-    config: Config,
-    shutdown: CancellationToken,
-) -> anyhow::Result<tonic::service::Routes> {
+/// process; its background work (outbox relay, idempotency cleanup, pool metrics) runs on
+/// `tasks` until their shutdown.
+pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::service::Routes> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
-    db::spawn_pool_metrics(pool.clone(), "conversations", shutdown.clone());
-    spawn_idempotency_cleanup(pool.clone(), shutdown.clone());
+    let shutdown = tasks.shutdown();
+    tasks.spawn(
+        "conversations pool metrics",
+        db::report_pool_metrics(pool.clone(), "conversations", shutdown.clone()),
+    );
+    tasks.spawn(
+        "idempotency key cleanup",
+        idempotency_cleanup(pool.clone(), shutdown.clone()),
+    );
     let relay = config.relay.as_ref().map(|target| {
-        bus::Relay::spawn(
+        let relay = bus::Relay::connect(
             pool.clone(),
+            storage::Outbox,
             &target.amqp_url,
             &target.amqp_prefix,
             "conversations",
-            shutdown.clone(),
-        )
+        );
+        let handle = relay.handle();
+        tasks.spawn("outbox relay", relay.run(shutdown.clone()));
+        handle
     });
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -87,33 +95,42 @@ pub async fn routes(
     ))
 }
 
-/// Serves the conversations gRPC API on `listener` until `shutdown` is cancelled.
+/// Serves the conversations gRPC API on `listener` until `shutdown` is cancelled; returns
+/// once its background tasks have ended too.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let routes = routes(config, shutdown.clone()).await?;
-    tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
-    telemetry::grpc::serve(routes, listener, Duration::from_secs(30), shutdown)
+    let tasks = Tasks::new(shutdown.child_token());
+    let served = async {
+        let routes = routes(config, &tasks).await?;
+        tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
+        telemetry::grpc::serve(
+            routes,
+            listener,
+            Duration::from_secs(30),
+            tasks.shutdown().clone(),
+        )
         .await
         .context("conversations gRPC server failed")
+    };
+    let served = served.await;
+    tasks.finish(served).await
 }
 
 /// Deletes idempotency keys past their 24 h every hour (and at start) until `shutdown`.
-fn spawn_idempotency_cleanup(pool: sqlx::PgPool, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match storage::delete_expired_idempotency_keys(&pool).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(rows = n, "expired idempotency keys deleted"),
-                Err(e) => tracing::warn!(error = %e, "idempotency key cleanup failed"),
-            }
+async fn idempotency_cleanup(pool: sqlx::PgPool, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
         }
-    });
+        match storage::delete_expired_idempotency_keys(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "idempotency key cleanup failed"),
+        }
+    }
 }
