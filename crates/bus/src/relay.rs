@@ -154,7 +154,7 @@ pub struct Backlog {
 pub trait OutboxStore: Send + Sync + 'static {
     /// Locks and returns up to `limit` unpublished rows created at least `min_age` ago,
     /// oldest first, except `skip` and rows another transaction holds (`FOR UPDATE SKIP
-    /// LOCKED`). `created_at_s` is the row's creation time.
+    /// LOCKED`). Each row's `created_at_s` is its `created_at` in seconds since the epoch.
     fn claim(
         &self,
         conn: &mut PgConnection,
@@ -221,10 +221,10 @@ impl<S: OutboxStore> Relay<S> {
     }
 
     /// A relay with the default settings for the outbox `store` reaches through `pool`,
-    /// publishing to `{prefix}.events` on the broker at `amqp_url`. `name` labels its
-    /// broker connection. Run it with [`Relay::run`]; hand rows over through
-    /// [`Relay::handle`].
-    pub fn connect(pool: PgPool, store: S, amqp_url: &str, prefix: &str, name: &str) -> Self {
+    /// publishing to `{prefix}.events` on the broker at `amqp_url` (connected on first
+    /// use). `name` labels its broker connection. The service runs it with [`Relay::run`]
+    /// on its tasks and hands rows over through [`Relay::handle`].
+    pub fn with_broker(pool: PgPool, store: S, amqp_url: &str, prefix: &str, name: &str) -> Self {
         let topology = crate::Topology::new(prefix);
         let publisher = Arc::new(Publisher::new(
             amqp_url,

@@ -73,7 +73,7 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
         idempotency_cleanup(pool.clone(), shutdown.clone()),
     );
     let relay = config.relay.as_ref().map(|target| {
-        let relay = bus::Relay::connect(
+        let relay = bus::Relay::with_broker(
             pool.clone(),
             storage::Outbox,
             &target.amqp_url,

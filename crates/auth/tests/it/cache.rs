@@ -173,3 +173,25 @@ async fn with_redis_down_lookups_fall_back_to_the_source() {
     assert!(!down.ping().await);
     assert!(!cache.is_listening());
 }
+
+#[tokio::test]
+async fn revocation_retries_end_with_the_shutdown() {
+    // Nothing listens on port 1: the first attempt fails and the retries start.
+    let down = RedisClient::new(RedisConfig::new("redis://127.0.0.1:1", "down")).unwrap();
+    let tasks = tasks();
+    let revoker = Revoker::new(
+        down,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        tasks.clone(),
+    );
+    revoker
+        .revoke(Revocation::new([], vec!["kid1".into()]))
+        .await;
+    // The service stops long before the retries would give up: they end with it.
+    let finished = tokio::time::timeout(Duration::from_secs(5), tasks.finish(Ok(()))).await;
+    assert!(
+        matches!(finished, Ok(Ok(()))),
+        "the retry outlived the shutdown"
+    );
+}
