@@ -19,6 +19,8 @@ pub use tokio_util::sync::CancellationToken;
 pub struct Tasks {
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    /// Cancelled by `finish`, after the role's main work returned.
+    finished: CancellationToken,
     /// Names of the tasks that panicked.
     panicked: Arc<Mutex<Vec<&'static str>>>,
 }
@@ -30,6 +32,7 @@ impl Tasks {
         Tasks {
             tracker: TaskTracker::new(),
             shutdown,
+            finished: CancellationToken::new(),
             panicked: Arc::default(),
         }
     }
@@ -39,7 +42,16 @@ impl Tasks {
         &self.shutdown
     }
 
-    /// Spawns `task`, which must end once [`Tasks::shutdown`] is cancelled (or sooner). A
+    /// Cancelled by [`Tasks::finish`], once the role's main work (its server, drained) has
+    /// returned. A task that serves that work to its very end stops on this token instead
+    /// of [`Tasks::shutdown`]: the outbox relay publishes what requests still draining
+    /// after the shutdown signal commit.
+    pub fn finished(&self) -> &CancellationToken {
+        &self.finished
+    }
+
+    /// Spawns `task`, which must end once [`Tasks::shutdown`] (or [`Tasks::finished`]) is
+    /// cancelled, or once what feeds it is gone (a log writer whose senders dropped). A
     /// panic is logged with `name` and cancels the shutdown token: the role stops and its
     /// `run` reports the panic.
     pub fn spawn<F>(&self, name: &'static str, task: F)
@@ -66,10 +78,11 @@ impl Tasks {
     }
 
     /// Ends the tasks after the role's main work (its server) returned `result`: cancels
-    /// their shutdown token, waits until every task has ended, and returns `result`, or an
+    /// their tokens, waits until every task has ended, and returns `result`, or an
     /// error naming the tasks that panicked.
     pub async fn finish<T>(self, result: anyhow::Result<T>) -> anyhow::Result<T> {
         self.shutdown.cancel();
+        self.finished.cancel();
         self.wait().await;
         let value = result?;
         let panicked =
@@ -126,6 +139,27 @@ mod tests {
             ended.load(Ordering::SeqCst),
             "finish returned before the task ended"
         );
+    }
+
+    #[tokio::test]
+    async fn a_task_on_finished_outlives_the_shutdown_until_finish() {
+        let tasks = Tasks::new(CancellationToken::new());
+        let ended = Arc::new(AtomicBool::new(false));
+        tasks.spawn("relay", {
+            let (finished, ended) = (tasks.finished().clone(), ended.clone());
+            async move {
+                finished.cancelled().await;
+                ended.store(true, Ordering::SeqCst);
+            }
+        });
+        tasks.shutdown().cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !ended.load(Ordering::SeqCst),
+            "stopped at the shutdown signal"
+        );
+        tasks.finish(Ok(())).await.unwrap();
+        assert!(ended.load(Ordering::SeqCst));
     }
 
     #[tokio::test]

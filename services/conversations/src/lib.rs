@@ -81,7 +81,9 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
             "conversations",
         );
         let handle = relay.handle();
-        tasks.spawn("outbox relay", relay.run(shutdown.clone()));
+        // Until the server has drained: what its last requests commit goes out now, not
+        // at the next sweep.
+        tasks.spawn("outbox relay", relay.run(tasks.finished().clone()));
         handle
     });
     let (reporter, health) = tonic_health::server::health_reporter();
