@@ -286,14 +286,17 @@ pub struct Running {
     /// started with it serves the same suite.
     pub gateway_config: gateway::Config,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// The in-process services' background tasks (relay, sweeps, change feed).
+    background: tasks::Tasks,
     shutdown: CancellationToken,
 }
 
 impl Running {
-    /// Waits until every role has stopped (after `shutdown` is cancelled, or on the first
-    /// failure).
+    /// Waits until every role and every background task has stopped (after `shutdown` is
+    /// cancelled, or on the first failure or panic).
     pub async fn wait(self) -> anyhow::Result<()> {
-        wait(self.tasks, self.shutdown).await
+        let roles = wait(self.tasks, self.shutdown).await;
+        self.background.finish(roles).await
     }
 }
 
@@ -307,7 +310,23 @@ pub async fn start_all(
     telemetry::metrics::install();
     migrate(settings).await?;
     let account_key = ensure_account_key(settings).await?;
+    // The suite's own token: a panicked background task stops every role, and a failed
+    // start stops what it started, without cancelling the caller's token.
+    let shutdown = shutdown.child_token();
+    let background = tasks::Tasks::new(shutdown.clone());
+    match start_roles(settings, account_key, shutdown, &background).await {
+        Ok(running) => Ok(running),
+        Err(e) => background.finish(Err(e)).await,
+    }
+}
 
+/// The roles of [`start_all`], with their background tasks on `background`.
+async fn start_roles(
+    settings: &Settings,
+    account_key: users::AccountKey,
+    shutdown: CancellationToken,
+    background: &tasks::Tasks,
+) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
     let mut listeners = Vec::new();
     for (role, configured) in [
@@ -337,7 +356,7 @@ pub async fn start_all(
     let conversations = conversations::routes(
         conversations_config(settings, addrs[0].clone()),
         None,
-        shutdown.clone(),
+        background,
     )
     .await
     .context("starting the conversations service")?;
@@ -345,14 +364,14 @@ pub async fn start_all(
     let users = users::routes(
         users_config(settings, addrs[1].clone(), true)?,
         Some(conversations_channel.clone()),
-        shutdown.clone(),
+        background,
     )
     .await
     .context("starting the users service")?;
     let media = media::routes(media::Config::new(settings.media_dir.clone()))
         .await
         .context("starting the media service")?;
-    let webhooks = webhooks::routes(webhooks_config(settings), shutdown.clone())
+    let webhooks = webhooks::routes(webhooks_config(settings), background)
         .await
         .context("starting the webhooks service")?;
     let in_process = gateway::InProcess {
@@ -412,6 +431,7 @@ pub async fn start_all(
         account_key,
         gateway_config,
         tasks,
+        background: background.clone(),
         shutdown,
     })
 }

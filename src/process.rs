@@ -9,42 +9,44 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
 
-/// Cancels `token` on SIGINT or SIGTERM.
-pub fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot listen for SIGTERM");
-                        let _ = ctrl_c.await;
-                        token.cancel();
-                        return;
-                    }
-                };
+/// Resolves on the first SIGINT or SIGTERM.
+async fn signalled() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
             }
         }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutting down");
-        token.cancel();
-    });
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = ctrl_c.await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
-/// Runs `work` to its end, or, once `shutdown` is cancelled, for at most `grace` more.
+/// Runs `work` to its end. A SIGINT or SIGTERM cancels `shutdown`; once it is cancelled
+/// (by a signal, or by `work` after a failure), `work` has at most `grace` more.
+///
+/// The signals are awaited here, beside `work`, rather than in a spawned task: nothing
+/// outlives the call.
 pub async fn until_stopped(
     work: impl Future<Output = anyhow::Result<()>>,
     shutdown: &CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let deadline = async {
-        shutdown.cancelled().await;
+        tokio::select! {
+            () = signalled() => {
+                tracing::info!("shutting down");
+                shutdown.cancel();
+            }
+            () = shutdown.cancelled() => {}
+        }
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
@@ -65,8 +67,17 @@ pub async fn until_stopped(
 /// it was just created, and drains within the grace period on SIGTERM.
 pub async fn run_all_until_signal(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-    let running = crate::start_all(&settings, shutdown.clone()).await?;
+    // Starting is part of the work: a signal while migrating stops the start-up too.
+    let work = async {
+        let running = crate::start_all(&settings, shutdown.clone()).await?;
+        announce(&running);
+        running.wait().await
+    };
+    until_stopped(work, &shutdown, settings.shutdown_grace).await
+}
+
+/// Prints how to use the account key when it was just created, and where the API is.
+fn announce(running: &crate::Running) {
     match &running.account_key {
         users::AccountKey::Created { id, secret } => {
             println!(
@@ -87,13 +98,11 @@ pub async fn run_all_until_signal(settings: Settings) -> anyhow::Result<()> {
         "smooch is serving the v1 API on http://{}/v1",
         running.http_addr
     );
-    until_stopped(running.wait(), &shutdown, settings.shutdown_grace).await
 }
 
 /// One role until a signal, draining within the grace period.
 pub async fn run_role_until_signal(role: crate::Role, settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
     until_stopped(
         crate::run_role(role, &settings, shutdown.clone()),
         &shutdown,

@@ -372,12 +372,20 @@ impl<S> CredentialCache<S> {
 }
 
 impl<S: Send + Sync + 'static> CredentialCache<S> {
-    /// Starts the task that receives revocations (when Redis is configured): it subscribes,
-    /// drops what each revocation names, and resubscribes after Redis comes back. It ends
-    /// when the cache is dropped.
-    pub fn spawn_listener(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        let redis = self.redis.clone()?;
-        Some(tokio::spawn(listen(Arc::downgrade(self), redis)))
+    /// Starts the task that receives revocations on `tasks` (when Redis is configured): it
+    /// subscribes, drops what each revocation names, and resubscribes after Redis comes
+    /// back. It ends at the tasks' shutdown, or when the cache is dropped.
+    pub fn spawn_listener(self: &Arc<Self>, tasks: &tasks::Tasks) {
+        let Some(redis) = self.redis.clone() else {
+            return;
+        };
+        let (cache, shutdown) = (Arc::downgrade(self), tasks.shutdown().clone());
+        tasks.spawn("credential revocation listener", async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = listen(cache, redis) => {}
+            }
+        });
     }
 }
 

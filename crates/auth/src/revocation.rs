@@ -77,17 +77,25 @@ pub struct Revoker {
     redis: RedisClient,
     tombstone_ttl: Duration,
     retry_for: Duration,
+    /// Where retries run: they end with the service's shutdown.
+    tasks: tasks::Tasks,
 }
 
 impl Revoker {
     /// A revoker whose tombstones live `tombstone_ttl` (at least as long as a gateway's
     /// Redis fill can take; the cache's Redis TTL is a safe choice) and which keeps retrying
-    /// a failed publication for `retry_for`.
-    pub fn new(redis: RedisClient, tombstone_ttl: Duration, retry_for: Duration) -> Self {
+    /// a failed publication for `retry_for` (as a task on `tasks`, until their shutdown).
+    pub fn new(
+        redis: RedisClient,
+        tombstone_ttl: Duration,
+        retry_for: Duration,
+        tasks: tasks::Tasks,
+    ) -> Self {
         Revoker {
             redis,
             tombstone_ttl,
             retry_for,
+            tasks,
         }
     }
 
@@ -114,7 +122,8 @@ impl Revoker {
 
     /// Publishes `revocation`, and when that fails keeps retrying in the background (with
     /// growing delays, for the configured time) so that a Redis outage during a deletion does
-    /// not leave stale entries once Redis returns. Returns once the first attempt is done.
+    /// not leave stale entries once Redis returns; the service's shutdown ends the retries.
+    /// Returns once the first attempt is done.
     pub async fn revoke(&self, revocation: Revocation) {
         if revocation.is_empty() {
             return;
@@ -128,7 +137,9 @@ impl Revoker {
             Err(e) => {
                 tracing::warn!(error = %e, "revocation not published, retrying in background");
                 let revoker = self.clone();
-                tokio::spawn(async move { revoker.retry(revocation).await });
+                self.tasks.spawn("revocation retry", async move {
+                    revoker.retry(revocation).await
+                });
             }
         }
     }
@@ -136,8 +147,18 @@ impl Revoker {
     async fn retry(&self, revocation: Revocation) {
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(200);
+        let shutdown = self.tasks.shutdown();
         while started.elapsed() < self.retry_for {
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    tracing::warn!(
+                        key_ids = ?revocation.key_ids,
+                        "revocation retry abandoned at shutdown; stale cache entries expire with their TTL"
+                    );
+                    return;
+                }
+                () = tokio::time::sleep(delay) => {}
+            }
             delay = (delay * 2).min(Duration::from_secs(5));
             if self.publish(&revocation).await.is_ok() {
                 tracing::info!("revocation published after retries");

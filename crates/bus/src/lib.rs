@@ -12,7 +12,7 @@ pub mod trace;
 
 pub use error::{Error, Result};
 pub use publisher::{Outgoing, Publisher};
-pub use relay::{OutboxRow, Relay, RelayConfig, RelayHandle};
+pub use relay::{Backlog, OutboxRow, OutboxStore, Relay, RelayConfig, RelayHandle};
 pub use topology::Topology;
 
 /// Re-exported so users of this crate name one lapin version.

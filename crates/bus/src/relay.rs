@@ -16,7 +16,10 @@
 //! replica is about to publish; a replica slower than that is the one case an event goes out
 //! twice, which consumers tolerate (at least once, with a stable id). A poke
 //! ([`RelayHandle::poke`]) runs a claim pass at once for writers that do not hand over.
-//! The relay expects, in the pool's search path:
+//!
+//! The relay's SQL is its service's: the service implements [`OutboxStore`] on its own
+//! outbox table with compile-checked statements (the conversations service's is
+//! `conversations.outbox`), shaped like this:
 //!
 //! ```sql
 //! CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, event_id TEXT UNIQUE NOT NULL,
@@ -30,12 +33,13 @@
 //! `traceparent` / `tracestate` headers so consumers continue that trace.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -134,23 +138,77 @@ pub struct OutboxRow {
     pub tracestate: Option<String>,
 }
 
+/// Rows waiting in an outbox.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Unpublished rows.
+    pub rows: i64,
+    /// Age of the oldest unpublished row in seconds; 0 with none.
+    pub oldest_age_s: f64,
+}
+
+/// The statements of one service's outbox table, which the relay runs (in its own
+/// transactions, on connections of its pool). The service implements it with
+/// compile-checked queries on its schema's table; the relay owns the protocol around
+/// them.
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Locks and returns up to `limit` unpublished rows created at least `min_age` ago,
+    /// oldest first, except `skip` and rows another transaction holds (`FOR UPDATE SKIP
+    /// LOCKED`). Each row's `created_at_s` is its `created_at` in seconds since the epoch.
+    fn claim(
+        &self,
+        conn: &mut PgConnection,
+        limit: i64,
+        min_age: Duration,
+        skip: &[i64],
+    ) -> impl Future<Output = sqlx::Result<Vec<OutboxRow>>> + Send;
+
+    /// Sets `published_at` on the rows `seqs`.
+    fn mark_published(
+        &self,
+        conn: &mut PgConnection,
+        seqs: &[i64],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+
+    /// Counts the unpublished rows and the age of the oldest.
+    fn backlog(
+        &self,
+        conn: &mut PgConnection,
+    ) -> impl Future<Output = sqlx::Result<Backlog>> + Send;
+
+    /// Deletes at most `limit` rows published more than `older_than` ago, oldest first;
+    /// returns how many.
+    fn purge(
+        &self,
+        conn: &mut PgConnection,
+        older_than: Duration,
+        limit: i64,
+    ) -> impl Future<Output = sqlx::Result<u64>> + Send;
+}
+
+/// Published rows the cleanup deletes per pass at most: a long backlog of old rows goes
+/// away over several passes, never in one long statement.
+const PURGE_BATCH: i64 = 10_000;
+
 /// The outbox relay of one service replica.
 #[derive(Debug)]
-pub struct Relay {
+pub struct Relay<S> {
     pool: PgPool,
+    store: S,
     publisher: Arc<Publisher>,
     config: RelayConfig,
     handle: RelayHandle,
     handed: tokio::sync::Mutex<mpsc::Receiver<OutboxRow>>,
 }
 
-impl Relay {
-    /// A relay for the `outbox` table in `pool`'s search path, publishing with `publisher`
+impl<S: OutboxStore> Relay<S> {
+    /// A relay for the outbox `store` reaches through `pool`, publishing with `publisher`
     /// to its topology's events exchange.
-    pub fn new(pool: PgPool, publisher: Arc<Publisher>, config: RelayConfig) -> Self {
+    pub fn new(pool: PgPool, store: S, publisher: Arc<Publisher>, config: RelayConfig) -> Self {
         let (queue, handed) = mpsc::channel(config.queue.max(1));
         Relay {
             pool,
+            store,
             publisher,
             config,
             handle: RelayHandle {
@@ -162,26 +220,18 @@ impl Relay {
         }
     }
 
-    /// Starts a relay for the `outbox` table in `pool`'s search path, publishing to
-    /// `{prefix}.events` on the broker at `amqp_url`, until `shutdown`; returns the handle
-    /// to poke right after each outbox commit. `name` labels its broker connection.
-    pub fn spawn(
-        pool: PgPool,
-        amqp_url: &str,
-        prefix: &str,
-        name: &str,
-        shutdown: CancellationToken,
-    ) -> RelayHandle {
+    /// A relay with the default settings for the outbox `store` reaches through `pool`,
+    /// publishing to `{prefix}.events` on the broker at `amqp_url` (connected on first
+    /// use). `name` labels its broker connection. The service runs it with [`Relay::run`]
+    /// on its tasks and hands rows over through [`Relay::handle`].
+    pub fn with_broker(pool: PgPool, store: S, amqp_url: &str, prefix: &str, name: &str) -> Self {
         let topology = crate::Topology::new(prefix);
         let publisher = Arc::new(Publisher::new(
             amqp_url,
             format!("{name} outbox relay"),
             topology,
         ));
-        let relay = Relay::new(pool, publisher, RelayConfig::default());
-        let handle = relay.handle();
-        tokio::spawn(relay.run(shutdown));
-        handle
+        Relay::new(pool, store, publisher, RelayConfig::default())
     }
 
     /// The handle that pokes this relay.
@@ -256,7 +306,12 @@ impl Relay {
     /// they stay unpublished for the sweep.
     #[tracing::instrument(skip_all, fields(rows = batch.len()))]
     async fn publish_handed(&self, batch: &mut Vec<OutboxRow>) {
-        match self.publish_and_mark(batch, &self.pool).await {
+        let published = async {
+            self.publish(batch).await?;
+            let mut conn = self.pool.acquire().await?;
+            self.mark(&mut conn, batch).await
+        };
+        match published.await {
             Ok(()) => tracing::debug!(rows = batch.len(), "handed outbox rows published"),
             Err(err) => {
                 metrics::counter!("outbox_handover_failed_total").increment(batch.len() as u64);
@@ -272,12 +327,8 @@ impl Relay {
         batch.clear();
     }
 
-    /// Publishes `rows` with confirms, then marks them published through `db`.
-    async fn publish_and_mark<'c>(
-        &self,
-        rows: &[OutboxRow],
-        db: impl sqlx::PgExecutor<'c>,
-    ) -> Result<()> {
+    /// Publishes `rows` and waits for the broker's confirms.
+    async fn publish(&self, rows: &[OutboxRow]) -> Result<()> {
         let exchange = self.publisher.topology().events_exchange();
         let messages: Vec<Outgoing<'_>> = rows
             .iter()
@@ -290,12 +341,13 @@ impl Relay {
                 mandatory: false,
             })
             .collect();
-        self.publisher.publish_all(&messages).await?;
+        self.publisher.publish_all(&messages).await
+    }
+
+    /// Marks published `rows` (whose confirms came) through `conn`.
+    async fn mark(&self, conn: &mut PgConnection, rows: &[OutboxRow]) -> Result<()> {
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
-            .bind(&seqs)
-            .execute(db)
-            .await?;
+        self.store.mark_published(conn, &seqs).await?;
         for row in rows {
             metrics::counter!("bus_events_published_total", "trigger" => row.trigger.clone())
                 .increment(1);
@@ -306,16 +358,14 @@ impl Relay {
     /// Sets the `outbox_backlog` (rows waiting) and `outbox_oldest_age_seconds` gauges; the
     /// partial index on unpublished rows keeps this cheap while the backlog is small.
     async fn report_backlog(&self) {
-        let backlog: Result<(i64, f64), sqlx::Error> = sqlx::query_as(
-            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at))::float8, 0)
-             FROM outbox WHERE published_at IS NULL",
-        )
-        .fetch_one(&self.pool)
-        .await;
-        match backlog {
-            Ok((rows, age)) => {
-                metrics::gauge!("outbox_backlog").set(rows as f64);
-                metrics::gauge!("outbox_oldest_age_seconds").set(age);
+        let backlog = async {
+            let mut conn = self.pool.acquire().await?;
+            self.store.backlog(&mut conn).await
+        };
+        match backlog.await {
+            Ok(backlog) => {
+                metrics::gauge!("outbox_backlog").set(backlog.rows as f64);
+                metrics::gauge!("outbox_oldest_age_seconds").set(backlog.oldest_age_s);
             }
             Err(e) => tracing::debug!(error = %e, "reading the outbox backlog failed"),
         }
@@ -349,28 +399,23 @@ impl Relay {
     async fn relay_batch(&self, age: Duration) -> Result<usize> {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: rows another replica is publishing right now are left to it.
-        let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT seq, event_id, app_id, trigger, payload::text AS payload,
-                    extract(epoch FROM created_at)::bigint AS created_at_s,
-                    trace_context->>'traceparent' AS traceparent,
-                    trace_context->>'tracestate' AS tracestate
-             FROM outbox WHERE published_at IS NULL
-               AND created_at <= now() - make_interval(secs => $2)
-               AND seq <> ALL($3)
-             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(i64::from(self.config.batch_size))
-        .bind(age.as_secs_f64())
-        .bind(self.handle.in_flight())
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = self
+            .store
+            .claim(
+                &mut tx,
+                i64::from(self.config.batch_size),
+                age,
+                &self.handle.in_flight(),
+            )
+            .await?;
         tracing::Span::current().record("rows", rows.len());
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(0);
         }
         // Dropping `tx` on error rolls back: the rows stay unpublished.
-        self.publish_and_mark(&rows, &mut *tx).await?;
+        self.publish(&rows).await?;
+        self.mark(&mut tx, &rows).await?;
         tx.commit().await?;
         tracing::debug!(rows = rows.len(), "outbox rows published");
         Ok(rows.len())
@@ -381,21 +426,14 @@ impl Relay {
         let Some(retention) = self.config.retention else {
             return;
         };
-        let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-        let deleted = sqlx::query(
-            "DELETE FROM outbox WHERE seq IN (
-                 SELECT seq FROM outbox
-                 WHERE published_at < now() - make_interval(secs => $1)
-                 ORDER BY seq LIMIT 10000)",
-        )
-        .bind(secs as f64)
-        .execute(&self.pool)
-        .await;
+        let deleted = async {
+            let mut conn = self.pool.acquire().await?;
+            self.store.purge(&mut conn, retention, PURGE_BATCH).await
+        };
+        let deleted: sqlx::Result<u64> = deleted.await;
         match deleted {
-            Ok(done) if done.rows_affected() > 0 => {
-                tracing::debug!(rows = done.rows_affected(), "old outbox rows deleted");
-            }
-            Ok(_) => {}
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "old outbox rows deleted"),
             Err(err) => tracing::warn!(error = %err, "outbox cleanup failed"),
         }
     }

@@ -80,7 +80,8 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| "connecting to Postgres to create the database")?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-    // Runtime SQL: the database name comes from the URL, and a name cannot be a parameter.
+    // Dynamic DDL the query macros cannot check: the name comes from the URL, and a name
+    // cannot be a parameter.
     match sqlx::query(&format!("CREATE DATABASE {quoted}"))
         .execute(&mut admin)
         .await
@@ -107,7 +108,8 @@ pub fn connect(url: &str, schema: &str, max_connections: u32) -> anyhow::Result<
 
 /// Creates `schema` if needed and applies `migrator` inside it.
 pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> anyhow::Result<()> {
-    // Runtime SQL: the schema is the caller's, and a name cannot be a parameter.
+    // Dynamic DDL the query macros cannot check: the schema is the caller's, and a name
+    // cannot be a parameter.
     let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
     match sqlx::query(&create).execute(pool).await {
         Ok(_) => {}
@@ -131,27 +133,24 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> anyhow
 }
 
 /// Reports the pool's connections as the `db_pool_connections{service, state}` gauge
-/// (`idle` and `busy`) every few seconds until `shutdown`.
-pub fn spawn_pool_metrics(
+/// (`idle` and `busy`) every few seconds until `shutdown`; the service runs it on its tasks.
+pub async fn report_pool_metrics(
     pool: PgPool,
     service: &'static str,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let size = f64::from(pool.size());
-            let idle = pool.num_idle() as f64;
-            metrics::gauge!("db_pool_connections", "service" => service, "state" => "idle")
-                .set(idle);
-            metrics::gauge!("db_pool_connections", "service" => service, "state" => "busy")
-                .set((size - idle).max(0.0));
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
         }
-    });
+        let size = f64::from(pool.size());
+        let idle = pool.num_idle() as f64;
+        metrics::gauge!("db_pool_connections", "service" => service, "state" => "idle").set(idle);
+        metrics::gauge!("db_pool_connections", "service" => service, "state" => "busy")
+            .set((size - idle).max(0.0));
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
+use tasks::Tasks;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,13 +63,13 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 }
 
 /// The conversations gRPC API and its health service, ready to serve or to call in
-/// process; its background work (outbox relay, idempotency cleanup, pool metrics) runs
-/// until `shutdown` is cancelled. `users` is where a started conversation is marked on
-/// its app user (`None`: `config.users_addr`, over the network).
+/// process; its background work (outbox relay, idempotency cleanup, pool metrics) runs on
+/// `tasks` until their shutdown. `users` is where a started conversation is marked on its
+/// app user (`None`: `config.users_addr`, over the network).
 pub async fn routes(
     config: Config,
     users: Option<telemetry::grpc::GrpcChannel>,
-    shutdown: CancellationToken,
+    tasks: &Tasks,
 ) -> anyhow::Result<tonic::service::Routes> {
     let users = match users {
         Some(channel) => Some(channel),
@@ -80,16 +81,28 @@ pub async fn routes(
     }
     .map(proto::v1::users_client::UsersClient::new);
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
-    db::spawn_pool_metrics(pool.clone(), "conversations", shutdown.clone());
-    spawn_idempotency_cleanup(pool.clone(), shutdown.clone());
+    let shutdown = tasks.shutdown();
+    tasks.spawn(
+        "conversations pool metrics",
+        db::report_pool_metrics(pool.clone(), "conversations", shutdown.clone()),
+    );
+    tasks.spawn(
+        "idempotency key cleanup",
+        idempotency_cleanup(pool.clone(), shutdown.clone()),
+    );
     let relay = config.relay.as_ref().map(|target| {
-        bus::Relay::spawn(
+        let relay = bus::Relay::with_broker(
             pool.clone(),
+            storage::Outbox,
             &target.amqp_url,
             &target.amqp_prefix,
             "conversations",
-            shutdown.clone(),
-        )
+        );
+        let handle = relay.handle();
+        // Until the server has drained: what its last requests commit goes out now, not
+        // at the next sweep.
+        tasks.spawn("outbox relay", relay.run(tasks.finished().clone()));
+        handle
     });
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -102,33 +115,42 @@ pub async fn routes(
     ))
 }
 
-/// Serves the conversations gRPC API on `listener` until `shutdown` is cancelled.
+/// Serves the conversations gRPC API on `listener` until `shutdown` is cancelled; returns
+/// once its background tasks have ended too.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let routes = routes(config, None, shutdown.clone()).await?;
-    tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
-    telemetry::grpc::serve(routes, listener, Duration::from_secs(30), shutdown)
+    let tasks = Tasks::new(shutdown.child_token());
+    let served = async {
+        let routes = routes(config, None, &tasks).await?;
+        tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
+        telemetry::grpc::serve(
+            routes,
+            listener,
+            Duration::from_secs(30),
+            tasks.shutdown().clone(),
+        )
         .await
         .context("conversations gRPC server failed")
+    };
+    let served = served.await;
+    tasks.finish(served).await
 }
 
 /// Deletes idempotency keys past their 24 h every hour (and at start) until `shutdown`.
-fn spawn_idempotency_cleanup(pool: sqlx::PgPool, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match storage::delete_expired_idempotency_keys(&pool).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(rows = n, "expired idempotency keys deleted"),
-                Err(e) => tracing::warn!(error = %e, "idempotency key cleanup failed"),
-            }
+async fn idempotency_cleanup(pool: sqlx::PgPool, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
         }
-    });
+        match storage::delete_expired_idempotency_keys(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "idempotency key cleanup failed"),
+        }
+    }
 }

@@ -14,6 +14,7 @@ use proto::v1::{
     conversations_client::ConversationsClient, media_client::MediaClient,
     users_client::UsersClient, webhooks_client::WebhooksClient,
 };
+use tasks::Tasks;
 use telemetry::grpc::GrpcChannel;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::channel::Change;
@@ -65,56 +66,73 @@ fn endpoint(url: String, config: &Config) -> anyhow::Result<Endpoint> {
         .keep_alive_while_idle(true))
 }
 
-fn channel(addr: &str, config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Channel> {
+fn channel(addr: &str, config: &Config, tasks: &Tasks) -> anyhow::Result<Channel> {
     let (host, port) = host_port(addr)?;
     if host.parse::<IpAddr>().is_ok() {
         return Ok(endpoint(telemetry::grpc::url(addr), config)?.connect_lazy());
     }
     let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
-    let config = config.clone();
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let mut known: HashSet<SocketAddr> = HashSet::new();
-        loop {
-            match tokio::net::lookup_host((host.as_str(), port)).await {
-                Ok(found) => {
-                    let found: HashSet<SocketAddr> = found.collect();
-                    for gone in known.difference(&found) {
-                        tracing::info!(service = %host, addr = %gone, "grpc endpoint removed");
-                        if changes.send(Change::Remove(*gone)).await.is_err() {
-                            return;
-                        }
+    tasks.spawn(
+        "grpc endpoint resolver",
+        resolve(
+            host,
+            port,
+            config.clone(),
+            changes,
+            tasks.shutdown().clone(),
+        ),
+    );
+    Ok(channel)
+}
+
+/// Keeps the endpoints of `host` in a balanced channel up to date until `shutdown` (or
+/// until the channel is gone).
+async fn resolve(
+    host: String,
+    port: u16,
+    config: Config,
+    changes: tokio::sync::mpsc::Sender<Change<SocketAddr, Endpoint>>,
+    shutdown: CancellationToken,
+) {
+    let mut known: HashSet<SocketAddr> = HashSet::new();
+    loop {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => {
+                let found: HashSet<SocketAddr> = found.collect();
+                for gone in known.difference(&found) {
+                    tracing::info!(service = %host, addr = %gone, "grpc endpoint removed");
+                    if changes.send(Change::Remove(*gone)).await.is_err() {
+                        return;
                     }
-                    for new in found.difference(&known) {
-                        let Ok(ep) = endpoint(format!("http://{new}"), &config) else {
-                            continue;
-                        };
-                        tracing::info!(service = %host, addr = %new, "grpc endpoint added");
-                        if changes.send(Change::Insert(*new, ep)).await.is_err() {
-                            return;
-                        }
+                }
+                for new in found.difference(&known) {
+                    let Ok(ep) = endpoint(format!("http://{new}"), &config) else {
+                        continue;
+                    };
+                    tracing::info!(service = %host, addr = %new, "grpc endpoint added");
+                    if changes.send(Change::Insert(*new, ep)).await.is_err() {
+                        return;
                     }
-                    known = found;
                 }
-                Err(e) => {
-                    // Keep the last known endpoints: a DNS hiccup must not empty the pool.
-                    tracing::warn!(service = %host, error = %e, "resolving grpc service failed");
-                }
+                known = found;
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(RESOLVE_EVERY) => {}
+            Err(e) => {
+                // Keep the last known endpoints: a DNS hiccup must not empty the pool.
+                tracing::warn!(service = %host, error = %e, "resolving grpc service failed");
             }
         }
-    });
-    Ok(channel)
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RESOLVE_EVERY) => {}
+        }
+    }
 }
 
 impl Clients {
     /// Makes the clients; connections open on first use and reconnect by themselves. DNS
-    /// names are re-resolved until `shutdown` is cancelled.
+    /// names are re-resolved by tasks on `tasks`, until their shutdown.
     /// With `config.in_process` set, the services of this process are called directly.
-    pub fn connect(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, tasks: &Tasks) -> anyhow::Result<Self> {
         let [users, conversations, media, webhooks] = match &config.in_process {
             Some(services) => [
                 services.users.clone(),
@@ -128,7 +146,7 @@ impl Clients {
                 &config.media_addr,
                 &config.webhooks_addr,
             ]
-            .map(|addr| channel(addr, config, shutdown).map(telemetry::grpc::network))
+            .map(|addr| channel(addr, config, tasks).map(telemetry::grpc::network))
             .into_iter()
             .collect::<anyhow::Result<Vec<_>>>()?
             .try_into()

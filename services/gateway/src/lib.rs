@@ -18,6 +18,7 @@ mod routes;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tasks::Tasks;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -145,13 +146,21 @@ pub(crate) struct AppState {
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` is cancelled, then drains in-flight
-/// requests.
+/// requests; returns once its background tasks (resolvers, revocation listener, real-time
+/// fan-out) have ended too.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let clients = Clients::connect(&config, &shutdown)?;
+    let tasks = Tasks::new(shutdown.child_token());
+    let served = serve(config, listener, &tasks).await;
+    tasks.finish(served).await
+}
+
+async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::Result<()> {
+    let shutdown = tasks.shutdown().clone();
+    let clients = Clients::new(&config, tasks)?;
     let redis = config
         .redis
         .clone()
@@ -163,10 +172,7 @@ pub async fn run(
         redis.clone(),
         config.credential_cache.clone(),
     ));
-    // Receives revocations until the server stops.
-    let _revocations = credentials
-        .spawn_listener()
-        .map(tokio_util::task::AbortOnDropHandle::new);
+    credentials.spawn_listener(tasks);
     let limiter = redis
         .clone()
         .filter(|_| config.rate_limit.enabled)
@@ -176,9 +182,15 @@ pub async fn run(
         .clone()
         .map(|redis| auth::Presence::new(redis, faye::presence_ttl(&config.faye)));
     if let Some(bus) = config.realtime_bus.clone() {
-        faye::fanout::spawn(bus, hub.clone(), shutdown.clone());
+        tasks.spawn(
+            "real-time fan-out",
+            faye::fanout::run(bus, hub.clone(), shutdown.clone()),
+        );
     }
-    faye::spawn_expiry(hub.clone(), shutdown.clone());
+    tasks.spawn(
+        "real-time client expiry",
+        faye::expire(hub.clone(), shutdown.clone()),
+    );
     let activity = std::sync::Arc::new(faye::fanout::Activity::new(
         config.realtime_bus.clone(),
         hub.clone(),

@@ -146,6 +146,9 @@ impl Config {
 /// consumer.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    // A panicked task (the log writer) stops the consumers too.
+    let tasks = tasks::Tasks::new(shutdown.child_token());
+    let shutdown = tasks.shutdown().clone();
     let ca = match &config.ca_file {
         Some(path) => {
             let pem = tokio::fs::read(path)
@@ -185,7 +188,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("push worker Redis settings")?
         // Readers only compare marks with the clock: the TTL is the writers'.
         .map(|redis| auth::Presence::new(redis, Duration::ZERO));
-    let (recorder, recorder_task) = recorder::Recorder::start(users.clone());
+    let recorder = recorder::Recorder::start(users.clone(), &tasks);
     let worker = Arc::new(worker::Worker {
         topology: topology.clone(),
         publisher: publisher.clone(),
@@ -242,13 +245,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tokio::join!(events, retries);
     // The last recorder goes with the worker: the log writer flushes what it holds and ends.
     drop(worker);
-    if tokio::time::timeout(Duration::from_secs(5), recorder_task)
-        .await
-        .is_err()
-    {
+    let finished = tokio::time::timeout(Duration::from_secs(5), tasks.finish(Ok(()))).await;
+    if finished.is_err() {
         tracing::warn!("push delivery log not flushed in time; last attempts dropped");
     }
     publisher.close().await;
     tracing::info!("push worker stopped");
-    Ok(())
+    finished.unwrap_or(Ok(()))
 }

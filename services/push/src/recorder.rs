@@ -26,12 +26,13 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder and its writer task, which ends (after a last flush) once every
-    /// recorder clone is dropped.
-    pub(crate) fn start(client: UsersClient<GrpcChannel>) -> (Self, tokio::task::JoinHandle<()>) {
+    /// A recorder whose writer runs on `tasks`; the writer ends (after a last flush) once
+    /// every recorder clone is dropped, so it outlives the shutdown of the consumers that
+    /// record.
+    pub(crate) fn start(client: UsersClient<GrpcChannel>, tasks: &tasks::Tasks) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(write(client, rx));
-        (Recorder { tx }, task)
+        tasks.spawn("push delivery log writer", write(client, rx));
+        Recorder { tx }
     }
 
     /// Queues one attempt.

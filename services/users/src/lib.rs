@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
+use tasks::Tasks;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -96,34 +97,51 @@ pub async fn purge_push_log(database_url: &str, retention_hours: i32) -> anyhow:
 pub use push_log::RETENTION_HOURS as PUSH_LOG_RETENTION_HOURS;
 
 /// Purges the push delivery log every hour until `shutdown`.
-fn spawn_push_log_purge(pool: sqlx::PgPool, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match push_log::purge(&pool, push_log::RETENTION_HOURS).await {
-                Ok(0) => {}
-                Ok(rows) => tracing::debug!(rows, "expired push attempts deleted"),
-                Err(e) => tracing::warn!(error = %e, "push log purge failed"),
-            }
+async fn push_log_purge(pool: sqlx::PgPool, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
         }
-    });
+        match push_log::purge(&pool, push_log::RETENTION_HOURS).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "expired push attempts deleted"),
+            Err(e) => tracing::warn!(error = %e, "push log purge failed"),
+        }
+    }
+}
+
+/// Seals integration secrets still stored in plaintext, once, at start-up.
+async fn seal_at_start(pool: sqlx::PgPool, key: SecretsKey) {
+    match app_config::seal_stored_secrets(&pool, &key).await {
+        Ok(0) => {}
+        Ok(sealed) => tracing::info!(sealed, "sealed integration secrets stored in plaintext"),
+        Err(e) => {
+            tracing::warn!(error = %e, "sealing stored integration secrets failed; retried at the next start")
+        }
+    }
 }
 
 /// The users gRPC API and its health service, ready to serve or to call in process;
 /// `conversations` is where init moves a merged user's history (`None`: merges stay
-/// pending in the init answer).
+/// pending in the init answer). Its background work (log purge, revocation retries, pool
+/// metrics) runs on `tasks`.
 pub async fn routes(
     config: Config,
     conversations: Option<telemetry::grpc::GrpcChannel>,
-    shutdown: CancellationToken,
+    tasks: &Tasks,
 ) -> anyhow::Result<tonic::service::Routes> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
-    db::spawn_pool_metrics(pool.clone(), "users", shutdown.clone());
-    spawn_push_log_purge(pool.clone(), shutdown.clone());
+    let shutdown = tasks.shutdown();
+    tasks.spawn(
+        "users pool metrics",
+        db::report_pool_metrics(pool.clone(), "users", shutdown.clone()),
+    );
+    tasks.spawn(
+        "push log purge",
+        push_log_purge(pool.clone(), shutdown.clone()),
+    );
     let revoker = config
         .redis
         .map(|redis| -> anyhow::Result<auth::Revoker> {
@@ -131,25 +149,15 @@ pub async fn routes(
             // Tombstones outlive any cache entry a gateway may still be writing, and a
             // revocation Redis missed is retried for as long as gateways keep entries.
             let ttl = auth::CacheConfig::default().redis_ttl;
-            Ok(auth::Revoker::new(client, ttl, ttl))
+            Ok(auth::Revoker::new(client, ttl, ttl, tasks.clone()))
         })
         .transpose()?;
     // Rows from before sealing are readable as they are: sealing them need not delay the
     // start, nor stop it when the database is briefly away.
-    tokio::spawn({
-        let (pool, key) = (pool.clone(), config.secrets_key.clone());
-        async move {
-            match app_config::seal_stored_secrets(&pool, &key).await {
-                Ok(0) => {}
-                Ok(sealed) => {
-                    tracing::info!(sealed, "sealed integration secrets stored in plaintext")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "sealing stored integration secrets failed; retried at the next start")
-                }
-            }
-        }
-    });
+    tasks.spawn(
+        "secret sealing",
+        seal_at_start(pool.clone(), config.secrets_key.clone()),
+    );
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::users_server::UsersServer<grpc::UsersApi>>()
@@ -163,20 +171,31 @@ pub async fn routes(
     )
 }
 
-/// Serves the users gRPC API on `listener` until `shutdown` is cancelled.
+/// Serves the users gRPC API on `listener` until `shutdown` is cancelled; returns once its
+/// background tasks have ended too.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let conversations = config
-        .conversations_addr
-        .as_deref()
-        .map(|addr| telemetry::grpc::lazy(addr, "conversations"))
-        .transpose()?;
-    let routes = routes(config, conversations, shutdown.clone()).await?;
-    tracing::info!(addr = %listener.local_addr()?, "users service listening");
-    telemetry::grpc::serve(routes, listener, Duration::from_secs(30), shutdown)
+    let tasks = Tasks::new(shutdown.child_token());
+    let served = async {
+        let conversations = config
+            .conversations_addr
+            .as_deref()
+            .map(|addr| telemetry::grpc::lazy(addr, "conversations"))
+            .transpose()?;
+        let routes = routes(config, conversations, &tasks).await?;
+        tracing::info!(addr = %listener.local_addr()?, "users service listening");
+        telemetry::grpc::serve(
+            routes,
+            listener,
+            Duration::from_secs(30),
+            tasks.shutdown().clone(),
+        )
         .await
         .context("users gRPC server failed")
+    };
+    let served = served.await;
+    tasks.finish(served).await
 }

@@ -146,6 +146,9 @@ impl Config {
 /// delivery consumer and the requested-retries poller.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    // A panicked task (the log writer) stops the consumers too.
+    let tasks = tasks::Tasks::new(shutdown.child_token());
+    let shutdown = tasks.shutdown().clone();
     let topology = bus::Topology::new(config.amqp_prefix.clone());
     let channel = match config.webhooks_channel.clone() {
         Some(in_process) => in_process,
@@ -161,7 +164,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     };
     let client = WebhooksClient::new(channel);
-    let (recorder, recorder_task) = recorder::Recorder::start(client.clone());
+    let recorder = recorder::Recorder::start(client.clone(), &tasks);
     let publisher = Arc::new(bus::Publisher::new(
         config.amqp_url.clone(),
         "webhook-worker publisher",
@@ -235,13 +238,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Every step is done: let the delivery log flush, then close the publisher.
     drop(worker);
-    if tokio::time::timeout(Duration::from_secs(5), recorder_task)
-        .await
-        .is_err()
-    {
+    let finished = tokio::time::timeout(Duration::from_secs(5), tasks.finish(Ok(()))).await;
+    if finished.is_err() {
         tracing::warn!("delivery log flush timed out");
     }
     publisher.close().await;
     tracing::info!("webhook worker stopped");
-    Ok(())
+    finished.unwrap_or(Ok(()))
 }

@@ -26,14 +26,13 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder and its writer task, which ends (after a last flush) once every
-    /// recorder clone is dropped.
-    pub(crate) fn start(
-        client: WebhooksClient<GrpcChannel>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    /// A recorder whose writer runs on `tasks`; the writer ends (after a last flush) once
+    /// every recorder clone is dropped, so it outlives the shutdown of the consumers that
+    /// record.
+    pub(crate) fn start(client: WebhooksClient<GrpcChannel>, tasks: &tasks::Tasks) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(write(client, rx));
-        (Recorder { tx }, task)
+        tasks.spawn("delivery log writer", write(client, rx));
+        Recorder { tx }
     }
 
     /// Queues one attempt.

@@ -18,10 +18,13 @@ const CHANNEL: &str = "smooch_webhooks_changed";
 pub(crate) struct Changes(broadcast::Sender<String>);
 
 impl Changes {
-    /// Listens for announcements on `pool`'s database until `shutdown`.
-    pub(crate) fn spawn(pool: PgPool, shutdown: CancellationToken) -> Self {
+    /// Listens for announcements on `pool`'s database, as a task on `tasks`.
+    pub(crate) fn spawn(pool: PgPool, tasks: &tasks::Tasks) -> Self {
         let (sender, _) = broadcast::channel(4096);
-        tokio::spawn(listen(pool, sender.clone(), shutdown));
+        tasks.spawn(
+            "webhook change feed",
+            listen(pool, sender.clone(), tasks.shutdown().clone()),
+        );
         Changes(sender)
     }
 

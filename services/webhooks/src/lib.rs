@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
+use tasks::Tasks;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -45,14 +46,14 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 }
 
 /// The webhooks gRPC API and its health service, ready to serve or to call in process;
-/// pool metrics are reported until `shutdown`.
-pub async fn routes(
-    config: Config,
-    shutdown: CancellationToken,
-) -> anyhow::Result<tonic::service::Routes> {
+/// the change feed and pool metrics run on `tasks`.
+pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::service::Routes> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
-    db::spawn_pool_metrics(pool.clone(), "webhooks", shutdown.clone());
-    let changes = changes::Changes::spawn(pool.clone(), shutdown);
+    tasks.spawn(
+        "webhooks pool metrics",
+        db::report_pool_metrics(pool.clone(), "webhooks", tasks.shutdown().clone()),
+    );
+    let changes = changes::Changes::spawn(pool.clone(), tasks);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::webhooks_server::WebhooksServer<grpc::WebhooksApi>>()
@@ -66,15 +67,26 @@ pub async fn routes(
     ))
 }
 
-/// Serves the webhooks gRPC API on `listener` until `shutdown` is cancelled.
+/// Serves the webhooks gRPC API on `listener` until `shutdown` is cancelled; returns once
+/// its background tasks have ended too.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let routes = routes(config, shutdown.clone()).await?;
-    tracing::info!(addr = %listener.local_addr()?, "webhooks service listening");
-    telemetry::grpc::serve(routes, listener, Duration::from_secs(30), shutdown)
+    let tasks = Tasks::new(shutdown.child_token());
+    let served = async {
+        let routes = routes(config, &tasks).await?;
+        tracing::info!(addr = %listener.local_addr()?, "webhooks service listening");
+        telemetry::grpc::serve(
+            routes,
+            listener,
+            Duration::from_secs(30),
+            tasks.shutdown().clone(),
+        )
         .await
         .context("webhooks gRPC server failed")
+    };
+    let served = served.await;
+    tasks.finish(served).await
 }

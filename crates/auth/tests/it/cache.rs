@@ -10,6 +10,11 @@ use auth::{
 
 use crate::{redis, Counting};
 
+/// Background tasks for one test; they stop with the test's runtime.
+fn tasks() -> tasks::Tasks {
+    tasks::Tasks::new(tasks::CancellationToken::new())
+}
+
 fn source_with_token(token: &str, app: &str) -> Counting {
     let source = Counting::default();
     source
@@ -38,7 +43,7 @@ async fn found_credentials_reach_the_source_once() {
         Some(redis()),
         CacheConfig::default(),
     ));
-    let _listener = cache.spawn_listener();
+    cache.spawn_listener(&tasks());
     wait_listening(&cache).await;
     for _ in 0..5 {
         let principal = cache
@@ -96,7 +101,10 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
             ))
         })
         .collect();
-    let _listeners: Vec<_> = replicas.iter().map(|r| r.spawn_listener()).collect();
+    let tasks = tasks();
+    for replica in &replicas {
+        replica.spawn_listener(&tasks);
+    }
     for replica in &replicas {
         wait_listening(replica).await;
         assert_eq!(replica.key("kid1").await.unwrap().as_deref(), Some(&key));
@@ -106,6 +114,7 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
         redis.clone(),
         Duration::from_secs(60),
         Duration::from_secs(5),
+        tasks.clone(),
     );
     let revoked_at = Instant::now();
     revoker
@@ -131,6 +140,7 @@ async fn a_tombstone_wins_over_a_stale_fill() {
         redis.clone(),
         Duration::from_secs(60),
         Duration::from_secs(1),
+        tasks(),
     )
     .publish(&Revocation::new(["tok"], vec![]))
     .await
@@ -150,7 +160,7 @@ async fn with_redis_down_lookups_fall_back_to_the_source() {
         Some(down.clone()),
         CacheConfig::default(),
     ));
-    let _listener = cache.spawn_listener();
+    cache.spawn_listener(&tasks());
     let started = Instant::now();
     for _ in 0..20 {
         assert_eq!(
@@ -162,4 +172,26 @@ async fn with_redis_down_lookups_fall_back_to_the_source() {
     assert!(!down.is_healthy());
     assert!(!down.ping().await);
     assert!(!cache.is_listening());
+}
+
+#[tokio::test]
+async fn revocation_retries_end_with_the_shutdown() {
+    // Nothing listens on port 1: the first attempt fails and the retries start.
+    let down = RedisClient::new(RedisConfig::new("redis://127.0.0.1:1", "down")).unwrap();
+    let tasks = tasks();
+    let revoker = Revoker::new(
+        down,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+        tasks.clone(),
+    );
+    revoker
+        .revoke(Revocation::new([], vec!["kid1".into()]))
+        .await;
+    // The service stops long before the retries would give up: they end with it.
+    let finished = tokio::time::timeout(Duration::from_secs(5), tasks.finish(Ok(()))).await;
+    assert!(
+        matches!(finished, Ok(Ok(()))),
+        "the retry outlived the shutdown"
+    );
 }

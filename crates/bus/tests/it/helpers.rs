@@ -10,7 +10,7 @@ use bus::lapin::types::FieldTable;
 use bus::lapin::{Channel, Connection, Consumer};
 use bus::{Publisher, Topology};
 use futures::StreamExt as _;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 pub(crate) fn amqp_url() -> String {
     std::env::var("SMOOCH_AMQP_URL")
@@ -162,4 +162,74 @@ pub(crate) async fn read_ids(consumer: &mut Consumer, n: usize, within: Duration
         ids.push(id);
     }
     ids
+}
+
+/// The relay's statements on a test's own `outbox` table, found through the pool's search
+/// path. Runtime SQL, unlike the services' checked queries: the schema is made per test,
+/// so no compile-time cache can know it. The statements mirror the conversations
+/// service's (`services/conversations/src/storage/outbox.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TestOutbox;
+
+impl bus::OutboxStore for TestOutbox {
+    async fn claim(
+        &self,
+        conn: &mut PgConnection,
+        limit: i64,
+        min_age: Duration,
+        skip: &[i64],
+    ) -> sqlx::Result<Vec<bus::OutboxRow>> {
+        sqlx::query_as(
+            "SELECT seq, event_id, app_id, trigger, payload::text AS payload,
+                    extract(epoch FROM created_at)::bigint AS created_at_s,
+                    trace_context->>'traceparent' AS traceparent,
+                    trace_context->>'tracestate' AS tracestate
+             FROM outbox WHERE published_at IS NULL
+               AND created_at <= now() - make_interval(secs => $2)
+               AND seq <> ALL($3)
+             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit)
+        .bind(min_age.as_secs_f64())
+        .bind(skip)
+        .fetch_all(conn)
+        .await
+    }
+
+    async fn mark_published(&self, conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<()> {
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+            .bind(seqs)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn backlog(&self, conn: &mut PgConnection) -> sqlx::Result<bus::Backlog> {
+        let (rows, oldest_age_s): (i64, f64) = sqlx::query_as(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at))::float8, 0)
+             FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(conn)
+        .await?;
+        Ok(bus::Backlog { rows, oldest_age_s })
+    }
+
+    async fn purge(
+        &self,
+        conn: &mut PgConnection,
+        older_than: Duration,
+        limit: i64,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM outbox WHERE seq IN (
+                 SELECT seq FROM outbox
+                 WHERE published_at < now() - make_interval(secs => $1)
+                 ORDER BY seq LIMIT $2)",
+        )
+        .bind(older_than.as_secs_f64())
+        .bind(limit)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

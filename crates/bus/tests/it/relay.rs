@@ -6,7 +6,7 @@ use std::time::Duration;
 use bus::{Publisher, Relay, RelayConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{read_ids, Env};
+use crate::helpers::{read_ids, Env, TestOutbox};
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:04}")).collect()
@@ -24,7 +24,12 @@ async fn relay_publishes_committed_rows_in_order_and_marks_them() {
         };
         env.commit_event(id, trigger).await;
     }
-    let relay = Relay::new(env.pool.clone(), env.publisher(), RelayConfig::default());
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        RelayConfig::default(),
+    );
     assert_eq!(relay.drain().await.unwrap(), 5);
     assert_eq!(env.unpublished().await, 0);
     let mut consumer = env.consumer().await;
@@ -49,7 +54,7 @@ async fn rows_stay_unpublished_until_the_broker_confirms() {
         "relay-test-down",
         env.topology.clone(),
     ));
-    let relay = Relay::new(env.pool.clone(), down, RelayConfig::default());
+    let relay = Relay::new(env.pool.clone(), TestOutbox, down, RelayConfig::default());
     assert!(relay.drain().await.is_err());
     assert_eq!(
         env.unpublished().await,
@@ -58,7 +63,12 @@ async fn rows_stay_unpublished_until_the_broker_confirms() {
     );
 
     // The broker is back: a relay publishes them all.
-    let relay = Relay::new(env.pool.clone(), env.publisher(), RelayConfig::default());
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        RelayConfig::default(),
+    );
     assert_eq!(relay.drain().await.unwrap(), 3);
     let mut consumer = env.consumer().await;
     assert_eq!(
@@ -86,7 +96,7 @@ async fn sweep_publishes_rows_a_crashed_replica_left_behind() {
         sweep_interval: Duration::from_millis(100),
         ..RelayConfig::default()
     };
-    let relay = Relay::new(env.pool.clone(), env.publisher(), config);
+    let relay = Relay::new(env.pool.clone(), TestOutbox, env.publisher(), config);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
     // Committed with nobody poking the relay: only the sweep can find it.
@@ -109,7 +119,7 @@ async fn a_poke_publishes_without_waiting_for_the_sweep() {
         sweep_interval: Duration::from_secs(3600),
         ..RelayConfig::default()
     };
-    let relay = Relay::new(env.pool.clone(), env.publisher(), config);
+    let relay = Relay::new(env.pool.clone(), TestOutbox, env.publisher(), config);
     let handle = relay.handle();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
@@ -136,8 +146,13 @@ async fn replicas_share_the_outbox_without_publishing_a_row_twice() {
         batch_size: 20,
         ..RelayConfig::default()
     };
-    let a = Relay::new(env.pool.clone(), env.publisher(), config.clone());
-    let b = Relay::new(env.pool.clone(), env.publisher(), config);
+    let a = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        config.clone(),
+    );
+    let b = Relay::new(env.pool.clone(), TestOutbox, env.publisher(), config);
     let (na, nb) = tokio::join!(a.drain(), b.drain());
     let (na, nb) = (na.unwrap(), nb.unwrap());
     assert_eq!(na + nb, 300);
@@ -161,7 +176,12 @@ async fn the_writers_trace_context_travels_as_message_headers() {
         .await
         .unwrap();
     env.commit_event("untraced", "message:appUser").await;
-    let relay = Relay::new(env.pool.clone(), env.publisher(), RelayConfig::default());
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        RelayConfig::default(),
+    );
     assert_eq!(relay.drain().await.unwrap(), 2);
 
     let mut consumer = env.consumer().await;
@@ -188,7 +208,7 @@ async fn handed_rows_are_published_at_once_and_marked() {
         sweep_interval: Duration::from_secs(3600),
         ..RelayConfig::default()
     };
-    let relay = Relay::new(env.pool.clone(), env.publisher(), config);
+    let relay = Relay::new(env.pool.clone(), TestOutbox, env.publisher(), config);
     let handle = relay.handle();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
@@ -218,7 +238,12 @@ async fn claims_leave_handed_rows_and_the_sweep_leaves_young_rows() {
     };
     // Handed over to a relay whose task does not run (as if it were busy): a claim pass
     // of that replica skips the row.
-    let relay = Relay::new(env.pool.clone(), env.publisher(), config.clone());
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        config.clone(),
+    );
     let handed = env.commit_row("handed", "message:appUser").await;
     relay.handle().hand_over([handed]);
     assert_eq!(
@@ -229,7 +254,7 @@ async fn claims_leave_handed_rows_and_the_sweep_leaves_young_rows() {
 
     // A young row nobody handed over: a running relay's sweeps leave it (some replica may
     // be publishing it), though they run every 50 ms.
-    let other = Relay::new(env.pool.clone(), env.publisher(), config);
+    let other = Relay::new(env.pool.clone(), TestOutbox, env.publisher(), config);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(other.run(shutdown.clone()));
     env.commit_row("young", "message:appUser").await;
@@ -253,7 +278,7 @@ async fn a_failed_hand_over_leaves_the_rows_for_the_sweep() {
         claim_after: Duration::from_millis(300),
         ..RelayConfig::default()
     };
-    let relay = Relay::new(env.pool.clone(), down, config.clone());
+    let relay = Relay::new(env.pool.clone(), TestOutbox, down, config.clone());
     let handle = relay.handle();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
@@ -269,7 +294,7 @@ async fn a_failed_hand_over_leaves_the_rows_for_the_sweep() {
     );
 
     // A relay that reaches the broker sweeps it once it is old enough.
-    let relay = Relay::new(env.pool.clone(), env.publisher(), config);
+    let relay = Relay::new(env.pool.clone(), TestOutbox, env.publisher(), config);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
     let mut consumer = env.consumer().await;

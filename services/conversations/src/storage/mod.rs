@@ -17,7 +17,7 @@ pub(crate) use idempotency::{
 pub(crate) use messages::{
     delete_messages, message_with_action, post_in, post_message, Cursor, NewPost, Page, Posted,
 };
-pub(crate) use outbox::publish;
+pub(crate) use outbox::{publish, Outbox};
 pub(crate) use whispers::{
     claim_whisper, delete_whisper, get_whisper, insert_whisper, list_whispers, update_whisper,
     whispers_of_event, WhisperRow,

@@ -1,11 +1,12 @@
 //! The outbox: events written in the same transaction as the change they describe, handed
-//! to the relay once committed.
+//! to the relay once committed; and the relay's statements on the table ([`Outbox`]).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use bus::OutboxRow;
+use bus::{Backlog, OutboxRow};
 use sqlx::types::Json;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use wire::event::Event;
 
 /// The W3C trace context of the request writing an outbox row (`traceparent`,
@@ -59,4 +60,78 @@ pub(super) async fn insert_event(
 /// Writes an event (a postback, say) to the outbox on its own.
 pub(crate) async fn publish(pool: &PgPool, event: &Event) -> sqlx::Result<OutboxRow> {
     insert_event(pool, event).await
+}
+
+/// `conversations.outbox` as the relay reads and marks it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outbox;
+
+impl bus::OutboxStore for Outbox {
+    async fn claim(
+        &self,
+        conn: &mut PgConnection,
+        limit: i64,
+        min_age: Duration,
+        skip: &[i64],
+    ) -> sqlx::Result<Vec<OutboxRow>> {
+        sqlx::query_as!(
+            OutboxRow,
+            r#"SELECT seq, event_id, app_id, trigger, payload::text AS "payload!",
+                      extract(epoch FROM created_at)::bigint AS "created_at_s!",
+                      trace_context->>'traceparent' AS traceparent,
+                      trace_context->>'tracestate' AS tracestate
+                 FROM conversations.outbox
+                WHERE published_at IS NULL
+                  AND created_at <= now() - make_interval(secs => $2)
+                  AND seq <> ALL($3)
+                ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+            limit,
+            min_age.as_secs_f64(),
+            skip,
+        )
+        .fetch_all(conn)
+        .await
+    }
+
+    async fn mark_published(&self, conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<()> {
+        sqlx::query!(
+            "UPDATE conversations.outbox SET published_at = now() WHERE seq = ANY($1)",
+            seqs,
+        )
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn backlog(&self, conn: &mut PgConnection) -> sqlx::Result<Backlog> {
+        // The partial index on unpublished rows keeps this cheap while the backlog is small.
+        sqlx::query_as!(
+            Backlog,
+            r#"SELECT count(*) AS "rows!",
+                      coalesce(extract(epoch FROM now() - min(created_at))::float8, 0)
+                          AS "oldest_age_s!"
+                 FROM conversations.outbox WHERE published_at IS NULL"#,
+        )
+        .fetch_one(conn)
+        .await
+    }
+
+    async fn purge(
+        &self,
+        conn: &mut PgConnection,
+        older_than: Duration,
+        limit: i64,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query!(
+            "DELETE FROM conversations.outbox WHERE seq IN (
+                 SELECT seq FROM conversations.outbox
+                  WHERE published_at < now() - make_interval(secs => $1)
+                  ORDER BY seq LIMIT $2)",
+            older_than.as_secs_f64(),
+            limit,
+        )
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

@@ -132,24 +132,22 @@ async fn declare_exchange(channel: &lapin::Channel, prefix: &str) -> Result<(), 
 }
 
 /// Consumes this replica's queue into `hub` until `shutdown`, reconnecting after failures.
-pub(crate) fn spawn(bus: RealtimeBus, hub: Hub, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut backoff = bus::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            let run = consume(&bus, &hub, &mut backoff);
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = run => r,
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "real-time fan-out consumer failed; reconnecting");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
-            }
+pub(crate) async fn run(bus: RealtimeBus, hub: Hub, shutdown: CancellationToken) {
+    let mut backoff = bus::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let run = consume(&bus, &hub, &mut backoff);
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = run => r,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "real-time fan-out consumer failed; reconnecting");
         }
-    });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
 }
 
 async fn consume(

@@ -547,17 +547,15 @@ async fn leave(state: &AppState, client: &str, users: &[(String, String)]) {
     }
 }
 
-/// Forgets clients that stopped polling, until the hub is dropped by every owner.
-pub(crate) fn spawn_expiry(hub: Hub, shutdown: tokio_util::sync::CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => { hub.expire(); }
-            }
+/// Forgets clients that stopped polling, every few seconds until `shutdown`.
+pub(crate) async fn expire(hub: Hub, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => { hub.expire(); }
         }
-    });
+    }
 }
 
 #[cfg(test)]

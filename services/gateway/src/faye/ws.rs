@@ -18,6 +18,9 @@ pub(crate) async fn serve(state: AppState, socket: WebSocket) {
     metrics::gauge!("faye_websockets").increment(1.0);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<String>(OUTBOX);
+    // The writer and the batch tasks belong to this socket, not to the gateway's tasks:
+    // they end with it (the writer once the last answer sender drops) and are awaited
+    // below, before `serve` returns.
     let writer = tokio::spawn(async move {
         while let Some(text) = rx.recv().await {
             if sink.send(Message::Text(text.into())).await.is_err() {

@@ -268,8 +268,9 @@ mod tests {
             "127.0.0.1:1",
         );
         config.redis = None;
-        let clients =
-            crate::Clients::connect(&config, &tokio_util::sync::CancellationToken::new()).unwrap();
+        // IP literals: no resolver task starts on these tasks.
+        let tasks = tasks::Tasks::new(tokio_util::sync::CancellationToken::new());
+        let clients = crate::Clients::new(&config, &tasks).unwrap();
         let credentials = std::sync::Arc::new(auth::CredentialCache::new(
             crate::credentials::UsersSource::new(clients.users.clone()),
             None,
