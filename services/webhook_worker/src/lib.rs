@@ -1,12 +1,14 @@
 //! The webhook-worker role: takes message events off the bus, fans each out into one
 //! durable delivery job per matching webhook, and delivers the jobs (signed POSTs), with
-//! retries held by the broker (TTL queues, never in-memory timers), a dead-letter queue
-//! and a delivery log written in batches to the webhooks service.
+//! retries held by the broker (TTL queues, never in-memory timers) and delivered by a
+//! consumer of their own, per-target circuit breakers, a dead-letter queue and a delivery
+//! log written in batches to the webhooks service.
 //!
 //! Delivery is at least once: every POST carries a stable `webhook-id` for receivers to
 //! de-duplicate, and no ordering is promised. Workers share the queues, so the role
 //! scales by adding replicas.
 
+mod breaker;
 mod depth;
 mod directory;
 mod error;
@@ -67,6 +69,22 @@ pub struct Config {
     /// (`SMOOCH_WEBHOOK_PREFETCH`, default 64).
     #[serde(rename = "webhook_prefetch")]
     pub prefetch: u16,
+    /// Unacked retries per worker, i.e. concurrent retry POSTs, on top of `prefetch`
+    /// (`SMOOCH_WEBHOOK_RETRY_PREFETCH`, default 32): retries have a consumer of their own
+    /// so they never take the slots of first attempts.
+    #[serde(rename = "webhook_retry_prefetch")]
+    pub retry_prefetch: u16,
+    /// Failed attempts in a row (timeouts, connection errors, 5xx, 429) that open a
+    /// target origin's circuit (`SMOOCH_WEBHOOK_CIRCUIT_FAILURES`, default 5).
+    #[serde(rename = "webhook_circuit_failures")]
+    pub circuit_failures: u32,
+    /// How long an open circuit short-circuits its target's deliveries before one probe
+    /// is let through (`SMOOCH_WEBHOOK_CIRCUIT_COOL_DOWN_MS`, default 10000).
+    #[serde(
+        rename = "webhook_circuit_cool_down_ms",
+        with = "domain::config::millis"
+    )]
+    pub circuit_cool_down: Duration,
     /// Unacked events per worker being fanned out (`SMOOCH_WEBHOOK_EVENT_PREFETCH`,
     /// default 16).
     #[serde(rename = "webhook_event_prefetch")]
@@ -101,6 +119,9 @@ impl Default for Config {
             max_retries: 5,
             allow_private_targets: false,
             prefetch: 64,
+            retry_prefetch: 32,
+            circuit_failures: 5,
+            circuit_cool_down: Duration::from_millis(10_000),
             event_prefetch: 16,
             max_in_flight_per_target: 8,
             cache_ttl: Duration::from_millis(1_000),
@@ -116,6 +137,14 @@ impl Config {
         anyhow::ensure!(
             self.prefetch > 0,
             "SMOOCH_WEBHOOK_PREFETCH must be at least 1"
+        );
+        anyhow::ensure!(
+            self.retry_prefetch > 0,
+            "SMOOCH_WEBHOOK_RETRY_PREFETCH must be at least 1"
+        );
+        anyhow::ensure!(
+            self.circuit_failures > 0,
+            "SMOOCH_WEBHOOK_CIRCUIT_FAILURES must be at least 1"
         );
         anyhow::ensure!(
             self.event_prefetch > 0,
@@ -143,7 +172,7 @@ impl Config {
 }
 
 /// Runs the worker until `shutdown` is cancelled: the event fan-out consumer, the
-/// delivery consumer and the requested-retries poller.
+/// first-attempt and retry delivery consumers and the requested-retries poller.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let topology = bus::Topology::new(config.amqp_prefix.clone());
@@ -174,6 +203,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         directory: directory::Directory::new(client.clone(), config.cache_ttl),
         sender: sender::Sender::new(config.timeout, config.allow_private_targets)?,
         limiter: limiter::TargetLimiter::new(config.max_in_flight_per_target),
+        breakers: breaker::Breakers::new(config.circuit_failures, config.circuit_cool_down),
         recorder,
         retry_ttls: retry_ttls.clone(),
     });
@@ -212,11 +242,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let worker = worker.clone();
         bus::consumer::consume(
             source(topology.deliver_queue(), config.prefetch),
+            declare.clone(),
+            shutdown.clone(),
+            move |d| {
+                let worker = worker.clone();
+                async move { worker.deliver(d, worker::Lane::First).await }
+            },
+        )
+    };
+    let retries = {
+        let worker = worker.clone();
+        bus::consumer::consume(
+            source(topology.retried_queue(), config.retry_prefetch),
             declare,
             shutdown.clone(),
             move |d| {
                 let worker = worker.clone();
-                async move { worker.deliver(d).await }
+                async move { worker.deliver(d, worker::Lane::Retry).await }
             },
         )
     };
@@ -231,7 +273,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topology.all_queues(&retry_ttls),
         shutdown.clone(),
     );
-    tokio::join!(events, deliveries, requested, depths, changes);
+    tokio::join!(events, deliveries, retries, requested, depths, changes);
 
     // Every step is done: let the delivery log flush, then close the publisher.
     drop(worker);

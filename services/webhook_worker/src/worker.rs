@@ -1,5 +1,7 @@
 //! The worker's two steps: fan an event out into delivery jobs, and deliver a job (then
-//! ack it, re-queue it on the next retry level, or dead-letter it).
+//! ack it, re-queue it on the next retry level, or dead-letter it). First attempts and
+//! retries are delivered by consumers of their own ([`Lane`]); a target whose circuit is
+//! open gets no attempt: its jobs move straight on to their next retry level.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use tracing::field::Empty;
 use tracing::Instrument as _;
 use wire::event::Event;
 
+use crate::breaker::{self, Admission, Breakers, Pass};
 use crate::directory::{Directory, Subscription};
 use crate::job::{self, Job};
 use crate::limiter::TargetLimiter;
@@ -39,9 +42,23 @@ pub(crate) struct Worker {
     pub(crate) directory: Directory,
     pub(crate) sender: Sender,
     pub(crate) limiter: TargetLimiter,
+    pub(crate) breakers: Breakers,
     pub(crate) recorder: Recorder,
     pub(crate) retry_ttls: Vec<Duration>,
 }
+
+/// Which queue a delivery came from: each has its own consumer (and prefetch), so a
+/// backlog of retries cannot take the slots first attempts need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The delivery queue: first attempts (and re-sends an operator asked for).
+    First,
+    /// The retried queue: jobs back from a retry level.
+    Retry,
+}
+
+/// The error recorded for an attempt not made because its target's circuit is open.
+const CIRCUIT_OPEN: &str = "circuit open: the target failed repeatedly; not attempted";
 
 /// What became of a job after an attempt.
 enum Next {
@@ -112,20 +129,38 @@ impl Worker {
         let subscribed = hooks.iter().filter(|w| {
             job::wants(&w.events, &event.trigger) && w.created_at_ms <= event.created_at_ms
         });
+        let mut skipped = Vec::new();
         for hook in subscribed {
             let job = Job::new(event.clone(), &hook.id);
+            let pass = match self.breakers.admit(&hook.target) {
+                Admission::Pass(pass) => pass,
+                Admission::Open => {
+                    let span = tracing::info_span!(
+                        "deliver",
+                        delivery_id = job.delivery_id.as_str(),
+                        webhook_id = job.webhook_id.as_str(),
+                        attempt = 1,
+                        status_code = Empty,
+                        short_circuited = true
+                    );
+                    skipped.push(self.short_circuit(job, &hook.target).instrument(span));
+                    continue;
+                }
+            };
             match self.limiter.try_acquire_healthy(&hook.target) {
-                Some(permit) => inline.push(self.first_attempt(job, hook, permit)),
+                Some(permit) => inline.push(self.first_attempt(job, hook, permit, pass)),
                 None => queued.push(job),
             }
         }
-        let jobs = queued.len() + inline.len();
-        let (published, attempted) = tokio::join!(
+        let jobs = queued.len() + inline.len() + skipped.len();
+        let (published, attempted, short_circuited) = tokio::join!(
             self.publish_queued(&queued),
-            futures::future::join_all(inline)
+            futures::future::join_all(inline),
+            futures::future::join_all(skipped)
         );
         published?;
         attempted.into_iter().collect::<Result<Vec<()>>>()?;
+        short_circuited.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(jobs)
     }
 
@@ -161,6 +196,7 @@ impl Worker {
         job: Job,
         hook: &Subscription,
         permit: tokio::sync::OwnedSemaphorePermit,
+        pass: Pass<'_>,
     ) -> Result<()> {
         let span = tracing::info_span!(
             "deliver",
@@ -182,14 +218,26 @@ impl Worker {
                 })
                 .await;
             drop(permit);
-            self.settle(job, &outcome, &hook.target).await
+            self.settle(job, &outcome, &hook.target, Some(pass)).await
         }
         .instrument(span)
         .await
     }
 
-    /// Step 2: one attempt of a job, then its next step on the broker.
-    pub(crate) async fn deliver(&self, delivery: Delivery) {
+    /// A job whose target's circuit is open: not attempted, it moves on to its next retry
+    /// level (or the dead-letter queue) as a failed attempt would, and the delivery log
+    /// says why.
+    async fn short_circuit(&self, job: Job, target: &str) -> Result<()> {
+        let outcome = Outcome {
+            status_code: None,
+            error: Some(CIRCUIT_OPEN.to_owned()),
+            latency: Duration::ZERO,
+        };
+        self.settle(job, &outcome, target, None).await
+    }
+
+    /// Step 2: one attempt of a job from `lane`, then its next step on the broker.
+    pub(crate) async fn deliver(&self, delivery: Delivery, lane: Lane) {
         let span = tracing::info_span!(
             "deliver",
             delivery_id = Empty,
@@ -198,10 +246,10 @@ impl Worker {
             status_code = Empty
         );
         let span = bus::trace::continued(span, &delivery);
-        self.deliver_in(delivery).instrument(span).await;
+        self.deliver_in(delivery, lane).instrument(span).await;
     }
 
-    async fn deliver_in(&self, delivery: Delivery) {
+    async fn deliver_in(&self, delivery: Delivery, lane: Lane) {
         let job: Job = match serde_json::from_slice(&delivery.data) {
             Ok(job) => job,
             Err(err) => {
@@ -225,7 +273,7 @@ impl Worker {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "webhook lookup failed; job deferred");
-                self.park(&delivery, &job).await;
+                self.park(&delivery, &job, lane).await;
                 return;
             }
         };
@@ -234,9 +282,25 @@ impl Worker {
             ack(&delivery).await;
             return;
         }
+        let pass = match self.breakers.admit(&webhook.target) {
+            Admission::Pass(pass) => pass,
+            Admission::Open => {
+                // No slot, no connection: straight on to the next retry level.
+                match self.short_circuit(job, &webhook.target).await {
+                    Ok(()) => ack(&delivery).await,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "re-queueing the job failed; delivery requeued");
+                        tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
+                        requeue(&delivery).await;
+                    }
+                }
+                return;
+            }
+        };
         let Some(permit) = self.limiter.acquire(&webhook.target, SLOT_WAIT).await else {
             tracing::debug!(target = %webhook.target, "target saturated; job deferred");
-            self.park(&delivery, &job).await;
+            drop(pass);
+            self.park(&delivery, &job, lane).await;
             return;
         };
         let body = match job::payload(&job.event) {
@@ -257,7 +321,10 @@ impl Worker {
             })
             .await;
         drop(permit);
-        if let Err(err) = self.settle(job, &outcome, &webhook.target).await {
+        if let Err(err) = self
+            .settle(job, &outcome, &webhook.target, Some(pass))
+            .await
+        {
             // Not moved on: hand the job back; it is attempted again (at least once).
             tracing::warn!(error = %err, "re-queueing the job failed; delivery requeued");
             tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
@@ -267,16 +334,27 @@ impl Worker {
         ack(&delivery).await;
     }
 
-    /// After an attempt of `job` at `target`: notes the target's health, moves the job on
-    /// (done, the next retry level, or the dead-letter queue; an error means it was not
-    /// moved and must be attempted again), counts and records the attempt.
-    async fn settle(&self, mut job: Job, outcome: &sender::Outcome, target: &str) -> Result<()> {
+    /// After an attempt of `job` at `target` (made with `pass`, or `None` when it was
+    /// short-circuited): notes the target's health, moves the job on (done, the next retry
+    /// level, or the dead-letter queue; an error means it was not moved and must be
+    /// attempted again), counts and records the attempt.
+    async fn settle(
+        &self,
+        mut job: Job,
+        outcome: &sender::Outcome,
+        target: &str,
+        pass: Option<Pass<'_>>,
+    ) -> Result<()> {
         let span = tracing::Span::current();
         if let Some(code) = outcome.status_code {
             span.record("status_code", code);
         }
-        self.limiter
-            .observe(target, outcome.succeeded(), outcome.latency);
+        let attempted = pass.is_some();
+        if let Some(pass) = pass {
+            self.limiter
+                .observe(target, outcome.succeeded(), outcome.latency);
+            pass.report(breaker::target_failed(outcome.status_code));
+        }
         let attempt = job.attempts + 1;
         let max_retries = u32::try_from(self.retry_ttls.len()).unwrap_or(u32::MAX);
         let next = if outcome.succeeded() {
@@ -308,8 +386,11 @@ impl Worker {
                 latency_ms = outcome.latency.as_millis() as u64,
                 "webhook delivered"
             ),
-            Next::Retry(_) => {
+            Next::Retry(_) if attempted => {
                 tracing::info!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed; retry scheduled")
+            }
+            Next::Retry(_) => {
+                tracing::debug!(%target, "circuit open; delivery short-circuited, retry scheduled")
             }
             Next::Dead => {
                 tracing::warn!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed for good; job dead-lettered")
@@ -360,14 +441,18 @@ impl Worker {
         Ok(())
     }
 
-    /// Parks a job (unchanged, no attempt counted) on the defer queue for a moment.
-    async fn park(&self, delivery: &Delivery, job: &Job) {
+    /// Parks a job (unchanged, no attempt counted) on its lane's defer queue for a moment.
+    async fn park(&self, delivery: &Delivery, job: &Job, lane: Lane) {
+        let queue = match lane {
+            Lane::First => self.topology.defer_queue(),
+            Lane::Retry => self.topology.retried_defer_queue(),
+        };
         let parked = match serde_json::to_vec(job) {
             Ok(body) => self
                 .publisher
                 .publish(bus::Outgoing {
                     exchange: "",
-                    routing_key: &self.topology.defer_queue(),
+                    routing_key: &queue,
                     payload: &body,
                     properties: job_properties(job, &current_context()),
                     mandatory: true,
