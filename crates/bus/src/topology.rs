@@ -11,6 +11,8 @@
 //!               └──────────────────────────────► {p}.webhooks.retried ──► retries ┘
 //!   {p}.webhooks.defer-{ttl}ms, {p}.webhooks.retried.defer-{ttl}ms (a busy target's jobs
 //!   wait here, no attempt counted, and go back to the queue they came from)
+//!   {p}.webhooks.parked-{ttl}ms (jobs of a target whose circuit is open wait here for its
+//!   probe, no attempt counted, then go to {p}.webhooks.retried)
 //!   {p}.webhooks.dead (jobs that failed every attempt; poison events)
 //!
 //! {p}.events ──message:appMaker──► {p}.push.events ──push worker──► APNs / FCM
@@ -118,6 +120,13 @@ impl Topology {
         )
     }
 
+    /// The queue where jobs of a target whose circuit is open wait (up to `ttl`, the
+    /// circuit's cool-down; less when their own expiration says so) before going to the
+    /// [`retried_queue`](Self::retried_queue).
+    pub fn parked_queue(&self, ttl: Duration) -> String {
+        format!("{}.webhooks.parked-{}ms", self.prefix, ttl.as_millis())
+    }
+
     /// The dead-letter queue: jobs that failed every attempt, and unreadable events.
     pub fn dead_queue(&self) -> String {
         format!("{}.webhooks.dead", self.prefix)
@@ -192,14 +201,16 @@ impl Topology {
         names
     }
 
-    /// Every queue name of this topology for a given retry schedule (for cleanup).
-    pub fn all_queues(&self, retry_ttls: &[Duration]) -> Vec<String> {
+    /// Every webhook queue name for a given retry schedule and parking time (for cleanup
+    /// and depth metrics).
+    pub fn all_queues(&self, retry_ttls: &[Duration], parked_ttl: Duration) -> Vec<String> {
         let mut names = vec![
             self.webhook_events_queue(),
             self.deliver_queue(),
             self.defer_queue(),
             self.retried_queue(),
             self.retried_defer_queue(),
+            self.parked_queue(parked_ttl),
             self.dead_queue(),
         ];
         names.extend(
@@ -245,9 +256,14 @@ impl Topology {
     }
 
     /// Declares everything the webhook worker uses: the event side, the delivery and
-    /// retried queues, one retry queue per entry of `retry_ttls` and the defer and
-    /// dead-letter queues.
-    pub async fn declare_webhooks(&self, channel: &Channel, retry_ttls: &[Duration]) -> Result<()> {
+    /// retried queues, one retry queue per entry of `retry_ttls`, the parked queue whose
+    /// messages wait at most `parked_ttl`, and the defer and dead-letter queues.
+    pub async fn declare_webhooks(
+        &self,
+        channel: &Channel,
+        retry_ttls: &[Duration],
+        parked_ttl: Duration,
+    ) -> Result<()> {
         self.declare_events(channel).await?;
         // A job no worker can read goes to the dead-letter queue.
         let mut args = FieldTable::default();
@@ -268,6 +284,12 @@ impl Topology {
             channel,
             &self.retried_defer_queue(),
             delay_args(DEFER_TTL, &self.retried_queue()),
+        )
+        .await?;
+        declare_queue(
+            channel,
+            &self.parked_queue(parked_ttl),
+            delay_args(parked_ttl, &self.retried_queue()),
         )
         .await?;
         Ok(())

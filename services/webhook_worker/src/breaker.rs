@@ -1,13 +1,15 @@
 //! Per-target circuit breakers: a target origin (scheme, host and port) that keeps failing
 //! gets no attempts for a while, so its deliveries cost no connection, no timeout and no
-//! slot; they move straight on to their next retry level.
+//! slot. A delivery held back this way uses up no attempt: the worker parks it on the
+//! broker until the circuit lets a probe through (see `Worker::hold`).
 //!
 //! A circuit is *closed* (attempts go through) until `failures` attempts in a row fail
 //! (a timeout, a connection error, a 5xx or a 429); it is then *open* for `cool_down`,
 //! during which deliveries to the target are short-circuited. After the cool-down it is
-//! *half-open*: one attempt at a time (the probe) goes through, the others are still
-//! short-circuited; a probe that succeeds closes the circuit, one that fails opens it for
-//! another cool-down. State is per worker and in memory: every replica learns on its own.
+//! *half-open*: one attempt at a time (the probe: a real pending delivery, whichever comes
+//! first) goes through, the others are still short-circuited; a probe that succeeds closes
+//! the circuit, one that fails opens it for another cool-down. State is per worker and in
+//! memory: every replica learns on its own.
 //!
 //! Metrics: `webhook_circuits{state}` (how many targets are `open`, `half_open`, or
 //! `closed` with failures counted) and `webhook_circuit_short_circuits_total`; the labels
@@ -21,6 +23,10 @@ use crate::limiter::origin;
 
 /// Targets tracked before closed ones are forgotten.
 const SWEEP_ABOVE: usize = 10_000;
+
+/// Longest wait suggested to a delivery held back while a probe is under way: a probe
+/// usually answers well within it, and the held deliveries should follow soon after.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
 
 /// The state of one target's circuit. A target not in the map is closed with no failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +50,11 @@ pub(crate) enum Admission<'a> {
     /// Go ahead; report the outcome on the pass.
     Pass(Pass<'a>),
     /// The circuit is open (or half-open with its probe under way): do not attempt.
-    Open,
+    Open {
+        /// When to come back: the rest of the cool-down, or (a probe under way) a quarter
+        /// of it, at most [`PROBE_WAIT`].
+        probe_in: Duration,
+    },
 }
 
 /// Permission for one attempt. Report its outcome with [`Pass::report`]; a pass dropped
@@ -76,6 +86,11 @@ impl Breakers {
         }
     }
 
+    /// How long an open circuit stays open.
+    pub(crate) fn cool_down(&self) -> Duration {
+        self.cool_down
+    }
+
     /// Whether an attempt at `target` may be made now.
     pub(crate) fn admit(&self, target: &str) -> Admission<'_> {
         let key = origin(target);
@@ -94,7 +109,9 @@ impl Breakers {
             None | Some(Circuit::Closed { .. }) => pass(false),
             Some(Circuit::Open { until }) if Instant::now() < until => {
                 metrics::counter!("webhook_circuit_short_circuits_total").increment(1);
-                Admission::Open
+                Admission::Open {
+                    probe_in: until.saturating_duration_since(Instant::now()),
+                }
             }
             Some(Circuit::Open { .. }) | Some(Circuit::HalfOpen { probing: false }) => {
                 circuits.insert(key.clone(), Circuit::HalfOpen { probing: true });
@@ -103,7 +120,9 @@ impl Breakers {
             }
             Some(Circuit::HalfOpen { probing: true }) => {
                 metrics::counter!("webhook_circuit_short_circuits_total").increment(1);
-                Admission::Open
+                Admission::Open {
+                    probe_in: (self.cool_down / 4).min(PROBE_WAIT),
+                }
             }
         }
     }
@@ -216,12 +235,12 @@ mod tests {
     fn fail(b: &Breakers, target: &str) {
         match b.admit(target) {
             Admission::Pass(pass) => pass.report(true),
-            Admission::Open => panic!("{target} refused"),
+            Admission::Open { .. } => panic!("{target} refused"),
         }
     }
 
     fn is_open(b: &Breakers, target: &str) -> bool {
-        matches!(b.admit(target), Admission::Open)
+        matches!(b.admit(target), Admission::Open { .. })
     }
 
     #[test]
@@ -232,7 +251,7 @@ mod tests {
         fail(&b, a);
         match b.admit(a) {
             Admission::Pass(pass) => pass.report(false),
-            Admission::Open => panic!("open too early"),
+            Admission::Open { .. } => panic!("open too early"),
         }
         fail(&b, a);
         fail(&b, a);
@@ -287,5 +306,30 @@ mod tests {
         // An attempt made before the circuit opened does not close it.
         late.report(false);
         assert!(is_open(&b, a));
+    }
+
+    #[test]
+    fn a_refused_attempt_is_told_when_the_circuit_lets_a_probe_through() {
+        let b = Breakers::new(1, Duration::from_millis(400));
+        let a = "https://a.example/hook";
+        fail(&b, a);
+        let Admission::Open { probe_in } = b.admit(a) else {
+            panic!("not open")
+        };
+        assert!(
+            probe_in <= Duration::from_millis(400) && probe_in > Duration::from_millis(300),
+            "the rest of the cool-down: {probe_in:?}"
+        );
+        std::thread::sleep(probe_in);
+        let Admission::Pass(probe) = b.admit(a) else {
+            panic!("no probe after the cool-down")
+        };
+        // While the probe is under way, come back after a quarter of the cool-down.
+        let Admission::Open { probe_in } = b.admit(a) else {
+            panic!("a second probe")
+        };
+        assert_eq!(probe_in, Duration::from_millis(100));
+        probe.report(false);
+        assert!(!is_open(&b, a));
     }
 }

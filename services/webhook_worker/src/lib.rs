@@ -79,7 +79,8 @@ pub struct Config {
     #[serde(rename = "webhook_circuit_failures")]
     pub circuit_failures: u32,
     /// How long an open circuit short-circuits its target's deliveries before one probe
-    /// is let through (`SMOOCH_WEBHOOK_CIRCUIT_COOL_DOWN_MS`, default 10000).
+    /// is let through (`SMOOCH_WEBHOOK_CIRCUIT_COOL_DOWN_MS`, default 10000); at most the
+    /// longest wait of the retry schedule (see [`Config::effective_cool_down`]).
     #[serde(
         rename = "webhook_circuit_cool_down_ms",
         with = "domain::config::millis"
@@ -147,6 +148,10 @@ impl Config {
             "SMOOCH_WEBHOOK_CIRCUIT_FAILURES must be at least 1"
         );
         anyhow::ensure!(
+            !self.circuit_cool_down.is_zero(),
+            "SMOOCH_WEBHOOK_CIRCUIT_COOL_DOWN_MS must be positive"
+        );
+        anyhow::ensure!(
             self.event_prefetch > 0,
             "SMOOCH_WEBHOOK_EVENT_PREFETCH must be at least 1"
         );
@@ -168,6 +173,25 @@ impl Config {
     /// The wait of each retry level: `retry_base`, doubling, `max_retries` of them.
     pub fn retry_schedule(&self) -> Vec<Duration> {
         bus::retry_schedule(self.retry_base, self.max_retries)
+    }
+
+    /// The cool-down circuits run with: the configured one, but no longer than the
+    /// schedule's longest wait. A recovered target is found by its circuit's next probe,
+    /// so a longer cool-down would hold its deliveries back longer than any retry would.
+    pub fn effective_cool_down(&self) -> Duration {
+        self.retry_schedule()
+            .last()
+            .map_or(self.circuit_cool_down, |longest| {
+                self.circuit_cool_down.min(*longest)
+            })
+    }
+
+    /// How long a delivery may be held back by an open circuit, using up no attempt,
+    /// before each further hold counts as a failed attempt: the whole retry schedule plus
+    /// a cool-down. A target that comes back within it gets every job; the jobs of one
+    /// that stays down still end in the dead-letter queue.
+    pub fn hold_limit(&self) -> Duration {
+        self.retry_schedule().iter().sum::<Duration>() + self.effective_cool_down()
     }
 }
 
@@ -197,15 +221,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topology.clone(),
     ));
     let retry_ttls = config.retry_schedule();
+    let cool_down = config.effective_cool_down();
     let worker = Arc::new(worker::Worker {
         topology: topology.clone(),
         publisher: publisher.clone(),
         directory: directory::Directory::new(client.clone(), config.cache_ttl),
         sender: sender::Sender::new(config.timeout, config.allow_private_targets)?,
         limiter: limiter::TargetLimiter::new(config.max_in_flight_per_target),
-        breakers: breaker::Breakers::new(config.circuit_failures, config.circuit_cool_down),
+        breakers: breaker::Breakers::new(config.circuit_failures, cool_down),
         recorder,
         retry_ttls: retry_ttls.clone(),
+        hold_limit: config.hold_limit(),
     });
     let source = |queue: String, prefetch: u16| bus::consumer::Source {
         amqp_url: config.amqp_url.clone(),
@@ -221,10 +247,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         move |channel: lapin::Channel| {
             let topology = topology.clone();
             let retry_ttls = retry_ttls.clone();
-            async move { topology.declare_webhooks(&channel, &retry_ttls).await }
+            async move {
+                topology
+                    .declare_webhooks(&channel, &retry_ttls, cool_down)
+                    .await
+            }
         }
     };
-    tracing::info!(prefix = %config.amqp_prefix, retry_schedule_ms = ?retry_ttls.iter().map(|d| d.as_millis()).collect::<Vec<_>>(), "webhook worker starting");
+    tracing::info!(
+        prefix = %config.amqp_prefix,
+        retry_schedule_ms = ?retry_ttls.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+        circuit_cool_down_ms = cool_down.as_millis() as u64,
+        hold_limit_ms = config.hold_limit().as_millis() as u64,
+        "webhook worker starting"
+    );
 
     let events = {
         let worker = worker.clone();
@@ -270,7 +306,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let depths = depth::report(
         config.amqp_url.clone(),
-        topology.all_queues(&retry_ttls),
+        topology.all_queues(&retry_ttls, cool_down),
         shutdown.clone(),
     );
     tokio::join!(events, deliveries, retries, requested, depths, changes);
@@ -286,4 +322,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     publisher.close().await;
     tracing::info!("webhook worker stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cool_down_is_capped_by_the_schedule_and_the_hold_limit_covers_it() {
+        let config = Config::default();
+        // 5, 10, 20, 40, 80 s: the default 10 s cool-down stands.
+        assert_eq!(config.effective_cool_down(), Duration::from_secs(10));
+        assert_eq!(config.hold_limit(), Duration::from_secs(155 + 10));
+        // 0.3 to 4.8 s (the fault suite's): a 10 s cool-down is cut to 4.8 s.
+        let fast = Config {
+            retry_base: Duration::from_millis(300),
+            ..Config::default()
+        };
+        assert_eq!(fast.effective_cool_down(), Duration::from_millis(4_800));
+        assert_eq!(fast.hold_limit(), Duration::from_millis(9_300 + 4_800));
+        // No retries: nothing to cap by.
+        let none = Config {
+            max_retries: 0,
+            ..Config::default()
+        };
+        assert_eq!(none.effective_cool_down(), Duration::from_secs(10));
+        assert_eq!(none.hold_limit(), Duration::from_secs(10));
+        let zero = Config {
+            circuit_cool_down: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(zero.validate().is_err());
+    }
 }

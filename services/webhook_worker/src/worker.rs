@@ -1,7 +1,8 @@
 //! The worker's two steps: fan an event out into delivery jobs, and deliver a job (then
 //! ack it, re-queue it on the next retry level, or dead-letter it). First attempts and
-//! retries are delivered by consumers of their own ([`Lane`]); a target whose circuit is
-//! open gets no attempt: its jobs move straight on to their next retry level.
+//! retries are delivered by consumers of their own ([`Lane`]). A target whose circuit is
+//! open gets no attempt: its jobs wait on the broker for the circuit's probe, using up no
+//! attempt (see [`Worker::hold`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,10 @@ const FAN_OUT_LIMIT: Duration = Duration::from_secs(60);
 /// before handing its message back to the broker, so a persistent failure does not spin.
 const BACKOFF_BEFORE_REQUEUE: Duration = Duration::from_secs(1);
 
+/// Shortest wait of a parked job, so one parked just as its circuit's cool-down ends does
+/// not come straight back.
+const MIN_PARK: Duration = Duration::from_millis(50);
+
 /// Everything the steps share.
 #[derive(Debug)]
 pub(crate) struct Worker {
@@ -45,6 +50,9 @@ pub(crate) struct Worker {
     pub(crate) breakers: Breakers,
     pub(crate) recorder: Recorder,
     pub(crate) retry_ttls: Vec<Duration>,
+    /// How long an open circuit may hold a job back before each hold counts as a failed
+    /// attempt ([`crate::Config::hold_limit`]).
+    pub(crate) hold_limit: Duration,
 }
 
 /// Which queue a delivery came from: each has its own consumer (and prefetch), so a
@@ -57,8 +65,9 @@ pub(crate) enum Lane {
     Retry,
 }
 
-/// The error recorded for an attempt not made because its target's circuit is open.
-const CIRCUIT_OPEN: &str = "circuit open: the target failed repeatedly; not attempted";
+/// The error recorded when a hold by an open circuit counts as a failed attempt.
+const CIRCUIT_OPEN: &str =
+    "circuit open: the target kept failing for longer than the retry schedule; not attempted";
 
 /// What became of a job after an attempt.
 enum Next {
@@ -118,9 +127,10 @@ impl Worker {
 
     /// Makes the event's jobs. A job whose target is healthy and has a free slot gets its
     /// first attempt right here (no round trip through the delivery queue); the others are
-    /// published to the delivery queue. The event is acked only after every job was
-    /// delivered or is durable on the broker (a retry, dead-letter or delivery job), so a
-    /// crash in between repeats deliveries (same `webhook-id`), never drops them.
+    /// published to the delivery queue, and those whose target's circuit is open are held
+    /// back ([`Worker::hold`]). The event is acked only after every job was delivered or
+    /// is durable on the broker (a delivery, parked, retry or dead-letter job), so a crash
+    /// in between repeats deliveries (same `webhook-id`), never drops them.
     async fn publish_jobs(&self, event: Event) -> Result<usize> {
         let hooks = self.directory.list(&event.app_id).await?;
         let mut queued = Vec::new();
@@ -129,12 +139,12 @@ impl Worker {
         let subscribed = hooks.iter().filter(|w| {
             job::wants(&w.events, &event.trigger) && w.created_at_ms <= event.created_at_ms
         });
-        let mut skipped = Vec::new();
+        let mut held = Vec::new();
         for hook in subscribed {
             let job = Job::new(event.clone(), &hook.id);
             let pass = match self.breakers.admit(&hook.target) {
                 Admission::Pass(pass) => pass,
-                Admission::Open => {
+                Admission::Open { probe_in } => {
                     let span = tracing::info_span!(
                         "deliver",
                         delivery_id = job.delivery_id.as_str(),
@@ -143,7 +153,7 @@ impl Worker {
                         status_code = Empty,
                         short_circuited = true
                     );
-                    skipped.push(self.short_circuit(job, &hook.target).instrument(span));
+                    held.push(self.hold(job, &hook.target, probe_in).instrument(span));
                     continue;
                 }
             };
@@ -152,15 +162,15 @@ impl Worker {
                 None => queued.push(job),
             }
         }
-        let jobs = queued.len() + inline.len() + skipped.len();
-        let (published, attempted, short_circuited) = tokio::join!(
+        let jobs = queued.len() + inline.len() + held.len();
+        let (published, attempted, held) = tokio::join!(
             self.publish_queued(&queued),
             futures::future::join_all(inline),
-            futures::future::join_all(skipped)
+            futures::future::join_all(held)
         );
         published?;
         attempted.into_iter().collect::<Result<Vec<()>>>()?;
-        short_circuited.into_iter().collect::<Result<Vec<()>>>()?;
+        held.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(jobs)
     }
 
@@ -224,9 +234,28 @@ impl Worker {
         .await
     }
 
-    /// A job whose target's circuit is open: not attempted, it moves on to its next retry
-    /// level (or the dead-letter queue) as a failed attempt would, and the delivery log
-    /// says why.
+    /// A job whose target's circuit is open: no attempt is made, and none is used up. The
+    /// job is parked on the broker until about when the circuit lets a probe through
+    /// (`probe_in`), then comes back on the retried queue at the same retry level. Only
+    /// once it has been held back for longer than `hold_limit` does a hold count as a
+    /// failed attempt (every later one too, until an attempt is made), so the jobs of a
+    /// target that stays down still end in the dead-letter queue. An error means the job
+    /// was not moved and must be handed back to the broker.
+    async fn hold(&self, mut job: Job, target: &str, probe_in: Duration) -> Result<()> {
+        let now = domain::time::now_ms();
+        let since = *job.skipped_since_ms.get_or_insert(now);
+        let held = Duration::from_millis(u64::try_from(now - since).unwrap_or(0));
+        if held > self.hold_limit {
+            return self.short_circuit(job, target).await;
+        }
+        self.publish_parked(&job, probe_in).await?;
+        tracing::debug!(%target, held_ms = held.as_millis() as u64, "circuit open; delivery parked until the circuit's probe");
+        Ok(())
+    }
+
+    /// A job held back too long by an open circuit: not attempted, it moves on to its next
+    /// retry level (or the dead-letter queue) as a failed attempt would, and the delivery
+    /// log says why.
     async fn short_circuit(&self, job: Job, target: &str) -> Result<()> {
         let outcome = Outcome {
             status_code: None,
@@ -284,12 +313,13 @@ impl Worker {
         }
         let pass = match self.breakers.admit(&webhook.target) {
             Admission::Pass(pass) => pass,
-            Admission::Open => {
-                // No slot, no connection: straight on to the next retry level.
-                match self.short_circuit(job, &webhook.target).await {
+            Admission::Open { probe_in } => {
+                // No slot, no connection: the job waits on the broker for the probe, acked
+                // only once it is parked (or moved on).
+                match self.hold(job, &webhook.target, probe_in).await {
                     Ok(()) => ack(&delivery).await,
                     Err(err) => {
-                        tracing::warn!(error = %err, "re-queueing the job failed; delivery requeued");
+                        tracing::warn!(error = %err, "holding the job back failed; delivery requeued");
                         tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
                         requeue(&delivery).await;
                     }
@@ -334,10 +364,10 @@ impl Worker {
         ack(&delivery).await;
     }
 
-    /// After an attempt of `job` at `target` (made with `pass`, or `None` when it was
-    /// short-circuited): notes the target's health, moves the job on (done, the next retry
-    /// level, or the dead-letter queue; an error means it was not moved and must be
-    /// attempted again), counts and records the attempt.
+    /// After an attempt of `job` at `target` (made with `pass`, or `None` when a hold by an
+    /// open circuit counts as one): notes the target's health, moves the job on (done, the
+    /// next retry level, or the dead-letter queue; an error means it was not moved and must
+    /// be attempted again), counts and records the attempt.
     async fn settle(
         &self,
         mut job: Job,
@@ -354,6 +384,8 @@ impl Worker {
             self.limiter
                 .observe(target, outcome.succeeded(), outcome.latency);
             pass.report(breaker::target_failed(outcome.status_code));
+            // An attempt was made: a later hold starts its clock afresh.
+            job.skipped_since_ms = None;
         }
         let attempt = job.attempts + 1;
         let max_retries = u32::try_from(self.retry_ttls.len()).unwrap_or(u32::MAX);
@@ -390,7 +422,7 @@ impl Worker {
                 tracing::info!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed; retry scheduled")
             }
             Next::Retry(_) => {
-                tracing::debug!(%target, "circuit open; delivery short-circuited, retry scheduled")
+                tracing::info!(%target, "circuit open past the hold limit; counted as a failed attempt, retry scheduled")
             }
             Next::Dead => {
                 tracing::warn!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed for good; job dead-lettered")
@@ -441,6 +473,25 @@ impl Worker {
         Ok(())
     }
 
+    /// Parks `job` (no attempt counted) on the parked queue for about `probe_in`, at most a
+    /// cool-down (the queue's TTL), confirmed.
+    async fn publish_parked(&self, job: &Job, probe_in: Duration) -> Result<()> {
+        let ttl = self.breakers.cool_down();
+        let wait = probe_in.max(MIN_PARK).min(ttl);
+        let body = serde_json::to_vec(job)?;
+        self.publisher
+            .publish(bus::Outgoing {
+                exchange: "",
+                routing_key: &self.topology.parked_queue(ttl),
+                payload: &body,
+                properties: job_properties(job, &current_context())
+                    .with_expiration(wait.as_millis().to_string().into()),
+                mandatory: true,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Parks a job (unchanged, no attempt counted) on its lane's defer queue for a moment.
     async fn park(&self, delivery: &Delivery, job: &Job, lane: Lane) {
         let queue = match lane {
@@ -474,6 +525,7 @@ impl Worker {
     /// Re-queues a job for a fresh round of attempts (a retry an operator asked for).
     pub(crate) async fn requeue_job(&self, mut job: Job) -> Result<()> {
         job.attempts = 0;
+        job.skipped_since_ms = None;
         let body = serde_json::to_vec(&job)?;
         self.publisher
             .publish(bus::Outgoing {

@@ -197,7 +197,11 @@ impl World {
             .await
             .unwrap();
         let channel = conn.create_channel().await.unwrap();
-        for q in self.topology.all_queues(&self.config.retry_schedule()) {
+        let queues = self.topology.all_queues(
+            &self.config.retry_schedule(),
+            self.config.effective_cool_down(),
+        );
+        for q in queues {
             let _ = channel
                 .queue_delete(q.into(), QueueDeleteOptions::default())
                 .await;
