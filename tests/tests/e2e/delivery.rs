@@ -836,9 +836,11 @@ async fn a_failing_target_opens_its_circuit_and_a_probe_closes_it_once_it_recove
     texts.dedup();
     assert_eq!(texts.len(), MESSAGES, "{hits:#?}");
 
-    // The failing target: every job goes through all its attempts (none lost), but after
-    // five failures in a row the circuit opens and attempts are no longer made: they are
-    // logged as short-circuited, with no status code, and never reach the target.
+    // The failing target stays down. After five failures in a row the circuit opens: the
+    // jobs that come back are held on the broker, using up no attempt, until they have
+    // waited out the retry schedule and a cool-down; then each hold counts as an attempt,
+    // logged as "circuit open" with no status code, so every job still ends failed (none
+    // lost) and only the attempts made (the probes among them) reach the target.
     let down_log = wait_for_full_log(&app, &down_id, |d| {
         d.len() == MESSAGES
             && d.iter()
@@ -925,4 +927,55 @@ async fn a_failing_target_opens_its_circuit_and_a_probe_closes_it_once_it_recove
         MESSAGES,
         "the healthy target got no duplicate"
     );
+}
+
+#[tokio::test]
+async fn a_target_back_soon_after_its_circuit_opened_gets_every_message_and_none_is_dead_lettered()
+{
+    const MESSAGES: usize = 6;
+    let app = suite().create_app().await;
+    let flaky = Sink::start().await;
+    flaky.answer(500);
+    let hook_id = id(&webhook(&app, &flaky.url("/flaky"), None).await);
+    let user = id(&app.init_user(None).await);
+    for i in 0..MESSAGES {
+        user_says(&app, &user, &format!("blip {i}")).await;
+    }
+    // Five failures in a row open the circuit; the target is back right after, while the
+    // circuit is still open: the jobs that come back meanwhile are held, not attempted,
+    // and wait for the probe, which succeeds.
+    flaky.wait_for(5).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    flaky.answer(200);
+
+    let log = wait_for_full_log(&app, &hook_id, |d| {
+        d.len() == MESSAGES && d.iter().all(|d| d["status"] == "succeeded")
+    })
+    .await;
+    // No hold used up an attempt: every attempt logged was made, and none but the last
+    // of each delivery failed.
+    let attempts: Vec<Value> = log.iter().flat_map(attempts_of).collect();
+    assert!(
+        attempts.iter().all(|a| !a["statusCode"].is_null()),
+        "a held delivery used up an attempt: {log:#?}"
+    );
+    for delivery in &log {
+        let outcomes: Vec<String> = attempts_of(delivery)
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap().to_owned())
+            .collect();
+        let (last, earlier) = outcomes.split_last().unwrap();
+        assert_eq!(last, "succeeded", "{delivery:#}");
+        assert!(earlier.iter().all(|o| o == "retrying"), "{delivery:#}");
+    }
+    // The target saw every attempt, each with its delivery's id.
+    let hits = flaky.hits();
+    assert_eq!(hits.len(), attempts.len(), "{log:#?}");
+    for delivery in &log {
+        let tried = hits
+            .iter()
+            .filter(|h| h.header("webhook-id") == id(delivery))
+            .count();
+        assert_eq!(tried, attempts_of(delivery).len(), "{delivery:#}");
+    }
 }
