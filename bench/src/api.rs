@@ -246,34 +246,6 @@ impl Api {
             .map(str::to_owned)
             .ok_or_else(|| anyhow!("no webhook._id in {body}"))
     }
-
-    /// How many deliveries (of any status) the delivery log of `webhook` of `app` holds.
-    pub async fn count_deliveries(&self, app: &App, webhook: &str) -> anyhow::Result<u64> {
-        let bearer = format!("Bearer {}", app.jwt);
-        let mut cursor: Option<String> = None;
-        let mut count = 0u64;
-        loop {
-            let mut path = format!("/v1/webhooks/{webhook}/deliveries?limit=100");
-            if let Some(cursor) = &cursor {
-                path.push_str("&cursor=");
-                path.push_str(cursor);
-            }
-            let page = self
-                .call(
-                    Method::GET,
-                    &path,
-                    ("authorization", &bearer),
-                    None,
-                    StatusCode::OK,
-                )
-                .await?;
-            count += page["deliveries"].as_array().map_or(0, |d| d.len() as u64);
-            match page["nextCursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => return Ok(count),
-            }
-        }
-    }
 }
 
 /// A message text of exactly `len` bytes that starts with `head`.
