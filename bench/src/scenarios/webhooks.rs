@@ -263,10 +263,8 @@ async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Resul
             "failing deliveries arrived after recovery".to_owned(),
             json!(failing.len()),
         );
-        row.extra.insert(
-            "failing deliveries lost".to_owned(),
-            json!(failing_lost),
-        );
+        row.extra
+            .insert("failing deliveries lost".to_owned(), json!(failing_lost));
     }
     eprintln!(
         "  {}: posted {} ({} failed), expected {expected}, delivered {delivered_at_cutoff} at cutoff + {} after = {delivered}, lost {lost}, duplicates {duplicates}; {delivered_per_s:.0} deliveries/s in window, e2e p50 {:.1} ms p99 {:.1} ms",

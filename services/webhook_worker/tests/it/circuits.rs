@@ -168,7 +168,10 @@ async fn jobs_for_a_target_that_stays_down_are_held_for_the_hold_limit_then_dead
             "a hold counted after {waited} ms: {hold:#?}"
         );
     }
-    let made = attempts.iter().filter(|a| a.status_code == Some(500)).count();
+    let made = attempts
+        .iter()
+        .filter(|a| a.status_code == Some(500))
+        .count();
     assert_eq!(made + counted.len(), attempts.len(), "{log:#?}");
     assert_eq!(
         world.sink.received("/dead").len(),
