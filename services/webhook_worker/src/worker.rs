@@ -67,7 +67,7 @@ pub(crate) enum Lane {
 
 /// The error recorded when a hold by an open circuit counts as a failed attempt.
 const CIRCUIT_OPEN: &str =
-    "circuit open: the target kept failing for longer than the retry schedule; not attempted";
+    "circuit open: held back longer than the retry schedule and a cool-down; not attempted";
 
 /// What became of a job after an attempt.
 enum Next {
@@ -422,7 +422,7 @@ impl Worker {
                 tracing::info!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed; retry scheduled")
             }
             Next::Retry(_) => {
-                tracing::info!(%target, "circuit open past the hold limit; counted as a failed attempt, retry scheduled")
+                tracing::debug!(%target, "circuit open past the hold limit; counted as a failed attempt, retry scheduled")
             }
             Next::Dead => {
                 tracing::warn!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed for good; job dead-lettered")
