@@ -229,18 +229,22 @@ impl Api {
             .ok_or_else(|| anyhow!("no appUser._id in {answer}"))
     }
 
-    /// Subscribes `target` to appUser messages of `app`.
-    pub async fn create_webhook(&self, app: &App, target: &str) -> anyhow::Result<()> {
+    /// Subscribes `target` to appUser messages of `app`; returns the webhook's `_id`.
+    pub async fn create_webhook(&self, app: &App, target: &str) -> anyhow::Result<String> {
         let bearer = format!("Bearer {}", app.jwt);
-        self.call(
-            Method::POST,
-            "/v1/webhooks",
-            ("authorization", &bearer),
-            Some(json!({"target": target, "events": ["message:appUser"]})),
-            StatusCode::CREATED,
-        )
-        .await
-        .map(|_| ())
+        let body = self
+            .call(
+                Method::POST,
+                "/v1/webhooks",
+                ("authorization", &bearer),
+                Some(json!({"target": target, "events": ["message:appUser"]})),
+                StatusCode::CREATED,
+            )
+            .await?;
+        body["webhook"]["_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no webhook._id in {body}"))
     }
 }
 

@@ -244,9 +244,10 @@ impl RedisFloor {
 pub async fn delete_bus(amqp_url: &str, prefix: &str) -> anyhow::Result<()> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let topology = bus::Topology::new(prefix);
-    // The retry levels the suite ran with (SMOOCH_WEBHOOK_RETRY_BASE_MS=1000, 5 retries).
+    // The retry levels the suite ran with (SMOOCH_WEBHOOK_RETRY_BASE_MS=1000, 5 retries),
+    // and its circuits' cool-down (the default 10 s, within the longest level).
     let ttls: Vec<Duration> = (0..5).map(|i| Duration::from_secs(1 << i)).collect();
-    let mut queues = topology.all_queues(&ttls);
+    let mut queues = topology.all_queues(&ttls, Duration::from_secs(10));
     queues.push(format!("{prefix}.bench.floor"));
     for queue in queues {
         // A missing queue closes the channel: use a fresh one each time.

@@ -1,7 +1,9 @@
 //! The webhook sink: an HTTP server on 127.0.0.1 that the scenarios' webhooks point at.
-//! `POST /ok/{step}/{target}` answers 200 and `POST /fail/{step}/{target}` answers 500;
-//! both log a receipt (which message, which target, when) for the ledger.
+//! `POST /ok/{step}/{target}` answers 200 and `POST /fail/{step}/{target}` answers 500
+//! (200 once the step's failing targets have recovered); both log a receipt (which
+//! message, which target, when, what was answered) for the ledger.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -21,8 +23,11 @@ pub struct Receipt {
     pub step: u32,
     /// The target's number within its app.
     pub target: u32,
-    /// Whether the target answered 200.
+    /// Whether the target is a healthy one (else a failing one).
     pub healthy: bool,
+    /// Whether it answered 200: always for healthy targets; for failing ones, once their
+    /// step recovered.
+    pub ok: bool,
     /// The message's sequence number (from its text), if the body carried one.
     pub seq: Option<u64>,
     /// When it arrived.
@@ -32,6 +37,8 @@ pub struct Receipt {
 #[derive(Default)]
 struct Received {
     receipts: Vec<Receipt>,
+    /// Steps whose failing targets answer 200 now.
+    recovered: HashSet<u32>,
 }
 
 /// The running sink.
@@ -61,12 +68,11 @@ pub fn seq_of(text: &str) -> Option<u64> {
     words.next()?.parse().ok()
 }
 
-fn remember(received: &Mutex<Received>, receipt: Receipt) {
-    let mut r = match received.lock() {
+fn lock(received: &Mutex<Received>) -> std::sync::MutexGuard<'_, Received> {
+    match received.lock() {
         Ok(r) => r,
         Err(poisoned) => poisoned.into_inner(),
-    };
-    r.receipts.push(receipt);
+    }
 }
 
 async fn receive(
@@ -79,17 +85,20 @@ async fn receive(
     let seq = serde_json::from_slice::<Payload>(&body)
         .ok()
         .and_then(|p| p.messages.first().and_then(|m| seq_of(&m.text)));
-    remember(
-        &received,
-        Receipt {
+    let ok = {
+        let mut r = lock(&received);
+        let ok = healthy || r.recovered.contains(&step);
+        r.receipts.push(Receipt {
             step,
             target,
             healthy,
+            ok,
             seq,
             at,
-        },
-    );
-    if healthy {
+        });
+        ok
+    };
+    if ok {
         StatusCode::OK
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
@@ -135,13 +144,15 @@ impl Sink {
         format!("http://{addr}/{kind}/{step}/{target}")
     }
 
+    /// From now on the failing targets of `step` answer 200: the outage is over.
+    pub fn recover(&self, step: u32) {
+        lock(&self.received).recovered.insert(step);
+    }
+
     /// Every receipt of `step` so far.
     pub fn receipts(&self, step: u32) -> Vec<Receipt> {
-        let r = match self.received.lock() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        r.receipts
+        lock(&self.received)
+            .receipts
             .iter()
             .filter(|x| x.step == step)
             .copied()

@@ -112,6 +112,8 @@ pub fn test_settings() -> Settings {
     // Long: the change feed, not expiry, must make webhook changes take effect.
     worker.cache_ttl = std::time::Duration::from_secs(60);
     worker.retry_poll = std::time::Duration::from_millis(200);
+    // Circuits open after the default 5 failures in a row and probe again after 1 s.
+    worker.circuit_cool_down = std::time::Duration::from_secs(1);
     // Push providers are the fakes (set when the suite starts); retries are fast.
     let push = &mut settings.push;
     push.retry_base = std::time::Duration::from_millis(200);

@@ -4,10 +4,15 @@
 //! {p}.events (topic) ──each webhook trigger──► {p}.webhooks.events
 //!                                                            │ webhook-worker fan-out
 //!                                                            ▼
-//!               ┌──────────────────────────────────► {p}.webhooks.deliver ──► deliver
-//!               │ dead-letter on TTL expiry                                       │ failed
-//!   {p}.webhooks.retry-{n}-{ttl}ms  ◄────────────────────────────────────────────┘
-//!   {p}.webhooks.defer-{ttl}ms (a busy target's jobs wait here, no attempt counted)
+//!                                                   {p}.webhooks.deliver ──► first attempts
+//!                                                                                  │ failed
+//!   {p}.webhooks.backoff-{n}-{ttl}ms  ◄─────────────────────────────────────────────┤
+//!               │ dead-letter on TTL expiry                                        │ failed
+//!               └──────────────────────────────► {p}.webhooks.retried ──► retries ┘
+//!   {p}.webhooks.defer-{ttl}ms, {p}.webhooks.retried.defer-{ttl}ms (a busy target's jobs
+//!   wait here, no attempt counted, and go back to the queue they came from)
+//!   {p}.webhooks.parked-{ttl}ms (jobs of a target whose circuit is open wait here for its
+//!   probe, no attempt counted, then go to {p}.webhooks.retried)
 //!   {p}.webhooks.dead (jobs that failed every attempt; poison events)
 //!
 //! {p}.events ──message:appMaker──► {p}.push.events ──push worker──► APNs / FCM
@@ -17,7 +22,11 @@
 //!
 //! Retry queues carry their TTL in their name: a queue's arguments cannot change once
 //! declared, so a new retry base makes new queues (the old ones drain into the same
-//! delivery queue) instead of failing the declaration.
+//! queue) instead of failing the declaration. Webhook retries come back on a queue of their
+//! own (`retried`), consumed apart from first attempts so a backlog of retries cannot take
+//! the slots first attempts need; the webhook retry queues are named `backoff-…` because
+//! the `retry-…` queues of earlier versions dead-letter to the delivery queue (they still
+//! drain there after an upgrade, and can be deleted once empty).
 
 use std::time::Duration;
 
@@ -79,18 +88,43 @@ impl Topology {
         format!("{}.webhooks.deliver", self.prefix)
     }
 
-    /// The retry queue of `level` (1-based) whose messages wait `ttl`.
+    /// The retry queue of `level` (1-based) whose messages wait `ttl`, then go to the
+    /// [`retried_queue`](Self::retried_queue).
     pub fn retry_queue(&self, level: u32, ttl: Duration) -> String {
         format!(
-            "{}.webhooks.retry-{level}-{}ms",
+            "{}.webhooks.backoff-{level}-{}ms",
             self.prefix,
             ttl.as_millis()
         )
     }
 
-    /// The queue where jobs for a target at its concurrency limit wait [`DEFER_TTL`].
+    /// The queue of delivery jobs coming back from a retry queue, consumed apart from the
+    /// delivery queue.
+    pub fn retried_queue(&self) -> String {
+        format!("{}.webhooks.retried", self.prefix)
+    }
+
+    /// The queue where first attempts for a target at its concurrency limit wait
+    /// [`DEFER_TTL`] before going back to the delivery queue.
     pub fn defer_queue(&self) -> String {
         format!("{}.webhooks.defer-{}ms", self.prefix, DEFER_TTL.as_millis())
+    }
+
+    /// The queue where retries for a target at its concurrency limit wait [`DEFER_TTL`]
+    /// before going back to the [`retried_queue`](Self::retried_queue).
+    pub fn retried_defer_queue(&self) -> String {
+        format!(
+            "{}.webhooks.retried.defer-{}ms",
+            self.prefix,
+            DEFER_TTL.as_millis()
+        )
+    }
+
+    /// The queue where jobs of a target whose circuit is open wait (up to `ttl`, the
+    /// circuit's cool-down; less when their own expiration says so) before going to the
+    /// [`retried_queue`](Self::retried_queue).
+    pub fn parked_queue(&self, ttl: Duration) -> String {
+        format!("{}.webhooks.parked-{}ms", self.prefix, ttl.as_millis())
     }
 
     /// The dead-letter queue: jobs that failed every attempt, and unreadable events.
@@ -167,12 +201,16 @@ impl Topology {
         names
     }
 
-    /// Every queue name of this topology for a given retry schedule (for cleanup).
-    pub fn all_queues(&self, retry_ttls: &[Duration]) -> Vec<String> {
+    /// Every webhook queue name for a given retry schedule and parking time (for cleanup
+    /// and depth metrics).
+    pub fn all_queues(&self, retry_ttls: &[Duration], parked_ttl: Duration) -> Vec<String> {
         let mut names = vec![
             self.webhook_events_queue(),
             self.deliver_queue(),
             self.defer_queue(),
+            self.retried_queue(),
+            self.retried_defer_queue(),
+            self.parked_queue(parked_ttl),
             self.dead_queue(),
         ];
         names.extend(
@@ -217,31 +255,55 @@ impl Topology {
         Ok(())
     }
 
-    /// Declares everything the webhook worker uses: the event side, the delivery queue,
-    /// one retry queue per entry of `retry_ttls` and the defer and dead-letter queues.
-    pub async fn declare_webhooks(&self, channel: &Channel, retry_ttls: &[Duration]) -> Result<()> {
+    /// Declares everything the webhook worker uses: the event side, the delivery and
+    /// retried queues, one retry queue per entry of `retry_ttls`, the parked queue whose
+    /// messages wait at most `parked_ttl`, and the defer and dead-letter queues.
+    pub async fn declare_webhooks(
+        &self,
+        channel: &Channel,
+        retry_ttls: &[Duration],
+        parked_ttl: Duration,
+    ) -> Result<()> {
         self.declare_events(channel).await?;
         // A job no worker can read goes to the dead-letter queue.
         let mut args = FieldTable::default();
         dead_letter_to(&mut args, &self.dead_queue());
-        declare_queue(channel, &self.deliver_queue(), args).await?;
+        declare_queue(channel, &self.deliver_queue(), args.clone()).await?;
+        declare_queue(channel, &self.retried_queue(), args).await?;
         for (i, ttl) in retry_ttls.iter().enumerate() {
             let name = self.retry_queue(level_of(i), *ttl);
-            declare_queue(channel, &name, self.delay_args(*ttl)).await?;
+            declare_queue(channel, &name, delay_args(*ttl, &self.retried_queue())).await?;
         }
-        declare_queue(channel, &self.defer_queue(), self.delay_args(DEFER_TTL)).await?;
+        declare_queue(
+            channel,
+            &self.defer_queue(),
+            delay_args(DEFER_TTL, &self.deliver_queue()),
+        )
+        .await?;
+        declare_queue(
+            channel,
+            &self.retried_defer_queue(),
+            delay_args(DEFER_TTL, &self.retried_queue()),
+        )
+        .await?;
+        declare_queue(
+            channel,
+            &self.parked_queue(parked_ttl),
+            delay_args(parked_ttl, &self.retried_queue()),
+        )
+        .await?;
         Ok(())
     }
+}
 
-    /// Arguments of a delay queue: messages expire after `ttl` (or their own shorter
-    /// `expiration`) and are dead-lettered back to the delivery queue.
-    fn delay_args(&self, ttl: Duration) -> FieldTable {
-        let mut args = FieldTable::default();
-        let ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
-        args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ms));
-        dead_letter_to(&mut args, &self.deliver_queue());
-        args
-    }
+/// Arguments of a delay queue: messages expire after `ttl` (or their own shorter
+/// `expiration`) and are dead-lettered to `then`.
+fn delay_args(ttl: Duration, then: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    let ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+    args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ms));
+    dead_letter_to(&mut args, then);
+    args
 }
 
 /// The 1-based retry level of the `i`th retry queue.

@@ -23,6 +23,11 @@ pub struct Job {
     pub webhook_id: String,
     /// Attempts already made in this round (0 for a new job).
     pub attempts: u32,
+    /// When (ms since the epoch) the job was first held back because its target's circuit
+    /// was open, with no attempt made since; absent otherwise. A held-back job uses up no
+    /// attempt until it has waited longer than the retry schedule and a cool-down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_since_ms: Option<i64>,
     /// The event.
     pub event: Event,
 }
@@ -36,6 +41,7 @@ impl Job {
             app_id: event.app_id.clone(),
             webhook_id: webhook_id.to_owned(),
             attempts: 0,
+            skipped_since_ms: None,
             event,
         }
     }
@@ -139,6 +145,34 @@ mod tests {
         assert!(!wants(&events(&["message"]), "postback"));
         assert!(wants(&events(&["postback"]), "postback"));
         assert!(!wants(&events(&["message"]), "postback"));
+    }
+
+    #[test]
+    fn the_skip_clock_is_left_out_until_set_and_read_back_when_absent() {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "id": "e1",
+            "appId": "a1",
+            "trigger": "message:appUser",
+            "createdAtMs": 1,
+            "appUser": {
+                "_id": "u1",
+                "signedUpAt": "2015-10-06T20:53:01.588Z",
+                "properties": {},
+                "conversationStarted": true
+            },
+            "messages": []
+        }))
+        .unwrap();
+        let mut job = Job::new(event, "w1");
+        let fresh = serde_json::to_value(&job).unwrap();
+        assert!(fresh.get("skippedSinceMs").is_none(), "{fresh}");
+        // Jobs written before the field existed read back with no skip clock.
+        assert_eq!(serde_json::from_value::<Job>(fresh).unwrap(), job);
+        job.skipped_since_ms = Some(42);
+        let held = serde_json::to_value(&job).unwrap();
+        assert_eq!(held["skippedSinceMs"], 42);
+        assert_eq!(serde_json::from_value::<Job>(held).unwrap(), job);
     }
 
     #[test]

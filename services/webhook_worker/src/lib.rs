@@ -1,12 +1,14 @@
 //! The webhook-worker role: takes message events off the bus, fans each out into one
 //! durable delivery job per matching webhook, and delivers the jobs (signed POSTs), with
-//! retries held by the broker (TTL queues, never in-memory timers), a dead-letter queue
-//! and a delivery log written in batches to the webhooks service.
+//! retries held by the broker (TTL queues, never in-memory timers) and delivered by a
+//! consumer of their own, per-target circuit breakers, a dead-letter queue and a delivery
+//! log written in batches to the webhooks service.
 //!
 //! Delivery is at least once: every POST carries a stable `webhook-id` for receivers to
 //! de-duplicate, and no ordering is promised. Workers share the queues, so the role
 //! scales by adding replicas.
 
+mod breaker;
 mod depth;
 mod directory;
 mod error;
@@ -67,6 +69,23 @@ pub struct Config {
     /// (`SMOOCH_WEBHOOK_PREFETCH`, default 64).
     #[serde(rename = "webhook_prefetch")]
     pub prefetch: u16,
+    /// Unacked retries per worker, i.e. concurrent retry POSTs, on top of `prefetch`
+    /// (`SMOOCH_WEBHOOK_RETRY_PREFETCH`, default 32): retries have a consumer of their own
+    /// so they never take the slots of first attempts.
+    #[serde(rename = "webhook_retry_prefetch")]
+    pub retry_prefetch: u16,
+    /// Failed attempts in a row (timeouts, connection errors, 5xx, 429) that open a
+    /// target origin's circuit (`SMOOCH_WEBHOOK_CIRCUIT_FAILURES`, default 5).
+    #[serde(rename = "webhook_circuit_failures")]
+    pub circuit_failures: u32,
+    /// How long an open circuit short-circuits its target's deliveries before one probe
+    /// is let through (`SMOOCH_WEBHOOK_CIRCUIT_COOL_DOWN_MS`, default 10000); at most the
+    /// longest wait of the retry schedule (see [`Config::effective_cool_down`]).
+    #[serde(
+        rename = "webhook_circuit_cool_down_ms",
+        with = "domain::config::millis"
+    )]
+    pub circuit_cool_down: Duration,
     /// Unacked events per worker being fanned out (`SMOOCH_WEBHOOK_EVENT_PREFETCH`,
     /// default 16).
     #[serde(rename = "webhook_event_prefetch")]
@@ -101,6 +120,9 @@ impl Default for Config {
             max_retries: 5,
             allow_private_targets: false,
             prefetch: 64,
+            retry_prefetch: 32,
+            circuit_failures: 5,
+            circuit_cool_down: Duration::from_millis(10_000),
             event_prefetch: 16,
             max_in_flight_per_target: 8,
             cache_ttl: Duration::from_millis(1_000),
@@ -116,6 +138,18 @@ impl Config {
         anyhow::ensure!(
             self.prefetch > 0,
             "SMOOCH_WEBHOOK_PREFETCH must be at least 1"
+        );
+        anyhow::ensure!(
+            self.retry_prefetch > 0,
+            "SMOOCH_WEBHOOK_RETRY_PREFETCH must be at least 1"
+        );
+        anyhow::ensure!(
+            self.circuit_failures > 0,
+            "SMOOCH_WEBHOOK_CIRCUIT_FAILURES must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.circuit_cool_down.is_zero(),
+            "SMOOCH_WEBHOOK_CIRCUIT_COOL_DOWN_MS must be positive"
         );
         anyhow::ensure!(
             self.event_prefetch > 0,
@@ -140,10 +174,29 @@ impl Config {
     pub fn retry_schedule(&self) -> Vec<Duration> {
         bus::retry_schedule(self.retry_base, self.max_retries)
     }
+
+    /// The cool-down circuits run with: the configured one, but no longer than the
+    /// schedule's longest wait. A recovered target is found by its circuit's next probe,
+    /// so a longer cool-down would hold its deliveries back longer than any retry would.
+    pub fn effective_cool_down(&self) -> Duration {
+        self.retry_schedule()
+            .last()
+            .map_or(self.circuit_cool_down, |longest| {
+                self.circuit_cool_down.min(*longest)
+            })
+    }
+
+    /// How long a delivery may be held back by an open circuit, using up no attempt,
+    /// before each further hold counts as a failed attempt: the whole retry schedule plus
+    /// a cool-down. A target that comes back within it gets every job; the jobs of one
+    /// that stays down still end in the dead-letter queue.
+    pub fn hold_limit(&self) -> Duration {
+        self.retry_schedule().iter().sum::<Duration>() + self.effective_cool_down()
+    }
 }
 
 /// Runs the worker until `shutdown` is cancelled: the event fan-out consumer, the
-/// delivery consumer and the requested-retries poller.
+/// first-attempt and retry delivery consumers and the requested-retries poller.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     // A panicked task (the log writer) stops the consumers too.
@@ -171,14 +224,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topology.clone(),
     ));
     let retry_ttls = config.retry_schedule();
+    let cool_down = config.effective_cool_down();
     let worker = Arc::new(worker::Worker {
         topology: topology.clone(),
         publisher: publisher.clone(),
         directory: directory::Directory::new(client.clone(), config.cache_ttl),
         sender: sender::Sender::new(config.timeout, config.allow_private_targets)?,
         limiter: limiter::TargetLimiter::new(config.max_in_flight_per_target),
+        breakers: breaker::Breakers::new(config.circuit_failures, cool_down),
         recorder,
         retry_ttls: retry_ttls.clone(),
+        hold_limit: config.hold_limit(),
     });
     let source = |queue: String, prefetch: u16| bus::consumer::Source {
         amqp_url: config.amqp_url.clone(),
@@ -194,10 +250,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         move |channel: lapin::Channel| {
             let topology = topology.clone();
             let retry_ttls = retry_ttls.clone();
-            async move { topology.declare_webhooks(&channel, &retry_ttls).await }
+            async move {
+                topology
+                    .declare_webhooks(&channel, &retry_ttls, cool_down)
+                    .await
+            }
         }
     };
-    tracing::info!(prefix = %config.amqp_prefix, retry_schedule_ms = ?retry_ttls.iter().map(|d| d.as_millis()).collect::<Vec<_>>(), "webhook worker starting");
+    tracing::info!(
+        prefix = %config.amqp_prefix,
+        retry_schedule_ms = ?retry_ttls.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+        circuit_cool_down_ms = cool_down.as_millis() as u64,
+        hold_limit_ms = config.hold_limit().as_millis() as u64,
+        "webhook worker starting"
+    );
 
     let events = {
         let worker = worker.clone();
@@ -215,11 +281,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let worker = worker.clone();
         bus::consumer::consume(
             source(topology.deliver_queue(), config.prefetch),
+            declare.clone(),
+            shutdown.clone(),
+            move |d| {
+                let worker = worker.clone();
+                async move { worker.deliver(d, worker::Lane::First).await }
+            },
+        )
+    };
+    let retries = {
+        let worker = worker.clone();
+        bus::consumer::consume(
+            source(topology.retried_queue(), config.retry_prefetch),
             declare,
             shutdown.clone(),
             move |d| {
                 let worker = worker.clone();
-                async move { worker.deliver(d).await }
+                async move { worker.deliver(d, worker::Lane::Retry).await }
             },
         )
     };
@@ -231,10 +309,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let depths = depth::report(
         config.amqp_url.clone(),
-        topology.all_queues(&retry_ttls),
+        topology.all_queues(&retry_ttls, cool_down),
         shutdown.clone(),
     );
-    tokio::join!(events, deliveries, requested, depths, changes);
+    tokio::join!(events, deliveries, retries, requested, depths, changes);
 
     // Every step is done: let the delivery log flush, then close the publisher.
     drop(worker);
@@ -245,4 +323,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     publisher.close().await;
     tracing::info!("webhook worker stopped");
     finished.unwrap_or(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cool_down_is_capped_by_the_schedule_and_the_hold_limit_covers_it() {
+        let config = Config::default();
+        // 5, 10, 20, 40, 80 s: the default 10 s cool-down stands.
+        assert_eq!(config.effective_cool_down(), Duration::from_secs(10));
+        assert_eq!(config.hold_limit(), Duration::from_secs(155 + 10));
+        // 0.3 to 4.8 s (the fault suite's): a 10 s cool-down is cut to 4.8 s.
+        let fast = Config {
+            retry_base: Duration::from_millis(300),
+            ..Config::default()
+        };
+        assert_eq!(fast.effective_cool_down(), Duration::from_millis(4_800));
+        assert_eq!(fast.hold_limit(), Duration::from_millis(9_300 + 4_800));
+        // No retries: nothing to cap by.
+        let none = Config {
+            max_retries: 0,
+            ..Config::default()
+        };
+        assert_eq!(none.effective_cool_down(), Duration::from_secs(10));
+        assert_eq!(none.hold_limit(), Duration::from_secs(10));
+        let zero = Config {
+            circuit_cool_down: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(zero.validate().is_err());
+    }
 }

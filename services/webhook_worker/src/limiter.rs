@@ -22,7 +22,8 @@ pub(crate) const SLOW_ANSWER: Duration = Duration::from_millis(500);
 /// How long a target that failed or answered slowly gets no inline first attempts.
 const TROUBLE_MEMORY: Duration = Duration::from_secs(30);
 
-fn origin(target: &str) -> String {
+/// The origin (scheme, host and port) of `target`: what limits and circuits are kept per.
+pub(crate) fn origin(target: &str) -> String {
     reqwest::Url::parse(target)
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_else(|_| target.to_owned())

@@ -1,5 +1,8 @@
 //! The worker's two steps: fan an event out into delivery jobs, and deliver a job (then
-//! ack it, re-queue it on the next retry level, or dead-letter it).
+//! ack it, re-queue it on the next retry level, or dead-letter it). First attempts and
+//! retries are delivered by consumers of their own ([`Lane`]). A target whose circuit is
+//! open gets no attempt: its jobs wait on the broker for the circuit's probe, using up no
+//! attempt (see [`Worker::hold`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use tracing::field::Empty;
 use tracing::Instrument as _;
 use wire::event::Event;
 
+use crate::breaker::{self, Admission, Breakers, Pass};
 use crate::directory::{Directory, Subscription};
 use crate::job::{self, Job};
 use crate::limiter::TargetLimiter;
@@ -31,6 +35,10 @@ const FAN_OUT_LIMIT: Duration = Duration::from_secs(60);
 /// before handing its message back to the broker, so a persistent failure does not spin.
 const BACKOFF_BEFORE_REQUEUE: Duration = Duration::from_secs(1);
 
+/// Shortest wait of a parked job, so one parked just as its circuit's cool-down ends does
+/// not come straight back.
+const MIN_PARK: Duration = Duration::from_millis(50);
+
 /// Everything the steps share.
 #[derive(Debug)]
 pub(crate) struct Worker {
@@ -39,9 +47,27 @@ pub(crate) struct Worker {
     pub(crate) directory: Directory,
     pub(crate) sender: Sender,
     pub(crate) limiter: TargetLimiter,
+    pub(crate) breakers: Breakers,
     pub(crate) recorder: Recorder,
     pub(crate) retry_ttls: Vec<Duration>,
+    /// How long an open circuit may hold a job back before each hold counts as a failed
+    /// attempt ([`crate::Config::hold_limit`]).
+    pub(crate) hold_limit: Duration,
 }
+
+/// Which queue a delivery came from: each has its own consumer (and prefetch), so a
+/// backlog of retries cannot take the slots first attempts need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The delivery queue: first attempts (and re-sends an operator asked for).
+    First,
+    /// The retried queue: jobs back from a retry level.
+    Retry,
+}
+
+/// The error recorded when a hold by an open circuit counts as a failed attempt.
+const CIRCUIT_OPEN: &str =
+    "circuit open: held back longer than the retry schedule and a cool-down; not attempted";
 
 /// What became of a job after an attempt.
 enum Next {
@@ -101,9 +127,10 @@ impl Worker {
 
     /// Makes the event's jobs. A job whose target is healthy and has a free slot gets its
     /// first attempt right here (no round trip through the delivery queue); the others are
-    /// published to the delivery queue. The event is acked only after every job was
-    /// delivered or is durable on the broker (a retry, dead-letter or delivery job), so a
-    /// crash in between repeats deliveries (same `webhook-id`), never drops them.
+    /// published to the delivery queue, and those whose target's circuit is open are held
+    /// back ([`Worker::hold`]). The event is acked only after every job was delivered or
+    /// is durable on the broker (a delivery, parked, retry or dead-letter job), so a crash
+    /// in between repeats deliveries (same `webhook-id`), never drops them.
     async fn publish_jobs(&self, event: Event) -> Result<usize> {
         let hooks = self.directory.list(&event.app_id).await?;
         let mut queued = Vec::new();
@@ -112,20 +139,38 @@ impl Worker {
         let subscribed = hooks.iter().filter(|w| {
             job::wants(&w.events, &event.trigger) && w.created_at_ms <= event.created_at_ms
         });
+        let mut held = Vec::new();
         for hook in subscribed {
             let job = Job::new(event.clone(), &hook.id);
+            let pass = match self.breakers.admit(&hook.target) {
+                Admission::Pass(pass) => pass,
+                Admission::Open { probe_in } => {
+                    let span = tracing::info_span!(
+                        "deliver",
+                        delivery_id = job.delivery_id.as_str(),
+                        webhook_id = job.webhook_id.as_str(),
+                        attempt = 1,
+                        status_code = Empty,
+                        short_circuited = true
+                    );
+                    held.push(self.hold(job, &hook.target, probe_in).instrument(span));
+                    continue;
+                }
+            };
             match self.limiter.try_acquire_healthy(&hook.target) {
-                Some(permit) => inline.push(self.first_attempt(job, hook, permit)),
+                Some(permit) => inline.push(self.first_attempt(job, hook, permit, pass)),
                 None => queued.push(job),
             }
         }
-        let jobs = queued.len() + inline.len();
-        let (published, attempted) = tokio::join!(
+        let jobs = queued.len() + inline.len() + held.len();
+        let (published, attempted, held) = tokio::join!(
             self.publish_queued(&queued),
-            futures::future::join_all(inline)
+            futures::future::join_all(inline),
+            futures::future::join_all(held)
         );
         published?;
         attempted.into_iter().collect::<Result<Vec<()>>>()?;
+        held.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(jobs)
     }
 
@@ -161,6 +206,7 @@ impl Worker {
         job: Job,
         hook: &Subscription,
         permit: tokio::sync::OwnedSemaphorePermit,
+        pass: Pass<'_>,
     ) -> Result<()> {
         let span = tracing::info_span!(
             "deliver",
@@ -182,14 +228,45 @@ impl Worker {
                 })
                 .await;
             drop(permit);
-            self.settle(job, &outcome, &hook.target).await
+            self.settle(job, &outcome, &hook.target, Some(pass)).await
         }
         .instrument(span)
         .await
     }
 
-    /// Step 2: one attempt of a job, then its next step on the broker.
-    pub(crate) async fn deliver(&self, delivery: Delivery) {
+    /// A job whose target's circuit is open: no attempt is made, and none is used up. The
+    /// job is parked on the broker until about when the circuit lets a probe through
+    /// (`probe_in`), then comes back on the retried queue at the same retry level. Only
+    /// once it has been held back for longer than `hold_limit` does a hold count as a
+    /// failed attempt (every later one too, until an attempt is made), so the jobs of a
+    /// target that stays down still end in the dead-letter queue. An error means the job
+    /// was not moved and must be handed back to the broker.
+    async fn hold(&self, mut job: Job, target: &str, probe_in: Duration) -> Result<()> {
+        let now = domain::time::now_ms();
+        let since = *job.skipped_since_ms.get_or_insert(now);
+        let held = Duration::from_millis(u64::try_from(now - since).unwrap_or(0));
+        if held > self.hold_limit {
+            return self.short_circuit(job, target).await;
+        }
+        self.publish_parked(&job, probe_in).await?;
+        tracing::debug!(%target, held_ms = held.as_millis() as u64, "circuit open; delivery parked until the circuit's probe");
+        Ok(())
+    }
+
+    /// A job held back too long by an open circuit: not attempted, it moves on to its next
+    /// retry level (or the dead-letter queue) as a failed attempt would, and the delivery
+    /// log says why.
+    async fn short_circuit(&self, job: Job, target: &str) -> Result<()> {
+        let outcome = Outcome {
+            status_code: None,
+            error: Some(CIRCUIT_OPEN.to_owned()),
+            latency: Duration::ZERO,
+        };
+        self.settle(job, &outcome, target, None).await
+    }
+
+    /// Step 2: one attempt of a job from `lane`, then its next step on the broker.
+    pub(crate) async fn deliver(&self, delivery: Delivery, lane: Lane) {
         let span = tracing::info_span!(
             "deliver",
             delivery_id = Empty,
@@ -198,10 +275,10 @@ impl Worker {
             status_code = Empty
         );
         let span = bus::trace::continued(span, &delivery);
-        self.deliver_in(delivery).instrument(span).await;
+        self.deliver_in(delivery, lane).instrument(span).await;
     }
 
-    async fn deliver_in(&self, delivery: Delivery) {
+    async fn deliver_in(&self, delivery: Delivery, lane: Lane) {
         let job: Job = match serde_json::from_slice(&delivery.data) {
             Ok(job) => job,
             Err(err) => {
@@ -225,7 +302,7 @@ impl Worker {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "webhook lookup failed; job deferred");
-                self.park(&delivery, &job).await;
+                self.park(&delivery, &job, lane).await;
                 return;
             }
         };
@@ -234,9 +311,26 @@ impl Worker {
             ack(&delivery).await;
             return;
         }
+        let pass = match self.breakers.admit(&webhook.target) {
+            Admission::Pass(pass) => pass,
+            Admission::Open { probe_in } => {
+                // No slot, no connection: the job waits on the broker for the probe, acked
+                // only once it is parked (or moved on).
+                match self.hold(job, &webhook.target, probe_in).await {
+                    Ok(()) => ack(&delivery).await,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "holding the job back failed; delivery requeued");
+                        tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
+                        requeue(&delivery).await;
+                    }
+                }
+                return;
+            }
+        };
         let Some(permit) = self.limiter.acquire(&webhook.target, SLOT_WAIT).await else {
             tracing::debug!(target = %webhook.target, "target saturated; job deferred");
-            self.park(&delivery, &job).await;
+            drop(pass);
+            self.park(&delivery, &job, lane).await;
             return;
         };
         let body = match job::payload(&job.event) {
@@ -257,7 +351,10 @@ impl Worker {
             })
             .await;
         drop(permit);
-        if let Err(err) = self.settle(job, &outcome, &webhook.target).await {
+        if let Err(err) = self
+            .settle(job, &outcome, &webhook.target, Some(pass))
+            .await
+        {
             // Not moved on: hand the job back; it is attempted again (at least once).
             tracing::warn!(error = %err, "re-queueing the job failed; delivery requeued");
             tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
@@ -267,16 +364,29 @@ impl Worker {
         ack(&delivery).await;
     }
 
-    /// After an attempt of `job` at `target`: notes the target's health, moves the job on
-    /// (done, the next retry level, or the dead-letter queue; an error means it was not
-    /// moved and must be attempted again), counts and records the attempt.
-    async fn settle(&self, mut job: Job, outcome: &sender::Outcome, target: &str) -> Result<()> {
+    /// After an attempt of `job` at `target` (made with `pass`, or `None` when a hold by an
+    /// open circuit counts as one): notes the target's health, moves the job on (done, the
+    /// next retry level, or the dead-letter queue; an error means it was not moved and must
+    /// be attempted again), counts and records the attempt.
+    async fn settle(
+        &self,
+        mut job: Job,
+        outcome: &sender::Outcome,
+        target: &str,
+        pass: Option<Pass<'_>>,
+    ) -> Result<()> {
         let span = tracing::Span::current();
         if let Some(code) = outcome.status_code {
             span.record("status_code", code);
         }
-        self.limiter
-            .observe(target, outcome.succeeded(), outcome.latency);
+        let attempted = pass.is_some();
+        if let Some(pass) = pass {
+            self.limiter
+                .observe(target, outcome.succeeded(), outcome.latency);
+            pass.report(breaker::target_failed(outcome.status_code));
+            // An attempt was made: a later hold starts its clock afresh.
+            job.skipped_since_ms = None;
+        }
         let attempt = job.attempts + 1;
         let max_retries = u32::try_from(self.retry_ttls.len()).unwrap_or(u32::MAX);
         let next = if outcome.succeeded() {
@@ -308,8 +418,11 @@ impl Worker {
                 latency_ms = outcome.latency.as_millis() as u64,
                 "webhook delivered"
             ),
-            Next::Retry(_) => {
+            Next::Retry(_) if attempted => {
                 tracing::info!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed; retry scheduled")
+            }
+            Next::Retry(_) => {
+                tracing::debug!(%target, "circuit open past the hold limit; counted as a failed attempt, retry scheduled")
             }
             Next::Dead => {
                 tracing::warn!(error = outcome.error.as_deref().unwrap_or(""), %target, "webhook delivery failed for good; job dead-lettered")
@@ -360,14 +473,37 @@ impl Worker {
         Ok(())
     }
 
-    /// Parks a job (unchanged, no attempt counted) on the defer queue for a moment.
-    async fn park(&self, delivery: &Delivery, job: &Job) {
+    /// Parks `job` (no attempt counted) on the parked queue for about `probe_in`, at most a
+    /// cool-down (the queue's TTL), confirmed.
+    async fn publish_parked(&self, job: &Job, probe_in: Duration) -> Result<()> {
+        let ttl = self.breakers.cool_down();
+        let wait = probe_in.max(MIN_PARK).min(ttl);
+        let body = serde_json::to_vec(job)?;
+        self.publisher
+            .publish(bus::Outgoing {
+                exchange: "",
+                routing_key: &self.topology.parked_queue(ttl),
+                payload: &body,
+                properties: job_properties(job, &current_context())
+                    .with_expiration(wait.as_millis().to_string().into()),
+                mandatory: true,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Parks a job (unchanged, no attempt counted) on its lane's defer queue for a moment.
+    async fn park(&self, delivery: &Delivery, job: &Job, lane: Lane) {
+        let queue = match lane {
+            Lane::First => self.topology.defer_queue(),
+            Lane::Retry => self.topology.retried_defer_queue(),
+        };
         let parked = match serde_json::to_vec(job) {
             Ok(body) => self
                 .publisher
                 .publish(bus::Outgoing {
                     exchange: "",
-                    routing_key: &self.topology.defer_queue(),
+                    routing_key: &queue,
                     payload: &body,
                     properties: job_properties(job, &current_context()),
                     mandatory: true,
@@ -389,6 +525,7 @@ impl Worker {
     /// Re-queues a job for a fresh round of attempts (a retry an operator asked for).
     pub(crate) async fn requeue_job(&self, mut job: Job) -> Result<()> {
         job.attempts = 0;
+        job.skipped_since_ms = None;
         let body = serde_json::to_vec(&job)?;
         self.publisher
             .publish(bus::Outgoing {

@@ -779,3 +779,203 @@ async fn a_delivery_continues_the_trace_of_the_request_that_caused_it() {
     );
     assert_eq!(span("deliver").span_id, parts[2]);
 }
+
+/// Waits until the delivery log of `webhook` (up to 100 deliveries) satisfies `done`.
+async fn wait_for_full_log(
+    app: &TestApp,
+    webhook: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut last = Value::Null;
+    for _ in 0..PATIENCE {
+        let (status, body) = deliveries(webhook, &app.app_jwt(), "?limit=100").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let list = body["deliveries"].as_array().cloned().unwrap_or_default();
+        if done(&list) {
+            return list;
+        }
+        last = body;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the delivery log never got there: {last:#}");
+}
+
+fn attempts_of(delivery: &Value) -> Vec<Value> {
+    delivery["attempts"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_failing_target_opens_its_circuit_and_a_probe_closes_it_once_it_recovers() {
+    const MESSAGES: usize = 6;
+    let app = suite().create_app().await;
+    let down = Sink::start().await;
+    down.answer(500);
+    let up = Sink::start().await;
+    let down_id = id(&webhook(&app, &down.url("/down"), None).await);
+    let up_id = id(&webhook(&app, &up.url("/up"), None).await);
+    let user = id(&app.init_user(None).await);
+    for i in 0..MESSAGES {
+        user_says(&app, &user, &format!("storm {i}")).await;
+    }
+
+    // The healthy target of the same app gets every message, once, at the first attempt.
+    let hits = up.wait_for(MESSAGES).await;
+    let up_log = wait_for_full_log(&app, &up_id, |d| {
+        d.len() == MESSAGES && d.iter().all(|d| d["status"] == "succeeded")
+    })
+    .await;
+    assert!(
+        up_log.iter().all(|d| attempts_of(d).len() == 1),
+        "{up_log:#?}"
+    );
+    let mut texts: Vec<&str> = hits
+        .iter()
+        .map(|h| h.json["messages"][0]["text"].as_str().unwrap())
+        .collect();
+    texts.sort_unstable();
+    texts.dedup();
+    assert_eq!(texts.len(), MESSAGES, "{hits:#?}");
+
+    // The failing target stays down. After five failures in a row the circuit opens: the
+    // jobs that come back are held on the broker, using up no attempt, until they have
+    // waited out the retry schedule and a cool-down; then each hold counts as an attempt,
+    // logged as "circuit open" with no status code, so every job still ends failed (none
+    // lost) and only the attempts made (the probes among them) reach the target.
+    let down_log = wait_for_full_log(&app, &down_id, |d| {
+        d.len() == MESSAGES
+            && d.iter()
+                .all(|d| d["status"] == "failed" && attempts_of(d).len() == 3)
+    })
+    .await;
+    let attempts: Vec<Value> = down_log.iter().flat_map(attempts_of).collect();
+    let made = attempts.iter().filter(|a| a["statusCode"] == 500).count();
+    let skipped: Vec<&Value> = attempts
+        .iter()
+        .filter(|a| {
+            a["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("circuit open"))
+        })
+        .collect();
+    assert!(
+        !skipped.is_empty(),
+        "no attempt short-circuited: {down_log:#?}"
+    );
+    assert!(skipped.iter().all(|a| a["statusCode"].is_null()));
+    assert_eq!(made + skipped.len(), attempts.len(), "{down_log:#?}");
+    assert_eq!(down.hits().len(), made, "attempts made = POSTs received");
+
+    // The target recovers. Once the cool-down is over a probe gets through and closes the
+    // circuit; the failed deliveries, sent again, all arrive.
+    down.answer(200);
+    let mut rounds = 0;
+    loop {
+        let (_, body) = deliveries(&down_id, &app.app_jwt(), "?limit=100").await;
+        let failed: Vec<String> = body["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["status"] == "failed")
+            .map(id)
+            .collect();
+        if failed.is_empty() {
+            break;
+        }
+        rounds += 1;
+        assert!(
+            rounds <= 20,
+            "still failing after {rounds} rounds: {body:#}"
+        );
+        for delivery in &failed {
+            let retry = format!("/v1/webhooks/{down_id}/deliveries/{delivery}/retry");
+            let (status, body) = suite()
+                .call(Method::POST, &retry, &app.app_jwt(), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        wait_for_full_log(&app, &down_id, |d| {
+            d.len() == MESSAGES && d.iter().all(|d| d["status"] != "pending")
+        })
+        .await;
+    }
+
+    // The ledger: every delivery succeeded in the end, with the same webhook-id all along;
+    // every attempt made reached the target, and no short-circuited one did.
+    let down_log = wait_for_full_log(&app, &down_id, |d| {
+        d.len() == MESSAGES && d.iter().all(|d| d["status"] == "succeeded")
+    })
+    .await;
+    let attempts: Vec<Value> = down_log.iter().flat_map(attempts_of).collect();
+    let made = attempts
+        .iter()
+        .filter(|a| !a["statusCode"].is_null())
+        .count();
+    let hits = down.hits();
+    assert_eq!(hits.len(), made, "{down_log:#?}");
+    for delivery in &down_log {
+        let last = attempts_of(delivery).last().cloned().unwrap();
+        assert_eq!(last["outcome"], "succeeded");
+        assert_eq!(last["statusCode"], 200);
+        assert!(hits.iter().any(|h| h.header("webhook-id") == id(delivery)));
+    }
+    let mut ids: Vec<&str> = hits.iter().map(|h| h.header("webhook-id")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), MESSAGES);
+    assert_eq!(
+        up.hits().len(),
+        MESSAGES,
+        "the healthy target got no duplicate"
+    );
+}
+
+#[tokio::test]
+async fn a_target_back_soon_after_its_circuit_opened_gets_every_message_and_none_is_dead_lettered()
+{
+    const MESSAGES: usize = 6;
+    let app = suite().create_app().await;
+    let flaky = Sink::start().await;
+    flaky.answer(500);
+    let hook_id = id(&webhook(&app, &flaky.url("/flaky"), None).await);
+    let user = id(&app.init_user(None).await);
+    for i in 0..MESSAGES {
+        user_says(&app, &user, &format!("blip {i}")).await;
+    }
+    // Five failures in a row open the circuit; the target is back right after, while the
+    // circuit is still open: the jobs that come back meanwhile are held, not attempted,
+    // and wait for the probe, which succeeds.
+    flaky.wait_for(5).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    flaky.answer(200);
+
+    let log = wait_for_full_log(&app, &hook_id, |d| {
+        d.len() == MESSAGES && d.iter().all(|d| d["status"] == "succeeded")
+    })
+    .await;
+    // No hold used up an attempt: every attempt logged was made, and none but the last
+    // of each delivery failed.
+    let attempts: Vec<Value> = log.iter().flat_map(attempts_of).collect();
+    assert!(
+        attempts.iter().all(|a| !a["statusCode"].is_null()),
+        "a held delivery used up an attempt: {log:#?}"
+    );
+    for delivery in &log {
+        let outcomes: Vec<String> = attempts_of(delivery)
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap().to_owned())
+            .collect();
+        let (last, earlier) = outcomes.split_last().unwrap();
+        assert_eq!(last, "succeeded", "{delivery:#}");
+        assert!(earlier.iter().all(|o| o == "retrying"), "{delivery:#}");
+    }
+    // The target saw every attempt, each with its delivery's id.
+    let hits = flaky.hits();
+    assert_eq!(hits.len(), attempts.len(), "{log:#?}");
+    for delivery in &log {
+        let tried = hits
+            .iter()
+            .filter(|h| h.header("webhook-id") == id(delivery))
+            .count();
+        assert_eq!(tried, attempts_of(delivery).len(), "{delivery:#}");
+    }
+}

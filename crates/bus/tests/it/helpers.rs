@@ -125,7 +125,8 @@ impl Env {
     }
 
     pub(crate) async fn cleanup(self) {
-        for q in self.topology.all_queues(&[]) {
+        // Only the events side is declared here: no retry levels, no parked queue.
+        for q in self.topology.all_queues(&[], std::time::Duration::ZERO) {
             let _ = self
                 .channel
                 .queue_delete(q.into(), QueueDeleteOptions::default())

@@ -69,6 +69,9 @@ impl World {
             allow_private_targets: true,
             drain: Duration::from_secs(2),
             retry_poll: Duration::from_millis(100),
+            // These tests count every attempt at a failing target: no circuit opens here
+            // (the e2e suite tests the circuit breakers).
+            circuit_failures: 1_000,
             ..webhook_worker::Config::default()
         };
         World {
@@ -194,7 +197,11 @@ impl World {
             .await
             .unwrap();
         let channel = conn.create_channel().await.unwrap();
-        for q in self.topology.all_queues(&self.config.retry_schedule()) {
+        let queues = self.topology.all_queues(
+            &self.config.retry_schedule(),
+            self.config.effective_cool_down(),
+        );
+        for q in queues {
             let _ = channel
                 .queue_delete(q.into(), QueueDeleteOptions::default())
                 .await;
@@ -264,6 +271,8 @@ pub(crate) struct Received {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) at: Instant,
+    /// Whether the sink answered 200 (else 500).
+    pub(crate) ok: bool,
 }
 
 impl Received {
@@ -362,24 +371,27 @@ impl Sink {
 
 async fn hit(State(sink): State<Sink>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
     let path = uri.path().to_owned();
-    let (behaviour, n) = {
+    let (behaviour, ok) = {
         let mut state = sink.state.lock().unwrap();
-        let list = state.received.entry(path.clone()).or_default();
+        let behaviour = state.behaviour.get(&path).copied().unwrap_or_default();
+        let list = state.received.entry(path).or_default();
+        let n = list.len() as u32 + 1;
+        let ok = !behaviour.always_fail && n > behaviour.fail_first;
         list.push(Received {
             headers,
             body,
             at: Instant::now(),
+            ok,
         });
-        let n = list.len() as u32;
-        (state.behaviour.get(&path).copied().unwrap_or_default(), n)
+        (behaviour, ok)
     };
     sink.notify.notify_waiters();
     if !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;
     }
-    if behaviour.always_fail || n <= behaviour.fail_first {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
+    if ok {
         StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod circuits;
 mod delivery;
 mod helpers;
 mod retries;
