@@ -7,15 +7,13 @@
 //! the harness waits for the pending pushes; any that never arrive are lost: the run fails.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::json;
 
-use crate::api::padded_text;
 use crate::context::Ctx;
-use crate::load::{self, Latency, Outcome};
+use crate::load::{self, Latency};
 use crate::push_sink::PushSink;
 use crate::report::{Report, Row};
 
@@ -48,57 +46,17 @@ async fn run_step(
                 .await?;
             targets.push((
                 format!("{}/v1/appusers/{user}/conversation/messages", ctx.api.base),
+                AUTHORIZATION,
                 bearer.clone(),
             ));
         }
     }
-    let targets = Arc::new(targets);
 
     let step = ctx.step(rate);
-    let posted_ok = Arc::new(Mutex::new(vec![false; step.count() as usize]));
     let cpu = ctx.cpu();
-    let http = ctx.api.http.clone();
-    let run = {
-        let posted_ok = posted_ok.clone();
-        load::run(step, move |i, _| {
-            let (http, targets, posted_ok) = (http.clone(), targets.clone(), posted_ok.clone());
-            async move {
-                let (url, bearer) = &targets[(i as usize) % targets.len()];
-                let body = json!({
-                    "text": padded_text(&format!("bench {step_id} {i}"), 200),
-                    "role": "appMaker",
-                });
-                let sent = http
-                    .post(url)
-                    .header(AUTHORIZATION, bearer.clone())
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(body.to_string())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().as_u16() == 201 => {
-                        let _ = r.bytes().await;
-                        if let Ok(mut p) = posted_ok.lock() {
-                            p[i as usize] = true;
-                        }
-                        Outcome::Ok
-                    }
-                    _ => Outcome::Failed,
-                }
-            }
-        })
-        .await
-    };
+    let (run, posted) = super::post_sequenced(ctx, step, step_id, targets, "appMaker").await;
     let cutoff = Instant::now();
-    let posted: HashSet<u64> = match posted_ok.lock() {
-        Ok(p) => p
-            .iter()
-            .enumerate()
-            .filter(|(_, ok)| **ok)
-            .map(|(i, _)| i as u64)
-            .collect(),
-        Err(_) => HashSet::new(),
-    };
+    let posted: HashSet<u64> = posted.into_iter().collect();
     let expected = posted.len() as u64;
     // First arrival of each posted message's push, and the extra ones.
     let tally = || {

@@ -10,15 +10,13 @@
 //! attempts and dead-letter them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::json;
 
-use crate::api::padded_text;
 use crate::context::Ctx;
-use crate::load::{self, Latency, Outcome};
+use crate::load::{self, Latency};
 use crate::report::{Report, Row};
 
 /// The shape of one webhook step.
@@ -57,67 +55,25 @@ async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Resul
         }
     }
     let users = ctx.api.init_users(&apps, users_n).await?;
-    let targets: Arc<Vec<(String, HeaderValue)>> = Arc::new(
-        users
-            .iter()
-            .map(|(a, user)| {
-                Ok((
-                    format!("{}/v1/appusers/{user}/conversation/messages", ctx.api.base),
-                    HeaderValue::from_str(&apps[*a].token)?,
-                ))
-            })
-            .collect::<anyhow::Result<_>>()?,
-    );
+    let targets: Vec<super::PostTarget> = users
+        .iter()
+        .map(|(a, user)| {
+            Ok((
+                format!("{}/v1/appusers/{user}/conversation/messages", ctx.api.base),
+                HeaderName::from_static("app-token"),
+                HeaderValue::from_str(&apps[*a].token)?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
     // The worker caches webhooks for up to a second: let it see the new ones.
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let step = ctx.step(shape.rate);
-    let posted_ok = Arc::new(Mutex::new(vec![false; step.count() as usize]));
     let cpu = ctx.cpu();
-    let http = ctx.api.http.clone();
-    let run = {
-        let posted_ok = posted_ok.clone();
-        load::run(step, move |i, _| {
-            let (http, targets, posted_ok) = (http.clone(), targets.clone(), posted_ok.clone());
-            async move {
-                let (url, token) = &targets[(i as usize) % targets.len()];
-                let body = json!({
-                    "text": padded_text(&format!("bench {step_id} {i}"), 200),
-                    "role": "appUser",
-                });
-                let sent = http
-                    .post(url)
-                    .header("app-token", token.clone())
-                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                    .body(body.to_string())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().as_u16() == 201 => {
-                        let _ = r.bytes().await;
-                        if let Ok(mut p) = posted_ok.lock() {
-                            p[i as usize] = true;
-                        }
-                        Outcome::Ok
-                    }
-                    _ => Outcome::Failed,
-                }
-            }
-        })
-        .await
-    };
+    let (run, posted) = super::post_sequenced(ctx, step, step_id, targets, "appUser").await;
     let cutoff = Instant::now();
     // The storm passes: the failing targets answer 200 from now on.
     ctx.sink.recover(step_id);
-    let posted: Vec<u64> = match posted_ok.lock() {
-        Ok(p) => p
-            .iter()
-            .enumerate()
-            .filter(|(_, ok)| **ok)
-            .map(|(i, _)| i as u64)
-            .collect(),
-        Err(_) => Vec::new(),
-    };
     let healthy_fan_out = u64::from(shape.fan_out - shape.failing);
     let expected = posted.len() as u64 * healthy_fan_out;
     let expected_failing = posted.len() as u64 * u64::from(shape.failing);
