@@ -142,6 +142,11 @@ impl Api {
             "device": {"id": format!("dev-{user_id}"), "platform": "ios", "appVersion": "1.0"},
             "userId": user_id,
         });
+        self.init(app, body).await
+    }
+
+    /// `POST /v1/init` of `app` with `body`; returns the `appUser._id`.
+    async fn init(&self, app: &App, body: Value) -> anyhow::Result<String> {
         let answer = self
             .call(
                 Method::POST,
@@ -214,19 +219,7 @@ impl Api {
                        "pushNotificationToken": token},
             "userId": user_id,
         });
-        let answer = self
-            .call(
-                Method::POST,
-                "/v1/init",
-                ("app-token", &app.token),
-                Some(body),
-                StatusCode::OK,
-            )
-            .await?;
-        answer["appUser"]["_id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no appUser._id in {answer}"))
+        self.init(app, body).await
     }
 
     /// Subscribes `target` to appUser messages of `app`; returns the webhook's `_id`.
