@@ -68,13 +68,21 @@ impl ConversationsApi {
     fn relayed<T>(
         &self,
         written: Result<T>,
-        outbox: Vec<OutboxRow>,
+        mut outbox: Vec<OutboxRow>,
     ) -> Result<Response<T>, Status> {
         let answer = written?;
-        if let Some(relay) = &self.relay {
-            relay.hand_over(outbox);
-        }
+        self.hand_over(&mut outbox);
         Ok(Response::new(answer))
+    }
+
+    /// Hands committed outbox rows to the relay at once, leaving `outbox` empty; a write
+    /// calls it before any slower step after its commit (marking a conversation started),
+    /// so its events do not wait for that step.
+    fn hand_over(&self, outbox: &mut Vec<OutboxRow>) {
+        let rows = std::mem::take(outbox);
+        if let (Some(relay), false) = (&self.relay, rows.is_empty()) {
+            relay.hand_over(rows);
+        }
     }
 }
 
@@ -296,6 +304,7 @@ impl ConversationsApi {
             "message stored"
         );
         if response.conversation_created || !was_started {
+            self.hand_over(outbox);
             self.mark_started(&app, &user).await;
         }
         Ok(response)
@@ -378,6 +387,7 @@ impl ConversationsApi {
             .as_ref()
             .is_some_and(|u| u.conversation_started);
         if created || (updated && !was_started) {
+            self.hand_over(outbox);
             self.mark_started(&app, &user).await;
         }
         Ok(pb::TrackEventResponse {

@@ -215,6 +215,17 @@ async fn postbacks_name_an_action_of_the_users_conversation() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(description(&err).contains("actionId"));
+    // An id longer than any field may be is refused by name, not looked up.
+    let (status, err) = suite()
+        .call(
+            Method::POST,
+            &path,
+            &app.app_token(),
+            Some(json!({"actionId": "a".repeat(10_000)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert!(description(&err).contains("actionId"), "{err}");
     let (status, _) = suite()
         .call(
             Method::POST,
