@@ -445,28 +445,33 @@ impl Worker {
             .unwrap_or(Duration::from_secs(60));
         let jittered = ttl.mul_f64(rand::random_range(0.8..=1.0));
         let queue = self.topology.retry_queue(level, ttl);
-        let body = serde_json::to_vec(job)?;
-        self.publisher
-            .publish(bus::Outgoing {
-                exchange: "",
-                routing_key: &queue,
-                payload: &body,
-                properties: job_properties(job, &current_context())
-                    .with_expiration(jittered.as_millis().to_string().into()),
-                mandatory: true,
-            })
-            .await?;
-        Ok(())
+        self.publish_job(job, &queue, Some(jittered)).await
     }
 
     async fn publish_dead(&self, job: &Job) -> Result<()> {
+        self.publish_job(job, &self.topology.dead_queue(), None)
+            .await
+    }
+
+    /// Publishes `job` to `queue`, persistent and confirmed, with the current trace and, when
+    /// given, a per-message expiration.
+    async fn publish_job(
+        &self,
+        job: &Job,
+        queue: &str,
+        expires_in: Option<Duration>,
+    ) -> Result<()> {
         let body = serde_json::to_vec(job)?;
+        let mut properties = job_properties(job, &current_context());
+        if let Some(wait) = expires_in {
+            properties = properties.with_expiration(wait.as_millis().to_string().into());
+        }
         self.publisher
             .publish(bus::Outgoing {
                 exchange: "",
-                routing_key: &self.topology.dead_queue(),
+                routing_key: queue,
                 payload: &body,
-                properties: job_properties(job, &current_context()),
+                properties,
                 mandatory: true,
             })
             .await?;
@@ -478,18 +483,8 @@ impl Worker {
     async fn publish_parked(&self, job: &Job, probe_in: Duration) -> Result<()> {
         let ttl = self.breakers.cool_down();
         let wait = probe_in.max(MIN_PARK).min(ttl);
-        let body = serde_json::to_vec(job)?;
-        self.publisher
-            .publish(bus::Outgoing {
-                exchange: "",
-                routing_key: &self.topology.parked_queue(ttl),
-                payload: &body,
-                properties: job_properties(job, &current_context())
-                    .with_expiration(wait.as_millis().to_string().into()),
-                mandatory: true,
-            })
-            .await?;
-        Ok(())
+        self.publish_job(job, &self.topology.parked_queue(ttl), Some(wait))
+            .await
     }
 
     /// Parks a job (unchanged, no attempt counted) on its lane's defer queue for a moment.
@@ -498,21 +493,7 @@ impl Worker {
             Lane::First => self.topology.defer_queue(),
             Lane::Retry => self.topology.retried_defer_queue(),
         };
-        let parked = match serde_json::to_vec(job) {
-            Ok(body) => self
-                .publisher
-                .publish(bus::Outgoing {
-                    exchange: "",
-                    routing_key: &queue,
-                    payload: &body,
-                    properties: job_properties(job, &current_context()),
-                    mandatory: true,
-                })
-                .await
-                .map_err(crate::Error::from),
-            Err(err) => Err(err.into()),
-        };
-        match parked {
+        match self.publish_job(job, &queue, None).await {
             Ok(()) => ack(delivery).await,
             Err(err) => {
                 tracing::warn!(error = %err, "parking the job failed; delivery requeued");
@@ -526,17 +507,8 @@ impl Worker {
     pub(crate) async fn requeue_job(&self, mut job: Job) -> Result<()> {
         job.attempts = 0;
         job.skipped_since_ms = None;
-        let body = serde_json::to_vec(&job)?;
-        self.publisher
-            .publish(bus::Outgoing {
-                exchange: "",
-                routing_key: &self.topology.deliver_queue(),
-                payload: &body,
-                properties: job_properties(&job, &current_context()),
-                mandatory: true,
-            })
-            .await?;
-        Ok(())
+        self.publish_job(&job, &self.topology.deliver_queue(), None)
+            .await
     }
 }
 
