@@ -403,16 +403,14 @@ async fn post(
         _ => String::new(),
     };
     let (source_type, source_id) = message_source(&user, body.source, body.device_id);
-    let app_id = user.app_id.clone();
-    let app_user_id = user.id.clone();
     let (idempotency_key, request_hash) = keyed.unzip();
     let response = state
         .clients
         .conversations
         .clone()
         .post_message(pb::PostMessageRequest {
-            app_id: app_id.clone(),
-            app_user_id: app_user_id.clone(),
+            app_id: user.app_id.clone(),
+            app_user_id: user.id.clone(),
             message: Some(pb::NewMessage {
                 role,
                 text: body.text.unwrap_or_default(),
