@@ -353,13 +353,10 @@ async fn start_roles(
     // The two call each other: the users service moves a merged user's history in process,
     // the conversations service marks a started conversation over the users listener (a
     // conversation's first message only).
-    let conversations = conversations::routes(
-        conversations_config(settings, addrs[0].clone()),
-        None,
-        background,
-    )
-    .await
-    .context("starting the conversations service")?;
+    let conversations =
+        conversations::routes(conversations_config(settings, addrs[0].clone()), background)
+            .await
+            .context("starting the conversations service")?;
     let conversations_channel = telemetry::grpc::in_process(conversations.clone(), grpc_timeout);
     let users = users::routes(
         users_config(settings, addrs[1].clone(), true)?,

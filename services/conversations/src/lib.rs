@@ -64,22 +64,15 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 
 /// The conversations gRPC API and its health service, ready to serve or to call in
 /// process; its background work (outbox relay, idempotency cleanup, pool metrics) runs on
-/// `tasks` until their shutdown. `users` is where a started conversation is marked on its
-/// app user (`None`: `config.users_addr`, over the network).
-pub async fn routes(
-    config: Config,
-    users: Option<telemetry::grpc::GrpcChannel>,
-    tasks: &Tasks,
-) -> anyhow::Result<tonic::service::Routes> {
-    let users = match users {
-        Some(channel) => Some(channel),
-        None => config
-            .users_addr
-            .as_deref()
-            .map(|addr| telemetry::grpc::lazy(addr, "users"))
-            .transpose()?,
-    }
-    .map(proto::v1::users_client::UsersClient::new);
+/// `tasks` until their shutdown. A started conversation is marked on its app user at
+/// `config.users_addr`, over the network (the first message of a conversation only).
+pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::service::Routes> {
+    let users = config
+        .users_addr
+        .as_deref()
+        .map(|addr| telemetry::grpc::lazy(addr, "users"))
+        .transpose()?
+        .map(proto::v1::users_client::UsersClient::new);
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
     let shutdown = tasks.shutdown();
     tasks.spawn(
@@ -124,7 +117,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tasks = Tasks::new(shutdown.child_token());
     let served = async {
-        let routes = routes(config, None, &tasks).await?;
+        let routes = routes(config, &tasks).await?;
         tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
         telemetry::grpc::serve(
             routes,
