@@ -401,10 +401,12 @@ async fn the_push_log_keeps_a_week_of_attempts() {
         })
         .await
         .unwrap();
-    let purged = users::purge_push_log(&database_url(), users::PUSH_LOG_RETENTION_HOURS)
+    // Every users service the tests start runs the same purge at its start, on the same
+    // database: one of them may delete the expired attempt first, so the count may be 0.
+    // What must hold is what is left afterwards.
+    users::purge_push_log(&database_url(), users::PUSH_LOG_RETENTION_HOURS)
         .await
         .unwrap();
-    assert!(purged >= 1, "the expired attempt is deleted");
     let left: Vec<String> = svc
         .client
         .list_push_attempts(pb::ListPushAttemptsRequest {
@@ -419,5 +421,5 @@ async fn the_push_log_keeps_a_week_of_attempts() {
         .into_iter()
         .map(|a| a.message_id)
         .collect();
-    assert_eq!(left, vec!["kept"]);
+    assert_eq!(left, vec!["kept"], "the expired attempt is deleted, the other kept");
 }
