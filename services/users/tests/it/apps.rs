@@ -421,5 +421,9 @@ async fn the_push_log_keeps_a_week_of_attempts() {
         .into_iter()
         .map(|a| a.message_id)
         .collect();
-    assert_eq!(left, vec!["kept"], "the expired attempt is deleted, the other kept");
+    assert_eq!(
+        left,
+        vec!["kept"],
+        "the expired attempt is deleted, the other kept"
+    );
 }
