@@ -208,25 +208,32 @@ async fn drain(ctx: &Ctx, apps: &[(u32, &HashSet<u64>)], limit: Duration) -> Dur
     start.elapsed()
 }
 
-/// Runs one step: sets up its apps, posts, drains, and adds its rows; returns the quiet
-/// app's e2e p99.
-async fn run_step(
+/// Sets up the apps of step `index` of `plan`: the quiet app and (but for the baseline)
+/// the flood app, every app on a sink port of its own (the worker limits deliveries per
+/// origin).
+async fn set_up_step(
     ctx: &Ctx,
     index: usize,
     plan: &Plan,
-    quiet_rate: f64,
-    report: &mut Report,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(AppLoad, Option<AppLoad>)> {
     let (quiet_users, flood_users) = if ctx.smoke() { (2, 2) } else { (10, 20) };
-    // Every app on a sink port of its own: the worker limits deliveries per origin.
     let quiet = set_up_app(ctx, 2 * index, quiet_users, false).await?;
     let flood = match plan.flood_rate {
         Some(_) => Some(set_up_app(ctx, 2 * index + 1, flood_users, plan.slow).await?),
         None => None,
     };
-    // The worker caches webhooks for up to a second: let it see the new ones.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    Ok((quiet, flood))
+}
 
+/// Runs one step on its apps: posts, drains, and adds its rows; returns the quiet app's
+/// e2e p99.
+async fn run_step(
+    ctx: &Ctx,
+    plan: &Plan,
+    (quiet, flood): (AppLoad, Option<AppLoad>),
+    quiet_rate: f64,
+    report: &mut Report,
+) -> anyhow::Result<f64> {
     let quiet_step = ctx.step(quiet_rate);
     let cpu = ctx.cpu();
     let (quiet_posted, flood_posted) = match (&flood, plan.flood_rate) {
@@ -396,9 +403,17 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         slow: true,
     });
 
-    let mut baseline = None;
+    // Every step's apps first, then one wait: the worker caches webhooks for up to a
+    // second, and must see the new ones.
+    let mut apps = Vec::new();
     for (index, plan) in plans.iter().enumerate() {
-        let p99 = run_step(ctx, index, plan, quiet_rate, &mut report).await?;
+        apps.push(set_up_step(ctx, index, plan).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let mut baseline = None;
+    for (plan, apps) in plans.iter().zip(apps) {
+        let p99 = run_step(ctx, plan, apps, quiet_rate, &mut report).await?;
         match (baseline, plan.flood_rate) {
             (None, None) => {
                 baseline = Some(p99);
