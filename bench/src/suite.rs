@@ -283,6 +283,7 @@ impl Suite {
         prefix: &str,
         replicas: u32,
     ) -> anyhow::Result<Suite> {
+        let started = Instant::now();
         let log_dir = opts
             .log_path
             .parent()
@@ -410,8 +411,9 @@ impl Suite {
             .wait_ready(&gateways, &log_dir, Duration::from_secs(60))
             .await?;
         eprintln!(
-            "smooch split ×{replicas} ({} processes) serving on {}; logs in {}",
+            "smooch split ×{replicas} ({} processes, started in {:.1} s) serving on {}; logs in {}",
             suite.processes.len(),
+            started.elapsed().as_secs_f64(),
             suite.bases.join(", "),
             log_dir.display()
         );

@@ -46,7 +46,7 @@ pub(crate) fn compare(all: Report, split: Report) -> Report {
 
     let mut table = format!(
         "Webhooks, fan-out 1: `{}` vs `{}` (CPU: ms per delivered message, suite + Postgres + RabbitMQ + Redis)\n\n\
-         | rate | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | all deliveries/s | split deliveries/s |\n\
+         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | all deliveries/s | split deliveries/s |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         all.suite_mode, split.suite_mode
     );
