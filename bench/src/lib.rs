@@ -38,9 +38,10 @@ pub const SCENARIOS: [&str; 8] = [
     "retry-storm",
 ];
 
-/// Scenarios that `all` does not run (they start suites of their own), in the order
-/// `summary.md` lists them after the others.
-pub const OTHER_SCENARIOS: [&str; 1] = ["split-compare"];
+/// Reports of runs against suites of their own, which `summary.md` lists after the
+/// others: `webhooks-split` (the webhooks smoke steps against the split suite, two
+/// processes of each role, at the end of `all --smoke`) and `split-compare`.
+pub const OTHER_SCENARIOS: [&str; 2] = ["webhooks-split", "split-compare"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -210,6 +211,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("== {name} took {:.1} s", started.elapsed().as_secs_f64());
     }
     session.stop(&cli).await?;
+    // The smoke run also checks that the suite works split, two processes of each role:
+    // the webhooks steps again (~10 s with the start and stop).
+    if cli.smoke && cli.scenario == Scenario::All && cli.url.is_none() && !cli.split {
+        let name = "webhooks-split";
+        eprintln!("== {name} (smoke)");
+        let started = std::time::Instant::now();
+        let session = Session::start(&cli, &out, Some(2)).await?;
+        match scenarios::run("webhooks", &session.ctx).await {
+            Ok(mut report) => {
+                report.scenario = name.to_owned();
+                report.write(&out)?;
+                eprintln!("{}", report.markdown());
+                if !report.failures.is_empty() {
+                    failed.push(format!("{name}: {}", report.failures.join("; ")));
+                }
+            }
+            Err(e) => failed.push(format!("{name}: {e:#}")),
+        }
+        session.stop(&cli).await?;
+        eprintln!(
+            "== {name} took {:.1} s (start and stop included)",
+            started.elapsed().as_secs_f64()
+        );
+    }
     eprintln!("results in {}", out.display());
     if !failed.is_empty() {
         bail!("the bench failed:\n  {}", failed.join("\n  "));
