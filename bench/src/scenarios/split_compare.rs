@@ -125,3 +125,125 @@ pub(crate) fn compare(all: Report, split: Report) -> Report {
     ));
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::Latency;
+    use crate::procstat::CpuCost;
+    use crate::report::Machine;
+
+    fn cpu(process: &'static str, per_1000_ops: f64) -> CpuCost {
+        CpuCost {
+            process,
+            cpu_seconds: 0.0,
+            per_1000_ops,
+            cores: 0.0,
+        }
+    }
+
+    fn row(p99: f64, cpu_costs: Vec<CpuCost>) -> Row {
+        Row {
+            label: "10 msg/s × 1 webhooks".to_owned(),
+            offered: "10 deliveries/s".to_owned(),
+            achieved_per_s: 10.0,
+            ok: 20,
+            failed: 0,
+            latency: Latency {
+                count: 20,
+                p50: p99 / 2.0,
+                p90: p99,
+                p99,
+                p999: p99,
+                max: p99,
+                mean: p99 / 2.0,
+            },
+            cpu: cpu_costs,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    fn report(mode: &str, rows: Vec<Row>, failures: Vec<String>) -> Report {
+        Report {
+            scenario: "webhooks".to_owned(),
+            smoke: true,
+            started_at: String::new(),
+            machine: Machine {
+                cpu: String::new(),
+                cores: 2,
+                memory_gib: 0.0,
+                kernel: String::new(),
+                postgres: String::new(),
+                redis: String::new(),
+                rabbitmq: String::new(),
+            },
+            load_average_start: [0.0; 3],
+            load_average_end: [0.0; 3],
+            suite_binary: "smooch".to_owned(),
+            suite_mode: mode.to_owned(),
+            suite_peak_rss_mib: None,
+            headline: serde_json::Map::new(),
+            rows,
+            failures,
+            notes: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_comparison_puts_both_sides_side_by_side_with_their_deltas() {
+        let all = report(
+            "smooch all",
+            vec![row(20.0, vec![cpu("smooch", 2.0), cpu("postgres", 2.0)])],
+            Vec::new(),
+        );
+        let split = report(
+            "split ×2",
+            vec![row(
+                25.0,
+                vec![
+                    cpu("smooch", 3.0),
+                    cpu("smooch/gateway", 1.0),
+                    cpu("postgres", 2.0),
+                    cpu("bench", 9.0),
+                ],
+            )],
+            vec!["lost 1".to_owned()],
+        );
+        let compared = compare(all, split);
+        assert_eq!(compared.scenario, "split-compare");
+        assert_eq!(compared.suite_mode, "smooch all vs split ×2");
+        // p99 20 → 25 ms is +25%; CPU (suite + servers, not the harness nor the per-role
+        // figures already in `smooch`) 4 → 5 ms is +25%.
+        assert!(
+            compared.tables[0]
+                .contains("| 10 deliveries/s | 20.0 | 25.0 | +25% | 4.00 | 5.00 | +25% |"),
+            "{}",
+            compared.tables[0]
+        );
+        let labels: Vec<&str> = compared.rows.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "smooch all: 10 msg/s × 1 webhooks",
+                "split ×2: 10 msg/s × 1 webhooks"
+            ]
+        );
+        assert_eq!(compared.failures, ["split ×2: lost 1"]);
+        let markdown = compared.markdown();
+        assert!(
+            markdown.contains("CPU per op by role"),
+            "the split side's per-role CPU gets its table: {markdown}"
+        );
+        assert!(markdown.contains("| split ×2: 10 msg/s × 1 webhooks | 1.000 | 3.000 |"));
+    }
+
+    #[test]
+    fn a_rate_only_one_side_reached_has_no_delta() {
+        let all = report("smooch all", vec![row(20.0, Vec::new())], Vec::new());
+        let split = report("split ×1", Vec::new(), Vec::new());
+        let compared = compare(all, split);
+        assert!(compared.tables[0].contains("| 10 deliveries/s | 20.0 | – | – |"));
+        assert!(compared.headline.is_empty());
+    }
+}
