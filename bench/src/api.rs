@@ -12,8 +12,10 @@ use serde_json::{json, Value};
 /// A client of one suite.
 #[derive(Clone)]
 pub struct Api {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` of the (first) gateway: where set-up calls go.
     pub base: String,
+    /// Every gateway (several with `--split --replicas N`): load spreads over them.
+    pub bases: Vec<String>,
     /// Keeps connections open between requests: the load is many clients' worth of
     /// keep-alive connections, not a new TCP handshake per request.
     pub http: reqwest::Client,
@@ -43,8 +45,16 @@ fn sign(kid: &str, secret: &str, claims: &Value) -> anyhow::Result<String> {
 }
 
 impl Api {
-    /// A client of the suite at `base`, administering it with the account key.
-    pub fn new(base: &str, account_key_id: &str, account_secret: &str) -> anyhow::Result<Self> {
+    /// A client of the suite behind the gateways `bases` (at least one), administering it
+    /// with the account key.
+    pub fn new(
+        bases: &[String],
+        account_key_id: &str,
+        account_secret: &str,
+    ) -> anyhow::Result<Self> {
+        let base = bases
+            .first()
+            .ok_or_else(|| anyhow!("the suite has no gateway"))?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(4096)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -52,7 +62,8 @@ impl Api {
             .tcp_nodelay(true)
             .build()?;
         Ok(Api {
-            base: base.to_owned(),
+            base: base.clone(),
+            bases: bases.to_vec(),
             http,
             account_jwt: sign(
                 account_key_id,
@@ -60,6 +71,14 @@ impl Api {
                 &json!({"scope": "account", "iat": 1}),
             )?,
         })
+    }
+
+    /// The gateway that the `i`th user (or request) of a scenario goes to: round-robin over
+    /// the gateways.
+    pub fn base_for(&self, i: usize) -> &str {
+        self.bases
+            .get(i % self.bases.len().max(1))
+            .unwrap_or(&self.base)
     }
 
     async fn call(

@@ -46,8 +46,11 @@ pub struct Ctx {
     pub settings: Settings,
     /// The suite's API.
     pub api: Api,
-    /// The suite's pid, when known.
-    pub suite_pid: Option<u32>,
+    /// The suite's pids (one for `smooch all`, every role process of a split suite; none
+    /// when unknown).
+    pub suite_pids: Vec<u32>,
+    /// How the suite runs: `smooch all`, `split ×N` or `external`.
+    pub suite_mode: String,
     /// The suite's database.
     pub database_url: String,
     /// A prefix for the floor's queue and Redis key.
@@ -82,11 +85,12 @@ impl Ctx {
         let machine = Machine::describe(&suite.database_url, &settings.redis_url).await;
         Ok(Ctx {
             api: Api::new(
-                &suite.base,
+                &suite.bases,
                 &settings.account_key_id,
                 &settings.account_secret,
             )?,
-            suite_pid: suite.pid,
+            suite_pids: suite.watched_pids().iter().map(|(pid, _)| *pid).collect(),
+            suite_mode: suite.mode.clone(),
             database_url: suite.database_url.clone(),
             prefix: suite
                 .amqp_prefix
@@ -94,7 +98,7 @@ impl Ctx {
                 .unwrap_or_else(|| format!("bench-{}", std::process::id())),
             suite_binary: suite.binary.clone(),
             out,
-            watched: Watched::new(suite.pid),
+            watched: Watched::new(suite.watched_pids()),
             machine,
             sink,
             push_sink,
@@ -145,21 +149,26 @@ impl Ctx {
             load_average_start: crate::report::load_average(),
             load_average_end: [0.0; 3],
             suite_binary: self.suite_binary.clone(),
+            suite_mode: self.suite_mode.clone(),
             suite_peak_rss_mib: None,
             headline: Map::new(),
             rows: Vec::new(),
             failures: Vec::new(),
             notes: Vec::new(),
+            tables: Vec::new(),
         }
     }
 
-    /// Stamps the end of a report: load average and the suite's peak RSS.
+    /// Stamps the end of a report: load average and the suite's peak RSS (summed over its
+    /// processes when split).
     pub fn finish(&self, report: &mut Report) {
         report.load_average_end = crate::report::load_average();
-        report.suite_peak_rss_mib = self
-            .suite_pid
-            .and_then(crate::procstat::memory_mib)
-            .map(|(peak, _)| peak);
+        report.suite_peak_rss_mib = self.suite_memory_mib().map(|(peak, _)| peak);
+    }
+
+    /// The suite's (peak, current) RSS in MiB, summed over its processes.
+    pub fn suite_memory_mib(&self) -> Option<(f64, f64)> {
+        crate::procstat::suite_memory_mib(&self.suite_pids)
     }
 
     /// CPU counters now.

@@ -1,6 +1,7 @@
-//! `bench`: the smooch suite's load harness. Starts `smooch all` as a child process (or
-//! targets a running suite with `--url`), drives one scenario or all of them with open-loop
-//! load, and writes JSON, markdown tables and plots under `bench/results/`.
+//! `bench`: the smooch suite's load harness. Starts `smooch all` as a child process (or the
+//! suite split into one process per role with `--split`, or targets a running suite with
+//! `--url`), drives one scenario or all of them with open-loop load, and writes JSON,
+//! markdown tables and plots under `bench/results/`.
 //!
 //! `cargo run --release -p bench -- all` reproduces the whole table; `--smoke` runs every
 //! scenario at a tiny size (what CI does): it must complete and balance its ledgers, and
@@ -26,15 +27,21 @@ use clap::{Parser, ValueEnum};
 
 /// Every scenario, in the order `all` runs them (the retry storm last: its retries go on
 /// for half a minute after it ends).
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "floor",
     "post-message",
     "read-conversation",
     "realtime",
     "webhooks",
+    "fairness",
     "push",
     "retry-storm",
 ];
+
+/// Reports of runs against suites of their own, which `summary.md` lists after the
+/// others: `webhooks-split` (the webhooks smoke steps against the split suite, two
+/// processes of each role, at the end of `all --smoke`) and `split-compare`.
+pub const OTHER_SCENARIOS: [&str; 2] = ["webhooks-split", "split-compare"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -56,6 +63,14 @@ pub enum Scenario {
     Push,
     /// 20% of the webhook targets answer 500: the healthy ones' latency.
     RetryStorm,
+    /// Two apps: a quiet one at a fixed rate, alone, then beside a flood app at 10× its
+    /// rate and at a rate that saturates the machine, then beside a flood app whose
+    /// endpoint is slow: the quiet app's post-to-sink latency against its baseline.
+    Fairness,
+    /// The webhooks fan-out-1 ladder once against `smooch all` and once against the split
+    /// suite (`--replicas N` of each role), at the same rates: p99 and CPU per message side
+    /// by side. Not part of `all`.
+    SplitCompare,
 }
 
 /// Load harness of the smooch suite.
@@ -77,6 +92,15 @@ pub struct Cli {
     /// The running suite's pid (with --url), for its CPU and memory.
     #[arg(long)]
     pub suite_pid: Option<u32>,
+    /// Start the suite as one process per role (users, conversations, media, webhooks,
+    /// webhook-worker, push, gateway) instead of `smooch all`.
+    #[arg(long, conflicts_with = "url")]
+    pub split: bool,
+    /// With --split: processes of each role (default 1). Replica r of each role calls
+    /// replica r of the services it uses; the load goes round-robin over the gateways.
+    /// With split-compare: the split side's replicas.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub replicas: u32,
     /// Build and run the debug binary (faster to build, slower to run: for smoke runs in
     /// CI, where the debug build already exists).
     #[arg(long)]
@@ -126,7 +150,8 @@ pub struct Cli {
     /// Seconds of each fixed-rate step (default 12, smoke 2).
     #[arg(long)]
     pub step_seconds: Option<f64>,
-    /// Rates of the ladders (message rates for webhooks), comma-separated.
+    /// Rates of the ladders (message rates for webhooks and split-compare), comma-separated.
+    /// For fairness: the quiet app's rate first, then the flood app's rates.
     #[arg(long, value_delimiter = ',')]
     pub rates: Option<Vec<f64>>,
     /// Fan-outs of the webhooks scenario, comma-separated (default 1,10).
@@ -149,6 +174,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     });
     std::fs::create_dir_all(&out)?;
+    if cli.replicas > 1 && !cli.split && cli.scenario != Scenario::SplitCompare {
+        bail!("--replicas needs --split (or the split-compare scenario)");
+    }
+    if cli.scenario == Scenario::SplitCompare {
+        return split_compare(&cli, &out).await;
+    }
     let scenarios: Vec<&str> = match cli.scenario {
         Scenario::All => SCENARIOS.to_vec(),
         Scenario::Floor => vec!["floor"],
@@ -156,31 +187,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::ReadConversation => vec!["read-conversation"],
         Scenario::Realtime => vec!["realtime"],
         Scenario::Webhooks => vec!["webhooks"],
+        Scenario::Fairness => vec!["fairness"],
         Scenario::Push => vec!["push"],
         Scenario::RetryStorm => vec!["retry-storm"],
+        Scenario::SplitCompare => Vec::new(),
     };
-    // The push worker of a suite the harness starts sends to a fake FCM in this process.
-    let push_stop = tokio_util::sync::CancellationToken::new();
-    let push_sink = push_sink::PushSink::start(push_stop.clone()).await?;
-    let suite = suite::Suite::start(&suite::Options {
-        url: cli.url.clone(),
-        suite_pid: cli.suite_pid,
-        database_url: cli.database_url.clone(),
-        account_key_id: cli.account_key_id.clone(),
-        account_secret: cli.account_secret.clone(),
-        debug: cli.debug,
-        smooch_bin: cli.smooch_bin.clone(),
-        log_path: out.join("smooch.log"),
-        env: vec![("SMOOCH_PUSH_FCM_URL".to_owned(), push_sink.base())],
-    })
-    .await?;
-    let pushes = cli.url.is_none().then_some(push_sink);
-    let ctx = context::Ctx::new(&cli_settings(&cli), &suite, out.clone(), pushes).await?;
+    let session = Session::start(&cli, &out, cli.split.then_some(cli.replicas)).await?;
     let mut failed = Vec::new();
     for name in scenarios {
         eprintln!("== {name}{}", if cli.smoke { " (smoke)" } else { "" });
         let started = std::time::Instant::now();
-        let result = scenarios::run(name, &ctx).await;
+        let result = scenarios::run(name, &session.ctx).await;
         match result {
             Ok(report) => {
                 report.write(&out)?;
@@ -193,14 +210,124 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         eprintln!("== {name} took {:.1} s", started.elapsed().as_secs_f64());
     }
-    // Give in-flight retries a moment, then stop the suite and clean up.
-    ctx.shutdown();
-    push_stop.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    suite.stop(&cli.amqp_url, &cli.redis_url).await?;
+    session.stop(&cli).await?;
+    // The smoke run also checks that the suite works split, two processes of each role:
+    // the webhooks steps again (~10 s with the start and stop).
+    if cli.smoke && cli.scenario == Scenario::All && cli.url.is_none() && !cli.split {
+        let name = "webhooks-split";
+        eprintln!("== {name} (smoke)");
+        let started = std::time::Instant::now();
+        let session = Session::start(&cli, &out, Some(2)).await?;
+        match scenarios::run("webhooks", &session.ctx).await {
+            Ok(mut report) => {
+                report.scenario = name.to_owned();
+                report.write(&out)?;
+                eprintln!("{}", report.markdown());
+                if !report.failures.is_empty() {
+                    failed.push(format!("{name}: {}", report.failures.join("; ")));
+                }
+            }
+            Err(e) => failed.push(format!("{name}: {e:#}")),
+        }
+        session.stop(&cli).await?;
+        eprintln!(
+            "== {name} took {:.1} s (start and stop included)",
+            started.elapsed().as_secs_f64()
+        );
+    }
     eprintln!("results in {}", out.display());
     if !failed.is_empty() {
         bail!("the bench failed:\n  {}", failed.join("\n  "));
+    }
+    Ok(())
+}
+
+/// A started (or reached) suite with the context scenarios run in.
+struct Session {
+    suite: suite::Suite,
+    ctx: context::Ctx,
+    push_stop: tokio_util::sync::CancellationToken,
+}
+
+impl Session {
+    /// Starts the fake FCM and the suite (`smooch all`, or split with `replicas` of each
+    /// role), and the context (webhook sink, process watcher) of its scenarios.
+    async fn start(
+        cli: &Cli,
+        out: &std::path::Path,
+        replicas: Option<u32>,
+    ) -> anyhow::Result<Self> {
+        // The push worker of a suite the harness starts sends to a fake FCM in this process.
+        let push_stop = tokio_util::sync::CancellationToken::new();
+        let push_sink = push_sink::PushSink::start(push_stop.clone()).await?;
+        let suite = suite::Suite::start(&suite::Options {
+            url: cli.url.clone(),
+            suite_pid: cli.suite_pid,
+            database_url: cli.database_url.clone(),
+            account_key_id: cli.account_key_id.clone(),
+            account_secret: cli.account_secret.clone(),
+            debug: cli.debug,
+            smooch_bin: cli.smooch_bin.clone(),
+            log_path: out.join("smooch.log"),
+            env: vec![("SMOOCH_PUSH_FCM_URL".to_owned(), push_sink.base())],
+            replicas,
+        })
+        .await?;
+        let pushes = cli.url.is_none().then_some(push_sink);
+        let ctx = context::Ctx::new(&cli_settings(cli), &suite, out.to_path_buf(), pushes).await?;
+        Ok(Session {
+            suite,
+            ctx,
+            push_stop,
+        })
+    }
+
+    /// Stops the sinks and the suite and cleans up its queues and keys.
+    async fn stop(self, cli: &Cli) -> anyhow::Result<()> {
+        // Give in-flight retries a moment, then stop the suite and clean up.
+        self.ctx.shutdown();
+        self.push_stop.cancel();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.suite.stop(&cli.amqp_url, &cli.redis_url).await
+    }
+}
+
+/// `split-compare`: the webhooks fan-out-1 ladder against `smooch all`, then against the
+/// split suite with `--replicas` of each role, and the comparison table.
+async fn split_compare(cli: &Cli, out: &std::path::Path) -> anyhow::Result<()> {
+    if cli.url.is_some() {
+        bail!("split-compare starts its own suites: it cannot run against --url");
+    }
+    let started = std::time::Instant::now();
+    let mut sides = Vec::new();
+    for replicas in [None, Some(cli.replicas)] {
+        let session = Session::start(cli, out, replicas).await?;
+        eprintln!(
+            "== split-compare: webhooks × 1 against {}{}",
+            session.suite.mode,
+            if cli.smoke { " (smoke)" } else { "" }
+        );
+        let result = scenarios::webhooks_fan_out_one(&session.ctx).await;
+        session.stop(cli).await?;
+        sides.push(result?);
+    }
+    let split = sides.pop().ok_or_else(|| anyhow::anyhow!("no split run"))?;
+    let all = sides
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no smooch all run"))?;
+    let report = scenarios::split_compare::compare(all, split);
+    report.write(out)?;
+    eprintln!("{}", report.markdown());
+    eprintln!(
+        "== split-compare took {:.1} s\nresults in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    if !report.failures.is_empty() {
+        bail!(
+            "the bench failed:\n  split-compare: {}",
+            report.failures.join("; ")
+        );
     }
     Ok(())
 }

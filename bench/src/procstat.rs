@@ -1,5 +1,6 @@
 //! CPU time and memory of the processes a scenario loads, read from `/proc`: the suite
-//! (`smooch all`), this harness, and the Postgres, RabbitMQ and Redis servers.
+//! (`smooch all`, or every process of a split suite, summed and by role), this harness, and
+//! the Postgres, RabbitMQ and Redis servers.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -9,8 +10,10 @@ use serde::Serialize;
 /// The processes whose CPU a scenario reports, by name.
 #[derive(Debug, Clone)]
 pub struct Watched {
-    /// The suite's pid, when the harness knows it (it started the suite, or `--suite-pid`).
-    pub suite: Option<u32>,
+    /// The suite's pids, when the harness knows them (it started the suite, or
+    /// `--suite-pid`), each with its group: `smooch` for `smooch all`, `smooch/<role>` for
+    /// a process of a split suite (counted in `smooch` too).
+    pub suite: Vec<(u32, &'static str)>,
     /// Clock ticks per second of `utime`/`stime`.
     ticks_per_second: f64,
 }
@@ -24,7 +27,8 @@ pub struct Snapshot {
 /// CPU seconds per 1,000 operations of one process group over an interval.
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuCost {
-    /// `smooch`, `bench`, `postgres`, `rabbitmq` or `redis`.
+    /// `smooch`, `bench`, `postgres`, `rabbitmq` or `redis`; with a split suite also
+    /// `smooch/<role>` (the processes of one role, already counted in `smooch`).
     pub process: &'static str,
     /// CPU seconds (user + system) spent in the interval.
     pub cpu_seconds: f64,
@@ -32,6 +36,31 @@ pub struct CpuCost {
     pub per_1000_ops: f64,
     /// Average cores busy over the interval.
     pub cores: f64,
+}
+
+/// The CPU groups of a split suite's roles, by role.
+const ROLE_GROUPS: [(&str, &str); 7] = [
+    ("users", "smooch/users"),
+    ("conversations", "smooch/conversations"),
+    ("media", "smooch/media"),
+    ("webhooks", "smooch/webhooks"),
+    ("webhook-worker", "smooch/webhook-worker"),
+    ("push", "smooch/push"),
+    ("gateway", "smooch/gateway"),
+];
+
+/// The CPU group of the processes of `role` in a split suite (`smooch/<role>`).
+pub fn role_group(role: &str) -> &'static str {
+    ROLE_GROUPS
+        .iter()
+        .find(|(r, _)| *r == role)
+        .map(|(_, group)| *group)
+        .unwrap_or("smooch/other")
+}
+
+/// The role of a CPU group of a split suite: `smooch/users` → `users`.
+pub fn group_role(group: &str) -> Option<&str> {
+    group.strip_prefix("smooch/")
 }
 
 /// `(comm, utime + stime, cutime + cstime, ppid)` of one process.
@@ -68,8 +97,9 @@ fn server_group(comm: &str) -> Option<&'static str> {
 }
 
 impl Watched {
-    /// Watches the suite at `suite` (if known) and the servers.
-    pub fn new(suite: Option<u32>) -> Self {
+    /// Watches the suite's processes `suite` (pid and group; none if unknown) and the
+    /// servers.
+    pub fn new(suite: Vec<(u32, &'static str)>) -> Self {
         let ticks_per_second = std::process::Command::new("getconf")
             .arg("CLK_TCK")
             .output()
@@ -94,8 +124,11 @@ impl Watched {
         for (pid, (comm, own, children, ppid)) in &all {
             if *pid == me {
                 *ticks.entry("bench").or_default() += own;
-            } else if Some(*pid) == self.suite {
+            } else if let Some((_, group)) = self.suite.iter().find(|(p, _)| p == pid) {
                 *ticks.entry("smooch").or_default() += own;
+                if *group != "smooch" {
+                    *ticks.entry(group).or_default() += own;
+                }
             } else if let Some(group) = server_group(comm) {
                 *ticks.entry(group).or_default() += own;
                 // Postgres forks a backend per connection: the CPU of backends that have
@@ -143,6 +176,17 @@ impl Watched {
             })
             .collect()
     }
+}
+
+/// The suite's resident set in MiB, summed over its processes: (sum of each process's peak,
+/// sum of current). With several processes the first is an upper bound of the suite's
+/// peak (each process peaks at its own moment).
+pub fn suite_memory_mib(pids: &[u32]) -> Option<(f64, f64)> {
+    let each: Vec<(f64, f64)> = pids.iter().filter_map(|pid| memory_mib(*pid)).collect();
+    (!each.is_empty()).then(|| {
+        each.iter()
+            .fold((0.0, 0.0), |(peak, now), (p, n)| (peak + p, now + n))
+    })
 }
 
 /// A process's peak and current resident set in MiB (`VmHWM`, `VmRSS`).

@@ -148,7 +148,11 @@ pub struct Report {
     pub load_average_end: [f64; 3],
     /// The suite binary that ran.
     pub suite_binary: String,
-    /// Peak RSS of `smooch all` in MiB (VmHWM), when its pid is known.
+    /// How the suite ran: `smooch all`, `split ×N` (one process per role, N of each) or
+    /// `external`.
+    pub suite_mode: String,
+    /// Peak RSS of the suite in MiB (VmHWM), when its pids are known: of `smooch all`, or
+    /// summed over the processes of a split suite (each process's own peak).
     pub suite_peak_rss_mib: Option<f64>,
     /// The headline figures, by name.
     pub headline: Map<String, Value>,
@@ -158,6 +162,8 @@ pub struct Report {
     pub failures: Vec<String>,
     /// Free-form notes on how to read the numbers.
     pub notes: Vec<String>,
+    /// Further markdown tables of the scenario (a comparison), printed after the main one.
+    pub tables: Vec<String>,
 }
 
 fn ms(v: f64) -> String {
@@ -201,7 +207,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Run {} on {} cores ({}), {} GiB; {}; {}; Redis {}; RabbitMQ {}. Load average at start {:.2}, at end {:.2}. Suite: `{}`{}.\n",
+            "Run {} on {} cores ({}), {} GiB; {}; {}; Redis {}; RabbitMQ {}. Load average at start {:.2}, at end {:.2}. Suite: `{}` ({}){}.\n",
             self.started_at,
             self.machine.cores,
             self.machine.cpu,
@@ -213,6 +219,7 @@ impl Report {
             self.load_average_start[0],
             self.load_average_end[0],
             self.suite_binary,
+            self.suite_mode,
             self.suite_peak_rss_mib
                 .map(|r| format!(", peak RSS {r:.0} MiB"))
                 .unwrap_or_default(),
@@ -255,6 +262,14 @@ impl Report {
                 notes,
             );
         }
+        self.role_table(&mut md);
+        for table in &self.tables {
+            md.push('\n');
+            md.push_str(table);
+            if !table.ends_with('\n') {
+                md.push('\n');
+            }
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(md, "\n**FAILED**:");
             for f in &self.failures {
@@ -270,6 +285,47 @@ impl Report {
         md
     }
 
+    /// The "CPU per op by role" table of a split suite's rows: each role's processes'
+    /// CPU seconds per 1,000 operations (nothing when no row has per-role figures).
+    fn role_table(&self, md: &mut String) {
+        let roles: Vec<&str> = crate::suite::SPLIT_ROLES
+            .into_iter()
+            .filter(|role| {
+                self.rows.iter().any(|r| {
+                    r.cpu
+                        .iter()
+                        .any(|c| crate::procstat::group_role(c.process) == Some(role))
+                })
+            })
+            .collect();
+        if roles.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "\nCPU per op by role (CPU s/1k ops of each role's processes, summed over replicas):\n"
+        );
+        let _ = writeln!(md, "| step | {} | smooch (all roles) |", roles.join(" | "));
+        let _ = writeln!(md, "|---|{}---|", "---|".repeat(roles.len()));
+        for r in self.rows.iter().filter(|r| {
+            r.cpu
+                .iter()
+                .any(|c| crate::procstat::group_role(c.process).is_some())
+        }) {
+            let cells: Vec<String> = roles
+                .iter()
+                .map(|role| cpu_of(r, crate::procstat::role_group(role)))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} |",
+                r.label,
+                cells.join(" | "),
+                cpu_of(r, "smooch")
+            );
+        }
+    }
+
     /// Writes `<scenario>.json` and `<scenario>.md` into `dir` and refreshes `summary.md`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -279,7 +335,7 @@ impl Report {
         let mut summary = String::from(
             "# Benchmark results\n\nWritten by `cargo run --release -p bench -- <scenario>`; each section is the latest run of its scenario (see bench/README.md).\n\n",
         );
-        for name in crate::SCENARIOS {
+        for name in crate::SCENARIOS.iter().chain(&crate::OTHER_SCENARIOS) {
             if let Ok(section) = std::fs::read_to_string(dir.join(format!("{name}.md"))) {
                 summary.push_str(&section);
                 summary.push('\n');

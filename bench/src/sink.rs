@@ -1,12 +1,13 @@
 //! The webhook sink: an HTTP server on 127.0.0.1 that the scenarios' webhooks point at.
-//! `POST /ok/{step}/{target}` answers 200 and `POST /fail/{step}/{target}` answers 500
-//! (200 once the step's failing targets have recovered); both log a receipt (which
-//! message, which target, when, what was answered) for the ledger.
+//! `POST /ok/{step}/{target}` answers 200, `POST /slow/{step}/{target}` answers 200 after
+//! [`SLOW_ANSWER`] (a slow customer endpoint), and `POST /fail/{step}/{target}` answers 500
+//! (200 once the step's failing targets have recovered); each logs a receipt (which
+//! message, which target, when it arrived, what was answered) for the ledger.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -15,6 +16,9 @@ use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+/// How long a slow target takes to answer.
+pub const SLOW_ANSWER: Duration = Duration::from_millis(200);
 
 /// One POST the sink received.
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +119,15 @@ impl Sink {
                 post(|state, path, body| receive(true, state, path, body)),
             )
             .route(
+                "/slow/{step}/{target}",
+                post(|state, path, body| async move {
+                    // The receipt is logged on arrival; the answer comes later.
+                    let status = receive(true, state, path, body).await;
+                    tokio::time::sleep(SLOW_ANSWER).await;
+                    status
+                }),
+            )
+            .route(
                 "/fail/{step}/{target}",
                 post(|state, path, body| receive(false, state, path, body)),
             )
@@ -142,6 +155,13 @@ impl Sink {
         let kind = if healthy { "ok" } else { "fail" };
         let addr = self.addrs[app % self.addrs.len()];
         format!("http://{addr}/{kind}/{step}/{target}")
+    }
+
+    /// The URL of a healthy target of `step` that answers after [`SLOW_ANSWER`], on the
+    /// port of app index `app`.
+    pub fn slow_target_url(&self, app: usize, step: u32, target: u32) -> String {
+        let addr = self.addrs[app % self.addrs.len()];
+        format!("http://{addr}/slow/{step}/{target}")
     }
 
     /// From now on the failing targets of `step` answer 200: the outage is over.

@@ -1,13 +1,18 @@
 //! The scenarios; each returns its report (a failed ledger is a failure in the report,
 //! an error is a scenario that could not run).
 
+mod fairness;
 mod floor;
 mod post_message;
 mod push;
 mod read_conversation;
 mod realtime;
+pub(crate) mod split_compare;
 mod webhooks;
 
+pub(crate) use webhooks::fan_out_one as webhooks_fan_out_one;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::bail;
@@ -22,22 +27,35 @@ use crate::report::Report;
 /// Where a sequenced post goes: the conversation's messages URL and the credential header.
 pub(crate) type PostTarget = (String, HeaderName, HeaderValue);
 
+/// What [`post_sequenced`] posted.
+pub(crate) struct Posted {
+    /// The step's requests.
+    pub run: StepRun,
+    /// The sequence numbers answered 201, in order.
+    pub posted: Vec<u64>,
+    /// POSTs answered 503 (shed by the suite's admission control); counted in the run's
+    /// failures too.
+    pub shed: u64,
+}
+
 /// Posts message `i` of `step` as `role` to `targets[i % len]`, its text carrying
 /// `bench {step_id} {i}` (so a sink can tell which message a delivery is for) padded to
-/// 200 bytes. Returns the run and the sequence numbers answered 201, in order.
+/// 200 bytes.
 pub(crate) async fn post_sequenced(
     ctx: &Ctx,
     step: Step,
     step_id: u32,
     targets: Vec<PostTarget>,
     role: &'static str,
-) -> (StepRun, Vec<u64>) {
+) -> Posted {
     let posted_ok = Arc::new(Mutex::new(vec![false; step.count() as usize]));
+    let shed = Arc::new(AtomicU64::new(0));
     let (http, targets) = (ctx.api.http.clone(), Arc::new(targets));
     let run = {
-        let posted_ok = posted_ok.clone();
+        let (posted_ok, shed) = (posted_ok.clone(), shed.clone());
         load::run(step, move |i, _| {
             let (http, targets, posted_ok) = (http.clone(), targets.clone(), posted_ok.clone());
+            let shed = shed.clone();
             async move {
                 let (url, header, value) = &targets[(i as usize) % targets.len()];
                 let body = json!({
@@ -59,6 +77,10 @@ pub(crate) async fn post_sequenced(
                         }
                         Outcome::Ok
                     }
+                    Ok(r) if r.status().as_u16() == 503 => {
+                        shed.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Failed
+                    }
                     _ => Outcome::Failed,
                 }
             }
@@ -74,7 +96,11 @@ pub(crate) async fn post_sequenced(
             .collect(),
         Err(_) => Vec::new(),
     };
-    (run, posted)
+    Posted {
+        run,
+        posted,
+        shed: shed.load(Ordering::Relaxed),
+    }
 }
 
 /// Runs scenario `name`.
@@ -87,6 +113,7 @@ pub(super) async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
         "retry-storm" => webhooks::retry_storm(ctx).await?,
         "realtime" => realtime::run(ctx).await?,
         "push" => push::run(ctx).await?,
+        "fairness" => fairness::run(ctx).await?,
         other => bail!("unknown scenario {other}"),
     };
     ctx.finish(&mut report);

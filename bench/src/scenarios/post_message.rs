@@ -34,9 +34,13 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let targets: Arc<Vec<Target>> = Arc::new(
         users
             .iter()
-            .map(|(a, user)| {
+            .enumerate()
+            .map(|(i, (a, user))| {
                 Ok(Target {
-                    url: format!("{}/v1/appusers/{user}/conversation/messages", ctx.api.base),
+                    url: format!(
+                        "{}/v1/appusers/{user}/conversation/messages",
+                        ctx.api.base_for(i)
+                    ),
                     token: HeaderValue::from_str(&apps[*a].token)?,
                 })
             })
@@ -90,7 +94,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         })
         .await;
         let mut row = ctx.step_row(format!("POST message @ {rate:.0}/s"), &step, &run, &cpu);
-        if let Some((peak, now)) = ctx.suite_pid.and_then(crate::procstat::memory_mib) {
+        if let Some((peak, now)) = ctx.suite_memory_mib() {
             row.extra
                 .insert("smooch RSS MiB".to_owned(), json!(now.round()));
             row.extra.insert("peak".to_owned(), json!(peak.round()));

@@ -45,7 +45,10 @@ async fn run_step(
                 .init_push_user(app, &format!("u{u}"), &format!("{prefix}{a}-{u}"))
                 .await?;
             targets.push((
-                format!("{}/v1/appusers/{user}/conversation/messages", ctx.api.base),
+                format!(
+                    "{}/v1/appusers/{user}/conversation/messages",
+                    ctx.api.base_for(targets.len())
+                ),
                 AUTHORIZATION,
                 bearer.clone(),
             ));
@@ -54,7 +57,8 @@ async fn run_step(
 
     let step = ctx.step(rate);
     let cpu = ctx.cpu();
-    let (run, posted) = super::post_sequenced(ctx, step, step_id, targets, "appMaker").await;
+    let super::Posted { run, posted, .. } =
+        super::post_sequenced(ctx, step, step_id, targets, "appMaker").await;
     let cutoff = Instant::now();
     let posted: HashSet<u64> = posted.into_iter().collect();
     let expected = posted.len() as u64;

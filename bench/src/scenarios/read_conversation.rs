@@ -107,7 +107,11 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let mut best = Vec::new();
     let mut series = Vec::new();
     for size in sizes {
-        let url = Arc::new(format!("{}/v1/appusers/c{size}/conversation", ctx.api.base));
+        // The load goes round-robin over the gateways (one but with --split --replicas N).
+        let path = format!("/v1/appusers/c{size}/conversation");
+        let urls: Arc<Vec<String>> =
+            Arc::new(ctx.api.bases.iter().map(|b| format!("{b}{path}")).collect());
+        let url = format!("{}{path}", ctx.api.base);
         // Check the page once: its length, and how big it is on the wire.
         let page = ctx
             .api
@@ -135,16 +139,12 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             let step = ctx.step(rate);
             let cpu = ctx.cpu();
             let http = ctx.api.http.clone();
-            let (url, token) = (url.clone(), token.clone());
-            let run = load::run(step, move |_, _| {
-                let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            let (urls, token) = (urls.clone(), token.clone());
+            let run = load::run(step, move |i, _| {
+                let (http, token) = (http.clone(), token.clone());
+                let url = urls[(i as usize) % urls.len()].clone();
                 async move {
-                    match http
-                        .get(url.as_str())
-                        .header("app-token", token)
-                        .send()
-                        .await
-                    {
+                    match http.get(url).header("app-token", token).send().await {
                         Ok(r) if r.status().is_success() => match r.bytes().await {
                             Ok(_) => Outcome::Ok,
                             Err(_) => Outcome::Failed,

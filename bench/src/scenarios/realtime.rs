@@ -148,10 +148,12 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             .await?;
             clients.push(client);
         }
+        // Posts go round-robin over the gateways; the subscribers hold their connections
+        // to the first (a split suite's gateways share the real-time bus).
         posts.push((
             format!(
                 "{}/v1/appusers/{user_id}/conversation/messages",
-                ctx.api.base
+                ctx.api.base_for(posts.len())
             ),
             HeaderValue::from_str(&format!("Bearer {}", app.jwt))?,
         ));

@@ -57,9 +57,13 @@ async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Resul
     let users = ctx.api.init_users(&apps, users_n).await?;
     let targets: Vec<super::PostTarget> = users
         .iter()
-        .map(|(a, user)| {
+        .enumerate()
+        .map(|(i, (a, user))| {
             Ok((
-                format!("{}/v1/appusers/{user}/conversation/messages", ctx.api.base),
+                format!(
+                    "{}/v1/appusers/{user}/conversation/messages",
+                    ctx.api.base_for(i)
+                ),
                 HeaderName::from_static("app-token"),
                 HeaderValue::from_str(&apps[*a].token)?,
             ))
@@ -70,7 +74,8 @@ async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Resul
 
     let step = ctx.step(shape.rate);
     let cpu = ctx.cpu();
-    let (run, posted) = super::post_sequenced(ctx, step, step_id, targets, "appUser").await;
+    let super::Posted { run, posted, .. } =
+        super::post_sequenced(ctx, step, step_id, targets, "appUser").await;
     let cutoff = Instant::now();
     // The storm passes: the failing targets answer 200 from now on.
     ctx.sink.recover(step_id);
@@ -350,6 +355,36 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     report.notes.push(
         "Latency is end to end, from the message's scheduled POST to the sink's receipt; CPU per 1,000 deliveries. Apps: 8 × 10 users (smoke 2 × 2). The sink is in the bench process on 16 loopback ports (targets are other origins, as customers' endpoints are) and answers at once. `delivered at cutoff + pending at cutoff = posted × fan-out`; pending deliveries are then awaited (60 s; smoke 30 s): any that never arrive are lost and fail the run.".to_owned(),
     );
+    Ok(report)
+}
+
+/// The webhooks ladder at fan-out 1 only (smoke: 10 msg/s; else `--rates`, default
+/// 250/500/1,000 msg/s), stopping past saturation as `webhooks` does: one side of
+/// `split-compare`.
+pub(crate) async fn fan_out_one(ctx: &Ctx) -> anyhow::Result<Report> {
+    let mut report = ctx.report("webhooks");
+    let rates = if ctx.smoke() {
+        vec![10.0]
+    } else {
+        ctx.settings
+            .rates
+            .clone()
+            .unwrap_or_else(|| vec![250.0, 500.0, 1000.0])
+    };
+    for rate in rates {
+        let shape = Shape {
+            rate,
+            fan_out: 1,
+            failing: 0,
+        };
+        let measured = run_step(ctx, shape, &mut report).await?;
+        report.rows.push(measured.row);
+        if measured.healthy.p99 > 5_000.0 || measured.lost > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(if ctx.smoke() { 0 } else { 3 })).await;
+    }
+    ctx.finish(&mut report);
     Ok(report)
 }
 
