@@ -97,12 +97,39 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A pooled connection idle for longer than this is pinged before it is handed out.
+///
+/// sqlx's own `test_before_acquire` pings every connection on every acquire: a round trip
+/// per query, on top of the ping sqlx always makes when a connection is released. A
+/// connection released moments ago passed that release ping, so it is handed out as is;
+/// if the server went away since, its query fails like any query caught by a restart
+/// (503, retried) and the failed release ping drops it. Connections idle for longer (the
+/// ones a restart during a quiet spell leaves behind) are still pinged, and replaced when
+/// the ping fails, so a pool recovers from a restart by itself.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Opens a pool whose connections use `schema` as their search path.
 pub fn connect(url: &str, schema: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let opts = options(url)?.options([("search_path", schema)]);
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for <= PING_IF_IDLE_FOR {
+                    return Ok(true);
+                }
+                match conn.ping().await {
+                    Ok(()) => Ok(true),
+                    Err(error) => {
+                        // The pool closes it and opens another.
+                        tracing::info!(%error, "an idle database connection was dead");
+                        Ok(false)
+                    }
+                }
+            })
+        })
         .connect_lazy_with(opts))
 }
 
