@@ -93,9 +93,16 @@ impl bus::OutboxStore for Outbox {
         .await
     }
 
+    /// Commits asynchronously (`synchronous_commit` off for its own transaction): a mark
+    /// that a database crash loses only makes the sweep publish its rows again, which
+    /// at-least-once delivery with a stable event id allows, so it need not wait for a
+    /// WAL flush of its own. The events themselves were committed synchronously with the
+    /// change they describe.
     async fn mark_published(&self, conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<()> {
         sqlx::query!(
-            "UPDATE conversations.outbox SET published_at = now() WHERE seq = ANY($1)",
+            "UPDATE conversations.outbox SET published_at = now()
+               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+              WHERE seq = ANY($1)",
             seqs,
         )
         .execute(conn)
