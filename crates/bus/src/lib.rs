@@ -15,6 +15,10 @@ pub use publisher::{Outgoing, Publisher};
 pub use relay::{Backlog, OutboxRow, OutboxStore, Relay, RelayConfig, RelayHandle};
 pub use topology::Topology;
 
+/// The header naming the app an event belongs to, on every event published to the events
+/// exchange: consumers that serve only some apps skip the others' events unparsed.
+pub const APP_ID_HEADER: &str = "smooch-app-id";
+
 /// Re-exported so users of this crate name one lapin version.
 pub use lapin;
 

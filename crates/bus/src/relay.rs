@@ -444,7 +444,7 @@ impl<S: OutboxStore> Relay<S> {
 fn event_properties(row: &OutboxRow) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
-        "smooch-app-id".into(),
+        crate::APP_ID_HEADER.into(),
         AMQPValue::LongString(row.app_id.as_str().into()),
     );
     crate::trace::insert_context(&mut headers, |name| match name {

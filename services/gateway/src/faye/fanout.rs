@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
@@ -67,7 +67,7 @@ impl Activity {
         data: Value,
     ) -> Result<(), bus::Error> {
         let event = json!({"appId": app_id, "appUser": {"_id": app_user_id}, "activity": data});
-        self.publish(TYPING, event).await
+        self.publish(TYPING, app_id, event).await
     }
 
     /// Tells every replica's subscribers of the user channel that `app_user` (as the REST
@@ -79,10 +79,10 @@ impl Activity {
         kind: &str,
     ) -> Result<(), bus::Error> {
         let event = json!({"appId": app_id, "appUser": app_user, "event": {"type": kind}});
-        self.publish(USER_CHANGED, event).await
+        self.publish(USER_CHANGED, app_id, event).await
     }
 
-    async fn publish(&self, key: &str, event: Value) -> Result<(), bus::Error> {
+    async fn publish(&self, key: &str, app_id: &str, event: Value) -> Result<(), bus::Error> {
         let Some(bus) = &self.bus else {
             route(&self.hub, key, &event);
             return Ok(());
@@ -105,7 +105,9 @@ impl Activity {
                 key.into(),
                 BasicPublishOptions::default(),
                 event.to_string().as_bytes(),
-                BasicProperties::default().with_content_type("application/json".into()),
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_headers(app_header(app_id)),
             )
             .await?;
         Ok(())
@@ -181,11 +183,17 @@ async fn consume(
             )
             .await?;
     }
+    // Without acks: the queue is this replica's alone and goes with it, so real-time
+    // delivery is best effort whatever the acks say, and an ack per message would cost the
+    // broker and this replica a frame each for nothing.
     let mut consumer = channel
         .basic_consume(
             name.as_str().into(),
             "".into(),
-            BasicConsumeOptions::default(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
             FieldTable::default(),
         )
         .await?;
@@ -193,14 +201,42 @@ async fn consume(
     tracing::info!(queue = %name, "real-time fan-out consuming");
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
-        let key = delivery.routing_key.as_str().to_owned();
+        // Most events belong to apps nobody here watches: skip those without parsing.
+        if app_id(&delivery).is_some_and(|app| !hub.watches_app(app)) {
+            continue;
+        }
+        let key = delivery.routing_key.as_str();
         match serde_json::from_slice::<Value>(&delivery.data) {
-            Ok(event) => route(hub, &key, &event),
+            Ok(event) => route(hub, key, &event),
             Err(e) => tracing::warn!(error = %e, key, "unreadable event skipped by the fan-out"),
         }
-        delivery.ack(BasicAckOptions::default()).await?;
     }
     Ok(())
+}
+
+/// The [`bus::APP_ID_HEADER`] of an event of `app_id`.
+fn app_header(app_id: &str) -> FieldTable {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        bus::APP_ID_HEADER.into(),
+        lapin::types::AMQPValue::LongString(app_id.into()),
+    );
+    headers
+}
+
+/// The app an event belongs to, from its [`bus::APP_ID_HEADER`]; `None` for an event
+/// published without it, which is then parsed.
+fn app_id(delivery: &lapin::message::Delivery) -> Option<&str> {
+    match delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(bus::APP_ID_HEADER)?
+    {
+        lapin::types::AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        _ => None,
+    }
 }
 
 /// Delivers one event to the subscribers of its channels on this replica.

@@ -237,6 +237,12 @@ impl Hub {
         removed
     }
 
+    /// Whether any client of this replica subscribed to a channel of `app_id`: events of
+    /// other apps need not even be parsed.
+    pub(crate) fn watches_app(&self, app_id: &str) -> bool {
+        self.lock().per_app.get(app_id).is_some_and(|n| *n > 0)
+    }
+
     /// Delivers `data` on every channel of `target` that clients subscribed to; returns how
     /// many clients it was queued for. A client whose queue is full is dropped.
     pub(crate) fn publish(&self, target: &Target, data: &Value) -> usize {
