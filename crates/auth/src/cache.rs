@@ -40,6 +40,16 @@ pub trait CredentialSource: Send + Sync + 'static {
         -> impl Future<Output = Result<Option<KeyInfo>, domain::Error>> + Send;
 }
 
+/// A cache kept beside the credential cache (the gateway's app users) that must forget
+/// what the revocation channel names, and everything when the channel was lost; see
+/// [`CredentialCache::add_follower`].
+pub trait Follower: Send + Sync + 'static {
+    /// `revocation` arrived.
+    fn revoked(&self, revocation: &Revocation);
+    /// Revocations may have been missed: forget everything.
+    fn cleared(&self);
+}
+
 /// Lifetimes and size of the cache.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -71,6 +81,12 @@ pub struct CacheConfig {
     /// (`SMOOCH_AUTH_CACHE_MAX_ENTRIES`).
     #[serde(rename = "auth_cache_max_entries")]
     pub max_entries: u64,
+    /// Lifetime of an app user the gateway keeps for the paths that resolve one on every
+    /// request (posting, reading the conversation), while the revocation channel, which
+    /// names changed users, is subscribed; zero turns that cache off. Default 30 s
+    /// (`SMOOCH_APP_USER_CACHE_TTL_MS`).
+    #[serde(rename = "app_user_cache_ttl_ms", with = "domain::config::millis")]
+    pub app_user_ttl: Duration,
     /// Clock skew allowed on a JWT's `exp` and `nbf`. Default 5 s (`SMOOCH_JWT_LEEWAY_S`).
     #[serde(rename = "jwt_leeway_s", with = "domain::config::seconds")]
     pub jwt_leeway: Duration,
@@ -85,6 +101,7 @@ impl Default for CacheConfig {
             redis_ttl: Duration::from_secs(300),
             negative_redis_ttl: Duration::from_secs(10),
             max_entries: 100_000,
+            app_user_ttl: Duration::from_secs(30),
             jwt_leeway: crate::DEFAULT_JWT_LEEWAY,
         }
     }
@@ -136,6 +153,8 @@ pub struct CredentialCache<S> {
     generation: AtomicU64,
     /// Whether the revocation channel is subscribed.
     listening: AtomicBool,
+    /// Caches that forget with this one.
+    followers: std::sync::RwLock<Vec<Arc<dyn Follower>>>,
 }
 
 impl<S> std::fmt::Debug for CredentialCache<S> {
@@ -162,6 +181,7 @@ impl<S: CredentialSource> CredentialCache<S> {
             config,
             generation: AtomicU64::new(0),
             listening: AtomicBool::new(false),
+            followers: std::sync::RwLock::default(),
         }
     }
 
@@ -340,7 +360,22 @@ impl<S: CredentialSource> CredentialCache<S> {
 }
 
 impl<S> CredentialCache<S> {
-    /// Drops what `revocation` names from the local cache.
+    /// Makes `follower` forget what this cache forgets, from now on.
+    pub fn add_follower(&self, follower: Arc<dyn Follower>) {
+        self.followers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(follower);
+    }
+
+    fn followers(&self) -> Vec<Arc<dyn Follower>> {
+        self.followers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops what `revocation` names from the local cache (and its followers').
     pub fn revoke_local(&self, revocation: &Revocation) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         for hash in &revocation.token_hashes {
@@ -349,13 +384,19 @@ impl<S> CredentialCache<S> {
         for kid in &revocation.key_ids {
             self.keys.invalidate(kid);
         }
+        for follower in self.followers() {
+            follower.revoked(revocation);
+        }
     }
 
-    /// Drops every local entry.
+    /// Drops every local entry (and the followers').
     pub fn clear_local(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.tokens.invalidate_all();
         self.keys.invalidate_all();
+        for follower in self.followers() {
+            follower.cleared();
+        }
     }
 
     /// Whether revocations are being received.

@@ -11,12 +11,12 @@ pub mod ratelimit;
 pub mod redis_client;
 pub mod revocation;
 
-pub use cache::{CacheConfig, CredentialCache, CredentialSource};
+pub use cache::{CacheConfig, CredentialCache, CredentialSource, Follower};
 pub use error::{Error as RedisError, Result as RedisResult};
 pub use presence::Presence;
 pub use ratelimit::{Bucket, Decision, Limit, RateLimiter};
 pub use redis_client::{RedisClient, RedisConfig};
-pub use revocation::{Revocation, Revoker};
+pub use revocation::{AppUserChange, Revocation, Revoker};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;

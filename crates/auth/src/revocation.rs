@@ -29,7 +29,8 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Credentials that stopped being valid.
+/// What the gateways' caches must forget: credentials that stopped being valid, and app
+/// users whose record changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
     /// Hashes ([`token_hash`]) of revoked app tokens.
@@ -38,6 +39,20 @@ pub struct Revocation {
     /// Ids of deleted keys.
     #[serde(default)]
     pub key_ids: Vec<String>,
+    /// App users whose profile, devices or state changed, or who were merged away or
+    /// deleted (see [`crate::cache::Follower`]). Nothing is written to Redis for them: only
+    /// the gateways' local caches hold app users.
+    #[serde(default)]
+    pub app_users: Vec<AppUserChange>,
+}
+
+/// An app user whose record changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppUserChange {
+    /// Its app.
+    pub app_id: String,
+    /// Its `_id`.
+    pub app_user_id: String,
 }
 
 impl Revocation {
@@ -46,12 +61,27 @@ impl Revocation {
         Revocation {
             token_hashes: tokens.into_iter().map(token_hash).collect(),
             key_ids,
+            app_users: Vec::new(),
+        }
+    }
+
+    /// The change of the app users `app_user_ids` of `app_id`.
+    pub fn app_users<'a>(app_id: &str, app_user_ids: impl IntoIterator<Item = &'a str>) -> Self {
+        Revocation {
+            app_users: app_user_ids
+                .into_iter()
+                .map(|id| AppUserChange {
+                    app_id: app_id.to_owned(),
+                    app_user_id: id.to_owned(),
+                })
+                .collect(),
+            ..Revocation::default()
         }
     }
 
     /// Whether it names nothing.
     pub fn is_empty(&self) -> bool {
-        self.token_hashes.is_empty() && self.key_ids.is_empty()
+        self.token_hashes.is_empty() && self.key_ids.is_empty() && self.app_users.is_empty()
     }
 }
 
@@ -185,6 +215,13 @@ mod tests {
         let back: Revocation = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
         assert!(Revocation::default().is_empty());
+        // A revocation from before app users were named still reads.
+        let old: Revocation =
+            serde_json::from_str(r#"{"token_hashes":[],"key_ids":["k"]}"#).unwrap();
+        assert!(old.app_users.is_empty());
+        let changed = Revocation::app_users("a1", ["u1"]);
+        assert!(!changed.is_empty());
+        assert_eq!(changed.app_users[0].app_user_id, "u1");
     }
 
     #[test]

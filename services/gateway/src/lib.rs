@@ -2,6 +2,7 @@
 //! routes the Smooch v1 API onto the gRPC services, and speaks the v1 wire format.
 
 mod admission;
+mod app_users;
 mod caller;
 mod clients;
 mod credentials;
@@ -132,6 +133,9 @@ pub(crate) struct AppState {
     pub(crate) config: std::sync::Arc<Config>,
     /// App tokens and keys, cached in front of the users service.
     pub(crate) credentials: std::sync::Arc<credentials::Credentials>,
+    /// App users, cached in front of the users service for the hot paths; it forgets
+    /// what the credentials' revocation channel names.
+    pub(crate) app_users: std::sync::Arc<app_users::AppUsers>,
     /// Redis, when configured (readiness reports on it).
     pub(crate) redis: Option<auth::RedisClient>,
     /// The rate limiter; `None` when limits are disabled or there is no Redis.
@@ -172,6 +176,11 @@ async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::
         redis.clone(),
         config.credential_cache.clone(),
     ));
+    let app_users = std::sync::Arc::new(app_users::AppUsers::new(
+        config.credential_cache.app_user_ttl,
+        config.credential_cache.max_entries,
+    ));
+    credentials.add_follower(app_users.clone());
     credentials.spawn_listener(tasks);
     let limiter = redis
         .clone()
@@ -199,6 +208,7 @@ async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::
         clients: std::sync::Arc::new(clients),
         config: std::sync::Arc::new(config),
         credentials,
+        app_users,
         redis,
         limiter,
         faye: hub,

@@ -49,6 +49,13 @@ impl UsersApi {
             revoker.revoke(revocation).await;
         }
     }
+
+    /// Tells the gateways, after the change has committed, that these app users changed,
+    /// so that none of them keeps answering from a cached copy.
+    async fn changed<'a>(&self, app_id: &str, app_user_ids: impl IntoIterator<Item = &'a str>) {
+        self.revoke(auth::Revocation::app_users(app_id, app_user_ids))
+            .await;
+    }
 }
 
 // ---- rows to protobuf ----
@@ -317,15 +324,26 @@ impl UsersApi {
         let input = init_input(req)?;
         let done = init::init(&self.pool, &input).await?;
         let mut user = app_user_to_pb(done.user, done.devices);
-        match self.conversations.clone() {
+        let merged: Vec<String> = done
+            .pending_merges
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
+        let finished = match self.conversations.clone() {
             Some(conversations) => {
                 self.finish_merges(conversations, &mut user, done.pending_merges)
-                    .await?;
+                    .await
             }
             None => {
                 user.pending_merges = done.pending_merges.into_iter().map(Into::into).collect();
+                Ok(())
             }
-        }
+        };
+        // Its devices changed, and users merged into it are gone, even if a merge's second
+        // half failed (the next init finishes it).
+        let ids = std::iter::once(user.id.as_str()).chain(merged.iter().map(String::as_str));
+        self.changed(&user.app_id, ids).await;
+        finished?;
         Ok(user)
     }
 
@@ -429,6 +447,7 @@ impl UsersApi {
         let stored =
             storage::update_device(&mut tx, &user.app_id, &user.id, &row, req.must_exist).await?;
         tx.commit().await?;
+        self.changed(user.app_id.as_str(), [user.id.as_str()]).await;
         let stored = stored.ok_or_else(|| {
             domain::Error::not_found(format!(
                 "device {} not found for app user {}; call /v1/init from it first",
@@ -450,6 +469,8 @@ impl UsersApi {
             ))
             .into());
         }
+        self.changed(&req.app_id, [req.from_app_user_id.as_str()])
+            .await;
         Ok(pb::Empty {})
     }
 
@@ -475,6 +496,8 @@ impl UsersApi {
         let user = storage::update_user(&self.pool, &found.app_id, &found.id, &patch)
             .await?
             .ok_or_else(|| app_user_not_found(&req.app_user_id))?;
+        self.changed(found.app_id.as_str(), [found.id.as_str()])
+            .await;
         with_devices(&self.pool, user).await
     }
 
@@ -484,6 +507,8 @@ impl UsersApi {
             .await?
             .ok_or_else(|| app_user_not_found(&req.app_user_id))?;
         tracing::info!(app_id = %req.app_id, app_user_id = %cleared.id, "profile cleared");
+        self.changed(found.app_id.as_str(), [found.id.as_str()])
+            .await;
         with_devices(&self.pool, cleared).await
     }
 
@@ -492,6 +517,8 @@ impl UsersApi {
         if !storage::mark_conversation_started(&self.pool, &found.app_id, &found.id).await? {
             return Err(app_user_not_found(&req.app_user_id).into());
         }
+        self.changed(found.app_id.as_str(), [found.id.as_str()])
+            .await;
         Ok(pb::Empty {})
     }
 }

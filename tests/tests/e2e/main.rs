@@ -3,6 +3,7 @@
 
 mod actions;
 mod app_config;
+mod app_user_cache;
 mod apps;
 mod appusers;
 mod attacks;

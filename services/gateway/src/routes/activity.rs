@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::appusers::load_user;
+use super::appusers::load_cached_user;
 use crate::caller::Caller;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path};
@@ -71,7 +71,7 @@ pub(crate) async fn activity(
     if role == "appMaker" {
         caller.require_app_scope("sending activity with role appMaker")?;
     }
-    let user = load_user(&state, &caller, id).await?;
+    let user = load_cached_user(&state, &caller, id).await?;
     state
         .activity
         .typing(

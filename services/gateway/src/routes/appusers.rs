@@ -39,6 +39,36 @@ pub(crate) async fn load_user(
     Ok(user)
 }
 
+/// [`load_user`] through the gateway's cache of app users, for the paths that resolve one
+/// on every request (posting a message, reading the conversation). The other paths, and
+/// every change, read the users service itself.
+pub(crate) async fn load_cached_user(
+    state: &AppState,
+    caller: &Caller,
+    id_or_user_id: String,
+) -> ApiResult<pb::AppUser> {
+    let cache = &state.app_users;
+    // Only while changes are heard of: otherwise a copy could outlive its change.
+    if !cache.enabled() || !state.credentials.is_listening() {
+        return load_user(state, caller, id_or_user_id).await;
+    }
+    let app_id = caller.app_id()?;
+    if let Some(user) = cache.get(app_id.as_str(), &id_or_user_id) {
+        caller.check_user_access(&user)?;
+        return Ok(user);
+    }
+    let generation = cache.generation();
+    let user = load_user(state, caller, id_or_user_id.clone()).await?;
+    cache.remember(&id_or_user_id, &user, generation);
+    Ok(user)
+}
+
+/// Drops `user` from this gateway's cache after a change this gateway made, so its caller
+/// reads what it wrote (other replicas hear of it from the users service).
+pub(crate) fn forget(state: &AppState, user: &pb::AppUser) {
+    state.app_users.forget(&user.app_id, &user.id);
+}
+
 /// `{"appUser": ...}`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -208,6 +238,7 @@ pub(crate) async fn init(
     let gcm_enabled = fcm.is_some();
     // The users service merged (and moved the history of) any user this init joined.
     let user = user.into_inner();
+    forget(&state, &user);
     Ok(Json(InitAnswer {
         app_user: user_json(&caller, user)?.app_user,
         app: InitApp {
@@ -373,6 +404,7 @@ pub(crate) async fn update(
         })
         .await?
         .into_inner();
+    forget(&state, &updated);
     announce_change(&state, &updated).await;
     Ok(Json(user_json(&caller, updated)?))
 }
@@ -429,6 +461,7 @@ pub(crate) async fn track_event(
             })
             .await?
             .into_inner();
+        forget(&state, &user);
     }
     // The conversations service fires the event's whispers and marks a conversation they
     // start.
@@ -483,6 +516,7 @@ pub(crate) async fn delete_profile(
         })
         .await?
         .into_inner();
+    forget(&state, &cleared);
     announce_change(&state, &cleared).await;
     Ok(Json(user_json(&caller, cleared)?))
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wire::model::{Conversation, Message};
 
-use super::appusers::load_user;
+use super::appusers::{load_cached_user, load_user};
 use crate::caller::Caller;
 use crate::error::ApiResult;
 use crate::extract::{JsonBody, Path};
@@ -108,7 +108,7 @@ pub(crate) async fn get(
         )
         .into());
     }
-    let user = load_user(&state, &caller, id).await?;
+    let user = load_cached_user(&state, &caller, id).await?;
     let conversation = state
         .clients
         .conversations
@@ -363,7 +363,7 @@ pub(crate) async fn post_message(
         None => None,
     };
     let role = check_role(&caller, body.role.as_deref())?;
-    let user = load_user(&state, &caller, id).await?;
+    let user = load_cached_user(&state, &caller, id).await?;
     post(&state, &caller, user, role, body, keyed).await
 }
 

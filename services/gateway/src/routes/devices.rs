@@ -136,13 +136,14 @@ async fn update_device(
         .users
         .clone()
         .update_device(pb::UpdateDeviceRequest {
-            app_id: user.app_id,
-            app_user_id: user.id,
+            app_id: user.app_id.clone(),
+            app_user_id: user.id.clone(),
             device: Some(device),
             must_exist,
         })
         .await?
         .into_inner();
+    super::appusers::forget(state, &user);
     Ok(Json(DeviceAnswer {
         device: Device::try_from(device)?,
     }))

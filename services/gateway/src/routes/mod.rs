@@ -280,6 +280,10 @@ mod tests {
             clients: Arc::new(clients),
             config: Arc::new(config),
             credentials,
+            app_users: Arc::new(crate::app_users::AppUsers::new(
+                std::time::Duration::ZERO,
+                1,
+            )),
             redis: None,
             limiter: None,
             faye: crate::faye::Hub::new(crate::faye::Limits::default()),
