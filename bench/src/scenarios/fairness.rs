@@ -186,28 +186,16 @@ fn measure(posted: Posted, ledger: Ledger, step: &Step) -> AppResult {
 /// deadline passes, or nothing has arrived for 15 s.
 async fn drain(ctx: &Ctx, apps: &[(u32, &HashSet<u64>)], limit: Duration) -> Duration {
     let start = Instant::now();
-    let mut last_count = 0;
-    let mut quiet_since = Instant::now();
-    loop {
-        let mut complete = true;
-        let mut count = 0;
+    super::await_deliveries(start, limit, || {
+        let (mut complete, mut count) = (true, 0);
         for (step_id, posted) in apps {
             let ledger = tally(ctx, *step_id, posted);
             count += ledger.first.len() + ledger.duplicates as usize;
             complete &= ledger.first.len() >= posted.len();
         }
-        if complete {
-            break;
-        }
-        if count != last_count {
-            last_count = count;
-            quiet_since = Instant::now();
-        }
-        if start.elapsed() > limit || quiet_since.elapsed() > Duration::from_secs(15) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (complete, count)
+    })
+    .await;
     start.elapsed()
 }
 

@@ -119,3 +119,29 @@ pub(super) async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
     ctx.finish(&mut report);
     Ok(report)
 }
+
+/// Waits for deliveries still on their way after a step: polls `progress` (whether all
+/// arrived, and how many receipts there are so far) every 100 ms until all arrived, or
+/// `since` is `limit` old, or nothing new arrived for 15 s. What is missing then is lost.
+pub(crate) async fn await_deliveries(
+    since: std::time::Instant,
+    limit: std::time::Duration,
+    mut progress: impl FnMut() -> (bool, usize),
+) {
+    let quiet_limit = std::time::Duration::from_secs(15);
+    let (mut last_count, mut quiet_since) = (0, std::time::Instant::now());
+    loop {
+        let (complete, count) = progress();
+        if complete {
+            return;
+        }
+        if count != last_count {
+            last_count = count;
+            quiet_since = std::time::Instant::now();
+        }
+        if since.elapsed() > limit || quiet_since.elapsed() > quiet_limit {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -86,21 +86,11 @@ async fn run_step(
     };
     let delivered_at_cutoff = tally().0.len() as u64;
     let drain = Duration::from_secs(if ctx.smoke() { 30 } else { 60 });
-    let (mut last_count, mut quiet_since) = (0, Instant::now());
-    loop {
+    super::await_deliveries(cutoff, drain, || {
         let count = tally().0.len();
-        if count as u64 >= expected {
-            break;
-        }
-        if count != last_count {
-            last_count = count;
-            quiet_since = Instant::now();
-        }
-        if cutoff.elapsed() > drain || quiet_since.elapsed() > Duration::from_secs(15) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (count as u64 >= expected, count)
+    })
+    .await;
     let (first, duplicates, unknown) = tally();
     let delivered = first.len() as u64;
     let lost = expected - delivered.min(expected);

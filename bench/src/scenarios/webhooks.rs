@@ -120,24 +120,13 @@ async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Resul
     // Deliveries to recovered targets come once each circuit's probe gets through (within
     // a cool-down, 10 s) or their retry level expires (up to 16 s).
     let drain = Duration::from_secs(if ctx.smoke() { 30 } else { 60 });
-    let mut last_count = 0;
-    let mut quiet_since = Instant::now();
-    loop {
+    super::await_deliveries(cutoff, drain, || {
         let receipts = ctx.sink.receipts(step_id);
         let (healthy, failing, ..) = tally(&receipts);
-        if healthy.len() as u64 >= expected && failing.len() as u64 >= expected_failing {
-            break;
-        }
-        if receipts.len() != last_count {
-            last_count = receipts.len();
-            quiet_since = Instant::now();
-        }
-        // Give up at the deadline, or when nothing has arrived for 15 s.
-        if cutoff.elapsed() > drain || quiet_since.elapsed() > Duration::from_secs(15) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let complete = healthy.len() as u64 >= expected && failing.len() as u64 >= expected_failing;
+        (complete, receipts.len())
+    })
+    .await;
     let drained = cutoff.elapsed();
     let receipts = ctx.sink.receipts(step_id);
     let (healthy, failing, duplicates, unknown, failing_attempts) = tally(&receipts);
