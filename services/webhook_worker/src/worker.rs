@@ -158,10 +158,20 @@ impl Worker {
                 }
             };
             match self.limiter.try_acquire_healthy(&hook.target) {
-                Some(permit) => inline.push(self.first_attempt(job, hook, permit, pass)),
+                Some(permit) => inline.push((job, hook, permit, pass)),
                 None => queued.push(job),
             }
         }
+        // The body is the event's, whichever webhook gets it: made once for them all.
+        let body = if inline.is_empty() {
+            Vec::new()
+        } else {
+            job::payload(&event)?
+        };
+        let inline: Vec<_> = inline
+            .into_iter()
+            .map(|(job, hook, permit, pass)| self.first_attempt(job, hook, permit, pass, &body))
+            .collect();
         let jobs = queued.len() + inline.len() + held.len();
         let (published, attempted, held) = tokio::join!(
             self.publish_queued(&queued),
@@ -200,13 +210,15 @@ impl Worker {
         Ok(())
     }
 
-    /// The first attempt of `job`, inline in the fan-out, holding a slot of its target.
+    /// The first attempt of `job`, inline in the fan-out, holding a slot of its target;
+    /// `body` is the event's payload ([`job::payload`]).
     async fn first_attempt(
         &self,
         job: Job,
         hook: &Subscription,
         permit: tokio::sync::OwnedSemaphorePermit,
         pass: Pass<'_>,
+        body: &[u8],
     ) -> Result<()> {
         let span = tracing::info_span!(
             "deliver",
@@ -217,14 +229,13 @@ impl Worker {
             inline = true
         );
         async {
-            let body = job::payload(&job.event)?;
             let outcome = self
                 .sender
                 .send(&sender::Request {
                     target: &hook.target,
                     secret: &hook.secret,
                     delivery_id: &job.delivery_id,
-                    body: &body,
+                    body,
                 })
                 .await;
             drop(permit);
