@@ -87,6 +87,10 @@ pub struct CacheConfig {
     /// (`SMOOCH_APP_USER_CACHE_TTL_MS`).
     #[serde(rename = "app_user_cache_ttl_ms", with = "domain::config::millis")]
     pub app_user_ttl: Duration,
+    /// Most memory the gateway's app users take, in MiB (their encoded size; the least
+    /// used go first). Default 32 (`SMOOCH_APP_USER_CACHE_MAX_MB`).
+    #[serde(rename = "app_user_cache_max_mb")]
+    pub app_user_max_mb: u64,
     /// Clock skew allowed on a JWT's `exp` and `nbf`. Default 5 s (`SMOOCH_JWT_LEEWAY_S`).
     #[serde(rename = "jwt_leeway_s", with = "domain::config::seconds")]
     pub jwt_leeway: Duration,
@@ -102,6 +106,7 @@ impl Default for CacheConfig {
             negative_redis_ttl: Duration::from_secs(10),
             max_entries: 100_000,
             app_user_ttl: Duration::from_secs(30),
+            app_user_max_mb: 32,
             jwt_leeway: crate::DEFAULT_JWT_LEEWAY,
         }
     }

@@ -48,14 +48,29 @@ impl std::fmt::Debug for AppUsers {
     }
 }
 
+/// Most aliases (`userId` → `_id`) kept.
+const MAX_ALIASES: u64 = 100_000;
+
 impl AppUsers {
-    /// A cache keeping users for `ttl` (zero: never), at most `max` of them.
-    pub(crate) fn new(ttl: Duration, max: u64) -> Self {
+    /// A cache keeping users for `ttl` (zero: never), in at most `max_bytes` of their
+    /// encoded size (a user's devices and properties can weigh kilobytes).
+    pub(crate) fn new(ttl: Duration, max_bytes: u64) -> Self {
         let enabled = !ttl.is_zero();
         let ttl = ttl.max(Duration::from_millis(1));
+        let weigh = |key: &Key, user: &Arc<pb::AppUser>| {
+            let bytes = key.0.len() + key.1.len() + prost::Message::encoded_len(user.as_ref());
+            u32::try_from(bytes).unwrap_or(u32::MAX)
+        };
         AppUsers {
-            users: Cache::builder().max_capacity(max).time_to_live(ttl).build(),
-            aliases: Cache::builder().max_capacity(max).time_to_live(ttl).build(),
+            users: Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(weigh)
+                .time_to_live(ttl)
+                .build(),
+            aliases: Cache::builder()
+                .max_capacity(MAX_ALIASES)
+                .time_to_live(ttl)
+                .build(),
             generation: AtomicU64::new(0),
             enabled,
         }
@@ -164,7 +179,7 @@ mod tests {
 
     #[test]
     fn users_are_found_by_id_and_user_id_within_their_app_only() {
-        let cache = AppUsers::new(Duration::from_secs(30), 100);
+        let cache = AppUsers::new(Duration::from_secs(30), 1 << 20);
         let g = cache.generation();
         cache.remember("steve", &user("app1", "u1", Some("steve")), g);
         assert_eq!(cache.get("app1", "u1").unwrap().id, "u1");
@@ -176,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_change_drops_the_user_and_its_alias() {
-        let cache = AppUsers::new(Duration::from_secs(30), 100);
+        let cache = AppUsers::new(Duration::from_secs(30), 1 << 20);
         cache.remember(
             "steve",
             &user("app1", "u1", Some("steve")),
@@ -193,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_fill_that_raced_with_a_change_is_not_kept() {
-        let cache = AppUsers::new(Duration::from_secs(30), 100);
+        let cache = AppUsers::new(Duration::from_secs(30), 1 << 20);
         let before = cache.generation();
         cache.forget("app1", "u9");
         cache.remember("u1", &user("app1", "u1", None), before);
@@ -202,7 +217,7 @@ mod tests {
 
     #[test]
     fn an_alias_to_a_user_with_another_user_id_misses() {
-        let cache = AppUsers::new(Duration::from_secs(30), 100);
+        let cache = AppUsers::new(Duration::from_secs(30), 1 << 20);
         cache.remember(
             "steve",
             &user("app1", "u1", Some("steve")),
@@ -217,7 +232,7 @@ mod tests {
 
     #[test]
     fn merged_away_ids_and_credential_revocations() {
-        let cache = AppUsers::new(Duration::from_secs(30), 100);
+        let cache = AppUsers::new(Duration::from_secs(30), 1 << 20);
         // Asked for a merged-away id, answered with the survivor: not cached.
         cache.remember(
             "gone",
@@ -235,8 +250,24 @@ mod tests {
     }
 
     #[test]
+    fn users_are_kept_within_the_byte_bound() {
+        let cache = AppUsers::new(Duration::from_secs(30), 16 * 1024);
+        for i in 0..64 {
+            let mut u = user("app1", &format!("u{i}"), None);
+            u.properties_json = format!("{{\"note\": \"{}\"}}", "x".repeat(1024));
+            cache.remember(&u.id.clone(), &u, cache.generation());
+        }
+        cache.users.run_pending_tasks();
+        assert!(cache.users.weighted_size() <= 16 * 1024);
+        let kept = (0..64)
+            .filter(|i| cache.get("app1", &format!("u{i}")).is_some())
+            .count();
+        assert!((1..64).contains(&kept), "{kept} of 64 users kept");
+    }
+
+    #[test]
     fn a_zero_lifetime_disables_it() {
-        assert!(!AppUsers::new(Duration::ZERO, 100).enabled());
-        assert!(AppUsers::new(Duration::from_secs(1), 100).enabled());
+        assert!(!AppUsers::new(Duration::ZERO, 1 << 20).enabled());
+        assert!(AppUsers::new(Duration::from_secs(1), 1 << 20).enabled());
     }
 }

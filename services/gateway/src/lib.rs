@@ -178,7 +178,10 @@ async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::
     ));
     let app_users = std::sync::Arc::new(app_users::AppUsers::new(
         config.credential_cache.app_user_ttl,
-        config.credential_cache.max_entries,
+        config
+            .credential_cache
+            .app_user_max_mb
+            .saturating_mul(1024 * 1024),
     ));
     credentials.add_follower(app_users.clone());
     credentials.spawn_listener(tasks);
