@@ -221,3 +221,32 @@ pub async fn serve(
         .await
         .map_err(anyhow::Error::from)
 }
+
+/// How long a call to a gRPC role may take ([`serve_role`]).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs a gRPC role: builds its `routes` (their background work on the role's
+/// [`tasks::Tasks`], tied to `shutdown`), serves them on `listener` ([`serve`], 30 s per
+/// call) until `shutdown`, and returns once the server and every task have ended.
+pub async fn serve_role<F, Fut>(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+    routes: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(tasks::Tasks) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<tonic::service::Routes>>,
+{
+    use anyhow::Context as _;
+    let tasks = tasks::Tasks::new(shutdown.child_token());
+    let served = async {
+        let routes = routes(tasks.clone()).await?;
+        tracing::info!(addr = %listener.local_addr()?, "{name} service listening");
+        serve(routes, listener, CALL_TIMEOUT, tasks.shutdown().clone())
+            .await
+            .with_context(|| format!("{name} gRPC server failed"))
+    };
+    let served = served.await;
+    tasks.finish(served).await
+}

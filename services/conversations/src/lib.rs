@@ -9,7 +9,6 @@ mod storage;
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use sqlx::migrate::Migrator;
 use tasks::Tasks;
 use tokio::net::TcpListener;
@@ -115,21 +114,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tasks = Tasks::new(shutdown.child_token());
-    let served = async {
-        let routes = routes(config, &tasks).await?;
-        tracing::info!(addr = %listener.local_addr()?, "conversations service listening");
-        telemetry::grpc::serve(
-            routes,
-            listener,
-            Duration::from_secs(30),
-            tasks.shutdown().clone(),
-        )
-        .await
-        .context("conversations gRPC server failed")
-    };
-    let served = served.await;
-    tasks.finish(served).await
+    telemetry::grpc::serve_role("conversations", listener, shutdown, |tasks| async move {
+        routes(config, &tasks).await
+    })
+    .await
 }
 
 /// Deletes idempotency keys past their 24 h every hour (and at start) until `shutdown`.

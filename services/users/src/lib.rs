@@ -12,8 +12,6 @@ mod revoking_storage;
 mod sealing;
 mod storage;
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
 use tasks::Tasks;
@@ -178,24 +176,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tasks = Tasks::new(shutdown.child_token());
-    let served = async {
+    telemetry::grpc::serve_role("users", listener, shutdown, |tasks| async move {
         let conversations = config
             .conversations_addr
             .as_deref()
             .map(|addr| telemetry::grpc::lazy(addr, "conversations"))
             .transpose()?;
-        let routes = routes(config, conversations, &tasks).await?;
-        tracing::info!(addr = %listener.local_addr()?, "users service listening");
-        telemetry::grpc::serve(
-            routes,
-            listener,
-            Duration::from_secs(30),
-            tasks.shutdown().clone(),
-        )
-        .await
-        .context("users gRPC server failed")
-    };
-    let served = served.await;
-    tasks.finish(served).await
+        routes(config, conversations, &tasks).await
+    })
+    .await
 }

@@ -10,9 +10,6 @@ mod error;
 mod grpc;
 mod storage;
 
-use std::time::Duration;
-
-use anyhow::Context as _;
 use sqlx::migrate::Migrator;
 use tasks::Tasks;
 use tokio::net::TcpListener;
@@ -74,19 +71,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tasks = Tasks::new(shutdown.child_token());
-    let served = async {
-        let routes = routes(config, &tasks).await?;
-        tracing::info!(addr = %listener.local_addr()?, "webhooks service listening");
-        telemetry::grpc::serve(
-            routes,
-            listener,
-            Duration::from_secs(30),
-            tasks.shutdown().clone(),
-        )
-        .await
-        .context("webhooks gRPC server failed")
-    };
-    let served = served.await;
-    tasks.finish(served).await
+    telemetry::grpc::serve_role("webhooks", listener, shutdown, |tasks| async move {
+        routes(config, &tasks).await
+    })
+    .await
 }
