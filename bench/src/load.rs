@@ -110,6 +110,32 @@ pub struct StepRun {
 }
 
 impl StepRun {
+    /// What arrived downstream of the step's requests (webhook or push deliveries, as
+    /// `(request seq, arrival)`): the latency from each request's scheduled send to its
+    /// arrival, for requests scheduled after the warm-up, and the arrivals per second
+    /// inside the recorded window.
+    pub fn arrivals(
+        &self,
+        step: &Step,
+        arrivals: impl IntoIterator<Item = (u64, Instant)>,
+    ) -> (Latency, f64) {
+        let mut histogram = histogram();
+        let window_start = self.started + step.warmup;
+        let window_end = self.started + step.duration;
+        let mut in_window = 0u64;
+        for (seq, at) in arrivals {
+            let scheduled = self.started + step.offset(seq);
+            if scheduled >= window_start {
+                record(&mut histogram, at.saturating_duration_since(scheduled));
+            }
+            if at >= window_start && at < window_end {
+                in_window += 1;
+            }
+        }
+        let window = (step.duration - step.warmup).as_secs_f64();
+        (Latency::of(&histogram), in_window as f64 / window)
+    }
+
     /// Successful answers per second over the recorded part of the step.
     pub fn achieved_rate(&self, step: &Step) -> f64 {
         let window = (step.duration - step.warmup).as_secs_f64();

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::{post_sequenced, PostTarget, Posted};
 use crate::context::Ctx;
-use crate::load::{self, Latency, Step};
+use crate::load::{Latency, Step};
 use crate::report::{Report, Row};
 use crate::sink::SLOW_ANSWER;
 
@@ -159,24 +159,12 @@ impl AppResult {
 /// The e2e latency (scheduled POST → first arrival, after the warm-up) and deliveries per
 /// second in the recorded window of one app.
 fn measure(posted: Posted, ledger: Ledger, step: &Step) -> AppResult {
-    let run = &posted.run;
-    let mut histogram = load::histogram();
-    let window_start = run.started + step.warmup;
-    let window_end = run.started + step.duration;
-    let mut in_window = 0u64;
-    for (seq, at) in &ledger.first {
-        let scheduled = run.started + step.offset(*seq);
-        if scheduled >= window_start {
-            load::record(&mut histogram, at.saturating_duration_since(scheduled));
-        }
-        if *at >= window_start && *at < window_end {
-            in_window += 1;
-        }
-    }
-    let window = (step.duration - step.warmup).as_secs_f64();
+    let (latency, delivered_per_s) = posted
+        .run
+        .arrivals(step, ledger.first.iter().map(|(seq, at)| (*seq, *at)));
     AppResult {
-        latency: Latency::of(&histogram),
-        delivered_per_s: in_window as f64 / window,
+        latency,
+        delivered_per_s,
         posted,
         ledger,
     }

@@ -13,7 +13,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use serde_json::json;
 
 use crate::context::Ctx;
-use crate::load::{self, Latency};
+use crate::load::Latency;
 use crate::push_sink::PushSink;
 use crate::report::{Report, Row};
 
@@ -96,22 +96,7 @@ async fn run_step(
     let lost = expected - delivered.min(expected);
 
     // End to end: from the message's scheduled POST to the push's arrival at the fake.
-    let mut histogram = load::histogram();
-    let window_start = run.started + step.warmup;
-    let window_end = run.started + step.duration;
-    let mut in_window = 0u64;
-    for (seq, at) in &first {
-        let scheduled = run.started + step.offset(*seq);
-        if scheduled >= window_start {
-            load::record(&mut histogram, at.saturating_duration_since(scheduled));
-        }
-        if *at >= window_start && *at < window_end {
-            in_window += 1;
-        }
-    }
-    let window = (step.duration - step.warmup).as_secs_f64();
-    let pushes_per_s = in_window as f64 / window;
-    let latency = Latency::of(&histogram);
+    let (latency, pushes_per_s) = run.arrivals(&step, first.iter().map(|(seq, at)| (*seq, *at)));
     let after = ctx.watched.snapshot();
     let seconds = cpu.1.elapsed().as_secs_f64();
     let mut row = Row {

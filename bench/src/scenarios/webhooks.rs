@@ -16,7 +16,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::json;
 
 use crate::context::Ctx;
-use crate::load::{self, Latency};
+use crate::load::Latency;
 use crate::report::{Report, Row};
 
 /// The shape of one webhook step.
@@ -135,24 +135,9 @@ async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Resul
     let failing_lost = expected_failing - (failing.len() as u64).min(expected_failing);
 
     // End-to-end latency: from the message's scheduled POST to the sink's receipt.
-    let mut histogram = load::histogram();
-    let window_start = run.started + step.warmup;
-    let window_end = run.started + step.duration;
-    let mut in_window = 0u64;
-    let mut last_receipt = run.started;
-    for ((seq, _), at) in &healthy {
-        let scheduled = run.started + step.offset(*seq);
-        if scheduled >= window_start {
-            load::record(&mut histogram, at.saturating_duration_since(scheduled));
-        }
-        if *at >= window_start && *at < window_end {
-            in_window += 1;
-        }
-        last_receipt = last_receipt.max(*at);
-    }
-    let window = (step.duration - step.warmup).as_secs_f64();
-    let delivered_per_s = in_window as f64 / window;
-    let healthy_latency = Latency::of(&histogram);
+    let (healthy_latency, delivered_per_s) =
+        run.arrivals(&step, healthy.iter().map(|((seq, _), at)| (*seq, *at)));
+    let last_receipt = healthy.values().copied().fold(run.started, Instant::max);
     let after = ctx.watched.snapshot();
     let seconds = cpu.1.elapsed().as_secs_f64();
     let label = if shape.failing > 0 {
