@@ -382,7 +382,11 @@ impl<S> CredentialCache<S> {
 
     /// Drops what `revocation` names from the local cache (and its followers').
     pub fn revoke_local(&self, revocation: &Revocation) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        // Only a credential named here can race with a fill: app-user changes, the common
+        // case, leave credential lookups alone.
+        if revocation.names_credentials() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         for hash in &revocation.token_hashes {
             self.tokens.invalidate(hash);
         }

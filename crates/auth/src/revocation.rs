@@ -79,9 +79,14 @@ impl Revocation {
         }
     }
 
+    /// Whether it names app tokens or keys (not only app users).
+    pub fn names_credentials(&self) -> bool {
+        !self.token_hashes.is_empty() || !self.key_ids.is_empty()
+    }
+
     /// Whether it names nothing.
     pub fn is_empty(&self) -> bool {
-        self.token_hashes.is_empty() && self.key_ids.is_empty() && self.app_users.is_empty()
+        !self.names_credentials() && self.app_users.is_empty()
     }
 }
 

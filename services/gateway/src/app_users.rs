@@ -149,7 +149,7 @@ impl auth::Follower for AppUsers {
     fn revoked(&self, revocation: &auth::Revocation) {
         // A deleted app or key, a rotated token: rare, and a cached user of a deleted app
         // must not outlive it.
-        if !revocation.token_hashes.is_empty() || !revocation.key_ids.is_empty() {
+        if revocation.names_credentials() {
             self.clear();
         }
         for changed in &revocation.app_users {
