@@ -242,7 +242,7 @@ where
     let tasks = tasks::Tasks::new(shutdown.child_token());
     let served = async {
         let routes = routes(tasks.clone()).await?;
-        tracing::info!(addr = %listener.local_addr()?, "{name} service listening");
+        tracing::info!(service = name, addr = %listener.local_addr()?, "{name} service listening");
         serve(routes, listener, CALL_TIMEOUT, tasks.shutdown().clone())
             .await
             .with_context(|| format!("{name} gRPC server failed"))
