@@ -51,9 +51,18 @@ pub(crate) enum Admission<'a> {
     Pass(Pass<'a>),
     /// The circuit is open (or half-open with its probe under way): do not attempt.
     Open {
-        /// When to come back: the rest of the cool-down, or (a probe under way) a quarter
-        /// of it, at most [`PROBE_WAIT`].
-        probe_in: Duration,
+        /// How long to hold the delivery back before it comes to the circuit again: a
+        /// whole cool-down while the circuit is open, or (a probe under way) a quarter of
+        /// it, at most [`PROBE_WAIT`].
+        ///
+        /// A whole cool-down, not the rest of it: held deliveries then come back at the
+        /// pace they were held, in the order they were held, the first of them when the
+        /// cool-down ends (the probe). Had each waited for the rest of the cool-down,
+        /// every delivery held during it would come back at the same instant, to be held
+        /// again at once if the probe fails: a burst of work, every cool-down, that
+        /// delays the healthy targets' deliveries. The price: a target that recovers gets
+        /// its held deliveries within two cool-downs rather than one.
+        hold_for: Duration,
     },
 }
 
@@ -110,7 +119,7 @@ impl Breakers {
             Some(Circuit::Open { until }) if Instant::now() < until => {
                 metrics::counter!("webhook_circuit_short_circuits_total").increment(1);
                 Admission::Open {
-                    probe_in: until.saturating_duration_since(Instant::now()),
+                    hold_for: self.cool_down,
                 }
             }
             Some(Circuit::Open { .. }) | Some(Circuit::HalfOpen { probing: false }) => {
@@ -121,7 +130,7 @@ impl Breakers {
             Some(Circuit::HalfOpen { probing: true }) => {
                 metrics::counter!("webhook_circuit_short_circuits_total").increment(1);
                 Admission::Open {
-                    probe_in: (self.cool_down / 4).min(PROBE_WAIT),
+                    hold_for: (self.cool_down / 4).min(PROBE_WAIT),
                 }
             }
         }
@@ -309,26 +318,30 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_attempt_is_told_when_the_circuit_lets_a_probe_through() {
+    fn a_refused_attempt_is_held_a_whole_cool_down_or_a_moment_while_a_probe_is_under_way() {
         let b = Breakers::new(1, Duration::from_millis(400));
         let a = "https://a.example/hook";
         fail(&b, a);
-        let Admission::Open { probe_in } = b.admit(a) else {
+        // Held a whole cool-down, wherever in the cool-down it came: held deliveries come
+        // back at the pace they were held, not all at once.
+        let Admission::Open { hold_for } = b.admit(a) else {
             panic!("not open")
         };
-        assert!(
-            probe_in <= Duration::from_millis(400) && probe_in > Duration::from_millis(300),
-            "the rest of the cool-down: {probe_in:?}"
-        );
-        std::thread::sleep(probe_in);
+        assert_eq!(hold_for, Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(200));
+        let Admission::Open { hold_for } = b.admit(a) else {
+            panic!("not open")
+        };
+        assert_eq!(hold_for, Duration::from_millis(400), "not the rest of it");
+        std::thread::sleep(Duration::from_millis(250));
         let Admission::Pass(probe) = b.admit(a) else {
             panic!("no probe after the cool-down")
         };
         // While the probe is under way, come back after a quarter of the cool-down.
-        let Admission::Open { probe_in } = b.admit(a) else {
+        let Admission::Open { hold_for } = b.admit(a) else {
             panic!("a second probe")
         };
-        assert_eq!(probe_in, Duration::from_millis(100));
+        assert_eq!(hold_for, Duration::from_millis(100));
         probe.report(false);
         assert!(!is_open(&b, a));
     }

@@ -144,7 +144,7 @@ impl Worker {
             let job = Job::new(event.clone(), &hook.id);
             let pass = match self.breakers.admit(&hook.target) {
                 Admission::Pass(pass) => pass,
-                Admission::Open { probe_in } => {
+                Admission::Open { hold_for } => {
                     let span = tracing::info_span!(
                         "deliver",
                         delivery_id = job.delivery_id.as_str(),
@@ -153,7 +153,7 @@ impl Worker {
                         status_code = Empty,
                         short_circuited = true
                     );
-                    held.push(self.hold(job, &hook.target, probe_in).instrument(span));
+                    held.push(self.hold(job, &hook.target, hold_for).instrument(span));
                     continue;
                 }
             };
@@ -246,21 +246,21 @@ impl Worker {
     }
 
     /// A job whose target's circuit is open: no attempt is made, and none is used up. The
-    /// job is parked on the broker until about when the circuit lets a probe through
-    /// (`probe_in`), then comes back on the retried queue at the same retry level. Only
+    /// job is parked on the broker for `hold_for` (see [`Admission::Open`]), then comes
+    /// back on the retried queue at the same retry level. Only
     /// once it has been held back for longer than `hold_limit` does a hold count as a
     /// failed attempt (every later one too, until an attempt is made), so the jobs of a
     /// target that stays down still end in the dead-letter queue. An error means the job
     /// was not moved and must be handed back to the broker.
-    async fn hold(&self, mut job: Job, target: &str, probe_in: Duration) -> Result<()> {
+    async fn hold(&self, mut job: Job, target: &str, hold_for: Duration) -> Result<()> {
         let now = domain::time::now_ms();
         let since = *job.skipped_since_ms.get_or_insert(now);
         let held = Duration::from_millis(u64::try_from(now - since).unwrap_or(0));
         if held > self.hold_limit {
             return self.short_circuit(job, target).await;
         }
-        self.publish_parked(&job, probe_in).await?;
-        tracing::debug!(%target, held_ms = held.as_millis() as u64, "circuit open; delivery parked until the circuit's probe");
+        self.publish_parked(&job, hold_for).await?;
+        tracing::debug!(%target, held_ms = held.as_millis() as u64, "circuit open; delivery parked");
         Ok(())
     }
 
@@ -324,10 +324,10 @@ impl Worker {
         }
         let pass = match self.breakers.admit(&webhook.target) {
             Admission::Pass(pass) => pass,
-            Admission::Open { probe_in } => {
+            Admission::Open { hold_for } => {
                 // No slot, no connection: the job waits on the broker for the probe, acked
                 // only once it is parked (or moved on).
-                match self.hold(job, &webhook.target, probe_in).await {
+                match self.hold(job, &webhook.target, hold_for).await {
                     Ok(()) => ack(&delivery).await,
                     Err(err) => {
                         tracing::warn!(error = %err, "holding the job back failed; delivery requeued");
@@ -489,11 +489,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Parks `job` (no attempt counted) on the parked queue for about `probe_in`, at most a
+    /// Parks `job` (no attempt counted) on the parked queue for `hold_for`, at most a
     /// cool-down (the queue's TTL), confirmed.
-    async fn publish_parked(&self, job: &Job, probe_in: Duration) -> Result<()> {
+    async fn publish_parked(&self, job: &Job, hold_for: Duration) -> Result<()> {
         let ttl = self.breakers.cool_down();
-        let wait = probe_in.max(MIN_PARK).min(ttl);
+        let wait = hold_for.max(MIN_PARK).min(ttl);
         self.publish_job(job, &self.topology.parked_queue(ttl), Some(wait))
             .await
     }
