@@ -71,10 +71,8 @@ pub struct RoleProcess {
 
 /// A suite to send load to.
 pub struct Suite {
-    /// `http://127.0.0.1:PORT` of the (first) gateway.
-    pub base: String,
-    /// Every gateway's base URL (one but with `--split --replicas N`); the load is spread
-    /// over them round-robin.
+    /// Every gateway's base URL, `http://127.0.0.1:PORT` (one but with `--split --replicas
+    /// N`; never none); the load is spread over them round-robin.
     pub bases: Vec<String>,
     /// The pid of `smooch all`, when known.
     pub pid: Option<u32>,
@@ -187,8 +185,7 @@ impl Suite {
         if let Some(url) = &opts.url {
             let base = url.trim_end_matches('/').to_owned();
             let suite = Suite {
-                bases: vec![base.clone()],
-                base,
+                bases: vec![base],
                 pid: opts.suite_pid,
                 processes: Vec::new(),
                 mode: "external".to_owned(),
@@ -198,7 +195,7 @@ impl Suite {
                 binary: "external".to_owned(),
                 children: Vec::new(),
             };
-            wait_healthy(&suite.base, Duration::from_secs(30)).await?;
+            wait_healthy(&suite.bases[0], Duration::from_secs(30)).await?;
             return Ok(suite);
         }
         let binary = match &opts.smooch_bin {
@@ -254,8 +251,7 @@ impl Suite {
         wait_healthy(&base, Duration::from_secs(60)).await?;
         eprintln!("smooch all (pid {pid:?}) serving on {base}");
         Ok(Suite {
-            bases: vec![base.clone()],
-            base,
+            bases: vec![base],
             pid,
             processes: Vec::new(),
             mode: "smooch all".to_owned(),
@@ -356,7 +352,6 @@ impl Suite {
         }
 
         let mut suite = Suite {
-            base: columns[0].0.clone(),
             bases: columns.iter().map(|(base, ..)| base.clone()).collect(),
             pid: None,
             processes: Vec::new(),
