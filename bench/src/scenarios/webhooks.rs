@@ -400,10 +400,17 @@ pub(super) async fn retry_storm(ctx: &Ctx) -> anyhow::Result<Report> {
             json!((storm.healthy.p99 / baseline.healthy.p99 * 100.0).round() / 100.0),
         );
     }
+    // What holding deliveries back costs the failing targets once they recover.
+    if let Some(drained) = storm.row.extra.get("drained in s") {
+        report.headline.insert(
+            "failing targets' deliveries all arrived, s after recovery".to_owned(),
+            drained.clone(),
+        );
+    }
     report.rows.push(baseline.row);
     report.rows.push(storm.row);
     report.notes.push(
-        "Failing targets answer 500 on ports of their own until the step's last message is answered, then 200; the suite runs with SMOOCH_WEBHOOK_RETRY_BASE_MS=1000 so retries (1, 2, 4, 8, 16 s) fire during the step. Healthy deliveries must all arrive, and so must every delivery to a failing target once it recovered: deliveries held back by an open circuit wait for its probe without using up attempts (31 s of retries plus a 10 s cool-down before a hold counts as one).".to_owned(),
+        "Failing targets answer 500 on ports of their own until the step's last message is answered, then 200; the suite runs with SMOOCH_WEBHOOK_RETRY_BASE_MS=1000 so retries (1, 2, 4, 8, 16 s) fire during the step. Healthy deliveries must all arrive, and so must every delivery to a failing target once it recovered: deliveries held back by an open circuit come back one cool-down (10 s) after each hold, without using up attempts (31 s of retries plus a 10 s cool-down before a hold counts as one), and are delivered once a probe has closed the circuit.".to_owned(),
     );
     Ok(report)
 }
