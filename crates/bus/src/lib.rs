@@ -16,8 +16,26 @@ pub use relay::{Backlog, OutboxRow, OutboxStore, Relay, RelayConfig, RelayHandle
 pub use topology::Topology;
 
 /// The header naming the app an event belongs to, on every event published to the events
-/// exchange: consumers that serve only some apps skip the others' events unparsed.
+/// exchange: consumers that serve only some apps skip the others' events unparsed. Write it
+/// with [`insert_app_id`], read it with [`app_id_of`].
 pub const APP_ID_HEADER: &str = "smooch-app-id";
+
+/// Sets [`APP_ID_HEADER`] to `app_id` in an event's `headers`.
+pub fn insert_app_id(headers: &mut lapin::types::FieldTable, app_id: &str) {
+    headers.insert(
+        APP_ID_HEADER.into(),
+        lapin::types::AMQPValue::LongString(app_id.into()),
+    );
+}
+
+/// The app an event belongs to, from its [`APP_ID_HEADER`]; `None` for an event published
+/// without it.
+pub fn app_id_of(properties: &lapin::BasicProperties) -> Option<&str> {
+    match properties.headers().as_ref()?.inner().get(APP_ID_HEADER)? {
+        lapin::types::AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        _ => None,
+    }
+}
 
 /// Re-exported so users of this crate name one lapin version.
 pub use lapin;
@@ -73,5 +91,25 @@ impl Backoff {
     /// Forgets past failures after a success.
     pub fn reset(&mut self) {
         self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_id_header_reads_back_and_is_absent_when_not_set() {
+        let mut headers = lapin::types::FieldTable::default();
+        insert_app_id(&mut headers, "app_1");
+        let properties = lapin::BasicProperties::default().with_headers(headers);
+        assert_eq!(app_id_of(&properties), Some("app_1"));
+        assert_eq!(app_id_of(&lapin::BasicProperties::default()), None);
+        let mut other = lapin::types::FieldTable::default();
+        other.insert(APP_ID_HEADER.into(), lapin::types::AMQPValue::LongUInt(7));
+        assert_eq!(
+            app_id_of(&lapin::BasicProperties::default().with_headers(other)),
+            None
+        );
     }
 }

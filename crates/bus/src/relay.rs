@@ -37,7 +37,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Notify};
@@ -443,10 +443,7 @@ impl<S: OutboxStore> Relay<S> {
 /// and the writing request's trace context as `traceparent` / `tracestate` headers.
 fn event_properties(row: &OutboxRow) -> BasicProperties {
     let mut headers = FieldTable::default();
-    headers.insert(
-        crate::APP_ID_HEADER.into(),
-        AMQPValue::LongString(row.app_id.as_str().into()),
-    );
+    crate::insert_app_id(&mut headers, &row.app_id);
     crate::trace::insert_context(&mut headers, |name| match name {
         "traceparent" => row.traceparent.as_deref(),
         _ => row.tracestate.as_deref(),

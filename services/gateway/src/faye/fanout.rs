@@ -99,6 +99,8 @@ impl Activity {
             }
         };
         drop(guard);
+        let mut headers = FieldTable::default();
+        bus::insert_app_id(&mut headers, app_id);
         channel
             .basic_publish(
                 exchange(&bus.amqp_prefix).as_str().into(),
@@ -107,7 +109,7 @@ impl Activity {
                 event.to_string().as_bytes(),
                 BasicProperties::default()
                     .with_content_type("application/json".into())
-                    .with_headers(app_header(app_id)),
+                    .with_headers(headers),
             )
             .await?;
         Ok(())
@@ -202,7 +204,7 @@ async fn consume(
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
         // Most events belong to apps nobody here watches: skip those without parsing.
-        if app_id(&delivery).is_some_and(|app| !hub.watches_app(app)) {
+        if bus::app_id_of(&delivery.properties).is_some_and(|app| !hub.watches_app(app)) {
             continue;
         }
         let key = delivery.routing_key.as_str();
@@ -212,31 +214,6 @@ async fn consume(
         }
     }
     Ok(())
-}
-
-/// The [`bus::APP_ID_HEADER`] of an event of `app_id`.
-fn app_header(app_id: &str) -> FieldTable {
-    let mut headers = FieldTable::default();
-    headers.insert(
-        bus::APP_ID_HEADER.into(),
-        lapin::types::AMQPValue::LongString(app_id.into()),
-    );
-    headers
-}
-
-/// The app an event belongs to, from its [`bus::APP_ID_HEADER`]; `None` for an event
-/// published without it, which is then parsed.
-fn app_id(delivery: &lapin::message::Delivery) -> Option<&str> {
-    match delivery
-        .properties
-        .headers()
-        .as_ref()?
-        .inner()
-        .get(bus::APP_ID_HEADER)?
-    {
-        lapin::types::AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-        _ => None,
-    }
 }
 
 /// Delivers one event to the subscribers of its channels on this replica.
