@@ -35,8 +35,8 @@ const FAN_OUT_LIMIT: Duration = Duration::from_secs(60);
 /// before handing its message back to the broker, so a persistent failure does not spin.
 const BACKOFF_BEFORE_REQUEUE: Duration = Duration::from_secs(1);
 
-/// Shortest wait of a parked job, so one parked just as its circuit's cool-down ends does
-/// not come straight back.
+/// Shortest wait of a parked job, so that a cool-down of a few milliseconds (the setting
+/// allows one) does not send held jobs straight back.
 const MIN_PARK: Duration = Duration::from_millis(50);
 
 /// Everything the steps share.
