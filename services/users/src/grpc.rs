@@ -447,13 +447,14 @@ impl UsersApi {
         let stored =
             storage::update_device(&mut tx, &user.app_id, &user.id, &row, req.must_exist).await?;
         tx.commit().await?;
-        self.changed(user.app_id.as_str(), [user.id.as_str()]).await;
+        // A device that must exist and did not: nothing was written, nothing to announce.
         let stored = stored.ok_or_else(|| {
             domain::Error::not_found(format!(
                 "device {} not found for app user {}; call /v1/init from it first",
                 row.device_id, req.app_user_id
             ))
         })?;
+        self.changed(user.app_id.as_str(), [user.id.as_str()]).await;
         Ok(device_to_pb(stored))
     }
 
