@@ -75,6 +75,7 @@ fn relay_target(settings: &Settings) -> conversations::RelayTarget {
     conversations::RelayTarget {
         amqp_url: settings.amqp_url.clone(),
         amqp_prefix: settings.amqp_prefix.clone(),
+        local: None,
     }
 }
 
@@ -353,10 +354,15 @@ async fn start_roles(
     // The two call each other: the users service moves a merged user's history in process,
     // the conversations service marks a started conversation over the users listener (a
     // conversation's first message only).
-    let conversations =
-        conversations::routes(conversations_config(settings, addrs[0].clone()), background)
-            .await
-            .context("starting the conversations service")?;
+    // The worker takes the events this process commits from the relay, not from its queue.
+    let handoff = bus::LocalHandoff::default();
+    let mut conversations_settings = conversations_config(settings, addrs[0].clone());
+    if let Some(relay) = &mut conversations_settings.relay {
+        relay.local = Some(handoff.clone());
+    }
+    let conversations = conversations::routes(conversations_settings, background)
+        .await
+        .context("starting the conversations service")?;
     let conversations_channel = telemetry::grpc::in_process(conversations.clone(), grpc_timeout);
     let users = users::routes(
         users_config(settings, addrs[1].clone(), true)?,
@@ -412,6 +418,7 @@ async fn start_roles(
         .map_err(|_| anyhow::anyhow!("expected four gRPC roles"))?;
     let mut worker = worker_config(&settings, addrs[3].clone());
     worker.webhooks_channel = Some(in_process.webhooks.clone());
+    worker.local_handoff = Some(handoff);
     tasks.spawn(webhook_worker::run(worker, shutdown.clone()));
     let mut pusher = push_config(&settings, addrs[0].clone());
     pusher.users_channel = Some(in_process.users.clone());

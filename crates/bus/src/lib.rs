@@ -12,7 +12,10 @@ pub mod trace;
 
 pub use error::{Error, Result};
 pub use publisher::{Outgoing, Publisher};
-pub use relay::{Backlog, OutboxRow, OutboxStore, Relay, RelayConfig, RelayHandle};
+pub use relay::{
+    Backlog, LocalConsumer, LocalHandoff, LocalWork, OutboxRow, OutboxStore, Relay, RelayConfig,
+    RelayHandle,
+};
 pub use topology::Topology;
 
 /// The header naming the app an event belongs to, on every event published to the events

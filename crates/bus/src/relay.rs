@@ -17,6 +17,15 @@
 //! twice, which consumers tolerate (at least once, with a stable id). A poke
 //! ([`RelayHandle::poke`]) runs a claim pass at once for writers that do not hand over.
 //!
+//! In a process that also runs the event's consumer (`smooch all`), the fast path hands an
+//! event straight to it ([`LocalConsumer`], registered on a [`LocalHandoff`]) as well as
+//! publishing it: the consumer does its work in process, the publish goes out under
+//! [`Topology::local_key`] so the consumer's own queue does not get it (the other
+//! consumers bind both keys), and the row is marked published only once the broker
+//! confirmed the publish *and* the consumer finished. A crash in between leaves the row for
+//! the sweep, which publishes it under its plain trigger: the consumer gets it again (at
+//! least once, same event id).
+//!
 //! The relay's SQL is its service's: the service implements [`OutboxStore`] on its own
 //! outbox table with compile-checked statements (the conversations service's is
 //! `conversations.outbox`), shaped like this:
@@ -32,9 +41,10 @@
 //! (`{"traceparent": ..., "tracestate": ...}`); the relay sends it on as the message's
 //! `traceparent` / `tracestate` headers so consumers continue that trace.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use lapin::types::FieldTable;
@@ -43,7 +53,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backoff, Outgoing, Publisher, Result};
+use crate::{Backoff, Outgoing, Publisher, Result, Topology};
 
 /// Settings of an outbox relay.
 #[derive(Debug, Clone)]
@@ -138,6 +148,82 @@ pub struct OutboxRow {
     pub tracestate: Option<String>,
 }
 
+/// The work a [`LocalConsumer`] does with one event, resolving to whether it handled it.
+pub type LocalWork = Pin<Box<dyn Future<Output = bool> + Send + 'static>>;
+
+/// A consumer of events in the relay's own process, which takes them from the relay instead
+/// of from its queue (see the module's documentation).
+pub trait LocalConsumer: Send + Sync + 'static {
+    /// The work for `row` when this consumer takes it now: `None` when it does not want the
+    /// row's trigger, cannot read it, or is busy or stopping (its queue gets the event
+    /// then). `false` from the work means not handled: the row stays for the sweep.
+    fn offer(&self, row: &OutboxRow) -> Option<LocalWork>;
+}
+
+/// Where a process's [`LocalConsumer`] registers for the relays of the same process to
+/// find it; cheap to clone. Without a registered consumer, relays publish as usual.
+#[derive(Clone, Default)]
+pub struct LocalHandoff {
+    consumer: Arc<RwLock<Option<Arc<dyn LocalConsumer>>>>,
+}
+
+impl std::fmt::Debug for LocalHandoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHandoff")
+            .field("registered", &self.current().is_some())
+            .finish()
+    }
+}
+
+impl LocalHandoff {
+    /// Registers `consumer` (replacing any other) until [`LocalHandoff::unregister`].
+    pub fn register(&self, consumer: Arc<dyn LocalConsumer>) {
+        *self.slot_mut() = Some(consumer);
+    }
+
+    /// Removes the registered consumer: relays publish everything again.
+    pub fn unregister(&self) {
+        *self.slot_mut() = None;
+    }
+
+    fn current(&self) -> Option<Arc<dyn LocalConsumer>> {
+        // The slot holds an `Option<Arc>`: a panic elsewhere cannot leave it inconsistent.
+        self.consumer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn slot_mut(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<dyn LocalConsumer>>> {
+        self.consumer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Tells the relay how a local consumer's work on a row ended, also when the work panicked
+/// or was dropped (then: not handled).
+struct Completion {
+    seq: i64,
+    done: mpsc::UnboundedSender<(i64, bool)>,
+    sent: bool,
+}
+
+impl Completion {
+    fn finish(mut self, handled: bool) {
+        self.sent = true;
+        let _ = self.done.send((self.seq, handled));
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.sent {
+            let _ = self.done.send((self.seq, false));
+        }
+    }
+}
+
 /// Rows waiting in an outbox.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backlog {
@@ -199,13 +285,23 @@ pub struct Relay<S> {
     config: RelayConfig,
     handle: RelayHandle,
     handed: tokio::sync::Mutex<mpsc::Receiver<OutboxRow>>,
+    /// Where this process's local consumer registers, if it runs one.
+    local: Option<LocalHandoff>,
+    /// How local consumers' work ended: `(seq, handled)`.
+    done: mpsc::UnboundedSender<(i64, bool)>,
+    completions: tokio::sync::Mutex<mpsc::UnboundedReceiver<(i64, bool)>>,
 }
+
+/// How long a stopping relay waits for its local consumer's work in hand, to mark what
+/// finished; the rest stays for the next start's sweep.
+const LOCAL_DRAIN: Duration = Duration::from_secs(5);
 
 impl<S: OutboxStore> Relay<S> {
     /// A relay for the outbox `store` reaches through `pool`, publishing with `publisher`
     /// to its topology's events exchange.
     pub fn new(pool: PgPool, store: S, publisher: Arc<Publisher>, config: RelayConfig) -> Self {
         let (queue, handed) = mpsc::channel(config.queue.max(1));
+        let (done, completions) = mpsc::unbounded_channel();
         Relay {
             pool,
             store,
@@ -217,7 +313,17 @@ impl<S: OutboxStore> Relay<S> {
                 in_flight: Arc::default(),
             },
             handed: tokio::sync::Mutex::new(handed),
+            local: None,
+            done,
+            completions: tokio::sync::Mutex::new(completions),
         }
+    }
+
+    /// Offers handed-over rows to the consumer registered on `handoff` first (see the
+    /// module's documentation).
+    pub fn with_local(mut self, handoff: LocalHandoff) -> Self {
+        self.local = Some(handoff);
+        self
     }
 
     /// A relay with the default settings for the outbox `store` reaches through `pool`,
@@ -248,7 +354,12 @@ impl<S: OutboxStore> Relay<S> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut last_cleanup = tokio::time::Instant::now();
         let mut handed = self.handed.lock().await;
+        let mut completions = self.completions.lock().await;
         let mut batch = Vec::with_capacity(self.config.batch_size as usize);
+        let mut done = Vec::new();
+        // Rows taken by the local consumer whose publish the broker confirmed, by seq (their
+        // trigger, for the published count): marked once the consumer finishes them.
+        let mut awaiting: HashMap<i64, String> = HashMap::new();
         let mut next_sweep = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -279,11 +390,15 @@ impl<S: OutboxStore> Relay<S> {
                         tracing::warn!(error = %err, "outbox relay pass failed");
                     }
                 }
+                // Completions before new rows: marking them frees their place in flight.
+                _ = completions.recv_many(&mut done, self.config.batch_size as usize) => {
+                    self.mark_handled(&mut done, &mut awaiting).await;
+                }
                 received = handed.recv_many(&mut batch, self.config.batch_size as usize) => {
                     if received == 0 {
                         break;
                     }
-                    self.publish_handed(&mut batch).await;
+                    self.publish_handed(&mut batch, &mut awaiting).await;
                 }
             }
         }
@@ -292,49 +407,150 @@ impl<S: OutboxStore> Relay<S> {
         while let Ok(row) = handed.try_recv() {
             batch.push(row);
             if batch.len() >= self.config.batch_size as usize {
-                self.publish_handed(&mut batch).await;
+                self.publish_handed(&mut batch, &mut awaiting).await;
             }
         }
         if !batch.is_empty() {
-            self.publish_handed(&mut batch).await;
+            self.publish_handed(&mut batch, &mut awaiting).await;
+        }
+        // The local consumer's work in hand: what finishes soon is marked now.
+        let deadline = tokio::time::Instant::now() + LOCAL_DRAIN;
+        while !self.handle.in_flight_set().is_empty() {
+            let more = tokio::time::timeout_at(
+                deadline,
+                completions.recv_many(&mut done, self.config.batch_size as usize),
+            );
+            if !matches!(more.await, Ok(n) if n > 0) {
+                break;
+            }
+            self.mark_handled(&mut done, &mut awaiting).await;
         }
         self.publisher.close().await;
         tracing::debug!("outbox relay stopped");
     }
 
     /// Publishes rows handed over by their writers and marks them published; on failure
-    /// they stay unpublished for the sweep.
-    #[tracing::instrument(skip_all, fields(rows = batch.len()))]
-    async fn publish_handed(&self, batch: &mut Vec<OutboxRow>) {
+    /// they stay unpublished for the sweep. Rows the local consumer takes are published
+    /// under their local key and wait in `awaiting` for the consumer to finish them.
+    #[tracing::instrument(skip_all, fields(rows = batch.len(), local))]
+    async fn publish_handed(
+        &self,
+        batch: &mut Vec<OutboxRow>,
+        awaiting: &mut HashMap<i64, String>,
+    ) {
+        let taken = self.offer_local(batch);
+        tracing::Span::current().record("local", taken.len());
         let published = async {
-            self.publish(batch).await?;
-            let mut conn = self.pool.acquire().await?;
-            self.mark(&mut conn, batch).await
+            self.publish(batch, &taken).await?;
+            let plain: Vec<&OutboxRow> = batch.iter().filter(|r| !taken.contains(&r.seq)).collect();
+            if !plain.is_empty() {
+                let mut conn = self.pool.acquire().await?;
+                self.mark(&mut conn, plain).await?;
+            }
+            Ok::<_, crate::Error>(())
         };
         match published.await {
-            Ok(()) => tracing::debug!(rows = batch.len(), "handed outbox rows published"),
+            Ok(()) => {
+                tracing::debug!(rows = batch.len(), "handed outbox rows published");
+                for row in batch.iter().filter(|r| taken.contains(&r.seq)) {
+                    awaiting.insert(row.seq, row.trigger.clone());
+                }
+            }
             Err(err) => {
                 metrics::counter!("outbox_handover_failed_total").increment(batch.len() as u64);
                 tracing::warn!(error = %err, rows = batch.len(), "publishing handed outbox rows failed; they stay unpublished and the sweep publishes them");
             }
         }
         {
+            // Taken rows stay in flight until the consumer finishes them.
             let mut in_flight = self.handle.in_flight_set();
-            for row in batch.iter() {
+            for row in batch.iter().filter(|r| !taken.contains(&r.seq)) {
                 in_flight.remove(&row.seq);
             }
         }
         batch.clear();
     }
 
-    /// Publishes `rows` and waits for the broker's confirms.
-    async fn publish(&self, rows: &[OutboxRow]) -> Result<()> {
-        let exchange = self.publisher.topology().events_exchange();
+    /// Starts the registered local consumer's work on the rows it takes; returns their seqs.
+    fn offer_local(&self, batch: &[OutboxRow]) -> HashSet<i64> {
+        let Some(consumer) = self.local.as_ref().and_then(LocalHandoff::current) else {
+            return HashSet::new();
+        };
+        let mut taken = HashSet::new();
+        for row in batch {
+            let Some(work) = consumer.offer(row) else {
+                continue;
+            };
+            let completion = Completion {
+                seq: row.seq,
+                done: self.done.clone(),
+                sent: false,
+            };
+            tokio::spawn(async move { completion.finish(work.await) });
+            taken.insert(row.seq);
+        }
+        metrics::counter!("outbox_local_taken_total").increment(taken.len() as u64);
+        taken
+    }
+
+    /// Marks the rows the local consumer finished (`done`, drained) whose publish was
+    /// confirmed; the rest stay unpublished for the sweep. Either way they leave the flight.
+    async fn mark_handled(&self, done: &mut Vec<(i64, bool)>, awaiting: &mut HashMap<i64, String>) {
+        let finished: Vec<i64> = done.iter().map(|(seq, _)| *seq).collect();
+        let mut handled = Vec::new();
+        for (seq, ok) in done.drain(..) {
+            let trigger = awaiting.remove(&seq);
+            match trigger {
+                Some(trigger) if ok => handled.push((seq, trigger)),
+                _ => metrics::counter!("outbox_local_unhandled_total").increment(1),
+            }
+        }
+        if !handled.is_empty() {
+            let seqs: Vec<i64> = handled.iter().map(|(seq, _)| *seq).collect();
+            let marked = async {
+                let mut conn = self.pool.acquire().await?;
+                self.store.mark_published(&mut conn, &seqs).await
+            };
+            match marked.await {
+                Ok(()) => {
+                    for (_, trigger) in handled {
+                        metrics::counter!("bus_events_published_total", "trigger" => trigger)
+                            .increment(1);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, rows = seqs.len(), "marking locally handled outbox rows failed; the sweep publishes them again")
+                }
+            }
+        }
+        // Only now: until marked, this replica's sweep must not claim them.
+        let mut in_flight = self.handle.in_flight_set();
+        for seq in finished {
+            in_flight.remove(&seq);
+        }
+    }
+
+    /// Publishes `rows` and waits for the broker's confirms; those in `handled` (taken by
+    /// the local consumer) under their local key.
+    async fn publish(&self, rows: &[OutboxRow], handled: &HashSet<i64>) -> Result<()> {
+        let topology = self.publisher.topology();
+        let exchange = topology.events_exchange();
+        let keys: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                if handled.contains(&row.seq) {
+                    Topology::local_key(&row.trigger)
+                } else {
+                    row.trigger.clone()
+                }
+            })
+            .collect();
         let messages: Vec<Outgoing<'_>> = rows
             .iter()
-            .map(|row| Outgoing {
+            .zip(&keys)
+            .map(|(row, key)| Outgoing {
                 exchange: &exchange,
-                routing_key: &row.trigger,
+                routing_key: key,
                 payload: row.payload.as_bytes(),
                 properties: event_properties(row),
                 // An event no consumer binds to has nobody to reach: it is done.
@@ -345,8 +561,12 @@ impl<S: OutboxStore> Relay<S> {
     }
 
     /// Marks published `rows` (whose confirms came) through `conn`.
-    async fn mark(&self, conn: &mut PgConnection, rows: &[OutboxRow]) -> Result<()> {
-        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    async fn mark<'r>(
+        &self,
+        conn: &mut PgConnection,
+        rows: impl IntoIterator<Item = &'r OutboxRow> + Clone,
+    ) -> Result<()> {
+        let seqs: Vec<i64> = rows.clone().into_iter().map(|r| r.seq).collect();
         self.store.mark_published(conn, &seqs).await?;
         for row in rows {
             metrics::counter!("bus_events_published_total", "trigger" => row.trigger.clone())
@@ -414,7 +634,7 @@ impl<S: OutboxStore> Relay<S> {
             return Ok(0);
         }
         // Dropping `tx` on error rolls back: the rows stay unpublished.
-        self.publish(&rows).await?;
+        self.publish(&rows, &HashSet::new()).await?;
         self.mark(&mut tx, &rows).await?;
         tx.commit().await?;
         tracing::debug!(rows = rows.len(), "outbox rows published");

@@ -15,6 +15,10 @@
 //!   probe, no attempt counted, then go to {p}.webhooks.retried)
 //!   {p}.webhooks.dead (jobs that failed every attempt; poison events)
 //!
+//! {p}.events ──{trigger}.local──► each gateway's real-time queue only (events the webhook
+//!   worker of the publishing process took in process, `smooch all`; the real-time queues
+//!   bind every trigger they want both plain and `.local`)
+//!
 //! {p}.events ──message:appMaker──► {p}.push.events ──push worker──► APNs / FCM
 //!   {p}.push.retry-{n}-{ttl}ms ──TTL──► {p}.push.deliver ──push worker──► (again)
 //!   {p}.push.dead (notifications that failed every attempt; poison events)
@@ -50,6 +54,10 @@ pub const WEBHOOK_TRIGGERS: [&str; 6] = [
 /// The routing keys the push worker consumes: app-maker messages (whispers included).
 pub const PUSH_TRIGGERS: [&str; 1] = ["message:appMaker"];
 
+/// The ending of an event's routing key when the webhook worker of the publishing process
+/// took it in process ([`Topology::local_key`]).
+const LOCAL_SUFFIX: &str = ".local";
+
 /// How long a job for a saturated target waits in the defer queue before trying again.
 pub const DEFER_TTL: Duration = Duration::from_secs(1);
 
@@ -71,6 +79,46 @@ impl Topology {
     /// The prefix of every name.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Whether the webhook worker may take events with `trigger` in process, from the
+    /// relay of its own process ([`crate::LocalConsumer`]): webhook triggers that no other
+    /// durable queue binds. Those are published under [`Topology::local_key`], which only
+    /// the real-time fan-out binds beside the trigger; the push worker's queue binds its
+    /// triggers alone, and may be declared after the relay's first publish.
+    pub fn may_take_locally(trigger: &str) -> bool {
+        WEBHOOK_TRIGGERS.contains(&trigger) && !PUSH_TRIGGERS.contains(&trigger)
+    }
+
+    /// The routing key of an event with `trigger` that the publishing process's webhook
+    /// worker took in process: the webhook worker's event queue does not bind it, the
+    /// real-time fan-out binds it beside the trigger ([`Topology::bind_event`]).
+    pub fn local_key(trigger: &str) -> String {
+        format!("{trigger}{LOCAL_SUFFIX}")
+    }
+
+    /// The trigger of an event published under `key`, a trigger or its [`local_key`].
+    ///
+    /// [`local_key`]: Topology::local_key
+    pub fn trigger_of(key: &str) -> &str {
+        key.strip_suffix(LOCAL_SUFFIX).unwrap_or(key)
+    }
+
+    /// Binds `queue` to the events of `trigger`, both as published to everybody and as
+    /// published once the webhook worker took them in process.
+    pub async fn bind_event(&self, channel: &Channel, queue: &str, trigger: &str) -> Result<()> {
+        for key in [trigger.to_owned(), Topology::local_key(trigger)] {
+            channel
+                .queue_bind(
+                    queue.into(),
+                    self.events_exchange().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// The durable topic exchange events are published to, with routing key = trigger.

@@ -53,6 +53,9 @@ pub struct RelayTarget {
     pub amqp_url: String,
     /// Prefix of exchanges and queues (`SMOOCH_AMQP_PREFIX`).
     pub amqp_prefix: String,
+    /// Where a webhook worker of this process registers to take events in process
+    /// (`smooch all`); `None` publishes every event for the worker's queue.
+    pub local: Option<bus::LocalHandoff>,
 }
 
 /// Applies this service's migrations.
@@ -83,13 +86,16 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
         idempotency_cleanup(pool.clone(), shutdown.clone()),
     );
     let relay = config.relay.as_ref().map(|target| {
-        let relay = bus::Relay::with_broker(
+        let mut relay = bus::Relay::with_broker(
             pool.clone(),
             storage::Outbox,
             &target.amqp_url,
             &target.amqp_prefix,
             "conversations",
         );
+        if let Some(local) = &target.local {
+            relay = relay.with_local(local.clone());
+        }
         let handle = relay.handle();
         // Until the server has drained: what its last requests commit goes out now, not
         // at the next sweep.

@@ -49,6 +49,11 @@ pub struct Config {
     /// `webhooks_grpc_addr` when set.
     #[serde(skip)]
     pub webhooks_channel: Option<telemetry::grpc::GrpcChannel>,
+    /// Where this process's outbox relay offers the events it commits (`smooch all`): the
+    /// worker registers there and fans them out in process, up to `event_prefetch` at once
+    /// on top of its event queue's.
+    #[serde(skip)]
+    pub local_handoff: Option<bus::LocalHandoff>,
     /// Time limit of one POST, connection included (`SMOOCH_WEBHOOK_TIMEOUT_MS`, default
     /// 10000).
     #[serde(rename = "webhook_timeout_ms", with = "domain::config::millis")]
@@ -115,6 +120,7 @@ impl Default for Config {
             amqp_prefix: "smooch".to_owned(),
             webhooks_grpc_addr: "127.0.0.1:50054".to_owned(),
             webhooks_channel: None,
+            local_handoff: None,
             timeout: Duration::from_millis(10_000),
             retry_base: Duration::from_millis(5_000),
             max_retries: 5,
@@ -301,6 +307,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             },
         )
     };
+    if let Some(handoff) = &config.local_handoff {
+        handoff.register(Arc::new(worker::LocalFanOut::new(
+            worker.clone(),
+            config.event_prefetch,
+            shutdown.clone(),
+        )));
+    }
     let requested = retries::run(worker.clone(), client, config.retry_poll, shutdown.clone());
     let changes = {
         let worker = worker.clone();
@@ -313,6 +326,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.clone(),
     );
     tokio::join!(events, deliveries, retries, requested, depths, changes);
+    if let Some(handoff) = &config.local_handoff {
+        handoff.unregister();
+    }
 
     // Every step is done: let the delivery log flush, then close the publisher.
     drop(worker);

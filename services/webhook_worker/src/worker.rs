@@ -76,6 +76,72 @@ enum Next {
     Dead,
 }
 
+/// Step 1 for the events this process's outbox relay offers ([`bus::LocalConsumer`]): the
+/// same fan-out, without the round trip through the event queue, for up to `slots` events
+/// at once. Busy, stopping, or given an event it cannot read, it declines, and the event
+/// goes to the queue.
+pub(crate) struct LocalFanOut {
+    worker: Arc<Worker>,
+    slots: Arc<tokio::sync::Semaphore>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl LocalFanOut {
+    pub(crate) fn new(
+        worker: Arc<Worker>,
+        slots: u16,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        LocalFanOut {
+            worker,
+            slots: Arc::new(tokio::sync::Semaphore::new(usize::from(slots))),
+            shutdown,
+        }
+    }
+}
+
+impl bus::LocalConsumer for LocalFanOut {
+    fn offer(&self, row: &bus::OutboxRow) -> Option<bus::LocalWork> {
+        if self.shutdown.is_cancelled() || !bus::Topology::may_take_locally(&row.trigger) {
+            return None;
+        }
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let event: Event = serde_json::from_str(&row.payload).ok()?;
+        let span = tracing::info_span!(
+            "fan_out",
+            event_id = Empty,
+            app_id = Empty,
+            trigger = Empty,
+            jobs = Empty,
+            local = true
+        );
+        let mut context = HashMap::new();
+        for (name, value) in [
+            ("traceparent", &row.traceparent),
+            ("tracestate", &row.tracestate),
+        ] {
+            if let Some(value) = value {
+                context.insert(name.to_owned(), value.clone());
+            }
+        }
+        telemetry::propagation::set_parent_from_map(&span, &context);
+        let worker = self.worker.clone();
+        Some(Box::pin(
+            async move {
+                let _slot = slot;
+                match worker.fan_out_event(event).await {
+                    Ok(()) => true,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "fan-out in process failed; the outbox sweep publishes the event");
+                        false
+                    }
+                }
+            }
+            .instrument(span),
+        ))
+    }
+}
+
 /// The current span's trace context, for the messages a step publishes.
 fn current_context() -> HashMap<String, String> {
     telemetry::propagation::current_context_map()
@@ -105,6 +171,19 @@ impl Worker {
                 return;
             }
         };
+        match self.fan_out_event(event).await {
+            Ok(()) => ack(&delivery).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "fan-out failed; event requeued");
+                tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
+                requeue(&delivery).await;
+            }
+        }
+    }
+
+    /// [`Worker::publish_jobs`] within [`FAN_OUT_LIMIT`], recorded on the current
+    /// `fan_out` span.
+    async fn fan_out_event(&self, event: Event) -> Result<()> {
         let span = tracing::Span::current();
         span.record("event_id", event.id.as_str());
         span.record("app_id", event.app_id.as_str());
@@ -112,17 +191,9 @@ impl Worker {
         // Bounded, so a step stuck on a vanished broker or service hands its event back
         // instead of holding it (and its consumer) forever.
         let jobs = tokio::time::timeout(FAN_OUT_LIMIT, self.publish_jobs(event)).await;
-        match jobs.unwrap_or(Err(crate::Error::Stalled("fan-out"))) {
-            Ok(n) => {
-                span.record("jobs", n);
-                ack(&delivery).await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "fan-out failed; event requeued");
-                tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
-                requeue(&delivery).await;
-            }
-        }
+        let n = jobs.unwrap_or(Err(crate::Error::Stalled("fan-out")))?;
+        span.record("jobs", n);
+        Ok(())
     }
 
     /// Makes the event's jobs. A job whose target is healthy and has a free slot gets its

@@ -243,6 +243,42 @@ async fn an_app_user_message_reaches_its_webhook_signed_with_the_reference_paylo
     assert!(domain::time::parse_iso(delivery["createdAt"].as_str().unwrap()).is_some());
 }
 
+/// The sum of the `/metrics` samples named `name`.
+async fn metric(name: &str) -> f64 {
+    let page = suite()
+        .request(Method::GET, "/metrics", &e2e::Auth::None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn in_one_process_the_worker_takes_app_user_messages_from_the_relay_not_the_queue() {
+    let app = suite().create_app().await;
+    let sink = Sink::start().await;
+    webhook(&app, &sink.url("/hook"), Some(json!(["message"]))).await;
+    let user = id(&app.init_user(None).await);
+    let taken = metric("outbox_local_taken_total").await;
+    user_says(&app, &user, "in process").await;
+    app.post_message(&user, "appMaker", "through the queue")
+        .await;
+    let hits = sink.wait_for(2).await;
+    let mut triggers: Vec<&str> = hits.iter().map(Hit::trigger).collect();
+    triggers.sort();
+    assert_eq!(triggers, ["message:appMaker", "message:appUser"]);
+    // Other tests post meanwhile: the count moved by at least this test's message. The
+    // app maker's (the push worker's trigger too) went through the queue.
+    let now = metric("outbox_local_taken_total").await;
+    assert!(now >= taken + 1.0, "{taken} -> {now}");
+}
+
 #[tokio::test]
 async fn webhooks_get_only_the_roles_they_subscribe_to() {
     let app = suite().create_app().await;

@@ -11,6 +11,7 @@
 //! faults; `SMOOCH_FAULTS_REPORT` names a file for the JSON report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod all_in_one;
 mod cluster;
 mod deps;
 mod ledger;

@@ -307,3 +307,161 @@ async fn a_failed_hand_over_leaves_the_rows_for_the_sweep() {
     assert_eq!(env.unpublished().await, 0);
     env.cleanup().await;
 }
+
+/// A local consumer whose work waits for `gate`, then reports event ids containing "fail"
+/// as not handled and panics on those containing "panic".
+struct GatedConsumer {
+    gate: tokio::sync::watch::Receiver<bool>,
+}
+
+impl bus::LocalConsumer for GatedConsumer {
+    fn offer(&self, row: &bus::OutboxRow) -> Option<bus::LocalWork> {
+        if !bus::Topology::may_take_locally(&row.trigger) {
+            return None;
+        }
+        let mut gate = self.gate.clone();
+        let id = row.event_id.clone();
+        Some(Box::pin(async move {
+            let _ = gate.wait_for(|open| *open).await;
+            assert!(!id.contains("panic"), "the work on {id} panicked");
+            !id.contains("fail")
+        }))
+    }
+}
+
+/// Waits until `n` rows are unpublished (or 5 s passed); returns the last count.
+async fn until_unpublished(env: &Env, n: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = env.unpublished().await;
+        if now == n || tokio::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handled_them() {
+    use bus::lapin::options::QueueDeclareOptions;
+    use futures::StreamExt as _;
+
+    let env = Env::new().await;
+    // A real-time-like queue: it binds both keys of each trigger.
+    let watcher = env
+        .channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            bus::lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let watcher = watcher.name().as_str().to_owned();
+    for trigger in ["message:appUser", "message:appMaker"] {
+        env.topology
+            .bind_event(&env.channel, &watcher, trigger)
+            .await
+            .unwrap();
+    }
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let handoff = bus::LocalHandoff::default();
+    handoff.register(std::sync::Arc::new(GatedConsumer { gate }));
+    let config = RelayConfig {
+        sweep_interval: Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        config.clone(),
+    )
+    .with_local(handoff.clone());
+    let handle = relay.handle();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let mut queue = env.consumer().await;
+    let mut rows = Vec::new();
+    for (id, trigger) in [
+        ("local-ok", "message:appUser"),
+        ("local-fail", "message:appUser"),
+        ("local-panic", "message:appUser"),
+        // The push worker's trigger: never taken in process.
+        ("plain", "message:appMaker"),
+    ] {
+        rows.push(env.commit_row(id, trigger).await);
+    }
+    handle.hand_over(rows);
+
+    // The worker's queue gets only what the local consumer did not take.
+    assert_eq!(
+        read_ids(&mut queue, 2, Duration::from_secs(2)).await,
+        vec!["plain"]
+    );
+    // The other consumers get everything, the taken events under their local key.
+    let mut watched = env
+        .channel
+        .basic_consume(
+            watcher.as_str().into(),
+            "".into(),
+            bus::lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            bus::lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), watched.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let key = delivery.routing_key.as_str().to_owned();
+        assert_eq!(
+            bus::Topology::trigger_of(&key),
+            delivery.properties.kind().as_ref().unwrap().as_str()
+        );
+        keys.push(key);
+    }
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "message:appMaker",
+            "message:appUser.local",
+            "message:appUser.local",
+            "message:appUser.local"
+        ]
+    );
+    // Confirmed, but the consumer has not finished: only the plain row is marked.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(env.unpublished().await, 3);
+
+    open.send(true).unwrap();
+    assert_eq!(
+        until_unpublished(&env, 2).await,
+        2,
+        "the handled row is marked; the failed and the panicked are not"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+
+    // What the consumer did not handle is published by a sweep, under its plain trigger:
+    // the worker's queue gets it.
+    handoff.unregister();
+    let relay = Relay::new(env.pool.clone(), TestOutbox, env.publisher(), config);
+    assert_eq!(relay.drain().await.unwrap(), 2);
+    let mut got = read_ids(&mut queue, 3, Duration::from_secs(2)).await;
+    got.sort();
+    assert_eq!(got, vec!["local-fail", "local-panic"]);
+    assert_eq!(env.unpublished().await, 0);
+    env.cleanup().await;
+}

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
@@ -174,16 +173,9 @@ async fn consume(
         )
         .await?;
     let name = queue.name().as_str().to_owned();
+    let topology = bus::Topology::new(bus.amqp_prefix.as_str());
     for key in KEYS {
-        channel
-            .queue_bind(
-                name.as_str().into(),
-                exchange(&bus.amqp_prefix).as_str().into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        topology.bind_event(&channel, &name, key).await?;
     }
     // Without acks: the queue is this replica's alone and goes with it, so real-time
     // delivery is best effort whatever the acks say, and an ack per message would cost the
@@ -207,7 +199,7 @@ async fn consume(
         if bus::app_id_of(&delivery.properties).is_some_and(|app| !hub.watches_app(app)) {
             continue;
         }
-        let key = delivery.routing_key.as_str();
+        let key = bus::Topology::trigger_of(delivery.routing_key.as_str());
         match serde_json::from_slice::<Value>(&delivery.data) {
             Ok(event) => route(hub, key, &event),
             Err(e) => tracing::warn!(error = %e, key, "unreadable event skipped by the fan-out"),
