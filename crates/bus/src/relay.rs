@@ -49,7 +49,8 @@ use std::time::Duration;
 
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -296,6 +297,22 @@ pub struct Relay<S> {
 /// finished; the rest stays for the next start's sweep.
 const LOCAL_DRAIN: Duration = Duration::from_secs(5);
 
+/// How long rows the local consumer finished wait to be marked with those finishing after
+/// them (one `UPDATE` for many; the mark only keeps the sweep from publishing them again).
+const MARK_DELAY: Duration = Duration::from_millis(10);
+
+/// The rows the local consumer took, from the broker's confirm to their mark.
+#[derive(Default)]
+struct LocalMarks {
+    /// Confirmed rows the consumer is still working on, by seq (their trigger, for the
+    /// published count).
+    awaiting: HashMap<i64, String>,
+    /// Rows it handled, to mark.
+    ready: Vec<(i64, String)>,
+    /// When to mark `ready`, if it holds any.
+    flush_at: Option<tokio::time::Instant>,
+}
+
 impl<S: OutboxStore> Relay<S> {
     /// A relay for the outbox `store` reaches through `pool`, publishing with `publisher`
     /// to its topology's events exchange.
@@ -357,9 +374,9 @@ impl<S: OutboxStore> Relay<S> {
         let mut completions = self.completions.lock().await;
         let mut batch = Vec::with_capacity(self.config.batch_size as usize);
         let mut done = Vec::new();
-        // Rows taken by the local consumer whose publish the broker confirmed, by seq (their
-        // trigger, for the published count): marked once the consumer finishes them.
-        let mut awaiting: HashMap<i64, String> = HashMap::new();
+        let mut marks = LocalMarks::default();
+        // The fast path's own connection, held between batches.
+        let mut conn = None;
         let mut next_sweep = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -392,13 +409,20 @@ impl<S: OutboxStore> Relay<S> {
                 }
                 // Completions before new rows: marking them frees their place in flight.
                 _ = completions.recv_many(&mut done, self.config.batch_size as usize) => {
-                    self.mark_handled(&mut done, &mut awaiting).await;
+                    self.finished(&mut done, &mut marks);
+                    if marks.ready.len() >= self.config.batch_size as usize {
+                        self.mark_handled(&mut marks, &mut conn).await;
+                    }
+                }
+                () = tokio::time::sleep_until(marks.flush_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if marks.flush_at.is_some() => {
+                    self.mark_handled(&mut marks, &mut conn).await;
                 }
                 received = handed.recv_many(&mut batch, self.config.batch_size as usize) => {
                     if received == 0 {
                         break;
                     }
-                    self.publish_handed(&mut batch, &mut awaiting).await;
+                    self.publish_handed(&mut batch, &mut marks, &mut conn).await;
                 }
             }
         }
@@ -407,15 +431,19 @@ impl<S: OutboxStore> Relay<S> {
         while let Ok(row) = handed.try_recv() {
             batch.push(row);
             if batch.len() >= self.config.batch_size as usize {
-                self.publish_handed(&mut batch, &mut awaiting).await;
+                self.publish_handed(&mut batch, &mut marks, &mut conn).await;
             }
         }
         if !batch.is_empty() {
-            self.publish_handed(&mut batch, &mut awaiting).await;
+            self.publish_handed(&mut batch, &mut marks, &mut conn).await;
         }
         // The local consumer's work in hand: what finishes soon is marked now.
         let deadline = tokio::time::Instant::now() + LOCAL_DRAIN;
-        while !self.handle.in_flight_set().is_empty() {
+        loop {
+            self.mark_handled(&mut marks, &mut conn).await;
+            if self.handle.in_flight_set().is_empty() {
+                break;
+            }
             let more = tokio::time::timeout_at(
                 deadline,
                 completions.recv_many(&mut done, self.config.batch_size as usize),
@@ -423,52 +451,47 @@ impl<S: OutboxStore> Relay<S> {
             if !matches!(more.await, Ok(n) if n > 0) {
                 break;
             }
-            self.mark_handled(&mut done, &mut awaiting).await;
+            self.finished(&mut done, &mut marks);
         }
         self.publisher.close().await;
         tracing::debug!("outbox relay stopped");
     }
 
-    /// Publishes rows handed over by their writers and marks them published; on failure
-    /// they stay unpublished for the sweep. Rows the local consumer takes are published
-    /// under their local key and wait in `awaiting` for the consumer to finish them.
+    /// Publishes rows handed over by their writers and marks them published (with the rows
+    /// the local consumer finished meanwhile); on failure they stay unpublished for the
+    /// sweep. Rows the local consumer takes are published under their local key and wait in
+    /// `marks` for the consumer to finish them.
     #[tracing::instrument(skip_all, fields(rows = batch.len(), local))]
     async fn publish_handed(
         &self,
         batch: &mut Vec<OutboxRow>,
-        awaiting: &mut HashMap<i64, String>,
+        marks: &mut LocalMarks,
+        conn: &mut Option<PoolConnection<Postgres>>,
     ) {
         let taken = self.offer_local(batch);
         tracing::Span::current().record("local", taken.len());
-        let published = async {
-            self.publish(batch, &taken).await?;
-            let plain: Vec<&OutboxRow> = batch.iter().filter(|r| !taken.contains(&r.seq)).collect();
-            if !plain.is_empty() {
-                let mut conn = self.pool.acquire().await?;
-                self.mark(&mut conn, plain).await?;
-            }
-            Ok::<_, crate::Error>(())
-        };
-        match published.await {
+        match self.publish(batch, &taken).await {
             Ok(()) => {
                 tracing::debug!(rows = batch.len(), "handed outbox rows published");
-                for row in batch.iter().filter(|r| taken.contains(&r.seq)) {
-                    awaiting.insert(row.seq, row.trigger.clone());
+                for row in batch.drain(..) {
+                    if taken.contains(&row.seq) {
+                        marks.awaiting.insert(row.seq, row.trigger);
+                    } else {
+                        marks.ready.push((row.seq, row.trigger));
+                    }
                 }
+                self.mark_handled(marks, conn).await;
             }
             Err(err) => {
                 metrics::counter!("outbox_handover_failed_total").increment(batch.len() as u64);
                 tracing::warn!(error = %err, rows = batch.len(), "publishing handed outbox rows failed; they stay unpublished and the sweep publishes them");
+                // Taken rows stay in flight until the consumer finishes them.
+                let mut in_flight = self.handle.in_flight_set();
+                for row in batch.drain(..).filter(|r| !taken.contains(&r.seq)) {
+                    in_flight.remove(&row.seq);
+                }
             }
         }
-        {
-            // Taken rows stay in flight until the consumer finishes them.
-            let mut in_flight = self.handle.in_flight_set();
-            for row in batch.iter().filter(|r| !taken.contains(&r.seq)) {
-                in_flight.remove(&row.seq);
-            }
-        }
-        batch.clear();
     }
 
     /// Starts the registered local consumer's work on the rows it takes; returns their seqs.
@@ -493,39 +516,66 @@ impl<S: OutboxStore> Relay<S> {
         taken
     }
 
-    /// Marks the rows the local consumer finished (`done`, drained) whose publish was
-    /// confirmed; the rest stay unpublished for the sweep. Either way they leave the flight.
-    async fn mark_handled(&self, done: &mut Vec<(i64, bool)>, awaiting: &mut HashMap<i64, String>) {
-        let finished: Vec<i64> = done.iter().map(|(seq, _)| *seq).collect();
-        let mut handled = Vec::new();
-        for (seq, ok) in done.drain(..) {
-            let trigger = awaiting.remove(&seq);
-            match trigger {
-                Some(trigger) if ok => handled.push((seq, trigger)),
-                _ => metrics::counter!("outbox_local_unhandled_total").increment(1),
-            }
-        }
-        if !handled.is_empty() {
-            let seqs: Vec<i64> = handled.iter().map(|(seq, _)| *seq).collect();
-            let marked = async {
-                let mut conn = self.pool.acquire().await?;
-                self.store.mark_published(&mut conn, &seqs).await
-            };
-            match marked.await {
-                Ok(()) => {
-                    for (_, trigger) in handled {
-                        metrics::counter!("bus_events_published_total", "trigger" => trigger)
-                            .increment(1);
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, rows = seqs.len(), "marking locally handled outbox rows failed; the sweep publishes them again")
-                }
-            }
-        }
-        // Only now: until marked, this replica's sweep must not claim them.
+    /// Sorts what the local consumer finished (`done`, drained): handled rows whose publish
+    /// was confirmed wait in `marks` to be marked; the rest stay unpublished for the sweep
+    /// and leave the flight now.
+    fn finished(&self, done: &mut Vec<(i64, bool)>, marks: &mut LocalMarks) {
         let mut in_flight = self.handle.in_flight_set();
-        for seq in finished {
+        for (seq, ok) in done.drain(..) {
+            match marks.awaiting.remove(&seq) {
+                Some(trigger) if ok => marks.ready.push((seq, trigger)),
+                _ => {
+                    metrics::counter!("outbox_local_unhandled_total").increment(1);
+                    in_flight.remove(&seq);
+                }
+            }
+        }
+        if !marks.ready.is_empty() && marks.flush_at.is_none() {
+            marks.flush_at = Some(tokio::time::Instant::now() + MARK_DELAY);
+        }
+    }
+
+    /// Marks the rows waiting in `marks` (confirmed, and finished by the local consumer if
+    /// it took them) with one `UPDATE` on the relay's own connection `conn` (acquired when
+    /// missing, dropped after a failure), so marks never queue behind requests for the
+    /// pool. The rows leave the flight only then: this replica's sweep cannot claim them
+    /// meanwhile. A failed mark leaves them for the sweep, which publishes them again.
+    async fn mark_handled(
+        &self,
+        marks: &mut LocalMarks,
+        conn: &mut Option<PoolConnection<Postgres>>,
+    ) {
+        marks.flush_at = None;
+        if marks.ready.is_empty() {
+            return;
+        }
+        let handled = std::mem::take(&mut marks.ready);
+        let seqs: Vec<i64> = handled.iter().map(|(seq, _)| *seq).collect();
+        let marked = async {
+            let held = match conn.take() {
+                Some(held) => held,
+                None => self.pool.acquire().await?,
+            };
+            let held = conn.insert(held);
+            let marked = self.store.mark_published(held, &seqs).await;
+            if marked.is_err() {
+                *conn = None;
+            }
+            marked
+        };
+        match marked.await {
+            Ok(()) => {
+                for (_, trigger) in handled {
+                    metrics::counter!("bus_events_published_total", "trigger" => trigger)
+                        .increment(1);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, rows = seqs.len(), "marking published outbox rows failed; the sweep publishes them again")
+            }
+        }
+        let mut in_flight = self.handle.in_flight_set();
+        for seq in seqs {
             in_flight.remove(&seq);
         }
     }

@@ -114,9 +114,5 @@ async fn a_killed_all_in_one_process_loses_no_delivery() {
         log.display()
     );
     assert!(figure("accepted") > 0, "no message was accepted");
-    assert!(
-        verdict.violations.is_empty(),
-        "{:#?}",
-        verdict.violations
-    );
+    assert!(verdict.violations.is_empty(), "{:#?}", verdict.violations);
 }
