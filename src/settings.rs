@@ -472,6 +472,7 @@ mod tests {
         assert_eq!(s.database_max_connections, 10);
         assert_eq!(s.shutdown_grace, Duration::from_millis(25_000));
         assert_eq!(s.webhook_worker.max_retries, 5);
+        assert!(s.webhook_worker.in_process_events);
         assert_eq!(s.rate_limit.app.burst, 4000);
         assert!(s.account_key().is_none());
     }
@@ -484,6 +485,7 @@ mod tests {
             ("SMOOCH_BODY_TIMEOUT_MS", "1500"),
             ("SMOOCH_WEBHOOK_MAX_RETRIES", "3"),
             ("SMOOCH_WEBHOOK_TIMEOUT_MS", "2500"),
+            ("SMOOCH_WEBHOOK_IN_PROCESS_EVENTS", "false"),
             ("SMOOCH_RATE_LIMIT_APP_PER_SECOND", "12.5"),
             ("SMOOCH_RATE_LIMIT_ENABLED", "false"),
             ("SMOOCH_AUTH_CACHE_REDIS_TTL_S", "60"),
@@ -499,6 +501,7 @@ mod tests {
         assert_eq!(s.body_timeout, Duration::from_millis(1500));
         assert_eq!(s.webhook_worker.max_retries, 3);
         assert_eq!(s.webhook_worker.timeout, Duration::from_millis(2500));
+        assert!(!s.webhook_worker.in_process_events);
         assert!((s.rate_limit.app.per_second - 12.5).abs() < f64::EPSILON);
         assert!(!s.rate_limit.enabled);
         assert_eq!(s.credential_cache.redis_ttl, Duration::from_secs(60));

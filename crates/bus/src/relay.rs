@@ -10,7 +10,8 @@
 //! The fast path skips the claim: a writer hands the rows it just committed to the relay
 //! ([`RelayHandle::hand_over`]), which publishes them as they come (whatever queued while the
 //! previous batch awaited its confirms goes in the next batch) and marks them with one
-//! `UPDATE` per batch. Rows in that queue are this replica's: its own claims skip them. The
+//! `UPDATE` per batch, on a connection it holds (its marks never queue behind requests for
+//! the pool). Rows in that queue are this replica's: its own claims skip them. The
 //! periodic sweep claims only rows older than [`RelayConfig::claim_after`], so it publishes
 //! what a crashed replica (or a full queue, or a failed batch) left behind, not what another
 //! replica is about to publish; a replica slower than that is the one case an event goes out
@@ -20,8 +21,8 @@
 //! In a process that also runs the event's consumer (`smooch all`), the fast path hands an
 //! event straight to it ([`LocalConsumer`], registered on a [`LocalHandoff`]) as well as
 //! publishing it: the consumer does its work in process, the publish goes out under
-//! [`Topology::local_key`] so the consumer's own queue does not get it (the other
-//! consumers bind both keys), and the row is marked published only once the broker
+//! [`Topology::local_key`] so the consumer's own queue does not get it (the real-time
+//! queues bind both keys), and the row is marked published only once the broker
 //! confirmed the publish *and* the consumer finished. A crash in between leaves the row for
 //! the sweep, which publishes it under its plain trigger: the consumer gets it again (at
 //! least once, same event id).

@@ -95,6 +95,11 @@ pub struct Config {
     /// default 16).
     #[serde(rename = "webhook_event_prefetch")]
     pub event_prefetch: u16,
+    /// Whether the worker takes events from the outbox relay of its own process when it
+    /// has one (`smooch all`; `SMOOCH_WEBHOOK_IN_PROCESS_EVENTS`, default true); off, every
+    /// event comes through the event queue, as with split roles.
+    #[serde(rename = "webhook_in_process_events")]
+    pub in_process_events: bool,
     /// Concurrent POSTs per target origin per worker
     /// (`SMOOCH_WEBHOOK_MAX_IN_FLIGHT_PER_TARGET`, default 8).
     #[serde(rename = "webhook_max_in_flight_per_target")]
@@ -130,6 +135,7 @@ impl Default for Config {
             circuit_failures: 5,
             circuit_cool_down: Duration::from_millis(10_000),
             event_prefetch: 16,
+            in_process_events: true,
             max_in_flight_per_target: 8,
             cache_ttl: Duration::from_millis(1_000),
             retry_poll: Duration::from_millis(1_000),
@@ -307,7 +313,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             },
         )
     };
-    if let Some(handoff) = &config.local_handoff {
+    let handoff = config
+        .local_handoff
+        .as_ref()
+        .filter(|_| config.in_process_events);
+    if let Some(handoff) = handoff {
         handoff.register(Arc::new(worker::LocalFanOut::new(
             worker.clone(),
             config.event_prefetch,
@@ -326,7 +336,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.clone(),
     );
     tokio::join!(events, deliveries, retries, requested, depths, changes);
-    if let Some(handoff) = &config.local_handoff {
+    if let Some(handoff) = handoff {
         handoff.unregister();
     }
 
