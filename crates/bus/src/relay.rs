@@ -9,9 +9,9 @@
 //!
 //! The fast path skips the claim: a writer hands the rows it just committed to the relay
 //! ([`RelayHandle::hand_over`]), which publishes them as they come (whatever queued while the
-//! previous batch awaited its confirms goes in the next batch) and marks them with one
-//! `UPDATE` per batch, on a connection it holds (its marks never queue behind requests for
-//! the pool). Rows in that queue are this replica's: its own claims skip them. The
+//! previous batch awaited its confirms goes in the next batch) and marks what was confirmed
+//! within 10 ms with one `UPDATE`, on a connection it holds (its marks never queue behind
+//! requests for the pool). Rows in that queue are this replica's: its own claims skip them. The
 //! periodic sweep claims only rows older than [`RelayConfig::claim_after`], so it publishes
 //! what a crashed replica (or a full queue, or a failed batch) left behind, not what another
 //! replica is about to publish; a replica slower than that is the one case an event goes out
@@ -298,11 +298,13 @@ pub struct Relay<S> {
 /// finished; the rest stays for the next start's sweep.
 const LOCAL_DRAIN: Duration = Duration::from_secs(5);
 
-/// How long rows the local consumer finished wait to be marked with those finishing after
-/// them (one `UPDATE` for many; the mark only keeps the sweep from publishing them again).
+/// How long published rows (and rows the local consumer finished) wait to be marked with
+/// those coming after them: one `UPDATE` for many, since the mark only keeps the sweep
+/// from publishing them again.
 const MARK_DELAY: Duration = Duration::from_millis(10);
 
-/// The rows the local consumer took, from the broker's confirm to their mark.
+/// Handed rows from the broker's confirm to their mark: those the local consumer took wait
+/// for it to finish them first.
 #[derive(Default)]
 struct LocalMarks {
     /// Confirmed rows the consumer is still working on, by seq (their trigger, for the
@@ -312,6 +314,15 @@ struct LocalMarks {
     ready: Vec<(i64, String)>,
     /// When to mark `ready`, if it holds any.
     flush_at: Option<tokio::time::Instant>,
+}
+
+impl LocalMarks {
+    /// Sets the time to mark `ready` if it holds rows and none is set.
+    fn schedule(&mut self) {
+        if !self.ready.is_empty() && self.flush_at.is_none() {
+            self.flush_at = Some(tokio::time::Instant::now() + MARK_DELAY);
+        }
+    }
 }
 
 impl<S: OutboxStore> Relay<S> {
@@ -481,7 +492,11 @@ impl<S: OutboxStore> Relay<S> {
                         marks.ready.push((row.seq, row.trigger));
                     }
                 }
-                self.mark_handled(marks, conn).await;
+                if marks.ready.len() >= self.config.batch_size as usize {
+                    self.mark_handled(marks, conn).await;
+                } else {
+                    marks.schedule();
+                }
             }
             Err(err) => {
                 metrics::counter!("outbox_handover_failed_total").increment(batch.len() as u64);
@@ -531,9 +546,7 @@ impl<S: OutboxStore> Relay<S> {
                 }
             }
         }
-        if !marks.ready.is_empty() && marks.flush_at.is_none() {
-            marks.flush_at = Some(tokio::time::Instant::now() + MARK_DELAY);
-        }
+        marks.schedule();
     }
 
     /// Marks the rows waiting in `marks` (confirmed, and finished by the local consumer if
