@@ -7,7 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{ledger, load, sink, SERIAL};
+use crate::{ledger, load, sink, wait_healthy, SERIAL};
 
 /// The database of this test's suite: its own, because a relay sweeps the whole outbox of
 /// its database.
@@ -40,23 +40,6 @@ fn spawn(port: u16, prefix: &str, log: &std::path::Path) -> Child {
         .stderr(log)
         .spawn()
         .unwrap()
-}
-
-async fn wait_healthy(base: &str) {
-    let http = reqwest::Client::new();
-    let up = Instant::now();
-    while !http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            up.elapsed() < Duration::from_secs(60),
-            "the suite did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,6 +158,24 @@ async fn probe(base: &str, tenant: &load::Tenant, limit: Duration) -> Result<Dur
     ))
 }
 
+/// Waits (up to 60 s) until the suite at `base` answers `/healthz`.
+pub(crate) async fn wait_healthy(base: &str) {
+    let http = reqwest::Client::new();
+    let up = Instant::now();
+    while !http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            up.elapsed() < Duration::from_secs(60),
+            "the suite did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Writes the report where `SMOOCH_FAULTS_REPORT` (or `var`) says, and prints it.
 pub(crate) fn publish(var: &str, report: &Value, summary: &str) {
     let text = serde_json::to_string_pretty(report).unwrap();

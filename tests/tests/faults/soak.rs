@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{load, sink, SERIAL};
+use crate::{load, sink, wait_healthy, SERIAL};
 
 fn database_url() -> String {
     let url = e2e::test_settings().database_url;
@@ -106,20 +106,7 @@ async fn soak_memory_and_connections_stay_flat() {
     let log = std::env::temp_dir().join(format!("{prefix}.log"));
     let mut child = spawn_suite(port, &prefix, &log);
     let pid = child.id();
-    let http = reqwest::Client::new();
-    let up = Instant::now();
-    while !http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            up.elapsed() < Duration::from_secs(60),
-            "suite did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_healthy(&base).await;
     let (sink_base, sink) = sink::start().await;
     let mut tenants = Vec::new();
     for index in 0..2 {
