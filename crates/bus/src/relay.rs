@@ -42,6 +42,7 @@
 //! (`{"traceparent": ..., "tracestate": ...}`); the relay sends it on as the message's
 //! `traceparent` / `tracestate` headers so consumers continue that trace.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -226,6 +227,20 @@ impl Drop for Completion {
     }
 }
 
+impl OutboxRow {
+    /// The trace context of the request that wrote the row, as the string map
+    /// `telemetry::propagation::set_parent_from_map` reads (empty when it had none).
+    pub fn trace_context(&self) -> HashMap<String, String> {
+        [
+            ("traceparent", &self.traceparent),
+            ("tracestate", &self.tracestate),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?)))
+        .collect()
+    }
+}
+
 /// Rows waiting in an outbox.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backlog {
@@ -290,7 +305,7 @@ pub struct Relay<S> {
     /// Where this process's local consumer registers, if it runs one.
     local: Option<LocalHandoff>,
     /// How local consumers' work ended: `(seq, handled)`.
-    done: mpsc::UnboundedSender<(i64, bool)>,
+    completed: mpsc::UnboundedSender<(i64, bool)>,
     completions: tokio::sync::Mutex<mpsc::UnboundedReceiver<(i64, bool)>>,
 }
 
@@ -306,7 +321,7 @@ const MARK_DELAY: Duration = Duration::from_millis(10);
 /// Handed rows from the broker's confirm to their mark: those the local consumer took wait
 /// for it to finish them first.
 #[derive(Default)]
-struct LocalMarks {
+struct Marks {
     /// Confirmed rows the consumer is still working on, by seq (their trigger, for the
     /// published count).
     awaiting: HashMap<i64, String>,
@@ -316,21 +331,12 @@ struct LocalMarks {
     flush_at: Option<tokio::time::Instant>,
 }
 
-impl LocalMarks {
-    /// Sets the time to mark `ready` if it holds rows and none is set.
-    fn schedule(&mut self) {
-        if !self.ready.is_empty() && self.flush_at.is_none() {
-            self.flush_at = Some(tokio::time::Instant::now() + MARK_DELAY);
-        }
-    }
-}
-
 impl<S: OutboxStore> Relay<S> {
     /// A relay for the outbox `store` reaches through `pool`, publishing with `publisher`
     /// to its topology's events exchange.
     pub fn new(pool: PgPool, store: S, publisher: Arc<Publisher>, config: RelayConfig) -> Self {
         let (queue, handed) = mpsc::channel(config.queue.max(1));
-        let (done, completions) = mpsc::unbounded_channel();
+        let (completed, completions) = mpsc::unbounded_channel();
         Relay {
             pool,
             store,
@@ -343,7 +349,7 @@ impl<S: OutboxStore> Relay<S> {
             },
             handed: tokio::sync::Mutex::new(handed),
             local: None,
-            done,
+            completed,
             completions: tokio::sync::Mutex::new(completions),
         }
     }
@@ -386,7 +392,7 @@ impl<S: OutboxStore> Relay<S> {
         let mut completions = self.completions.lock().await;
         let mut batch = Vec::with_capacity(self.config.batch_size as usize);
         let mut done = Vec::new();
-        let mut marks = LocalMarks::default();
+        let mut marks = Marks::default();
         // The fast path's own connection, held between batches.
         let mut conn = None;
         let mut next_sweep = tokio::time::Instant::now();
@@ -422,13 +428,11 @@ impl<S: OutboxStore> Relay<S> {
                 // Completions before new rows: marking them frees their place in flight.
                 _ = completions.recv_many(&mut done, self.config.batch_size as usize) => {
                     self.finished(&mut done, &mut marks);
-                    if marks.ready.len() >= self.config.batch_size as usize {
-                        self.mark_handled(&mut marks, &mut conn).await;
-                    }
+                    self.mark_when_due(&mut marks, &mut conn).await;
                 }
                 () = tokio::time::sleep_until(marks.flush_at.unwrap_or_else(tokio::time::Instant::now)),
                     if marks.flush_at.is_some() => {
-                    self.mark_handled(&mut marks, &mut conn).await;
+                    self.mark_ready(&mut marks, &mut conn).await;
                 }
                 received = handed.recv_many(&mut batch, self.config.batch_size as usize) => {
                     if received == 0 {
@@ -452,7 +456,7 @@ impl<S: OutboxStore> Relay<S> {
         // The local consumer's work in hand: what finishes soon is marked now.
         let deadline = tokio::time::Instant::now() + LOCAL_DRAIN;
         loop {
-            self.mark_handled(&mut marks, &mut conn).await;
+            self.mark_ready(&mut marks, &mut conn).await;
             if self.handle.in_flight_set().is_empty() {
                 break;
             }
@@ -477,7 +481,7 @@ impl<S: OutboxStore> Relay<S> {
     async fn publish_handed(
         &self,
         batch: &mut Vec<OutboxRow>,
-        marks: &mut LocalMarks,
+        marks: &mut Marks,
         conn: &mut Option<PoolConnection<Postgres>>,
     ) {
         let taken = self.offer_local(batch);
@@ -492,11 +496,7 @@ impl<S: OutboxStore> Relay<S> {
                         marks.ready.push((row.seq, row.trigger));
                     }
                 }
-                if marks.ready.len() >= self.config.batch_size as usize {
-                    self.mark_handled(marks, conn).await;
-                } else {
-                    marks.schedule();
-                }
+                self.mark_when_due(marks, conn).await;
             }
             Err(err) => {
                 metrics::counter!("outbox_handover_failed_total").increment(batch.len() as u64);
@@ -522,7 +522,7 @@ impl<S: OutboxStore> Relay<S> {
             };
             let completion = Completion {
                 seq: row.seq,
-                done: self.done.clone(),
+                done: self.completed.clone(),
                 sent: false,
             };
             tokio::spawn(async move { completion.finish(work.await) });
@@ -533,9 +533,9 @@ impl<S: OutboxStore> Relay<S> {
     }
 
     /// Sorts what the local consumer finished (`done`, drained): handled rows whose publish
-    /// was confirmed wait in `marks` to be marked; the rest stay unpublished for the sweep
+    /// was confirmed join the ready rows in `marks`; the rest stay unpublished for the sweep
     /// and leave the flight now.
-    fn finished(&self, done: &mut Vec<(i64, bool)>, marks: &mut LocalMarks) {
+    fn finished(&self, done: &mut Vec<(i64, bool)>, marks: &mut Marks) {
         let mut in_flight = self.handle.in_flight_set();
         for (seq, ok) in done.drain(..) {
             match marks.awaiting.remove(&seq) {
@@ -546,7 +546,16 @@ impl<S: OutboxStore> Relay<S> {
                 }
             }
         }
-        marks.schedule();
+    }
+
+    /// Marks the ready rows now if they fill a batch, else within [`MARK_DELAY`] of the
+    /// first of them.
+    async fn mark_when_due(&self, marks: &mut Marks, conn: &mut Option<PoolConnection<Postgres>>) {
+        if marks.ready.len() >= self.config.batch_size as usize {
+            self.mark_ready(marks, conn).await;
+        } else if !marks.ready.is_empty() && marks.flush_at.is_none() {
+            marks.flush_at = Some(tokio::time::Instant::now() + MARK_DELAY);
+        }
     }
 
     /// Marks the rows waiting in `marks` (confirmed, and finished by the local consumer if
@@ -554,11 +563,7 @@ impl<S: OutboxStore> Relay<S> {
     /// missing, dropped after a failure), so marks never queue behind requests for the
     /// pool. The rows leave the flight only then: this replica's sweep cannot claim them
     /// meanwhile. A failed mark leaves them for the sweep, which publishes them again.
-    async fn mark_handled(
-        &self,
-        marks: &mut LocalMarks,
-        conn: &mut Option<PoolConnection<Postgres>>,
-    ) {
+    async fn mark_ready(&self, marks: &mut Marks, conn: &mut Option<PoolConnection<Postgres>>) {
         marks.flush_at = None;
         if marks.ready.is_empty() {
             return;
@@ -594,18 +599,17 @@ impl<S: OutboxStore> Relay<S> {
         }
     }
 
-    /// Publishes `rows` and waits for the broker's confirms; those in `handled` (taken by
-    /// the local consumer) under their local key.
-    async fn publish(&self, rows: &[OutboxRow], handled: &HashSet<i64>) -> Result<()> {
-        let topology = self.publisher.topology();
-        let exchange = topology.events_exchange();
-        let keys: Vec<String> = rows
+    /// Publishes `rows` and waits for the broker's confirms; those in `taken` (by the local
+    /// consumer) under their local key.
+    async fn publish(&self, rows: &[OutboxRow], taken: &HashSet<i64>) -> Result<()> {
+        let exchange = self.publisher.topology().events_exchange();
+        let keys: Vec<Cow<'_, str>> = rows
             .iter()
             .map(|row| {
-                if handled.contains(&row.seq) {
-                    Topology::local_key(&row.trigger)
+                if taken.contains(&row.seq) {
+                    Cow::Owned(Topology::local_key(&row.trigger))
                 } else {
-                    row.trigger.clone()
+                    Cow::Borrowed(row.trigger.as_str())
                 }
             })
             .collect();
@@ -614,7 +618,7 @@ impl<S: OutboxStore> Relay<S> {
             .zip(&keys)
             .map(|(row, key)| Outgoing {
                 exchange: &exchange,
-                routing_key: key,
+                routing_key: key.as_ref(),
                 payload: row.payload.as_bytes(),
                 properties: event_properties(row),
                 // An event no consumer binds to has nobody to reach: it is done.
@@ -625,12 +629,8 @@ impl<S: OutboxStore> Relay<S> {
     }
 
     /// Marks published `rows` (whose confirms came) through `conn`.
-    async fn mark<'r>(
-        &self,
-        conn: &mut PgConnection,
-        rows: impl IntoIterator<Item = &'r OutboxRow> + Clone,
-    ) -> Result<()> {
-        let seqs: Vec<i64> = rows.clone().into_iter().map(|r| r.seq).collect();
+    async fn mark(&self, conn: &mut PgConnection, rows: &[OutboxRow]) -> Result<()> {
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         self.store.mark_published(conn, &seqs).await?;
         for row in rows {
             metrics::counter!("bus_events_published_total", "trigger" => row.trigger.clone())

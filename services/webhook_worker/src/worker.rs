@@ -107,24 +107,8 @@ impl bus::LocalConsumer for LocalFanOut {
         }
         let slot = self.slots.clone().try_acquire_owned().ok()?;
         let event: Event = serde_json::from_str(&row.payload).ok()?;
-        let span = tracing::info_span!(
-            "fan_out",
-            event_id = Empty,
-            app_id = Empty,
-            trigger = Empty,
-            jobs = Empty,
-            local = true
-        );
-        let mut context = HashMap::new();
-        for (name, value) in [
-            ("traceparent", &row.traceparent),
-            ("tracestate", &row.tracestate),
-        ] {
-            if let Some(value) = value {
-                context.insert(name.to_owned(), value.clone());
-            }
-        }
-        telemetry::propagation::set_parent_from_map(&span, &context);
+        let span = fan_out_span(true);
+        telemetry::propagation::set_parent_from_map(&span, &row.trace_context());
         let worker = self.worker.clone();
         Some(Box::pin(
             async move {
@@ -142,6 +126,19 @@ impl bus::LocalConsumer for LocalFanOut {
     }
 }
 
+/// The span of one event's fan-out (step 1); `local` when the relay of this process handed
+/// the event over ([`LocalFanOut`]). [`Worker::fan_out_event`] fills in the rest.
+fn fan_out_span(local: bool) -> tracing::Span {
+    tracing::info_span!(
+        "fan_out",
+        event_id = Empty,
+        app_id = Empty,
+        trigger = Empty,
+        jobs = Empty,
+        local
+    )
+}
+
 /// The current span's trace context, for the messages a step publishes.
 fn current_context() -> HashMap<String, String> {
     telemetry::propagation::current_context_map()
@@ -150,14 +147,7 @@ fn current_context() -> HashMap<String, String> {
 impl Worker {
     /// Step 1: turns an event into one durable job per matching webhook, then acks it.
     pub(crate) async fn fan_out(&self, delivery: Delivery) {
-        let span = tracing::info_span!(
-            "fan_out",
-            event_id = Empty,
-            app_id = Empty,
-            trigger = Empty,
-            jobs = Empty
-        );
-        let span = bus::trace::continued(span, &delivery);
+        let span = bus::trace::continued(fan_out_span(false), &delivery);
         self.fan_out_in(delivery).instrument(span).await;
     }
 

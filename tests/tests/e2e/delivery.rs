@@ -12,6 +12,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus, Uri};
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 use e2e::{suite, TestApp};
+
+use crate::operations::{metrics, sample};
 use hmac::{Hmac, Mac as _};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -243,29 +245,13 @@ async fn an_app_user_message_reaches_its_webhook_signed_with_the_reference_paylo
     assert!(domain::time::parse_iso(delivery["createdAt"].as_str().unwrap()).is_some());
 }
 
-/// The sum of the `/metrics` samples named `name`.
-async fn metric(name: &str) -> f64 {
-    let page = suite()
-        .request(Method::GET, "/metrics", &e2e::Auth::None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    page.lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn in_one_process_the_worker_takes_app_user_messages_from_the_relay_not_the_queue() {
     let app = suite().create_app().await;
     let sink = Sink::start().await;
     webhook(&app, &sink.url("/hook"), Some(json!(["message"]))).await;
     let user = id(&app.init_user(None).await);
-    let taken = metric("outbox_local_taken_total").await;
+    let taken = sample(&metrics().await, "outbox_local_taken_total", &[]);
     user_says(&app, &user, "in process").await;
     app.post_message(&user, "appMaker", "through the queue")
         .await;
@@ -275,7 +261,7 @@ async fn in_one_process_the_worker_takes_app_user_messages_from_the_relay_not_th
     assert_eq!(triggers, ["message:appMaker", "message:appUser"]);
     // Other tests post meanwhile: the count moved by at least this test's message. The
     // app maker's (the push worker's trigger too) went through the queue.
-    let now = metric("outbox_local_taken_total").await;
+    let now = sample(&metrics().await, "outbox_local_taken_total", &[]);
     assert!(now >= taken + 1.0, "{taken} -> {now}");
 }
 

@@ -3,14 +3,16 @@
 use e2e::{suite, Auth};
 use reqwest::{Method, StatusCode};
 
-fn sample(page: &str, name: &str, labels: &[&str]) -> f64 {
+/// The sum of the samples of `page` whose line starts with `name` and holds every label.
+pub(crate) fn sample(page: &str, name: &str, labels: &[&str]) -> f64 {
     page.lines()
         .filter(|l| l.starts_with(name) && labels.iter().all(|lab| l.contains(lab)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
-async fn metrics() -> String {
+/// The suite's `/metrics` page, checked to be Prometheus text.
+pub(crate) async fn metrics() -> String {
     let response = suite()
         .request(Method::GET, "/metrics", &Auth::None)
         .send()

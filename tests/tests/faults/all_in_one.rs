@@ -4,42 +4,24 @@
 //! for the next start's sweep, so every accepted message still reaches every matching
 //! webhook (duplicates allowed, under one `webhook-id`).
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{ledger, load, sink, wait_healthy, SERIAL};
+use crate::{ledger, load, sink, spawn_all, wait_healthy, SERIAL};
 
-/// The database of this test's suite: its own, because a relay sweeps the whole outbox of
-/// its database.
 fn database_url() -> String {
-    let url = e2e::test_settings().database_url;
-    let (server, _) = url.rsplit_once('/').unwrap();
-    format!("{server}/smooch_test_faults_all")
+    crate::database_url("smooch_test_faults_all")
 }
 
-fn spawn(port: u16, prefix: &str, log: &std::path::Path) -> Child {
-    let settings = e2e::test_settings();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_suite_process"))
-        .env("SMOOCH_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("SMOOCH_DATABASE_URL", database_url())
-        .env("SMOOCH_AMQP_PREFIX", prefix)
-        .env("SMOOCH_REDIS_PREFIX", prefix)
-        .env("SMOOCH_ACCOUNT_KEY_ID", e2e::ACCOUNT_KEY_ID)
-        .env("SMOOCH_ACCOUNT_SECRET", e2e::ACCOUNT_SECRET)
-        .env("SMOOCH_SECRETS_KEY", e2e::SECRETS_KEY)
-        .env("SMOOCH_MEDIA_DIR", &settings.media_dir)
-        .env("SMOOCH_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
-        .env("SMOOCH_WEBHOOK_RETRY_BASE_MS", "300")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+/// `smooch all` with retries at 0.3, 0.6, 1.2, ... s, so a row left behind by a kill is
+/// delivered well within the wait.
+fn spawn(port: u16, prefix: &str, log: &std::path::Path) -> std::process::Child {
+    spawn_all(
+        port,
+        prefix,
+        &database_url(),
+        log,
+        &[("SMOOCH_WEBHOOK_RETRY_BASE_MS", "300")],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,15 +57,9 @@ async fn a_killed_all_in_one_process_loses_no_delivery() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let records = load.stop().await;
 
-    let apps: Vec<String> = tenants.iter().map(|t| t.app.id.clone()).collect();
-    let wait_start = Instant::now();
-    let mut stored = ledger::stored(&database_url(), &apps).await;
-    while !ledger::undelivered(&tenants, &stored, &sink.deliveries()).is_empty()
-        && wait_start.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        stored = ledger::stored(&database_url(), &apps).await;
-    }
+    let stored =
+        ledger::stored_once_delivered(&database_url(), &tenants, &sink, Duration::from_secs(60))
+            .await;
     let verdict = ledger::check(&tenants, &records, &stored, &sink.deliveries());
     let _ = child.kill();
     let _ = child.wait();

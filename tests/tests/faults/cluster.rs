@@ -27,9 +27,7 @@ fn env_part(role: &str) -> String {
 /// The database of the split suite: its own, because a relay sweeps the whole outbox of its
 /// database.
 pub(crate) fn database_url() -> String {
-    let url = e2e::test_settings().database_url;
-    let (server, _) = url.rsplit_once('/').unwrap();
-    format!("{server}/smooch_test_faults")
+    crate::database_url("smooch_test_faults")
 }
 
 /// The running role processes.

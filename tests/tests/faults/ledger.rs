@@ -43,6 +43,25 @@ pub(crate) async fn stored(database_url: &str, apps: &[String]) -> Vec<Stored> {
         .collect()
 }
 
+/// The tenants' stored messages, read again every 250 ms until each has reached every
+/// matching webhook of `sink` or `within` has passed.
+pub(crate) async fn stored_once_delivered(
+    database_url: &str,
+    tenants: &[Tenant],
+    sink: &crate::sink::Sink,
+    within: std::time::Duration,
+) -> Vec<Stored> {
+    let apps: Vec<String> = tenants.iter().map(|t| t.app.id.clone()).collect();
+    let start = std::time::Instant::now();
+    let mut stored = self::stored(database_url, &apps).await;
+    while !undelivered(tenants, &stored, &sink.deliveries()).is_empty() && start.elapsed() < within
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        stored = self::stored(database_url, &apps).await;
+    }
+    stored
+}
+
 /// Deliveries each stored message still lacks: `(webhook, message id)`.
 pub(crate) fn undelivered(
     tenants: &[Tenant],

@@ -158,6 +158,48 @@ async fn probe(base: &str, tenant: &load::Tenant, limit: Duration) -> Result<Dur
     ))
 }
 
+/// The URL of the test Postgres's database `name`. The tests that run the suite as
+/// processes each use one of their own, because a relay sweeps the whole outbox of its
+/// database.
+pub(crate) fn database_url(name: &str) -> String {
+    let url = e2e::test_settings().database_url;
+    let (server, _) = url.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
+/// Starts `smooch all` (`suite_process`) on `port` with the test credentials, its own
+/// AMQP and Redis `prefix`, the database at `database_url` and `extra` settings; its
+/// output is appended to `log`.
+pub(crate) fn spawn_all(
+    port: u16,
+    prefix: &str,
+    database_url: &str,
+    log: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_suite_process"))
+        .env("SMOOCH_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("SMOOCH_DATABASE_URL", database_url)
+        .env("SMOOCH_AMQP_PREFIX", prefix)
+        .env("SMOOCH_REDIS_PREFIX", prefix)
+        .env("SMOOCH_ACCOUNT_KEY_ID", e2e::ACCOUNT_KEY_ID)
+        .env("SMOOCH_ACCOUNT_SECRET", e2e::ACCOUNT_SECRET)
+        .env("SMOOCH_SECRETS_KEY", e2e::SECRETS_KEY)
+        .env("SMOOCH_MEDIA_DIR", &e2e::test_settings().media_dir)
+        .env("SMOOCH_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+        .env("RUST_LOG", "warn")
+        .envs(extra.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 /// Waits (up to 60 s) until the suite at `base` answers `/healthz`.
 pub(crate) async fn wait_healthy(base: &str) {
     let http = reqwest::Client::new();
@@ -251,16 +293,14 @@ async fn no_accepted_message_is_lost_or_duplicated_through_kills_and_outages() {
     problems.extend(replays_wrong.iter().take(10).cloned());
 
     // Every delivery arrives within the retry schedule once everything is back.
-    let apps: Vec<String> = tenants.iter().map(|t| t.app.id.clone()).collect();
-    let database_url = cluster::database_url();
     let wait_start = Instant::now();
-    let mut stored = ledger::stored(&database_url, &apps).await;
-    while !ledger::undelivered(&tenants, &stored, &sink.deliveries()).is_empty()
-        && wait_start.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        stored = ledger::stored(&database_url, &apps).await;
-    }
+    let stored = ledger::stored_once_delivered(
+        &cluster::database_url(),
+        &tenants,
+        &sink,
+        Duration::from_secs(60),
+    )
+    .await;
     let delivered_after = wait_start.elapsed();
     records.sort_by(|a, b| a.key.cmp(&b.key));
     // Which fault each failed attempt fell under (the last one injected before it).

@@ -4,35 +4,14 @@
 //! figures are reported (JSON to `SMOOCH_SOAK_REPORT`, and a line), not asserted against a
 //! clock. Ignored by default: `scripts/soak.sh` runs it.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{load, sink, wait_healthy, SERIAL};
+use crate::{load, sink, spawn_all, wait_healthy, SERIAL};
 
 fn database_url() -> String {
-    let url = e2e::test_settings().database_url;
-    let (server, _) = url.rsplit_once('/').unwrap();
-    format!("{server}/smooch_test_soak")
-}
-
-fn spawn_suite(port: u16, prefix: &str, log: &std::path::Path) -> Child {
-    let settings = e2e::test_settings();
-    Command::new(env!("CARGO_BIN_EXE_suite_process"))
-        .env("SMOOCH_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("SMOOCH_DATABASE_URL", database_url())
-        .env("SMOOCH_AMQP_PREFIX", prefix)
-        .env("SMOOCH_REDIS_PREFIX", prefix)
-        .env("SMOOCH_ACCOUNT_KEY_ID", e2e::ACCOUNT_KEY_ID)
-        .env("SMOOCH_ACCOUNT_SECRET", e2e::ACCOUNT_SECRET)
-        .env("SMOOCH_MEDIA_DIR", &settings.media_dir)
-        .env("SMOOCH_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+    crate::database_url("smooch_test_soak")
 }
 
 /// Resident memory of `pid` in KiB (`VmRSS`).
@@ -104,7 +83,7 @@ async fn soak_memory_and_connections_stay_flat() {
     let port = e2e::reserve_ports(1)[0];
     let base = format!("http://127.0.0.1:{port}");
     let log = std::env::temp_dir().join(format!("{prefix}.log"));
-    let mut child = spawn_suite(port, &prefix, &log);
+    let mut child = spawn_all(port, &prefix, &database_url(), &log, &[]);
     let pid = child.id();
     wait_healthy(&base).await;
     let (sink_base, sink) = sink::start().await;
