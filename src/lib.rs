@@ -156,6 +156,7 @@ fn conversations_config(settings: &Settings, users_addr: String) -> conversation
         database_url: settings.database_url.clone(),
         max_connections: settings.database_max_connections,
         relay: Some(relay_target(settings)),
+        message_writers: settings.message_writers as usize,
         users_addr: Some(users_addr),
     }
 }

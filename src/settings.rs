@@ -37,6 +37,10 @@ pub struct Settings {
     /// Pool size of each service (`SMOOCH_DATABASE_MAX_CONNECTIONS`, default 10).
     #[serde(deserialize_with = "positive_u32")]
     pub database_max_connections: u32,
+    /// How many tasks of the conversations role write messages, each committing the posts
+    /// that queued while it was busy in one transaction (`SMOOCH_MESSAGE_WRITERS`, default
+    /// 4); 0 commits each post on its own.
+    pub message_writers: u32,
     /// Redis URL (`SMOOCH_REDIS_URL`, default `redis://127.0.0.1:6379`).
     #[serde(
         deserialize_with = "redis_url",
@@ -150,6 +154,7 @@ impl Default for Settings {
             public_url: None,
             database_url: "postgres://postgres@127.0.0.1:5432/smooch".to_owned(),
             database_max_connections: 10,
+            message_writers: 4,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_prefix: "smooch".to_owned(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
@@ -470,6 +475,7 @@ mod tests {
         let s = env_settings(&[]).unwrap();
         assert_eq!(s.http_addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(s.database_max_connections, 10);
+        assert_eq!(s.message_writers, 4);
         assert_eq!(s.shutdown_grace, Duration::from_millis(25_000));
         assert_eq!(s.webhook_worker.max_retries, 5);
         assert!(s.webhook_worker.in_process_events);
@@ -486,6 +492,7 @@ mod tests {
             ("SMOOCH_WEBHOOK_MAX_RETRIES", "3"),
             ("SMOOCH_WEBHOOK_TIMEOUT_MS", "2500"),
             ("SMOOCH_WEBHOOK_IN_PROCESS_EVENTS", "false"),
+            ("SMOOCH_MESSAGE_WRITERS", "0"),
             ("SMOOCH_RATE_LIMIT_APP_PER_SECOND", "12.5"),
             ("SMOOCH_RATE_LIMIT_ENABLED", "false"),
             ("SMOOCH_AUTH_CACHE_REDIS_TTL_S", "60"),
@@ -502,6 +509,7 @@ mod tests {
         assert_eq!(s.webhook_worker.max_retries, 3);
         assert_eq!(s.webhook_worker.timeout, Duration::from_millis(2500));
         assert!(!s.webhook_worker.in_process_events);
+        assert_eq!(s.message_writers, 0);
         assert!((s.rate_limit.app.per_second - 12.5).abs() < f64::EPSILON);
         assert!(!s.rate_limit.enabled);
         assert_eq!(s.credential_cache.redis_ttl, Duration::from_secs(60));
@@ -553,6 +561,11 @@ mod tests {
                 "SMOOCH_RATE_LIMIT_APP_PER_SECOND",
             ),
             ("SMOOCH_LOG_FORMAT", "xml", "SMOOCH_LOG_FORMAT is invalid"),
+            (
+                "SMOOCH_MESSAGE_WRITERS",
+                "many",
+                "SMOOCH_MESSAGE_WRITERS is invalid",
+            ),
             (
                 "SMOOCH_PUBLIC_URL",
                 "ftp://x",

@@ -21,6 +21,8 @@ const MERGE_RETRIES: u32 = 3;
 /// The `Conversations` gRPC service.
 pub(crate) struct ConversationsApi {
     pool: PgPool,
+    /// Writes messages, in batches under load.
+    writer: storage::Writer,
     /// Gets the outbox rows of each commit, so events leave at once; `None` leaves them
     /// for a relay elsewhere.
     relay: Option<bus::RelayHandle>,
@@ -31,10 +33,16 @@ pub(crate) struct ConversationsApi {
 impl ConversationsApi {
     pub(crate) fn new(
         pool: PgPool,
+        writer: storage::Writer,
         relay: Option<bus::RelayHandle>,
         users: Option<UsersClient<GrpcChannel>>,
     ) -> Self {
-        ConversationsApi { pool, relay, users }
+        ConversationsApi {
+            pool,
+            writer,
+            relay,
+            users,
+        }
     }
 
     /// Marks the app user's conversation started in the users service, which owns the
@@ -227,8 +235,7 @@ impl ConversationsApi {
         let event = rules::message_event(&req.app_id, app_user.clone(), wire_message.clone());
         let start_event = rules::start_event(&req.app_id, app_user, wire_message);
         let app_maker =
-            (row.role == "appMaker" && !row.author_id.is_empty()).then_some(row.author_id.as_str());
-        let new_conversation_id = domain::id::new_id();
+            (row.role == "appMaker" && !row.author_id.is_empty()).then(|| row.author_id.clone());
         let key = match req.idempotency_key.as_deref() {
             Some(key) => {
                 rules::idempotency_key(key)?;
@@ -242,18 +249,19 @@ impl ConversationsApi {
             None => None,
         };
         let post = NewPost {
-            app_id: &app,
-            app_user_id: &user,
-            new_conversation_id: &new_conversation_id,
+            app_id: app.clone(),
+            app_user_id: user.clone(),
+            new_conversation_id: domain::id::new_id(),
             app_maker,
-            message: &row,
-            event: &event,
-            start_event: &start_event,
+            message: row,
+            event,
+            start_event,
             // Without a key the page comes with the write (see below); with one it is read
             // in the transaction.
             earlier: if key.is_none() { POST_PAGE_SIZE } else { 0 },
+            trace: telemetry::propagation::current_context_map(),
         };
-        let response = match &key {
+        let (post, response) = match &key {
             // The key, the message and its outbox row commit together: a retry either
             // finds the stored response or finds nothing and posts, never both. The whole
             // answer is stored with the message, so its page is read in the transaction.
@@ -273,21 +281,22 @@ impl ConversationsApi {
                     page,
                 );
                 let bytes = prost::Message::encode_to_vec(&response);
-                storage::store_idempotent_response(&mut tx, key, &row.id, &bytes).await?;
+                storage::store_idempotent_response(&mut tx, key, &post.message.id, &bytes).await?;
                 tx.commit().await?;
                 outbox.extend(posted_outbox);
-                response
+                (post, response)
             }
-            // Otherwise the write is one statement that commits by itself, and the page
-            // is read after it on the same connection, so the conversation's row lock is
-            // held for the write alone.
+            // Otherwise the write is one statement, committed by the message writer alone
+            // or with the posts queued beside it (see `storage::Writer`), and the page
+            // comes from the same statement, so the conversation's row lock is held for
+            // the write alone.
             None => {
-                let mut conn = self.pool.acquire().await?;
-                let mut posted = storage::post_in(&mut conn, &post).await?;
-                // One statement: committed once it answered.
+                let (post, mut posted) = self.writer.post(post).await?;
                 outbox.append(&mut posted.outbox);
-                let page = page_with(std::mem::take(&mut posted.earlier), &row);
-                post_response((&req.app_id, &req.app_user_id), message, posted, page)
+                let page = page_with(std::mem::take(&mut posted.earlier), &post.message);
+                let response =
+                    post_response((&req.app_id, &req.app_user_id), message, posted, page);
+                (post, response)
             }
         };
         let conversation_id = response
@@ -298,8 +307,8 @@ impl ConversationsApi {
         tracing::debug!(
             app_id = %req.app_id,
             conversation_id = %conversation_id,
-            message_id = %row.id,
-            event_id = %event.id,
+            message_id = %post.message.id,
+            event_id = %post.event.id,
             created = response.conversation_created,
             "message stored"
         );
@@ -360,18 +369,18 @@ impl ConversationsApi {
             let message = wire::model::Message::try_from(message_to_pb(row.clone()))?;
             let event = rules::message_event(app_id, app_user.clone(), message.clone());
             let start_event = rules::start_event(app_id, app_user.clone(), message);
-            let new_conversation_id = domain::id::new_id();
             let posted = storage::post_in(
                 &mut tx,
                 &NewPost {
-                    app_id: &app,
-                    app_user_id: &user,
-                    new_conversation_id: &new_conversation_id,
+                    app_id: app.clone(),
+                    app_user_id: user.clone(),
+                    new_conversation_id: domain::id::new_id(),
                     app_maker: None,
-                    message: &row,
-                    event: &event,
-                    start_event: &start_event,
+                    message: row,
+                    event,
+                    start_event,
                     earlier: 0,
+                    trace: telemetry::propagation::current_context_map(),
                 },
             )
             .await?;

@@ -27,6 +27,9 @@ pub const PAGE_SIZE: i64 = 100;
 /// GET away.
 pub const POST_PAGE_SIZE: i64 = 10;
 
+/// The most posts a message writer commits in one transaction.
+const MESSAGE_BATCH: usize = 32;
+
 /// This service's migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -40,6 +43,9 @@ pub struct Config {
     /// Where the outbox relay publishes events; `None` runs no relay here (the rows wait
     /// for a replica that runs one).
     pub relay: Option<RelayTarget>,
+    /// How many tasks write messages, each committing the posts queued while it was busy
+    /// in one transaction (`SMOOCH_MESSAGE_WRITERS`); 0 writes each post on its own.
+    pub message_writers: usize,
     /// The users service (`host:port` or a URL; `SMOOCH_USERS_GRPC_ADDR`), which keeps an
     /// app user's `conversationStarted`: a post or event that starts a conversation marks
     /// it there. `None` marks nothing (tests of this service alone).
@@ -102,13 +108,14 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
         tasks.spawn("outbox relay", relay.run(tasks.finished().clone()));
         handle
     });
+    let writer = storage::Writer::start(pool.clone(), config.message_writers, MESSAGE_BATCH, tasks);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::v1::conversations_server::ConversationsServer<grpc::ConversationsApi>>()
         .await;
     Ok(tonic::service::Routes::new(health).add_service(
         proto::v1::conversations_server::ConversationsServer::new(grpc::ConversationsApi::new(
-            pool, relay, users,
+            pool, writer, relay, users,
         )),
     ))
 }

@@ -12,8 +12,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub(crate) struct TargetLimiter {
     per_target: usize,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// When each origin last failed or answered slowly.
-    trouble: Mutex<HashMap<String, Instant>>,
+    /// How each origin has answered lately.
+    health: Mutex<HashMap<String, Health>>,
+}
+
+/// An origin's recent answers.
+#[derive(Debug)]
+struct Health {
+    /// When it last answered.
+    seen: Instant,
+    /// How fast it answers, a moving average over about the last eight answers.
+    recent: Duration,
+    /// When it last failed or answered slowly, if within [`TROUBLE_MEMORY`].
+    trouble: Option<Instant>,
 }
 
 /// An answer slower than this marks its target as slow.
@@ -37,7 +48,7 @@ impl TargetLimiter {
         TargetLimiter {
             per_target: per_target.max(1),
             slots: Mutex::new(HashMap::new()),
-            trouble: Mutex::new(HashMap::new()),
+            health: Mutex::new(HashMap::new()),
         }
     }
 
@@ -70,34 +81,52 @@ impl TargetLimiter {
             .ok()
     }
 
-    /// A slot for an inline first attempt at `target`: only for a target that has neither
-    /// failed nor answered slowly lately, and only if a slot is free now (an inline attempt
-    /// holds its event until it ends, so it must not wait or risk a slow answer).
-    pub(crate) fn try_acquire_healthy(&self, target: &str) -> Option<OwnedSemaphorePermit> {
-        let key = origin(target);
-        {
-            let mut trouble = self.trouble.lock().ok()?;
-            if let Some(since) = trouble.get(&key) {
-                if since.elapsed() < TROUBLE_MEMORY {
-                    return None;
-                }
-                trouble.remove(&key);
-            }
-        }
-        self.semaphore(target)?.try_acquire_owned().ok()
+    /// Whether `target` may get inline first attempts: it has neither failed nor answered
+    /// slowly lately (an inline attempt holds its event until it ends, so it must not risk
+    /// a slow answer).
+    pub(crate) fn healthy(&self, target: &str) -> bool {
+        let Ok(health) = self.health.lock() else {
+            return false;
+        };
+        health
+            .get(&origin(target))
+            .and_then(|h| h.trouble)
+            .is_none_or(|since| since.elapsed() >= TROUBLE_MEMORY)
     }
 
-    /// Notes how an attempt at `target` went: a failure or a slow answer keeps the target
-    /// off the inline path for a while.
-    pub(crate) fn observe(&self, target: &str, succeeded: bool, latency: Duration) {
-        if succeeded && latency < SLOW_ANSWER {
-            return;
+    /// How long an inline first attempt at `target` may wait for a slot: `wait` when the
+    /// target has lately answered within it, so a slot is likely to free up in time;
+    /// nothing for a target that answers slower (its attempts hold their slots longer than
+    /// an event should wait, and a fan-out waiting there would hold other apps' events).
+    pub(crate) fn slot_wait(&self, target: &str, wait: Duration) -> Duration {
+        let Ok(health) = self.health.lock() else {
+            return Duration::ZERO;
+        };
+        match health.get(&origin(target)) {
+            Some(h) if h.recent <= wait => wait,
+            _ => Duration::ZERO,
         }
-        if let Ok(mut trouble) = self.trouble.lock() {
-            if trouble.len() > SWEEP_ABOVE {
-                trouble.retain(|_, since| since.elapsed() < TROUBLE_MEMORY);
-            }
-            trouble.insert(origin(target), Instant::now());
+    }
+
+    /// Notes how an attempt at `target` went: how fast it answered, and a failure or a
+    /// slow answer keeps the target off the inline path for a while.
+    pub(crate) fn observe(&self, target: &str, succeeded: bool, latency: Duration) {
+        let Ok(mut health) = self.health.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if health.len() > SWEEP_ABOVE {
+            health.retain(|_, h| now.duration_since(h.seen) < TROUBLE_MEMORY);
+        }
+        let h = health.entry(origin(target)).or_insert(Health {
+            seen: now,
+            recent: latency,
+            trouble: None,
+        });
+        h.seen = now;
+        h.recent = (h.recent * 7 + latency) / 8;
+        if !succeeded || latency >= SLOW_ANSWER {
+            h.trouble = Some(now);
         }
     }
 }
@@ -107,23 +136,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn troubled_or_saturated_targets_get_no_inline_slot() {
+    fn troubled_targets_are_not_healthy_for_a_while() {
         let limiter = TargetLimiter::new(1);
         let a = "http://a.example:8080/hook";
-        let held = limiter.try_acquire_healthy(a).expect("a free slot");
-        assert!(limiter
-            .try_acquire_healthy("http://a.example:8080/other")
-            .is_none());
-        drop(held);
+        assert!(limiter.healthy(a));
         limiter.observe(a, true, Duration::from_millis(5));
-        assert!(limiter.try_acquire_healthy(a).is_some());
+        assert!(limiter.healthy(a));
         limiter.observe(a, true, SLOW_ANSWER);
-        assert!(limiter.try_acquire_healthy(a).is_none());
+        assert!(!limiter.healthy(a));
+        assert!(!limiter.healthy("http://a.example:8080/other"));
         let b = "https://b.example/hook";
         limiter.observe(b, false, Duration::from_millis(1));
-        assert!(limiter.try_acquire_healthy(b).is_none());
+        assert!(!limiter.healthy(b));
+        assert!(limiter.healthy("https://c.example/hook"));
+    }
+
+    #[test]
+    fn only_targets_that_answer_within_the_wait_get_one() {
+        let limiter = TargetLimiter::new(1);
+        let wait = Duration::from_millis(25);
+        let a = "http://a.example:8080/hook";
+        assert_eq!(limiter.slot_wait(a, wait), Duration::ZERO, "no answer yet");
+        limiter.observe(a, true, Duration::from_millis(3));
+        assert_eq!(limiter.slot_wait(a, wait), wait);
+        for _ in 0..20 {
+            limiter.observe(
+                "http://a.example:8080/other",
+                true,
+                Duration::from_millis(200),
+            );
+        }
+        assert_eq!(limiter.slot_wait(a, wait), Duration::ZERO);
+        let b = "http://b.example/hook";
+        limiter.observe(b, true, Duration::from_millis(2));
+        assert_eq!(limiter.slot_wait(b, wait), wait);
+    }
+
+    #[tokio::test]
+    async fn a_saturated_target_gives_a_slot_once_one_is_released_within_the_wait() {
+        let limiter = TargetLimiter::new(1);
+        let a = "http://a.example:8080/hook";
+        let held = limiter
+            .acquire(a, Duration::ZERO)
+            .await
+            .expect("a free slot");
         assert!(limiter
-            .try_acquire_healthy("https://c.example/hook")
-            .is_some());
+            .acquire("http://a.example:8080/other", Duration::from_millis(20))
+            .await
+            .is_none());
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(held);
+        });
+        assert!(limiter.acquire(a, Duration::from_secs(5)).await.is_some());
+        release.await.unwrap();
     }
 }

@@ -1,5 +1,7 @@
 //! Messages: the one-statement post, pages of a conversation, action look-ups and deletion.
 
+use std::collections::HashMap;
+
 use bus::OutboxRow;
 use domain::id::{AppId, AppUserId};
 use sqlx::types::Json;
@@ -44,20 +46,24 @@ pub(crate) struct Posted {
 
 /// A message write.
 #[derive(Debug)]
-pub(crate) struct NewPost<'a> {
-    pub(crate) app_id: &'a AppId,
-    pub(crate) app_user_id: &'a AppUserId,
+pub(crate) struct NewPost {
+    pub(crate) app_id: AppId,
+    pub(crate) app_user_id: AppUserId,
     /// The id the conversation gets if this write creates it.
-    pub(crate) new_conversation_id: &'a str,
+    pub(crate) new_conversation_id: String,
     /// The app maker to list in the conversation (and mark as having read it).
-    pub(crate) app_maker: Option<&'a str>,
-    pub(crate) message: &'a MessageRow,
+    pub(crate) app_maker: Option<String>,
+    pub(crate) message: MessageRow,
     /// The message's outbox event.
-    pub(crate) event: &'a Event,
+    pub(crate) event: Event,
     /// The `conversation:start` event, written only if this write creates the conversation.
-    pub(crate) start_event: &'a Event,
+    pub(crate) start_event: Event,
     /// How many of the conversation's earlier messages to read with the write (0: none).
     pub(crate) earlier: i64,
+    /// The W3C trace context of the request, stored with the outbox rows (see
+    /// `outbox::trace_json`); taken where the request runs, since the write may run on a
+    /// batch writer's task.
+    pub(crate) trace: HashMap<String, String>,
 }
 
 /// Stores a message and its outbox event(s) in the caller's transaction, creating the app
@@ -65,13 +71,13 @@ pub(crate) struct NewPost<'a> {
 /// `page` messages.
 pub(crate) async fn post_message(
     tx: &mut PgConnection,
-    post: &NewPost<'_>,
+    post: &NewPost,
     page: i64,
 ) -> sqlx::Result<(Posted, Page)> {
     let posted = post_in(&mut *tx, post).await?;
     let messages = read_page(
         tx,
-        post.app_id,
+        &post.app_id,
         &posted.conversation.id,
         Cursor::Latest,
         page,
@@ -82,7 +88,7 @@ pub(crate) async fn post_message(
 
 /// [`post_message`] without reading a page: one statement, so on a pool connection it
 /// commits by itself (one round trip), and inside a transaction it is part of it.
-pub(crate) async fn post_in(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<Posted> {
+pub(crate) async fn post_in(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Posted> {
     // Nothing happens when a concurrent first post created the conversation after this
     // statement's snapshot was taken (its insert then skips, its update sees no row):
     // the next statement's snapshot sees the row.
@@ -101,7 +107,7 @@ pub(crate) async fn post_in(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx
 /// serializes concurrent writes to one conversation and keeps the count exact); the
 /// message, its actions' index rows, its outbox row, and the `conversation:start` outbox
 /// row when the conversation is new. `None` when it did nothing (see [`post_in`]).
-async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<Option<Posted>> {
+async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Option<Posted>> {
     let NewPost {
         app_id,
         app_user_id,
@@ -111,8 +117,8 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
         event,
         start_event,
         earlier,
-    } = *post;
-    let trace = telemetry::propagation::current_context_map();
+        trace,
+    } = post;
     let rows = sqlx::query_as!(
         PostedRow,
         "WITH created AS (
@@ -185,7 +191,7 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
         app_id.as_str(),
         new_conversation_id,
         app_user_id.as_str(),
-        app_maker,
+        app_maker.as_deref(),
         &m.role,
         m.received_ms,
         &m.id,
@@ -204,11 +210,11 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
         &event.id,
         &event.trigger,
         Json(event) as _,
-        trace_json(&trace) as _,
+        trace_json(trace) as _,
         &start_event.id,
         &start_event.trigger,
         Json(start_event) as _,
-        earlier,
+        *earlier,
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -230,7 +236,7 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost<'_>) -> sqlx::Result<
         .unwrap_or_default()
         .into_iter()
         .zip(events)
-        .map(|(seq, event)| outbox_row(seq, event, &trace))
+        .map(|(seq, event)| outbox_row(seq, event, trace))
         .collect::<sqlx::Result<_>>()?;
     Ok(Some(Posted {
         created: row.created,

@@ -6,6 +6,7 @@ mod idempotency;
 mod messages;
 mod outbox;
 mod whispers;
+mod writer;
 
 use sqlx::PgConnection;
 
@@ -22,6 +23,7 @@ pub(crate) use whispers::{
     claim_whisper, delete_whisper, get_whisper, insert_whisper, list_whispers, update_whisper,
     whispers_of_event, WhisperRow,
 };
+pub(crate) use writer::Writer;
 
 /// A stored message. JSON columns travel as text, as the protobuf carries them:
 /// `metadata_json` is empty when the message has none.

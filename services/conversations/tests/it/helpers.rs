@@ -26,6 +26,11 @@ pub(crate) struct TestApp {
 
 /// Starts the service on a free port (migrating the test database first).
 pub(crate) async fn spawn() -> TestApp {
+    spawn_with_writers(2).await
+}
+
+/// [`spawn`] with `message_writers` message writers.
+pub(crate) async fn spawn_with_writers(message_writers: usize) -> TestApp {
     let url = database_url();
     MIGRATED
         .get_or_init(|| async {
@@ -40,6 +45,7 @@ pub(crate) async fn spawn() -> TestApp {
         database_url: url.clone(),
         max_connections: 5,
         relay: None,
+        message_writers,
         users_addr: None,
     };
     tokio::spawn(conversations::run(config, listener, shutdown.clone()));

@@ -11,3 +11,4 @@ mod outbox;
 mod pagination;
 mod post_message;
 mod track_event;
+mod writer;
