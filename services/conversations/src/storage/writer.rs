@@ -24,6 +24,13 @@ struct Job {
     done: oneshot::Sender<(NewPost, sqlx::Result<Posted>)>,
 }
 
+/// How many of `wanted` writers a pool of `pool_size` connections runs: at most half of
+/// it, so that while every writer commits, reads, the outbox relay and the other writes
+/// of the service still get connections instead of waiting out the pool's timeout.
+fn allowed_writers(wanted: usize, pool_size: u32) -> usize {
+    wanted.min(usize::try_from(pool_size / 2).unwrap_or(usize::MAX))
+}
+
 /// The queue of message writes, served by the writer tasks of [`Writer::start`].
 #[derive(Clone)]
 pub(crate) struct Writer {
@@ -42,6 +49,17 @@ impl Writer {
         max_batch: usize,
         tasks: &tasks::Tasks,
     ) -> Writer {
+        let pool_size = pool.options().get_max_connections();
+        let allowed = allowed_writers(writers, pool_size);
+        if allowed < writers {
+            tracing::warn!(
+                wanted = writers,
+                started = allowed,
+                pool_size,
+                "SMOOCH_MESSAGE_WRITERS is more than half the database pool; starting fewer writers"
+            );
+        }
+        let writers = allowed;
         if writers == 0 {
             return Writer { pool, jobs: None };
         }
@@ -189,6 +207,15 @@ async fn alone(pool: &PgPool, post: &NewPost) -> sqlx::Result<Posted> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_take_at_most_half_the_pool() {
+        assert_eq!(allowed_writers(4, 10), 4);
+        assert_eq!(allowed_writers(8, 10), 5);
+        assert_eq!(allowed_writers(4, 3), 1);
+        assert_eq!(allowed_writers(4, 1), 0, "a pool of one: each post on its own");
+        assert_eq!(allowed_writers(0, 10), 0);
+    }
 
     #[test]
     fn a_failed_commit_is_answered_as_its_kind_to_every_post() {
