@@ -261,10 +261,12 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         let mut shapes = Vec::new();
         for fan_out in fan_outs {
             let rates = ctx.settings.rates.clone().unwrap_or_else(|| {
+                // Each ladder passes its goal (fan-out 1: 2,700 deliveries/s; fan-out 10:
+                // 5,600) and the fixed rates the rows name (500 and 1,500 msg/s).
                 if fan_out == 1 {
-                    vec![250.0, 500.0, 1000.0]
+                    vec![250.0, 500.0, 1000.0, 1500.0, 2000.0, 2700.0]
                 } else {
-                    vec![100.0, 250.0, 500.0, 1000.0]
+                    vec![100.0, 250.0, 500.0, 560.0, 650.0, 1000.0]
                 }
             });
             shapes.extend(rates.into_iter().map(|rate| Shape {
@@ -304,6 +306,12 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         if shape.fan_out == 1 && (shape.rate - 1000.0).abs() < f64::EPSILON {
             report.headline.insert(
                 "e2e p99 at 1,000 msg/s × 1 webhook (ms; target ≤ 150)".to_owned(),
+                json!(measured.healthy.p99),
+            );
+        }
+        if shape.fan_out == 1 && (shape.rate - 1500.0).abs() < f64::EPSILON {
+            report.headline.insert(
+                "e2e p99 at 1,500 msg/s × 1 webhook (ms; goal ≤ 50)".to_owned(),
                 json!(measured.healthy.p99),
             );
         }
