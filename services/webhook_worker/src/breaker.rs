@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::limiter::origin;
+use crate::limiter::Origin;
 
 /// Targets tracked before closed ones are forgotten.
 const SWEEP_ABOVE: usize = 10_000;
@@ -100,13 +100,13 @@ impl Breakers {
         self.cool_down
     }
 
-    /// Whether an attempt at `target` may be made now.
-    pub(crate) fn admit(&self, target: &str) -> Admission<'_> {
-        let key = origin(target);
+    /// Whether an attempt at `origin` may be made now.
+    pub(crate) fn admit(&self, origin: &Origin) -> Admission<'_> {
+        let key = origin.as_str();
         let pass = |probe| {
             Admission::Pass(Pass {
                 breakers: self,
-                key: key.clone(),
+                key: key.to_owned(),
                 probe,
                 reported: false,
             })
@@ -114,7 +114,7 @@ impl Breakers {
         let Ok(mut circuits) = self.circuits.lock() else {
             return pass(false);
         };
-        match circuits.get(&key).copied() {
+        match circuits.get(key).copied() {
             None | Some(Circuit::Closed { .. }) => pass(false),
             Some(Circuit::Open { until }) if Instant::now() < until => {
                 metrics::counter!("webhook_circuit_short_circuits_total").increment(1);
@@ -123,7 +123,7 @@ impl Breakers {
                 }
             }
             Some(Circuit::Open { .. }) | Some(Circuit::HalfOpen { probing: false }) => {
-                circuits.insert(key.clone(), Circuit::HalfOpen { probing: true });
+                circuits.insert(key.to_owned(), Circuit::HalfOpen { probing: true });
                 export(&circuits);
                 pass(true)
             }
@@ -241,21 +241,21 @@ fn export(circuits: &HashMap<String, Circuit>) {
 mod tests {
     use super::*;
 
-    fn fail(b: &Breakers, target: &str) {
+    fn fail(b: &Breakers, target: &Origin) {
         match b.admit(target) {
             Admission::Pass(pass) => pass.report(true),
             Admission::Open { .. } => panic!("{target} refused"),
         }
     }
 
-    fn is_open(b: &Breakers, target: &str) -> bool {
+    fn is_open(b: &Breakers, target: &Origin) -> bool {
         matches!(b.admit(target), Admission::Open { .. })
     }
 
     #[test]
     fn opens_after_failures_in_a_row_and_a_success_resets_the_count() {
         let b = Breakers::new(3, Duration::from_secs(60));
-        let a = "http://a.example:8080/hook";
+        let a = &Origin::of("http://a.example:8080/hook");
         fail(&b, a);
         fail(&b, a);
         match b.admit(a) {
@@ -265,9 +265,12 @@ mod tests {
         fail(&b, a);
         fail(&b, a);
         assert!(!is_open(&b, a));
-        fail(&b, "http://a.example:8080/other-path");
+        fail(&b, &Origin::of("http://a.example:8080/other-path"));
         assert!(is_open(&b, a), "three failures of one origin in a row");
-        assert!(!is_open(&b, "http://a.example:8081/hook"), "another port");
+        assert!(
+            !is_open(&b, &Origin::of("http://a.example:8081/hook")),
+            "another port"
+        );
         assert!(target_failed(None) && target_failed(Some(500)) && target_failed(Some(429)));
         assert!(!target_failed(Some(200)) && !target_failed(Some(404)));
     }
@@ -275,7 +278,7 @@ mod tests {
     #[test]
     fn half_open_lets_one_probe_through_which_closes_or_reopens() {
         let b = Breakers::new(1, Duration::ZERO);
-        let a = "https://a.example/hook";
+        let a = &Origin::of("https://a.example/hook");
         fail(&b, a);
         // Cool-down over: one probe, the others still refused.
         let Admission::Pass(probe) = b.admit(a) else {
@@ -305,7 +308,7 @@ mod tests {
     #[test]
     fn an_open_circuit_stays_open_for_the_cool_down() {
         let b = Breakers::new(2, Duration::from_secs(60));
-        let a = "https://a.example/hook";
+        let a = &Origin::of("https://a.example/hook");
         let Admission::Pass(late) = b.admit(a) else {
             panic!("refused")
         };
@@ -320,7 +323,7 @@ mod tests {
     #[test]
     fn a_refused_attempt_is_held_a_whole_cool_down_or_a_moment_while_a_probe_is_under_way() {
         let b = Breakers::new(1, Duration::from_millis(400));
-        let a = "https://a.example/hook";
+        let a = &Origin::of("https://a.example/hook");
         fail(&b, a);
         // Held a whole cool-down, wherever in the cool-down it came: held deliveries come
         // back at the pace they were held, not all at once.

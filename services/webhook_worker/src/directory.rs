@@ -14,11 +14,15 @@ use proto::v1 as pb;
 use proto::v1::webhooks_client::WebhooksClient;
 use telemetry::grpc::GrpcChannel;
 
+use crate::limiter::Origin;
+
 /// A webhook as the worker needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Subscription {
     pub(crate) id: String,
     pub(crate) target: String,
+    /// The target's origin, which its limits, health and circuit are kept per.
+    pub(crate) origin: Origin,
     pub(crate) events: Vec<String>,
     pub(crate) secret: String,
     /// When the webhook was created (ms since the epoch).
@@ -29,6 +33,7 @@ impl From<pb::Webhook> for Subscription {
     fn from(w: pb::Webhook) -> Self {
         Subscription {
             id: w.id,
+            origin: Origin::of(&w.target),
             target: w.target,
             events: w.events,
             secret: w.secret,

@@ -210,7 +210,7 @@ impl Worker {
         let mut held = Vec::new();
         for hook in subscribed {
             let job = Job::new(event.clone(), &hook.id);
-            let pass = match self.breakers.admit(&hook.target) {
+            let pass = match self.breakers.admit(&hook.origin) {
                 Admission::Pass(pass) => pass,
                 Admission::Open { hold_for } => {
                     let span = tracing::info_span!(
@@ -221,11 +221,11 @@ impl Worker {
                         status_code = Empty,
                         short_circuited = true
                     );
-                    held.push(self.hold(job, &hook.target, hold_for).instrument(span));
+                    held.push(self.hold(job, hook, hold_for).instrument(span));
                     continue;
                 }
             };
-            if self.limiter.healthy(&hook.target) {
+            if self.limiter.healthy(&hook.origin) {
                 inline.push((job, hook, pass));
             } else {
                 queued.push(job);
@@ -290,8 +290,8 @@ impl Worker {
         pass: Pass<'_>,
         body: &[u8],
     ) -> Result<()> {
-        let wait = self.limiter.slot_wait(&hook.target, INLINE_SLOT_WAIT);
-        let Some(permit) = self.limiter.acquire(&hook.target, wait).await else {
+        let wait = self.limiter.slot_wait(&hook.origin, INLINE_SLOT_WAIT);
+        let Some(permit) = self.limiter.acquire(&hook.origin, wait).await else {
             // The unused pass gives its probe back as it drops.
             return self.publish_queued(std::slice::from_ref(&job)).await;
         };
@@ -314,7 +314,7 @@ impl Worker {
                 })
                 .await;
             drop(permit);
-            self.settle(job, &outcome, &hook.target, Some(pass)).await
+            self.settle(job, &outcome, hook, Some(pass)).await
         }
         .instrument(span)
         .await
@@ -327,28 +327,28 @@ impl Worker {
     /// failed attempt (every later one too, until an attempt is made), so the jobs of a
     /// target that stays down still end in the dead-letter queue. An error means the job
     /// was not moved and must be handed back to the broker.
-    async fn hold(&self, mut job: Job, target: &str, hold_for: Duration) -> Result<()> {
+    async fn hold(&self, mut job: Job, hook: &Subscription, hold_for: Duration) -> Result<()> {
         let now = domain::time::now_ms();
         let since = *job.skipped_since_ms.get_or_insert(now);
         let held = Duration::from_millis(u64::try_from(now - since).unwrap_or(0));
         if held > self.hold_limit {
-            return self.short_circuit(job, target).await;
+            return self.short_circuit(job, hook).await;
         }
         self.publish_parked(&job, hold_for).await?;
-        tracing::debug!(%target, held_ms = held.as_millis() as u64, "circuit open; delivery parked");
+        tracing::debug!(target = %hook.target, held_ms = held.as_millis() as u64, "circuit open; delivery parked");
         Ok(())
     }
 
     /// A job held back too long by an open circuit: not attempted, it moves on to its next
     /// retry level (or the dead-letter queue) as a failed attempt would, and the delivery
     /// log says why.
-    async fn short_circuit(&self, job: Job, target: &str) -> Result<()> {
+    async fn short_circuit(&self, job: Job, hook: &Subscription) -> Result<()> {
         let outcome = Outcome {
             status_code: None,
             error: Some(CIRCUIT_OPEN.to_owned()),
             latency: Duration::ZERO,
         };
-        self.settle(job, &outcome, target, None).await
+        self.settle(job, &outcome, hook, None).await
     }
 
     /// Step 2: one attempt of a job from `lane`, then its next step on the broker.
@@ -397,12 +397,12 @@ impl Worker {
             ack(&delivery).await;
             return;
         }
-        let pass = match self.breakers.admit(&webhook.target) {
+        let pass = match self.breakers.admit(&webhook.origin) {
             Admission::Pass(pass) => pass,
             Admission::Open { hold_for } => {
                 // No slot, no connection: the job waits on the broker for the probe, acked
                 // only once it is parked (or moved on).
-                match self.hold(job, &webhook.target, hold_for).await {
+                match self.hold(job, &webhook, hold_for).await {
                     Ok(()) => ack(&delivery).await,
                     Err(err) => {
                         tracing::warn!(error = %err, "holding the job back failed; delivery requeued");
@@ -413,7 +413,7 @@ impl Worker {
                 return;
             }
         };
-        let Some(permit) = self.limiter.acquire(&webhook.target, SLOT_WAIT).await else {
+        let Some(permit) = self.limiter.acquire(&webhook.origin, SLOT_WAIT).await else {
             tracing::debug!(target = %webhook.target, "target saturated; job deferred");
             drop(pass);
             self.park(&delivery, &job, lane).await;
@@ -437,10 +437,7 @@ impl Worker {
             })
             .await;
         drop(permit);
-        if let Err(err) = self
-            .settle(job, &outcome, &webhook.target, Some(pass))
-            .await
-        {
+        if let Err(err) = self.settle(job, &outcome, &webhook, Some(pass)).await {
             // Not moved on: hand the job back; it is attempted again (at least once).
             tracing::warn!(error = %err, "re-queueing the job failed; delivery requeued");
             tokio::time::sleep(BACKOFF_BEFORE_REQUEUE).await;
@@ -450,7 +447,7 @@ impl Worker {
         ack(&delivery).await;
     }
 
-    /// After an attempt of `job` at `target` (made with `pass`, or `None` when a hold by an
+    /// After an attempt of `job` at `hook`'s target (made with `pass`, or `None` when a hold by an
     /// open circuit counts as one): notes the target's health, moves the job on (done, the
     /// next retry level, or the dead-letter queue; an error means it was not moved and must
     /// be attempted again), counts and records the attempt.
@@ -458,9 +455,10 @@ impl Worker {
         &self,
         mut job: Job,
         outcome: &sender::Outcome,
-        target: &str,
+        hook: &Subscription,
         pass: Option<Pass<'_>>,
     ) -> Result<()> {
+        let target = &hook.target;
         let span = tracing::Span::current();
         if let Some(code) = outcome.status_code {
             span.record("status_code", code);
@@ -468,7 +466,7 @@ impl Worker {
         let attempted = pass.is_some();
         if let Some(pass) = pass {
             self.limiter
-                .observe(target, outcome.succeeded(), outcome.latency);
+                .observe(&hook.origin, outcome.succeeded(), outcome.latency);
             pass.report(breaker::target_failed(outcome.status_code));
             // An attempt was made: a later hold starts its clock afresh.
             job.skipped_since_ms = None;

@@ -213,7 +213,11 @@ mod tests {
         assert_eq!(allowed_writers(4, 10), 4);
         assert_eq!(allowed_writers(8, 10), 5);
         assert_eq!(allowed_writers(4, 3), 1);
-        assert_eq!(allowed_writers(4, 1), 0, "a pool of one: each post on its own");
+        assert_eq!(
+            allowed_writers(4, 1),
+            0,
+            "a pool of one: each post on its own"
+        );
         assert_eq!(allowed_writers(0, 10), 0);
     }
 
