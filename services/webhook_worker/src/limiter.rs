@@ -100,31 +100,28 @@ impl TargetLimiter {
             .ok()
     }
 
-    /// Whether `origin` may get inline first attempts: it has neither failed nor answered
-    /// slowly lately (an inline attempt holds its event until it ends, so it must not risk
-    /// a slow answer).
-    pub(crate) fn healthy(&self, origin: &Origin) -> bool {
-        let Ok(health) = self.health.lock() else {
-            return false;
+    /// Whether a first attempt at `origin` may run inline, and how long it may wait for a
+    /// slot there. `None` when the target failed or answered slowly lately: an inline
+    /// attempt holds its event until it ends, so it must not risk a slow answer. Otherwise
+    /// `wait` when the target has lately answered within it, so a slot is likely to free up
+    /// in time, and nothing for a target that answers slower (its attempts hold their slots
+    /// longer than an event should wait, and a fan-out waiting there would hold other apps'
+    /// events) or has not answered yet.
+    pub(crate) fn inline_wait(&self, origin: &Origin, wait: Duration) -> Option<Duration> {
+        let health = self.health.lock().ok()?;
+        let Some(h) = health.get(origin.as_str()) else {
+            return Some(Duration::ZERO);
         };
-        health
-            .get(origin.as_str())
-            .and_then(|h| h.trouble)
-            .is_none_or(|since| since.elapsed() >= TROUBLE_MEMORY)
-    }
-
-    /// How long an inline first attempt at `origin` may wait for a slot: `wait` when the
-    /// target has lately answered within it, so a slot is likely to free up in time;
-    /// nothing for a target that answers slower (its attempts hold their slots longer than
-    /// an event should wait, and a fan-out waiting there would hold other apps' events).
-    pub(crate) fn slot_wait(&self, origin: &Origin, wait: Duration) -> Duration {
-        let Ok(health) = self.health.lock() else {
-            return Duration::ZERO;
-        };
-        match health.get(origin.as_str()) {
-            Some(h) if h.recent <= wait => wait,
-            _ => Duration::ZERO,
+        if h.trouble
+            .is_some_and(|since| since.elapsed() < TROUBLE_MEMORY)
+        {
+            return None;
         }
+        Some(if h.recent <= wait {
+            wait
+        } else {
+            Duration::ZERO
+        })
     }
 
     /// Notes how an attempt at `origin` went: how fast it answered, and a failure or a
@@ -134,26 +131,28 @@ impl TargetLimiter {
             return;
         };
         let now = Instant::now();
-        if !health.contains_key(origin.as_str()) {
-            if health.len() > SWEEP_ABOVE {
-                health.retain(|_, h| now.duration_since(h.seen) < TROUBLE_MEMORY);
+        let troubled = !succeeded || latency >= SLOW_ANSWER;
+        match health.get_mut(origin.as_str()) {
+            Some(h) => {
+                h.seen = now;
+                h.recent = (h.recent * 7 + latency) / 8;
+                if troubled {
+                    h.trouble = Some(now);
+                }
             }
-            health.insert(
-                origin.as_str().to_owned(),
-                Health {
-                    seen: now,
-                    recent: latency,
-                    trouble: None,
-                },
-            );
-        }
-        let Some(h) = health.get_mut(origin.as_str()) else {
-            return;
-        };
-        h.seen = now;
-        h.recent = (h.recent * 7 + latency) / 8;
-        if !succeeded || latency >= SLOW_ANSWER {
-            h.trouble = Some(now);
+            None => {
+                if health.len() > SWEEP_ABOVE {
+                    health.retain(|_, h| now.duration_since(h.seen) < TROUBLE_MEMORY);
+                }
+                health.insert(
+                    origin.as_str().to_owned(),
+                    Health {
+                        seen: now,
+                        recent: latency,
+                        trouble: troubled.then_some(now),
+                    },
+                );
+            }
         }
     }
 }
@@ -162,30 +161,44 @@ impl TargetLimiter {
 mod tests {
     use super::*;
 
+    const WAIT: Duration = Duration::from_millis(25);
+
+    /// Whether first attempts at `origin` may run inline.
+    fn healthy(limiter: &TargetLimiter, origin: &Origin) -> bool {
+        limiter.inline_wait(origin, WAIT).is_some()
+    }
+
     #[test]
     fn troubled_targets_are_not_healthy_for_a_while() {
         let limiter = TargetLimiter::new(1);
         let a = &Origin::of("http://a.example:8080/hook");
-        assert!(limiter.healthy(a));
+        assert!(healthy(&limiter, a));
         limiter.observe(a, true, Duration::from_millis(5));
-        assert!(limiter.healthy(a));
+        assert!(healthy(&limiter, a));
         limiter.observe(a, true, SLOW_ANSWER);
-        assert!(!limiter.healthy(a));
-        assert!(!limiter.healthy(&Origin::of("http://a.example:8080/other")));
+        assert!(!healthy(&limiter, a));
+        assert!(!healthy(
+            &limiter,
+            &Origin::of("http://a.example:8080/other")
+        ));
         let b = &Origin::of("https://b.example/hook");
         limiter.observe(b, false, Duration::from_millis(1));
-        assert!(!limiter.healthy(b));
-        assert!(limiter.healthy(&Origin::of("https://c.example/hook")));
+        assert!(!healthy(&limiter, b));
+        assert!(healthy(&limiter, &Origin::of("https://c.example/hook")));
     }
 
     #[test]
     fn only_targets_that_answer_within_the_wait_get_one() {
         let limiter = TargetLimiter::new(1);
-        let wait = Duration::from_millis(25);
+        let wait = WAIT;
         let a = &Origin::of("http://a.example:8080/hook");
-        assert_eq!(limiter.slot_wait(a, wait), Duration::ZERO, "no answer yet");
+        assert_eq!(
+            limiter.inline_wait(a, wait),
+            Some(Duration::ZERO),
+            "no answer yet"
+        );
         limiter.observe(a, true, Duration::from_millis(3));
-        assert_eq!(limiter.slot_wait(a, wait), wait);
+        assert_eq!(limiter.inline_wait(a, wait), Some(wait));
         for _ in 0..20 {
             limiter.observe(
                 &Origin::of("http://a.example:8080/other"),
@@ -193,10 +206,10 @@ mod tests {
                 Duration::from_millis(200),
             );
         }
-        assert_eq!(limiter.slot_wait(a, wait), Duration::ZERO);
+        assert_eq!(limiter.inline_wait(a, wait), Some(Duration::ZERO));
         let b = &Origin::of("http://b.example/hook");
         limiter.observe(b, true, Duration::from_millis(2));
-        assert_eq!(limiter.slot_wait(b, wait), wait);
+        assert_eq!(limiter.inline_wait(b, wait), Some(wait));
     }
 
     #[tokio::test]

@@ -225,10 +225,9 @@ impl Worker {
                     continue;
                 }
             };
-            if self.limiter.healthy(&hook.origin) {
-                inline.push((job, hook, pass));
-            } else {
-                queued.push(job);
+            match self.limiter.inline_wait(&hook.origin, INLINE_SLOT_WAIT) {
+                Some(wait) => inline.push((job, hook, pass, wait)),
+                None => queued.push(job),
             }
         }
         // The body is the event's, whichever webhook gets it: made once for them all.
@@ -239,7 +238,7 @@ impl Worker {
         };
         let inline: Vec<_> = inline
             .into_iter()
-            .map(|(job, hook, pass)| self.first_attempt(job, hook, pass, &body))
+            .map(|(job, hook, pass, wait)| self.first_attempt(job, hook, pass, wait, &body))
             .collect();
         let jobs = queued.len() + inline.len() + held.len();
         let (published, attempted, held) = tokio::join!(
@@ -280,17 +279,16 @@ impl Worker {
     }
 
     /// The first attempt of `job`, inline in the fan-out, holding a slot of its target
-    /// (waiting [`INLINE_SLOT_WAIT`] at most for one at a target that answers within it,
-    /// else the job goes to the delivery queue); `body` is the event's payload
-    /// ([`job::payload`]).
+    /// (waiting `wait` at most for one, as [`TargetLimiter::inline_wait`] allowed, else the
+    /// job goes to the delivery queue); `body` is the event's payload ([`job::payload`]).
     async fn first_attempt(
         &self,
         job: Job,
         hook: &Subscription,
         pass: Pass<'_>,
+        wait: Duration,
         body: &[u8],
     ) -> Result<()> {
-        let wait = self.limiter.slot_wait(&hook.origin, INLINE_SLOT_WAIT);
         let Some(permit) = self.limiter.acquire(&hook.origin, wait).await else {
             // The unused pass gives its probe back as it drops.
             return self.publish_queued(std::slice::from_ref(&job)).await;

@@ -56,7 +56,7 @@ impl Writer {
                 wanted = writers,
                 started = allowed,
                 pool_size,
-                "SMOOCH_MESSAGE_WRITERS is more than half the database pool; starting fewer writers"
+                "SMOOCH_MESSAGE_WRITERS is more than half of SMOOCH_DATABASE_MAX_CONNECTIONS; starting half as many writers as the pool has connections"
             );
         }
         let writers = allowed;
