@@ -1,5 +1,7 @@
 //! A publisher that returns only once the broker has confirmed each message (publisher
 //! confirms, persistent delivery), and reconnects on the next publish after any failure.
+//! Beside it, on the same connection, a channel for broadcasts: transient messages that
+//! are not confirmed, for consumers that take only what comes while they listen.
 
 use std::time::Duration;
 
@@ -35,11 +37,13 @@ pub struct Outgoing<'a> {
     pub mandatory: bool,
 }
 
-/// An open connection and its confirm-mode channel, with a generation number so that a
-/// failure seen by one publish does not tear down the link another one already replaced.
+/// An open connection, its confirm-mode channel and its broadcast channel (no confirms),
+/// with a generation number so that a failure seen by one publish does not tear down the
+/// link another one already replaced.
 struct Link {
     connection: Connection,
     channel: Channel,
+    broadcast: Channel,
     generation: u64,
 }
 
@@ -116,6 +120,43 @@ impl Publisher {
         result
     }
 
+    /// Publishes `messages` transient and without confirms, in order, on the broadcast
+    /// channel: for events whose consumers take only what comes while they listen (the
+    /// real-time fan-out), so a broker that drops one loses nothing another path does
+    /// not deliver. Returns once they are handed to the connection; a message no queue
+    /// binds is dropped by the broker.
+    pub async fn broadcast(&self, messages: &[Outgoing<'_>]) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let (channel, generation) = match tokio::time::timeout(CONNECT_LIMIT, self.link()).await {
+            Ok(link) => link.map(|(_, broadcast, generation)| (broadcast, generation))?,
+            Err(_) => return Err(Error::Timeout("opening a publishing channel")),
+        };
+        let send = async {
+            for m in messages {
+                channel
+                    .basic_publish(
+                        m.exchange.into(),
+                        m.routing_key.into(),
+                        BasicPublishOptions::default(),
+                        m.payload,
+                        m.properties.clone(),
+                    )
+                    .await?;
+            }
+            Ok(())
+        };
+        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, send).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout("broadcasting")),
+        };
+        if result.is_err() {
+            self.invalidate(generation).await;
+        }
+        result
+    }
+
     async fn send(channel: &Channel, messages: &[Outgoing<'_>]) -> Result<()> {
         let mut confirms: Vec<(PublisherConfirm, &str)> = Vec::with_capacity(messages.len());
         for m in messages {
@@ -157,12 +198,22 @@ impl Publisher {
         }
     }
 
-    /// The current channel, connecting first if there is none or it broke.
+    /// The current confirm-mode channel, connecting first if there is none or it broke.
     async fn channel(&self) -> Result<(Channel, u64)> {
+        let (channel, _, generation) = self.link().await?;
+        Ok((channel, generation))
+    }
+
+    /// The current channels (confirm mode, broadcast), connecting first if there are none
+    /// or one broke.
+    async fn link(&self) -> Result<(Channel, Channel, u64)> {
         let mut link = self.link.lock().await;
         if let Some(l) = link.as_ref() {
-            if l.channel.status().connected() && l.connection.status().connected() {
-                return Ok((l.channel.clone(), l.generation));
+            if l.channel.status().connected()
+                && l.broadcast.status().connected()
+                && l.connection.status().connected()
+            {
+                return Ok((l.channel.clone(), l.broadcast.clone(), l.generation));
             }
         }
         if let Some(old) = link.take() {
@@ -174,6 +225,8 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         self.topology.declare_events(&channel).await?;
+        let broadcast = connection.create_channel().await?;
+        self.topology.declare_realtime(&broadcast).await?;
         let generation = self
             .generations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -181,9 +234,10 @@ impl Publisher {
         *link = Some(Link {
             connection,
             channel: channel.clone(),
+            broadcast: broadcast.clone(),
             generation,
         });
-        Ok((channel, generation))
+        Ok((channel, broadcast, generation))
     }
 
     /// Drops the link of `generation` so the next publish reconnects.

@@ -19,13 +19,17 @@
 //! ([`RelayHandle::poke`]) runs a claim pass at once for writers that do not hand over.
 //!
 //! In a process that also runs the event's consumer (`smooch all`), the fast path hands an
-//! event straight to it ([`LocalConsumer`], registered on a [`LocalHandoff`]) as well as
-//! publishing it: the consumer does its work in process, the publish goes out under
-//! [`Topology::local_key`] so the consumer's own queue does not get it (the real-time
-//! queues bind both keys), and the row is marked published only once the broker
-//! confirmed the publish *and* the consumer finished. A crash in between leaves the row for
-//! the sweep, which publishes it under its plain trigger: the consumer gets it again (at
-//! least once, same event id).
+//! event straight to it ([`LocalConsumer`], registered on a [`LocalHandoff`]) instead of
+//! publishing it to the events exchange: the consumer does its work in process, and the
+//! row is marked published only once the consumer finished. A crash in between leaves the
+//! row for the sweep, which publishes it to the events exchange: the consumer's queue gets
+//! it again (at least once, same event id).
+//!
+//! Whichever way an event goes, the relay first copies message and merge events
+//! ([`REALTIME_TRIGGERS`]) to the real-time exchange under their app's key
+//! ([`Topology::realtime_key`]), transient and unconfirmed: only gateways whose clients
+//! watch the app bind it, and real-time delivery is best effort, so a copy the broker
+//! loses costs nothing that a confirm would have saved.
 //!
 //! The relay's SQL is its service's: the service implements [`OutboxStore`] on its own
 //! outbox table with compile-checked statements (the conversations service's is
@@ -42,7 +46,6 @@
 //! (`{"traceparent": ..., "tracestate": ...}`); the relay sends it on as the message's
 //! `traceparent` / `tracestate` headers so consumers continue that trace.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +59,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::topology::REALTIME_TRIGGERS;
 use crate::{Backoff, Outgoing, Publisher, Result, Topology};
 
 /// Settings of an outbox relay.
@@ -318,11 +322,11 @@ const LOCAL_DRAIN: Duration = Duration::from_secs(5);
 /// from publishing them again.
 const MARK_DELAY: Duration = Duration::from_millis(10);
 
-/// Handed rows from the broker's confirm to their mark: those the local consumer took wait
-/// for it to finish them first.
+/// Handed rows from their publish to their mark: those the local consumer took wait for it
+/// to finish them instead of a broker's confirm.
 #[derive(Default)]
 struct Marks {
-    /// Confirmed rows the consumer is still working on, by seq (their trigger, for the
+    /// Rows the local consumer is still working on, by seq (their trigger, for the
     /// published count).
     awaiting: HashMap<i64, String>,
     /// Rows it handled, to mark.
@@ -475,8 +479,8 @@ impl<S: OutboxStore> Relay<S> {
 
     /// Publishes rows handed over by their writers and marks them published (with the rows
     /// the local consumer finished meanwhile); on failure they stay unpublished for the
-    /// sweep. Rows the local consumer takes are published under their local key and wait in
-    /// `marks` for the consumer to finish them.
+    /// sweep. Rows the local consumer takes are not published to the events exchange; they
+    /// wait in `marks` for the consumer to finish them.
     #[tracing::instrument(skip_all, fields(rows = batch.len(), local))]
     async fn publish_handed(
         &self,
@@ -499,12 +503,17 @@ impl<S: OutboxStore> Relay<S> {
                 self.mark_when_due(marks, conn).await;
             }
             Err(err) => {
-                metrics::counter!("outbox_handover_failed_total").increment(batch.len() as u64);
-                tracing::warn!(error = %err, rows = batch.len(), "publishing handed outbox rows failed; they stay unpublished and the sweep publishes them");
-                // Taken rows stay in flight until the consumer finishes them.
+                let failed = batch.len() - taken.len();
+                metrics::counter!("outbox_handover_failed_total").increment(failed as u64);
+                tracing::warn!(error = %err, rows = failed, "publishing handed outbox rows failed; they stay unpublished and the sweep publishes them");
+                // The rows the local consumer took needed no publish: they wait for it.
                 let mut in_flight = self.handle.in_flight_set();
-                for row in batch.drain(..).filter(|r| !taken.contains(&r.seq)) {
-                    in_flight.remove(&row.seq);
+                for row in batch.drain(..) {
+                    if taken.contains(&row.seq) {
+                        marks.awaiting.insert(row.seq, row.trigger);
+                    } else {
+                        in_flight.remove(&row.seq);
+                    }
                 }
             }
         }
@@ -532,9 +541,9 @@ impl<S: OutboxStore> Relay<S> {
         taken
     }
 
-    /// Sorts what the local consumer finished (`done`, drained): handled rows whose publish
-    /// was confirmed join the ready rows in `marks`; the rest stay unpublished for the sweep
-    /// and leave the flight now.
+    /// Sorts what the local consumer finished (`done`, drained): handled rows join the
+    /// ready rows in `marks`; the rest stay unpublished for the sweep and leave the flight
+    /// now.
     fn finished(&self, done: &mut Vec<(i64, bool)>, marks: &mut Marks) {
         let mut in_flight = self.handle.in_flight_set();
         for (seq, ok) in done.drain(..) {
@@ -599,26 +608,17 @@ impl<S: OutboxStore> Relay<S> {
         }
     }
 
-    /// Publishes `rows` and waits for the broker's confirms; those in `taken` (by the local
-    /// consumer) under their local key.
+    /// Broadcasts the real-time copies of `rows`, then publishes those the local consumer
+    /// did not take (`taken`) to the events exchange and waits for the broker's confirms.
     async fn publish(&self, rows: &[OutboxRow], taken: &HashSet<i64>) -> Result<()> {
+        self.broadcast(rows).await;
         let exchange = self.publisher.topology().events_exchange();
-        let keys: Vec<Cow<'_, str>> = rows
-            .iter()
-            .map(|row| {
-                if taken.contains(&row.seq) {
-                    Cow::Owned(Topology::local_key(&row.trigger))
-                } else {
-                    Cow::Borrowed(row.trigger.as_str())
-                }
-            })
-            .collect();
         let messages: Vec<Outgoing<'_>> = rows
             .iter()
-            .zip(&keys)
-            .map(|(row, key)| Outgoing {
+            .filter(|row| !taken.contains(&row.seq))
+            .map(|row| Outgoing {
                 exchange: &exchange,
-                routing_key: key.as_ref(),
+                routing_key: &row.trigger,
                 payload: row.payload.as_bytes(),
                 properties: event_properties(row),
                 // An event no consumer binds to has nobody to reach: it is done.
@@ -626,6 +626,33 @@ impl<S: OutboxStore> Relay<S> {
             })
             .collect();
         self.publisher.publish_all(&messages).await
+    }
+
+    /// Copies the rows whose triggers the real-time fan-out shows to the real-time
+    /// exchange, under their app's key: the gateways whose clients watch the app get them,
+    /// and the broker drops the rest. Best effort, as real-time delivery is: a failure is
+    /// counted and logged, and the rows' publish goes on.
+    async fn broadcast(&self, rows: &[OutboxRow]) {
+        let exchange = self.publisher.topology().realtime_exchange();
+        let keyed: Vec<(&OutboxRow, String)> = rows
+            .iter()
+            .filter(|row| REALTIME_TRIGGERS.contains(&row.trigger.as_str()))
+            .map(|row| (row, Topology::realtime_key(&row.trigger, &row.app_id)))
+            .collect();
+        let messages: Vec<Outgoing<'_>> = keyed
+            .iter()
+            .map(|(row, key)| Outgoing {
+                exchange: &exchange,
+                routing_key: key,
+                payload: row.payload.as_bytes(),
+                properties: event_properties(row),
+                mandatory: false,
+            })
+            .collect();
+        if let Err(err) = self.publisher.broadcast(&messages).await {
+            metrics::counter!("outbox_broadcast_failed_total").increment(messages.len() as u64);
+            tracing::warn!(error = %err, rows = messages.len(), "broadcasting outbox rows to real-time clients failed; they miss them");
+        }
     }
 
     /// Marks published `rows` (whose confirms came) through `conn`.

@@ -15,9 +15,10 @@
 //!   probe, no attempt counted, then go to {p}.webhooks.retried)
 //!   {p}.webhooks.dead (jobs that failed every attempt; poison events)
 //!
-//! {p}.events ──{trigger}.local──► each gateway's real-time queue only (events the webhook
-//!   worker of the publishing process took in process, `smooch all`; the real-time queues
-//!   bind every trigger they want both plain and `.local`)
+//! {p}.realtime (topic) ──*.{appId}──► the real-time queue of each gateway that has
+//!   subscribers of that app (routing key `{trigger}.{appId}`: message and merge events the
+//!   relay copies there, typing and profile activity the gateways publish; transient and
+//!   unconfirmed, so an event of an app nobody watches is dropped by the exchange)
 //!
 //! {p}.events ──message:appMaker──► {p}.push.events ──push worker──► APNs / FCM
 //!   {p}.push.retry-{n}-{ttl}ms ──TTL──► {p}.push.deliver ──push worker──► (again)
@@ -54,9 +55,9 @@ pub const WEBHOOK_TRIGGERS: [&str; 6] = [
 /// The routing keys the push worker consumes: app-maker messages (whispers included).
 pub const PUSH_TRIGGERS: [&str; 1] = ["message:appMaker"];
 
-/// The ending of an event's routing key when the webhook worker of the publishing process
-/// took it in process ([`Topology::local_key`]).
-const LOCAL_SUFFIX: &str = ".local";
+/// The triggers the relay also copies to the real-time exchange ([`Topology::realtime_key`]):
+/// the events the gateways' real-time fan-out shows to subscribers.
+pub const REALTIME_TRIGGERS: [&str; 3] = ["message:appUser", "message:appMaker", "merge:appUser"];
 
 /// How long a job for a saturated target waits in the defer queue before trying again.
 pub const DEFER_TTL: Duration = Duration::from_secs(1);
@@ -83,41 +84,49 @@ impl Topology {
 
     /// Whether the webhook worker may take events with `trigger` in process, from the
     /// relay of its own process ([`crate::LocalConsumer`]): webhook triggers that no other
-    /// durable queue binds. Those are published under [`Topology::local_key`], which only
-    /// the real-time fan-out binds beside the trigger; the push worker's queue binds its
-    /// triggers alone, and may be declared after the relay's first publish.
+    /// durable queue binds. Those are not published to the events exchange at all; the push
+    /// worker's queue binds its triggers there, and may be declared after the relay's first
+    /// publish.
     pub fn may_take_locally(trigger: &str) -> bool {
         WEBHOOK_TRIGGERS.contains(&trigger) && !PUSH_TRIGGERS.contains(&trigger)
     }
 
-    /// The routing key of an event with `trigger` that the publishing process's webhook
-    /// worker took in process: the webhook worker's event queue does not bind it, the
-    /// real-time fan-out binds it beside the trigger ([`Topology::bind_event`]).
-    pub fn local_key(trigger: &str) -> String {
-        format!("{trigger}{LOCAL_SUFFIX}")
+    /// The topic exchange of real-time events, routed by app: the gateways bind their
+    /// real-time queue to it once per app their clients watch ([`Topology::realtime_binding`]).
+    pub fn realtime_exchange(&self) -> String {
+        format!("{}.realtime", self.prefix)
     }
 
-    /// The trigger of an event published under `key`, a trigger or its [`local_key`].
-    ///
-    /// [`local_key`]: Topology::local_key
-    pub fn trigger_of(key: &str) -> &str {
-        key.strip_suffix(LOCAL_SUFFIX).unwrap_or(key)
+    /// The routing key of a real-time event of `app_id` with `trigger`: `{trigger}.{appId}`
+    /// (triggers hold no dot, so the first word is always the trigger).
+    pub fn realtime_key(trigger: &str, app_id: &str) -> String {
+        format!("{trigger}.{app_id}")
     }
 
-    /// Binds `queue` to the events of `trigger`, both as published to everybody and as
-    /// published once the webhook worker took them in process.
-    pub async fn bind_event(&self, channel: &Channel, queue: &str, trigger: &str) -> Result<()> {
-        for key in [trigger.to_owned(), Topology::local_key(trigger)] {
-            channel
-                .queue_bind(
-                    queue.into(),
-                    self.events_exchange().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
+    /// The binding that routes every real-time event of `app_id` to a queue: `*.{appId}`.
+    pub fn realtime_binding(app_id: &str) -> String {
+        format!("*.{app_id}")
+    }
+
+    /// The trigger of a real-time event published under `key` ([`Topology::realtime_key`]).
+    pub fn realtime_trigger_of(key: &str) -> &str {
+        key.split_once('.').map_or(key, |(trigger, _)| trigger)
+    }
+
+    /// Declares the real-time exchange (durable, so that the gateways' bindings to it can be
+    /// made before any publisher connected).
+    pub async fn declare_realtime(&self, channel: &Channel) -> Result<()> {
+        channel
+            .exchange_declare(
+                self.realtime_exchange().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
         Ok(())
     }
 
@@ -383,4 +392,25 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Resul
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_realtime_key_names_its_trigger_first_and_its_app_binding_matches_it_alone() {
+        let key = Topology::realtime_key("message:appUser", "5f0c1d2e3a4b");
+        assert_eq!(key, "message:appUser.5f0c1d2e3a4b");
+        assert_eq!(Topology::realtime_trigger_of(&key), "message:appUser");
+        assert_eq!(Topology::realtime_binding("5f0c1d2e3a4b"), "*.5f0c1d2e3a4b");
+        // A dotted id still reads back its trigger: the trigger is the first word.
+        assert_eq!(
+            Topology::realtime_trigger_of(&Topology::realtime_key("activity:typing", "a.b")),
+            "activity:typing"
+        );
+        for trigger in REALTIME_TRIGGERS {
+            assert!(!trigger.contains('.'), "{trigger} would split its key");
+        }
+    }
 }

@@ -147,6 +147,8 @@ pub(crate) struct AppState {
     pub(crate) presence: Option<auth::Presence>,
     /// Where typing activity goes.
     pub(crate) activity: std::sync::Arc<faye::fanout::Activity>,
+    /// The apps this replica's real-time queue gets events of.
+    pub(crate) realtime: std::sync::Arc<faye::fanout::Bindings>,
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` is cancelled, then drains in-flight
@@ -193,10 +195,14 @@ async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::
     let presence = redis
         .clone()
         .map(|redis| auth::Presence::new(redis, faye::presence_ttl(&config.faye)));
+    let realtime = std::sync::Arc::new(faye::fanout::Bindings::new(
+        config.realtime_bus.as_ref(),
+        hub.clone(),
+    ));
     if let Some(bus) = config.realtime_bus.clone() {
         tasks.spawn(
             "real-time fan-out",
-            faye::fanout::run(bus, hub.clone(), shutdown.clone()),
+            faye::fanout::run(bus, hub.clone(), realtime.clone(), shutdown.clone()),
         );
     }
     tasks.spawn(
@@ -217,6 +223,7 @@ async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::
         faye: hub,
         presence,
         activity,
+        realtime,
     };
     let app = routes::router(state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");

@@ -132,13 +132,15 @@ impl Env {
                 .queue_delete(q.into(), QueueDeleteOptions::default())
                 .await;
         }
-        let _ = self
-            .channel
-            .exchange_delete(
-                self.topology.events_exchange().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
+        for exchange in [
+            self.topology.events_exchange(),
+            self.topology.realtime_exchange(),
+        ] {
+            let _ = self
+                .channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
         let _ = self.connection.close(200, "bye".into()).await;
         let _ = sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
             .execute(&self.pool)

@@ -347,7 +347,8 @@ async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handl
     use futures::StreamExt as _;
 
     let env = Env::new().await;
-    // A real-time-like queue: it binds both keys of each trigger.
+    // A real-time-like queue: bound to the real-time exchange for the rows' app.
+    env.topology.declare_realtime(&env.channel).await.unwrap();
     let watcher = env
         .channel
         .queue_declare(
@@ -362,12 +363,16 @@ async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handl
         .await
         .unwrap();
     let watcher = watcher.name().as_str().to_owned();
-    for trigger in ["message:appUser", "message:appMaker"] {
-        env.topology
-            .bind_event(&env.channel, &watcher, trigger)
-            .await
-            .unwrap();
-    }
+    env.channel
+        .queue_bind(
+            watcher.as_str().into(),
+            env.topology.realtime_exchange().as_str().into(),
+            bus::Topology::realtime_binding("app1").as_str().into(),
+            bus::lapin::options::QueueBindOptions::default(),
+            bus::lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
     let (open, gate) = tokio::sync::watch::channel(false);
     let handoff = bus::LocalHandoff::default();
     handoff.register(std::sync::Arc::new(GatedConsumer { gate }));
@@ -403,7 +408,7 @@ async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handl
         read_ids(&mut queue, 2, Duration::from_secs(2)).await,
         vec!["plain"]
     );
-    // The other consumers get everything, the taken events under their local key.
+    // The real-time exchange gets a copy of every row, taken or not, under its app's key.
     let mut watched = env
         .channel
         .basic_consume(
@@ -426,7 +431,7 @@ async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handl
             .unwrap();
         let key = delivery.routing_key.as_str().to_owned();
         assert_eq!(
-            bus::Topology::trigger_of(&key),
+            bus::Topology::realtime_trigger_of(&key),
             delivery.properties.kind().as_ref().unwrap().as_str()
         );
         keys.push(key);
@@ -435,13 +440,13 @@ async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handl
     assert_eq!(
         keys,
         [
-            "message:appMaker",
-            "message:appUser.local",
-            "message:appUser.local",
-            "message:appUser.local"
+            "message:appMaker.app1",
+            "message:appUser.app1",
+            "message:appUser.app1",
+            "message:appUser.app1"
         ]
     );
-    // Confirmed, but the consumer has not finished: only the plain row is marked.
+    // The consumer has not finished: only the plain row, confirmed, is marked.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(env.unpublished().await, 3);
 
@@ -454,7 +459,7 @@ async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handl
     shutdown.cancel();
     task.await.unwrap();
 
-    // What the consumer did not handle is published by a sweep, under its plain trigger:
+    // What the consumer did not handle is published by a sweep to the events exchange:
     // the worker's queue gets it.
     handoff.unregister();
     let relay = Relay::new(env.pool.clone(), TestOutbox, env.publisher(), config);
@@ -463,5 +468,52 @@ async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handl
     got.sort();
     assert_eq!(got, vec!["local-fail", "local-panic"]);
     assert_eq!(env.unpublished().await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn rows_a_local_consumer_takes_are_marked_without_the_broker() {
+    let env = Env::new().await;
+    let (open, gate) = tokio::sync::watch::channel(true);
+    let handoff = bus::LocalHandoff::default();
+    handoff.register(std::sync::Arc::new(GatedConsumer { gate }));
+    // Nothing listens there: the real-time copies cannot go out, and a row that must be
+    // published cannot either.
+    let unreachable = std::sync::Arc::new(Publisher::new(
+        "amqp://127.0.0.1:1/%2f",
+        "relay-test-unreachable",
+        env.topology.clone(),
+    ));
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        unreachable,
+        RelayConfig {
+            sweep_interval: Duration::from_secs(3600),
+            ..RelayConfig::default()
+        },
+    )
+    .with_local(handoff);
+    let handle = relay.handle();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let rows = vec![
+        env.commit_row("taken", "message:appUser").await,
+        env.commit_row("not-taken", "message:appMaker").await,
+    ];
+    handle.hand_over(rows);
+    assert_eq!(
+        until_unpublished(&env, 1).await,
+        1,
+        "the taken row is marked once handled; the other waits for a broker"
+    );
+    let left: String = sqlx::query_scalar("SELECT event_id FROM outbox WHERE published_at IS NULL")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, "not-taken");
+    drop(open);
+    shutdown.cancel();
+    task.await.unwrap();
     env.cleanup().await;
 }

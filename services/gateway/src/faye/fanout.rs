@@ -1,16 +1,18 @@
 //! Events to this replica's Bayeux clients: an exclusive, auto-deleted queue of this
-//! replica bound to the events exchange (message, merge and typing events), consumed into
-//! the [`Hub`]. Typing activity is published to the same exchange, so it reaches every
-//! replica's clients once, through their queues.
+//! replica bound to the real-time exchange once per app its clients watch ([`Bindings`]),
+//! consumed into the [`Hub`]. The outbox relay copies message and merge events there, and
+//! typing and profile activity is published there too, so each event reaches the replicas
+//! whose clients watch its app, once, and no other.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, ExchangeKind};
+use lapin::BasicProperties;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -23,14 +25,9 @@ pub(crate) const TYPING: &str = "activity:typing";
 /// Routing key of a user's profile changes for the user channel (never sent to webhooks).
 pub(crate) const USER_CHANGED: &str = "activity:user";
 
-/// The triggers this replica's queue is bound to.
-const KEYS: [&str; 5] = [
-    "message:appUser",
-    "message:appMaker",
-    "merge:appUser",
-    TYPING,
-    USER_CHANGED,
-];
+/// How often bindings of apps nobody here watches any more are removed. Until then their
+/// events still come, and are skipped unparsed.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// Where the real-time fan-out connects.
 #[derive(Debug, Clone)]
@@ -41,8 +38,14 @@ pub struct RealtimeBus {
     pub amqp_prefix: String,
 }
 
-/// Publishes typing activity onto the events exchange (or, without a broker, straight to
-/// this replica's hub).
+impl RealtimeBus {
+    fn topology(&self) -> bus::Topology {
+        bus::Topology::new(self.amqp_prefix.as_str())
+    }
+}
+
+/// Publishes typing activity onto the real-time exchange (or, without a broker, straight
+/// to this replica's hub).
 pub(crate) struct Activity {
     bus: Option<RealtimeBus>,
     channel: Mutex<Option<lapin::Channel>>,
@@ -86,13 +89,14 @@ impl Activity {
             route(&self.hub, key, &event);
             return Ok(());
         };
+        let topology = bus.topology();
         let mut guard = self.channel.lock().await;
         let channel = match guard.as_ref().filter(|c| c.status().connected()) {
             Some(c) => c.clone(),
             None => {
                 let conn = bus::connect(&bus.amqp_url, "gateway-activity").await?;
                 let c = conn.create_channel().await?;
-                declare_exchange(&c, &bus.amqp_prefix).await?;
+                topology.declare_realtime(&c).await?;
                 *guard = Some(c.clone());
                 c
             }
@@ -102,8 +106,8 @@ impl Activity {
         bus::insert_app_id(&mut headers, app_id);
         channel
             .basic_publish(
-                exchange(&bus.amqp_prefix).as_str().into(),
-                key.into(),
+                topology.realtime_exchange().as_str().into(),
+                bus::Topology::realtime_key(key, app_id).as_str().into(),
                 BasicPublishOptions::default(),
                 event.to_string().as_bytes(),
                 BasicProperties::default()
@@ -115,19 +119,129 @@ impl Activity {
     }
 }
 
-fn exchange(prefix: &str) -> String {
-    bus::Topology::new(prefix).events_exchange()
+/// The apps this replica's real-time queue is bound for. An app is bound when a client
+/// here first subscribes to one of its channels, before the subscription is answered, so
+/// the client gets every event published after its subscribe succeeded; it is unbound
+/// within [`PRUNE_EVERY`] of its last subscriber leaving.
+pub(crate) struct Bindings {
+    topology: Option<bus::Topology>,
+    hub: Hub,
+    bound: Mutex<Bound>,
+    /// Events that came for apps nobody here watched any more (bindings not yet pruned).
+    unwatched: std::sync::atomic::AtomicU64,
 }
 
-async fn declare_exchange(channel: &lapin::Channel, prefix: &str) -> Result<(), bus::Error> {
+/// The consumer's queue while it is connected, and the apps bound to it.
+#[derive(Default)]
+struct Bound {
+    queue: Option<(lapin::Channel, String)>,
+    apps: HashSet<String>,
+}
+
+impl Bindings {
+    /// The bindings of this replica's queue; without a broker (`bus` `None`) events go
+    /// straight to the hub and there is nothing to bind.
+    pub(crate) fn new(bus: Option<&RealtimeBus>, hub: Hub) -> Self {
+        Bindings {
+            topology: bus.map(RealtimeBus::topology),
+            hub,
+            bound: Mutex::new(Bound::default()),
+            unwatched: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Makes sure this replica's queue gets the events of `app_id`. While the consumer is
+    /// not connected this returns at once: it binds every watched app when it connects.
+    pub(crate) async fn watch(&self, app_id: &str) {
+        let Some(topology) = &self.topology else {
+            return;
+        };
+        let mut bound = self.bound.lock().await;
+        if bound.apps.contains(app_id) {
+            return;
+        }
+        let Some((channel, queue)) = bound.queue.clone() else {
+            return;
+        };
+        match bind(topology, &channel, &queue, app_id).await {
+            Ok(()) => {
+                bound.apps.insert(app_id.to_owned());
+                metrics::gauge!("faye_bound_apps").set(bound.apps.len() as f64);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, app_id, "binding the real-time queue to an app failed; its events miss this replica until the consumer reconnects")
+            }
+        }
+    }
+
+    /// Binds `queue` (just declared on `channel`) to every app the hub watches, and keeps
+    /// it for later [`Bindings::watch`]es.
+    async fn attach(
+        &self,
+        topology: &bus::Topology,
+        channel: &lapin::Channel,
+        queue: &str,
+    ) -> Result<(), bus::Error> {
+        let mut bound = self.bound.lock().await;
+        bound.queue = None;
+        bound.apps.clear();
+        for app_id in self.hub.watched_apps() {
+            bind(topology, channel, queue, &app_id).await?;
+            bound.apps.insert(app_id);
+        }
+        bound.queue = Some((channel.clone(), queue.to_owned()));
+        metrics::gauge!("faye_bound_apps").set(bound.apps.len() as f64);
+        Ok(())
+    }
+
+    /// Forgets the queue, which went with its connection.
+    async fn detach(&self) {
+        let mut bound = self.bound.lock().await;
+        bound.queue = None;
+        bound.apps.clear();
+        metrics::gauge!("faye_bound_apps").set(0.0);
+    }
+
+    /// Unbinds the apps nobody here watches any more.
+    async fn prune(&self, topology: &bus::Topology) -> Result<(), bus::Error> {
+        let mut bound = self.bound.lock().await;
+        let Some((channel, queue)) = bound.queue.clone() else {
+            return Ok(());
+        };
+        let stale: Vec<String> = bound
+            .apps
+            .iter()
+            .filter(|app_id| !self.hub.watches_app(app_id))
+            .cloned()
+            .collect();
+        for app_id in stale {
+            channel
+                .queue_unbind(
+                    queue.as_str().into(),
+                    topology.realtime_exchange().as_str().into(),
+                    bus::Topology::realtime_binding(&app_id).as_str().into(),
+                    FieldTable::default(),
+                )
+                .await?;
+            bound.apps.remove(&app_id);
+        }
+        metrics::gauge!("faye_bound_apps").set(bound.apps.len() as f64);
+        Ok(())
+    }
+}
+
+async fn bind(
+    topology: &bus::Topology,
+    channel: &lapin::Channel,
+    queue: &str,
+    app_id: &str,
+) -> Result<(), bus::Error> {
     channel
-        .exchange_declare(
-            exchange(prefix).as_str().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
+        .queue_bind(
+            queue.into(),
+            topology.realtime_exchange().as_str().into(),
+            bus::Topology::realtime_binding(app_id).as_str().into(),
+            QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;
@@ -135,14 +249,20 @@ async fn declare_exchange(channel: &lapin::Channel, prefix: &str) -> Result<(), 
 }
 
 /// Consumes this replica's queue into `hub` until `shutdown`, reconnecting after failures.
-pub(crate) async fn run(bus: RealtimeBus, hub: Hub, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    bus: RealtimeBus,
+    hub: Hub,
+    bindings: std::sync::Arc<Bindings>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = bus::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        let run = consume(&bus, &hub, &mut backoff);
+        let run = consume(&bus, &hub, &bindings, &mut backoff);
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = run => r,
         };
+        bindings.detach().await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "real-time fan-out consumer failed; reconnecting");
         }
@@ -156,11 +276,13 @@ pub(crate) async fn run(bus: RealtimeBus, hub: Hub, shutdown: CancellationToken)
 async fn consume(
     bus: &RealtimeBus,
     hub: &Hub,
+    bindings: &Bindings,
     backoff: &mut bus::Backoff,
 ) -> Result<(), bus::Error> {
     let conn = bus::connect(&bus.amqp_url, "gateway-realtime").await?;
     let channel = conn.create_channel().await?;
-    declare_exchange(&channel, &bus.amqp_prefix).await?;
+    let topology = bus.topology();
+    topology.declare_realtime(&channel).await?;
     let queue = channel
         .queue_declare(
             "".into(),
@@ -173,10 +295,6 @@ async fn consume(
         )
         .await?;
     let name = queue.name().as_str().to_owned();
-    let topology = bus::Topology::new(bus.amqp_prefix.as_str());
-    for key in KEYS {
-        topology.bind_event(&channel, &name, key).await?;
-    }
     // Without acks: the queue is this replica's alone and goes with it, so real-time
     // delivery is best effort whatever the acks say, and an ack per message would cost the
     // broker and this replica a frame each for nothing.
@@ -191,21 +309,38 @@ async fn consume(
             FieldTable::default(),
         )
         .await?;
+    bindings.attach(&topology, &channel, &name).await?;
     backoff.reset();
     tracing::info!(queue = %name, "real-time fan-out consuming");
-    while let Some(delivery) = consumer.next().await {
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.tick().await;
+    loop {
+        let delivery = tokio::select! {
+            delivery = consumer.next() => delivery,
+            _ = prune.tick() => {
+                bindings.prune(&topology).await?;
+                continue;
+            }
+        };
+        let Some(delivery) = delivery else {
+            return Ok(());
+        };
         let delivery = delivery?;
-        // Most events belong to apps nobody here watches: skip those without parsing.
+        // Events of apps nobody here watches any more (until their binding is pruned):
+        // skipped without parsing.
         if bus::app_id_of(&delivery.properties).is_some_and(|app| !hub.watches_app(app)) {
+            bindings
+                .unwatched
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("faye_unwatched_events_total").increment(1);
             continue;
         }
-        let key = bus::Topology::trigger_of(delivery.routing_key.as_str());
+        let key = bus::Topology::realtime_trigger_of(delivery.routing_key.as_str());
         match serde_json::from_slice::<Value>(&delivery.data) {
             Ok(event) => route(hub, key, &event),
             Err(e) => tracing::warn!(error = %e, key, "unreadable event skipped by the fan-out"),
         }
     }
-    Ok(())
 }
 
 /// Delivers one event to the subscribers of its channels on this replica.
@@ -242,5 +377,123 @@ pub(crate) fn route(hub: &Hub, key: &str, event: &Value) {
             );
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::faye::Limits;
+
+    fn target(app_id: &str) -> Target {
+        Target {
+            app_id: app_id.to_owned(),
+            app_user_id: "u1".to_owned(),
+            kind: Kind::Conversation,
+        }
+    }
+
+    /// Publishes an app user's message of `app_id` to the real-time exchange, as the relay
+    /// copies it.
+    async fn publish(channel: &lapin::Channel, topology: &bus::Topology, app_id: &str, text: &str) {
+        let event =
+            json!({"appId": app_id, "appUser": {"_id": "u1"}, "messages": [{"text": text}]});
+        let mut headers = FieldTable::default();
+        bus::insert_app_id(&mut headers, app_id);
+        channel
+            .basic_publish(
+                topology.realtime_exchange().as_str().into(),
+                bus::Topology::realtime_key("message:appUser", app_id)
+                    .as_str()
+                    .into(),
+                BasicPublishOptions::default(),
+                event.to_string().as_bytes(),
+                BasicProperties::default().with_headers(headers),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The texts of the next messages `client` gets (within 5 s).
+    async fn texts(hub: &Hub, client: &str) -> Vec<String> {
+        let got = hub.poll(client, Duration::from_secs(5)).await.unwrap();
+        got.iter()
+            .map(|m| m["data"]["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_queue_gets_the_events_of_watched_apps_only_until_pruned() {
+        let bus = RealtimeBus {
+            amqp_url: std::env::var("SMOOCH_AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+            amqp_prefix: format!("fanout-test-{}", domain::id::new_id()),
+        };
+        let topology = bus.topology();
+        let hub = Hub::new(Limits::default());
+        let bindings = Arc::new(Bindings::new(Some(&bus), hub.clone()));
+        // Watched before the consumer connects: bound as it connects.
+        let early = hub.handshake();
+        hub.subscribe(&early, "/v1/conversations/c1", target("app-a"))
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            bus.clone(),
+            hub.clone(),
+            bindings.clone(),
+            shutdown.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while bindings.bound.lock().await.queue.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "never connected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Watched once connected: bound before `watch` returns.
+        let late = hub.handshake();
+        hub.subscribe(&late, "/v1/conversations/c2", target("app-b"))
+            .unwrap();
+        bindings.watch("app-b").await;
+
+        let connection = bus::connect(&bus.amqp_url, "fanout-test").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        publish(&channel, &topology, "app-c", "nobody watches").await;
+        publish(&channel, &topology, "app-a", "to a").await;
+        publish(&channel, &topology, "app-b", "to b").await;
+        assert_eq!(texts(&hub, &early).await, ["to a"]);
+        assert_eq!(texts(&hub, &late).await, ["to b"]);
+        assert_eq!(
+            bindings.unwatched.load(Ordering::Relaxed),
+            0,
+            "an app nobody here watches sends nothing to this replica"
+        );
+
+        // app-b's last subscriber leaves: its events still come, skipped, until the prune.
+        assert!(hub.unsubscribe(&late, "/v1/conversations/c2"));
+        publish(&channel, &topology, "app-b", "after leaving").await;
+        publish(&channel, &topology, "app-a", "first mark").await;
+        assert_eq!(texts(&hub, &early).await, ["first mark"]);
+        assert_eq!(bindings.unwatched.load(Ordering::Relaxed), 1);
+        bindings.prune(&topology).await.unwrap();
+        publish(&channel, &topology, "app-b", "after the prune").await;
+        publish(&channel, &topology, "app-a", "second mark").await;
+        assert_eq!(texts(&hub, &early).await, ["second mark"]);
+        assert_eq!(
+            bindings.unwatched.load(Ordering::Relaxed),
+            1,
+            "a pruned app sends nothing to this replica"
+        );
+
+        shutdown.cancel();
+        task.await.unwrap();
+        let _ = channel
+            .exchange_delete(
+                topology.realtime_exchange().as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await;
+        let _ = connection.close(200, "bye".into()).await;
     }
 }

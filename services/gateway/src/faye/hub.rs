@@ -237,6 +237,11 @@ impl Hub {
         removed
     }
 
+    /// The apps some client of this replica subscribed to a channel of.
+    pub(crate) fn watched_apps(&self) -> Vec<String> {
+        self.lock().per_app.keys().cloned().collect()
+    }
+
     /// Whether any client of this replica subscribed to a channel of `app_id`: events of
     /// other apps need not even be parsed.
     pub(crate) fn watches_app(&self, app_id: &str) -> bool {

@@ -413,6 +413,7 @@ async fn subscribe(state: &AppState, message: &Map<String, Value>) -> Value {
         state.faye.remember_credential(client, credential);
         let watches = (target.kind == Kind::Conversation)
             .then(|| (target.app_id.clone(), target.app_user_id.clone()));
+        let app_id = target.app_id.clone();
         if let Err(e) = state.faye.subscribe(client, channel, target) {
             return match e {
                 SubscribeError::UnknownClient => unknown_client(client),
@@ -423,6 +424,9 @@ async fn subscribe(state: &AppState, message: &Map<String, Value>) -> Value {
                 }),
             };
         }
+        // Before the answer: what is published once the client knows it subscribed
+        // reaches it.
+        state.realtime.watch(&app_id).await;
         if let Some(user) = watches {
             watch(state, client, &[user]).await;
         }

@@ -292,6 +292,10 @@ mod tests {
                 None,
                 crate::faye::Hub::new(crate::faye::Limits::default()),
             )),
+            realtime: Arc::new(crate::faye::fanout::Bindings::new(
+                None,
+                crate::faye::Hub::new(crate::faye::Limits::default()),
+            )),
         }
     }
 
