@@ -311,7 +311,13 @@ pub struct Relay<S> {
     /// How local consumers' work ended: `(seq, handled)`.
     completed: mpsc::UnboundedSender<(i64, bool)>,
     completions: tokio::sync::Mutex<mpsc::UnboundedReceiver<(i64, bool)>>,
+    /// Until when real-time copies are not sent, after a broadcast failed: a broker that
+    /// is down must not hold up every batch, even those that need no broker.
+    broadcast_paused_until: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How long the relay sends no real-time copies after a broadcast failed.
+const BROADCAST_PAUSE: Duration = Duration::from_secs(1);
 
 /// How long a stopping relay waits for its local consumer's work in hand, to mark what
 /// finished; the rest stays for the next start's sweep.
@@ -355,6 +361,7 @@ impl<S: OutboxStore> Relay<S> {
             local: None,
             completed,
             completions: tokio::sync::Mutex::new(completions),
+            broadcast_paused_until: Mutex::new(None),
         }
     }
 
@@ -649,10 +656,35 @@ impl<S: OutboxStore> Relay<S> {
                 mandatory: false,
             })
             .collect();
-        if let Err(err) = self.publisher.broadcast(&messages).await {
-            metrics::counter!("outbox_broadcast_failed_total").increment(messages.len() as u64);
-            tracing::warn!(error = %err, rows = messages.len(), "broadcasting outbox rows to real-time clients failed; they miss them");
+        if messages.is_empty() {
+            return;
         }
+        let paused = self
+            .broadcast_pause()
+            .is_some_and(|until| tokio::time::Instant::now() < until);
+        let sent = if paused {
+            Ok(())
+        } else {
+            self.publisher.broadcast(&messages).await
+        };
+        if paused || sent.is_err() {
+            metrics::counter!("outbox_broadcast_failed_total").increment(messages.len() as u64);
+        }
+        if let Err(err) = sent {
+            *self.broadcast_pause_mut() = Some(tokio::time::Instant::now() + BROADCAST_PAUSE);
+            tracing::warn!(error = %err, rows = messages.len(), pause_ms = BROADCAST_PAUSE.as_millis() as u64, "broadcasting outbox rows to real-time clients failed; they miss them, and those of the pause");
+        }
+    }
+
+    fn broadcast_pause(&self) -> Option<tokio::time::Instant> {
+        *self.broadcast_pause_mut()
+    }
+
+    fn broadcast_pause_mut(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        // The slot holds a plain value: a panic elsewhere cannot leave it inconsistent.
+        self.broadcast_paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Marks published `rows` (whose confirms came) through `conn`.
