@@ -116,18 +116,7 @@ impl Topology {
     /// Declares the real-time exchange (durable, so that the gateways' bindings to it can be
     /// made before any publisher connected).
     pub async fn declare_realtime(&self, channel: &Channel) -> Result<()> {
-        channel
-            .exchange_declare(
-                self.realtime_exchange().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(())
+        declare_topic_exchange(channel, &self.realtime_exchange()).await
     }
 
     /// The durable topic exchange events are published to, with routing key = trigger.
@@ -282,17 +271,7 @@ impl Topology {
     /// Declares the events exchange and the webhook worker's event queue with its bindings:
     /// what publishers need so that no event is published to nowhere.
     pub async fn declare_events(&self, channel: &Channel) -> Result<()> {
-        channel
-            .exchange_declare(
-                self.events_exchange().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_topic_exchange(channel, &self.events_exchange()).await?;
         // An event no consumer can read goes to the dead-letter queue, not away.
         let mut args = FieldTable::default();
         dead_letter_to(&mut args, &self.dead_queue());
@@ -378,6 +357,22 @@ fn dead_letter_to(args: &mut FieldTable, queue: &str) {
         "x-dead-letter-routing-key".into(),
         AMQPValue::LongString(queue.into()),
     );
+}
+
+/// Declares the durable topic exchange `name`.
+async fn declare_topic_exchange(channel: &Channel, name: &str) -> Result<()> {
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
 }
 
 async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {
