@@ -29,11 +29,12 @@ pub struct Outgoing<'a> {
     pub routing_key: &'a str,
     /// The body.
     pub payload: &'a [u8],
-    /// Message properties; the publisher makes every message persistent.
+    /// Message properties; [`Publisher::publish_all`] makes every message persistent,
+    /// [`Publisher::broadcast`] sends them as given (transient).
     pub properties: BasicProperties,
     /// Whether a message that matches no queue is an error ([`Error::Unroutable`]) rather
     /// than dropped: true for jobs sent to a queue by name, false for events nobody may
-    /// be subscribed to.
+    /// be subscribed to. [`Publisher::broadcast`] drops such messages whatever this says.
     pub mandatory: bool,
 }
 
@@ -98,11 +99,7 @@ impl Publisher {
         }
         // Bounded end to end: a broker that goes away mid-call (a restart) must fail the
         // call, never leave it waiting, or the consumer holding it could never reconnect.
-        let (channel, generation) = match tokio::time::timeout(CONNECT_LIMIT, self.channel()).await
-        {
-            Ok(link) => link?,
-            Err(_) => return Err(Error::Timeout("opening a publishing channel")),
-        };
+        let (channel, _, generation) = self.link().await?;
         let result = match tokio::time::timeout(
             CONFIRM_TIMEOUT + Duration::from_secs(5),
             Self::send(&channel, messages),
@@ -129,10 +126,7 @@ impl Publisher {
         if messages.is_empty() {
             return Ok(());
         }
-        let (channel, generation) = match tokio::time::timeout(CONNECT_LIMIT, self.link()).await {
-            Ok(link) => link.map(|(_, broadcast, generation)| (broadcast, generation))?,
-            Err(_) => return Err(Error::Timeout("opening a publishing channel")),
-        };
+        let (_, channel, generation) = self.link().await?;
         let send = async {
             for m in messages {
                 channel
@@ -198,15 +192,16 @@ impl Publisher {
         }
     }
 
-    /// The current confirm-mode channel, connecting first if there is none or it broke.
-    async fn channel(&self) -> Result<(Channel, u64)> {
-        let (channel, _, generation) = self.link().await?;
-        Ok((channel, generation))
+    /// The current channels (confirm mode, broadcast) and their generation, connecting
+    /// first if there are none or one broke, within [`CONNECT_LIMIT`].
+    async fn link(&self) -> Result<(Channel, Channel, u64)> {
+        match tokio::time::timeout(CONNECT_LIMIT, self.connect_if_needed()).await {
+            Ok(link) => link,
+            Err(_) => Err(Error::Timeout("opening a publishing channel")),
+        }
     }
 
-    /// The current channels (confirm mode, broadcast), connecting first if there are none
-    /// or one broke.
-    async fn link(&self) -> Result<(Channel, Channel, u64)> {
+    async fn connect_if_needed(&self) -> Result<(Channel, Channel, u64)> {
         let mut link = self.link.lock().await;
         if let Some(l) = link.as_ref() {
             if l.channel.status().connected()

@@ -662,25 +662,18 @@ impl<S: OutboxStore> Relay<S> {
         let paused = self
             .broadcast_pause()
             .is_some_and(|until| tokio::time::Instant::now() < until);
-        let sent = if paused {
-            Ok(())
-        } else {
-            self.publisher.broadcast(&messages).await
-        };
-        if paused || sent.is_err() {
+        if paused {
             metrics::counter!("outbox_broadcast_failed_total").increment(messages.len() as u64);
+            return;
         }
-        if let Err(err) = sent {
-            *self.broadcast_pause_mut() = Some(tokio::time::Instant::now() + BROADCAST_PAUSE);
+        if let Err(err) = self.publisher.broadcast(&messages).await {
+            metrics::counter!("outbox_broadcast_failed_total").increment(messages.len() as u64);
+            *self.broadcast_pause() = Some(tokio::time::Instant::now() + BROADCAST_PAUSE);
             tracing::warn!(error = %err, rows = messages.len(), pause_ms = BROADCAST_PAUSE.as_millis() as u64, "broadcasting outbox rows to real-time clients failed; they miss them, and those of the pause");
         }
     }
 
-    fn broadcast_pause(&self) -> Option<tokio::time::Instant> {
-        *self.broadcast_pause_mut()
-    }
-
-    fn broadcast_pause_mut(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+    fn broadcast_pause(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
         // The slot holds a plain value: a panic elsewhere cannot leave it inconsistent.
         self.broadcast_paused_until
             .lock()

@@ -8,9 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use serde_json::{json, Value};
@@ -44,19 +42,19 @@ impl RealtimeBus {
     }
 }
 
-/// Publishes typing activity onto the real-time exchange (or, without a broker, straight
-/// to this replica's hub).
+/// Publishes typing activity onto the real-time exchange, with the broadcast of the bus's
+/// publisher (or, without a broker, straight to this replica's hub).
 pub(crate) struct Activity {
-    bus: Option<RealtimeBus>,
-    channel: Mutex<Option<lapin::Channel>>,
+    publisher: Option<bus::Publisher>,
     hub: Hub,
 }
 
 impl Activity {
     pub(crate) fn new(bus: Option<RealtimeBus>, hub: Hub) -> Self {
         Activity {
-            bus,
-            channel: Mutex::new(None),
+            publisher: bus.map(|bus| {
+                bus::Publisher::new(bus.amqp_url.as_str(), "gateway-activity", bus.topology())
+            }),
             hub,
         }
     }
@@ -85,37 +83,26 @@ impl Activity {
     }
 
     async fn publish(&self, key: &str, app_id: &str, event: Value) -> Result<(), bus::Error> {
-        let Some(bus) = &self.bus else {
+        let Some(publisher) = &self.publisher else {
             route(&self.hub, key, &event);
             return Ok(());
         };
-        let topology = bus.topology();
-        let mut guard = self.channel.lock().await;
-        let channel = match guard.as_ref().filter(|c| c.status().connected()) {
-            Some(c) => c.clone(),
-            None => {
-                let conn = bus::connect(&bus.amqp_url, "gateway-activity").await?;
-                let c = conn.create_channel().await?;
-                topology.declare_realtime(&c).await?;
-                *guard = Some(c.clone());
-                c
-            }
-        };
-        drop(guard);
         let mut headers = FieldTable::default();
         bus::insert_app_id(&mut headers, app_id);
-        channel
-            .basic_publish(
-                topology.realtime_exchange().as_str().into(),
-                bus::Topology::realtime_key(key, app_id).as_str().into(),
-                BasicPublishOptions::default(),
-                event.to_string().as_bytes(),
-                BasicProperties::default()
+        let exchange = publisher.topology().realtime_exchange();
+        let routing_key = bus::Topology::realtime_key(key, app_id);
+        let payload = event.to_string();
+        publisher
+            .broadcast(&[bus::Outgoing {
+                exchange: &exchange,
+                routing_key: &routing_key,
+                payload: payload.as_bytes(),
+                properties: BasicProperties::default()
                     .with_content_type("application/json".into())
                     .with_headers(headers),
-            )
-            .await?;
-        Ok(())
+                mandatory: false,
+            }])
+            .await
     }
 }
 
@@ -384,6 +371,8 @@ pub(crate) fn route(hub: &Hub, key: &str, event: &Value) {
 mod tests {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
+
+    use lapin::options::BasicPublishOptions;
 
     use super::*;
     use crate::faye::Limits;
