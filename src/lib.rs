@@ -76,6 +76,7 @@ fn relay_target(settings: &Settings) -> conversations::RelayTarget {
         amqp_url: settings.amqp_url.clone(),
         amqp_prefix: settings.amqp_prefix.clone(),
         local: None,
+        audience: Some(redis_config(settings)),
     }
 }
 

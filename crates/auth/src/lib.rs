@@ -4,6 +4,7 @@
 //! that keep it correct across replicas ([`revocation`]), and the Redis-kept rate limits
 //! ([`ratelimit`]).
 
+pub mod audience;
 pub mod cache;
 pub mod error;
 pub mod presence;
@@ -11,6 +12,7 @@ pub mod ratelimit;
 pub mod redis_client;
 pub mod revocation;
 
+pub use audience::Audience;
 pub use cache::{CacheConfig, CredentialCache, CredentialSource, Follower};
 pub use error::{Error as RedisError, Result as RedisResult};
 pub use presence::Presence;

@@ -13,8 +13,8 @@ pub mod trace;
 pub use error::{Error, Result};
 pub use publisher::{Outgoing, Publisher};
 pub use relay::{
-    Backlog, LocalConsumer, LocalHandoff, LocalWork, OutboxRow, OutboxStore, Relay, RelayConfig,
-    RelayHandle,
+    Audience, Backlog, LocalConsumer, LocalHandoff, LocalWork, OutboxRow, OutboxStore, Relay,
+    RelayConfig, RelayHandle,
 };
 pub use topology::Topology;
 

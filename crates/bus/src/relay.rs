@@ -31,7 +31,9 @@
 //! ([`REALTIME_TRIGGERS`]) to the real-time exchange under their app's key
 //! ([`Topology::realtime_key`]), transient and unconfirmed: only gateways whose clients
 //! watch the app bind it, and real-time delivery is best effort, so a copy the broker
-//! loses costs nothing that a confirm would have saved.
+//! loses costs nothing that a confirm would have saved. With an [`Audience`]
+//! ([`Relay::with_audience`]) it copies only the events of apps some gateway watches; when
+//! the audience cannot tell, it copies them all.
 //!
 //! The relay's SQL is its service's: the service implements [`OutboxStore`] on its own
 //! outbox table with compile-checked statements (the conversations service's is
@@ -286,6 +288,18 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> impl Future<Output = sqlx::Result<Backlog>> + Send;
 }
 
+/// Which apps have real-time clients somewhere: the relay copies only their events to the
+/// real-time exchange. A gateway records an app before it answers a client's subscribe,
+/// so an event committed after that answer is never skipped.
+pub trait Audience: Send + Sync + std::fmt::Debug + 'static {
+    /// Of `apps`, those some gateway watches now; `None` when that cannot be told now
+    /// (the relay then copies every event).
+    fn watched<'a>(
+        &'a self,
+        apps: &'a HashSet<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = Option<HashSet<String>>> + Send + 'a>>;
+}
+
 /// The outbox relay of one service replica.
 #[derive(Debug)]
 pub struct Relay<S> {
@@ -297,6 +311,8 @@ pub struct Relay<S> {
     handed: tokio::sync::Mutex<mpsc::Receiver<OutboxRow>>,
     /// Where this process's local consumer registers, if it runs one.
     local: Option<LocalHandoff>,
+    /// Whose events get real-time copies; `None` copies every app's.
+    audience: Option<Arc<dyn Audience>>,
     /// How local consumers' work ended: `(seq, handled)`.
     completed: mpsc::UnboundedSender<(i64, bool)>,
     completions: tokio::sync::Mutex<mpsc::UnboundedReceiver<(i64, bool)>>,
@@ -348,6 +364,7 @@ impl<S: OutboxStore> Relay<S> {
             },
             handed: tokio::sync::Mutex::new(handed),
             local: None,
+            audience: None,
             completed,
             completions: tokio::sync::Mutex::new(completions),
             broadcast_paused_until: Mutex::new(None),
@@ -358,6 +375,13 @@ impl<S: OutboxStore> Relay<S> {
     /// module's documentation).
     pub fn with_local(mut self, handoff: LocalHandoff) -> Self {
         self.local = Some(handoff);
+        self
+    }
+
+    /// Copies to the real-time exchange only the events of apps `audience` says some
+    /// gateway watches.
+    pub fn with_audience(mut self, audience: Arc<dyn Audience>) -> Self {
+        self.audience = Some(audience);
         self
     }
 
@@ -621,13 +645,32 @@ impl<S: OutboxStore> Relay<S> {
 
     /// Copies the rows whose triggers the real-time fan-out shows to the real-time
     /// exchange, under their app's key: the gateways whose clients watch the app get them,
-    /// and the broker drops the rest. Best effort, as real-time delivery is: a failure is
-    /// counted and logged, and the rows' publish goes on.
+    /// and the broker drops the rest. Rows of apps the audience says nobody watches are not
+    /// copied at all. Best effort, as real-time delivery is: a failure is counted and
+    /// logged, and the rows' publish goes on.
     async fn broadcast(&self, rows: &[OutboxRow]) {
-        let exchange = self.publisher.topology().realtime_exchange();
-        let keyed: Vec<(&OutboxRow, String)> = rows
+        let shown: Vec<&OutboxRow> = rows
             .iter()
             .filter(|row| REALTIME_TRIGGERS.contains(&row.trigger.as_str()))
+            .collect();
+        if shown.is_empty() {
+            return;
+        }
+        let watched = match &self.audience {
+            Some(audience) => {
+                let apps: HashSet<&str> = shown.iter().map(|row| row.app_id.as_str()).collect();
+                audience.watched(&apps).await
+            }
+            None => None,
+        };
+        let exchange = self.publisher.topology().realtime_exchange();
+        let keyed: Vec<(&OutboxRow, String)> = shown
+            .into_iter()
+            .filter(|row| {
+                watched
+                    .as_ref()
+                    .is_none_or(|apps| apps.contains(&row.app_id))
+            })
             .map(|row| (row, Topology::realtime_key(&row.trigger, &row.app_id)))
             .collect();
         let messages: Vec<Outgoing<'_>> = keyed

@@ -9,6 +9,7 @@ mod storage;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use sqlx::migrate::Migrator;
 use tasks::Tasks;
 use tokio::net::TcpListener;
@@ -62,6 +63,34 @@ pub struct RelayTarget {
     /// Where a webhook worker of this process registers to take events in process
     /// (`smooch all`); `None` publishes every event for the worker's queue.
     pub local: Option<bus::LocalHandoff>,
+    /// The Redis where gateways record the apps their real-time clients watch
+    /// (`SMOOCH_REDIS_URL`, `SMOOCH_REDIS_PREFIX`): only those apps' events are copied to
+    /// the real-time exchange. `None` copies every app's.
+    pub audience: Option<auth::RedisConfig>,
+}
+
+/// The apps some gateway's real-time clients watch, as the relay asks: `None` (copy every
+/// event) while Redis cannot answer.
+#[derive(Debug)]
+struct Audience(auth::Audience);
+
+impl bus::Audience for Audience {
+    fn watched<'a>(
+        &'a self,
+        apps: &'a std::collections::HashSet<&'a str>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Option<std::collections::HashSet<String>>> + Send + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            self.0
+                .watched(apps)
+                .await
+                .inspect_err(|e| tracing::debug!(error = %e, "asking which apps are watched failed; copying every event to the real-time exchange"))
+                .ok()
+        })
+    }
 }
 
 /// Applies this service's migrations.
@@ -91,7 +120,7 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
         "idempotency key cleanup",
         idempotency_cleanup(pool.clone(), shutdown.clone()),
     );
-    let relay = config.relay.as_ref().map(|target| {
+    let relay = config.relay.as_ref().map(|target| -> anyhow::Result<_> {
         let mut relay = bus::Relay::with_broker(
             pool.clone(),
             storage::Outbox,
@@ -102,12 +131,19 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
         if let Some(local) = &target.local {
             relay = relay.with_local(local.clone());
         }
+        if let Some(redis) = &target.audience {
+            let redis = auth::RedisClient::new(redis.clone()).context("the audience's Redis")?;
+            // A reader's marks last nothing: it sets none.
+            let audience = auth::Audience::new(redis, Duration::ZERO);
+            relay = relay.with_audience(std::sync::Arc::new(Audience(audience)));
+        }
         let handle = relay.handle();
         // Until the server has drained: what its last requests commit goes out now, not
         // at the next sweep.
         tasks.spawn("outbox relay", relay.run(tasks.finished().clone()));
-        handle
+        Ok(handle)
     });
+    let relay = relay.transpose()?;
     let writer = storage::Writer::start(pool.clone(), config.message_writers, MESSAGE_BATCH, tasks);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter

@@ -195,9 +195,13 @@ async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::
     let presence = redis
         .clone()
         .map(|redis| auth::Presence::new(redis, faye::presence_ttl(&config.faye)));
+    let audience = redis
+        .clone()
+        .map(|redis| auth::Audience::new(redis, faye::fanout::AUDIENCE_TTL));
     let realtime = std::sync::Arc::new(faye::fanout::Bindings::new(
         config.realtime_bus.as_ref(),
         hub.clone(),
+        audience,
     ));
     if let Some(bus) = config.realtime_bus.clone() {
         tasks.spawn(

@@ -2,6 +2,7 @@
 //! (`SMOOCH_REDIS_URL`, default `redis://127.0.0.1:6379`), each test under a prefix of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod audience;
 mod cache;
 mod parsing;
 mod presence;

@@ -82,12 +82,23 @@ impl Env {
 
     /// Commits one outbox row and returns it as its writer hands it to the relay.
     pub(crate) async fn commit_row(&self, event_id: &str, trigger: &str) -> bus::OutboxRow {
+        self.commit_app_row(event_id, "app1", trigger).await
+    }
+
+    /// Commits an outbox row of `app_id`; the row, as a writer hands it over.
+    pub(crate) async fn commit_app_row(
+        &self,
+        event_id: &str,
+        app_id: &str,
+        trigger: &str,
+    ) -> bus::OutboxRow {
         let payload = serde_json::json!({"id": event_id, "trigger": trigger});
         let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO outbox (event_id, app_id, trigger, payload) VALUES ($1, 'app1', $2, $3)
+            "INSERT INTO outbox (event_id, app_id, trigger, payload) VALUES ($1, $2, $3, $4)
              RETURNING seq",
         )
         .bind(event_id)
+        .bind(app_id)
         .bind(trigger)
         .bind(&payload)
         .fetch_one(&self.pool)
@@ -96,7 +107,7 @@ impl Env {
         bus::OutboxRow {
             seq,
             event_id: event_id.to_owned(),
-            app_id: "app1".to_owned(),
+            app_id: app_id.to_owned(),
             trigger: trigger.to_owned(),
             payload: payload.to_string(),
             created_at_s: 0,
@@ -216,4 +227,30 @@ impl bus::OutboxStore for TestOutbox {
         .await?;
         Ok(bus::Backlog { rows, oldest_age_s })
     }
+}
+
+/// The relays' audience as the suite's relays ask it: the registry in Redis, and every
+/// event copied when Redis cannot answer.
+#[derive(Debug)]
+pub(crate) struct RedisAudience(pub(crate) auth::Audience);
+
+impl bus::Audience for RedisAudience {
+    fn watched<'a>(
+        &'a self,
+        apps: &'a std::collections::HashSet<&'a str>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Option<std::collections::HashSet<String>>> + Send + 'a,
+        >,
+    > {
+        Box::pin(async move { self.0.watched(apps).await.ok() })
+    }
+}
+
+/// Redis under a prefix of the test's own (`SMOOCH_REDIS_URL`, default the local one).
+pub(crate) fn redis() -> auth::RedisClient {
+    let url =
+        std::env::var("SMOOCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("test-bus-{}", random_suffix());
+    auth::RedisClient::new(auth::RedisConfig::new(url, prefix)).unwrap()
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bus::{Publisher, Relay, RelayConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{read_ids, Env, TestOutbox};
+use crate::helpers::{self, read_ids, Env, TestOutbox};
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:04}")).collect()
@@ -513,6 +513,119 @@ async fn rows_a_local_consumer_takes_are_marked_without_the_broker() {
         .unwrap();
     assert_eq!(left, "not-taken");
     drop(open);
+    shutdown.cancel();
+    task.await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn real_time_copies_go_only_to_apps_some_gateway_watches() {
+    use bus::lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use bus::lapin::types::FieldTable;
+    use futures::StreamExt as _;
+
+    let env = Env::new().await;
+    env.topology.declare_realtime(&env.channel).await.unwrap();
+    // A queue that sees every copy the relay sends, whatever its app.
+    let all = env
+        .channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    env.channel
+        .queue_bind(
+            all.name().as_str().into(),
+            env.topology.realtime_exchange().as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut copies = env
+        .channel
+        .basic_consume(
+            all.name().as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut next_copy = async || {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), copies.next())
+            .await
+            .expect("a copy")
+            .unwrap()
+            .unwrap();
+        delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .to_string()
+    };
+    let redis = helpers::redis();
+    let gateway = auth::Audience::new(redis.clone(), Duration::from_secs(30));
+    gateway.watch(&["app1".to_owned()]).await.unwrap();
+    let audience = helpers::RedisAudience(auth::Audience::new(redis, Duration::ZERO));
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        RelayConfig::default(),
+    )
+    .with_audience(std::sync::Arc::new(audience));
+    let handle = relay.handle();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+
+    // One channel keeps the copies in order: a copy of the first row would come first.
+    handle.hand_over([
+        env.commit_app_row("unwatched", "app2", "message:appUser")
+            .await,
+        env.commit_app_row("watched", "app1", "message:appUser")
+            .await,
+    ]);
+    assert_eq!(next_copy().await, "watched");
+    // An app watched from now on gets the copies of what is committed from now on.
+    gateway.watch(&["app2".to_owned()]).await.unwrap();
+    handle.hand_over([env
+        .commit_app_row("now-watched", "app2", "message:appUser")
+        .await]);
+    assert_eq!(next_copy().await, "now-watched");
+    shutdown.cancel();
+    task.await.unwrap();
+
+    // A relay whose audience cannot answer copies every event.
+    let down =
+        auth::RedisClient::new(auth::RedisConfig::new("redis://127.0.0.1:1", "down")).unwrap();
+    let audience = helpers::RedisAudience(auth::Audience::new(down, Duration::ZERO));
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        RelayConfig::default(),
+    )
+    .with_audience(std::sync::Arc::new(audience));
+    let handle = relay.handle();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    handle.hand_over([env
+        .commit_app_row("nobody-knows", "app3", "message:appUser")
+        .await]);
+    assert_eq!(next_copy().await, "nobody-knows");
     shutdown.cancel();
     task.await.unwrap();
     env.cleanup().await;

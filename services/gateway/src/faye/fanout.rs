@@ -27,6 +27,11 @@ pub(crate) const USER_CHANGED: &str = "activity:user";
 /// events still come, and are skipped unparsed.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
+/// How long this replica's record of a watched app lasts in the relays' audience without
+/// a refresh (one every [`PRUNE_EVERY`]): many refreshes, so a short Redis outage does not
+/// make the relays skip an app clients here still watch.
+pub(crate) const AUDIENCE_TTL: Duration = Duration::from_secs(300);
+
 /// Where the real-time fan-out connects.
 #[derive(Debug, Clone)]
 pub struct RealtimeBus {
@@ -109,10 +114,13 @@ impl Activity {
 /// The apps this replica's real-time queue is bound for. An app is bound when a client
 /// here first subscribes to one of its channels, before the subscription is answered, so
 /// the client gets every event published after its subscribe succeeded; it is unbound
-/// within [`PRUNE_EVERY`] of its last subscriber leaving.
+/// within [`PRUNE_EVERY`] of its last subscriber leaving. Before it is bound, the app is
+/// recorded in the relays' audience (Redis), so relays copy its events to the real-time
+/// exchange; the record is refreshed with every prune while clients here watch it.
 pub(crate) struct Bindings {
     topology: Option<bus::Topology>,
     hub: Hub,
+    audience: Option<auth::Audience>,
     bound: Mutex<Bound>,
     /// Events that came for apps nobody here watched any more (bindings not yet pruned).
     unwatched: std::sync::atomic::AtomicU64,
@@ -127,11 +135,17 @@ struct Bound {
 
 impl Bindings {
     /// The bindings of this replica's queue; without a broker (`bus` `None`) events go
-    /// straight to the hub and there is nothing to bind.
-    pub(crate) fn new(bus: Option<&RealtimeBus>, hub: Hub) -> Self {
+    /// straight to the hub and there is nothing to bind. Watched apps are recorded in
+    /// `audience` when given.
+    pub(crate) fn new(
+        bus: Option<&RealtimeBus>,
+        hub: Hub,
+        audience: Option<auth::Audience>,
+    ) -> Self {
         Bindings {
             topology: bus.map(RealtimeBus::topology),
             hub,
+            audience,
             bound: Mutex::new(Bound::default()),
             unwatched: std::sync::atomic::AtomicU64::new(0),
         }
@@ -147,6 +161,7 @@ impl Bindings {
         if bound.apps.contains(app_id) {
             return;
         }
+        self.record(&[app_id.to_owned()]).await;
         let Some((channel, queue)) = bound.queue.clone() else {
             return;
         };
@@ -172,7 +187,9 @@ impl Bindings {
         let mut bound = self.bound.lock().await;
         bound.queue = None;
         bound.apps.clear();
-        for app_id in self.hub.watched_apps() {
+        let watched = self.hub.watched_apps();
+        self.record(&watched).await;
+        for app_id in watched {
             bind(topology, channel, queue, &app_id).await?;
             bound.apps.insert(app_id);
         }
@@ -189,7 +206,20 @@ impl Bindings {
         metrics::gauge!("faye_bound_apps").set(0.0);
     }
 
-    /// Unbinds the apps nobody here watches any more.
+    /// Records `apps` in the relays' audience; a failure is logged and counted, and the
+    /// next refresh records them again.
+    async fn record(&self, apps: &[String]) {
+        let Some(audience) = &self.audience else {
+            return;
+        };
+        if let Err(e) = audience.watch(apps).await {
+            metrics::counter!("faye_audience_failures_total").increment(1);
+            tracing::warn!(error = %e, apps = apps.len(), "recording watched apps in Redis failed; relays may skip their events until the next refresh");
+        }
+    }
+
+    /// Unbinds the apps nobody here watches any more, and refreshes the record of those
+    /// still watched.
     async fn prune(&self, topology: &bus::Topology) -> Result<(), bus::Error> {
         let mut bound = self.bound.lock().await;
         let Some((channel, queue)) = bound.queue.clone() else {
@@ -213,6 +243,8 @@ impl Bindings {
             bound.apps.remove(&app_id);
         }
         metrics::gauge!("faye_bound_apps").set(bound.apps.len() as f64);
+        let watched: Vec<String> = bound.apps.iter().cloned().collect();
+        self.record(&watched).await;
         Ok(())
     }
 }
@@ -423,7 +455,14 @@ mod tests {
         };
         let topology = bus.topology();
         let hub = Hub::new(Limits::default());
-        let bindings = Arc::new(Bindings::new(Some(&bus), hub.clone()));
+        let redis = auth::RedisClient::new(auth::RedisConfig::new(
+            std::env::var("SMOOCH_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+            bus.amqp_prefix.clone(),
+        ))
+        .unwrap();
+        let audience = auth::Audience::new(redis.clone(), AUDIENCE_TTL);
+        let bindings = Arc::new(Bindings::new(Some(&bus), hub.clone(), Some(audience)));
         // Watched before the consumer connects: bound as it connects.
         let early = hub.handshake();
         hub.subscribe(&early, "/v1/conversations/c1", target("app-a"))
@@ -445,6 +484,12 @@ mod tests {
         hub.subscribe(&late, "/v1/conversations/c2", target("app-b"))
             .unwrap();
         bindings.watch("app-b").await;
+        // Both recorded for the relays before they were bound; app-c nobody watches.
+        let relay = auth::Audience::new(redis, Duration::ZERO);
+        let asked: std::collections::HashSet<&str> = ["app-a", "app-b", "app-c"].into();
+        let mut recorded: Vec<String> = relay.watched(&asked).await.unwrap().into_iter().collect();
+        recorded.sort();
+        assert_eq!(recorded, ["app-a", "app-b"]);
 
         let connection = bus::connect(&bus.amqp_url, "fanout-test").await.unwrap();
         let channel = connection.create_channel().await.unwrap();

@@ -295,6 +295,7 @@ mod tests {
             realtime: Arc::new(crate::faye::fanout::Bindings::new(
                 None,
                 crate::faye::Hub::new(crate::faye::Limits::default()),
+                None,
             )),
         }
     }
