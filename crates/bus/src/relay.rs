@@ -719,7 +719,7 @@ impl<S: OutboxStore> Relay<S> {
     }
 
     /// Sets the `outbox_backlog` (rows waiting) and `outbox_oldest_age_seconds` gauges; the
-    /// table holds only rows on their way, so this stays cheap while the backlog is small.
+    /// partial index on unpublished rows keeps this cheap while the backlog is small.
     async fn report_backlog(&self) {
         let backlog = async {
             let mut conn = self.pool.acquire().await?;

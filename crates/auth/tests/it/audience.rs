@@ -54,14 +54,14 @@ async fn a_shorter_record_never_cuts_a_longer_one_short() {
 }
 
 #[tokio::test]
-async fn an_app_watched_since_the_last_question_is_seen_at_once() {
+async fn a_reader_that_found_an_app_unwatched_sees_its_new_record() {
     let redis = redis();
     let relay = reader(&redis);
     let gateway = Audience::new(redis.clone(), Duration::from_secs(30));
     assert_eq!(relay.watched(&apps(&["app-a"])).await.unwrap(), set(&[]));
-    // An app found unwatched is asked again next time, never remembered: a client that
-    // subscribes now gets the events committed after its subscribe was answered.
-    gateway.watch(&["app-a".to_owned()]).await.unwrap();
+    // A new record returns once readers have forgotten the app was unwatched: a client
+    // whose subscribe is answered after it gets the events committed from then on.
+    gateway.watch_new(&["app-a".to_owned()]).await.unwrap();
     assert_eq!(
         relay.watched(&apps(&["app-a"])).await.unwrap(),
         set(&["app-a"])

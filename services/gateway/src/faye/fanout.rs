@@ -161,7 +161,7 @@ impl Bindings {
         if bound.apps.contains(app_id) {
             return;
         }
-        self.record(&[app_id.to_owned()]).await;
+        self.record(&[app_id.to_owned()], true).await;
         let Some((channel, queue)) = bound.queue.clone() else {
             return;
         };
@@ -188,7 +188,7 @@ impl Bindings {
         bound.queue = None;
         bound.apps.clear();
         let watched = self.hub.watched_apps();
-        self.record(&watched).await;
+        self.record(&watched, false).await;
         for app_id in watched {
             bind(topology, channel, queue, &app_id).await?;
             bound.apps.insert(app_id);
@@ -206,13 +206,19 @@ impl Bindings {
         metrics::gauge!("faye_bound_apps").set(0.0);
     }
 
-    /// Records `apps` in the relays' audience; a failure is logged and counted, and the
-    /// next refresh records them again.
-    async fn record(&self, apps: &[String]) {
+    /// Records `apps` in the relays' audience; `new` ones (about to be answered to the
+    /// client that subscribed) only once no relay can take them for unwatched any more. A
+    /// failure is logged and counted, and the next refresh records them again.
+    async fn record(&self, apps: &[String], new: bool) {
         let Some(audience) = &self.audience else {
             return;
         };
-        if let Err(e) = audience.watch(apps).await {
+        let recorded = if new {
+            audience.watch_new(apps).await
+        } else {
+            audience.watch(apps).await
+        };
+        if let Err(e) = recorded {
             metrics::counter!("faye_audience_failures_total").increment(1);
             tracing::warn!(error = %e, apps = apps.len(), "recording watched apps in Redis failed; relays may skip their events until the next refresh");
         }
@@ -244,7 +250,7 @@ impl Bindings {
         }
         metrics::gauge!("faye_bound_apps").set(bound.apps.len() as f64);
         let watched: Vec<String> = bound.apps.iter().cloned().collect();
-        self.record(&watched).await;
+        self.record(&watched, false).await;
         Ok(())
     }
 }
