@@ -3,16 +3,14 @@
 //! A service writes each event to its `outbox` table in the same transaction as the data
 //! it describes. The relay claims unpublished rows oldest first with `FOR UPDATE SKIP
 //! LOCKED` (so replicas share the work and never publish the same batch at once), publishes
-//! them with confirms and deletes them only after the broker confirmed the whole batch, in
-//! the same transaction that holds the claim. A crash anywhere in between leaves the rows
-//! for the next pass: events are published at least once. A row is gone once done (its
-//! delete writes no new row version and no index entry, and no purge comes later): the
-//! table holds only what is still on its way, and the delivery logs are the history.
+//! them with confirms and sets `published_at` only after the broker confirmed the whole
+//! batch, in the same transaction that holds the claim. A crash anywhere in between leaves
+//! the rows unpublished for the next pass: events are published at least once.
 //!
 //! The fast path skips the claim: a writer hands the rows it just committed to the relay
 //! ([`RelayHandle::hand_over`]), which publishes them as they come (whatever queued while the
 //! previous batch awaited its confirms goes in the next batch) and marks what was confirmed
-//! within 10 ms with one `DELETE`, on a connection it holds (its marks never queue behind
+//! within 10 ms with one `UPDATE`, on a connection it holds (its marks never queue behind
 //! requests for the pool). Rows in that queue are this replica's: its own claims skip them. The
 //! periodic sweep claims only rows older than [`RelayConfig::claim_after`], so it publishes
 //! what a crashed replica (or a full queue, or a failed batch) left behind, not what another
@@ -23,7 +21,7 @@
 //! In a process that also runs the event's consumer (`smooch all`), the fast path hands an
 //! event straight to it ([`LocalConsumer`], registered on a [`LocalHandoff`]) instead of
 //! publishing it to the events exchange: the consumer does its work in process, and the
-//! row is deleted only once the consumer finished. A crash in between leaves the
+//! row is marked published only once the consumer finished. A crash in between leaves the
 //! row for the sweep, which publishes it to the events exchange: the consumer's queue gets
 //! it again (at least once, same event id).
 //!
@@ -45,9 +43,6 @@
 //!     created_at TIMESTAMPTZ NOT NULL DEFAULT now(), published_at TIMESTAMPTZ NULL,
 //!     trace_context JSONB NULL);
 //! ```
-//!
-//! `published_at` is set only by versions before rows were deleted once done; claims skip
-//! such rows, so a rolling upgrade publishes nothing twice.
 //!
 //! `trace_context` holds the W3C trace context of the request that wrote the row
 //! (`{"traceparent": ..., "tracestate": ...}`); the relay sends it on as the message's
@@ -76,6 +71,9 @@ pub struct RelayConfig {
     pub batch_size: u32,
     /// Time between sweeps for rows nobody poked about. Default 1 s.
     pub sweep_interval: Duration,
+    /// Published rows older than this are deleted by the sweep; `None` keeps them.
+    /// Default 24 h.
+    pub retention: Option<Duration>,
     /// How old an unpublished row must be for the sweep to claim it: rows younger than this
     /// may be on their way through some replica's fast path. Default 2 s.
     pub claim_after: Duration,
@@ -89,6 +87,7 @@ impl Default for RelayConfig {
         RelayConfig {
             batch_size: 100,
             sweep_interval: Duration::from_secs(1),
+            retention: Some(Duration::from_secs(24 * 3600)),
             claim_after: Duration::from_secs(2),
             queue: 8192,
         }
@@ -100,7 +99,7 @@ impl Default for RelayConfig {
 pub struct RelayHandle {
     notify: Arc<Notify>,
     queue: mpsc::Sender<OutboxRow>,
-    /// Seqs handed over and not yet deleted: this replica's claims skip them.
+    /// Seqs handed over and not yet marked published: this replica's claims skip them.
     in_flight: Arc<Mutex<HashSet<i64>>>,
 }
 
@@ -273,9 +272,8 @@ pub trait OutboxStore: Send + Sync + 'static {
         skip: &[i64],
     ) -> impl Future<Output = sqlx::Result<Vec<OutboxRow>>> + Send;
 
-    /// Deletes the rows `seqs`, which are done: the broker confirmed them, or the local
-    /// consumer finished them.
-    fn delete_done(
+    /// Sets `published_at` on the rows `seqs`.
+    fn mark_published(
         &self,
         conn: &mut PgConnection,
         seqs: &[i64],
@@ -286,7 +284,20 @@ pub trait OutboxStore: Send + Sync + 'static {
         &self,
         conn: &mut PgConnection,
     ) -> impl Future<Output = sqlx::Result<Backlog>> + Send;
+
+    /// Deletes at most `limit` rows published more than `older_than` ago, oldest first;
+    /// returns how many.
+    fn purge(
+        &self,
+        conn: &mut PgConnection,
+        older_than: Duration,
+        limit: i64,
+    ) -> impl Future<Output = sqlx::Result<u64>> + Send;
 }
+
+/// Published rows the cleanup deletes per pass at most: a long backlog of old rows goes
+/// away over several passes, never in one long statement.
+const PURGE_BATCH: i64 = 10_000;
 
 /// Which apps have real-time clients somewhere: the relay copies only their events to the
 /// real-time exchange. A gateway records an app before it answers a client's subscribe,
@@ -329,7 +340,7 @@ const BROADCAST_PAUSE: Duration = Duration::from_secs(1);
 const LOCAL_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long published rows (and rows the local consumer finished) wait to be marked with
-/// those coming after them: one `DELETE` for many, since the mark only keeps the sweep
+/// those coming after them: one `UPDATE` for many, since the mark only keeps the sweep
 /// from publishing them again.
 const MARK_DELAY: Duration = Duration::from_millis(10);
 
@@ -411,6 +422,7 @@ impl<S: OutboxStore> Relay<S> {
         // Capped low: the sweep is what publishes rows left behind after an outage, so a
         // long wait here is a long delay for every event committed meanwhile.
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut last_cleanup = tokio::time::Instant::now();
         let mut handed = self.handed.lock().await;
         let mut completions = self.completions.lock().await;
         let mut batch = Vec::with_capacity(self.config.batch_size as usize);
@@ -429,6 +441,10 @@ impl<S: OutboxStore> Relay<S> {
                         Ok(_) => {
                             backoff.reset();
                             self.report_backlog().await;
+                            if last_cleanup.elapsed() >= Duration::from_secs(60) {
+                                last_cleanup = tokio::time::Instant::now();
+                                self.cleanup().await;
+                            }
                             self.config.sweep_interval
                         }
                         Err(err) => {
@@ -583,7 +599,7 @@ impl<S: OutboxStore> Relay<S> {
     }
 
     /// Marks the rows waiting in `marks` (confirmed, and finished by the local consumer if
-    /// it took them) with one `DELETE` on the relay's own connection `conn` (acquired when
+    /// it took them) with one `UPDATE` on the relay's own connection `conn` (acquired when
     /// missing, dropped after a failure), so marks never queue behind requests for the
     /// pool. The rows leave the flight only then: this replica's sweep cannot claim them
     /// meanwhile. A failed mark leaves them for the sweep, which publishes them again.
@@ -600,7 +616,7 @@ impl<S: OutboxStore> Relay<S> {
                 None => self.pool.acquire().await?,
             };
             let held = conn.insert(held);
-            let marked = self.store.delete_done(held, &seqs).await;
+            let marked = self.store.mark_published(held, &seqs).await;
             if marked.is_err() {
                 *conn = None;
             }
@@ -664,6 +680,7 @@ impl<S: OutboxStore> Relay<S> {
             None => None,
         };
         let exchange = self.publisher.topology().realtime_exchange();
+        let shown_count = shown.len();
         let keyed: Vec<(&OutboxRow, String)> = shown
             .into_iter()
             .filter(|row| {
@@ -673,6 +690,10 @@ impl<S: OutboxStore> Relay<S> {
             })
             .map(|row| (row, Topology::realtime_key(&row.trigger, &row.app_id)))
             .collect();
+        let skipped = shown_count - keyed.len();
+        if skipped > 0 {
+            metrics::counter!("outbox_broadcast_skipped_total").increment(skipped as u64);
+        }
         let messages: Vec<Outgoing<'_>> = keyed
             .iter()
             .map(|(row, key)| Outgoing {
@@ -710,7 +731,7 @@ impl<S: OutboxStore> Relay<S> {
     /// Marks published `rows` (whose confirms came) through `conn`.
     async fn mark(&self, conn: &mut PgConnection, rows: &[OutboxRow]) -> Result<()> {
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        self.store.delete_done(conn, &seqs).await?;
+        self.store.mark_published(conn, &seqs).await?;
         for row in rows {
             metrics::counter!("bus_events_published_total", "trigger" => row.trigger.clone())
                 .increment(1);
@@ -782,6 +803,23 @@ impl<S: OutboxStore> Relay<S> {
         tx.commit().await?;
         tracing::debug!(rows = rows.len(), "outbox rows published");
         Ok(rows.len())
+    }
+
+    /// Deletes published rows past the retention, a bounded batch at a time.
+    async fn cleanup(&self) {
+        let Some(retention) = self.config.retention else {
+            return;
+        };
+        let deleted = async {
+            let mut conn = self.pool.acquire().await?;
+            self.store.purge(&mut conn, retention, PURGE_BATCH).await
+        };
+        let deleted: sqlx::Result<u64> = deleted.await;
+        match deleted {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "old outbox rows deleted"),
+            Err(err) => tracing::warn!(error = %err, "outbox cleanup failed"),
+        }
     }
 }
 

@@ -210,8 +210,8 @@ impl bus::OutboxStore for TestOutbox {
         .await
     }
 
-    async fn delete_done(&self, conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
+    async fn mark_published(&self, conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<()> {
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
             .bind(seqs)
             .execute(conn)
             .await?;
@@ -226,6 +226,25 @@ impl bus::OutboxStore for TestOutbox {
         .fetch_one(conn)
         .await?;
         Ok(bus::Backlog { rows, oldest_age_s })
+    }
+
+    async fn purge(
+        &self,
+        conn: &mut PgConnection,
+        older_than: Duration,
+        limit: i64,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM outbox WHERE seq IN (
+                 SELECT seq FROM outbox
+                 WHERE published_at < now() - make_interval(secs => $1)
+                 ORDER BY seq LIMIT $2)",
+        )
+        .bind(older_than.as_secs_f64())
+        .bind(limit)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -93,15 +93,15 @@ impl bus::OutboxStore for Outbox {
         .await
     }
 
-    /// Commits asynchronously (`synchronous_commit` off for its own transaction): a
-    /// delete that a database crash loses only makes the sweep publish its rows again,
-    /// which at-least-once delivery with a stable event id allows, so it need not wait for
-    /// a WAL flush of its own. The events themselves were committed synchronously with the
+    /// Commits asynchronously (`synchronous_commit` off for its own transaction): a mark
+    /// that a database crash loses only makes the sweep publish its rows again, which
+    /// at-least-once delivery with a stable event id allows, so it need not wait for a
+    /// WAL flush of its own. The events themselves were committed synchronously with the
     /// change they describe.
-    async fn delete_done(&self, conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<()> {
+    async fn mark_published(&self, conn: &mut PgConnection, seqs: &[i64]) -> sqlx::Result<()> {
         sqlx::query!(
-            "DELETE FROM conversations.outbox
-               USING (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+            "UPDATE conversations.outbox SET published_at = now()
+               FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
               WHERE seq = ANY($1)",
             seqs,
         )
@@ -111,8 +111,7 @@ impl bus::OutboxStore for Outbox {
     }
 
     async fn backlog(&self, conn: &mut PgConnection) -> sqlx::Result<Backlog> {
-        // The partial index on unpublished rows keeps this cheap while the backlog is small
-        // (without it, this would scan deleted rows until the next vacuum).
+        // The partial index on unpublished rows keeps this cheap while the backlog is small.
         sqlx::query_as!(
             Backlog,
             r#"SELECT count(*) AS "rows!",
@@ -122,5 +121,24 @@ impl bus::OutboxStore for Outbox {
         )
         .fetch_one(conn)
         .await
+    }
+
+    async fn purge(
+        &self,
+        conn: &mut PgConnection,
+        older_than: Duration,
+        limit: i64,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query!(
+            "DELETE FROM conversations.outbox WHERE seq IN (
+                 SELECT seq FROM conversations.outbox
+                  WHERE published_at < now() - make_interval(secs => $1)
+                  ORDER BY seq LIMIT $2)",
+            older_than.as_secs_f64(),
+            limit,
+        )
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected())
     }
 }
