@@ -19,9 +19,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
+use crate::presence::now_ms;
 use crate::redis_client::RedisClient;
 
 /// The registry of watched apps, in Redis.
@@ -38,13 +39,6 @@ pub struct Audience {
 struct Known {
     watched: HashMap<String, i64>,
     unwatched: HashMap<String, Instant>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 impl Audience {

@@ -1,8 +1,9 @@
 //! Credential verification for the gateway: reading the `app-token` header or a bearer
 //! JWT, checking the JWT against the key named by its `kid`, and deciding the caller's
 //! scope; the credential cache in front of the users service ([`cache`]), the revocations
-//! that keep it correct across replicas ([`revocation`]), and the Redis-kept rate limits
-//! ([`ratelimit`]).
+//! that keep it correct across replicas ([`revocation`]), the Redis-kept rate limits
+//! ([`ratelimit`]), and the Redis-kept real-time records: who watches a conversation
+//! ([`presence`]) and which apps have real-time clients ([`audience`]).
 
 pub mod audience;
 pub mod cache;

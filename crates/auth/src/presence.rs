@@ -21,7 +21,9 @@ pub struct Presence {
     ttl: Duration,
 }
 
-fn now_ms() -> i64 {
+/// The wall clock in Unix milliseconds: the scores of the marks kept in Redis, which every
+/// replica reads.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

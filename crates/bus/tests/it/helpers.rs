@@ -116,6 +116,50 @@ impl Env {
         }
     }
 
+    /// A consumer of an exclusive queue bound to the real-time exchange with `binding`,
+    /// as a gateway's (no acks).
+    pub(crate) async fn realtime_watcher(&self, binding: &str) -> bus::lapin::Consumer {
+        use bus::lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use bus::lapin::types::FieldTable;
+
+        self.topology.declare_realtime(&self.channel).await.unwrap();
+        let queue = self
+            .channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        self.channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                self.topology.realtime_exchange().as_str().into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        self.channel
+            .basic_consume(
+                queue.name().as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+    }
+
     pub(crate) async fn unpublished(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             .fetch_one(&self.pool)

@@ -343,36 +343,13 @@ async fn until_unpublished(env: &Env, n: i64) -> i64 {
 
 #[tokio::test]
 async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handled_them() {
-    use bus::lapin::options::QueueDeclareOptions;
     use futures::StreamExt as _;
 
     let env = Env::new().await;
     // A real-time-like queue: bound to the real-time exchange for the rows' app.
-    env.topology.declare_realtime(&env.channel).await.unwrap();
-    let watcher = env
-        .channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            bus::lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let watcher = watcher.name().as_str().to_owned();
-    env.channel
-        .queue_bind(
-            watcher.as_str().into(),
-            env.topology.realtime_exchange().as_str().into(),
-            bus::Topology::realtime_binding("app1").as_str().into(),
-            bus::lapin::options::QueueBindOptions::default(),
-            bus::lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut watched = env
+        .realtime_watcher(&bus::Topology::realtime_binding("app1"))
+        .await;
     let (open, gate) = tokio::sync::watch::channel(false);
     let handoff = bus::LocalHandoff::default();
     handoff.register(std::sync::Arc::new(GatedConsumer { gate }));
@@ -409,19 +386,6 @@ async fn rows_a_local_consumer_takes_skip_its_queue_and_are_marked_once_it_handl
         vec!["plain"]
     );
     // The real-time exchange gets a copy of every row, taken or not, under its app's key.
-    let mut watched = env
-        .channel
-        .basic_consume(
-            watcher.as_str().into(),
-            "".into(),
-            bus::lapin::options::BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            bus::lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
     let mut keys = Vec::new();
     for _ in 0..4 {
         let delivery = tokio::time::timeout(Duration::from_secs(5), watched.next())
@@ -520,49 +484,11 @@ async fn rows_a_local_consumer_takes_are_marked_without_the_broker() {
 
 #[tokio::test]
 async fn real_time_copies_go_only_to_apps_some_gateway_watches() {
-    use bus::lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-    use bus::lapin::types::FieldTable;
     use futures::StreamExt as _;
 
     let env = Env::new().await;
-    env.topology.declare_realtime(&env.channel).await.unwrap();
     // A queue that sees every copy the relay sends, whatever its app.
-    let all = env
-        .channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    env.channel
-        .queue_bind(
-            all.name().as_str().into(),
-            env.topology.realtime_exchange().as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut copies = env
-        .channel
-        .basic_consume(
-            all.name().as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut copies = env.realtime_watcher("#").await;
     let mut next_copy = async || {
         let delivery = tokio::time::timeout(Duration::from_secs(5), copies.next())
             .await
@@ -579,17 +505,20 @@ async fn real_time_copies_go_only_to_apps_some_gateway_watches() {
     let redis = helpers::redis();
     let gateway = auth::Audience::new(redis.clone(), Duration::from_secs(30));
     gateway.watch(&["app1".to_owned()]).await.unwrap();
-    let audience = helpers::RedisAudience(auth::Audience::new(redis, Duration::ZERO));
-    let relay = Relay::new(
-        env.pool.clone(),
-        TestOutbox,
-        env.publisher(),
-        RelayConfig::default(),
-    )
-    .with_audience(std::sync::Arc::new(audience));
-    let handle = relay.handle();
+    // A relay asking the audience on `redis`, running until `shutdown`.
+    let start = |redis: auth::RedisClient, shutdown: CancellationToken| {
+        let audience = helpers::RedisAudience(auth::Audience::new(redis, Duration::ZERO));
+        let relay = Relay::new(
+            env.pool.clone(),
+            TestOutbox,
+            env.publisher(),
+            RelayConfig::default(),
+        )
+        .with_audience(std::sync::Arc::new(audience));
+        (relay.handle(), tokio::spawn(relay.run(shutdown)))
+    };
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let (handle, task) = start(redis, shutdown.clone());
 
     // One channel keeps the copies in order: a copy of the first row would come first.
     handle.hand_over([
@@ -611,17 +540,8 @@ async fn real_time_copies_go_only_to_apps_some_gateway_watches() {
     // A relay whose audience cannot answer copies every event.
     let down =
         auth::RedisClient::new(auth::RedisConfig::new("redis://127.0.0.1:1", "down")).unwrap();
-    let audience = helpers::RedisAudience(auth::Audience::new(down, Duration::ZERO));
-    let relay = Relay::new(
-        env.pool.clone(),
-        TestOutbox,
-        env.publisher(),
-        RelayConfig::default(),
-    )
-    .with_audience(std::sync::Arc::new(audience));
-    let handle = relay.handle();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let (handle, task) = start(down, shutdown.clone());
     handle.hand_over([env
         .commit_app_row("nobody-knows", "app3", "message:appUser")
         .await]);
