@@ -157,11 +157,16 @@ impl Bindings {
         let Some(topology) = &self.topology else {
             return;
         };
+        if self.bound.lock().await.apps.contains(app_id) {
+            return;
+        }
+        // Outside the lock: the subscribes of other apps need not queue behind this record
+        // and its wait.
+        self.record(&[app_id.to_owned()], true).await;
         let mut bound = self.bound.lock().await;
         if bound.apps.contains(app_id) {
             return;
         }
-        self.record(&[app_id.to_owned()], true).await;
         let Some((channel, queue)) = bound.queue.clone() else {
             return;
         };

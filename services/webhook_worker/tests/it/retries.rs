@@ -95,9 +95,16 @@ async fn always_failing_target_gets_six_attempts_then_is_dead_lettered_and_retry
         log.attempts[5].error.as_deref(),
         Some("target answered 500")
     );
+    // The dead letter lands after the log says failed: wait for it (5 s at most).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut dead = world.queue_depth(&world.topology.dead_queue()).await;
+    while dead == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        dead = world.queue_depth(&world.topology.dead_queue()).await;
+    }
+    assert_eq!(dead, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(world.sink.received("/down").len(), 6, "no seventh attempt");
-    assert_eq!(world.queue_depth(&world.topology.dead_queue()).await, 1);
 
     // The target recovers; an operator retries the failed delivery.
     world.sink.behave("/down", Behaviour::default());
