@@ -11,15 +11,11 @@
 //!
 //! A relay that cannot ask (Redis down, a timeout) copies every event, as it did before
 //! this registry; one that learned an app is watched until some time needs no question
-//! about that app until then (a copy too many costs nothing but the broker's time). An app
-//! found unwatched is remembered for [`Audience::UNWATCHED_MEMORY`] from the moment the
-//! question was sent, and a gateway that records an app it had not recorded waits that
-//! long before it answers the subscribe ([`Audience::watch_new`]): a relay that found the
-//! app unwatched before the record asks again before any event committed after the answer.
+//! about that app until then (a copy too many costs nothing but the broker's time).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::Result;
 use crate::presence::now_ms;
@@ -30,22 +26,11 @@ use crate::redis_client::RedisClient;
 pub struct Audience {
     redis: RedisClient,
     ttl: Duration,
-    /// What this reader learned: apps watched until when (Unix ms), and apps unwatched
-    /// until when; asked of Redis no sooner.
-    known: Arc<Mutex<Known>>,
-}
-
-#[derive(Debug, Default)]
-struct Known {
-    watched: HashMap<String, i64>,
-    unwatched: HashMap<String, Instant>,
+    /// Apps known watched, and until when (Unix ms): asked of Redis no sooner.
+    known: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl Audience {
-    /// How long a reader takes an app it found unwatched for unwatched, counted from when
-    /// it asked; [`Audience::watch_new`] waits as long.
-    pub const UNWATCHED_MEMORY: Duration = Duration::from_millis(100);
-
     /// The registry on `redis`; the marks a gateway sets last `ttl` (readers pass any).
     pub fn new(redis: RedisClient, ttl: Duration) -> Self {
         Audience {
@@ -88,31 +73,19 @@ impl Audience {
             .await
     }
 
-    /// Records `apps`, as [`Audience::watch`], then waits until every reader that found
-    /// them unwatched before has forgotten it: call it for apps this gateway had not
-    /// recorded, before answering the subscribe that made it record them.
-    pub async fn watch_new(&self, apps: &[String]) -> Result<()> {
-        self.watch(apps).await?;
-        tokio::time::sleep(Self::UNWATCHED_MEMORY).await;
-        Ok(())
-    }
-
-    /// Of `apps`, those some gateway watches now. Apps this reader learned about are
-    /// answered from memory (watched: until their record's time; unwatched: for
-    /// [`Audience::UNWATCHED_MEMORY`]); the others are asked of Redis in one call.
+    /// Of `apps`, those some gateway watches now. Apps learned watched earlier are answered
+    /// from memory until their mark's time; the others are asked of Redis in one call.
     pub async fn watched(&self, apps: &HashSet<&str>) -> Result<HashSet<String>> {
         let now = now_ms();
-        let asked_at = Instant::now();
         let mut watched = HashSet::new();
         let mut ask = Vec::new();
         {
             let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-            known.watched.retain(|_, until| *until > now);
-            known.unwatched.retain(|_, until| *until > asked_at);
+            known.retain(|_, until| *until > now);
             for app in apps {
-                if known.watched.contains_key(*app) {
+                if known.contains_key(*app) {
                     watched.insert((*app).to_owned());
-                } else if !known.unwatched.contains_key(*app) {
+                } else {
                     ask.push(*app);
                 }
             }
@@ -136,14 +109,9 @@ impl Audience {
         for (app, score) in ask.into_iter().zip(scores) {
             // Scores are whole milliseconds, well within an f64's exact integers.
             let Some(until) = score.map(|s| s as i64).filter(|until| *until > now) else {
-                // From when the question was sent, not answered: a record made meanwhile
-                // waits out this memory before its subscribe is answered.
-                known
-                    .unwatched
-                    .insert(app.to_owned(), asked_at + Self::UNWATCHED_MEMORY);
                 continue;
             };
-            known.watched.insert(app.to_owned(), until);
+            known.insert(app.to_owned(), until);
             watched.insert(app.to_owned());
         }
         Ok(watched)

@@ -59,9 +59,9 @@ async fn a_reader_that_found_an_app_unwatched_sees_its_new_record() {
     let relay = reader(&redis);
     let gateway = Audience::new(redis.clone(), Duration::from_secs(30));
     assert_eq!(relay.watched(&apps(&["app-a"])).await.unwrap(), set(&[]));
-    // A new record returns once readers have forgotten the app was unwatched: a client
-    // whose subscribe is answered after it gets the events committed from then on.
-    gateway.watch_new(&["app-a".to_owned()]).await.unwrap();
+    // An app found unwatched is asked again next time, never remembered: a client whose
+    // subscribe is answered after the record gets the events committed from then on.
+    gateway.watch(&["app-a".to_owned()]).await.unwrap();
     assert_eq!(
         relay.watched(&apps(&["app-a"])).await.unwrap(),
         set(&["app-a"])

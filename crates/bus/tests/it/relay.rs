@@ -529,7 +529,7 @@ async fn real_time_copies_go_only_to_apps_some_gateway_watches() {
     ]);
     assert_eq!(next_copy().await, "watched");
     // An app watched from now on gets the copies of what is committed from now on.
-    gateway.watch_new(&["app2".to_owned()]).await.unwrap();
+    gateway.watch(&["app2".to_owned()]).await.unwrap();
     handle.hand_over([env
         .commit_app_row("now-watched", "app2", "message:appUser")
         .await]);

@@ -160,9 +160,8 @@ impl Bindings {
         if self.bound.lock().await.apps.contains(app_id) {
             return;
         }
-        // Outside the lock: the subscribes of other apps need not queue behind this record
-        // and its wait.
-        self.record(&[app_id.to_owned()], true).await;
+        // Outside the lock: the subscribes of other apps need not queue behind this record.
+        self.record(&[app_id.to_owned()]).await;
         let mut bound = self.bound.lock().await;
         if bound.apps.contains(app_id) {
             return;
@@ -193,7 +192,7 @@ impl Bindings {
         bound.queue = None;
         bound.apps.clear();
         let watched = self.hub.watched_apps();
-        self.record(&watched, false).await;
+        self.record(&watched).await;
         for app_id in watched {
             bind(topology, channel, queue, &app_id).await?;
             bound.apps.insert(app_id);
@@ -211,19 +210,13 @@ impl Bindings {
         metrics::gauge!("faye_bound_apps").set(0.0);
     }
 
-    /// Records `apps` in the relays' audience; `new` ones (about to be answered to the
-    /// client that subscribed) only once no relay can take them for unwatched any more. A
-    /// failure is logged and counted, and the next refresh records them again.
-    async fn record(&self, apps: &[String], new: bool) {
+    /// Records `apps` in the relays' audience; a failure is logged and counted, and the
+    /// next refresh records them again.
+    async fn record(&self, apps: &[String]) {
         let Some(audience) = &self.audience else {
             return;
         };
-        let recorded = if new {
-            audience.watch_new(apps).await
-        } else {
-            audience.watch(apps).await
-        };
-        if let Err(e) = recorded {
+        if let Err(e) = audience.watch(apps).await {
             metrics::counter!("faye_audience_failures_total").increment(1);
             tracing::warn!(error = %e, apps = apps.len(), "recording watched apps in Redis failed; relays may skip their events until the next refresh");
         }
@@ -255,7 +248,7 @@ impl Bindings {
         }
         metrics::gauge!("faye_bound_apps").set(bound.apps.len() as f64);
         let watched: Vec<String> = bound.apps.iter().cloned().collect();
-        self.record(&watched, false).await;
+        self.record(&watched).await;
         Ok(())
     }
 }
