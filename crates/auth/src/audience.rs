@@ -25,6 +25,8 @@ use crate::redis_client::RedisClient;
 #[derive(Debug, Clone)]
 pub struct Audience {
     redis: RedisClient,
+    /// `{prefix}:realtime:apps`, formed once: the relay asks on every batch.
+    key: String,
     ttl: Duration,
     /// Apps known watched, and until when (Unix ms): asked of Redis no sooner.
     known: Arc<Mutex<HashMap<String, i64>>>,
@@ -34,14 +36,11 @@ impl Audience {
     /// The registry on `redis`; the marks a gateway sets last `ttl` (readers pass any).
     pub fn new(redis: RedisClient, ttl: Duration) -> Self {
         Audience {
+            key: redis.key("realtime:apps"),
             redis,
             ttl,
             known: Arc::default(),
         }
-    }
-
-    fn key(&self) -> String {
-        self.redis.key("realtime:apps")
     }
 
     /// Records that clients here watch `apps`, for the next `ttl`.
@@ -49,13 +48,13 @@ impl Audience {
         if apps.is_empty() {
             return Ok(());
         }
-        let key = self.key();
+        let key = &self.key;
         let now = now_ms();
         let until = now.saturating_add(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX));
         self.redis
             .run(|mut conn| async move {
                 let mut add = redis::cmd("ZADD");
-                add.arg(&key).arg("GT");
+                add.arg(key).arg("GT");
                 for app in apps {
                     add.arg(until).arg(app);
                 }
@@ -63,7 +62,7 @@ impl Audience {
                     .add_command(add)
                     .ignore()
                     .cmd("ZREMRANGEBYSCORE")
-                    .arg(&key)
+                    .arg(key)
                     .arg("-inf")
                     .arg(now)
                     .ignore()
@@ -93,14 +92,13 @@ impl Audience {
         if ask.is_empty() {
             return Ok(watched);
         }
-        let key = self.key();
-        let asked = ask.clone();
+        let (key, asked) = (&self.key, &ask);
         let scores = self
             .redis
             .run(|mut conn| async move {
                 redis::cmd("ZMSCORE")
-                    .arg(&key)
-                    .arg(&asked)
+                    .arg(key)
+                    .arg(asked)
                     .query_async::<Vec<Option<f64>>>(&mut conn)
                     .await
             })

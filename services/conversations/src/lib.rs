@@ -132,7 +132,8 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
             relay = relay.with_local(local.clone());
         }
         if let Some(redis) = &target.audience {
-            let redis = auth::RedisClient::new(redis.clone()).context("the audience's Redis")?;
+            let redis = auth::RedisClient::new(redis.clone())
+                .context("the Redis of the relay's real-time audience (SMOOCH_REDIS_URL)")?;
             // A reader's marks last nothing: it sets none.
             let audience = auth::Audience::new(redis, Duration::ZERO);
             relay = relay.with_audience(std::sync::Arc::new(Audience(audience)));
