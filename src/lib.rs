@@ -243,7 +243,10 @@ pub async fn run_role(
             ));
         }
         Role::WebhookWorker => {
-            let config = worker_config(settings, settings.grpc_addr("webhooks"));
+            let config = webhook_worker::Config {
+                conversations_grpc_addr: Some(settings.grpc_addr("conversations")),
+                ..worker_config(settings, settings.grpc_addr("webhooks"))
+            };
             tasks.spawn(webhook_worker::run(config, shutdown.clone()));
         }
         Role::Push => {

@@ -5,8 +5,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     std::env::set_var("PROTOC", protoc);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["common", "users", "conversations", "media", "webhooks"]
-        .map(|name| root.join(format!("smooch/v1/{name}.proto")));
+    let files = [
+        "common",
+        "users",
+        "conversations",
+        "media",
+        "webhooks",
+        "handoff",
+    ]
+    .map(|name| root.join(format!("smooch/v1/{name}.proto")));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -155,6 +155,23 @@ pub fn url(addr: &str) -> String {
     }
 }
 
+/// Splits a gRPC address, `host:port` (optionally behind `http://`), into its parts.
+pub fn host_port(addr: &str) -> anyhow::Result<(String, u16)> {
+    use anyhow::Context as _;
+    let bare = addr
+        .split("://")
+        .last()
+        .unwrap_or(addr)
+        .trim_end_matches('/');
+    let (host, port) = bare
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("gRPC address {addr:?} must be host:port"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("gRPC address {addr:?} has a malformed port"))?;
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
 /// A network channel that sends the current trace context with every call.
 pub fn network(channel: tonic::transport::Channel) -> GrpcChannel {
     use tower::ServiceExt as _;
@@ -249,4 +266,24 @@ where
     };
     let served = served.await;
     tasks.finish(served).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_split_into_host_and_port() {
+        assert_eq!(
+            host_port("127.0.0.1:50051").unwrap(),
+            ("127.0.0.1".into(), 50051)
+        );
+        assert_eq!(
+            host_port("http://smooch-users:50051").unwrap(),
+            ("smooch-users".into(), 50051)
+        );
+        assert_eq!(host_port("[::1]:9").unwrap(), ("::1".into(), 9));
+        assert!(host_port("nohost").is_err());
+        assert!(host_port("host:notaport").is_err());
+    }
 }

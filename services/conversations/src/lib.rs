@@ -4,6 +4,7 @@
 
 mod error;
 mod grpc;
+mod handoff;
 mod rules;
 mod storage;
 
@@ -61,7 +62,9 @@ pub struct RelayTarget {
     /// Prefix of exchanges and queues (`SMOOCH_AMQP_PREFIX`).
     pub amqp_prefix: String,
     /// Where a webhook worker of this process registers to take events in process
-    /// (`smooch all`); `None` publishes every event for the worker's queue.
+    /// (`smooch all`). `None` serves the `EventHandoff` gRPC service instead, where webhook
+    /// workers of other processes attach to take them (split roles); events no worker
+    /// takes are published for the workers' queue.
     pub local: Option<bus::LocalHandoff>,
     /// The Redis where gateways record the apps their real-time clients watch
     /// (`SMOOCH_REDIS_URL`, `SMOOCH_REDIS_PREFIX`): only those apps' events are copied to
@@ -120,6 +123,9 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
         "idempotency key cleanup",
         idempotency_cleanup(pool.clone(), shutdown.clone()),
     );
+    // The workers of other processes that take this replica's events, when no worker of
+    // this process does.
+    let mut remote = None;
     let relay = config.relay.as_ref().map(|target| -> anyhow::Result<_> {
         let mut relay = bus::Relay::with_broker(
             pool.clone(),
@@ -128,9 +134,17 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
             &target.amqp_prefix,
             "conversations",
         );
-        if let Some(local) = &target.local {
-            relay = relay.with_local(local.clone());
-        }
+        let local = match &target.local {
+            Some(local) => local.clone(),
+            None => {
+                let workers = std::sync::Arc::new(handoff::Workers::default());
+                let local = bus::LocalHandoff::default();
+                local.register(workers.clone());
+                remote = Some(workers);
+                local
+            }
+        };
+        relay = relay.with_local(local);
         if let Some(redis) = &target.audience {
             let redis = auth::RedisClient::new(redis.clone())
                 .context("the Redis of the relay's real-time audience (SMOOCH_REDIS_URL)")?;
@@ -150,11 +164,17 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
     reporter
         .set_serving::<proto::v1::conversations_server::ConversationsServer<grpc::ConversationsApi>>()
         .await;
-    Ok(tonic::service::Routes::new(health).add_service(
+    let mut routes = tonic::service::Routes::new(health).add_service(
         proto::v1::conversations_server::ConversationsServer::new(grpc::ConversationsApi::new(
             pool, writer, relay, users,
         )),
-    ))
+    );
+    if let Some(workers) = remote {
+        routes = routes.add_service(proto::v1::event_handoff_server::EventHandoffServer::new(
+            handoff::HandoffApi::new(workers, shutdown.clone()),
+        ));
+    }
+    Ok(routes)
 }
 
 /// Serves the conversations gRPC API on `listener` until `shutdown` is cancelled; returns

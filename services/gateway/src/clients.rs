@@ -40,22 +40,6 @@ pub struct Clients {
     pub channels: Vec<(&'static str, GrpcChannel)>,
 }
 
-/// Splits `host:port` (optionally behind `http://`) into its parts.
-fn host_port(addr: &str) -> anyhow::Result<(String, u16)> {
-    let bare = addr
-        .split("://")
-        .last()
-        .unwrap_or(addr)
-        .trim_end_matches('/');
-    let (host, port) = bare
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow!("gRPC address {addr:?} must be host:port"))?;
-    let port = port
-        .parse()
-        .with_context(|| format!("gRPC address {addr:?} has a malformed port"))?;
-    Ok((host.trim_matches(['[', ']']).to_owned(), port))
-}
-
 fn endpoint(url: String, config: &Config) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::from_shared(url.clone())
         .with_context(|| format!("malformed gRPC address {url:?}"))?
@@ -67,7 +51,7 @@ fn endpoint(url: String, config: &Config) -> anyhow::Result<Endpoint> {
 }
 
 fn channel(addr: &str, config: &Config, tasks: &Tasks) -> anyhow::Result<Channel> {
-    let (host, port) = host_port(addr)?;
+    let (host, port) = telemetry::grpc::host_port(addr)?;
     if host.parse::<IpAddr>().is_ok() {
         return Ok(endpoint(telemetry::grpc::url(addr), config)?.connect_lazy());
     }
@@ -164,25 +148,5 @@ impl Clients {
                 ("webhooks", webhooks),
             ],
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_split_into_host_and_port() {
-        assert_eq!(
-            host_port("127.0.0.1:50051").unwrap(),
-            ("127.0.0.1".into(), 50051)
-        );
-        assert_eq!(
-            host_port("http://smooch-users:50051").unwrap(),
-            ("smooch-users".into(), 50051)
-        );
-        assert_eq!(host_port("[::1]:9").unwrap(), ("::1".into(), 9));
-        assert!(host_port("nohost").is_err());
-        assert!(host_port("host:notaport").is_err());
     }
 }

@@ -12,6 +12,7 @@ mod breaker;
 mod depth;
 mod directory;
 mod error;
+mod intake;
 pub mod job;
 mod limiter;
 mod recorder;
@@ -54,6 +55,12 @@ pub struct Config {
     /// on top of its event queue's.
     #[serde(skip)]
     pub local_handoff: Option<bus::LocalHandoff>,
+    /// The conversations replica whose events the worker takes over a gRPC stream when it
+    /// has no relay of its own process (split roles; `SMOOCH_CONVERSATIONS_GRPC_ADDR`), up to
+    /// `event_prefetch` at once on top of its event queue's; `None` takes every event from
+    /// the queue.
+    #[serde(skip)]
+    pub conversations_grpc_addr: Option<String>,
     /// Time limit of one POST, connection included (`SMOOCH_WEBHOOK_TIMEOUT_MS`, default
     /// 10000).
     #[serde(rename = "webhook_timeout_ms", with = "domain::config::millis")]
@@ -126,6 +133,7 @@ impl Default for Config {
             webhooks_grpc_addr: "127.0.0.1:50054".to_owned(),
             webhooks_channel: None,
             local_handoff: None,
+            conversations_grpc_addr: None,
             timeout: Duration::from_millis(10_000),
             retry_base: Duration::from_millis(5_000),
             max_retries: 5,
@@ -313,17 +321,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             },
         )
     };
+    let local_fan_out = || {
+        Arc::new(worker::LocalFanOut::new(
+            worker.clone(),
+            config.event_prefetch,
+            shutdown.clone(),
+        ))
+    };
     let handoff = config
         .local_handoff
         .as_ref()
         .filter(|_| config.in_process_events);
     if let Some(handoff) = handoff {
-        handoff.register(Arc::new(worker::LocalFanOut::new(
-            worker.clone(),
-            config.event_prefetch,
-            shutdown.clone(),
-        )));
+        handoff.register(local_fan_out());
     }
+    let remote = match &config.conversations_grpc_addr {
+        Some(addr) if config.in_process_events && handoff.is_none() => Some(
+            intake::Intake::new(addr)?.run(local_fan_out, config.event_prefetch, shutdown.clone()),
+        ),
+        _ => None,
+    };
+    let intake = async move {
+        if let Some(intake) = remote {
+            intake.await;
+        }
+    };
     let requested = retries::run(worker.clone(), client, config.retry_poll, shutdown.clone());
     let changes = {
         let worker = worker.clone();
@@ -335,7 +357,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topology.all_queues(&retry_ttls, cool_down),
         shutdown.clone(),
     );
-    tokio::join!(events, deliveries, retries, requested, depths, changes);
+    tokio::join!(events, deliveries, retries, requested, depths, changes, intake);
     if let Some(handoff) = handoff {
         handoff.unregister();
     }

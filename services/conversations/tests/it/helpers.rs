@@ -21,7 +21,7 @@ pub(crate) struct TestApp {
     pub(crate) client: ConversationsClient<Channel>,
     pub(crate) app_id: String,
     pub(crate) pool: PgPool,
-    _shutdown: DropGuard,
+    pub(crate) _shutdown: DropGuard,
 }
 
 /// Starts the service on a free port (migrating the test database first).

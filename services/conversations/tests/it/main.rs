@@ -6,6 +6,7 @@
 
 mod events;
 mod get_conversation;
+mod handoff;
 mod helpers;
 mod outbox;
 mod pagination;

@@ -6,6 +6,7 @@
 
 mod circuits;
 mod delivery;
+mod handoff;
 mod helpers;
 mod retries;
 mod scaling;

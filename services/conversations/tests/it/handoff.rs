@@ -1,0 +1,265 @@
+//! The hand-off of committed events to webhook workers in other processes: a client of the
+//! `EventHandoff` stream, as a worker speaks it, against a replica whose relay publishes to
+//! the real RabbitMQ under a prefix of the test's own.
+
+use std::time::{Duration, Instant};
+
+use bus::lapin::options::{BasicGetOptions, QueueDeleteOptions};
+use proto::v1 as pb;
+use proto::v1::conversations_client::ConversationsClient;
+use proto::v1::event_handoff_client::EventHandoffClient;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{new_message, TestApp};
+
+/// A database of this test's own: a relay sweeps every old row of its outbox, and the other
+/// tests' replicas run none.
+fn database_url() -> String {
+    let url = crate::helpers::database_url();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/smooch_test_handoff")
+}
+
+fn amqp_url() -> String {
+    std::env::var("SMOOCH_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A replica with a relay under a new prefix, the prefix's event queue declared (what the
+/// relay publishes lands there), and its address.
+async fn replica() -> (TestApp, bus::Topology, bus::lapin::Channel, String) {
+    let url = database_url();
+    db::ensure_database(&url).await.unwrap();
+    conversations::migrate(&url).await.unwrap();
+    let topology = bus::Topology::new(format!("test-{}", domain::id::new_secret(6)));
+    let connection = bus::lapin::Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    topology.declare_events(&channel).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let shutdown = CancellationToken::new();
+    let config = conversations::Config {
+        database_url: url.clone(),
+        max_connections: 5,
+        relay: Some(conversations::RelayTarget {
+            amqp_url: amqp_url(),
+            amqp_prefix: topology.prefix().to_owned(),
+            local: None,
+            audience: None,
+        }),
+        message_writers: 2,
+        users_addr: None,
+    };
+    tokio::spawn(conversations::run(config, listener, shutdown.clone()));
+    let client = ConversationsClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let app = TestApp {
+        client,
+        app_id: domain::id::new_id(),
+        pool: db::connect(&url, conversations::SCHEMA, 2).unwrap(),
+        _shutdown: shutdown.drop_guard(),
+    };
+    (app, topology, channel, addr)
+}
+
+/// A worker's side of the stream: what it is handed, and where its answers go.
+struct Attached {
+    answers: mpsc::UnboundedSender<pb::TakeRequest>,
+    handed: tonic::Streaming<pb::HandedEvents>,
+}
+
+async fn attach(addr: &str, credit: u32) -> Attached {
+    let mut client = EventHandoffClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (answers, requests) = mpsc::unbounded_channel();
+    answers
+        .send(pb::TakeRequest {
+            credit,
+            outcomes: Vec::new(),
+        })
+        .unwrap();
+    let handed = client
+        .take(UnboundedReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    Attached { answers, handed }
+}
+
+impl Attached {
+    /// The next event handed on this stream.
+    async fn next(&mut self) -> pb::HandedEvent {
+        let batch = tokio::time::timeout(Duration::from_secs(10), self.handed.message())
+            .await
+            .expect("an event was handed")
+            .unwrap()
+            .expect("the stream is open");
+        assert_eq!(batch.events.len(), 1, "{batch:?}");
+        batch.events.into_iter().next().unwrap()
+    }
+
+    fn answer(&self, seq: i64, handled: bool) {
+        self.answers
+            .send(pb::TakeRequest {
+                credit: 0,
+                outcomes: vec![pb::HandoffOutcome { seq, handled }],
+            })
+            .unwrap();
+    }
+}
+
+/// Posts a message as app user `user`; returns its event's outbox seq and id.
+async fn post(app: &mut TestApp, user: &str, text: &str) -> (i64, String) {
+    let message = app.post(user, new_message("appUser", text)).await.unwrap();
+    let id = message.message.unwrap().id;
+    sqlx::query_as(
+        "SELECT seq, event_id FROM outbox
+          WHERE app_id = $1 AND trigger = 'message:appUser' AND payload->'messages'->0->>'_id' = $2",
+    )
+    .bind(&app.app_id)
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+async fn published(app: &TestApp, seq: i64) -> bool {
+    sqlx::query_scalar("SELECT published_at IS NOT NULL FROM outbox WHERE seq = $1")
+        .bind(seq)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits up to `limit` for the row `seq` to be marked published.
+async fn marked_within(app: &TestApp, seq: i64, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if published(app, seq).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// The event ids that reach the prefix's event queue within `limit`.
+async fn queued_within(
+    channel: &bus::lapin::Channel,
+    topology: &bus::Topology,
+    limit: Duration,
+    want: usize,
+) -> Vec<String> {
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    while ids.len() < want && start.elapsed() < limit {
+        let got = channel
+            .basic_get(
+                topology.webhook_events_queue().as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        match got {
+            Some(message) => {
+                let event: serde_json::Value = serde_json::from_slice(&message.data).unwrap();
+                ids.push(event["id"].as_str().unwrap().to_owned());
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    ids
+}
+
+/// Starts the conversations of `users` before any worker attaches (a conversation's first
+/// message also has a `conversation:start` event), and takes their events off the queue.
+async fn start_conversations(
+    app: &mut TestApp,
+    channel: &bus::lapin::Channel,
+    topology: &bus::Topology,
+    users: &[&str],
+) {
+    for user in users {
+        post(app, user, "first").await;
+    }
+    let queued = queued_within(channel, topology, Duration::from_secs(10), users.len() * 2).await;
+    assert_eq!(queued.len(), users.len() * 2);
+}
+
+async fn clean_up(channel: &bus::lapin::Channel, topology: &bus::Topology) {
+    for queue in [topology.webhook_events_queue(), topology.dead_queue()] {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn an_attached_worker_takes_app_user_events_and_only_its_handled_answer_marks_them() {
+    let (mut app, topology, channel, addr) = replica().await;
+    start_conversations(&mut app, &channel, &topology, &["user1", "user2", "user3"]).await;
+    let mut worker = attach(&addr, 1).await;
+
+    // Events the webhook worker does not take from the relay (push's) are published. An
+    // answer for an event this stream was never handed changes nothing, credit included.
+    let maker = crate::helpers::maker_message("key", "hello");
+    app.post("user1", maker).await.unwrap();
+    let queued = queued_within(&channel, &topology, Duration::from_secs(5), 1).await;
+    assert_eq!(queued.len(), 1);
+    worker.answer(i64::MAX, true);
+
+    // Handed to the worker, not published; its answer marks the row.
+    let (seq, event_id) = post(&mut app, "user1", "one").await;
+    let event = worker.next().await;
+    assert_eq!(
+        (event.seq, event.event_id.as_str(), event.app_id.as_str()),
+        (seq, event_id.as_str(), app.app_id.as_str())
+    );
+    assert_eq!(event.trigger, "message:appUser");
+    let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+    assert_eq!(payload["messages"][0]["text"], "one");
+    assert!(event.created_at_s > 0);
+    assert!(!published(&app, seq).await, "marked before the answer");
+    worker.answer(seq, true);
+    assert!(marked_within(&app, seq, Duration::from_secs(5)).await);
+
+    // The answer gave the credit back. A declined event stays unpublished until the sweep
+    // publishes it to the event queue (rows younger than 2 s are not swept).
+    let (declined, declined_id) = post(&mut app, "user1", "two").await;
+    assert_eq!(worker.next().await.seq, declined);
+    worker.answer(declined, false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!published(&app, declined).await);
+    let queued = queued_within(&channel, &topology, Duration::from_secs(10), 1).await;
+    assert_eq!(queued, vec![declined_id]);
+    assert!(marked_within(&app, declined, Duration::from_secs(5)).await);
+
+    // With its one credit held by an unanswered event, the next event goes to the queue at
+    // once.
+    let (held, held_id) = post(&mut app, "user2", "three").await;
+    assert_eq!(worker.next().await.seq, held);
+    let (over, over_id) = post(&mut app, "user2", "four").await;
+    let queued = queued_within(&channel, &topology, Duration::from_millis(1500), 1).await;
+    assert_eq!(queued, vec![over_id]);
+    assert!(marked_within(&app, over, Duration::from_secs(5)).await);
+
+    // A worker that goes away without answering leaves its event to the sweep: published
+    // once, to the queue.
+    drop(worker);
+    let queued = queued_within(&channel, &topology, Duration::from_secs(10), 1).await;
+    assert_eq!(queued, vec![held_id]);
+    assert!(marked_within(&app, held, Duration::from_secs(5)).await);
+
+    // No worker attached: events go to the queue as they are committed.
+    let (_, alone_id) = post(&mut app, "user3", "five").await;
+    let queued = queued_within(&channel, &topology, Duration::from_millis(1500), 1).await;
+    assert_eq!(queued, vec![alone_id]);
+    clean_up(&channel, &topology).await;
+}

@@ -1,0 +1,254 @@
+//! Events straight from a conversations replica in another process (split roles): the
+//! worker attaches to its `EventHandoff` stream, states how many events it takes at once,
+//! fans each handed event out as it does those of its own process's relay
+//! ([`LocalFanOut`]), and answers whether it handled it. The replica marks the event's
+//! outbox row published only on a handled answer; anything else (a declined event, a broken
+//! stream, a crash) leaves the row for the replica's sweep, which publishes it to the event
+//! queue this worker also consumes. A replica that serves no hand-off (`smooch all`, or an
+//! older version) is asked again now and then; meanwhile every event comes through the
+//! queue.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bus::LocalConsumer as _;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt as _;
+use proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::worker::LocalFanOut;
+
+/// How long a stopping worker waits for the events in hand before it closes its stream
+/// (their rows then wait for the replica's sweep).
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The longest wait before attaching again after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+type Client = pb::event_handoff_client::EventHandoffClient<tonic::transport::Channel>;
+
+/// How often a DNS name of the conversations role is resolved again for new replicas.
+const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the worker takes events from: one replica at an IP address, or every replica a
+/// DNS name resolves to (a headless Service in Kubernetes), since one stream reaches one
+/// replica and each replica hands over only the events it commits.
+pub(crate) struct Intake {
+    host: String,
+    port: u16,
+}
+
+impl Intake {
+    /// Checks `addr`, the conversations role's `host:port` or URL.
+    pub(crate) fn new(addr: &str) -> anyhow::Result<Intake> {
+        let (host, port) =
+            telemetry::grpc::host_port(addr).context("malformed SMOOCH_CONVERSATIONS_GRPC_ADDR")?;
+        Ok(Intake { host, port })
+    }
+
+    /// Takes events from every replica until `shutdown`, up to `credit` at once from each,
+    /// fanned out by a fan-out of its own from `fan_out`.
+    pub(crate) async fn run(
+        self,
+        fan_out: impl Fn() -> Arc<LocalFanOut>,
+        credit: u16,
+        shutdown: CancellationToken,
+    ) {
+        let mut streams: HashMap<SocketAddr, CancellationToken> = HashMap::new();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            let found: Option<HashSet<SocketAddr>> = match self.host.parse::<IpAddr>() {
+                Ok(ip) => Some([SocketAddr::new(ip, self.port)].into()),
+                Err(_) => match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
+                    Ok(found) => Some(found.collect()),
+                    Err(e) => {
+                        // Keep the streams there are: a DNS hiccup must not detach them.
+                        tracing::warn!(service = %self.host, error = %e, "resolving the conversations role failed");
+                        None
+                    }
+                },
+            };
+            if let Some(found) = found {
+                streams.retain(|addr, stop| {
+                    let keep = found.contains(addr);
+                    if !keep {
+                        tracing::info!(%addr, "conversations replica gone; detaching");
+                        stop.cancel();
+                    }
+                    keep
+                });
+                for addr in found {
+                    if streams.contains_key(&addr) {
+                        continue;
+                    }
+                    let stop = shutdown.child_token();
+                    streams.insert(addr, stop.clone());
+                    match client(addr) {
+                        Ok(client) => {
+                            running.spawn(take(client, fan_out(), credit, stop));
+                        }
+                        Err(e) => {
+                            tracing::warn!(%addr, error = %e, "no stream to a conversations replica")
+                        }
+                    }
+                }
+            }
+            if self.host.parse::<IpAddr>().is_ok() {
+                shutdown.cancelled().await;
+            } else {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(RESOLVE_EVERY) => {}
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // Reap the streams of replicas that went away.
+            while running.try_join_next().is_some() {}
+        }
+        while running.join_next().await.is_some() {}
+    }
+}
+
+/// A client of the `EventHandoff` service of the replica at `addr`, connected on first use.
+fn client(addr: SocketAddr) -> anyhow::Result<Client> {
+    // No call timeout: the stream lasts as long as both sides do; keep-alive pings find a
+    // peer that vanished.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(pb::event_handoff_client::EventHandoffClient::new(channel))
+}
+
+/// Takes events through `client` until `shutdown`, attaching again after each stream ends.
+async fn take(
+    mut client: Client,
+    fan_out: Arc<LocalFanOut>,
+    credit: u16,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = bus::Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
+    while !shutdown.is_cancelled() {
+        match attach(&mut client, &fan_out, credit, &shutdown).await {
+            Ok(handled) => {
+                tracing::info!(handled, "event hand-off stream ended");
+                if handled > 0 {
+                    backoff.reset();
+                }
+            }
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                tracing::info!("the conversations replica hands no events over; they come through the event queue");
+                // Nothing will change until that replica is replaced: ask rarely.
+                for _ in 0..4 {
+                    backoff.next_delay();
+                }
+            }
+            Err(status) => {
+                tracing::warn!(%status, "attaching to a conversations replica for events failed; they come through the event queue meanwhile");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// One stream: returns how many events it handled once the replica ends it or `shutdown`
+/// drained it, or the status that broke it.
+async fn attach(
+    client: &mut Client,
+    fan_out: &LocalFanOut,
+    credit: u16,
+    shutdown: &CancellationToken,
+) -> Result<u64, tonic::Status> {
+    let (answers, outgoing) = mpsc::unbounded_channel::<pb::HandoffOutcome>();
+    let first = pb::TakeRequest {
+        credit: u32::from(credit),
+        outcomes: Vec::new(),
+    };
+    // Answers go out in batches: whatever finished while the last batch was being sent.
+    let requests = futures::stream::once(async move { first }).chain(futures::stream::unfold(
+        outgoing,
+        |mut outgoing| async move {
+            let mut outcomes = Vec::new();
+            if outgoing.recv_many(&mut outcomes, 256).await == 0 {
+                return None;
+            }
+            Some((
+                pb::TakeRequest {
+                    credit: 0,
+                    outcomes,
+                },
+                outgoing,
+            ))
+        },
+    ));
+    let mut events = client.take(requests).await?.into_inner();
+    tracing::info!("attached to a conversations replica for events");
+    let mut in_hand = FuturesUnordered::new();
+    let mut handled = 0u64;
+    let answer = |seq: i64, ok: bool| {
+        // The receiver lives as long as the request stream: a send fails only once the
+        // stream is gone, and then the replica's sweep has the row.
+        let _ = answers.send(pb::HandoffOutcome { seq, handled: ok });
+    };
+    let ended = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            Some((seq, ok)) = in_hand.next() => {
+                handled += u64::from(ok);
+                answer(seq, ok);
+            }
+            batch = events.message() => match batch {
+                Ok(Some(batch)) => {
+                    for event in batch.events {
+                        let seq = event.seq;
+                        match fan_out.offer(&row(event)) {
+                            Some(work) => in_hand.push(async move { (seq, work.await) }),
+                            None => answer(seq, false),
+                        }
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(status) => break Err(status),
+            },
+        }
+    };
+    // Finish what is in hand and answer it while the stream lasts; the replica ends it after
+    // the answers.
+    let drained = tokio::time::timeout(DRAIN, async {
+        while let Some((seq, ok)) = in_hand.next().await {
+            handled += u64::from(ok);
+            answer(seq, ok);
+        }
+    });
+    if drained.await.is_err() {
+        tracing::warn!("events in hand outlasted the drain; the replica's sweep publishes them");
+    }
+    ended.map(|()| handled)
+}
+
+/// The outbox row a handed event came from.
+fn row(event: pb::HandedEvent) -> bus::OutboxRow {
+    bus::OutboxRow {
+        seq: event.seq,
+        event_id: event.event_id,
+        app_id: event.app_id,
+        trigger: event.trigger,
+        payload: event.payload,
+        created_at_s: event.created_at_s,
+        traceparent: event.traceparent,
+        tracestate: event.tracestate,
+    }
+}
