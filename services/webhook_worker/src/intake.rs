@@ -198,17 +198,15 @@ async fn attach(
     tracing::info!("attached to a conversations replica for events");
     let mut in_hand = FuturesUnordered::new();
     let mut handled = 0u64;
-    let answer = |seq: i64, ok: bool| {
-        // The receiver lives as long as the request stream: a send fails only once the
-        // stream is gone, and then the replica's sweep has the row.
-        let _ = answers.send(pb::HandoffOutcome { seq, handled: ok });
-    };
+    // The receiver lives as long as the request stream: a send fails only once the stream
+    // is gone, and then the replica's sweep has the row.
+    let answer = |seq: i64, ok: bool| answers.send(pb::HandoffOutcome { seq, handled: ok });
     let ended = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             Some((seq, ok)) = in_hand.next() => {
                 handled += u64::from(ok);
-                answer(seq, ok);
+                let _ = answer(seq, ok);
             }
             batch = events.message() => match batch {
                 Ok(Some(batch)) => {
@@ -216,7 +214,9 @@ async fn attach(
                         let seq = event.seq;
                         match fan_out.offer(&row(event)) {
                             Some(work) => in_hand.push(async move { (seq, work.await) }),
-                            None => answer(seq, false),
+                            None => {
+                                let _ = answer(seq, false);
+                            }
                         }
                     }
                 }
@@ -230,11 +230,19 @@ async fn attach(
     let drained = tokio::time::timeout(DRAIN, async {
         while let Some((seq, ok)) = in_hand.next().await {
             handled += u64::from(ok);
-            answer(seq, ok);
+            let _ = answer(seq, ok);
         }
     });
     if drained.await.is_err() {
         tracing::warn!("events in hand outlasted the drain; the replica's sweep publishes them");
+    }
+    // Ending the request stream after the last answer, then waiting for the replica to end
+    // its side, gets every answer across before the call goes (dropping it would reset the
+    // stream with answers still queued). What it hands meanwhile is left to its sweep.
+    drop(answers);
+    if ended.is_ok() {
+        let closed = async { while let Ok(Some(_)) = events.message().await {} };
+        let _ = tokio::time::timeout(DRAIN, closed).await;
     }
     ended.map(|()| handled)
 }

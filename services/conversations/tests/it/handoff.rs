@@ -150,8 +150,10 @@ async fn marked_within(app: &TestApp, seq: i64, limit: Duration) -> bool {
     false
 }
 
-/// The event ids that reach the prefix's event queue within `limit`.
+/// The ids of `app`'s events that reach the prefix's event queue within `limit` (the relay
+/// also sweeps what earlier runs left in the database).
 async fn queued_within(
+    app: &TestApp,
     channel: &bus::lapin::Channel,
     topology: &bus::Topology,
     limit: Duration,
@@ -170,7 +172,9 @@ async fn queued_within(
         match got {
             Some(message) => {
                 let event: serde_json::Value = serde_json::from_slice(&message.data).unwrap();
-                ids.push(event["id"].as_str().unwrap().to_owned());
+                if event["appId"] == app.app_id.as_str() {
+                    ids.push(event["id"].as_str().unwrap().to_owned());
+                }
             }
             None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -189,7 +193,14 @@ async fn start_conversations(
     for user in users {
         post(app, user, "first").await;
     }
-    let queued = queued_within(channel, topology, Duration::from_secs(10), users.len() * 2).await;
+    let queued = queued_within(
+        app,
+        channel,
+        topology,
+        Duration::from_secs(10),
+        users.len() * 2,
+    )
+    .await;
     assert_eq!(queued.len(), users.len() * 2);
 }
 
@@ -211,7 +222,7 @@ async fn an_attached_worker_takes_app_user_events_and_only_its_handled_answer_ma
     // answer for an event this stream was never handed changes nothing, credit included.
     let maker = crate::helpers::maker_message("key", "hello");
     app.post("user1", maker).await.unwrap();
-    let queued = queued_within(&channel, &topology, Duration::from_secs(5), 1).await;
+    let queued = queued_within(&app, &channel, &topology, Duration::from_secs(5), 1).await;
     assert_eq!(queued.len(), 1);
     worker.answer(i64::MAX, true);
 
@@ -237,7 +248,7 @@ async fn an_attached_worker_takes_app_user_events_and_only_its_handled_answer_ma
     worker.answer(declined, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!published(&app, declined).await);
-    let queued = queued_within(&channel, &topology, Duration::from_secs(10), 1).await;
+    let queued = queued_within(&app, &channel, &topology, Duration::from_secs(10), 1).await;
     assert_eq!(queued, vec![declined_id]);
     assert!(marked_within(&app, declined, Duration::from_secs(5)).await);
 
@@ -246,20 +257,20 @@ async fn an_attached_worker_takes_app_user_events_and_only_its_handled_answer_ma
     let (held, held_id) = post(&mut app, "user2", "three").await;
     assert_eq!(worker.next().await.seq, held);
     let (over, over_id) = post(&mut app, "user2", "four").await;
-    let queued = queued_within(&channel, &topology, Duration::from_millis(1500), 1).await;
+    let queued = queued_within(&app, &channel, &topology, Duration::from_millis(1500), 1).await;
     assert_eq!(queued, vec![over_id]);
     assert!(marked_within(&app, over, Duration::from_secs(5)).await);
 
     // A worker that goes away without answering leaves its event to the sweep: published
     // once, to the queue.
     drop(worker);
-    let queued = queued_within(&channel, &topology, Duration::from_secs(10), 1).await;
+    let queued = queued_within(&app, &channel, &topology, Duration::from_secs(10), 1).await;
     assert_eq!(queued, vec![held_id]);
     assert!(marked_within(&app, held, Duration::from_secs(5)).await);
 
     // No worker attached: events go to the queue as they are committed.
     let (_, alone_id) = post(&mut app, "user3", "five").await;
-    let queued = queued_within(&channel, &topology, Duration::from_millis(1500), 1).await;
+    let queued = queued_within(&app, &channel, &topology, Duration::from_millis(1500), 1).await;
     assert_eq!(queued, vec![alone_id]);
     clean_up(&channel, &topology).await;
 }
