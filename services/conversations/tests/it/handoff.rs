@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{new_message, TestApp};
 
-/// A database of this test's own: a relay sweeps every old row of its outbox, and the other
-/// tests' replicas run none.
-fn database_url() -> String {
+/// A database of the test's own, `name`: a relay sweeps every old row of its outbox, and
+/// the other tests' replicas run none.
+fn database_url(name: &str) -> String {
     let url = crate::helpers::database_url();
     let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/smooch_test_handoff")
+    format!("{base}/{name}")
 }
 
 fn amqp_url() -> String {
@@ -28,10 +28,18 @@ fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
-/// A replica with a relay under a new prefix, the prefix's event queue declared (what the
-/// relay publishes lands there), and its address.
-async fn replica() -> (TestApp, bus::Topology, bus::lapin::Channel, String) {
-    let url = database_url();
+/// A replica on the database `name` with a relay under a new prefix, the prefix's event
+/// queue declared (what the relay publishes lands there), its address, and what stops it.
+async fn replica(
+    name: &str,
+) -> (
+    TestApp,
+    bus::Topology,
+    bus::lapin::Channel,
+    String,
+    CancellationToken,
+) {
+    let url = database_url(name);
     db::ensure_database(&url).await.unwrap();
     conversations::migrate(&url).await.unwrap();
     let topology = bus::Topology::new(format!("test-{}", domain::id::new_secret(6)));
@@ -63,9 +71,9 @@ async fn replica() -> (TestApp, bus::Topology, bus::lapin::Channel, String) {
         client,
         app_id: domain::id::new_id(),
         pool: db::connect(&url, conversations::SCHEMA, 2).unwrap(),
-        _shutdown: shutdown.drop_guard(),
+        _shutdown: shutdown.clone().drop_guard(),
     };
-    (app, topology, channel, addr)
+    (app, topology, channel, addr, shutdown)
 }
 
 /// A worker's side of the stream: what it is handed, and where its answers go.
@@ -214,7 +222,7 @@ async fn clean_up(channel: &bus::lapin::Channel, topology: &bus::Topology) {
 
 #[tokio::test]
 async fn an_attached_worker_takes_app_user_events_and_only_its_handled_answer_marks_them() {
-    let (mut app, topology, channel, addr) = replica().await;
+    let (mut app, topology, channel, addr, _) = replica("smooch_test_handoff").await;
     start_conversations(&mut app, &channel, &topology, &["user1", "user2", "user3"]).await;
     let mut worker = attach(&addr, 1).await;
 
@@ -272,5 +280,27 @@ async fn an_attached_worker_takes_app_user_events_and_only_its_handled_answer_ma
     let (_, alone_id) = post(&mut app, "user3", "five").await;
     let queued = queued_within(&app, &channel, &topology, Duration::from_millis(1500), 1).await;
     assert_eq!(queued, vec![alone_id]);
+    clean_up(&channel, &topology).await;
+}
+
+#[tokio::test]
+async fn a_stopping_replica_hands_out_nothing_more_and_waits_for_the_answers_it_is_owed() {
+    let (mut app, topology, channel, addr, stop) = replica("smooch_test_handoff_stop").await;
+    start_conversations(&mut app, &channel, &topology, &["user1"]).await;
+    let mut worker = attach(&addr, 4).await;
+    let (seq, _) = post(&mut app, "user1", "one").await;
+    assert_eq!(worker.next().await.seq, seq);
+
+    // The replica stops with the event in the worker's hands: the answer still marks it.
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!published(&app, seq).await);
+    worker.answer(seq, true);
+    assert!(marked_within(&app, seq, Duration::from_secs(5)).await);
+    // Then it ends the stream, having handed nothing more.
+    let end = tokio::time::timeout(Duration::from_secs(10), worker.handed.message())
+        .await
+        .expect("the stream ended");
+    assert!(matches!(end, Ok(None)), "{end:?}");
     clean_up(&channel, &topology).await;
 }
