@@ -99,7 +99,7 @@ pub struct Config {
     )]
     pub circuit_cool_down: Duration,
     /// Unacked events per worker being fanned out (`SMOOCH_WEBHOOK_EVENT_PREFETCH`,
-    /// default 16).
+    /// default 64).
     #[serde(rename = "webhook_event_prefetch")]
     pub event_prefetch: u16,
     /// Whether the worker takes events from the outbox relay of its own process when it
@@ -142,7 +142,7 @@ impl Default for Config {
             retry_prefetch: 32,
             circuit_failures: 5,
             circuit_cool_down: Duration::from_millis(10_000),
-            event_prefetch: 16,
+            event_prefetch: 64,
             in_process_events: true,
             max_in_flight_per_target: 8,
             cache_ttl: Duration::from_millis(1_000),
