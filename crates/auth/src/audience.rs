@@ -33,7 +33,7 @@ pub struct Audience {
 }
 
 impl Audience {
-    /// The registry on `redis`; the marks a gateway sets last `ttl` (readers pass any).
+    /// The registry on `redis`, as a gateway keeps it: the marks it sets last `ttl`.
     pub fn new(redis: RedisClient, ttl: Duration) -> Self {
         Audience {
             key: redis.key("realtime:apps"),
@@ -41,6 +41,12 @@ impl Audience {
             ttl,
             known: Arc::default(),
         }
+    }
+
+    /// The registry on `redis`, as a relay reads it ([`Audience::watched`]); it sets no
+    /// marks.
+    pub fn reader(redis: RedisClient) -> Self {
+        Audience::new(redis, Duration::ZERO)
     }
 
     /// Records that clients here watch `apps`, for the next `ttl`.

@@ -168,7 +168,6 @@ impl bus::LocalConsumer for Workers {
             worker.give_back(1);
             return None;
         };
-        metrics::counter!("event_handoff_handed_total").increment(1);
         let seq = row.seq;
         Some(Box::pin(async move {
             match tokio::time::timeout(ANSWER_LIMIT, answered).await {

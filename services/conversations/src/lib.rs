@@ -125,7 +125,11 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
     );
     // The workers of other processes that take this replica's events, when no worker of
     // this process does.
-    let mut remote = None;
+    let remote = config
+        .relay
+        .as_ref()
+        .filter(|target| target.local.is_none())
+        .map(|_| std::sync::Arc::new(handoff::Workers::default()));
     let relay = config.relay.as_ref().map(|target| -> anyhow::Result<_> {
         let mut relay = bus::Relay::with_broker(
             pool.clone(),
@@ -134,22 +138,18 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
             &target.amqp_prefix,
             "conversations",
         );
-        let local = match &target.local {
-            Some(local) => local.clone(),
-            None => {
-                let workers = std::sync::Arc::new(handoff::Workers::default());
-                let local = bus::LocalHandoff::default();
+        let local = target.local.clone().unwrap_or_else(|| {
+            let local = bus::LocalHandoff::default();
+            if let Some(workers) = &remote {
                 local.register(workers.clone());
-                remote = Some(workers);
-                local
             }
-        };
+            local
+        });
         relay = relay.with_local(local);
         if let Some(redis) = &target.audience {
             let redis = auth::RedisClient::new(redis.clone())
                 .context("the Redis of the relay's real-time audience (SMOOCH_REDIS_URL)")?;
-            // A reader's marks last nothing: it sets none.
-            let audience = auth::Audience::new(redis, Duration::ZERO);
+            let audience = auth::Audience::reader(redis);
             relay = relay.with_audience(std::sync::Arc::new(Audience(audience)));
         }
         let handle = relay.handle();

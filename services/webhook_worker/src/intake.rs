@@ -41,6 +41,8 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 pub(crate) struct Intake {
     host: String,
     port: u16,
+    /// The host as an IP address, which names one replica and is never resolved again.
+    ip: Option<IpAddr>,
 }
 
 impl Intake {
@@ -48,7 +50,22 @@ impl Intake {
     pub(crate) fn new(addr: &str) -> anyhow::Result<Intake> {
         let (host, port) =
             telemetry::grpc::host_port(addr).context("malformed SMOOCH_CONVERSATIONS_GRPC_ADDR")?;
-        Ok(Intake { host, port })
+        let ip = host.parse().ok();
+        Ok(Intake { host, port, ip })
+    }
+
+    /// The replicas' addresses now; `None` when the name cannot be resolved now.
+    async fn replicas(&self) -> Option<HashSet<SocketAddr>> {
+        if let Some(ip) = self.ip {
+            return Some([SocketAddr::new(ip, self.port)].into());
+        }
+        match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
+            Ok(found) => Some(found.collect()),
+            Err(e) => {
+                tracing::warn!(service = %self.host, error = %e, "resolving the conversations role failed");
+                None
+            }
+        }
     }
 
     /// Takes events from every replica until `shutdown`, up to `credit` at once from each,
@@ -62,18 +79,8 @@ impl Intake {
         let mut streams: HashMap<SocketAddr, CancellationToken> = HashMap::new();
         let mut running = tokio::task::JoinSet::new();
         loop {
-            let found: Option<HashSet<SocketAddr>> = match self.host.parse::<IpAddr>() {
-                Ok(ip) => Some([SocketAddr::new(ip, self.port)].into()),
-                Err(_) => match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
-                    Ok(found) => Some(found.collect()),
-                    Err(e) => {
-                        // Keep the streams there are: a DNS hiccup must not detach them.
-                        tracing::warn!(service = %self.host, error = %e, "resolving the conversations role failed");
-                        None
-                    }
-                },
-            };
-            if let Some(found) = found {
+            // A failed lookup keeps the streams there are: a DNS hiccup must not detach them.
+            if let Some(found) = self.replicas().await {
                 streams.retain(|addr, stop| {
                     let keep = found.contains(addr);
                     if !keep {
@@ -98,16 +105,15 @@ impl Intake {
                     }
                 }
             }
-            if self.host.parse::<IpAddr>().is_ok() {
-                shutdown.cancelled().await;
-            } else {
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(RESOLVE_EVERY) => {}
+            let again = async {
+                match self.ip {
+                    Some(_) => std::future::pending().await,
+                    None => tokio::time::sleep(RESOLVE_EVERY).await,
                 }
-            }
-            if shutdown.is_cancelled() {
-                break;
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = again => {}
             }
             // Reap the streams of replicas that went away.
             while running.try_join_next().is_some() {}
@@ -139,27 +145,27 @@ async fn take(
 ) {
     let mut backoff = bus::Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
     while !shutdown.is_cancelled() {
-        match attach(&mut client, &fan_out, credit, &shutdown).await {
+        let wait = match attach(&mut client, &fan_out, credit, &shutdown).await {
             Ok(handled) => {
                 tracing::info!(handled, "event hand-off stream ended");
                 if handled > 0 {
                     backoff.reset();
                 }
+                backoff.next_delay()
             }
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 tracing::info!("the conversations replica hands no events over; they come through the event queue");
-                // Nothing will change until that replica is replaced: ask rarely.
-                for _ in 0..4 {
-                    backoff.next_delay();
-                }
+                // Nothing changes until that replica is replaced: ask rarely.
+                MAX_BACKOFF
             }
             Err(status) => {
                 tracing::warn!(%status, "attaching to a conversations replica for events failed; they come through the event queue meanwhile");
+                backoff.next_delay()
             }
-        }
+        };
         tokio::select! {
             () = shutdown.cancelled() => {}
-            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -258,5 +264,25 @@ fn row(event: pb::HandedEvent) -> bus::OutboxRow {
         created_at_s: event.created_at_s,
         traceparent: event.traceparent,
         tracestate: event.tracestate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_a_name_or_an_ip_with_a_port_and_a_bad_one_names_its_variable() {
+        let named = Intake::new("http://smooch-conversations:50052").unwrap();
+        assert_eq!(
+            (named.host.as_str(), named.port, named.ip),
+            ("smooch-conversations", 50052, None)
+        );
+        let literal = Intake::new("10.0.0.7:50052").unwrap();
+        assert_eq!(literal.ip, Some(IpAddr::from([10, 0, 0, 7])));
+        for bad in ["smooch-conversations", "smooch-conversations:grpc", ""] {
+            let err = format!("{:#}", Intake::new(bad).err().unwrap());
+            assert!(err.contains("SMOOCH_CONVERSATIONS_GRPC_ADDR"), "{err}");
+        }
     }
 }

@@ -17,7 +17,7 @@ fn set(names: &[&str]) -> HashSet<String> {
 
 /// A reader as a relay holds it: its marks last nothing, and it remembers nothing yet.
 fn reader(redis: &RedisClient) -> Audience {
-    Audience::new(redis.clone(), Duration::ZERO)
+    Audience::reader(redis.clone())
 }
 
 #[tokio::test]

@@ -507,7 +507,7 @@ async fn real_time_copies_go_only_to_apps_some_gateway_watches() {
     gateway.watch(&["app1".to_owned()]).await.unwrap();
     // A relay asking the audience on `redis`, running until `shutdown`.
     let start = |redis: auth::RedisClient, shutdown: CancellationToken| {
-        let audience = helpers::RedisAudience(auth::Audience::new(redis, Duration::ZERO));
+        let audience = helpers::RedisAudience(auth::Audience::reader(redis));
         let relay = Relay::new(
             env.pool.clone(),
             TestOutbox,

@@ -489,7 +489,7 @@ mod tests {
             .unwrap();
         bindings.watch("app-b").await;
         // Both recorded for the relays before they were bound; app-c nobody watches.
-        let relay = auth::Audience::new(redis, Duration::ZERO);
+        let relay = auth::Audience::reader(redis);
         let asked: std::collections::HashSet<&str> = ["app-a", "app-b", "app-c"].into();
         let mut recorded: Vec<String> = relay.watched(&asked).await.unwrap().into_iter().collect();
         recorded.sort();
