@@ -171,7 +171,7 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
          )
          -- The earlier messages come from the statement's snapshot, which the message
          -- written above is not part of.
-         SELECT c.id AS \"id!\", c.app_makers AS \"app_makers!\",
+         SELECT 1::int8 AS \"n!\", c.id AS \"id!\", c.app_makers AS \"app_makers!\",
                 c.unread_count AS \"unread_count!\",
                 c.app_user_last_read_ms, c.app_maker_last_read_ms, c.created AS \"created!\",
                 (SELECT array_agg(seq ORDER BY seq) FROM events) AS outbox_seqs,
@@ -218,6 +218,204 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
     )
     .fetch_all(&mut *conn)
     .await?;
+    posted_from(rows, post)
+}
+
+/// [`post_once`] for several posts to distinct conversations (no two with the same app
+/// and app user), as one statement: a batch of the message writer costs Postgres one
+/// statement's start and end instead of one per post, and the writer one round trip. The
+/// conversations that exist are locked first, in the order of (app, app user), then the
+/// new ones are inserted in that order, so two batches never wait on each other in a
+/// cycle. Answers each post's outcome in the order of `posts`, `None` for a post whose
+/// write did nothing (its conversation was created by a concurrent write after this
+/// statement's snapshot was taken: see [`post_in`]).
+pub(crate) async fn post_batch(
+    conn: &mut PgConnection,
+    posts: &[&NewPost],
+) -> sqlx::Result<Vec<Option<Posted>>> {
+    fn col<T>(posts: &[&NewPost], f: impl Fn(&NewPost) -> T) -> Vec<T> {
+        posts.iter().map(|p| f(p)).collect()
+    }
+    let json =
+        |value: &Event| serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)));
+    let payloads = posts
+        .iter()
+        .map(|p| json(&p.event))
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    let start_payloads = posts
+        .iter()
+        .map(|p| json(&p.start_event))
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    let traces = posts
+        .iter()
+        .map(|p| {
+            trace_json(&p.trace)
+                .map(|t| serde_json::to_string(&t.0))
+                .transpose()
+                .map_err(|e| sqlx::Error::Encode(Box::new(e)))
+        })
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    let rows = sqlx::query_as!(
+        PostedRow,
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::int8[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                  $11::text[], $12::text[], $13::text[], $14::text[],
+                                  $15::text[], $16::text[], $17::text[], $18::text[],
+                                  $19::text[], $20::text[], $21::text[], $22::text[],
+                                  $23::text[], $24::text[], $25::text[], $26::int8[])
+                    WITH ORDINALITY
+                 AS i(app_id, new_id, app_user_id, app_maker, role, received_ms, m_id,
+                      author_id, name, email, avatar_url, text, media_url, media_type,
+                      metadata, actions, source_type, source_id, event_id, trigger, payload,
+                      trace, start_id, start_trigger, start_payload, earlier, n)
+         ), locked AS (
+             -- The existing conversations, locked in one order before anything is written.
+             SELECT c.app_id, c.app_user_id
+               FROM conversations.conversations c
+               JOIN input i ON c.app_id = i.app_id AND c.app_user_id = i.app_user_id
+              ORDER BY c.app_id, c.app_user_id
+                FOR UPDATE OF c
+         ), created AS (
+             INSERT INTO conversations.conversations (app_id, id, app_user_id, app_makers,
+                                                      unread_count, app_maker_last_read_ms)
+             SELECT app_id, new_id, app_user_id,
+                    CASE WHEN app_maker IS NOT NULL THEN ARRAY[app_maker] ELSE '{}' END,
+                    CASE WHEN role = 'appMaker' THEN 1 ELSE 0 END,
+                    CASE WHEN app_maker IS NOT NULL THEN received_ms END
+               FROM input
+              WHERE NOT EXISTS (SELECT 1 FROM locked l
+                                 WHERE l.app_id = input.app_id
+                                   AND l.app_user_id = input.app_user_id)
+              ORDER BY app_id, app_user_id
+             ON CONFLICT (app_id, app_user_id) DO NOTHING
+             RETURNING app_id, app_user_id, id, app_makers, unread_count,
+                       app_user_last_read_ms, app_maker_last_read_ms, true AS created
+         ), updated AS (
+             UPDATE conversations.conversations c SET
+                 app_makers = CASE WHEN i.app_maker IS NOT NULL
+                                        AND NOT (i.app_maker = ANY (c.app_makers))
+                                   THEN array_append(c.app_makers, i.app_maker)
+                                   ELSE c.app_makers END,
+                 unread_count = c.unread_count
+                                + CASE WHEN i.role = 'appMaker' THEN 1 ELSE 0 END,
+                 app_maker_last_read_ms = CASE WHEN i.app_maker IS NOT NULL
+                                   THEN GREATEST(COALESCE(c.app_maker_last_read_ms, 0),
+                                                 i.received_ms)
+                                   ELSE c.app_maker_last_read_ms END
+               FROM input i, locked l
+              WHERE c.app_id = i.app_id AND c.app_user_id = i.app_user_id
+                AND l.app_id = i.app_id AND l.app_user_id = i.app_user_id
+             RETURNING c.app_id, c.app_user_id, c.id, c.app_makers, c.unread_count,
+                       c.app_user_last_read_ms, c.app_maker_last_read_ms, false AS created
+         ), conversation AS (
+             SELECT i.n, c.id, c.app_makers, c.unread_count, c.app_user_last_read_ms,
+                    c.app_maker_last_read_ms, c.created
+               FROM input i
+               JOIN (SELECT * FROM created UNION ALL SELECT * FROM updated) c
+                 ON c.app_id = i.app_id AND c.app_user_id = i.app_user_id
+         ), message AS (
+             INSERT INTO conversations.messages (app_id, conversation_id, id, author_id, role,
+                                   name, email, avatar_url, text, media_url, media_type,
+                                   metadata, actions, received_ms, source_type, source_id)
+             SELECT i.app_id, c.id, i.m_id, i.author_id, i.role, i.name, i.email,
+                    i.avatar_url, i.text, i.media_url, i.media_type,
+                    NULLIF(i.metadata, '')::jsonb, i.actions::jsonb, i.received_ms,
+                    i.source_type, i.source_id
+               FROM conversation c JOIN input i USING (n)
+              ORDER BY n
+         ), actions AS (
+             INSERT INTO conversations.message_actions (app_id, id, conversation_id, message_id)
+             SELECT i.app_id, a->>'_id', c.id, i.m_id
+               FROM conversation c JOIN input i USING (n),
+                    jsonb_array_elements(i.actions::jsonb) AS a
+         ), events AS (
+             -- Each post's message event, then its `conversation:start`: `seq` follows.
+             INSERT INTO conversations.outbox (event_id, app_id, trigger, payload, trace_context)
+             SELECT event_id, app_id, trigger, payload, trace FROM (
+                 -- The message's event carries the count this write made (push badges).
+                 SELECT i.n, 1 AS k, i.event_id, i.app_id, i.trigger,
+                        jsonb_set(i.payload::jsonb, '{unreadCount}', to_jsonb(c.unread_count))
+                          AS payload,
+                        i.trace::jsonb AS trace
+                   FROM conversation c JOIN input i USING (n)
+                 UNION ALL
+                 SELECT i.n, 2, i.start_id, i.app_id, i.start_trigger, i.start_payload::jsonb,
+                        i.trace::jsonb
+                   FROM conversation c JOIN input i USING (n)
+                  WHERE c.created
+             ) AS e ORDER BY n, k
+             RETURNING seq, event_id
+         )
+         -- The earlier messages come from the statement's snapshot, which the messages
+         -- written above are not part of.
+         SELECT c.n AS \"n!\", c.id AS \"id!\", c.app_makers AS \"app_makers!\",
+                c.unread_count AS \"unread_count!\",
+                c.app_user_last_read_ms, c.app_maker_last_read_ms, c.created AS \"created!\",
+                (SELECT array_agg(seq ORDER BY seq) FROM events e
+                  WHERE e.event_id IN (i.event_id, i.start_id)) AS outbox_seqs,
+                m.id AS \"m_id?\", m.author_id AS \"m_author_id?\", m.role AS \"m_role?\", m.name AS \"m_name?\",
+                m.email AS \"m_email?\", m.avatar_url AS \"m_avatar_url?\", m.text AS \"m_text?\",
+                m.media_url AS \"m_media_url?\", m.media_type AS \"m_media_type?\",
+                COALESCE(m.metadata::text, '') AS \"m_metadata_json?\",
+                m.actions::text AS \"m_actions_json?\", m.received_ms AS \"m_received_ms?\",
+                m.source_type AS \"m_source_type?\", m.source_id AS \"m_source_id?\"
+           FROM conversation c
+           JOIN input i USING (n)
+           LEFT JOIN LATERAL (
+               SELECT * FROM conversations.messages
+                WHERE app_id = i.app_id AND conversation_id = c.id
+                ORDER BY received_ms DESC, seq DESC
+                LIMIT i.earlier
+           ) m ON true
+          ORDER BY c.n, m.received_ms DESC, m.seq DESC",
+        &col(posts, |p| p.app_id.as_str().to_owned()),
+        &col(posts, |p| p.new_conversation_id.clone()),
+        &col(posts, |p| p.app_user_id.as_str().to_owned()),
+        &col(posts, |p| p.app_maker.clone()) as _,
+        &col(posts, |p| p.message.role.clone()),
+        &col(posts, |p| p.message.received_ms),
+        &col(posts, |p| p.message.id.clone()),
+        &col(posts, |p| p.message.author_id.clone()),
+        &col(posts, |p| p.message.name.clone()) as _,
+        &col(posts, |p| p.message.email.clone()) as _,
+        &col(posts, |p| p.message.avatar_url.clone()) as _,
+        &col(posts, |p| p.message.text.clone()),
+        &col(posts, |p| p.message.media_url.clone()) as _,
+        &col(posts, |p| p.message.media_type.clone()) as _,
+        &col(posts, |p| p.message.metadata_json.clone()),
+        &col(posts, |p| p.message.actions_json.clone()),
+        &col(posts, |p| p.message.source_type.clone()),
+        &col(posts, |p| p.message.source_id.clone()) as _,
+        &col(posts, |p| p.event.id.clone()),
+        &col(posts, |p| p.event.trigger.clone()),
+        &payloads,
+        &traces as _,
+        &col(posts, |p| p.start_event.id.clone()),
+        &col(posts, |p| p.start_event.trigger.clone()),
+        &start_payloads,
+        &col(posts, |p| p.earlier),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut answered: Vec<Vec<PostedRow>> = posts.iter().map(|_| Vec::new()).collect();
+    for row in rows {
+        let slot = usize::try_from(row.n - 1)
+            .ok()
+            .and_then(|i| answered.get_mut(i))
+            .ok_or_else(|| sqlx::Error::Protocol(format!("a batch answered post {}", row.n)))?;
+        slot.push(row);
+    }
+    answered
+        .into_iter()
+        .zip(posts)
+        .map(|(rows, post)| posted_from(rows, post))
+        .collect()
+}
+
+/// The outcome of `post`'s write from the rows the statement answered for it (one per
+/// earlier message, at least one); `None` when there are none: the write did nothing.
+fn posted_from(rows: Vec<PostedRow>, post: &NewPost) -> sqlx::Result<Option<Posted>> {
     let mut rows = rows.into_iter();
     let Some(mut row) = rows.next() else {
         return Ok(None);
@@ -228,15 +426,15 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
         .collect();
     // The seqs come in the order the rows were written: the message's event, then
     // `conversation:start` when this write created the conversation.
-    let mut message_event = event.clone();
+    let mut message_event = post.event.clone();
     message_event.unread_count = Some(row.unread_count);
-    let events = [&message_event, start_event];
+    let events = [&message_event, &post.start_event];
     let outbox = row
         .outbox_seqs
         .unwrap_or_default()
         .into_iter()
         .zip(events)
-        .map(|(seq, event)| outbox_row(seq, event, trace))
+        .map(|(seq, event)| outbox_row(seq, event, &post.trace))
         .collect::<sqlx::Result<_>>()?;
     Ok(Some(Posted {
         created: row.created,
@@ -255,6 +453,8 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
 /// What the message write answers.
 #[derive(Debug)]
 struct PostedRow {
+    /// Which post of the statement (1-based) this row answers.
+    n: i64,
     // The conversation's columns (a `ConversationRow`).
     id: String,
     app_makers: Vec<String>,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::helpers::{new_message, spawn_with_writers, TestApp};
+use crate::helpers::{maker_message, new_message, spawn_with_writers, TestApp};
 
 /// A post of `text` by app user `user` of the test's app.
 fn post_request(app: &TestApp, user: &str, text: &str) -> proto::v1::PostMessageRequest {
@@ -168,4 +168,131 @@ async fn posts_queued_behind_a_busy_writer_share_one_transaction() {
     let batched: BTreeSet<&String> = (0..8).map(|i| &written[&format!("m{i}")]).collect();
     assert_eq!(batched.len(), 1, "{written:?}");
     assert_ne!(written["first"], written["m0"]);
+}
+
+#[tokio::test]
+async fn a_batch_writes_each_users_posts_in_order_with_counts_pages_and_events() {
+    let mut app = spawn_with_writers(1).await;
+    // user0 and user1 have conversations already; user2 has none.
+    for user in ["blocker", "user0", "user1"] {
+        app.post(user, new_message("appUser", &format!("old {user}")))
+            .await
+            .unwrap();
+    }
+    let lock = block_the_writer(&app, "blocker").await;
+    // Queued while the only writer waits, in this order: user1 gets three posts (two
+    // from an app maker), the others one each.
+    let queued = [
+        ("user1", maker_message("maker", "a1")),
+        ("user0", new_message("appUser", "a0")),
+        ("user1", new_message("appUser", "b1")),
+        ("user2", maker_message("maker", "a2")),
+        ("user1", maker_message("maker", "c1")),
+    ];
+    let mut posts = Vec::new();
+    for (user, message) in queued {
+        let mut client = app.client.clone();
+        let request = proto::v1::PostMessageRequest {
+            message: Some(message),
+            ..post_request(&app, user, "")
+        };
+        posts.push(tokio::spawn(
+            async move { client.post_message(request).await },
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lock.commit().await.unwrap();
+    let mut answers = Vec::new();
+    for post in posts {
+        answers.push(post.await.unwrap().unwrap().into_inner());
+    }
+    let written = transactions(&app).await;
+    let batch: BTreeSet<&String> = ["a1", "a0", "b1", "a2", "c1"]
+        .iter()
+        .map(|text| &written[*text])
+        .collect();
+    assert_eq!(batch.len(), 1, "one transaction: {written:?}");
+
+    let texts = |answer: &proto::v1::PostMessageResponse| -> Vec<String> {
+        let conversation = answer.conversation.as_ref().unwrap();
+        conversation
+            .messages
+            .iter()
+            .map(|m| m.text.clone())
+            .collect()
+    };
+    // Each answer's page ends with its own message, after what came before it.
+    assert_eq!(texts(&answers[0]), ["old user1", "a1"]);
+    assert_eq!(texts(&answers[1]), ["old user0", "a0"]);
+    assert_eq!(texts(&answers[2]), ["old user1", "a1", "b1"]);
+    assert_eq!(texts(&answers[3]), ["a2"]);
+    assert_eq!(texts(&answers[4]), ["old user1", "a1", "b1", "c1"]);
+    // The unread count each write made; only user2's conversation is new.
+    let unread: Vec<i64> = answers
+        .iter()
+        .map(|a| a.conversation.as_ref().unwrap().unread_count)
+        .collect();
+    assert_eq!(unread, [1, 0, 1, 1, 2]);
+    let created: Vec<bool> = answers.iter().map(|a| a.conversation_created).collect();
+    assert_eq!(created, [false, false, false, true, false]);
+    let user1 = answers[0].conversation.as_ref().unwrap();
+    assert_eq!(user1.app_makers, ["maker"]);
+    for answer in &answers[1..] {
+        assert_eq!(
+            answer.conversation.as_ref().unwrap().id == user1.id,
+            answer.message.as_ref().unwrap().text.ends_with('1'),
+            "user1's posts share its conversation, the others have their own"
+        );
+    }
+
+    // The outbox: each message's event (with the count its write made) once, in the
+    // order each user's messages were written, and user2's conversation:start right
+    // after its first message's event.
+    let events: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT trigger, payload FROM conversations.outbox WHERE app_id = $1 ORDER BY seq",
+    )
+    .bind(&app.app_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let of_batch: Vec<(String, String, i64)> = events
+        .iter()
+        .filter_map(|(trigger, payload)| {
+            let text = payload["messages"][0]["text"].as_str()?.to_owned();
+            let batched = ["a1", "a0", "b1", "a2", "c1"].contains(&text.as_str());
+            batched.then(|| {
+                let count = payload["unreadCount"].as_i64().unwrap_or(-1);
+                (trigger.clone(), text, count)
+            })
+        })
+        .collect();
+    let position = |trigger: &str, text: &str| {
+        of_batch
+            .iter()
+            .position(|(t, m, _)| t == trigger && m == text)
+            .unwrap_or_else(|| panic!("no {trigger} of {text} in {of_batch:?}"))
+    };
+    assert_eq!(of_batch.len(), 6, "{of_batch:?}");
+    assert!(position("message:appMaker", "a1") < position("message:appUser", "b1"));
+    assert!(position("message:appUser", "b1") < position("message:appMaker", "c1"));
+    assert_eq!(
+        position("conversation:start", "a2"),
+        position("message:appMaker", "a2") + 1
+    );
+    let counts: BTreeMap<String, i64> = of_batch
+        .iter()
+        .filter(|(t, _, _)| t.starts_with("message:"))
+        .map(|(_, m, c)| (m.clone(), *c))
+        .collect();
+    assert_eq!(
+        counts,
+        BTreeMap::from([
+            ("a0".to_owned(), 0),
+            ("a1".to_owned(), 1),
+            ("a2".to_owned(), 1),
+            ("b1".to_owned(), 1),
+            ("c1".to_owned(), 2),
+        ])
+    );
 }
