@@ -224,11 +224,12 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
 /// [`post_once`] for several posts to distinct conversations (no two with the same app
 /// and app user), as one statement: a batch of the message writer costs Postgres one
 /// statement's start and end instead of one per post, and the writer one round trip. The
-/// conversations that exist are locked first, in the order of (app, app user), then the
-/// new ones are inserted in that order, so two batches never wait on each other in a
-/// cycle. Answers each post's outcome in the order of `posts`, `None` for a post whose
-/// write did nothing (its conversation was created by a concurrent write after this
-/// statement's snapshot was taken: see [`post_in`]).
+/// conversations are upserted one after the other in (app, app user) order, so two batches
+/// never wait on each other in a cycle, and each is found through the unique index however
+/// the table grew since the statement was planned (a join with the posts' rows would be
+/// planned as a scan of the whole table while it is small, and the plan kept). Answers
+/// each post's outcome in the order of `posts`; `None` for a post the statement did not
+/// answer, which its caller writes again on its own.
 pub(crate) async fn post_batch(
     conn: &mut PgConnection,
     posts: &[&NewPost],
@@ -269,51 +270,36 @@ pub(crate) async fn post_batch(
                       author_id, name, email, avatar_url, text, media_url, media_type,
                       metadata, actions, source_type, source_id, event_id, trigger, payload,
                       trace, start_id, start_trigger, start_payload, earlier, n)
-         ), locked AS (
-             -- The existing conversations, locked in one order before anything is written.
-             SELECT c.app_id, c.app_user_id
-               FROM conversations.conversations c
-               JOIN input i ON c.app_id = i.app_id AND c.app_user_id = i.app_user_id
-              ORDER BY c.app_id, c.app_user_id
-                FOR UPDATE OF c
-         ), created AS (
-             INSERT INTO conversations.conversations (app_id, id, app_user_id, app_makers,
-                                                      unread_count, app_maker_last_read_ms)
+         ), upserted AS (
+             -- Each conversation created, or updated (which locks it), one after the other
+             -- in (app, app user) order: an upsert finds each through the unique index
+             -- whatever the table's size, and two batches never wait on each other in a
+             -- cycle. Its row was created by this statement when it carries the proposed id.
+             INSERT INTO conversations.conversations AS c (app_id, id, app_user_id, app_makers,
+                                                           unread_count, app_maker_last_read_ms)
              SELECT app_id, new_id, app_user_id,
                     CASE WHEN app_maker IS NOT NULL THEN ARRAY[app_maker] ELSE '{}' END,
                     CASE WHEN role = 'appMaker' THEN 1 ELSE 0 END,
                     CASE WHEN app_maker IS NOT NULL THEN received_ms END
                FROM input
-              WHERE NOT EXISTS (SELECT 1 FROM locked l
-                                 WHERE l.app_id = input.app_id
-                                   AND l.app_user_id = input.app_user_id)
               ORDER BY app_id, app_user_id
-             ON CONFLICT (app_id, app_user_id) DO NOTHING
-             RETURNING app_id, app_user_id, id, app_makers, unread_count,
-                       app_user_last_read_ms, app_maker_last_read_ms, true AS created
-         ), updated AS (
-             UPDATE conversations.conversations c SET
-                 app_makers = CASE WHEN i.app_maker IS NOT NULL
-                                        AND NOT (i.app_maker = ANY (c.app_makers))
-                                   THEN array_append(c.app_makers, i.app_maker)
+             ON CONFLICT (app_id, app_user_id) DO UPDATE SET
+                 app_makers = CASE WHEN cardinality(EXCLUDED.app_makers) > 0
+                                        AND NOT (EXCLUDED.app_makers[1] = ANY (c.app_makers))
+                                   THEN array_append(c.app_makers, EXCLUDED.app_makers[1])
                                    ELSE c.app_makers END,
-                 unread_count = c.unread_count
-                                + CASE WHEN i.role = 'appMaker' THEN 1 ELSE 0 END,
-                 app_maker_last_read_ms = CASE WHEN i.app_maker IS NOT NULL
+                 unread_count = c.unread_count + EXCLUDED.unread_count,
+                 app_maker_last_read_ms = CASE WHEN EXCLUDED.app_maker_last_read_ms IS NOT NULL
                                    THEN GREATEST(COALESCE(c.app_maker_last_read_ms, 0),
-                                                 i.received_ms)
+                                                 EXCLUDED.app_maker_last_read_ms)
                                    ELSE c.app_maker_last_read_ms END
-               FROM input i, locked l
-              WHERE c.app_id = i.app_id AND c.app_user_id = i.app_user_id
-                AND l.app_id = i.app_id AND l.app_user_id = i.app_user_id
              RETURNING c.app_id, c.app_user_id, c.id, c.app_makers, c.unread_count,
-                       c.app_user_last_read_ms, c.app_maker_last_read_ms, false AS created
+                       c.app_user_last_read_ms, c.app_maker_last_read_ms
          ), conversation AS (
              SELECT i.n, c.id, c.app_makers, c.unread_count, c.app_user_last_read_ms,
-                    c.app_maker_last_read_ms, c.created
+                    c.app_maker_last_read_ms, c.id = i.new_id AS created
                FROM input i
-               JOIN (SELECT * FROM created UNION ALL SELECT * FROM updated) c
-                 ON c.app_id = i.app_id AND c.app_user_id = i.app_user_id
+               JOIN upserted c ON c.app_id = i.app_id AND c.app_user_id = i.app_user_id
          ), message AS (
              INSERT INTO conversations.messages (app_id, conversation_id, id, author_id, role,
                                    name, email, avatar_url, text, media_url, media_type,
