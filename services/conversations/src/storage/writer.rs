@@ -197,8 +197,8 @@ async fn together(pool: &PgPool, batch: &[Job]) -> Together {
         for (&i, outcome) in round.iter().zip(outcomes) {
             let posted = match outcome {
                 Some(posted) => posted,
-                // Its conversation was created by a concurrent write after the batch's
-                // snapshot was taken: the next statement sees it.
+                // The batch's statement did not answer it (its upsert answers every
+                // post, so this is a safety net): written again on its own.
                 None => match post_in(&mut tx, &batch[i].post).await {
                     Ok(posted) => posted,
                     Err(e) => return Together::RolledBack(e),
