@@ -280,9 +280,8 @@ impl bus::OutboxStore for TestOutbox {
     ) -> sqlx::Result<u64> {
         let done = sqlx::query(
             "DELETE FROM outbox WHERE seq IN (
-                 SELECT seq FROM outbox
-                 WHERE published_at < now() - make_interval(secs => $1)
-                 ORDER BY seq LIMIT $2)",
+                 SELECT seq FROM (SELECT seq, published_at FROM outbox ORDER BY seq LIMIT $2) AS oldest
+                  WHERE published_at < now() - make_interval(secs => $1))",
         )
         .bind(older_than.as_secs_f64())
         .bind(limit)

@@ -550,3 +550,127 @@ async fn real_time_copies_go_only_to_apps_some_gateway_watches() {
     task.await.unwrap();
     env.cleanup().await;
 }
+
+/// Relay settings with a cleanup every 50 ms of rows published over a minute ago, and no
+/// sweep during the test.
+fn cleaning_config() -> RelayConfig {
+    RelayConfig {
+        sweep_interval: Duration::from_secs(3600),
+        retention: Some(Duration::from_secs(60)),
+        cleanup_interval: Duration::from_millis(50),
+        ..RelayConfig::default()
+    }
+}
+
+/// The event ids left in the outbox, oldest first.
+async fn outbox_ids(env: &Env) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_id FROM outbox ORDER BY seq")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cleanup_deletes_rows_published_before_the_retention_and_keeps_the_rest() {
+    let env = Env::new().await;
+    // Oldest first: published just now, published an hour ago, never published, published
+    // an hour ago. The young head must not stop the cleanup from reaching the old rows.
+    for (id, published) in [
+        ("recent", Some("now()")),
+        ("old1", Some("now() - interval '1 hour'")),
+        ("pending", None),
+        ("old2", Some("now() - interval '1 hour'")),
+    ] {
+        env.commit_event(id, "message:appUser").await;
+        if let Some(at) = published {
+            sqlx::query(&format!(
+                "UPDATE outbox SET published_at = {at} WHERE event_id = $1"
+            ))
+            .bind(id)
+            .execute(&env.pool)
+            .await
+            .unwrap();
+        }
+    }
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        cleaning_config(),
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let mut left = outbox_ids(&env).await;
+    for _ in 0..100 {
+        if left.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = outbox_ids(&env).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(left, vec!["recent", "pending"]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_cleanup_waiting_on_a_lock_does_not_hold_up_handed_rows() {
+    let env = Env::new().await;
+    env.commit_event("old", "message:appUser").await;
+    sqlx::query("UPDATE outbox SET published_at = now() - interval '1 hour'")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    // Another transaction holds the old row: the cleanup's delete waits for it.
+    let mut lock = env.pool.begin().await.unwrap();
+    let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *lock)
+        .await
+        .unwrap();
+    sqlx::query("SELECT seq FROM outbox WHERE event_id = 'old' FOR UPDATE")
+        .fetch_one(&mut *lock)
+        .await
+        .unwrap();
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        cleaning_config(),
+    );
+    let handle = relay.handle();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    // Until the cleanup waits on the lock.
+    let mut waiting = false;
+    for _ in 0..250 {
+        waiting = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE $1 = ANY (pg_blocking_pids(pid)) AND query LIKE 'DELETE FROM outbox%')",
+        )
+        .bind(holder)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(waiting, "the cleanup never waited on the held row");
+    let mut consumer = env.consumer().await;
+    let rows = vec![
+        env.commit_row("fresh0", "message:appUser").await,
+        env.commit_row("fresh1", "message:appUser").await,
+    ];
+    handle.hand_over(rows);
+    assert_eq!(
+        read_ids(&mut consumer, 2, Duration::from_secs(5)).await,
+        vec!["fresh0", "fresh1"]
+    );
+    lock.rollback().await.unwrap();
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(outbox_ids(&env).await, vec!["fresh0", "fresh1"]);
+    env.cleanup().await;
+}

@@ -137,9 +137,9 @@ impl bus::OutboxStore for Outbox {
     ) -> sqlx::Result<u64> {
         let done = sqlx::query!(
             "DELETE FROM conversations.outbox WHERE seq IN (
-                 SELECT seq FROM conversations.outbox
-                  WHERE published_at < now() - make_interval(secs => $1)
-                  ORDER BY seq LIMIT $2)",
+                 SELECT seq FROM (SELECT seq, published_at FROM conversations.outbox
+                                   ORDER BY seq LIMIT $2) AS oldest
+                  WHERE published_at < now() - make_interval(secs => $1))",
             older_than.as_secs_f64(),
             limit,
         )
