@@ -551,15 +551,16 @@ async fn real_time_copies_go_only_to_apps_some_gateway_watches() {
     env.cleanup().await;
 }
 
-/// Relay settings with a cleanup every 50 ms of rows published over a minute ago, and no
+/// A relay that cleans up every 50 ms the rows published over a minute ago, and does not
 /// sweep during the test.
-fn cleaning_config() -> RelayConfig {
-    RelayConfig {
+fn cleaning_relay(env: &Env) -> Relay<TestOutbox> {
+    let config = RelayConfig {
         sweep_interval: Duration::from_secs(3600),
         retention: Some(Duration::from_secs(60)),
         cleanup_interval: Duration::from_millis(50),
         ..RelayConfig::default()
-    }
+    };
+    Relay::new(env.pool.clone(), TestOutbox, env.publisher(), config)
 }
 
 /// The event ids left in the outbox, oldest first.
@@ -592,12 +593,7 @@ async fn the_cleanup_deletes_rows_published_before_the_retention_and_keeps_the_r
             .unwrap();
         }
     }
-    let relay = Relay::new(
-        env.pool.clone(),
-        TestOutbox,
-        env.publisher(),
-        cleaning_config(),
-    );
+    let relay = cleaning_relay(&env);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
     let mut left = outbox_ids(&env).await;
@@ -632,12 +628,7 @@ async fn a_cleanup_waiting_on_a_lock_does_not_hold_up_handed_rows() {
         .fetch_one(&mut *lock)
         .await
         .unwrap();
-    let relay = Relay::new(
-        env.pool.clone(),
-        TestOutbox,
-        env.publisher(),
-        cleaning_config(),
-    );
+    let relay = cleaning_relay(&env);
     let handle = relay.handle();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(relay.run(shutdown.clone()));
