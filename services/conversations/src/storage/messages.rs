@@ -228,12 +228,12 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
 /// never wait on each other in a cycle, and each is found through the unique index however
 /// the table grew since the statement was planned (a join with the posts' rows would be
 /// planned as a scan of the whole table while it is small, and the plan kept). Answers
-/// each post's outcome in the order of `posts`; `None` for a post the statement did not
-/// answer, which its caller writes again on its own.
+/// each post's outcome in the order of `posts`. The upsert writes every post, so a post
+/// left unanswered is an error, like any other failure of the statement.
 pub(crate) async fn post_batch(
     conn: &mut PgConnection,
     posts: &[&NewPost],
-) -> sqlx::Result<Vec<Option<Posted>>> {
+) -> sqlx::Result<Vec<Posted>> {
     fn col<T>(posts: &[&NewPost], f: impl Fn(&NewPost) -> T) -> Vec<T> {
         posts.iter().map(|p| f(p)).collect()
     }
@@ -395,7 +395,12 @@ pub(crate) async fn post_batch(
     answered
         .into_iter()
         .zip(posts)
-        .map(|(rows, post)| posted_from(rows, post))
+        .enumerate()
+        .map(|(i, (rows, post))| {
+            posted_from(rows, post)?.ok_or_else(|| {
+                sqlx::Error::Protocol(format!("a batch left post {} unanswered", i + 1))
+            })
+        })
         .collect()
 }
 

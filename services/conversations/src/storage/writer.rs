@@ -185,25 +185,14 @@ async fn together(pool: &PgPool, batch: &[Job]) -> Together {
     for round in rounds(users) {
         let posts: Vec<&NewPost> = round.iter().map(|&i| &batch[i].post).collect();
         let outcomes = match posts.as_slice() {
-            [post] => post_in(&mut tx, post)
-                .await
-                .map(|posted| vec![Some(posted)]),
+            [post] => post_in(&mut tx, post).await.map(|posted| vec![posted]),
             _ => post_batch(&mut tx, &posts).await,
         };
         let outcomes = match outcomes {
             Ok(outcomes) => outcomes,
             Err(e) => return Together::RolledBack(e),
         };
-        for (&i, outcome) in round.iter().zip(outcomes) {
-            let posted = match outcome {
-                Some(posted) => posted,
-                // The batch's statement did not answer it (its upsert answers every
-                // post, so this is a safety net): written again on its own.
-                None => match post_in(&mut tx, &batch[i].post).await {
-                    Ok(posted) => posted,
-                    Err(e) => return Together::RolledBack(e),
-                },
-            };
+        for (&i, posted) in round.iter().zip(outcomes) {
             written[i] = Some(posted);
         }
     }
