@@ -86,8 +86,11 @@ enum KeysCommand {
     },
 }
 
-async fn run_admin(url: Option<String>, command: AppsCommand) -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
+async fn run_admin(
+    settings: &Settings,
+    url: Option<String>,
+    command: AppsCommand,
+) -> anyhow::Result<()> {
     let (key_id, secret) = settings.account_key().ok_or_else(|| {
         anyhow!("set SMOOCH_ACCOUNT_KEY_ID and SMOOCH_ACCOUNT_SECRET (printed by the first `smooch all`)")
     })?;
@@ -107,9 +110,25 @@ async fn run_admin(url: Option<String>, command: AppsCommand) -> anyhow::Result<
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Config { variables: true } = cli.command {
+        println!("{}", Settings::variables()?.join("\n"));
+        return Ok(());
+    }
+    let settings = Settings::from_env()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = settings.worker_threads {
+        runtime.worker_threads(threads.get());
+    }
+    runtime
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli, settings))
+}
+
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let role = match &cli.command {
         Command::All => "all",
         Command::Gateway => "gateway",
@@ -124,13 +143,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Config { .. } => "config",
     };
     if let Command::Apps { url, command } = cli.command {
-        return run_admin(url, command).await;
+        return run_admin(&settings, url, command).await;
     }
-    if let Command::Config { variables: true } = cli.command {
-        println!("{}", Settings::variables()?.join("\n"));
-        return Ok(());
-    }
-    let settings = Settings::from_env()?;
     if let Command::Config { .. } = cli.command {
         println!("{}", settings.to_redacted_json()?);
         return Ok(());

@@ -117,6 +117,11 @@ pub struct Settings {
     /// `Retry-After` (`SMOOCH_MAX_IN_FLIGHT`, default 64).
     #[serde(deserialize_with = "positive_usize")]
     pub max_in_flight: usize,
+    /// Threads of the process's async runtime (`SMOOCH_WORKER_THREADS`; unset: one per CPU
+    /// the process may use, as the container's CPU limit or the machine's cores say).
+    /// Set it to the CPUs a replica is meant to use when several processes share a node
+    /// and no CPU limit bounds them: each idle thread is woken to look for work.
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     /// Log output: `text` or `json` (`SMOOCH_LOG_FORMAT`, default `text`). The level comes
     /// from `RUST_LOG`; tracing export from the standard `OTEL_*` variables.
     pub log_format: telemetry::LogFormat,
@@ -176,6 +181,7 @@ impl Default for Settings {
             webhook_worker_admin_addr: None,
             push_admin_addr: None,
             max_in_flight: 64,
+            worker_threads: None,
             log_format: telemetry::LogFormat::default(),
             webhook_worker: webhook_worker::Config::default(),
             push: push::Config::default(),
@@ -501,6 +507,7 @@ mod tests {
             ("SMOOCH_USERS_ADMIN_ADDR", "127.0.0.1:9191"),
             ("SMOOCH_REDIS_PREFIX", "12345"),
             ("SMOOCH_LOG_FORMAT", "json"),
+            ("SMOOCH_WORKER_THREADS", "1"),
         ])
         .unwrap();
         assert_eq!(s.http_addr, SocketAddr::from(([0, 0, 0, 0], 9000)));
@@ -522,6 +529,7 @@ mod tests {
         assert_eq!(s.admin_addr("media"), None);
         assert_eq!(s.redis_prefix, "12345");
         assert_eq!(s.log_format, telemetry::LogFormat::Json);
+        assert_eq!(s.worker_threads.map(|n| n.get()), Some(1));
     }
 
     #[test]
@@ -570,6 +578,11 @@ mod tests {
                 "SMOOCH_PUBLIC_URL",
                 "ftp://x",
                 "SMOOCH_PUBLIC_URL is invalid",
+            ),
+            (
+                "SMOOCH_WORKER_THREADS",
+                "0",
+                "SMOOCH_WORKER_THREADS is invalid",
             ),
         ] {
             let error = env_settings(&[(name, value)]).unwrap_err().to_string();
