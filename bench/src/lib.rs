@@ -101,6 +101,11 @@ pub struct Cli {
     /// With split-compare: the split side's replicas.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub replicas: u32,
+    /// With --split or split-compare: `SMOOCH_WORKER_THREADS` of every split process, as
+    /// for pods of that many CPUs (default: the runtime's own, a thread per core).
+    /// `smooch all` keeps its default.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub split_worker_threads: Option<u32>,
     /// Build and run the debug binary (faster to build, slower to run: for smoke runs in
     /// CI, where the debug build already exists).
     #[arg(long)]
@@ -176,6 +181,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)?;
     if cli.replicas > 1 && !cli.split && cli.scenario != Scenario::SplitCompare {
         bail!("--replicas needs --split (or the split-compare scenario)");
+    }
+    if cli.split_worker_threads.is_some() && !cli.split && cli.scenario != Scenario::SplitCompare {
+        bail!("--split-worker-threads needs --split (or the split-compare scenario)");
     }
     if cli.scenario == Scenario::SplitCompare {
         return split_compare(&cli, &out).await;
@@ -271,6 +279,7 @@ impl Session {
             log_path: out.join("smooch.log"),
             env: vec![("SMOOCH_PUSH_FCM_URL".to_owned(), push_sink.base())],
             replicas,
+            split_worker_threads: cli.split_worker_threads,
         })
         .await?;
         let pushes = cli.url.is_none().then_some(push_sink);

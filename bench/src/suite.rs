@@ -36,6 +36,8 @@ pub struct Options {
     /// `Some(n)`: start the suite split, one process per role, `n` of each, instead of
     /// `smooch all`.
     pub replicas: Option<u32>,
+    /// With `replicas`: `SMOOCH_WORKER_THREADS` of every process (`None`: the default).
+    pub split_worker_threads: Option<u32>,
 }
 
 /// The roles of a split suite, in start order: the gateway last, behind the services it
@@ -302,6 +304,9 @@ impl Suite {
                 (10 / replicas).max(3).to_string(),
             ));
         }
+        if let Some(threads) = opts.split_worker_threads {
+            env.push(("SMOOCH_WORKER_THREADS".to_owned(), threads.to_string()));
+        }
         // `smooch all` migrates and stores the account key at its start; split roles do not.
         let migrate_log = log_dir.join("smooch-migrate.log");
         let log = std::fs::File::create(&migrate_log)
@@ -355,7 +360,10 @@ impl Suite {
             bases: columns.iter().map(|(base, ..)| base.clone()).collect(),
             pid: None,
             processes: Vec::new(),
-            mode: format!("split ×{replicas}"),
+            mode: match opts.split_worker_threads {
+                Some(threads) => format!("split ×{replicas}, {threads} runtime thread(s) each"),
+                None => format!("split ×{replicas}"),
+            },
             database_url: opts.database_url.clone(),
             amqp_prefix: Some(prefix.to_owned()),
             redis_prefix: Some(prefix.to_owned()),
