@@ -120,7 +120,7 @@ fn main() -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Some(threads) = settings.worker_threads {
-        runtime.worker_threads(threads.get());
+        runtime.worker_threads(threads);
     }
     runtime
         .build()

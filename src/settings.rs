@@ -121,7 +121,8 @@ pub struct Settings {
     /// the process may use, as the container's CPU limit or the machine's cores say).
     /// Set it to the CPUs a replica is meant to use when several processes share a node
     /// and no CPU limit bounds them: each idle thread is woken to look for work.
-    pub worker_threads: Option<std::num::NonZeroUsize>,
+    #[serde(deserialize_with = "optional_positive_usize")]
+    pub worker_threads: Option<usize>,
     /// Log output: `text` or `json` (`SMOOCH_LOG_FORMAT`, default `text`). The level comes
     /// from `RUST_LOG`; tracing export from the standard `OTEL_*` variables.
     pub log_format: telemetry::LogFormat,
@@ -414,6 +415,14 @@ fn positive_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D
     }
 }
 
+fn optional_positive_usize<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    Option::<usize>::deserialize(deserializer)?
+        .map(|n| positive_usize(serde::de::value::UsizeDeserializer::new(n)))
+        .transpose()
+}
+
 /// `host:port` (optionally behind a scheme, as `http://users:50051`).
 fn grpc_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     let Some(addr) = Option::<String>::deserialize(deserializer)? else {
@@ -529,7 +538,7 @@ mod tests {
         assert_eq!(s.admin_addr("media"), None);
         assert_eq!(s.redis_prefix, "12345");
         assert_eq!(s.log_format, telemetry::LogFormat::Json);
-        assert_eq!(s.worker_threads.map(|n| n.get()), Some(1));
+        assert_eq!(s.worker_threads, Some(1));
     }
 
     #[test]
@@ -582,7 +591,7 @@ mod tests {
             (
                 "SMOOCH_WORKER_THREADS",
                 "0",
-                "SMOOCH_WORKER_THREADS is invalid",
+                "SMOOCH_WORKER_THREADS is invalid: expected a positive integer, got 0",
             ),
         ] {
             let error = env_settings(&[(name, value)]).unwrap_err().to_string();

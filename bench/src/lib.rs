@@ -179,10 +179,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     });
     std::fs::create_dir_all(&out)?;
-    if cli.replicas > 1 && !cli.split && cli.scenario != Scenario::SplitCompare {
+    let splits = cli.split || cli.scenario == Scenario::SplitCompare;
+    if cli.replicas > 1 && !splits {
         bail!("--replicas needs --split (or the split-compare scenario)");
     }
-    if cli.split_worker_threads.is_some() && !cli.split && cli.scenario != Scenario::SplitCompare {
+    if cli.split_worker_threads.is_some() && !splits {
         bail!("--split-worker-threads needs --split (or the split-compare scenario)");
     }
     if cli.scenario == Scenario::SplitCompare {
