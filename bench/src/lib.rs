@@ -106,6 +106,11 @@ pub struct Cli {
     /// `smooch all` keeps its default.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub split_worker_threads: Option<u32>,
+    /// With split-compare: run both sides this many times, alternating (all, split, all,
+    /// split, ...), and compare the medians: one run of each side differs from the next by
+    /// more than the 15 % the comparison looks for.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub rounds: u32,
     /// Build and run the debug binary (faster to build, slower to run: for smoke runs in
     /// CI, where the debug build already exists).
     #[arg(long)]
@@ -185,6 +190,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if cli.split_worker_threads.is_some() && !splits {
         bail!("--split-worker-threads needs --split (or the split-compare scenario)");
+    }
+    if cli.rounds > 1 && cli.scenario != Scenario::SplitCompare {
+        bail!("--rounds is for the split-compare scenario");
     }
     if cli.scenario == Scenario::SplitCompare {
         return split_compare(&cli, &out).await;
@@ -303,29 +311,32 @@ impl Session {
 }
 
 /// `split-compare`: the webhooks fan-out-1 ladder against `smooch all`, then against the
-/// split suite with `--replicas` of each role, and the comparison table.
+/// split suite with `--replicas` of each role, `--rounds` times in turn, and the comparison
+/// table of the medians.
 async fn split_compare(cli: &Cli, out: &std::path::Path) -> anyhow::Result<()> {
     if cli.url.is_some() {
         bail!("split-compare starts its own suites: it cannot run against --url");
     }
     let started = std::time::Instant::now();
-    let mut sides = Vec::new();
-    for replicas in [None, Some(cli.replicas)] {
-        let session = Session::start(cli, out, replicas).await?;
-        eprintln!(
-            "== split-compare: webhooks × 1 against {}{}",
-            session.suite.mode,
-            if cli.smoke { " (smoke)" } else { "" }
-        );
-        let result = scenarios::webhooks_fan_out_one(&session.ctx).await;
-        session.stop(cli).await?;
-        sides.push(result?);
+    let (mut all, mut split) = (Vec::new(), Vec::new());
+    for round in 1..=cli.rounds {
+        for replicas in [None, Some(cli.replicas)] {
+            let session = Session::start(cli, out, replicas).await?;
+            eprintln!(
+                "== split-compare, round {round} of {}: webhooks × 1 against {}{}",
+                cli.rounds,
+                session.suite.mode,
+                if cli.smoke { " (smoke)" } else { "" }
+            );
+            let result = scenarios::webhooks_fan_out_one(&session.ctx).await;
+            session.stop(cli).await?;
+            match replicas {
+                None => all.push(result?),
+                Some(_) => split.push(result?),
+            }
+        }
     }
-    let split = sides.pop().ok_or_else(|| anyhow::anyhow!("no split run"))?;
-    let all = sides
-        .pop()
-        .ok_or_else(|| anyhow::anyhow!("no smooch all run"))?;
-    let report = scenarios::split_compare::compare(all, split);
+    let report = scenarios::split_compare::compare(all, split)?;
     report.write(out)?;
     eprintln!("{}", report.markdown());
     eprintln!(

@@ -28,102 +28,177 @@ fn percent(d: Option<f64>) -> String {
         .unwrap_or_else(|| "–".to_owned())
 }
 
-/// The comparison report: both sides' rows (labelled with their mode), the table
-/// `rate | all p99 | split p99 | Δ | all CPU/msg | split CPU/msg | Δ`, and the largest
-/// deltas as headline figures beside the issue's goal. No speed is asserted; a side whose
-/// ledger did not balance fails the report.
-pub(crate) fn compare(all: Report, split: Report) -> Report {
-    let mut report = all.clone();
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// The larger of two differences: split's worst showing against all.
+fn worse(worst: Option<f64>, d: Option<f64>) -> Option<f64> {
+    match (worst, d) {
+        (Some(w), Some(d)) => Some(w.max(d)),
+        (w, d) => w.or(d),
+    }
+}
+
+/// One side's figures at one rate over its rounds.
+struct Side<'a> {
+    rows: Vec<&'a Row>,
+}
+
+impl Side<'_> {
+    fn of<'a>(reports: &'a [Report], label: &str) -> Side<'a> {
+        Side {
+            rows: reports
+                .iter()
+                .filter_map(|r| r.rows.iter().find(|row| row.label == label))
+                .collect(),
+        }
+    }
+
+    fn median(&self, figure: impl Fn(&Row) -> f64) -> Option<f64> {
+        median(self.rows.iter().map(|r| figure(r)).collect())
+    }
+}
+
+/// The comparison report of `rounds` runs of each side (at least one each): both sides'
+/// rows (labelled with their mode and round), the table `rate | all p99 | split p99 | Δ |
+/// all CPU/msg | split CPU/msg | Δ` of the medians over the rounds, with each round's
+/// deltas beside them, and split's worst delta as headline figures beside the issue's goal.
+/// No speed is asserted; a side whose ledger did not balance fails the report.
+pub(crate) fn compare(all: Vec<Report>, split: Vec<Report>) -> anyhow::Result<Report> {
+    let (Some(first_all), Some(first_split)) = (all.first(), split.first()) else {
+        anyhow::bail!("split-compare needs at least one run of each side");
+    };
+    let rounds = all.len().min(split.len());
+    let (all_mode, split_mode) = (first_all.suite_mode.clone(), first_split.suite_mode.clone());
+    let mut report = first_all.clone();
     report.scenario = "split-compare".to_owned();
-    report.suite_mode = format!("{} vs {}", all.suite_mode, split.suite_mode);
+    report.suite_mode = format!("{all_mode} vs {split_mode}");
     report.suite_peak_rss_mib = None;
-    report.load_average_end = split.load_average_end;
+    report.load_average_end = split.last().unwrap_or(first_split).load_average_end;
     report.headline.clear();
     report.rows.clear();
     report.failures.clear();
     report.notes.clear();
     report.tables.clear();
 
+    let of_rounds = if rounds > 1 {
+        format!(", medians of {rounds} rounds")
+    } else {
+        String::new()
+    };
     let mut table = format!(
-        "Webhooks, fan-out 1: `{}` vs `{}` (CPU: ms per delivered message, suite + Postgres + RabbitMQ + Redis)\n\n\
-         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | all deliveries/s | split deliveries/s |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
-        all.suite_mode, split.suite_mode
+        "Webhooks, fan-out 1: `{all_mode}` vs `{split_mode}` (CPU: ms per delivered message, suite + Postgres + RabbitMQ + Redis{of_rounds})\n\n\
+         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | all deliveries/s | split deliveries/s | p99 Δ by round | CPU Δ by round |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let (mut worst_p99, mut worst_cpu): (Option<f64>, Option<f64>) = (None, None);
-    for a in &all.rows {
-        let s = split.rows.iter().find(|s| s.label == a.label);
-        let p99_delta = s.and_then(|s| delta(a.latency.p99, s.latency.p99));
-        let cpu_delta = s.and_then(|s| delta(suite_cpu_ms(a), suite_cpu_ms(s)));
-        let cell = |f: &dyn Fn(&Row) -> String| s.map(f).unwrap_or_else(|| "–".to_owned());
+    for a in &first_all.rows {
+        let (on_all, on_split) = (Side::of(&all, &a.label), Side::of(&split, &a.label));
+        let p99 = |side: &Side<'_>| side.median(|r| r.latency.p99);
+        let cpu = |side: &Side<'_>| side.median(suite_cpu_ms);
+        let both = |f: &dyn Fn(&Side<'_>) -> Option<f64>| f(&on_all).zip(f(&on_split));
+        let p99_delta = both(&p99).and_then(|(a, s)| delta(a, s));
+        let cpu_delta = both(&cpu).and_then(|(a, s)| delta(a, s));
+        let by_round = |figure: fn(&Row) -> f64| {
+            let deltas: Vec<String> = (0..rounds)
+                .map(|i| {
+                    let row = |reports: &[Report]| {
+                        reports[i]
+                            .rows
+                            .iter()
+                            .find(|r| r.label == a.label)
+                            .map(figure)
+                    };
+                    percent(row(&all).zip(row(&split)).and_then(|(a, s)| delta(a, s)))
+                })
+                .collect();
+            deltas.join(" / ")
+        };
+        let cell = |v: Option<f64>, decimals: usize| {
+            v.map(|v| format!("{v:.decimals$}"))
+                .unwrap_or_else(|| "–".to_owned())
+        };
         let _ = writeln!(
             table,
-            "| {} | {:.1} | {} | {} | {:.2} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.offered,
-            a.latency.p99,
-            cell(&|s| format!("{:.1}", s.latency.p99)),
+            cell(p99(&on_all), 1),
+            cell(p99(&on_split), 1),
             percent(p99_delta),
-            suite_cpu_ms(a),
-            cell(&|s| format!("{:.2}", suite_cpu_ms(s))),
+            cell(cpu(&on_all), 2),
+            cell(cpu(&on_split), 2),
             percent(cpu_delta),
-            a.achieved_per_s,
-            cell(&|s| format!("{:.0}", s.achieved_per_s)),
+            cell(on_all.median(|r| r.achieved_per_s), 0),
+            cell(on_split.median(|r| r.achieved_per_s), 0),
+            by_round(|r| r.latency.p99),
+            by_round(suite_cpu_ms),
         );
-        let larger = |worst: Option<f64>, d: Option<f64>| match (worst, d) {
-            (Some(w), Some(d)) => Some(if d.abs() > w.abs() { d } else { w }),
-            (w, d) => w.or(d),
-        };
-        worst_p99 = larger(worst_p99, p99_delta);
-        worst_cpu = larger(worst_cpu, cpu_delta);
+        worst_p99 = worse(worst_p99, p99_delta);
+        worst_cpu = worse(worst_cpu, cpu_delta);
     }
     report.tables.push(table);
-    if let Some(d) = worst_p99 {
-        report.headline.insert(
-            format!(
-                "{} vs {}: largest e2e p99 difference (%; goal within 15)",
-                split.suite_mode, all.suite_mode
-            ),
-            json!((d * 10.0).round() / 10.0),
-        );
+    for (figure, worst) in [("e2e p99", worst_p99), ("CPU per message", worst_cpu)] {
+        if let Some(d) = worst {
+            report.headline.insert(
+                format!(
+                    "{split_mode} vs {all_mode}: largest {figure} difference, split over all{of_rounds} (%; goal within 15)"
+                ),
+                json!((d * 10.0).round() / 10.0),
+            );
+        }
     }
-    if let Some(d) = worst_cpu {
+    let peak = |reports: &[Report]| {
+        reports
+            .iter()
+            .filter_map(|r| r.suite_peak_rss_mib)
+            .reduce(f64::max)
+    };
+    if let Some(rss) = peak(&split) {
         report.headline.insert(
-            format!(
-                "{} vs {}: largest CPU per message difference (%; goal within 15)",
-                split.suite_mode, all.suite_mode
-            ),
-            json!((d * 10.0).round() / 10.0),
-        );
-    }
-    if let Some(rss) = split.suite_peak_rss_mib {
-        report.headline.insert(
-            format!("{} RSS, sum of each process's peak (MiB)", split.suite_mode),
+            format!("{split_mode} RSS, sum of each process's peak (MiB)"),
             json!(rss.round()),
         );
     }
-    if let Some(rss) = all.suite_peak_rss_mib {
-        report.headline.insert(
-            format!("{} peak RSS (MiB)", all.suite_mode),
-            json!(rss.round()),
-        );
+    if let Some(rss) = peak(&all) {
+        report
+            .headline
+            .insert(format!("{all_mode} peak RSS (MiB)"), json!(rss.round()));
     }
-    for (side, rows, failures) in [
-        (&all.suite_mode, all.rows, all.failures),
-        (&split.suite_mode, split.rows, split.failures),
-    ] {
-        report.rows.extend(rows.into_iter().map(|mut r| {
-            r.label = format!("{side}: {}", r.label);
+    let runs = all
+        .into_iter()
+        .enumerate()
+        .chain(split.into_iter().enumerate());
+    for (i, side) in runs {
+        let name = if rounds > 1 {
+            format!("{}, round {}", side.suite_mode, i + 1)
+        } else {
+            side.suite_mode.clone()
+        };
+        report.rows.extend(side.rows.into_iter().map(|mut r| {
+            r.label = format!("{name}: {}", r.label);
             r
         }));
         report
             .failures
-            .extend(failures.into_iter().map(|f| format!("{side}: {f}")));
+            .extend(side.failures.into_iter().map(|f| format!("{name}: {f}")));
     }
     report.notes.push(format!(
-        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2). {}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all.",
-        split.suite_mode
+        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2){}. {split_mode}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all: positive when split is slower or costlier; the headline gives the largest.",
+        if rounds > 1 {
+            format!("; the sides take turns, {rounds} rounds, and the table compares each side's median at each rate")
+        } else {
+            String::new()
+        }
     ));
-    report
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -210,7 +285,7 @@ mod tests {
             )],
             vec!["lost 1".to_owned()],
         );
-        let compared = compare(all, split);
+        let compared = compare(vec![all], vec![split]).expect("one run of each side");
         assert_eq!(compared.scenario, "split-compare");
         assert_eq!(compared.suite_mode, "smooch all vs split ×2");
         // p99 20 → 25 ms is +25%; CPU (suite + servers, not the harness nor the per-role
@@ -242,8 +317,53 @@ mod tests {
     fn a_rate_only_one_side_reached_has_no_delta() {
         let all = report("smooch all", vec![row(20.0, Vec::new())], Vec::new());
         let split = report("split ×1", Vec::new(), Vec::new());
-        let compared = compare(all, split);
+        let compared = compare(vec![all], vec![split]).expect("one run of each side");
         assert!(compared.tables[0].contains("| 10 deliveries/s | 20.0 | – | – |"));
         assert!(compared.headline.is_empty());
+    }
+
+    #[test]
+    fn rounds_compare_medians_and_the_headline_is_split_s_worst_showing() {
+        let side = |mode: &str, p99s: [f64; 3], cpus: [f64; 3]| -> Vec<Report> {
+            p99s.iter()
+                .zip(cpus)
+                .map(|(&p99, c)| report(mode, vec![row(p99, vec![cpu("smooch", c)])], Vec::new()))
+                .collect()
+        };
+        // all: p99 median 10, CPU median 2; split: p99 median 8 (better), CPU median 2.5.
+        let all = side("smooch all", [10.0, 30.0, 9.0], [2.0, 1.0, 4.0]);
+        let split = side("split ×1", [8.0, 7.0, 40.0], [2.5, 3.0, 2.0]);
+        let compared = compare(all, split).expect("three runs of each side");
+        assert!(
+            compared.tables[0].contains(
+                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% |"
+            ),
+            "{}",
+            compared.tables[0]
+        );
+        let headline = |figure: &str| {
+            compared
+                .headline
+                .iter()
+                .find(|(k, _)| k.contains(figure))
+                .map(|(_, v)| v.as_f64())
+        };
+        // The largest difference keeps its sign: split faster by 20 % is not "20 % off".
+        assert_eq!(headline("e2e p99"), Some(Some(-20.0)));
+        assert_eq!(headline("CPU per message"), Some(Some(25.0)));
+        assert!(compared
+            .headline
+            .keys()
+            .all(|k| k.contains("medians of 3 rounds") || k.contains("RSS")));
+        let labels: Vec<&str> = compared.rows.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels.len(), 6);
+        assert_eq!(labels[0], "smooch all, round 1: 10 msg/s × 1 webhooks");
+        assert_eq!(labels[5], "split ×1, round 3: 10 msg/s × 1 webhooks");
+    }
+
+    #[test]
+    fn no_run_of_a_side_is_an_error() {
+        let all = report("smooch all", vec![row(20.0, Vec::new())], Vec::new());
+        assert!(compare(vec![all], Vec::new()).is_err());
     }
 }

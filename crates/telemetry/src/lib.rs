@@ -117,6 +117,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether human-readable log lines get terminal colours: only on a terminal, and not when
+/// `NO_COLOR` is set to anything (the NO_COLOR convention). Lines written to a pipe or a
+/// file (a container's log, a log shipper) stay plain text, without escape codes, and
+/// cost less to format.
+fn colours(stdout_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber and propagator for a process running `service` (the
 /// role name), writing logs in `format`. Spans always carry OpenTelemetry trace ids, so
 /// propagation and log correlation work with or without an exporter. Later calls do
@@ -139,8 +147,17 @@ pub fn init(service: &str, format: LogFormat) -> Guard {
             )
             .try_init()
     } else {
+        let ansi = colours(
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            std::env::var_os("NO_COLOR"),
+        );
         registry
-            .with(fmt::layer().with_target(true).with_filter(filter))
+            .with(
+                fmt::layer()
+                    .with_target(true)
+                    .with_ansi(ansi)
+                    .with_filter(filter),
+            )
             .try_init()
     };
     if result.is_ok() {
@@ -167,4 +184,22 @@ pub fn init_for_tests(otlp_endpoint: Option<&str>) {
         .with(otel_layer(&provider))
         .with(fmt::layer().with_test_writer().with_filter(filter))
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colours;
+
+    #[test]
+    fn log_lines_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, None));
+        assert!(
+            colours(true, Some("".into())),
+            "an empty NO_COLOR counts as unset"
+        );
+        assert!(!colours(true, Some("1".into())));
+        // A pipe or a file: a container's log, `smooch all > log`.
+        assert!(!colours(false, None));
+        assert!(!colours(false, Some("1".into())));
+    }
 }

@@ -124,11 +124,29 @@ impl Config {
     }
 }
 
-/// Shared state of the handlers.
+/// Shared state of the handlers: one reference count to clone, since axum clones the state
+/// for every request and every middleware (cloning the fields one by one was 2-3 % of the
+/// gateway's CPU).
 #[derive(Clone)]
-pub(crate) struct AppState {
-    /// Shared, not cloned with the state: axum clones the state for every request and
-    /// middleware, and the clients are a dozen boxed services.
+pub(crate) struct AppState(std::sync::Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn new(shared: Shared) -> Self {
+        AppState(std::sync::Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What the handlers share (through [`AppState`]).
+pub(crate) struct Shared {
+    /// The clients of the backing services (a dozen boxed services).
     pub(crate) clients: std::sync::Arc<Clients>,
     pub(crate) config: std::sync::Arc<Config>,
     /// App tokens and keys, cached in front of the users service.
@@ -217,7 +235,7 @@ async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::
         config.realtime_bus.clone(),
         hub.clone(),
     ));
-    let state = AppState {
+    let state = AppState::new(Shared {
         clients: std::sync::Arc::new(clients),
         config: std::sync::Arc::new(config),
         credentials,
@@ -228,7 +246,7 @@ async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::
         presence,
         activity,
         realtime,
-    };
+    });
     let app = routes::router(state);
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     // Answers are small: without TCP_NODELAY they can wait on Nagle for tens of ms.

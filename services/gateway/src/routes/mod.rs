@@ -276,7 +276,7 @@ mod tests {
             None,
             config.credential_cache.clone(),
         ));
-        AppState {
+        AppState::new(crate::Shared {
             clients: Arc::new(clients),
             config: Arc::new(config),
             credentials,
@@ -297,7 +297,7 @@ mod tests {
                 crate::faye::Hub::new(crate::faye::Limits::default()),
                 None,
             )),
-        }
+        })
     }
 
     /// Whether the router answers `method path` from a route rather than from its 404 or
