@@ -1,8 +1,8 @@
 //! The floor: the raw cost of what the hot path must do, measured from this process over
 //! loopback exactly as the suite reaches its dependencies: a sqlx transaction that inserts a
 //! message row and its outbox row and commits, a persistent AMQP publish awaited until the
-//! broker confirms it, and a Redis GET. Plus the clean-up of what a run leaves in RabbitMQ
-//! and Redis.
+//! broker confirms it, a Redis GET, and a bare HTTP round trip to another process. Plus the
+//! clean-up of what a run leaves in RabbitMQ and Redis.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -238,6 +238,97 @@ impl RedisFloor {
         let _: () = self.conn.del(&self.key).await?;
         Ok(())
     }
+}
+
+/// The HTTP part of the floor: a GET answered `ok` by a process of its own (this binary as
+/// `bench echo-server`), over a keep-alive connection with TCP_NODELAY, as the suite's
+/// processes and the harness reach each other: what one hop between processes costs on this
+/// machine, with no work at either end.
+pub struct HttpFloor {
+    server: tokio::process::Child,
+    client: reqwest::Client,
+    url: String,
+}
+
+impl HttpFloor {
+    /// Starts the echo server and reads the address it listens on.
+    pub async fn setup() -> anyhow::Result<HttpFloor> {
+        use tokio::io::AsyncBufReadExt as _;
+        let exe = std::env::current_exe().context("finding the bench binary")?;
+        let mut server = tokio::process::Command::new(exe)
+            .arg("echo-server")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the floor's echo server")?;
+        let stdout = server
+            .stdout
+            .take()
+            .context("the echo server's standard output")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .context("the echo server did not say its address within 10 s")?
+            .context("reading the echo server's address")?
+            .context("the echo server exited before it listened")?;
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(HttpFloor {
+            server,
+            client,
+            url: format!("http://{addr}/"),
+        })
+    }
+
+    /// One GET.
+    pub async fn get(&self) -> Outcome {
+        match self.client.get(&self.url).send().await {
+            Ok(response) if response.status().is_success() => match response.bytes().await {
+                Ok(_) => Outcome::Ok,
+                Err(_) => Outcome::Failed,
+            },
+            Ok(response) => {
+                eprintln!("floor HTTP GET answered {}", response.status());
+                Outcome::Failed
+            }
+            Err(e) => {
+                eprintln!("floor HTTP GET failed: {e}");
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// Stops the echo server.
+    pub async fn teardown(mut self) -> anyhow::Result<()> {
+        self.server.kill().await.context("stopping the echo server")
+    }
+}
+
+/// `bench echo-server`: answers `GET /` with `ok` on a loopback port, which it prints on
+/// standard output, until standard input closes (its parent, [`HttpFloor`], stopped it or
+/// died).
+pub async fn serve_echo() -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", listener.local_addr()?)?;
+    stdout.flush()?;
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let parent_gone = async {
+        let mut sink = Vec::new();
+        let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(parent_gone)
+        .await
+        .context("the echo server failed")
 }
 
 /// Deletes the queues and the exchange a suite with AMQP prefix `prefix` declared.

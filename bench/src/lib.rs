@@ -71,6 +71,10 @@ pub enum Scenario {
     /// suite (`--replicas N` of each role), at the same rates: p99 and CPU per message side
     /// by side. Not part of `all`.
     SplitCompare,
+    /// The other end of the floor's HTTP round trip, which the floor starts as a process of
+    /// its own: answers `GET /` on a loopback port it prints, until its input closes.
+    #[value(hide = true)]
+    EchoServer,
 }
 
 /// Load harness of the smooch suite.
@@ -175,6 +179,9 @@ pub struct Cli {
 /// Runs `cli`: starts (or reaches) the suite, runs the scenarios, writes the results,
 /// stops the suite; fails when a scenario failed.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.scenario == Scenario::EchoServer {
+        return floor::serve_echo().await;
+    }
     let root = suite::workspace_root();
     let out = cli.out.clone().unwrap_or_else(|| {
         if cli.smoke {
@@ -207,7 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Fairness => vec!["fairness"],
         Scenario::Push => vec!["push"],
         Scenario::RetryStorm => vec!["retry-storm"],
-        Scenario::SplitCompare => Vec::new(),
+        Scenario::SplitCompare | Scenario::EchoServer => Vec::new(),
     };
     let session = Session::start(&cli, &out, cli.split.then_some(cli.replicas)).await?;
     let mut failed = Vec::new();
@@ -318,6 +325,16 @@ async fn split_compare(cli: &Cli, out: &std::path::Path) -> anyhow::Result<()> {
         bail!("split-compare starts its own suites: it cannot run against --url");
     }
     let started = std::time::Instant::now();
+    // The machine's cost of one hop between processes at the ladder's rates, measured while
+    // no suite runs.
+    let rates = if cli.smoke {
+        vec![10.0]
+    } else {
+        cli.rates
+            .clone()
+            .unwrap_or_else(|| scenarios::FAN_OUT_ONE_RATES.to_vec())
+    };
+    let hops = scenarios::hop_table(&rates, cli.smoke).await?;
     let (mut all, mut split) = (Vec::new(), Vec::new());
     for round in 1..=cli.rounds {
         for replicas in [None, Some(cli.replicas)] {
@@ -336,7 +353,8 @@ async fn split_compare(cli: &Cli, out: &std::path::Path) -> anyhow::Result<()> {
             }
         }
     }
-    let report = scenarios::split_compare::compare(all, split)?;
+    let mut report = scenarios::split_compare::compare(all, split)?;
+    report.tables.push(hops);
     report.write(out)?;
     eprintln!("{}", report.markdown());
     eprintln!(

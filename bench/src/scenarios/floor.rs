@@ -1,7 +1,9 @@
 //! `floor`: what the hot path's dependencies cost when asked directly from this process
 //! (the same process layout as the suite: a separate process over loopback), one at a time
-//! (latency) and 32 in flight (throughput); and the three in sequence, the least a posted
-//! message can cost.
+//! (latency) and 32 in flight (throughput); a bare HTTP round trip to another process, the
+//! same ways and paced at a fixed rate (what one hop between processes costs when the
+//! machine idles between requests, as split roles' hops do at low rates); and the three
+//! dependencies in sequence, the least a posted message can cost.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map};
 
 use crate::context::Ctx;
-use crate::floor::{AmqpFloor, PgFloor, RedisFloor};
+use crate::floor::{AmqpFloor, HttpFloor, PgFloor, RedisFloor};
 use crate::load::{self, Latency, Outcome};
 use crate::report::{Report, Row};
 
@@ -37,6 +39,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let pg = Arc::new(PgFloor::setup(&ctx.database_url, 10).await?);
     let amqp = Arc::new(AmqpFloor::setup(&ctx.settings.amqp_url, &ctx.prefix).await?);
     let redis = Arc::new(RedisFloor::setup(&ctx.settings.redis_url, &ctx.prefix).await?);
+    let http = Arc::new(HttpFloor::setup().await?);
     let (warmup, duration) = if ctx.smoke() {
         (Duration::from_millis(200), Duration::from_secs(1))
     } else {
@@ -47,19 +50,22 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         "postgres insert+commit",
         "amqp confirmed publish",
         "redis GET",
+        "http round trip",
         "all three in sequence",
     ] {
         for concurrency in [1usize, 32] {
             let cpu = ctx.cpu();
-            let (pg, amqp, redis) = (pg.clone(), amqp.clone(), redis.clone());
+            let (pg, amqp, redis, http) = (pg.clone(), amqp.clone(), redis.clone(), http.clone());
             let (ok, failed, histogram) =
                 load::closed_loop(concurrency, warmup, duration, move || {
-                    let (pg, amqp, redis) = (pg.clone(), amqp.clone(), redis.clone());
+                    let (pg, amqp, redis, http) =
+                        (pg.clone(), amqp.clone(), redis.clone(), http.clone());
                     async move {
                         match op {
                             "postgres insert+commit" => pg.insert().await,
                             "amqp confirmed publish" => amqp.publish().await,
                             "redis GET" => redis.get().await,
+                            "http round trip" => http.get().await,
                             _ => {
                                 for outcome in
                                     [redis.get().await, pg.insert().await, amqp.publish().await]
@@ -106,6 +112,57 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             });
         }
     }
+    // One hop at a fixed pace: between requests both processes go idle, and each request
+    // wakes them, as the hops of split roles do at a few hundred messages a second.
+    let paced = load::Step {
+        rate: if ctx.smoke() { 50.0 } else { 500.0 },
+        duration: warmup + duration,
+        warmup,
+        max_in_flight: 32,
+    };
+    let cpu = ctx.cpu();
+    let (ok, failed, histogram) = paced_hops(&http, paced).await;
+    let after = ctx.watched.snapshot();
+    let seconds = cpu.1.elapsed().as_secs_f64();
+    let latency = Latency::of(&histogram);
+    eprintln!(
+        "  http round trip, paced at {}/s: p50 {:.3} ms p99 {:.3} ms",
+        paced.rate, latency.p50, latency.p99
+    );
+    if failed > 0 {
+        report
+            .failures
+            .push(format!("http round trip, paced: {failed} requests failed"));
+    }
+    let (http_one_p50, paced_p99) = (
+        report
+            .rows
+            .iter()
+            .find(|r| r.label == "http round trip" && r.offered == "1 in flight")
+            .map_or(0.0, |r| r.latency.p50),
+        latency.p99,
+    );
+    report.rows.push(Row {
+        label: "http round trip".to_owned(),
+        offered: format!("{}/s", paced.rate),
+        achieved_per_s: ok as f64 / duration.as_secs_f64(),
+        ok,
+        failed,
+        latency,
+        cpu: ctx.watched.cost(&cpu.0, &after, ok + failed, seconds),
+        extra: Map::new(),
+    });
+    report.headline.insert(
+        "bare HTTP round trip to another process, 1 in flight: p50 (ms)".to_owned(),
+        json!(http_one_p50),
+    );
+    report.headline.insert(
+        format!(
+            "the same round trip paced at {}/s (a hop of split roles at that many messages/s): p99 (ms)",
+            paced.rate
+        ),
+        json!(paced_p99),
+    );
     report.headline.insert(
         "Redis GET + insert/commit + confirmed publish in sequence, 1 in flight: p50 (ms)"
             .to_owned(),
@@ -120,7 +177,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         json!({"sequential_p50_ms": sequential.0, "sequential_per_s": sequential.1}),
     );
     report.notes.push(
-        "Closed loop from the bench process over loopback. Postgres: BEGIN; one INSERT of a message row and its ~1 KiB outbox row (the suite's table definitions, copied into schema bench_floor); COMMIT, on a pool of 10 (the suite's default). AMQP: a ~1 KiB persistent publish to a durable queue on one confirm-mode channel, awaited until acked. Redis: GET of a 200-byte key on a multiplexed connection.".to_owned(),
+        "Closed loop from the bench process over loopback. Postgres: BEGIN; one INSERT of a message row and its ~1 KiB outbox row (the suite's table definitions, copied into schema bench_floor); COMMIT, on a pool of 10 (the suite's default). AMQP: a ~1 KiB persistent publish to a durable queue on one confirm-mode channel, awaited until acked. Redis: GET of a 200-byte key on a multiplexed connection. HTTP: GET answered `ok` by a process of its own (`bench echo-server`, axum), over keep-alive connections with TCP_NODELAY; closed loop, then one at a time at a fixed rate (latency from each request's actual start); the echo server's own CPU is not in the CPU columns.".to_owned(),
     );
     // Clean-up failures (a broker restarted under us) are worth a warning, not the figures.
     if let Ok(pg) = Arc::try_unwrap(pg) {
@@ -133,10 +190,78 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             eprintln!("warning: deleting the floor's queue: {e:#}");
         }
     }
+    if let Ok(http) = Arc::try_unwrap(http) {
+        if let Err(e) = http.teardown().await {
+            eprintln!("warning: {e:#}");
+        }
+    }
     if let Ok(redis) = Arc::try_unwrap(redis) {
         if let Err(e) = redis.teardown().await {
             eprintln!("warning: deleting the floor's key: {e:#}");
         }
     }
     Ok(report)
+}
+
+/// GETs to the echo server at `step.rate`, one at a time, for `step.duration`: the ones
+/// after `step.warmup` recorded. The latency is from each GET's actual start, not its
+/// scheduled one (the runtime's timer wakes up to a millisecond late, which is not the
+/// hop's).
+async fn paced_hops(
+    http: &HttpFloor,
+    step: load::Step,
+) -> (u64, u64, hdrhistogram::Histogram<u64>) {
+    let started = tokio::time::Instant::now();
+    let mut histogram = load::histogram();
+    let (mut ok, mut failed) = (0u64, 0u64);
+    for i in 0..step.count() {
+        tokio::time::sleep_until(started + step.offset(i)).await;
+        let begun = std::time::Instant::now();
+        let outcome = http.get().await;
+        let elapsed = begun.elapsed();
+        if step.offset(i) < step.warmup {
+            continue;
+        }
+        match outcome {
+            Outcome::Ok => {
+                ok += 1;
+                load::record(&mut histogram, elapsed);
+            }
+            Outcome::Failed => failed += 1,
+        }
+    }
+    (ok, failed, histogram)
+}
+
+/// For `split-compare`: the bare HTTP round trip to another process paced at each of
+/// `rates`, as a markdown table. Split roles add two such hops to every message.
+pub(crate) async fn hop_table(rates: &[f64], smoke: bool) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let http = HttpFloor::setup().await?;
+    let (warmup, duration) = if smoke {
+        (Duration::from_millis(200), Duration::from_secs(1))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(6))
+    };
+    let mut table = String::from(
+        "The floor of one hop: a bare HTTP `GET` to another process (`bench echo-server`), paced at each rate, before the rounds\n\n\
+         | paced at | p50 ms | p99 ms | p99.9 ms | failed |\n|---|---|---|---|---|\n",
+    );
+    for &rate in rates {
+        let step = load::Step {
+            rate,
+            duration: warmup + duration,
+            warmup,
+            max_in_flight: 32,
+        };
+        let (_, failed, histogram) = paced_hops(&http, step).await;
+        let latency = Latency::of(&histogram);
+        let _ = writeln!(
+            table,
+            "| {rate}/s | {:.2} | {:.2} | {:.2} | {failed} |",
+            latency.p50, latency.p99, latency.p999
+        );
+    }
+    http.teardown().await?;
+    Ok(table)
 }

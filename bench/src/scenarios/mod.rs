@@ -10,7 +10,8 @@ mod realtime;
 pub(crate) mod split_compare;
 mod webhooks;
 
-pub(crate) use webhooks::fan_out_one as webhooks_fan_out_one;
+pub(crate) use floor::hop_table;
+pub(crate) use webhooks::{fan_out_one as webhooks_fan_out_one, FAN_OUT_ONE_RATES};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

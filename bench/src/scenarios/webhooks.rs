@@ -340,6 +340,9 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The message rates of [`fan_out_one`] when `--rates` does not say.
+pub(crate) const FAN_OUT_ONE_RATES: [f64; 3] = [250.0, 500.0, 1000.0];
+
 /// The webhooks ladder at fan-out 1 only (smoke: 10 msg/s; else `--rates`, default
 /// 250/500/1,000 msg/s), stopping past saturation as `webhooks` does: one side of
 /// `split-compare`.
@@ -351,7 +354,7 @@ pub(crate) async fn fan_out_one(ctx: &Ctx) -> anyhow::Result<Report> {
         ctx.settings
             .rates
             .clone()
-            .unwrap_or_else(|| vec![250.0, 500.0, 1000.0])
+            .unwrap_or_else(|| FAN_OUT_ONE_RATES.to_vec())
     };
     for rate in rates {
         let shape = Shape {
