@@ -665,3 +665,51 @@ async fn a_cleanup_waiting_on_a_lock_does_not_hold_up_handed_rows() {
     assert_eq!(outbox_ids(&env).await, vec!["fresh0", "fresh1"]);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn one_cleanup_deletes_a_backlog_larger_than_its_batch() {
+    let env = Env::new().await;
+    // 25,000 rows published an hour ago: more than two of the cleanup's 10,000-row
+    // statements. Then one row not yet published, which stays.
+    sqlx::query(
+        "INSERT INTO outbox (event_id, app_id, trigger, payload, published_at)
+         SELECT 'old-' || g, 'app1', 'message:appUser', '{}'::jsonb, now() - interval '1 hour'
+           FROM generate_series(1, 25000) AS g",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    env.commit_event("pending", "message:appUser").await;
+    // The first cleanup comes one interval after the start, the second two intervals after
+    // (plus the first one's time): only one cleanup can finish the backlog before then.
+    let interval = Duration::from_secs(3);
+    let relay = Relay::new(
+        env.pool.clone(),
+        TestOutbox,
+        env.publisher(),
+        RelayConfig {
+            sweep_interval: Duration::from_secs(3600),
+            retention: Some(Duration::from_secs(60)),
+            cleanup_interval: interval,
+            ..RelayConfig::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let mut left = outbox_ids(&env).await;
+    while left.len() > 1 && started.elapsed() < interval * 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = outbox_ids(&env).await;
+    }
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        left,
+        vec!["pending"],
+        "one cleanup left {} rows after {elapsed:?}",
+        left.len()
+    );
+    env.cleanup().await;
+}
