@@ -327,13 +327,7 @@ async fn split_compare(cli: &Cli, out: &std::path::Path) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     // The machine's cost of one hop between processes at the ladder's rates, measured while
     // no suite runs.
-    let rates = if cli.smoke {
-        vec![10.0]
-    } else {
-        cli.rates
-            .clone()
-            .unwrap_or_else(|| scenarios::FAN_OUT_ONE_RATES.to_vec())
-    };
+    let rates = scenarios::fan_out_one_rates(cli.smoke, cli.rates.as_deref());
     let hops = scenarios::hop_table(&rates, cli.smoke).await?;
     let (mut all, mut split) = (Vec::new(), Vec::new());
     for round in 1..=cli.rounds {
@@ -382,5 +376,56 @@ fn cli_settings(cli: &Cli) -> context::Settings {
         rates: cli.rates.clone(),
         fan_outs: cli.fan_outs.clone(),
         big_conversation: cli.big_conversation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the bench with `args` and returns its error: each of these is refused before
+    /// any suite starts.
+    async fn refused(args: &[&str]) -> String {
+        let out = std::env::temp_dir().join(format!("bench-cli-{}", std::process::id()));
+        let out = out.to_str().expect("a UTF-8 temporary directory");
+        let cli = Cli::try_parse_from(["bench"].iter().chain(args).chain(&["--out", out]))
+            .expect("the arguments parse");
+        let error = run(cli).await.expect_err("the options are refused");
+        let _ = std::fs::remove_dir_all(out);
+        error.to_string()
+    }
+
+    #[tokio::test]
+    async fn split_only_options_are_refused_without_a_split_suite() {
+        assert_eq!(
+            refused(&["webhooks", "--replicas", "2"]).await,
+            "--replicas needs --split (or the split-compare scenario)"
+        );
+        assert_eq!(
+            refused(&["webhooks", "--split-worker-threads", "1"]).await,
+            "--split-worker-threads needs --split (or the split-compare scenario)"
+        );
+        assert_eq!(
+            refused(&["webhooks", "--split", "--rounds", "3"]).await,
+            "--rounds is for the split-compare scenario"
+        );
+        assert_eq!(
+            refused(&["split-compare", "--url", "http://127.0.0.1:1"]).await,
+            "split-compare starts its own suites: it cannot run against --url"
+        );
+    }
+
+    #[test]
+    fn rounds_and_threads_outside_their_range_do_not_parse() {
+        for args in [
+            ["split-compare", "--rounds", "0"],
+            ["split-compare", "--rounds", "10"],
+            ["split-compare", "--split-worker-threads", "0"],
+        ] {
+            let error = Cli::try_parse_from(["bench"].iter().chain(&args))
+                .expect_err("out of range")
+                .to_string();
+            assert!(error.contains("not in"), "{args:?}: {error}");
+        }
     }
 }

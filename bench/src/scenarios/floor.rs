@@ -40,12 +40,9 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let amqp = Arc::new(AmqpFloor::setup(&ctx.settings.amqp_url, &ctx.prefix).await?);
     let redis = Arc::new(RedisFloor::setup(&ctx.settings.redis_url, &ctx.prefix).await?);
     let http = Arc::new(HttpFloor::setup().await?);
-    let (warmup, duration) = if ctx.smoke() {
-        (Duration::from_millis(200), Duration::from_secs(1))
-    } else {
-        (Duration::from_secs(1), Duration::from_secs(6))
-    };
+    let (warmup, duration) = durations(ctx.smoke());
     let mut sequential = (0.0, 0.0);
+    let mut http_one_p50 = 0.0;
     for op in [
         "postgres insert+commit",
         "amqp confirmed publish",
@@ -88,12 +85,11 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                 "  {op}, {concurrency} in flight: {per_s:.0}/s p50 {:.3} ms p99 {:.3} ms",
                 latency.p50, latency.p99
             );
-            if op == "all three in sequence" {
-                if concurrency == 1 {
-                    sequential.0 = latency.p50;
-                } else {
-                    sequential.1 = per_s;
-                }
+            match (op, concurrency) {
+                ("all three in sequence", 1) => sequential.0 = latency.p50,
+                ("all three in sequence", _) => sequential.1 = per_s,
+                ("http round trip", 1) => http_one_p50 = latency.p50,
+                _ => {}
             }
             if failed > 0 {
                 report
@@ -114,37 +110,25 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     }
     // One hop at a fixed pace: between requests both processes go idle, and each request
     // wakes them, as the hops of split roles do at a few hundred messages a second.
-    let paced = load::Step {
-        rate: if ctx.smoke() { 50.0 } else { 500.0 },
-        duration: warmup + duration,
-        warmup,
-        max_in_flight: 32,
-    };
+    let paced_rate = if ctx.smoke() { 50.0 } else { 500.0 };
     let cpu = ctx.cpu();
-    let (ok, failed, histogram) = paced_hops(&http, paced).await;
+    let (ok, failed, histogram) = paced_hops(&http, paced_rate, warmup, duration).await;
     let after = ctx.watched.snapshot();
     let seconds = cpu.1.elapsed().as_secs_f64();
     let latency = Latency::of(&histogram);
     eprintln!(
-        "  http round trip, paced at {}/s: p50 {:.3} ms p99 {:.3} ms",
-        paced.rate, latency.p50, latency.p99
+        "  http round trip, paced at {paced_rate}/s: p50 {:.3} ms p99 {:.3} ms",
+        latency.p50, latency.p99
     );
     if failed > 0 {
         report
             .failures
             .push(format!("http round trip, paced: {failed} requests failed"));
     }
-    let (http_one_p50, paced_p99) = (
-        report
-            .rows
-            .iter()
-            .find(|r| r.label == "http round trip" && r.offered == "1 in flight")
-            .map_or(0.0, |r| r.latency.p50),
-        latency.p99,
-    );
+    let paced_p99 = latency.p99;
     report.rows.push(Row {
         label: "http round trip".to_owned(),
-        offered: format!("{}/s", paced.rate),
+        offered: format!("{paced_rate}/s"),
         achieved_per_s: ok as f64 / duration.as_secs_f64(),
         ok,
         failed,
@@ -158,8 +142,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     );
     report.headline.insert(
         format!(
-            "the same round trip paced at {}/s (a hop of split roles at that many messages/s): p99 (ms)",
-            paced.rate
+            "the same round trip paced at {paced_rate}/s (a hop of split roles at that many messages/s): p99 (ms)"
         ),
         json!(paced_p99),
     );
@@ -203,14 +186,30 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// GETs to the echo server at `step.rate`, one at a time, for `step.duration`: the ones
-/// after `step.warmup` recorded. The latency is from each GET's actual start, not its
-/// scheduled one (the runtime's timer wakes up to a millisecond late, which is not the
-/// hop's).
+/// How long each measurement warms up, then how long it is recorded.
+fn durations(smoke: bool) -> (Duration, Duration) {
+    if smoke {
+        (Duration::from_millis(200), Duration::from_secs(1))
+    } else {
+        (Duration::from_secs(1), Duration::from_secs(6))
+    }
+}
+
+/// GETs to the echo server at `rate`, one at a time, for `warmup` and then `duration`,
+/// which is recorded. The latency is from each GET's actual start, not its scheduled one
+/// (the runtime's timer wakes up to a millisecond late, which is not the hop's).
 async fn paced_hops(
     http: &HttpFloor,
-    step: load::Step,
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
 ) -> (u64, u64, hdrhistogram::Histogram<u64>) {
+    let step = load::Step {
+        rate,
+        duration: warmup + duration,
+        warmup,
+        max_in_flight: 1,
+    };
     let started = tokio::time::Instant::now();
     let mut histogram = load::histogram();
     let (mut ok, mut failed) = (0u64, 0u64);
@@ -219,7 +218,7 @@ async fn paced_hops(
         let begun = std::time::Instant::now();
         let outcome = http.get().await;
         let elapsed = begun.elapsed();
-        if step.offset(i) < step.warmup {
+        if step.offset(i) < warmup {
             continue;
         }
         match outcome {
@@ -238,23 +237,13 @@ async fn paced_hops(
 pub(crate) async fn hop_table(rates: &[f64], smoke: bool) -> anyhow::Result<String> {
     use std::fmt::Write as _;
     let http = HttpFloor::setup().await?;
-    let (warmup, duration) = if smoke {
-        (Duration::from_millis(200), Duration::from_secs(1))
-    } else {
-        (Duration::from_secs(1), Duration::from_secs(6))
-    };
+    let (warmup, duration) = durations(smoke);
     let mut table = String::from(
         "The floor of one hop: a bare HTTP `GET` to another process (`bench echo-server`), paced at each rate, before the rounds\n\n\
          | paced at | p50 ms | p99 ms | p99.9 ms | failed |\n|---|---|---|---|---|\n",
     );
     for &rate in rates {
-        let step = load::Step {
-            rate,
-            duration: warmup + duration,
-            warmup,
-            max_in_flight: 32,
-        };
-        let (_, failed, histogram) = paced_hops(&http, step).await;
+        let (_, failed, histogram) = paced_hops(&http, rate, warmup, duration).await;
         let latency = Latency::of(&histogram);
         let _ = writeln!(
             table,

@@ -11,7 +11,7 @@ pub(crate) mod split_compare;
 mod webhooks;
 
 pub(crate) use floor::hop_table;
-pub(crate) use webhooks::{fan_out_one as webhooks_fan_out_one, FAN_OUT_ONE_RATES};
+pub(crate) use webhooks::{fan_out_one as webhooks_fan_out_one, fan_out_one_rates};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -340,23 +340,22 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The message rates of [`fan_out_one`] when `--rates` does not say.
-pub(crate) const FAN_OUT_ONE_RATES: [f64; 3] = [250.0, 500.0, 1000.0];
+/// The message rates of [`fan_out_one`]: 10 msg/s for a smoke run, else `rates` (the
+/// `--rates` option), else 250 / 500 / 1,000 msg/s.
+pub(crate) fn fan_out_one_rates(smoke: bool, rates: Option<&[f64]>) -> Vec<f64> {
+    match (smoke, rates) {
+        (true, _) => vec![10.0],
+        (false, Some(rates)) => rates.to_vec(),
+        (false, None) => vec![250.0, 500.0, 1000.0],
+    }
+}
 
 /// The webhooks ladder at fan-out 1 only (smoke: 10 msg/s; else `--rates`, default
 /// 250/500/1,000 msg/s), stopping past saturation as `webhooks` does: one side of
 /// `split-compare`.
 pub(crate) async fn fan_out_one(ctx: &Ctx) -> anyhow::Result<Report> {
     let mut report = ctx.report("webhooks");
-    let rates = if ctx.smoke() {
-        vec![10.0]
-    } else {
-        ctx.settings
-            .rates
-            .clone()
-            .unwrap_or_else(|| FAN_OUT_ONE_RATES.to_vec())
-    };
-    for rate in rates {
+    for rate in fan_out_one_rates(ctx.smoke(), ctx.settings.rates.as_deref()) {
         let shape = Shape {
             rate,
             fan_out: 1,

@@ -125,8 +125,8 @@ impl Config {
 }
 
 /// Shared state of the handlers: one reference count to clone, since axum clones the state
-/// for every request and every middleware (cloning the fields one by one was 2-3 % of the
-/// gateway's CPU).
+/// for every request and every middleware (cloning and dropping the fields one by one was
+/// 2.3 % of `smooch all`'s CPU at 2,000 messages a second).
 #[derive(Clone)]
 pub(crate) struct AppState(std::sync::Arc<Shared>);
 
@@ -146,9 +146,9 @@ impl std::ops::Deref for AppState {
 
 /// What the handlers share (through [`AppState`]).
 pub(crate) struct Shared {
-    /// The clients of the backing services (a dozen boxed services).
-    pub(crate) clients: std::sync::Arc<Clients>,
-    pub(crate) config: std::sync::Arc<Config>,
+    /// The clients of the backing services.
+    pub(crate) clients: Clients,
+    pub(crate) config: Config,
     /// App tokens and keys, cached in front of the users service.
     pub(crate) credentials: std::sync::Arc<credentials::Credentials>,
     /// App users, cached in front of the users service for the hot paths; it forgets
@@ -236,8 +236,8 @@ async fn serve(config: Config, listener: TcpListener, tasks: &Tasks) -> anyhow::
         hub.clone(),
     ));
     let state = AppState::new(Shared {
-        clients: std::sync::Arc::new(clients),
-        config: std::sync::Arc::new(config),
+        clients,
+        config,
         credentials,
         app_users,
         redis,

@@ -277,8 +277,8 @@ mod tests {
             config.credential_cache.clone(),
         ));
         AppState::new(crate::Shared {
-            clients: Arc::new(clients),
-            config: Arc::new(config),
+            clients,
+            config,
             credentials,
             app_users: Arc::new(crate::app_users::AppUsers::new(
                 std::time::Duration::ZERO,
