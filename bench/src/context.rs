@@ -68,6 +68,8 @@ pub struct Ctx {
     /// The fake FCM the suite's push worker sends to; `None` for a suite the harness did
     /// not start (its push URL is not ours).
     pub push_sink: Option<PushSink>,
+    /// `smooch all` runs under callgrind, writing its dumps next to this file.
+    pub callgrind: Option<PathBuf>,
     next_step: AtomicU32,
     shutdown: CancellationToken,
 }
@@ -103,6 +105,7 @@ impl Ctx {
             sink,
             push_sink,
             settings: settings.clone(),
+            callgrind: suite.callgrind.clone(),
             next_step: AtomicU32::new(1),
             shutdown,
         })

@@ -8,6 +8,7 @@
 //! says nothing about speed.
 
 pub mod api;
+pub mod callgrind;
 pub mod context;
 pub mod floor;
 pub mod load;
@@ -71,6 +72,11 @@ pub enum Scenario {
     /// suite (`--replicas N` of each role), at the same rates: p99 and CPU per message side
     /// by side. Not part of `all`.
     SplitCompare,
+    /// The instructions `smooch all` executes per message at fan-out 1, and by crate,
+    /// counted under valgrind's callgrind at a low rate: the same binary counts the same
+    /// within a fraction of a percent, so two builds compare where CPU time is too noisy.
+    /// Not part of `all`; needs valgrind.
+    Instructions,
     /// The other end of the floor's HTTP round trip, which the floor starts as a process of
     /// its own: answers `GET /` on a loopback port it prints, until its input closes.
     #[value(hide = true)]
@@ -204,6 +210,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.scenario == Scenario::SplitCompare {
         return split_compare(&cli, &out).await;
     }
+    if cli.scenario == Scenario::Instructions && (cli.url.is_some() || cli.split) {
+        bail!("instructions starts its own `smooch all` under callgrind: it cannot run against --url or --split");
+    }
     let scenarios: Vec<&str> = match cli.scenario {
         Scenario::All => SCENARIOS.to_vec(),
         Scenario::Floor => vec!["floor"],
@@ -214,6 +223,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Fairness => vec!["fairness"],
         Scenario::Push => vec!["push"],
         Scenario::RetryStorm => vec!["retry-storm"],
+        Scenario::Instructions => vec!["instructions"],
         Scenario::SplitCompare | Scenario::EchoServer => Vec::new(),
     };
     let session = Session::start(&cli, &out, cli.split.then_some(cli.replicas)).await?;
@@ -296,6 +306,9 @@ impl Session {
             env: vec![("SMOOCH_PUSH_FCM_URL".to_owned(), push_sink.base())],
             replicas,
             split_worker_threads: cli.split_worker_threads,
+            callgrind: (cli.scenario == Scenario::Instructions)
+                .then(callgrind_out_file)
+                .transpose()?,
         })
         .await?;
         let pushes = cli.url.is_none().then_some(push_sink);
@@ -363,6 +376,17 @@ async fn split_compare(cli: &Cli, out: &std::path::Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the suite under callgrind writes its dumps: a directory of this run's own in the
+/// temporary directory (the dumps are megabytes; results directories are committed).
+fn callgrind_out_file() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("smooch-callgrind-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir.join("callgrind.out"))
 }
 
 fn cli_settings(cli: &Cli) -> context::Settings {

@@ -169,6 +169,12 @@ impl Sink {
         lock(&self.received).recovered.insert(step);
     }
 
+    /// Drops the receipts of `step`, so that its targets can take another run of messages
+    /// numbered from 0.
+    pub fn forget(&self, step: u32) {
+        lock(&self.received).receipts.retain(|x| x.step != step);
+    }
+
     /// Every receipt of `step` so far.
     pub fn receipts(&self, step: u32) -> Vec<Receipt> {
         lock(&self.received)

@@ -38,6 +38,9 @@ pub struct Options {
     pub replicas: Option<u32>,
     /// With `replicas`: `SMOOCH_WORKER_THREADS` of every process (`None`: the default).
     pub split_worker_threads: Option<u32>,
+    /// Run `smooch all` under valgrind's callgrind, its dumps written to this file's
+    /// numbered siblings (see [`crate::callgrind`]).
+    pub callgrind: Option<PathBuf>,
 }
 
 /// The roles of a split suite, in start order: the gateway last, behind the services it
@@ -90,6 +93,8 @@ pub struct Suite {
     pub redis_prefix: Option<String>,
     /// The binary it runs (debug or release), for the report.
     pub binary: String,
+    /// `smooch all` runs under callgrind, writing its dumps next to this file.
+    pub callgrind: Option<PathBuf>,
     children: Vec<Child>,
 }
 
@@ -195,6 +200,7 @@ impl Suite {
                 amqp_prefix: None,
                 redis_prefix: None,
                 binary: "external".to_owned(),
+                callgrind: None,
                 children: Vec::new(),
             };
             wait_healthy(&suite.bases[0], Duration::from_secs(30)).await?;
@@ -212,7 +218,10 @@ impl Suite {
         let log = std::fs::File::create(&opts.log_path)
             .with_context(|| format!("creating {}", opts.log_path.display()))?;
         let mut log_out = tokio::fs::File::from_std(log.try_clone()?);
-        let mut cmd = Command::new(&binary);
+        let mut cmd = match &opts.callgrind {
+            Some(out_file) => crate::callgrind::command(&binary, out_file),
+            None => Command::new(&binary),
+        };
         cmd.arg("all")
             .env("SMOOCH_HTTP_ADDR", "127.0.0.1:0")
             .envs(common_env(opts, &prefix))
@@ -256,11 +265,16 @@ impl Suite {
             bases: vec![base],
             pid,
             processes: Vec::new(),
-            mode: "smooch all".to_owned(),
+            mode: if opts.callgrind.is_some() {
+                "smooch all under callgrind".to_owned()
+            } else {
+                "smooch all".to_owned()
+            },
             database_url: opts.database_url.clone(),
             amqp_prefix: Some(prefix.clone()),
             redis_prefix: Some(prefix),
             binary: binary.display().to_string(),
+            callgrind: opts.callgrind.clone(),
             children: vec![child],
         })
     }
@@ -368,6 +382,7 @@ impl Suite {
             amqp_prefix: Some(prefix.to_owned()),
             redis_prefix: Some(prefix.to_owned()),
             binary: binary.display().to_string(),
+            callgrind: None,
             children: Vec::new(),
         };
         let spawn =

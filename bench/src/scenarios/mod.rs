@@ -3,6 +3,7 @@
 
 mod fairness;
 mod floor;
+mod instructions;
 mod post_message;
 mod push;
 mod read_conversation;
@@ -115,6 +116,7 @@ pub(super) async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
         "realtime" => realtime::run(ctx).await?,
         "push" => push::run(ctx).await?,
         "fairness" => fairness::run(ctx).await?,
+        "instructions" => instructions::run(ctx).await?,
         other => bail!("unknown scenario {other}"),
     };
     ctx.finish(&mut report);

@@ -21,23 +21,31 @@ use crate::report::{Report, Row};
 
 /// The shape of one webhook step.
 #[derive(Debug, Clone, Copy)]
-struct Shape {
+pub(super) struct Shape {
     /// Messages per second.
-    rate: f64,
+    pub rate: f64,
     /// Webhooks per app.
-    fan_out: u32,
+    pub fan_out: u32,
     /// Of which answer 500.
-    failing: u32,
+    pub failing: u32,
 }
 
 /// What one step measured.
-struct Measured {
-    row: Row,
+pub(super) struct Measured {
+    pub row: Row,
     healthy: Latency,
     lost: u64,
 }
 
-async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Result<Measured> {
+/// A step's apps, webhooks and users, ready to post to.
+pub(super) struct Prepared {
+    /// The step's id: its webhooks' sink URLs and its messages' texts carry it.
+    pub step_id: u32,
+    pub targets: Vec<super::PostTarget>,
+}
+
+/// Creates the apps of a step of `shape`, their webhooks (to the sink) and their users.
+pub(super) async fn prepare(ctx: &Ctx, shape: Shape) -> anyhow::Result<Prepared> {
     let step_id = ctx.step_id();
     let (apps_n, users_n) = if ctx.smoke() { (2, 2) } else { (8, 10) };
     let apps = ctx
@@ -71,8 +79,25 @@ async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Resul
         .collect::<anyhow::Result<_>>()?;
     // The worker caches webhooks for up to a second: let it see the new ones.
     tokio::time::sleep(Duration::from_millis(1200)).await;
+    Ok(Prepared { step_id, targets })
+}
 
-    let step = ctx.step(shape.rate);
+async fn run_step(ctx: &Ctx, shape: Shape, report: &mut Report) -> anyhow::Result<Measured> {
+    let prepared = prepare(ctx, shape).await?;
+    measure(ctx, shape, ctx.step(shape.rate), &prepared, report).await
+}
+
+/// Posts `step` to `prepared`'s users and keeps the ledger of what the sink received: the
+/// step's row, and a failure in `report` when deliveries were lost. The sink must hold no
+/// receipts of `prepared` from an earlier step (see [`crate::sink::Sink::forget`]).
+pub(super) async fn measure(
+    ctx: &Ctx,
+    shape: Shape,
+    step: crate::load::Step,
+    prepared: &Prepared,
+    report: &mut Report,
+) -> anyhow::Result<Measured> {
+    let (step_id, targets) = (prepared.step_id, prepared.targets.clone());
     let cpu = ctx.cpu();
     let super::Posted { run, posted, .. } =
         super::post_sequenced(ctx, step, step_id, targets, "appUser").await;
