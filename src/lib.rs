@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use proto::local::LocalService;
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -368,7 +369,8 @@ async fn start_roles(
     let conversations = conversations::routes(conversations_settings, background)
         .await
         .context("starting the conversations service")?;
-    let conversations_channel = telemetry::grpc::in_process(conversations.clone(), grpc_timeout);
+    let conversations_channel =
+        telemetry::grpc::in_process(conversations.routes.clone(), grpc_timeout);
     let users = users::routes(
         users_config(settings, addrs[1].clone(), true)?,
         Some(conversations_channel.clone()),
@@ -383,23 +385,31 @@ async fn start_roles(
         .await
         .context("starting the webhooks service")?;
     let in_process = gateway::InProcess {
-        users: telemetry::grpc::in_process(users.clone(), grpc_timeout),
+        users: telemetry::grpc::in_process(users.routes.clone(), grpc_timeout),
         conversations: conversations_channel,
         media: telemetry::grpc::in_process(media.clone(), media::UPLOAD_TIMEOUT),
-        webhooks: telemetry::grpc::in_process(webhooks.clone(), grpc_timeout),
+        webhooks: telemetry::grpc::in_process(webhooks.routes.clone(), grpc_timeout),
+        users_service: LocalService(users.local),
+        conversations_service: LocalService(conversations.local),
+        webhooks_service: LocalService(webhooks.local),
     };
     for (name, routes, listener, timeout) in [
-        ("users", users, users_listener, Duration::from_secs(30)),
+        (
+            "users",
+            users.routes,
+            users_listener,
+            Duration::from_secs(30),
+        ),
         (
             "conversations",
-            conversations,
+            conversations.routes,
             conversations_listener,
             Duration::from_secs(30),
         ),
         ("media", media, media_listener, media::UPLOAD_TIMEOUT),
         (
             "webhooks",
-            webhooks,
+            webhooks.routes,
             webhooks_listener,
             Duration::from_secs(30),
         ),
@@ -423,10 +433,12 @@ async fn start_roles(
         .map_err(|_| anyhow::anyhow!("expected four gRPC roles"))?;
     let mut worker = worker_config(&settings, addrs[3].clone());
     worker.webhooks_channel = Some(in_process.webhooks.clone());
+    worker.webhooks_service = Some(in_process.webhooks_service.clone());
     worker.local_handoff = Some(handoff);
     tasks.spawn(webhook_worker::run(worker, shutdown.clone()));
     let mut pusher = push_config(&settings, addrs[0].clone());
     pusher.users_channel = Some(in_process.users.clone());
+    pusher.users_service = Some(in_process.users_service.clone());
     tasks.spawn(push::run(pusher, shutdown.clone()));
     let mut gateway_config = gateway_config(&settings, addrs);
     gateway_config.in_process = Some(in_process);

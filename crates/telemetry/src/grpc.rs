@@ -48,14 +48,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_owned();
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %method,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.method = %method,
-            rpc.grpc.status_code = tracing::field::Empty,
-        );
+        let span = proto::local::server_span(&method);
         propagation::set_parent_from_headers(&span, request.headers());
         let started = Instant::now();
         let future = self.inner.call(request);
@@ -74,11 +67,7 @@ where
                     Err(_) => "transport".to_owned(),
                 };
                 tracing::Span::current().record("rpc.grpc.status_code", code.as_str());
-                let elapsed = started.elapsed().as_secs_f64();
-                metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => code)
-                    .increment(1);
-                metrics::histogram!("grpc_server_request_duration_seconds", "method" => method)
-                    .record(elapsed);
+                proto::local::record(method, code, started.elapsed());
                 result
             }
             .instrument(span),

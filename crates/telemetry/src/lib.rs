@@ -125,6 +125,79 @@ fn colours(stdout_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bo
     stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+/// The fields of human-readable log lines: `name=value` pairs (an event's message first,
+/// bare), without terminal styling, and without the `otel.*` fields, which only name and
+/// classify the span for OpenTelemetry (its name and kind; the `http.*` and `rpc.*` fields
+/// beside them say the same). Written for every span the log layer sees, when it opens,
+/// so it is kept to plain writes.
+#[derive(Debug, Clone, Copy, Default)]
+struct PlainFields;
+
+impl<'writer> fmt::FormatFields<'writer> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = PlainVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut fmt::FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        let first = current.fields.is_empty();
+        let mut visitor = PlainVisitor {
+            writer: current.as_writer(),
+            first,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PlainVisitor<'writer> {
+    writer: fmt::format::Writer<'writer>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for PlainVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.record_debug(field, &format_args!("{value}"));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("otel.") || name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        let separator = if std::mem::replace(&mut self.first, false) {
+            ""
+        } else {
+            " "
+        };
+        self.result = if name == "message" {
+            write!(self.writer, "{separator}{value:?}")
+        } else {
+            write!(self.writer, "{separator}{name}={value:?}")
+        };
+    }
+}
+
 /// Installs the global subscriber and propagator for a process running `service` (the
 /// role name), writing logs in `format`. Spans always carry OpenTelemetry trace ids, so
 /// propagation and log correlation work with or without an exporter. Later calls do
@@ -151,14 +224,17 @@ pub fn init(service: &str, format: LogFormat) -> Guard {
             std::io::IsTerminal::is_terminal(&std::io::stdout()),
             std::env::var_os("NO_COLOR"),
         );
-        registry
-            .with(
-                fmt::layer()
-                    .with_target(true)
-                    .with_ansi(ansi)
-                    .with_filter(filter),
-            )
-            .try_init()
+        // Coloured lines keep the default field format, whose names are styled.
+        let layer = if ansi {
+            fmt::layer().with_target(true).with_ansi(true).boxed()
+        } else {
+            fmt::layer()
+                .fmt_fields(PlainFields)
+                .with_target(true)
+                .with_ansi(false)
+                .boxed()
+        };
+        registry.with(layer.with_filter(filter)).try_init()
     };
     if result.is_ok() {
         tracing::debug!(service, "telemetry initialised");
@@ -188,7 +264,59 @@ pub fn init_for_tests(otlp_endpoint: Option<&str>) {
 
 #[cfg(test)]
 mod tests {
-    use super::colours;
+    use super::{colours, PlainFields};
+    use std::sync::{Arc, Mutex};
+
+    /// A log destination the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .expect("the buffer's lock")
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plain_log_lines_leave_out_the_otel_fields_and_styling() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .fmt_fields(PlainFields)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "http.server",
+                otel.name = "POST /v1/x",
+                otel.kind = "server",
+                http.route = "/v1/x",
+                status = tracing::field::Empty,
+            );
+            span.record("status", 201);
+            let _entered = span.enter();
+            tracing::warn!(app_id = %"app1", r#type = 3, "delivery failed");
+        });
+        let text = String::from_utf8(buffer.0.lock().expect("the buffer's lock").clone())
+            .expect("UTF-8 log lines");
+        assert!(
+            text.contains(
+                r#"http.server{http.route="/v1/x" status=201}: telemetry::tests: delivery failed app_id=app1 type=3"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("otel."), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+    }
 
     #[test]
     fn log_lines_are_coloured_only_on_a_terminal_without_no_color() {

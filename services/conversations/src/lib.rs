@@ -11,6 +11,7 @@ mod storage;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use proto::local::Served;
 use sqlx::migrate::Migrator;
 use tasks::Tasks;
 use tokio::net::TcpListener;
@@ -103,10 +104,13 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 }
 
 /// The conversations gRPC API and its health service, ready to serve or to call in
-/// process; its background work (outbox relay, idempotency cleanup, pool metrics) runs on
+/// process (through the routes or, for unary calls, the service itself); its background work (outbox relay, idempotency cleanup, pool metrics) runs on
 /// `tasks` until their shutdown. A started conversation is marked on its app user at
 /// `config.users_addr`, over the network (the first message of a conversation only).
-pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::service::Routes> {
+pub async fn routes(
+    config: Config,
+    tasks: &Tasks,
+) -> anyhow::Result<Served<dyn proto::v1::conversations_handle::LocalConversations>> {
     let users = config
         .users_addr
         .as_deref()
@@ -164,17 +168,15 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
     reporter
         .set_serving::<proto::v1::conversations_server::ConversationsServer<grpc::ConversationsApi>>()
         .await;
-    let mut routes = tonic::service::Routes::new(health).add_service(
-        proto::v1::conversations_server::ConversationsServer::new(grpc::ConversationsApi::new(
-            pool, writer, relay, users,
-        )),
-    );
+    let api = std::sync::Arc::new(grpc::ConversationsApi::new(pool, writer, relay, users));
+    let mut routes = tonic::service::Routes::new(health)
+        .add_service(proto::v1::conversations_server::ConversationsServer::from_arc(api.clone()));
     if let Some(workers) = remote {
         routes = routes.add_service(proto::v1::event_handoff_server::EventHandoffServer::new(
             handoff::HandoffApi::new(workers, shutdown.clone()),
         ));
     }
-    Ok(routes)
+    Ok(Served { routes, local: api })
 }
 
 /// Serves the conversations gRPC API on `listener` until `shutdown` is cancelled; returns
@@ -185,7 +187,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     telemetry::grpc::serve_role("conversations", listener, shutdown, |tasks| async move {
-        routes(config, &tasks).await
+        routes(config, &tasks).await.map(|served| served.routes)
     })
     .await
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use proto::v1::{
-    conversations_client::ConversationsClient, media_client::MediaClient,
-    users_client::UsersClient, webhooks_client::WebhooksClient,
+    conversations_client::ConversationsClient, conversations_handle::ConversationsHandle,
+    media_client::MediaClient, users_client::UsersClient, users_handle::UsersHandle,
+    webhooks_client::WebhooksClient, webhooks_handle::WebhooksHandle,
 };
 use tasks::Tasks;
 use telemetry::grpc::GrpcChannel;
@@ -29,13 +30,13 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Clients {
     /// Apps, keys and app users.
-    pub users: UsersClient<GrpcChannel>,
+    pub users: UsersHandle<GrpcChannel>,
     /// Conversations and messages.
-    pub conversations: ConversationsClient<GrpcChannel>,
+    pub conversations: ConversationsHandle<GrpcChannel>,
     /// Media bytes.
     pub media: MediaClient<GrpcChannel>,
     /// Webhook subscriptions.
-    pub webhooks: WebhooksClient<GrpcChannel>,
+    pub webhooks: WebhooksHandle<GrpcChannel>,
     /// The channels by service name, for health checks.
     pub channels: Vec<(&'static str, GrpcChannel)>,
 }
@@ -115,7 +116,8 @@ async fn resolve(
 impl Clients {
     /// Makes the clients; connections open on first use and reconnect by themselves. DNS
     /// names are re-resolved by tasks on `tasks`, until their shutdown.
-    /// With `config.in_process` set, the services of this process are called directly.
+    /// With `config.in_process` set, the services of this process are called directly:
+    /// unary calls by their handles, the rest through the in-process channels.
     pub fn new(config: &Config, tasks: &Tasks) -> anyhow::Result<Self> {
         let [users, conversations, media, webhooks] = match &config.in_process {
             Some(services) => [
@@ -136,11 +138,41 @@ impl Clients {
             .try_into()
             .map_err(|_| anyhow!("expected four channels"))?,
         };
+        let (users_client, conversations_client, webhooks_client) = (
+            UsersClient::new(users.clone()),
+            ConversationsClient::new(conversations.clone()),
+            WebhooksClient::new(webhooks.clone()),
+        );
+        let timeout = config.grpc_timeout;
+        let (users_handle, conversations_handle, webhooks_handle) = match &config.in_process {
+            Some(services) => (
+                UsersHandle::Local {
+                    service: services.users_service.0.clone(),
+                    in_process: users_client,
+                    timeout,
+                },
+                ConversationsHandle::Local {
+                    service: services.conversations_service.0.clone(),
+                    in_process: conversations_client,
+                    timeout,
+                },
+                WebhooksHandle::Local {
+                    service: services.webhooks_service.0.clone(),
+                    in_process: webhooks_client,
+                    timeout,
+                },
+            ),
+            None => (
+                UsersHandle::Remote(users_client),
+                ConversationsHandle::Remote(conversations_client),
+                WebhooksHandle::Remote(webhooks_client),
+            ),
+        };
         Ok(Clients {
-            users: UsersClient::new(users.clone()),
-            conversations: ConversationsClient::new(conversations.clone()),
+            users: users_handle,
+            conversations: conversations_handle,
             media: MediaClient::new(media.clone()),
-            webhooks: WebhooksClient::new(webhooks.clone()),
+            webhooks: webhooks_handle,
             channels: vec![
                 ("users", users),
                 ("conversations", conversations),

@@ -4,7 +4,7 @@
 use auth::{CredentialSource, KeyInfo};
 use domain::ErrorCode;
 use proto::v1 as pb;
-use proto::v1::users_client::UsersClient;
+use proto::v1::users_handle::UsersHandle;
 use telemetry::grpc::GrpcChannel;
 
 use crate::error::ApiError;
@@ -14,11 +14,11 @@ pub(crate) type Credentials = auth::CredentialCache<UsersSource>;
 
 /// Looks credentials up with the users service.
 pub(crate) struct UsersSource {
-    users: UsersClient<GrpcChannel>,
+    users: UsersHandle<GrpcChannel>,
 }
 
 impl UsersSource {
-    pub(crate) fn new(users: UsersClient<GrpcChannel>) -> Self {
+    pub(crate) fn new(users: UsersHandle<GrpcChannel>) -> Self {
         UsersSource { users }
     }
 }

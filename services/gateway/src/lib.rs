@@ -19,6 +19,7 @@ mod routes;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use proto::local::LocalService;
 use tasks::Tasks;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +82,9 @@ pub struct Config {
     pub faye: faye::Limits,
 }
 
-/// The backing services of a gateway that runs in the same process as they do.
+/// The backing services of a gateway that runs in the same process as they do: their
+/// in-process channels (health checks, media, streaming calls) and the services
+/// themselves, which unary calls reach directly (see `proto::local`).
 #[derive(Debug, Clone)]
 pub struct InProcess {
     /// The users service.
@@ -92,6 +95,13 @@ pub struct InProcess {
     pub media: telemetry::grpc::GrpcChannel,
     /// The webhooks service.
     pub webhooks: telemetry::grpc::GrpcChannel,
+    /// The users service itself.
+    pub users_service: LocalService<dyn proto::v1::users_handle::LocalUsers>,
+    /// The conversations service itself.
+    pub conversations_service:
+        LocalService<dyn proto::v1::conversations_handle::LocalConversations>,
+    /// The webhooks service itself.
+    pub webhooks_service: LocalService<dyn proto::v1::webhooks_handle::LocalWebhooks>,
 }
 
 impl Config {

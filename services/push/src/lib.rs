@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use proto::local::LocalService;
 use proto::v1::users_client::UsersClient;
+use proto::v1::users_handle::{LocalUsers, UsersHandle};
 use tokio_util::sync::CancellationToken;
 
 pub use apns::{PRODUCTION_URL as APNS_PRODUCTION_URL, SANDBOX_URL as APNS_SANDBOX_URL};
@@ -44,6 +46,10 @@ pub struct Config {
     /// `users_grpc_addr` when set.
     #[serde(skip)]
     pub users_channel: Option<telemetry::grpc::GrpcChannel>,
+    /// The users service itself (`smooch all`, with `users_channel`): unary calls reach it
+    /// directly.
+    #[serde(skip)]
+    pub users_service: Option<LocalService<dyn LocalUsers>>,
     /// Redis (`SMOOCH_REDIS_URL`, `SMOOCH_REDIS_PREFIX`), where the gateways mark users
     /// watching their conversation live over `/faye`: no push goes to a user who is.
     /// `None` pushes to everyone.
@@ -93,6 +99,7 @@ impl Default for Config {
             amqp_prefix: "smooch".to_owned(),
             users_grpc_addr: "127.0.0.1:50051".to_owned(),
             users_channel: None,
+            users_service: None,
             redis: None,
             apns_url: None,
             fcm_url: fcm::DEFAULT_URL.to_owned(),
@@ -142,6 +149,9 @@ impl Config {
     }
 }
 
+/// How long a call to the users service may take.
+const USERS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs the push worker until `shutdown` is cancelled: the event consumer and the retry
 /// consumer.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -168,7 +178,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             tonic::transport::Endpoint::from_shared(telemetry::grpc::url(&config.users_grpc_addr))
                 .context("malformed SMOOCH_USERS_GRPC_ADDR")?
                 .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(10))
+                .timeout(USERS_TIMEOUT)
                 .tcp_nodelay(true)
                 .connect_lazy(),
         ),
@@ -179,7 +189,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topology.clone(),
     ));
     let retry_ttls = config.retry_schedule();
-    let users = UsersClient::new(channel);
+    let users = match config.users_service.clone() {
+        Some(service) => UsersHandle::Local {
+            service: service.0,
+            in_process: UsersClient::new(channel),
+            timeout: USERS_TIMEOUT,
+        },
+        None => UsersHandle::Remote(UsersClient::new(channel)),
+    };
     let presence = config
         .redis
         .clone()

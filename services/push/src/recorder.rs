@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use proto::v1 as pb;
-use proto::v1::users_client::UsersClient;
+use proto::v1::users_handle::UsersHandle;
 use telemetry::grpc::GrpcChannel;
 use tokio::sync::mpsc;
 
@@ -29,7 +29,7 @@ impl Recorder {
     /// A recorder whose writer runs on `tasks`; the writer ends (after a last flush) once
     /// every recorder clone is dropped, so it outlives the shutdown of the consumers that
     /// record.
-    pub(crate) fn start(client: UsersClient<GrpcChannel>, tasks: &tasks::Tasks) -> Self {
+    pub(crate) fn start(client: UsersHandle<GrpcChannel>, tasks: &tasks::Tasks) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tasks.spawn("push delivery log writer", write(client, rx));
         Recorder { tx }
@@ -43,7 +43,7 @@ impl Recorder {
     }
 }
 
-async fn write(client: UsersClient<GrpcChannel>, mut rx: mpsc::Receiver<pb::PushAttempt>) {
+async fn write(client: UsersHandle<GrpcChannel>, mut rx: mpsc::Receiver<pb::PushAttempt>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
@@ -58,7 +58,7 @@ async fn write(client: UsersClient<GrpcChannel>, mut rx: mpsc::Receiver<pb::Push
 }
 
 #[tracing::instrument(skip_all, fields(attempts = batch.len()))]
-async fn flush(client: &UsersClient<GrpcChannel>, batch: Vec<pb::PushAttempt>) {
+async fn flush(client: &UsersHandle<GrpcChannel>, batch: Vec<pb::PushAttempt>) {
     let request = pb::RecordPushAttemptsRequest { attempts: batch };
     for n in 1..=TRIES {
         match client.clone().record_push_attempts(request.clone()).await {

@@ -10,7 +10,7 @@ use bus::consumer::{ack, reject, requeue};
 use lapin::message::Delivery;
 use lapin::BasicProperties;
 use proto::v1 as pb;
-use proto::v1::users_client::UsersClient;
+use proto::v1::users_handle::UsersHandle;
 use serde::{Deserialize, Serialize};
 use telemetry::grpc::GrpcChannel;
 use tracing::field::Empty;
@@ -46,7 +46,7 @@ pub(crate) struct Job {
 pub(crate) struct Worker {
     pub(crate) topology: bus::Topology,
     pub(crate) publisher: Arc<bus::Publisher>,
-    pub(crate) users: UsersClient<GrpcChannel>,
+    pub(crate) users: UsersHandle<GrpcChannel>,
     pub(crate) apns: Apns,
     pub(crate) fcm: FcmClient,
     pub(crate) retry_ttls: Vec<Duration>,

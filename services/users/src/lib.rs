@@ -13,6 +13,7 @@ mod sealing;
 mod storage;
 
 use anyhow::Context as _;
+use proto::local::Served;
 use sqlx::migrate::Migrator;
 use tasks::Tasks;
 use tokio::net::TcpListener;
@@ -129,7 +130,7 @@ pub async fn routes(
     config: Config,
     conversations: Option<telemetry::grpc::GrpcChannel>,
     tasks: &Tasks,
-) -> anyhow::Result<tonic::service::Routes> {
+) -> anyhow::Result<Served<dyn proto::v1::users_handle::LocalUsers>> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
     let shutdown = tasks.shutdown();
     tasks.spawn(
@@ -162,11 +163,15 @@ pub async fn routes(
         .await;
     let conversations =
         conversations.map(proto::v1::conversations_client::ConversationsClient::new);
-    Ok(
-        tonic::service::Routes::new(health).add_service(proto::v1::users_server::UsersServer::new(
-            grpc::UsersApi::new(pool, revoker, conversations, config.secrets_key),
-        )),
-    )
+    let api = std::sync::Arc::new(grpc::UsersApi::new(
+        pool,
+        revoker,
+        conversations,
+        config.secrets_key,
+    ));
+    let routes = tonic::service::Routes::new(health)
+        .add_service(proto::v1::users_server::UsersServer::from_arc(api.clone()));
+    Ok(Served { routes, local: api })
 }
 
 /// Serves the users gRPC API on `listener` until `shutdown` is cancelled; returns once its
@@ -182,7 +187,9 @@ pub async fn run(
             .as_deref()
             .map(|addr| telemetry::grpc::lazy(addr, "conversations"))
             .transpose()?;
-        routes(config, conversations, &tasks).await
+        routes(config, conversations, &tasks)
+            .await
+            .map(|served| served.routes)
     })
     .await
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use proto::v1 as pb;
-use proto::v1::webhooks_client::WebhooksClient;
+use proto::v1::webhooks_handle::WebhooksHandle;
 use telemetry::grpc::GrpcChannel;
 
 use crate::limiter::Origin;
@@ -47,7 +47,7 @@ type Entry = (Instant, Arc<Vec<Subscription>>);
 /// The cached directory of webhooks.
 #[derive(Debug)]
 pub(crate) struct Directory {
-    client: WebhooksClient<GrpcChannel>,
+    client: WebhooksHandle<GrpcChannel>,
     ttl: Duration,
     cache: Mutex<HashMap<String, Entry>>,
     /// Bumped by every eviction: a lookup that raced one does not cache what it read.
@@ -63,7 +63,7 @@ const WATCHED_TTL: Duration = Duration::from_secs(300);
 const SWEEP_ABOVE: usize = 10_000;
 
 impl Directory {
-    pub(crate) fn new(client: WebhooksClient<GrpcChannel>, ttl: Duration) -> Self {
+    pub(crate) fn new(client: WebhooksHandle<GrpcChannel>, ttl: Duration) -> Self {
         Directory {
             client,
             ttl,

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use proto::local::LocalService;
 use proto::v1::webhooks_client::WebhooksClient;
+use proto::v1::webhooks_handle::{LocalWebhooks, WebhooksHandle};
 use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
@@ -50,6 +52,10 @@ pub struct Config {
     /// `webhooks_grpc_addr` when set.
     #[serde(skip)]
     pub webhooks_channel: Option<telemetry::grpc::GrpcChannel>,
+    /// The webhooks service itself (`smooch all`, with `webhooks_channel`): unary calls
+    /// reach it directly.
+    #[serde(skip)]
+    pub webhooks_service: Option<LocalService<dyn LocalWebhooks>>,
     /// Where this process's outbox relay offers the events it commits (`smooch all`): the
     /// worker registers there and fans them out in process, up to `event_prefetch` at once
     /// on top of its event queue's.
@@ -132,6 +138,7 @@ impl Default for Config {
             amqp_prefix: "smooch".to_owned(),
             webhooks_grpc_addr: "127.0.0.1:50054".to_owned(),
             webhooks_channel: None,
+            webhooks_service: None,
             local_handoff: None,
             conversations_grpc_addr: None,
             timeout: Duration::from_millis(10_000),
@@ -215,6 +222,9 @@ impl Config {
     }
 }
 
+/// How long a call to the webhooks service may take.
+const WEBHOOKS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs the worker until `shutdown` is cancelled: the event fan-out consumer, the
 /// first-attempt and retry delivery consumers and the requested-retries poller.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -231,12 +241,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             ))
             .context("malformed SMOOCH_WEBHOOKS_GRPC_ADDR")?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
+            .timeout(WEBHOOKS_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy(),
         ),
     };
-    let client = WebhooksClient::new(channel);
+    let client = match config.webhooks_service.clone() {
+        Some(service) => WebhooksHandle::Local {
+            service: service.0,
+            in_process: WebhooksClient::new(channel),
+            timeout: WEBHOOKS_TIMEOUT,
+        },
+        None => WebhooksHandle::Remote(WebhooksClient::new(channel)),
+    };
     let recorder = recorder::Recorder::start(client.clone(), &tasks);
     let publisher = Arc::new(bus::Publisher::new(
         config.amqp_url.clone(),

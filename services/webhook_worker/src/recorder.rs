@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use proto::v1 as pb;
-use proto::v1::webhooks_client::WebhooksClient;
+use proto::v1::webhooks_handle::WebhooksHandle;
 use telemetry::grpc::GrpcChannel;
 use tokio::sync::mpsc;
 
@@ -29,7 +29,7 @@ impl Recorder {
     /// A recorder whose writer runs on `tasks`; the writer ends (after a last flush) once
     /// every recorder clone is dropped, so it outlives the shutdown of the consumers that
     /// record.
-    pub(crate) fn start(client: WebhooksClient<GrpcChannel>, tasks: &tasks::Tasks) -> Self {
+    pub(crate) fn start(client: WebhooksHandle<GrpcChannel>, tasks: &tasks::Tasks) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tasks.spawn("delivery log writer", write(client, rx));
         Recorder { tx }
@@ -43,7 +43,7 @@ impl Recorder {
     }
 }
 
-async fn write(client: WebhooksClient<GrpcChannel>, mut rx: mpsc::Receiver<pb::DeliveryAttempt>) {
+async fn write(client: WebhooksHandle<GrpcChannel>, mut rx: mpsc::Receiver<pb::DeliveryAttempt>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
@@ -58,7 +58,7 @@ async fn write(client: WebhooksClient<GrpcChannel>, mut rx: mpsc::Receiver<pb::D
 }
 
 #[tracing::instrument(skip_all, fields(attempts = batch.len()))]
-async fn flush(client: &WebhooksClient<GrpcChannel>, batch: Vec<pb::DeliveryAttempt>) {
+async fn flush(client: &WebhooksHandle<GrpcChannel>, batch: Vec<pb::DeliveryAttempt>) {
     let request = pb::RecordAttemptsRequest { attempts: batch };
     for n in 1..=TRIES {
         match client.clone().record_attempts(request.clone()).await {

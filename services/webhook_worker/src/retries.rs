@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::v1 as pb;
-use proto::v1::webhooks_client::WebhooksClient;
+use proto::v1::webhooks_handle::WebhooksHandle;
 use telemetry::grpc::GrpcChannel;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,7 @@ const CLAIM: u32 = 100;
 /// Polls for requested retries every `interval` until `shutdown`.
 pub(crate) async fn run(
     worker: Arc<Worker>,
-    client: WebhooksClient<GrpcChannel>,
+    client: WebhooksHandle<GrpcChannel>,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -42,7 +42,7 @@ pub(crate) async fn run(
 }
 
 #[tracing::instrument(skip_all, fields(claimed))]
-async fn requeue_requested(worker: &Worker, client: &WebhooksClient<GrpcChannel>) -> Result<usize> {
+async fn requeue_requested(worker: &Worker, client: &WebhooksHandle<GrpcChannel>) -> Result<usize> {
     let claimed = client
         .clone()
         .claim_retries(pb::ClaimRetriesRequest { limit: CLAIM })

@@ -10,6 +10,7 @@ mod error;
 mod grpc;
 mod storage;
 
+use proto::local::Served;
 use sqlx::migrate::Migrator;
 use tasks::Tasks;
 use tokio::net::TcpListener;
@@ -44,7 +45,10 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 
 /// The webhooks gRPC API and its health service, ready to serve or to call in process;
 /// the change feed and pool metrics run on `tasks`.
-pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::service::Routes> {
+pub async fn routes(
+    config: Config,
+    tasks: &Tasks,
+) -> anyhow::Result<Served<dyn proto::v1::webhooks_handle::LocalWebhooks>> {
     let pool = db::connect(&config.database_url, SCHEMA, config.max_connections)?;
     tasks.spawn(
         "webhooks pool metrics",
@@ -55,13 +59,15 @@ pub async fn routes(config: Config, tasks: &Tasks) -> anyhow::Result<tonic::serv
     reporter
         .set_serving::<proto::v1::webhooks_server::WebhooksServer<grpc::WebhooksApi>>()
         .await;
-    Ok(tonic::service::Routes::new(health).add_service(
-        proto::v1::webhooks_server::WebhooksServer::new(grpc::WebhooksApi::new(
-            pool,
-            config.allow_private_targets,
-            changes,
-        )),
-    ))
+    let api = std::sync::Arc::new(grpc::WebhooksApi::new(
+        pool,
+        config.allow_private_targets,
+        changes,
+    ));
+    let routes = tonic::service::Routes::new(health).add_service(
+        proto::v1::webhooks_server::WebhooksServer::from_arc(api.clone()),
+    );
+    Ok(Served { routes, local: api })
 }
 
 /// Serves the webhooks gRPC API on `listener` until `shutdown` is cancelled; returns once
@@ -72,7 +78,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     telemetry::grpc::serve_role("webhooks", listener, shutdown, |tasks| async move {
-        routes(config, &tasks).await
+        routes(config, &tasks).await.map(|served| served.routes)
     })
     .await
 }
