@@ -81,6 +81,16 @@ fn rust_type(name: &str) -> String {
     }
 }
 
+/// A unary method of the `Local<Service>` trait: the server trait's, with a boxed future.
+fn local_signature(method: &prost_build::Method) -> String {
+    format!(
+        "fn {}(&self, request: tonic::Request<{}>) -> crate::local::LocalFuture<'_, {}>",
+        method.name,
+        rust_type(&method.input_type),
+        rust_type(&method.output_type)
+    )
+}
+
 /// The handle of `service`: an enum of the network client and the local service. Unary
 /// methods call the local service directly through `Local<Service>`, a trait of those
 /// methods alone (the server trait's stream types keep it from being a trait object);
@@ -111,13 +121,7 @@ pub mod {module}_handle {{
 "#
     );
     for m in &unary {
-        let _ = writeln!(
-            out,
-            "        fn {}(&self, request: tonic::Request<{}>) -> crate::local::LocalFuture<'_, {}>;",
-            m.name,
-            rust_type(&m.input_type),
-            rust_type(&m.output_type)
-        );
+        let _ = writeln!(out, "        {};", local_signature(m));
     }
     let _ = write!(
         out,
@@ -129,10 +133,9 @@ pub mod {module}_handle {{
     for m in &unary {
         let _ = writeln!(
             out,
-            "        fn {0}(&self, request: tonic::Request<{1}>) -> crate::local::LocalFuture<'_, {2}> {{ <S as {server}>::{0}(self, request) }}",
-            m.name,
-            rust_type(&m.input_type),
-            rust_type(&m.output_type)
+            "        {} {{ <S as {server}>::{}(self, request) }}",
+            local_signature(m),
+            m.name
         );
     }
     let _ = write!(
