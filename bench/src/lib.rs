@@ -437,6 +437,15 @@ mod tests {
             refused(&["split-compare", "--url", "http://127.0.0.1:1"]).await,
             "split-compare starts its own suites: it cannot run against --url"
         );
+        for args in [
+            &["instructions", "--url", "http://127.0.0.1:1"][..],
+            &["instructions", "--split"][..],
+        ] {
+            assert_eq!(
+                refused(args).await,
+                "instructions starts its own `smooch all` under callgrind: it cannot run against --url or --split"
+            );
+        }
     }
 
     #[test]
