@@ -213,6 +213,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.scenario == Scenario::Instructions && (cli.url.is_some() || cli.split) {
         bail!("instructions starts its own `smooch all` under callgrind: it cannot run against --url or --split");
     }
+    if cli.scenario == Scenario::Instructions {
+        if let Some(rate) = cli.rates.as_ref().and_then(|r| r.first()) {
+            if !(rate.is_finite() && *rate > 0.0) {
+                bail!("instructions posts at the first of --rates, in messages per second: it must be above 0 (got {rate})");
+            }
+        }
+    }
     let scenarios: Vec<&str> = match cli.scenario {
         Scenario::All => SCENARIOS.to_vec(),
         Scenario::Floor => vec!["floor"],
@@ -446,6 +453,10 @@ mod tests {
                 "instructions starts its own `smooch all` under callgrind: it cannot run against --url or --split"
             );
         }
+        assert_eq!(
+            refused(&["instructions", "--rates", "0"]).await,
+            "instructions posts at the first of --rates, in messages per second: it must be above 0 (got 0)"
+        );
     }
 
     #[test]
