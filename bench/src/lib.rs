@@ -168,18 +168,27 @@ pub struct Cli {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Seconds of each fixed-rate step (default 12, smoke 2).
-    #[arg(long)]
+    #[arg(long, value_parser = above_zero)]
     pub step_seconds: Option<f64>,
     /// Rates of the ladders (message rates for webhooks and split-compare), comma-separated.
     /// For fairness: the quiet app's rate first, then the flood app's rates.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = above_zero)]
     pub rates: Option<Vec<f64>>,
     /// Fan-outs of the webhooks scenario, comma-separated (default 1,10).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
     pub fan_outs: Option<Vec<u32>>,
     /// Messages of the big conversation of read-conversation (default 100000, smoke 2000).
     #[arg(long)]
     pub big_conversation: Option<u64>,
+}
+
+/// A rate or a length: a finite number above 0 (a schedule at 0 per second never ends).
+fn above_zero(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(number) if number.is_finite() && number > 0.0 => Ok(number),
+        Ok(_) => Err(format!("{value} is not above 0")),
+        Err(_) => Err(format!("{value} is not a number")),
+    }
 }
 
 /// Runs `cli`: starts (or reaches) the suite, runs the scenarios, writes the results,
@@ -212,13 +221,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if cli.scenario == Scenario::Instructions && (cli.url.is_some() || cli.split) {
         bail!("instructions starts its own `smooch all` under callgrind: it cannot run against --url or --split");
-    }
-    if cli.scenario == Scenario::Instructions {
-        if let Some(rate) = cli.rates.as_ref().and_then(|r| r.first()) {
-            if !(rate.is_finite() && *rate > 0.0) {
-                bail!("instructions posts at the first of --rates, in messages per second: it must be above 0 (got {rate})");
-            }
-        }
     }
     let scenarios: Vec<&str> = match cli.scenario {
         Scenario::All => SCENARIOS.to_vec(),
@@ -453,10 +455,6 @@ mod tests {
                 "instructions starts its own `smooch all` under callgrind: it cannot run against --url or --split"
             );
         }
-        assert_eq!(
-            refused(&["instructions", "--rates", "0"]).await,
-            "instructions posts at the first of --rates, in messages per second: it must be above 0 (got 0)"
-        );
     }
 
     #[test]
@@ -471,5 +469,28 @@ mod tests {
                 .to_string();
             assert!(error.contains("not in"), "{args:?}: {error}");
         }
+    }
+
+    #[test]
+    fn rates_and_lengths_must_be_above_zero() {
+        // A zero rate made a step's schedule endless and panicked in `Duration`.
+        for (args, expected) in [
+            (["instructions", "--rates", "0"], "0 is not above 0"),
+            (["webhooks", "--rates", "500,-1"], "-1 is not above 0"),
+            (["fairness", "--rates", "inf"], "inf is not above 0"),
+            (["webhooks", "--rates", "fast"], "fast is not a number"),
+            (["post-message", "--step-seconds", "0"], "0 is not above 0"),
+        ] {
+            let error = Cli::try_parse_from(["bench"].iter().chain(&args))
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
+        let error = Cli::try_parse_from(["bench", "webhooks", "--fan-outs", "1,0"])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("not in"), "{error}");
+        let cli = Cli::try_parse_from(["bench", "webhooks", "--rates", "500,1.5"]).expect("parses");
+        assert_eq!(cli.rates, Some(vec![500.0, 1.5]));
     }
 }

@@ -1,6 +1,7 @@
 //! CPU time and memory of the processes a scenario loads, read from `/proc`: the suite
-//! (`smooch all`, or every process of a split suite, summed and by role), this harness, and
-//! the Postgres, RabbitMQ and Redis servers.
+//! (`smooch all`, or every process of a split suite, summed and by role), this harness
+//! with the other processes it starts (the floor's echo server), and the Postgres, RabbitMQ
+//! and Redis servers.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -140,6 +141,10 @@ impl Watched {
                 if group == "postgres" && !parent_is_same {
                     *ticks.entry(group).or_default() += children;
                 }
+            } else if *ppid == me {
+                // A process the harness started that is not the suite (the floor's echo
+                // server): part of the load generator's side.
+                *ticks.entry("bench").or_default() += own;
             }
         }
         Snapshot { ticks }
@@ -197,4 +202,38 @@ pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
         line.split_whitespace().nth(1)?.parse::<f64>().ok()
     };
     Some((kib("VmHWM:")? / 1024.0, kib("VmRSS:")? / 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CPU ticks of `pid` so far.
+    fn ticks(pid: u32) -> u64 {
+        stat(pid).expect("a live process").1
+    }
+
+    #[test]
+    fn processes_the_harness_starts_count_as_bench() {
+        // A child that is neither the suite nor a server, as the floor's echo server.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("starting a busy child");
+        let pid = child.id();
+        let started = std::time::Instant::now();
+        while ticks(pid) < 20 && started.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let (mine, its) = (ticks(std::process::id()), ticks(pid));
+        let snapshot = Watched::new(Vec::new()).snapshot();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(its >= 20, "the child ran {its} ticks in 30 s");
+        let bench = snapshot.ticks.get("bench").copied().unwrap_or(0);
+        assert!(
+            bench >= mine + its,
+            "bench {bench} ticks, the harness {mine} and its child {its}"
+        );
+    }
 }

@@ -107,6 +107,23 @@ fn handle(service: &prost_build::Service) -> String {
         .iter()
         .filter(|m| !m.client_streaming && !m.server_streaming)
         .collect();
+    // Only a service with streaming methods needs a client of the in-process channel.
+    let streams = unary.len() < service.methods.len();
+    let (streaming_doc, in_process_field, streaming_new_doc, in_process_new) = if streams {
+        (
+            "; its streaming\n    /// calls still go through `in_process`, a client of the in-process channel",
+            format!("\n            in_process: {client}<T>,"),
+            "; its streaming\n        /// calls go through `channel`, the in-process channel",
+            format!("\n                    in_process: {client}::new(channel),"),
+        )
+    } else {
+        (
+            "",
+            String::new(),
+            " (`channel` is then unused)",
+            String::new(),
+        )
+    };
     let mut out = String::new();
     let _ = write!(
         out,
@@ -144,14 +161,12 @@ pub mod {module}_handle {{
 
     /// A client of the {name} service: over the network (`Remote`), or the service of
     /// this process called directly (`Local`), its unary calls with the telemetry of a
-    /// served call and the caller's timeout, no encoding and no transport; its streaming
-    /// calls still go through `in_process`, a client of the in-process channel.
+    /// served call and the caller's timeout, no encoding and no transport{streaming_doc}.
     #[derive(Clone)]
     pub enum {name}Handle<T> {{
         Remote({client}<T>),
         Local {{
-            service: std::sync::Arc<dyn Local{name}>,
-            in_process: {client}<T>,
+            service: std::sync::Arc<dyn Local{name}>,{in_process_field}
             timeout: std::time::Duration,
         }},
     }}
@@ -172,6 +187,21 @@ pub mod {module}_handle {{
         T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
         <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
     {{
+        /// The client over `channel`; with `local`, the service of this process instead,
+        /// its calls cut off after the timeout given with it{streaming_new_doc}.
+        pub fn new(
+            channel: T,
+            local: Option<(crate::local::LocalService<dyn Local{name}>, std::time::Duration)>,
+        ) -> Self {{
+            match local {{
+                Some((service, timeout)) => Self::Local {{
+                    service: service.0,{in_process_new}
+                    timeout,
+                }},
+                None => Self::Remote({client}::new(channel)),
+            }}
+        }}
+
 "#
     );
     for m in &service.methods {

@@ -160,7 +160,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         json!({"sequential_p50_ms": sequential.0, "sequential_per_s": sequential.1}),
     );
     report.notes.push(
-        "Closed loop from the bench process over loopback. Postgres: BEGIN; one INSERT of a message row and its ~1 KiB outbox row (the suite's table definitions, copied into schema bench_floor); COMMIT, on a pool of 10 (the suite's default). AMQP: a ~1 KiB persistent publish to a durable queue on one confirm-mode channel, awaited until acked. Redis: GET of a 200-byte key on a multiplexed connection. HTTP: GET answered `ok` by a process of its own (`bench echo-server`, axum), over keep-alive connections with TCP_NODELAY; closed loop, then one at a time at a fixed rate (latency from each request's actual start); the echo server's own CPU is not in the CPU columns.".to_owned(),
+        "Closed loop from the bench process over loopback. Postgres: BEGIN; one INSERT of a message row and its ~1 KiB outbox row (the suite's table definitions, copied into schema bench_floor); COMMIT, on a pool of 10 (the suite's default). AMQP: a ~1 KiB persistent publish to a durable queue on one confirm-mode channel, awaited until acked. Redis: GET of a 200-byte key on a multiplexed connection. HTTP: GET answered `ok` by a process of its own (`bench echo-server`, axum), over keep-alive connections with TCP_NODELAY; closed loop, then one at a time at a fixed rate (latency from each request's actual start); the echo server's CPU is counted in the bench column.".to_owned(),
     );
     // Clean-up failures (a broker restarted under us) are worth a warning, not the figures.
     if let Ok(pg) = Arc::try_unwrap(pg) {

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use proto::v1::{
-    conversations_client::ConversationsClient, conversations_handle::ConversationsHandle,
-    media_client::MediaClient, users_client::UsersClient, users_handle::UsersHandle,
-    webhooks_client::WebhooksClient, webhooks_handle::WebhooksHandle,
+    conversations_handle::ConversationsHandle, media_client::MediaClient,
+    users_handle::UsersHandle, webhooks_handle::WebhooksHandle,
 };
 use tasks::Tasks;
 use telemetry::grpc::GrpcChannel;
@@ -138,41 +137,22 @@ impl Clients {
             .try_into()
             .map_err(|_| anyhow!("expected four channels"))?,
         };
-        let (users_client, conversations_client, webhooks_client) = (
-            UsersClient::new(users.clone()),
-            ConversationsClient::new(conversations.clone()),
-            WebhooksClient::new(webhooks.clone()),
-        );
+        let local = config.in_process.as_ref();
         let timeout = config.grpc_timeout;
-        let (users_handle, conversations_handle, webhooks_handle) = match &config.in_process {
-            Some(services) => (
-                UsersHandle::Local {
-                    service: services.users_service.0.clone(),
-                    in_process: users_client,
-                    timeout,
-                },
-                ConversationsHandle::Local {
-                    service: services.conversations_service.0.clone(),
-                    in_process: conversations_client,
-                    timeout,
-                },
-                WebhooksHandle::Local {
-                    service: services.webhooks_service.0.clone(),
-                    in_process: webhooks_client,
-                    timeout,
-                },
-            ),
-            None => (
-                UsersHandle::Remote(users_client),
-                ConversationsHandle::Remote(conversations_client),
-                WebhooksHandle::Remote(webhooks_client),
-            ),
-        };
         Ok(Clients {
-            users: users_handle,
-            conversations: conversations_handle,
+            users: UsersHandle::new(
+                users.clone(),
+                local.map(|services| (services.users_service.clone(), timeout)),
+            ),
+            conversations: ConversationsHandle::new(
+                conversations.clone(),
+                local.map(|services| (services.conversations_service.clone(), timeout)),
+            ),
             media: MediaClient::new(media.clone()),
-            webhooks: webhooks_handle,
+            webhooks: WebhooksHandle::new(
+                webhooks.clone(),
+                local.map(|services| (services.webhooks_service.clone(), timeout)),
+            ),
             channels: vec![
                 ("users", users),
                 ("conversations", conversations),

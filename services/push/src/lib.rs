@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use proto::local::LocalService;
-use proto::v1::users_client::UsersClient;
 use proto::v1::users_handle::{LocalUsers, UsersHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -189,14 +188,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         topology.clone(),
     ));
     let retry_ttls = config.retry_schedule();
-    let users = match config.users_service.clone() {
-        Some(service) => UsersHandle::Local {
-            service: service.0,
-            in_process: UsersClient::new(channel),
-            timeout: USERS_TIMEOUT,
-        },
-        None => UsersHandle::Remote(UsersClient::new(channel)),
-    };
+    let users = UsersHandle::new(
+        channel,
+        config
+            .users_service
+            .clone()
+            .map(|service| (service, USERS_TIMEOUT)),
+    );
     let presence = config
         .redis
         .clone()

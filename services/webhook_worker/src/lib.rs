@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use proto::local::LocalService;
-use proto::v1::webhooks_client::WebhooksClient;
 use proto::v1::webhooks_handle::{LocalWebhooks, WebhooksHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -246,14 +245,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .connect_lazy(),
         ),
     };
-    let client = match config.webhooks_service.clone() {
-        Some(service) => WebhooksHandle::Local {
-            service: service.0,
-            in_process: WebhooksClient::new(channel),
-            timeout: WEBHOOKS_TIMEOUT,
-        },
-        None => WebhooksHandle::Remote(WebhooksClient::new(channel)),
-    };
+    let client = WebhooksHandle::new(
+        channel,
+        config
+            .webhooks_service
+            .clone()
+            .map(|service| (service, WEBHOOKS_TIMEOUT)),
+    );
     let recorder = recorder::Recorder::start(client.clone(), &tasks);
     let publisher = Arc::new(bus::Publisher::new(
         config.amqp_url.clone(),
