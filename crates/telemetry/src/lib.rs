@@ -87,8 +87,9 @@ fn test_provider(endpoint: &str) -> SdkTracerProvider {
     }
 }
 
-/// Spans go to OpenTelemetry at `info` and above whatever `RUST_LOG` says of logs, so trace
-/// ids and propagation do not depend on the log level.
+/// The layer that turns spans into OpenTelemetry spans. It sees what [`Gate`] lets through:
+/// every span at `info` and above, whatever `RUST_LOG` says of logs, so trace ids and
+/// propagation do not depend on the log level.
 ///
 /// The layer does no work on each poll of an instrumented future: no busy and idle times
 /// (two clock reads per poll; a span's start and end are kept), no OpenTelemetry context
@@ -103,7 +104,85 @@ where
         .with_tracked_inactivity(false)
         .with_context_activation(false)
         .with_threads(false)
-        .with_filter(LevelFilter::INFO)
+}
+
+/// The subscriber's one filter, in front of both layers: spans at `info` and above always
+/// (OpenTelemetry needs them whatever the log level), and whatever `RUST_LOG` (`logs`)
+/// enables, spans and events.
+///
+/// One global filter instead of one per layer: a per-layer filter costs a lookup of the
+/// span in the registry on every callback of every layer, and spans are entered and left
+/// on every poll of an instrumented future. Per message that was about a tenth of the
+/// instructions `smooch all` executes. So both layers see the same things: the log layer
+/// also keeps the fields of `info` spans under `RUST_LOG=warn` (for the lines it writes),
+/// and OpenTelemetry gets the events `RUST_LOG` enables, as it gets them at `info` today.
+struct Gate {
+    logs: EnvFilter,
+}
+
+impl Gate {
+    fn always(metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.is_span() && *metadata.level() <= tracing::Level::INFO
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Gate {
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        // The filter records its callsites with span-field directives here: always asked.
+        let logs = tracing_subscriber::Layer::<S>::register_callsite(&self.logs, metadata);
+        if Self::always(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            logs
+        }
+    }
+
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        Self::always(metadata) || tracing_subscriber::Layer::<S>::enabled(&self.logs, metadata, ctx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        tracing_subscriber::Layer::<S>::max_level_hint(&self.logs)
+            .map(|logs| logs.max(LevelFilter::INFO))
+    }
+
+    // The rest keeps the scopes of `RUST_LOG`'s span-field directives (`[span{field=x}]`).
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.logs.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.logs.on_record(id, values, ctx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.logs.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.logs.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.logs.on_close(id, ctx);
+    }
 }
 
 /// How log lines are written (`SMOOCH_LOG_FORMAT`).
@@ -170,31 +249,53 @@ struct PlainVisitor<'writer> {
     result: std::fmt::Result,
 }
 
+impl PlainVisitor<'_> {
+    /// Writes the separator and `name=` of a field, or nothing for an event's message;
+    /// `false` when the field is left out (or a write failed before).
+    fn start(&mut self, name: &str) -> bool {
+        if self.result.is_err() || name.starts_with("otel.") || name.starts_with("log.") {
+            return false;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        if !std::mem::replace(&mut self.first, false) {
+            self.result = self.writer.write_char(' ');
+        }
+        if name != "message" && self.result.is_ok() {
+            self.result = self
+                .writer
+                .write_str(name)
+                .and_then(|()| self.writer.write_char('='));
+        }
+        self.result.is_ok()
+    }
+}
+
 impl tracing::field::Visit for PlainVisitor<'_> {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.record_debug(field, &format_args!("{value}"));
-        } else {
-            self.record_debug(field, &value);
+        if !self.start(field.name()) {
+            return;
         }
+        self.result = if field.name() == "message" {
+            self.writer.write_str(value)
+        } else if value
+            .bytes()
+            .all(|b| (b.is_ascii_graphic() && b != b'"' && b != b'\\') || b == b' ')
+        {
+            // What `{:?}` writes for a string with nothing to escape (ids, routes), without
+            // its check of every character.
+            self.writer
+                .write_char('"')
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'))
+        } else {
+            write!(self.writer, "{value:?}")
+        };
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let name = field.name();
-        if self.result.is_err() || name.starts_with("otel.") || name.starts_with("log.") {
-            return;
+        if self.start(field.name()) {
+            self.result = write!(self.writer, "{value:?}");
         }
-        let name = name.strip_prefix("r#").unwrap_or(name);
-        let separator = if std::mem::replace(&mut self.first, false) {
-            ""
-        } else {
-            " "
-        };
-        self.result = if name == "message" {
-            write!(self.writer, "{separator}{value:?}")
-        } else {
-            write!(self.writer, "{separator}{name}={value:?}")
-        };
     }
 }
 
@@ -206,17 +307,17 @@ pub fn init(service: &str, format: LogFormat) -> Guard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = PROVIDER.get_or_init(|| tracer_provider(service)).clone();
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let registry = tracing_subscriber::registry().with(otel_layer(&provider));
+    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let registry = tracing_subscriber::registry()
+        .with(Gate { logs })
+        .with(otel_layer(&provider));
     let result = if format == LogFormat::Json {
         registry
             .with(
                 fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_span_list(false)
-                    .with_filter(filter),
+                    .with_span_list(false),
             )
             .try_init()
     } else {
@@ -234,7 +335,7 @@ pub fn init(service: &str, format: LogFormat) -> Guard {
                 .with_ansi(false)
                 .boxed()
         };
-        registry.with(layer.with_filter(filter)).try_init()
+        registry.with(layer).try_init()
     };
     if result.is_ok() {
         tracing::debug!(service, "telemetry initialised");
@@ -255,17 +356,19 @@ pub fn init_for_tests(otlp_endpoint: Option<&str>) {
         })
         .clone();
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::registry()
+        .with(Gate { logs })
         .with(otel_layer(&provider))
-        .with(fmt::layer().with_test_writer().with_filter(filter))
+        .with(fmt::layer().with_test_writer())
         .try_init();
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{colours, PlainFields};
+    use super::{colours, Gate, PlainFields};
     use std::sync::{Arc, Mutex};
+    use tracing_subscriber::prelude::*;
 
     /// A log destination the test reads back.
     #[derive(Clone, Default)]
@@ -305,6 +408,7 @@ mod tests {
             span.record("status", 201);
             let _entered = span.enter();
             tracing::warn!(app_id = %"app1", r#type = 3, "delivery failed");
+            tracing::warn!(path = "a \"quoted\" name", "escaped");
         });
         let text = String::from_utf8(buffer.0.lock().expect("the buffer's lock").clone())
             .expect("UTF-8 log lines");
@@ -314,8 +418,45 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(
+            text.contains(r#"escaped path="a \"quoted\" name""#),
+            "a string with quotes is escaped as `{{:?}}` escapes it: {text}"
+        );
         assert!(!text.contains("otel."), "{text}");
         assert!(!text.contains('\u{1b}'), "{text}");
+    }
+
+    #[test]
+    fn info_spans_pass_the_gate_whatever_the_log_level() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(Gate {
+                logs: tracing_subscriber::EnvFilter::new("warn"),
+            })
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(PlainFields)
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            // OpenTelemetry needs `info` spans at any log level: they exist.
+            let span = tracing::info_span!("fan_out", event_id = "e1");
+            assert!(!span.is_disabled(), "an info span under RUST_LOG=warn");
+            assert!(
+                tracing::debug_span!("below").is_disabled(),
+                "a debug span under RUST_LOG=warn"
+            );
+            let _entered = span.enter();
+            tracing::info!("not logged");
+            tracing::warn!("logged");
+        });
+        let text = String::from_utf8(buffer.0.lock().expect("the buffer's lock").clone())
+            .expect("UTF-8 log lines");
+        assert!(text.contains(r#"fan_out{event_id="e1"}"#), "{text}");
+        assert!(text.contains("logged"), "{text}");
+        assert!(!text.contains("not logged"), "{text}");
     }
 
     #[test]

@@ -232,8 +232,7 @@ impl ConversationsApi {
         let row = rules::new_message(&req.app_user_id, &app_user, new, domain::time::now_ms())?;
         let message = message_to_pb(row.clone());
         let wire_message = wire::model::Message::try_from(message.clone())?;
-        let event = rules::message_event(&req.app_id, app_user.clone(), wire_message.clone());
-        let start_event = rules::start_event(&req.app_id, app_user, wire_message);
+        let event = rules::message_event(&req.app_id, app_user, wire_message);
         let app_maker =
             (row.role == "appMaker" && !row.author_id.is_empty()).then(|| row.author_id.clone());
         let key = match req.idempotency_key.as_deref() {
@@ -255,7 +254,7 @@ impl ConversationsApi {
             app_maker,
             message: row,
             event,
-            start_event,
+            start_id: domain::id::new_id(),
             // Without a key the page comes with the write (see below); with one it is read
             // in the transaction.
             earlier: if key.is_none() { POST_PAGE_SIZE } else { 0 },
@@ -367,8 +366,7 @@ impl ConversationsApi {
             }
             let row = rules::whisper_message(whisper, domain::time::now_ms())?;
             let message = wire::model::Message::try_from(message_to_pb(row.clone()))?;
-            let event = rules::message_event(app_id, app_user.clone(), message.clone());
-            let start_event = rules::start_event(app_id, app_user.clone(), message);
+            let event = rules::message_event(app_id, app_user.clone(), message);
             let posted = storage::post_in(
                 &mut tx,
                 &NewPost {
@@ -378,7 +376,7 @@ impl ConversationsApi {
                     app_maker: None,
                     message: row,
                     event,
-                    start_event,
+                    start_id: domain::id::new_id(),
                     earlier: 0,
                     trace: telemetry::propagation::current_context_map(),
                 },

@@ -160,13 +160,6 @@ pub(crate) fn message_event(app_id: &str, app_user: AppUser, message: Message) -
     event
 }
 
-/// The `conversation:start` event of a conversation's first message.
-pub(crate) fn start_event(app_id: &str, app_user: AppUser, message: Message) -> Event {
-    let mut event = message_event(app_id, app_user, message);
-    event.trigger = event::CONVERSATION_START.to_owned();
-    event
-}
-
 /// The `conversation:read` event of the app user reading at `now_ms`.
 pub(crate) fn read_event(app_id: &str, app_user: AppUser, now_ms: i64) -> Event {
     let mut event = Event::new(app_id, event::CONVERSATION_READ, now_ms, app_user);

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use wire::event::Event;
+use wire::event::{Event, Merge, Postback, Read};
 use wire::model::{AppUser, Message};
 
 /// The current job schema version.
@@ -75,7 +75,7 @@ pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
 
 /// The body of a webhook POST: the reference's payload (`event`, `messages`,
 /// `appUserId`), then additive fields, then the event's trigger-specific details
-/// (`postbacks`, `merge`, `read`, ...) as the event carries them.
+/// (`merge`, `postbacks`, `read`) when it has them.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Payload<'a> {
@@ -86,22 +86,14 @@ struct Payload<'a> {
     app: AppRef<'a>,
     app_user: &'a AppUser,
     version: u32,
-    #[serde(flatten)]
-    details: serde_json::Map<String, serde_json::Value>,
+    // In the order of their names, as the payload always listed them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merge: Option<&'a Merge>,
+    #[serde(skip_serializing_if = "<[Postback]>::is_empty")]
+    postbacks: &'a [Postback],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read: Option<&'a Read>,
 }
-
-/// Event fields the payload shows under its own names, or not at all.
-const ENVELOPE: [&str; 8] = [
-    "version",
-    "id",
-    "appId",
-    "trigger",
-    "createdAtMs",
-    "appUser",
-    "messages",
-    // Internal: the push worker's badge.
-    "unreadCount",
-];
 
 #[derive(Debug, Serialize)]
 struct AppRef<'a> {
@@ -111,22 +103,33 @@ struct AppRef<'a> {
 
 /// Serializes the webhook body of `event`.
 pub fn payload(event: &Event) -> serde_json::Result<Vec<u8>> {
-    let details = match serde_json::to_value(event)? {
-        serde_json::Value::Object(mut fields) => {
-            fields.retain(|k, _| !ENVELOPE.contains(&k.as_str()));
-            fields
-        }
-        _ => serde_json::Map::new(),
-    };
+    // Every field named: a field added to events must be placed in the payload, or left
+    // out of it, here.
+    let Event {
+        version,
+        id: _,
+        app_id,
+        trigger,
+        created_at_ms: _,
+        app_user,
+        messages,
+        postbacks,
+        merge,
+        read,
+        // Internal: the push worker's badge.
+        unread_count: _,
+    } = event;
     serde_json::to_vec(&Payload {
-        event: &event.trigger,
-        messages: &event.messages,
-        app_user_id: event.app_user.id.as_str(),
-        trigger: &event.trigger,
-        app: AppRef { id: &event.app_id },
-        app_user: &event.app_user,
-        version: event.version,
-        details,
+        event: trigger,
+        messages,
+        app_user_id: app_user.id.as_str(),
+        trigger,
+        app: AppRef { id: app_id },
+        app_user,
+        version: *version,
+        merge: merge.as_ref(),
+        postbacks,
+        read: read.as_ref(),
     })
 }
 
@@ -173,6 +176,115 @@ mod tests {
         let held = serde_json::to_value(&job).unwrap();
         assert_eq!(held["skippedSinceMs"], 42);
         assert_eq!(serde_json::from_value::<Job>(held).unwrap(), job);
+    }
+
+    /// The body as it was built before: the whole event as a JSON value, less the fields
+    /// the payload shows under its own names, flattened after them.
+    fn payload_through_a_value(event: &Event) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Generic<'a> {
+            event: &'a str,
+            messages: &'a [Message],
+            app_user_id: &'a str,
+            trigger: &'a str,
+            app: AppRef<'a>,
+            app_user: &'a AppUser,
+            version: u32,
+            #[serde(flatten)]
+            details: serde_json::Map<String, serde_json::Value>,
+        }
+        let envelope = [
+            "version",
+            "id",
+            "appId",
+            "trigger",
+            "createdAtMs",
+            "appUser",
+            "messages",
+            "unreadCount",
+        ];
+        let serde_json::Value::Object(mut details) = serde_json::to_value(event).unwrap() else {
+            panic!("an event is an object");
+        };
+        details.retain(|k, _| !envelope.contains(&k.as_str()));
+        serde_json::to_vec(&Generic {
+            event: &event.trigger,
+            messages: &event.messages,
+            app_user_id: event.app_user.id.as_str(),
+            trigger: &event.trigger,
+            app: AppRef { id: &event.app_id },
+            app_user: &event.app_user,
+            version: event.version,
+            details,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_payload_is_the_event_less_its_envelope() {
+        let message = serde_json::json!({
+            "_id": "m1", "role": "appUser", "text": "hi \"there\"", "type": "text",
+            "authorId": "u1", "received": 1.5, "actions": [], "source": {"type": "api"}
+        });
+        let mut event: Event = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "id": "e1",
+            "appId": "a1",
+            "trigger": "message:appUser",
+            "createdAtMs": 1,
+            "appUser": {
+                "_id": "u1",
+                "signedUpAt": "2015-10-06T20:53:01.588Z",
+                "properties": {"plan": "gold"},
+                "conversationStarted": true
+            },
+            "messages": [message.clone()],
+            "unreadCount": 3
+        }))
+        .unwrap();
+        let plain = payload(&event).unwrap();
+        assert_eq!(
+            String::from_utf8(plain.clone()).unwrap(),
+            String::from_utf8(payload_through_a_value(&event)).unwrap()
+        );
+        let body: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert!(body.get("unreadCount").is_none(), "{body}");
+        assert!(body.get("postbacks").is_none(), "{body}");
+        // Every detail at once, which no real event has, to pin their order.
+        event = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "id": "e2",
+            "appId": "a1",
+            "trigger": "postback",
+            "createdAtMs": 2,
+            "appUser": {
+                "_id": "u1",
+                "signedUpAt": "2015-10-06T20:53:01.588Z",
+                "properties": {},
+                "conversationStarted": true
+            },
+            "messages": [],
+            "postbacks": [{"message": message, "action": {"_id": "a1", "type": "postback", "text": "Yes", "payload": "YES"}}],
+            "merge": {"survivingAppUserId": "u1", "discardedAppUserId": "u2"},
+            "read": {"role": "appMaker", "lastRead": 1.25}
+        }))
+        .unwrap();
+        // The details' own fields now keep their declared order, as the messages always
+        // did; a value sorted them. The same JSON, with the details in the same places.
+        let value = |body: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+        assert_eq!(
+            value(payload(&event).unwrap()),
+            value(payload_through_a_value(&event))
+        );
+        let body = String::from_utf8(payload(&event).unwrap()).unwrap();
+        let at = |key: &str| body.find(&format!("\"{key}\":")).unwrap_or(usize::MAX);
+        assert!(
+            at("version") < at("merge")
+                && at("merge") < at("postbacks")
+                && at("postbacks") < at("read"),
+            "{body}"
+        );
     }
 
     #[test]

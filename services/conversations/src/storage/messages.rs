@@ -4,11 +4,10 @@ use std::collections::HashMap;
 
 use bus::OutboxRow;
 use domain::id::{AppId, AppUserId};
-use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
-use wire::event::Event;
+use wire::event::{self, Event};
 
-use super::outbox::{outbox_row, trace_json};
+use super::outbox::{outbox_row, serialized_row, trace_json, with_unread_count};
 use super::{ConversationRow, MessageRow};
 
 /// Which page of a conversation's messages to read.
@@ -56,14 +55,32 @@ pub(crate) struct NewPost {
     pub(crate) message: MessageRow,
     /// The message's outbox event.
     pub(crate) event: Event,
-    /// The `conversation:start` event, written only if this write creates the conversation.
-    pub(crate) start_event: Event,
+    /// The id of the `conversation:start` event, written only if this write creates the
+    /// conversation: the message's event under that id and trigger ([`NewPost::start_event`]).
+    pub(crate) start_id: String,
     /// How many of the conversation's earlier messages to read with the write (0: none).
     pub(crate) earlier: i64,
     /// The W3C trace context of the request, stored with the outbox rows (see
     /// `outbox::trace_json`); taken where the request runs, since the write may run on a
     /// batch writer's task.
     pub(crate) trace: HashMap<String, String>,
+}
+
+impl NewPost {
+    /// The `conversation:start` event of this write's message: its event, under
+    /// [`NewPost::start_id`] and the start trigger. The statements derive its stored
+    /// payload from the message's the same way, so it is serialized only when handed on.
+    pub(crate) fn start_event(&self) -> Event {
+        let mut event = self.event.clone();
+        event.id = self.start_id.clone();
+        event::CONVERSATION_START.clone_into(&mut event.trigger);
+        event
+    }
+}
+
+/// The message event serialized for the outbox, before the statement adds the unread count.
+fn event_json(event: &Event) -> sqlx::Result<String> {
+    serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// Stores a message and its outbox event(s) in the caller's transaction, creating the app
@@ -115,10 +132,11 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
         app_maker,
         message: m,
         event,
-        start_event,
+        start_id,
         earlier,
         trace,
     } = post;
+    let payload = event_json(event)?;
     let rows = sqlx::query_as!(
         PostedRow,
         "WITH created AS (
@@ -161,11 +179,15 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
              SELECT event_id, $1, trigger, payload, $22 FROM (
                  -- The message's event carries the count this write made (push badges).
                  SELECT 1 AS n, $19 AS event_id, $20 AS trigger,
-                        jsonb_set($21::jsonb, '{unreadCount}', to_jsonb(unread_count))
+                        jsonb_set($21::text::jsonb, '{unreadCount}', to_jsonb(unread_count))
                           AS payload
                    FROM conversation
                  UNION ALL
-                 SELECT 2, $23, $24, $25::jsonb FROM created
+                 -- `conversation:start`: the message's event under its own id and trigger.
+                 SELECT 2, $23, $24::text,
+                        jsonb_set(jsonb_set($21::text::jsonb, '{id}', to_jsonb($23::text)),
+                                  '{trigger}', to_jsonb($24::text))
+                   FROM created
              ) AS e ORDER BY n
              RETURNING seq
          )
@@ -186,7 +208,7 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
                SELECT * FROM conversations.messages
                 WHERE app_id = $1 AND conversation_id = c.id
                 ORDER BY received_ms DESC, seq DESC
-                LIMIT $26
+                LIMIT $25
            ) m ON true",
         app_id.as_str(),
         new_conversation_id,
@@ -209,16 +231,15 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
         m.source_id.as_deref(),
         &event.id,
         &event.trigger,
-        Json(event) as _,
+        &payload,
         trace_json(trace) as _,
-        &start_event.id,
-        &start_event.trigger,
-        Json(start_event) as _,
+        start_id,
+        event::CONVERSATION_START,
         *earlier,
     )
     .fetch_all(&mut *conn)
     .await?;
-    posted_from(rows, post)
+    posted_from(rows, post, &payload)
 }
 
 /// [`post_once`] for several posts to distinct conversations (no two with the same app
@@ -237,15 +258,9 @@ pub(crate) async fn post_batch(
     fn col<T>(posts: &[&NewPost], f: impl Fn(&NewPost) -> T) -> Vec<T> {
         posts.iter().map(|p| f(p)).collect()
     }
-    let json =
-        |value: &Event| serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)));
     let payloads = posts
         .iter()
-        .map(|p| json(&p.event))
-        .collect::<sqlx::Result<Vec<_>>>()?;
-    let start_payloads = posts
-        .iter()
-        .map(|p| json(&p.start_event))
+        .map(|p| event_json(&p.event))
         .collect::<sqlx::Result<Vec<_>>>()?;
     let traces = posts
         .iter()
@@ -264,12 +279,12 @@ pub(crate) async fn post_batch(
                                   $11::text[], $12::text[], $13::text[], $14::text[],
                                   $15::text[], $16::text[], $17::text[], $18::text[],
                                   $19::text[], $20::text[], $21::text[], $22::text[],
-                                  $23::text[], $24::text[], $25::text[], $26::int8[])
+                                  $23::text[], $24::int8[])
                     WITH ORDINALITY
                  AS i(app_id, new_id, app_user_id, app_maker, role, received_ms, m_id,
                       author_id, name, email, avatar_url, text, media_url, media_type,
                       metadata, actions, source_type, source_id, event_id, trigger, payload,
-                      trace, start_id, start_trigger, start_payload, earlier, n)
+                      trace, start_id, earlier, n)
          ), upserted AS (
              -- Each conversation created, or updated (which locks it), one after the other
              -- in (app, app user) order: an upsert finds each through the unique index
@@ -326,7 +341,10 @@ pub(crate) async fn post_batch(
                         i.trace::jsonb AS trace
                    FROM conversation c JOIN input i USING (n)
                  UNION ALL
-                 SELECT i.n, 2, i.start_id, i.app_id, i.start_trigger, i.start_payload::jsonb,
+                 -- `conversation:start`: the message's event under its own id and trigger.
+                 SELECT i.n, 2, i.start_id, i.app_id, $25::text,
+                        jsonb_set(jsonb_set(i.payload::jsonb, '{id}', to_jsonb(i.start_id)),
+                                  '{trigger}', to_jsonb($25::text)),
                         i.trace::jsonb
                    FROM conversation c JOIN input i USING (n)
                   WHERE c.created
@@ -377,10 +395,9 @@ pub(crate) async fn post_batch(
         &col(posts, |p| p.event.trigger.clone()),
         &payloads,
         &traces as _,
-        &col(posts, |p| p.start_event.id.clone()),
-        &col(posts, |p| p.start_event.trigger.clone()),
-        &start_payloads,
+        &col(posts, |p| p.start_id.clone()),
         &col(posts, |p| p.earlier),
+        event::CONVERSATION_START,
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -395,9 +412,10 @@ pub(crate) async fn post_batch(
     answered
         .into_iter()
         .zip(posts)
+        .zip(&payloads)
         .enumerate()
-        .map(|(i, (rows, post))| {
-            posted_from(rows, post)?.ok_or_else(|| {
+        .map(|(i, ((rows, post), payload))| {
+            posted_from(rows, post, payload)?.ok_or_else(|| {
                 sqlx::Error::Protocol(format!("a batch left post {} unanswered", i + 1))
             })
         })
@@ -406,7 +424,11 @@ pub(crate) async fn post_batch(
 
 /// The outcome of `post`'s write from the rows the statement answered for it (one per
 /// earlier message, at least one); `None` when there are none: the write did nothing.
-fn posted_from(rows: Vec<PostedRow>, post: &NewPost) -> sqlx::Result<Option<Posted>> {
+fn posted_from(
+    rows: Vec<PostedRow>,
+    post: &NewPost,
+    payload: &str,
+) -> sqlx::Result<Option<Posted>> {
     let mut rows = rows.into_iter();
     let Some(mut row) = rows.next() else {
         return Ok(None);
@@ -415,18 +437,25 @@ fn posted_from(rows: Vec<PostedRow>, post: &NewPost) -> sqlx::Result<Option<Post
         .chain(rows.map(|mut r| r.take_earlier()))
         .flatten()
         .collect();
-    // The seqs come in the order the rows were written: the message's event, then
-    // `conversation:start` when this write created the conversation.
-    let mut message_event = post.event.clone();
-    message_event.unread_count = Some(row.unread_count);
-    let events = [&message_event, &post.start_event];
-    let outbox = row
-        .outbox_seqs
-        .unwrap_or_default()
-        .into_iter()
-        .zip(events)
-        .map(|(seq, event)| outbox_row(seq, event, &post.trace))
-        .collect::<sqlx::Result<_>>()?;
+    // The seqs come in the order the rows were written: the message's event, with the
+    // count this write made (as the statement stored it), then `conversation:start` when
+    // this write created the conversation.
+    let mut outbox = Vec::with_capacity(2);
+    let mut seqs = row.outbox_seqs.unwrap_or_default().into_iter();
+    if let Some(seq) = seqs.next() {
+        let payload = match post.event.unread_count {
+            None => with_unread_count(payload, row.unread_count),
+            Some(_) => {
+                let mut event = post.event.clone();
+                event.unread_count = Some(row.unread_count);
+                event_json(&event)?
+            }
+        };
+        outbox.push(serialized_row(seq, &post.event, payload, &post.trace));
+    }
+    if let Some(seq) = seqs.next() {
+        outbox.push(outbox_row(seq, &post.start_event(), &post.trace)?);
+    }
     Ok(Some(Posted {
         created: row.created,
         conversation: ConversationRow {

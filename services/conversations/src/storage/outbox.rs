@@ -25,16 +25,44 @@ pub(super) fn outbox_row(
     event: &Event,
     trace: &HashMap<String, String>,
 ) -> sqlx::Result<OutboxRow> {
-    Ok(OutboxRow {
+    let payload = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    Ok(serialized_row(seq, event, payload, trace))
+}
+
+/// The outbox row `seq` holding `event`, already serialized as `payload`.
+pub(super) fn serialized_row(
+    seq: i64,
+    event: &Event,
+    payload: String,
+    trace: &HashMap<String, String>,
+) -> OutboxRow {
+    OutboxRow {
         seq,
         event_id: event.id.clone(),
         app_id: event.app_id.clone(),
         trigger: event.trigger.clone(),
-        payload: serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+        payload,
         created_at_s: event.created_at_ms.div_euclid(1000),
         traceparent: trace.get("traceparent").cloned(),
         tracestate: trace.get("tracestate").cloned(),
-    })
+    }
+}
+
+/// `payload`, an event serialized without an unread count, with `unreadCount` set to
+/// `count`: what serializing the event with that count writes, since `unread_count` is
+/// the event's last field. A message write serializes its event once, for the statement
+/// (which sets the count it made), and hands the relay this.
+pub(super) fn with_unread_count(payload: &str, count: i64) -> String {
+    let body = payload.strip_suffix('}').unwrap_or(payload);
+    let mut out = String::with_capacity(payload.len() + 32);
+    out.push_str(body);
+    if !body.ends_with('{') {
+        out.push(',');
+    }
+    out.push_str("\"unreadCount\":");
+    out.push_str(&count.to_string());
+    out.push('}');
+    out
 }
 
 /// Writes an event to the outbox; the row, for the relay once committed.
@@ -146,5 +174,38 @@ impl bus::OutboxStore for Outbox {
         .execute(conn)
         .await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_count_is_added_as_serializing_the_event_with_it_would() {
+        let mut event: Event = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "id": "e1",
+            "appId": "a1",
+            "trigger": "message:appUser",
+            "createdAtMs": 1,
+            "appUser": {
+                "_id": "u1",
+                "signedUpAt": "2015-10-06T20:53:01.588Z",
+                "properties": {"a}": "}"},
+                "conversationStarted": true
+            },
+            "messages": [{
+                "_id": "m1", "role": "appUser", "text": "{}", "type": "text",
+                "authorId": "u1", "received": 1.5, "actions": [], "source": {"type": "api"}
+            }]
+        }))
+        .expect("an event");
+        let without = serde_json::to_string(&event).expect("serialized");
+        event.unread_count = Some(7);
+        assert_eq!(
+            with_unread_count(&without, 7),
+            serde_json::to_string(&event).expect("serialized")
+        );
     }
 }

@@ -89,6 +89,26 @@ async fn each_message_has_one_event_and_rejected_ones_none() {
         triggers,
         ["message:appUser", "conversation:start", "message:appMaker"]
     );
+    // `conversation:start` is the first message's event under its own id and trigger,
+    // without the message's unread count.
+    let payloads: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT event_id, payload FROM outbox WHERE app_id = $1 ORDER BY seq LIMIT 2",
+    )
+    .bind(&app.app_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let (start_id, start) = payloads[1].clone();
+    let mut expected = payloads[0].1.clone();
+    expected["id"] = serde_json::json!(start_id);
+    expected["trigger"] = serde_json::json!("conversation:start");
+    expected
+        .as_object_mut()
+        .unwrap()
+        .remove("unreadCount")
+        .expect("the message's event carries its unread count");
+    assert_ne!(start_id, payloads[0].0);
+    assert_eq!(start, expected);
     let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE app_id = $1")
         .bind(&app.app_id)
         .fetch_one(&app.pool)

@@ -280,6 +280,27 @@ async fn a_batch_writes_each_users_posts_in_order_with_counts_pages_and_events()
         position("conversation:start", "a2"),
         position("message:appMaker", "a2") + 1
     );
+    // The batch's conversation:start is a2's event under its own id and trigger.
+    let payload_of = |trigger: &str| {
+        events
+            .iter()
+            .find(|(t, p)| t == trigger && p["messages"][0]["text"] == "a2")
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| panic!("no {trigger} of a2"))
+    };
+    let (mut message, mut start) = (
+        payload_of("message:appMaker"),
+        payload_of("conversation:start"),
+    );
+    assert_eq!(start["trigger"], "conversation:start");
+    assert_ne!(start["id"], message["id"]);
+    for payload in [&mut message, &mut start] {
+        let fields = payload.as_object_mut().unwrap();
+        for key in ["id", "trigger", "unreadCount"] {
+            fields.remove(key);
+        }
+    }
+    assert_eq!(start, message);
     let counts: BTreeMap<String, i64> = of_batch
         .iter()
         .filter(|(t, _, _)| t.starts_with("message:"))
