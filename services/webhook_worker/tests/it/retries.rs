@@ -14,7 +14,10 @@ fn gaps(got: &[Received]) -> Vec<Duration> {
 
 #[tokio::test]
 async fn target_failing_three_times_gets_exactly_four_attempts_with_growing_gaps() {
-    let base = Duration::from_millis(150);
+    // Each level's wait is its TTL less up to a fifth of jitter, plus whatever a loaded
+    // machine adds (CI saw a first retry 100 ms late). A 300 ms base keeps each level's
+    // shortest wait (240, 480, 960 ms) 180 ms or more above the one before's longest.
+    let base = Duration::from_millis(300);
     let world = World::new(base).await;
     world.sink.behave(
         "/flaky",
@@ -42,7 +45,7 @@ async fn target_failing_three_times_gets_exactly_four_attempts_with_growing_gaps
         "one stable id"
     );
     let gaps = gaps(&got);
-    // Each wait is the level's TTL less up to a fifth of jitter: 150, 300, 600 ms.
+    // Each wait is at least the level's TTL less a fifth: 300, 600, 1,200 ms.
     for (i, gap) in gaps.iter().enumerate() {
         let ttl = base * (1 << i);
         assert!(
