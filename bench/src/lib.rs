@@ -186,7 +186,7 @@ pub struct Cli {
 fn above_zero(value: &str) -> Result<f64, String> {
     match value.trim().parse::<f64>() {
         Ok(number) if number.is_finite() && number > 0.0 => Ok(number),
-        Ok(_) => Err(format!("{value} is not above 0")),
+        Ok(_) => Err(format!("{value} is not a finite number above 0")),
         Err(_) => Err(format!("{value} is not a number")),
     }
 }
@@ -475,11 +475,23 @@ mod tests {
     fn rates_and_lengths_must_be_above_zero() {
         // A zero rate made a step's schedule endless and panicked in `Duration`.
         for (args, expected) in [
-            (["instructions", "--rates", "0"], "0 is not above 0"),
-            (["webhooks", "--rates", "500,-1"], "-1 is not above 0"),
-            (["fairness", "--rates", "inf"], "inf is not above 0"),
+            (
+                ["instructions", "--rates", "0"],
+                "0 is not a finite number above 0",
+            ),
+            (
+                ["webhooks", "--rates", "500,-1"],
+                "-1 is not a finite number above 0",
+            ),
+            (
+                ["fairness", "--rates", "inf"],
+                "inf is not a finite number above 0",
+            ),
             (["webhooks", "--rates", "fast"], "fast is not a number"),
-            (["post-message", "--step-seconds", "0"], "0 is not above 0"),
+            (
+                ["post-message", "--step-seconds", "0"],
+                "0 is not a finite number above 0",
+            ),
         ] {
             let error = Cli::try_parse_from(["bench"].iter().chain(&args))
                 .expect_err("refused")

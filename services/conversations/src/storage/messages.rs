@@ -53,7 +53,9 @@ pub(crate) struct NewPost {
     /// The app maker to list in the conversation (and mark as having read it).
     pub(crate) app_maker: Option<String>,
     pub(crate) message: MessageRow,
-    /// The message's outbox event.
+    /// The message's outbox event, without an unread count (`rules::message_event` makes
+    /// none): the statement stores the count its write made, and the row handed to the
+    /// relay gets it spliced in (`outbox::with_unread_count`).
     pub(crate) event: Event,
     /// The id of the `conversation:start` event, written only if this write creates the
     /// conversation: the message's event under that id and trigger ([`NewPost::start_event`]).
@@ -80,6 +82,10 @@ impl NewPost {
 
 /// The message event serialized for the outbox, before the statement adds the unread count.
 fn event_json(event: &Event) -> sqlx::Result<String> {
+    debug_assert!(
+        event.unread_count.is_none(),
+        "a message write's event has no unread count until its statement sets one"
+    );
     serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
@@ -443,14 +449,7 @@ fn posted_from(
     let mut outbox = Vec::with_capacity(2);
     let mut seqs = row.outbox_seqs.unwrap_or_default().into_iter();
     if let Some(seq) = seqs.next() {
-        let payload = match post.event.unread_count {
-            None => with_unread_count(payload, row.unread_count),
-            Some(_) => {
-                let mut event = post.event.clone();
-                event.unread_count = Some(row.unread_count);
-                event_json(&event)?
-            }
-        };
+        let payload = with_unread_count(payload, row.unread_count);
         outbox.push(serialized_row(seq, &post.event, payload, &post.trace));
     }
     if let Some(seq) = seqs.next() {
