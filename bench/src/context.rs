@@ -40,6 +40,15 @@ pub struct Settings {
     pub big_conversation: Option<u64>,
 }
 
+/// Messages of the `history` app posted before anything is measured
+/// ([`Ctx::settle_database`]; a tenth in a smoke run).
+pub const HISTORY_MESSAGES: usize = 3_000;
+
+/// App users (each with a device and a conversation) of the `history` app (a tenth in a
+/// smoke run): every table the hot path reads holds more rows than a step's apps add, as
+/// in a database in service, so no plan chosen from the statistics scans a table.
+pub const HISTORY_USERS: usize = 1_000;
+
 /// Shared by the scenarios of one run.
 pub struct Ctx {
     /// The command line.
@@ -109,6 +118,51 @@ impl Ctx {
             next_step: AtomicU32::new(1),
             shutdown,
         })
+    }
+
+    /// Brings the fresh database the harness started the suite on to a state a database in
+    /// service is in before anything is measured: an app (`history`, no webhooks) with
+    /// [`HISTORY_USERS`] users and [`HISTORY_MESSAGES`] messages among them, made through
+    /// the API, then `ANALYZE`.
+    ///
+    /// Without it, the suite's connections prepare their statements while the tables are
+    /// empty, and Postgres keeps the generic plan it then chose until autovacuum next
+    /// analyzes the table, a minute or more later. For the post statement that plan can be a
+    /// scan of every message of the app (or of the table) to find the conversation's latest
+    /// ten: a step then costs Postgres more the longer it runs, and differently from one
+    /// start of the suite to the next, depending on which connections prepared when.
+    /// `ANALYZE` invalidates the plans prepared before it; with every table bigger than a
+    /// step adds to it, no plan chosen then scans one.
+    pub async fn settle_database(&self) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        use futures::{stream, StreamExt as _, TryStreamExt as _};
+        let scale = if self.smoke() { 10 } else { 1 };
+        let app = self.api.create_app("history").await?;
+        let users = self
+            .api
+            .init_users(std::slice::from_ref(&app), HISTORY_USERS / scale)
+            .await?;
+        let messages = HISTORY_MESSAGES / scale;
+        let (app, users) = (&app, &users);
+        stream::iter(0..messages)
+            .map(|i| async move {
+                let (_, user) = &users[i % users.len()];
+                self.api
+                    .post_message(app, user, &format!("history {i}"))
+                    .await
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await
+            .context("posting the history messages")?;
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.database_url)
+            .await
+            .context("connecting to the suite's database to analyze it")?;
+        sqlx::raw_sql("ANALYZE")
+            .execute(&mut conn)
+            .await
+            .context("analyzing the suite's database")?;
+        Ok(())
     }
 
     /// Stops the sink.
