@@ -161,14 +161,94 @@ pub fn host_port(addr: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.trim_matches(['[', ']']).to_owned(), port))
 }
 
-/// A network channel that sends the current trace context with every call.
+/// A network channel that sends the current trace context with every call, and ends a
+/// request's stream on its last data frame ([`EndsWithLastFrame`]).
 pub fn network(channel: tonic::transport::Channel) -> GrpcChannel {
     use tower::ServiceExt as _;
     tower::util::BoxCloneSyncService::new(
         tonic::service::interceptor::InterceptedService::new(channel, InjectContext)
+            .map_request(|request: http::Request<tonic::body::Body>| {
+                request.map(|body| tonic::body::Body::new(EndsWithLastFrame::new(body)))
+            })
             .map_response(|response| response.map(tonic::body::Body::new))
             .map_err(|e| TransportError(e.into())),
     )
+}
+
+/// A body that looks one frame ahead, so that it knows it has ended as soon as its last
+/// frame is taken: HTTP/2 then sends that frame with END_STREAM.
+///
+/// tonic's request body learns it has ended only when polled after its last message. Sent
+/// as it is, a unary call ends with an empty DATA frame of its own: one more write for the
+/// caller, and one more read and wake-up for the server, on every call.
+pub struct EndsWithLastFrame<B: http_body::Body> {
+    inner: B,
+    /// The frame taken when looking ahead, answered by the next poll.
+    ahead: Option<Result<http_body::Frame<B::Data>, B::Error>>,
+    /// The inner body answered `None`.
+    ended: bool,
+}
+
+impl<B: http_body::Body> EndsWithLastFrame<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B) -> Self {
+        EndsWithLastFrame {
+            inner,
+            ahead: None,
+            ended: false,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for EndsWithLastFrame<B>
+where
+    B::Data: Unpin,
+    B::Error: Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = match this.ahead.take() {
+            Some(frame) => frame,
+            None if this.ended => return Poll::Ready(None),
+            None => match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(frame)) => frame,
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        // Look ahead after data only: an error or trailers end the body anyway. A pending
+        // inner body has registered the waker and is polled again later.
+        if frame.as_ref().is_ok_and(http_body::Frame::is_data) {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(next)) => this.ahead = Some(next),
+                Poll::Ready(None) => this.ended = true,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Ready(Some(frame))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ahead.is_none() && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.ahead {
+            // What is left is the frame ahead and the rest: no exact size is known.
+            Some(_) => http_body::SizeHint::default(),
+            None if self.ended => http_body::SizeHint::with_exact(0),
+            None => self.inner.size_hint(),
+        }
+    }
 }
 
 /// A lazily connected network channel to the gRPC service `service` at `addr`
@@ -260,6 +340,77 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::VecDeque;
+
+    use http_body::{Body as _, Frame};
+
+    type Polled = Poll<Option<Result<Frame<&'static [u8]>, std::convert::Infallible>>>;
+
+    /// A body that answers the polls it is given, and never knows it has ended, as tonic's
+    /// encoder does not.
+    struct Scripted(VecDeque<Polled>);
+
+    impl http_body::Body for Scripted {
+        type Data = &'static [u8];
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Polled {
+            self.get_mut().0.pop_front().unwrap_or(Poll::Ready(None))
+        }
+    }
+
+    fn data(bytes: &'static [u8]) -> Polled {
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+
+    /// Polls `body` once: what it answered (`data`, `trailers`, `pending` or `end`) and
+    /// whether it then says it has ended.
+    fn step(body: &mut EndsWithLastFrame<Scripted>) -> (String, bool) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let answered = match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_data() => {
+                let bytes = frame.into_data().unwrap_or_default();
+                format!("data {}", String::from_utf8_lossy(bytes))
+            }
+            Poll::Ready(Some(Ok(_))) => "trailers".to_owned(),
+            Poll::Ready(Some(Err(never))) => match never {},
+            Poll::Ready(None) => "end".to_owned(),
+            Poll::Pending => "pending".to_owned(),
+        };
+        (answered, body.is_end_stream())
+    }
+
+    #[test]
+    fn a_one_message_body_has_ended_when_its_message_is_taken() {
+        let mut body = EndsWithLastFrame::new(Scripted([data(b"m")].into()));
+        assert!(!body.is_end_stream());
+        assert_eq!(step(&mut body), ("data m".to_owned(), true));
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert_eq!(step(&mut body), ("end".to_owned(), true));
+    }
+
+    #[test]
+    fn frames_keep_their_order_and_the_end_is_known_only_after_the_last() {
+        let trailers = Poll::Ready(Some(Ok(Frame::trailers(http::HeaderMap::new()))));
+        let mut body = EndsWithLastFrame::new(Scripted(
+            [data(b"a"), data(b"b"), Poll::Pending, data(b"c"), trailers].into(),
+        ));
+        // After `a` the look-ahead holds `b`; after `b` it finds the inner body pending.
+        assert_eq!(step(&mut body), ("data a".to_owned(), false));
+        assert_eq!(body.size_hint().exact(), None);
+        assert_eq!(step(&mut body), ("data b".to_owned(), false));
+        assert_eq!(step(&mut body), ("data c".to_owned(), false));
+        assert_eq!(step(&mut body), ("trailers".to_owned(), false));
+        assert_eq!(step(&mut body), ("end".to_owned(), true));
+    }
+
+    #[test]
+    fn a_pending_body_stays_pending_and_is_not_ended() {
+        let mut body = EndsWithLastFrame::new(Scripted([Poll::Pending, data(b"x")].into()));
+        assert_eq!(step(&mut body), ("pending".to_owned(), false));
+        assert_eq!(step(&mut body), ("data x".to_owned(), true));
+    }
 
     #[test]
     fn addresses_split_into_host_and_port() {
