@@ -105,8 +105,9 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
 /// if the server went away since, its query fails like any query caught by a restart
 /// (503, retried) and the failed release ping drops it. Connections idle for longer (the
 /// ones a restart during a quiet spell leaves behind) are still pinged, and replaced when
-/// the ping fails, so a pool recovers from a restart by itself.
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+/// the ping fails, so a pool recovers from a restart by itself. A task that keeps a
+/// connection between uses follows the same rule.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Opens a pool whose connections use `schema` as their search path.
 pub fn connect(url: &str, schema: &str, max_connections: u32) -> anyhow::Result<PgPool> {

@@ -13,10 +13,16 @@
 //! rolled back and each post is written again on its own, so one bad write fails alone.
 //! A failed `COMMIT` is not retried: whether it committed is unknown, and the posts'
 //! callers get the error, as they would for a write on its own.
+//!
+//! Each writer keeps its connection between batches ([`Held`]): sqlx pings a connection
+//! released to the pool (a round trip to Postgres, and a wake-up of its backend), which a
+//! writer would do after every batch, that is after every post at a low rate.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +110,50 @@ impl Writer {
     }
 }
 
+/// A writer's connection, kept from one batch to the next. One idle for longer than
+/// [`db::PING_IF_IDLE_FOR`] is pinged before it is used, as the pool does before handing
+/// one out; one that failed is given back to the pool (whose release ping closes it if it
+/// is dead), and the next use takes another.
+struct Held {
+    pool: PgPool,
+    /// The connection and when it was last taken.
+    conn: Option<(PoolConnection<Postgres>, Instant)>,
+}
+
+impl Held {
+    fn new(pool: PgPool) -> Held {
+        Held { pool, conn: None }
+    }
+
+    /// The connection, checked, or another from the pool.
+    async fn get(&mut self) -> sqlx::Result<&mut PoolConnection<Postgres>> {
+        use sqlx::Connection as _;
+        let kept = match self.conn.take() {
+            Some((mut conn, used)) if used.elapsed() > db::PING_IF_IDLE_FOR => {
+                match conn.ping().await {
+                    Ok(()) => Some(conn),
+                    Err(error) => {
+                        tracing::info!(%error, "a message writer's idle database connection was dead");
+                        None
+                    }
+                }
+            }
+            Some((conn, _)) => Some(conn),
+            None => None,
+        };
+        let conn = match kept {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        Ok(&mut self.conn.insert((conn, Instant::now())).0)
+    }
+
+    /// Gives the connection back to the pool after a failure.
+    fn give_back(&mut self) {
+        self.conn = None;
+    }
+}
+
 /// One writer: takes what is queued, commits it, answers, until the queue closes or
 /// `finished` is cancelled.
 async fn write(
@@ -112,6 +162,7 @@ async fn write(
     max_batch: usize,
     finished: CancellationToken,
 ) {
+    let mut held = Held::new(pool);
     let mut batch = Vec::with_capacity(max_batch);
     loop {
         let taken = {
@@ -125,19 +176,23 @@ async fn write(
             return;
         }
         metrics::histogram!("message_write_batch_size").record(taken as f64);
-        commit(&pool, &mut batch).await;
+        commit(&mut held, &mut batch).await;
     }
 }
 
 /// Writes `batch` (emptied) and answers each post.
-async fn commit(pool: &PgPool, batch: &mut Vec<Job>) {
+async fn commit(held: &mut Held, batch: &mut Vec<Job>) {
     if batch.len() > 1 {
         // One lock order for every batch; the sort is stable, so one user's posts keep
         // their order.
         batch.sort_by(|a, b| {
             (&a.post.app_id, &a.post.app_user_id).cmp(&(&b.post.app_id, &b.post.app_user_id))
         });
-        match together(pool, batch).await {
+        let outcome = together(held, batch).await;
+        if !matches!(outcome, Together::Committed(_)) {
+            held.give_back();
+        }
+        match outcome {
             Together::Committed(posted) => {
                 for (job, posted) in batch.drain(..).zip(posted) {
                     // A caller that went away (its request was cancelled) needs no answer.
@@ -158,7 +213,13 @@ async fn commit(pool: &PgPool, batch: &mut Vec<Job>) {
         }
     }
     for job in batch.drain(..) {
-        let result = alone(pool, &job.post).await;
+        let result = match held.get().await {
+            Ok(conn) => post_in(conn, &job.post).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            held.give_back();
+        }
         let _ = job.done.send((job.post, result));
     }
 }
@@ -172,8 +233,13 @@ enum Together {
     CommitFailed(sqlx::Error),
 }
 
-async fn together(pool: &PgPool, batch: &[Job]) -> Together {
-    let mut tx = match pool.begin().await {
+async fn together(held: &mut Held, batch: &[Job]) -> Together {
+    use sqlx::Connection as _;
+    let conn = match held.get().await {
+        Ok(conn) => conn,
+        Err(e) => return Together::RolledBack(e),
+    };
+    let mut tx = match conn.begin().await {
         Ok(tx) => tx,
         Err(e) => return Together::RolledBack(e),
     };

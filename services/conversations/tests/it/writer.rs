@@ -16,9 +16,21 @@ fn post_request(app: &TestApp, user: &str, text: &str) -> proto::v1::PostMessage
     }
 }
 
+/// A post the only writer is stuck on: the test's transaction holds the conversation row
+/// locked.
+struct Blocked {
+    lock: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The post, answered once the lock is released.
+    post: tokio::task::JoinHandle<
+        Result<tonic::Response<proto::v1::PostMessageResponse>, tonic::Status>,
+    >,
+    /// The backend pid of the writer's connection, which waits on the lock.
+    writer: i32,
+}
+
 /// Holds `user`'s conversation row locked in a transaction of the test's own, then posts
 /// to `user` so that the only writer waits on that lock, and waits until it does.
-async fn block_the_writer(app: &TestApp, user: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+async fn block(app: &TestApp, user: &str) -> Blocked {
     let mut lock = app.pool.begin().await.unwrap();
     let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *lock)
@@ -34,22 +46,27 @@ async fn block_the_writer(app: &TestApp, user: &str) -> sqlx::Transaction<'stati
     .unwrap();
     let mut app_client = app.client.clone();
     let request = post_request(app, user, "blocked");
-    tokio::spawn(async move { app_client.post_message(request).await.unwrap() });
+    let post = tokio::spawn(async move { app_client.post_message(request).await });
     // Until the writer's statement waits for the row lock.
     for _ in 0..200 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+        let waiting: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
         )
         .bind(holder)
-        .fetch_one(&app.pool)
+        .fetch_optional(&app.pool)
         .await
         .unwrap();
-        if waiting > 0 {
-            return lock;
+        if let Some(writer) = waiting {
+            return Blocked { lock, post, writer };
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the message writer never waited for the locked conversation");
+}
+
+/// [`block`], for tests that only need the lock.
+async fn block_the_writer(app: &TestApp, user: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    block(app, user).await.lock
 }
 
 /// A service with one message writer, waiting on a conversation row the returned
@@ -315,5 +332,70 @@ async fn a_batch_writes_each_users_posts_in_order_with_counts_pages_and_events()
             ("b1".to_owned(), 1),
             ("c1".to_owned(), 2),
         ])
+    );
+}
+
+/// The writer's connection, seen waiting on a lock: `block`, release, wait for the post.
+async fn writer_connection(app: &TestApp, user: &str) -> i32 {
+    let blocked = block(app, user).await;
+    blocked.lock.rollback().await.unwrap();
+    blocked.post.await.unwrap().unwrap();
+    blocked.writer
+}
+
+async fn terminate(app: &TestApp, backend: i32) {
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(backend)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(ended, "backend {backend} was not there to terminate");
+}
+
+#[tokio::test]
+async fn the_writer_keeps_its_connection_and_takes_another_once_it_is_lost() {
+    let mut app = spawn_with_writers(1).await;
+    app.post("keeper", new_message("appUser", "first"))
+        .await
+        .unwrap();
+    // Kept from one post to the next (each released to the pool, it would be pinged).
+    let kept = writer_connection(&app, "keeper").await;
+    let blocked = block(&app, "keeper").await;
+    assert_eq!(blocked.writer, kept, "the writer took another connection");
+    // Lost in the middle of a post: that post fails as unavailable...
+    terminate(&app, blocked.writer).await;
+    blocked.lock.rollback().await.unwrap();
+    let status = blocked.post.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // ...and the next, at once, goes through on another connection.
+    app.post("keeper", new_message("appUser", "after the loss"))
+        .await
+        .unwrap();
+    let replaced = writer_connection(&app, "keeper").await;
+    assert_ne!(replaced, kept);
+    // Lost while idle for longer than the ping rule: the next post finds out before it
+    // writes, and goes through.
+    terminate(&app, replaced).await;
+    tokio::time::sleep(db::PING_IF_IDLE_FOR + Duration::from_millis(200)).await;
+    app.post("keeper", new_message("appUser", "after an idle loss"))
+        .await
+        .unwrap();
+    let texts: Vec<String> = app
+        .get("keeper")
+        .await
+        .unwrap()
+        .messages
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "first",
+            "blocked",
+            "after the loss",
+            "blocked",
+            "after an idle loss"
+        ]
     );
 }
