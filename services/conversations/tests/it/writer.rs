@@ -80,6 +80,12 @@ async fn busy_writer() -> (TestApp, sqlx::Transaction<'static, sqlx::Postgres>) 
     (app, lock)
 }
 
+/// The texts of `user`'s conversation, oldest first.
+async fn conversation_texts(app: &mut TestApp, user: &str) -> Vec<String> {
+    let conversation = app.get(user).await.unwrap();
+    conversation.messages.into_iter().map(|m| m.text).collect()
+}
+
 /// The transaction (`xmin`) of each of the app's stored messages, by text.
 async fn transactions(app: &TestApp) -> BTreeMap<String, String> {
     sqlx::query_as("SELECT text, xmin::text FROM conversations.messages WHERE app_id = $1")
@@ -155,15 +161,10 @@ async fn posts_queued_behind_a_busy_writer_commit_together_and_a_failing_one_fai
     .unwrap();
     assert_eq!(events, 14);
     // user3's three messages, in the order they were queued.
-    let user3: Vec<String> = app
-        .get("user3")
-        .await
-        .unwrap()
-        .messages
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
-    assert_eq!(user3, ["m3", "m3b", "m3c"]);
+    assert_eq!(
+        conversation_texts(&mut app, "user3").await,
+        ["m3", "m3b", "m3c"]
+    );
 }
 
 #[tokio::test]
@@ -380,16 +381,8 @@ async fn the_writer_keeps_its_connection_and_takes_another_once_it_is_lost() {
     app.post("keeper", new_message("appUser", "after an idle loss"))
         .await
         .unwrap();
-    let texts: Vec<String> = app
-        .get("keeper")
-        .await
-        .unwrap()
-        .messages
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
     assert_eq!(
-        texts,
+        conversation_texts(&mut app, "keeper").await,
         [
             "first",
             "blocked",
