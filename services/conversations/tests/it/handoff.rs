@@ -304,3 +304,48 @@ async fn a_stopping_replica_hands_out_nothing_more_and_waits_for_the_answers_it_
     assert!(matches!(end, Ok(None)), "{end:?}");
     clean_up(&channel, &topology).await;
 }
+
+#[tokio::test]
+async fn the_events_handed_over_are_the_rows_stored() {
+    // A conversation's first message makes two events: the message's, whose payload the
+    // relay is handed with the unread count spliced in, and `conversation:start`, which the
+    // statement stores derived from the message's payload and the writer hands as it
+    // serialized it. The worker must get what the outbox holds.
+    let (mut app, topology, channel, addr, _) = replica("smooch_test_handoff_rows").await;
+    let mut worker = attach(&addr, 8).await;
+    // Until the replica has read the stream's credit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.post("starter", new_message("appUser", "hello"))
+        .await
+        .unwrap();
+    let mut handed = Vec::new();
+    while handed.len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), worker.handed.message())
+            .await
+            .expect("the events were handed")
+            .unwrap()
+            .expect("the stream is open");
+        handed.extend(batch.events);
+    }
+    let triggers: Vec<&str> = handed.iter().map(|e| e.trigger.as_str()).collect();
+    assert_eq!(triggers, ["message:appUser", "conversation:start"]);
+    for event in &handed {
+        let (event_id, stored): (String, String) =
+            sqlx::query_as("SELECT event_id, payload::text FROM outbox WHERE seq = $1")
+                .bind(event.seq)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(event.event_id, event_id, "{}", event.trigger);
+        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        let given: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+        assert_eq!(given, stored, "{}", event.trigger);
+        assert_eq!(given["trigger"], event.trigger.as_str());
+        assert_eq!(given["messages"][0]["text"], "hello");
+        worker.answer(event.seq, true);
+    }
+    for event in &handed {
+        assert!(marked_within(&app, event.seq, Duration::from_secs(5)).await);
+    }
+    clean_up(&channel, &topology).await;
+}
