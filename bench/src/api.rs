@@ -211,6 +211,22 @@ impl Api {
         .map(|_| ())
     }
 
+    /// Posts appUser text messages of `app` through the API, `in_flight` at once (setup,
+    /// not load): `(user, text)` each.
+    pub async fn post_messages(
+        &self,
+        app: &App,
+        posts: impl IntoIterator<Item = (String, String)>,
+        in_flight: usize,
+    ) -> anyhow::Result<()> {
+        stream::iter(posts)
+            .map(|(user, text)| async move { self.post_message(app, &user, &text).await })
+            .buffer_unordered(in_flight)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
+    }
+
     /// Adds an integration (`{type, ...fields}`) to `app`.
     pub async fn create_integration(&self, app: &App, body: Value) -> anyhow::Result<()> {
         let bearer = format!("Bearer {}", app.jwt);

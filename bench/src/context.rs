@@ -128,15 +128,14 @@ impl Ctx {
     /// Without it, the suite's connections prepare their statements while the tables are
     /// empty, and Postgres keeps the generic plan it then chose until the table is next
     /// analyzed: a minute or more later with autovacuum, never without it (as on the bench
-    /// machine). For the post statement that plan can be a
-    /// scan of every message of the app (or of the table) to find the conversation's latest
-    /// ten: a step then costs Postgres more the longer it runs, and differently from one
-    /// start of the suite to the next, depending on which connections prepared when.
-    /// `ANALYZE` invalidates the plans prepared before it; with every table bigger than a
-    /// step adds to it, no plan chosen then scans one.
+    /// machine). For the post statement that plan can be a scan of every message of the app
+    /// (or of the table) to find the conversation's latest ten: a step then costs Postgres
+    /// more the longer it runs, and differently from one start of the suite to the next,
+    /// depending on which connections prepared when. `ANALYZE` invalidates the plans
+    /// prepared before it; with every table bigger than a step adds to it, no plan chosen
+    /// then scans one.
     pub async fn settle_database(&self) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        use futures::{stream, StreamExt as _, TryStreamExt as _};
         let scale = if self.smoke() { 10 } else { 1 };
         let app = self.api.create_app("history").await?;
         let users = self
@@ -144,16 +143,10 @@ impl Ctx {
             .init_users(std::slice::from_ref(&app), HISTORY_USERS / scale)
             .await?;
         let messages = HISTORY_MESSAGES / scale;
-        let (app, users) = (&app, &users);
-        stream::iter(0..messages)
-            .map(|i| async move {
-                let (_, user) = &users[i % users.len()];
-                self.api
-                    .post_message(app, user, &format!("history {i}"))
-                    .await
-            })
-            .buffer_unordered(16)
-            .try_collect::<Vec<()>>()
+        let posts =
+            (0..messages).map(|i| (users[i % users.len()].1.clone(), format!("history {i}")));
+        self.api
+            .post_messages(&app, posts, 16)
             .await
             .context("posting the history messages")?;
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.database_url)

@@ -324,7 +324,7 @@ impl Session {
         let ctx = context::Ctx::new(&cli_settings(cli), &suite, out.to_path_buf(), pushes).await?;
         // A suite the harness started has an empty database: settle it as one in service.
         // Not under callgrind, where the instructions counted per message do not depend on
-        // Postgres's plans and 2,000 posts would take minutes.
+        // Postgres's plans and the history's 3,000 posts would take minutes.
         if cli.url.is_none() && cli.scenario != Scenario::Instructions {
             ctx.settle_database().await?;
         }

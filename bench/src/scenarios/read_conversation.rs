@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
-use futures::{stream, StreamExt as _, TryStreamExt as _};
 use reqwest::header::HeaderValue;
 use serde_json::json;
 use sqlx::Connection as _;
@@ -77,18 +76,13 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         let user = format!("c{size}");
         let app_user_id = ctx.api.init_user(&app, &user).await?;
         let through_api = size.min(100);
-        stream::iter(0..through_api)
-            .map(|i| {
-                let (app, user) = (&app, &user);
-                async move {
-                    ctx.api
-                        .post_message(app, user, &padded_text(&format!("bench message {i}"), 200))
-                        .await
-                }
-            })
-            .buffered(8)
-            .try_collect::<Vec<()>>()
-            .await?;
+        let posts = (0..through_api).map(|i| {
+            (
+                user.clone(),
+                padded_text(&format!("bench message {i}"), 200),
+            )
+        });
+        ctx.api.post_messages(&app, posts, 8).await?;
         if size > through_api {
             seed_sql(&ctx.database_url, &app, &app_user_id, size - through_api).await?;
         }

@@ -162,7 +162,7 @@ pub fn host_port(addr: &str) -> anyhow::Result<(String, u16)> {
 }
 
 /// A network channel that sends the current trace context with every call, and ends a
-/// request's stream on its last data frame ([`EndsWithLastFrame`]).
+/// request's stream on its last data frame (`EndsWithLastFrame`).
 pub fn network(channel: tonic::transport::Channel) -> GrpcChannel {
     use tower::ServiceExt as _;
     tower::util::BoxCloneSyncService::new(
@@ -181,7 +181,7 @@ pub fn network(channel: tonic::transport::Channel) -> GrpcChannel {
 /// tonic's request body learns it has ended only when polled after its last message. Sent
 /// as it is, a unary call ends with an empty DATA frame of its own: one more write for the
 /// caller, and one more read and wake-up for the server, on every call.
-pub struct EndsWithLastFrame<B: http_body::Body> {
+struct EndsWithLastFrame<B: http_body::Body> {
     inner: B,
     /// The frame taken when looking ahead, answered by the next poll.
     ahead: Option<Result<http_body::Frame<B::Data>, B::Error>>,
@@ -191,7 +191,7 @@ pub struct EndsWithLastFrame<B: http_body::Body> {
 
 impl<B: http_body::Body> EndsWithLastFrame<B> {
     /// Wraps `inner`.
-    pub fn new(inner: B) -> Self {
+    fn new(inner: B) -> Self {
         EndsWithLastFrame {
             inner,
             ahead: None,

@@ -137,6 +137,29 @@ pub fn payload(event: &Event) -> serde_json::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// An event of app user `u1` of app `a1`, with no messages, its fields replaced or
+    /// added to by `fields`.
+    fn event_with(fields: serde_json::Value) -> Event {
+        let mut event = serde_json::json!({
+            "version": 1,
+            "id": "e1",
+            "appId": "a1",
+            "trigger": "message:appUser",
+            "createdAtMs": 1,
+            "appUser": {
+                "_id": "u1",
+                "signedUpAt": "2015-10-06T20:53:01.588Z",
+                "properties": {},
+                "conversationStarted": true
+            },
+            "messages": []
+        });
+        if let (Some(event), serde_json::Value::Object(fields)) = (event.as_object_mut(), fields) {
+            event.extend(fields);
+        }
+        serde_json::from_value(event).unwrap()
+    }
+
     #[test]
     fn message_covers_both_roles_and_other_events_match_exactly() {
         let events = |e: &[&str]| e.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
@@ -152,22 +175,7 @@ mod tests {
 
     #[test]
     fn the_skip_clock_is_left_out_until_set_and_read_back_when_absent() {
-        let event: Event = serde_json::from_value(serde_json::json!({
-            "version": 1,
-            "id": "e1",
-            "appId": "a1",
-            "trigger": "message:appUser",
-            "createdAtMs": 1,
-            "appUser": {
-                "_id": "u1",
-                "signedUpAt": "2015-10-06T20:53:01.588Z",
-                "properties": {},
-                "conversationStarted": true
-            },
-            "messages": []
-        }))
-        .unwrap();
-        let mut job = Job::new(event, "w1");
+        let mut job = Job::new(event_with(serde_json::json!({})), "w1");
         let fresh = serde_json::to_value(&job).unwrap();
         assert!(fresh.get("skippedSinceMs").is_none(), "{fresh}");
         // Jobs written before the field existed read back with no skip clock.
@@ -184,12 +192,7 @@ mod tests {
             "_id": "m1", "role": "appUser", "text": "hi \"there\"", "type": "text",
             "authorId": "u1", "received": 1.5, "actions": [], "source": {"type": "api"}
         });
-        let mut event: Event = serde_json::from_value(serde_json::json!({
-            "version": 1,
-            "id": "e1",
-            "appId": "a1",
-            "trigger": "message:appUser",
-            "createdAtMs": 1,
+        let mut event = event_with(serde_json::json!({
             "appUser": {
                 "_id": "u1",
                 "signedUpAt": "2015-10-06T20:53:01.588Z",
@@ -198,8 +201,7 @@ mod tests {
             },
             "messages": [message.clone()],
             "unreadCount": 3
-        }))
-        .unwrap();
+        }));
         // Byte for byte what the payload was when it went through a JSON value of the event:
         // the reference's fields first, no `id`, `appId`, `createdAtMs` or `unreadCount`.
         assert_eq!(
@@ -214,24 +216,14 @@ mod tests {
             )
         );
         // Every detail at once, which no real event has, to pin their order.
-        event = serde_json::from_value(serde_json::json!({
-            "version": 1,
+        event = event_with(serde_json::json!({
             "id": "e2",
-            "appId": "a1",
             "trigger": "postback",
             "createdAtMs": 2,
-            "appUser": {
-                "_id": "u1",
-                "signedUpAt": "2015-10-06T20:53:01.588Z",
-                "properties": {},
-                "conversationStarted": true
-            },
-            "messages": [],
             "postbacks": [{"message": message, "action": {"_id": "a1", "type": "postback", "text": "Yes", "payload": "YES"}}],
             "merge": {"survivingAppUserId": "u1", "discardedAppUserId": "u2"},
             "read": {"role": "appMaker", "lastRead": 1.25}
-        }))
-        .unwrap();
+        }));
         // The details' own fields keep their declared order, as the messages always did (a
         // JSON value sorted them): the same JSON as before, the details in the same places.
         let body = String::from_utf8(payload(&event).unwrap()).unwrap();

@@ -7,7 +7,7 @@ use domain::id::{AppId, AppUserId};
 use sqlx::{PgConnection, PgExecutor};
 use wire::event::{self, Event};
 
-use super::outbox::{outbox_row, serialized_row, trace_json, with_unread_count};
+use super::outbox::{event_json, outbox_row, serialized_row, trace_json, with_unread_count};
 use super::{ConversationRow, MessageRow};
 
 /// Which page of a conversation's messages to read.
@@ -81,12 +81,12 @@ impl NewPost {
 }
 
 /// The message event serialized for the outbox, before the statement adds the unread count.
-fn event_json(event: &Event) -> sqlx::Result<String> {
+fn message_event_json(event: &Event) -> sqlx::Result<String> {
     debug_assert!(
         event.unread_count.is_none(),
         "a message write's event has no unread count until its statement sets one"
     );
-    serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+    event_json(event)
 }
 
 /// Stores a message and its outbox event(s) in the caller's transaction, creating the app
@@ -142,7 +142,7 @@ async fn post_once(conn: &mut PgConnection, post: &NewPost) -> sqlx::Result<Opti
         earlier,
         trace,
     } = post;
-    let payload = event_json(event)?;
+    let payload = message_event_json(event)?;
     let rows = sqlx::query_as!(
         PostedRow,
         "WITH created AS (
@@ -266,7 +266,7 @@ pub(crate) async fn post_batch(
     }
     let payloads = posts
         .iter()
-        .map(|p| event_json(&p.event))
+        .map(|p| message_event_json(&p.event))
         .collect::<sqlx::Result<Vec<_>>>()?;
     let traces = posts
         .iter()

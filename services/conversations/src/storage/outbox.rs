@@ -2,6 +2,7 @@
 //! to the relay once committed; and the relay's statements on the table ([`Outbox`]).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use bus::{Backlog, OutboxRow};
@@ -25,8 +26,12 @@ pub(super) fn outbox_row(
     event: &Event,
     trace: &HashMap<String, String>,
 ) -> sqlx::Result<OutboxRow> {
-    let payload = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    Ok(serialized_row(seq, event, payload, trace))
+    Ok(serialized_row(seq, event, event_json(event)?, trace))
+}
+
+/// `event` as the outbox stores it.
+pub(super) fn event_json(event: &Event) -> sqlx::Result<String> {
+    serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// The outbox row `seq` holding `event`, already serialized as `payload`.
@@ -59,9 +64,8 @@ pub(super) fn with_unread_count(payload: &str, count: i64) -> String {
     if !body.ends_with('{') {
         out.push(',');
     }
-    out.push_str("\"unreadCount\":");
-    out.push_str(&count.to_string());
-    out.push('}');
+    // Writing to a `String` cannot fail.
+    let _ = write!(out, "\"unreadCount\":{count}}}");
     out
 }
 
