@@ -117,13 +117,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::from_env()?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(threads) = settings.worker_threads {
-        runtime.worker_threads(threads);
-    }
-    runtime
-        .build()
+    process::runtime(settings.worker_threads)
         .context("starting the async runtime")?
         .block_on(run(cli, settings))
 }

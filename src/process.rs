@@ -9,6 +9,31 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
 
+/// The async runtime of a process with `threads` runtime threads (`SMOOCH_WORKER_THREADS`;
+/// `None`: one per CPU the process may use).
+///
+/// A process of one thread gets tokio's current-thread scheduler: that thread runs every
+/// task and polls the sockets itself, without the queues and wake-ups the multi-thread
+/// scheduler keeps between its workers and the thread waiting in `block_on`. Split roles
+/// with one thread each spent 5-8 % less CPU per message with it (`docs/performance.md`,
+/// session 21).
+pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let one = match threads {
+        Some(threads) => threads == 1,
+        None => std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() == 1),
+    };
+    let mut builder = if one {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(threads) = threads {
+            builder.worker_threads(threads);
+        }
+        builder
+    };
+    builder.enable_all().build()
+}
+
 /// Resolves on the first SIGINT or SIGTERM.
 async fn signalled() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -109,4 +134,50 @@ pub async fn run_role_until_signal(role: crate::Role, settings: Settings) -> any
         settings.shutdown_grace,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::*;
+
+    /// Runs a spawned task, a blocking task and a timer on `runtime`, and answers its
+    /// flavor and worker count.
+    fn exercise(runtime: tokio::runtime::Runtime) -> (RuntimeFlavor, usize) {
+        let done = runtime.block_on(async {
+            let spawned = tokio::spawn(async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                1
+            });
+            let blocking = tokio::task::spawn_blocking(|| 2);
+            spawned.await.expect("spawned task") + blocking.await.expect("blocking task")
+        });
+        assert_eq!(done, 3);
+        let handle = runtime.handle();
+        (handle.runtime_flavor(), handle.metrics().num_workers())
+    }
+
+    #[test]
+    fn one_thread_runs_the_current_thread_scheduler() {
+        let runtime = runtime(Some(1)).expect("runtime");
+        assert_eq!(exercise(runtime), (RuntimeFlavor::CurrentThread, 1));
+    }
+
+    #[test]
+    fn more_threads_run_the_multi_thread_scheduler_with_that_many_workers() {
+        let runtime = runtime(Some(3)).expect("runtime");
+        assert_eq!(exercise(runtime), (RuntimeFlavor::MultiThread, 3));
+    }
+
+    #[test]
+    fn unset_threads_follow_the_cpus_the_process_may_use() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let flavor = if cpus == 1 {
+            RuntimeFlavor::CurrentThread
+        } else {
+            RuntimeFlavor::MultiThread
+        };
+        assert_eq!(exercise(runtime(None).expect("runtime")), (flavor, cpus));
+    }
 }

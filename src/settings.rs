@@ -120,7 +120,8 @@ pub struct Settings {
     /// Threads of the process's async runtime (`SMOOCH_WORKER_THREADS`; unset: one per CPU
     /// the process may use, as the container's CPU limit or the machine's cores say).
     /// Set it to the CPUs a replica is meant to use when several processes share a node
-    /// and no CPU limit bounds them: each idle thread is woken to look for work.
+    /// and no CPU limit bounds them: each idle thread is woken to look for work. One thread
+    /// runs tokio's current-thread scheduler ([`crate::process::runtime`]).
     #[serde(deserialize_with = "optional_positive_usize")]
     pub worker_threads: Option<usize>,
     /// Log output: `text` or `json` (`SMOOCH_LOG_FORMAT`, default `text`). The level comes

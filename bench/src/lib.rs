@@ -84,7 +84,7 @@ pub enum Scenario {
 }
 
 /// Load harness of the smooch suite.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "bench")]
 pub struct Cli {
     /// What to run.
@@ -254,13 +254,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("== {name} took {:.1} s", started.elapsed().as_secs_f64());
     }
     session.stop(&cli).await?;
-    // The smoke run also checks that the suite works split, two processes of each role:
+    // The smoke run also checks that the suite works split, two processes of each role
+    // with one runtime thread each (the current-thread scheduler, as pods of one CPU run):
     // the webhooks steps again (~10 s with the start and stop).
     if cli.smoke && cli.scenario == Scenario::All && cli.url.is_none() && !cli.split {
         let name = "webhooks-split";
         eprintln!("== {name} (smoke)");
         let started = std::time::Instant::now();
-        let session = Session::start(&cli, &out, Some(2)).await?;
+        let split = Cli {
+            split_worker_threads: Some(1),
+            ..cli.clone()
+        };
+        let session = Session::start(&split, &out, Some(2)).await?;
         match scenarios::run("webhooks", &session.ctx).await {
             Ok(mut report) => {
                 report.scenario = name.to_owned();
