@@ -23,11 +23,8 @@ fn main() -> anyhow::Result<()> {
     let name = std::env::var("SMOOCH_TEST_ROLE")
         .map_err(|_| anyhow!("set SMOOCH_TEST_ROLE to the role to run"))?;
     let role = role(&name)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let settings = smooch::Settings::from_env()?;
+    let settings = smooch::Settings::from_env()?;
+    smooch::process::runtime(settings.worker_threads)?.block_on(async {
         let _telemetry = telemetry::init(role.name(), settings.log_format);
         smooch::process::run_role_until_signal(role, settings).await
     })

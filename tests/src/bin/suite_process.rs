@@ -2,11 +2,8 @@
 //! the real binary, so tests can signal and restart it (`CARGO_BIN_EXE_suite_process`).
 
 fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let settings = smooch::Settings::from_env()?;
+    let settings = smooch::Settings::from_env()?;
+    smooch::process::runtime(settings.worker_threads)?.block_on(async {
         let _telemetry = telemetry::init("all", settings.log_format);
         smooch::process::run_all_until_signal(settings).await
     })

@@ -76,6 +76,9 @@ impl Cluster {
             ("SMOOCH_WEBHOOK_RETRY_BASE_MS", "300".to_owned()),
             ("SMOOCH_WEBHOOK_TIMEOUT_MS", "1000".to_owned()),
             ("SMOOCH_SHUTDOWN_GRACE_MS", "2000".to_owned()),
+            // One runtime thread per role, as pods of one CPU run: the current-thread
+            // scheduler (`smooch::process::runtime`) goes through the kills too.
+            ("SMOOCH_WORKER_THREADS", "1".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
         ]
         .into_iter()
