@@ -69,24 +69,27 @@ pub(super) fn with_unread_count(payload: &str, count: i64) -> String {
     out
 }
 
-/// Writes an event to the outbox; the row, for the relay once committed.
+/// Writes an event to the outbox; the row, for the relay once committed. The event is
+/// serialized once, for the statement and the row.
 pub(super) async fn insert_event(
     db: impl PgExecutor<'_>,
     event: &Event,
 ) -> sqlx::Result<OutboxRow> {
     let trace = telemetry::propagation::current_context_map();
+    let payload = event_json(event)?;
+    // Sent as text and cast by the statement, as the message write does.
     let seq: i64 = sqlx::query_scalar!(
         "INSERT INTO conversations.outbox (event_id, app_id, trigger, payload, trace_context)
-         VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+         VALUES ($1, $2, $3, $4::text::jsonb, $5) RETURNING seq",
         &event.id,
         &event.app_id,
         &event.trigger,
-        Json(event) as _,
+        &payload,
         trace_json(&trace) as _,
     )
     .fetch_one(db)
     .await?;
-    outbox_row(seq, event, &trace)
+    Ok(serialized_row(seq, event, payload, &trace))
 }
 
 /// Writes an event (a postback, say) to the outbox on its own.

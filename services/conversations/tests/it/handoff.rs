@@ -354,22 +354,59 @@ async fn the_events_handed_over_are_the_rows_stored() {
     let triggers: Vec<&str> = handed.iter().map(|e| e.trigger.as_str()).collect();
     assert_eq!(triggers, ["message:appUser", "conversation:start"]);
     for event in &handed {
-        let (event_id, stored): (String, String) =
-            sqlx::query_as("SELECT event_id, payload::text FROM outbox WHERE seq = $1")
-                .bind(event.seq)
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
-        assert_eq!(event.event_id, event_id, "{}", event.trigger);
-        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
-        let given: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
-        assert_eq!(given, stored, "{}", event.trigger);
-        assert_eq!(given["trigger"], event.trigger.as_str());
+        let given = assert_stored(&app, event).await;
         assert_eq!(given["messages"][0]["text"], "hello");
         worker.answer(event.seq, true);
     }
+    // An event written on its own (`conversation:read`), serialized once for the statement
+    // and the handed row.
+    app.client
+        .mark_read(pb::MarkReadRequest {
+            app_id: app.app_id.clone(),
+            app_user_id: "starter".into(),
+            app_user: None,
+        })
+        .await
+        .unwrap();
+    let mut read = None;
+    while read.is_none() {
+        let batch = tokio::time::timeout(Duration::from_secs(10), worker.handed.message())
+            .await
+            .expect("the read event was handed")
+            .unwrap()
+            .expect("the stream is open");
+        for event in batch.events {
+            if event.trigger == "conversation:read" {
+                read = Some(event);
+            } else {
+                worker.answer(event.seq, true);
+            }
+        }
+    }
+    let read = read.expect("the read event");
+    let given = assert_stored(&app, &read).await;
+    assert_eq!(given["read"]["role"], "appUser");
+    worker.answer(read.seq, true);
+    handed.push(read);
     for event in &handed {
         assert!(marked_within(&app, event.seq, Duration::from_secs(5)).await);
     }
     clean_up(&channel, &topology).await;
+}
+
+/// Asserts that the handed `event` is its outbox row (id, trigger and payload); answers
+/// the payload.
+async fn assert_stored(app: &TestApp, event: &pb::HandedEvent) -> serde_json::Value {
+    let (event_id, stored): (String, String) =
+        sqlx::query_as("SELECT event_id, payload::text FROM outbox WHERE seq = $1")
+            .bind(event.seq)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(event.event_id, event_id, "{}", event.trigger);
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let given: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+    assert_eq!(given, stored, "{}", event.trigger);
+    assert_eq!(given["trigger"], event.trigger.as_str());
+    given
 }
