@@ -113,6 +113,31 @@ impl Attached {
         batch.events.into_iter().next().unwrap()
     }
 
+    /// The next `n` events handed on this stream that are `wanted`, in the order handed;
+    /// any other event handed meanwhile (a late probe's, say) is answered handled.
+    async fn take_wanted(
+        &mut self,
+        n: usize,
+        wanted: impl Fn(&pb::HandedEvent) -> bool,
+    ) -> Vec<pb::HandedEvent> {
+        let mut kept = Vec::new();
+        while kept.len() < n {
+            let batch = tokio::time::timeout(Duration::from_secs(10), self.handed.message())
+                .await
+                .expect("the events were handed")
+                .unwrap()
+                .expect("the stream is open");
+            for event in batch.events {
+                if wanted(&event) {
+                    kept.push(event);
+                } else {
+                    self.answer(event.seq, true);
+                }
+            }
+        }
+        kept
+    }
+
     fn answer(&self, seq: i64, handled: bool) {
         self.answers
             .send(pb::TakeRequest {
@@ -335,22 +360,12 @@ async fn the_events_handed_over_are_the_rows_stored() {
         .await
         .unwrap();
     // The starter's two events (a probe's may come late: answered and left out).
-    let mut handed = Vec::new();
-    while handed.len() < 2 {
-        let batch = tokio::time::timeout(Duration::from_secs(10), worker.handed.message())
-            .await
-            .expect("the events were handed")
-            .unwrap()
-            .expect("the stream is open");
-        for event in batch.events {
+    let mut handed = worker
+        .take_wanted(2, |event| {
             let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
-            if payload["messages"][0]["text"] == "hello" {
-                handed.push(event);
-            } else {
-                worker.answer(event.seq, true);
-            }
-        }
-    }
+            payload["messages"][0]["text"] == "hello"
+        })
+        .await;
     let triggers: Vec<&str> = handed.iter().map(|e| e.trigger.as_str()).collect();
     assert_eq!(triggers, ["message:appUser", "conversation:start"]);
     for event in &handed {
@@ -368,22 +383,10 @@ async fn the_events_handed_over_are_the_rows_stored() {
         })
         .await
         .unwrap();
-    let mut read = None;
-    while read.is_none() {
-        let batch = tokio::time::timeout(Duration::from_secs(10), worker.handed.message())
-            .await
-            .expect("the read event was handed")
-            .unwrap()
-            .expect("the stream is open");
-        for event in batch.events {
-            if event.trigger == "conversation:read" {
-                read = Some(event);
-            } else {
-                worker.answer(event.seq, true);
-            }
-        }
-    }
-    let read = read.expect("the read event");
+    let read = worker
+        .take_wanted(1, |event| event.trigger == "conversation:read")
+        .await
+        .remove(0);
     let given = assert_stored(&app, &read).await;
     assert_eq!(given["read"]["role"], "appUser");
     worker.answer(read.seq, true);
