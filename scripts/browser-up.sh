@@ -7,23 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../tests/browser"
 command -v node >/dev/null || { echo "node (>= 18) is required for the real-time tests" >&2; exit 1; }
 
-if ! command -v chromium >/dev/null; then
-  if [ "$(id -u)" -eq 0 ]; then
-    sudo=()
-  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    sudo=(sudo -n)
-  else
-    echo "chromium is missing and cannot be installed here (neither root nor passwordless sudo):" \
-      "install Debian's chromium (apt-get install chromium) for the Web Messenger test" >&2
-    exit 1
-  fi
-  echo "installing chromium with apt" >&2
-  if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >&2; then
-    echo "installing chromium with apt failed: the Web Messenger test needs it" >&2
-    exit 1
-  fi
-fi
+command -v chromium >/dev/null || ../../scripts/apt-install.sh "the Web Messenger test" chromium
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

@@ -16,24 +16,8 @@ if [ ! -f node_modules/.package-lock.json ] || [ ! -d node_modules/smooch-core-3
 fi
 
 # Debian's python3 ships without venv and ensurepip; they come with python3-venv.
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  if [ "$(id -u)" -eq 0 ]; then
-    sudo=()
-  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    sudo=(sudo -n)
-  else
-    echo "python3-venv is missing and cannot be installed here (neither root nor passwordless" \
-      "sudo): install it (apt-get install python3-venv) for the python-smooch test" >&2
-    exit 1
-  fi
-  echo "installing python3-venv with apt" >&2
-  if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv ||
-    { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }; } >&2; then
-    echo "installing python3-venv with apt failed: the python-smooch test needs it" >&2
-    exit 1
-  fi
-fi
+python3 -c 'import venv, ensurepip' 2>/dev/null ||
+  ../../scripts/apt-install.sh "the python-smooch test" python3-venv
 
 # .venv/.installed marks a complete install: an interrupted one is started over.
 if [ ! -f .venv/.installed ] || [ requirements.txt -nt .venv/.installed ]; then
