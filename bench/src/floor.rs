@@ -301,6 +301,11 @@ impl HttpFloor {
         }
     }
 
+    /// The echo server's pid, while it runs.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.id()
+    }
+
     /// Stops the echo server.
     pub async fn teardown(mut self) -> anyhow::Result<()> {
         self.server.kill().await.context("stopping the echo server")

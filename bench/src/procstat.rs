@@ -183,6 +183,23 @@ impl Watched {
     }
 }
 
+/// The CPU time `pid`'s live threads have run so far, in nanoseconds
+/// (`/proc/<pid>/task/*/schedstat`): exact where `utime` and `stime` count 10 ms ticks, but
+/// a thread that ended takes its time with it, so compare two readings with
+/// `saturating_sub`, over a window where the process keeps its threads.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.filter_map(Result::ok) {
+        // A thread that ended since the listing counts nothing.
+        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 /// The suite's resident set in MiB, summed over its processes: (sum of each process's peak,
 /// sum of current). With several processes the first is an upper bound of the suite's
 /// peak (each process peaks at its own moment).
@@ -211,6 +228,23 @@ mod tests {
     /// CPU ticks of `pid` so far.
     fn ticks(pid: u32) -> u64 {
         stat(pid).expect("a live process").1
+    }
+
+    #[test]
+    fn cpu_time_is_counted_in_nanoseconds() {
+        let before = cpu_ns(std::process::id()).expect("this process's schedstat");
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let spent = cpu_ns(std::process::id()).expect("this process's schedstat") - before;
+        // 50 ms of spinning, less what the machine took from this thread meanwhile.
+        assert!(
+            (25_000_000..1_000_000_000).contains(&spent),
+            "{spent} ns in 50 ms of spinning"
+        );
+        assert_eq!(cpu_ns(u32::MAX), None, "no such process");
     }
 
     #[test]

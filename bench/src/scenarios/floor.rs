@@ -15,6 +15,7 @@ use serde_json::{json, Map};
 use crate::context::Ctx;
 use crate::floor::{AmqpFloor, HttpFloor, PgFloor, RedisFloor};
 use crate::load::{self, Latency, Outcome};
+use crate::procstat;
 use crate::report::{Report, Row};
 
 /// The figures other scenarios compare themselves to.
@@ -233,24 +234,58 @@ async fn paced_hops(
 }
 
 /// For `split-compare`: the bare HTTP round trip to another process paced at each of
-/// `rates`, as a markdown table. Split roles add two such hops to every message.
-pub(crate) async fn hop_table(rates: &[f64], smoke: bool) -> anyhow::Result<String> {
+/// `rates`, as a markdown table, with the CPU time of each round trip at either end. Split
+/// roles add two such hops to every message (the gateway's call to the conversations role,
+/// and the hand-off to the webhook worker with its answer).
+/// Also returns the server's CPU per round trip at each rate, in µs.
+pub(crate) async fn hop_table(
+    rates: &[f64],
+    smoke: bool,
+) -> anyhow::Result<(String, Vec<Option<f64>>)> {
     use std::fmt::Write as _;
     let http = HttpFloor::setup().await?;
     let (warmup, duration) = durations(smoke);
     let mut table = String::from(
-        "The floor of one hop: a bare HTTP `GET` to another process (`bench echo-server`), paced at each rate, before the rounds\n\n\
-         | paced at | p50 ms | p99 ms | p99.9 ms | failed |\n|---|---|---|---|---|\n",
+        "The floor of one hop: a bare HTTP `GET` to another process (`bench echo-server`, on \
+         tokio's current-thread scheduler as a split role of one runtime thread), paced at each rate, before the \
+         rounds. CPU per round trip, in µs, from `/proc/<pid>/task/*/schedstat`: the server's, \
+         and the harness's as the client (with its timer); split roles put two such hops on \
+         every message\n\n\
+         | paced at | p50 ms | p99 ms | p99.9 ms | failed | CPU µs: server | client | both |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
+    let me = std::process::id();
+    let mut server_cpu = Vec::new();
     for &rate in rates {
-        let (_, failed, histogram) = paced_hops(&http, rate, warmup, duration).await;
+        let server = http.server_pid();
+        let cpu_before = (server.and_then(procstat::cpu_ns), procstat::cpu_ns(me));
+        let (ok, failed, histogram) = paced_hops(&http, rate, warmup, duration).await;
+        let cpu_after = (server.and_then(procstat::cpu_ns), procstat::cpu_ns(me));
+        // The warm-up's round trips count too: the CPU was read around all of them.
+        let sent = ok + failed + (warmup.as_secs_f64() * rate).round() as u64;
+        let per_hop = |before: Option<u64>, after: Option<u64>| match (before, after) {
+            (Some(b), Some(a)) if sent > 0 => Some(a.saturating_sub(b) as f64 / sent as f64 / 1e3),
+            _ => None,
+        };
+        let (server_us, client_us) = (
+            per_hop(cpu_before.0, cpu_after.0),
+            per_hop(cpu_before.1, cpu_after.1),
+        );
+        let show = |us: Option<f64>| us.map_or("–".to_owned(), |us| format!("{us:.0}"));
+        let both = server_us.zip(client_us).map(|(s, c)| s + c);
+        server_cpu.push(server_us);
         let latency = Latency::of(&histogram);
         let _ = writeln!(
             table,
-            "| {rate}/s | {:.2} | {:.2} | {:.2} | {failed} |",
-            latency.p50, latency.p99, latency.p999
+            "| {rate}/s | {:.2} | {:.2} | {:.2} | {failed} | {} | {} | {} |",
+            latency.p50,
+            latency.p99,
+            latency.p999,
+            show(server_us),
+            show(client_us),
+            show(both)
         );
     }
     http.teardown().await?;
-    Ok(table)
+    Ok((table, server_cpu))
 }

@@ -72,7 +72,14 @@ impl Side<'_> {
 /// all CPU/msg | split CPU/msg | Δ` of the medians over the rounds, with each round's
 /// deltas beside them, and split's worst delta as headline figures beside the issue's goal.
 /// No speed is asserted; a side whose ledger did not balance fails the report.
-pub(crate) fn compare(all: Vec<Report>, split: Vec<Report>) -> anyhow::Result<Report> {
+/// `wake_floor_ms` holds, by step (in the order of the steps), the floor of what split adds
+/// to a message: four process wake-ups (each hop wakes the callee for the request and the
+/// caller for the answer), from the paced echo's server CPU at that step's rate.
+pub(crate) fn compare(
+    all: Vec<Report>,
+    split: Vec<Report>,
+    wake_floor_ms: &[Option<f64>],
+) -> anyhow::Result<Report> {
     let (Some(first_all), Some(first_split)) = (all.first(), split.first()) else {
         anyhow::bail!("split-compare needs at least one run of each side");
     };
@@ -96,11 +103,11 @@ pub(crate) fn compare(all: Vec<Report>, split: Vec<Report>) -> anyhow::Result<Re
     };
     let mut table = format!(
         "Webhooks, fan-out 1: `{all_mode}` vs `{split_mode}` (CPU: ms per delivered message, suite + Postgres + RabbitMQ + Redis{of_rounds})\n\n\
-         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | all deliveries/s | split deliveries/s | p99 Δ by round | CPU Δ by round |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n"
+         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | split − all, ms/msg | floor of 4 wake-ups, ms | all deliveries/s | split deliveries/s | p99 Δ by round | CPU Δ by round |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let (mut worst_p99, mut worst_cpu): (Option<f64>, Option<f64>) = (None, None);
-    for a in &first_all.rows {
+    for (step, a) in first_all.rows.iter().enumerate() {
         let (on_all, on_split) = (Side::of(&all, &a.label), Side::of(&split, &a.label));
         let p99 = |side: &Side<'_>| side.median(|r| r.latency.p99);
         let cpu = |side: &Side<'_>| side.median(suite_cpu_ms);
@@ -128,7 +135,7 @@ pub(crate) fn compare(all: Vec<Report>, split: Vec<Report>) -> anyhow::Result<Re
         };
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.offered,
             cell(p99(&on_all), 1),
             cell(p99(&on_split), 1),
@@ -136,6 +143,8 @@ pub(crate) fn compare(all: Vec<Report>, split: Vec<Report>) -> anyhow::Result<Re
             cell(cpu(&on_all), 2),
             cell(cpu(&on_split), 2),
             percent(cpu_delta),
+            cell(both(&cpu).map(|(a, s)| s - a), 2),
+            cell(wake_floor_ms.get(step).copied().flatten(), 2),
             cell(on_all.median(|r| r.achieved_per_s), 0),
             cell(on_split.median(|r| r.achieved_per_s), 0),
             by_round(|r| r.latency.p99),
@@ -191,7 +200,7 @@ pub(crate) fn compare(all: Vec<Report>, split: Vec<Report>) -> anyhow::Result<Re
             .extend(side.failures.into_iter().map(|f| format!("{name}: {f}")));
     }
     report.notes.push(format!(
-        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2){}. {split_mode}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all: positive when split is slower or costlier; the headline gives the largest.",
+        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2){}. {split_mode}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all: positive when split is slower or costlier; the headline gives the largest. The floor of 4 wake-ups is four times the CPU the floor's echo server (one runtime thread) spent per round trip at that rate: each of split's two hops (the gateway's call to the conversations role; the hand-off to the webhook worker and its answer) wakes the callee for the request and the caller for the answer, where `smooch all` makes direct calls in one process.",
         if rounds > 1 {
             format!("; the sides take turns, {rounds} rounds, and the table compares each side's median at each rate")
         } else {
@@ -285,7 +294,7 @@ mod tests {
             )],
             vec!["lost 1".to_owned()],
         );
-        let compared = compare(vec![all], vec![split]).expect("one run of each side");
+        let compared = compare(vec![all], vec![split], &[]).expect("one run of each side");
         assert_eq!(compared.scenario, "split-compare");
         assert_eq!(compared.suite_mode, "smooch all vs split ×2");
         // p99 20 → 25 ms is +25%; CPU (suite + servers, not the harness nor the per-role
@@ -317,7 +326,7 @@ mod tests {
     fn a_rate_only_one_side_reached_has_no_delta() {
         let all = report("smooch all", vec![row(20.0, Vec::new())], Vec::new());
         let split = report("split ×1", Vec::new(), Vec::new());
-        let compared = compare(vec![all], vec![split]).expect("one run of each side");
+        let compared = compare(vec![all], vec![split], &[]).expect("one run of each side");
         assert!(compared.tables[0].contains("| 10 deliveries/s | 20.0 | – | – |"));
         assert!(compared.headline.is_empty());
     }
@@ -333,10 +342,11 @@ mod tests {
         // all: p99 median 10, CPU median 2; split: p99 median 8 (better), CPU median 2.5.
         let all = side("smooch all", [10.0, 30.0, 9.0], [2.0, 1.0, 4.0]);
         let split = side("split ×1", [8.0, 7.0, 40.0], [2.5, 3.0, 2.0]);
-        let compared = compare(all, split).expect("three runs of each side");
+        // The floor of split's wake-ups at the one step: 0.2 ms.
+        let compared = compare(all, split, &[Some(0.2)]).expect("three runs of each side");
         assert!(
             compared.tables[0].contains(
-                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% |"
+                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.20 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% |"
             ),
             "{}",
             compared.tables[0]
@@ -364,6 +374,6 @@ mod tests {
     #[test]
     fn no_run_of_a_side_is_an_error() {
         let all = report("smooch all", vec![row(20.0, Vec::new())], Vec::new());
-        assert!(compare(vec![all], Vec::new()).is_err());
+        assert!(compare(vec![all], Vec::new(), &[]).is_err());
     }
 }
