@@ -361,7 +361,7 @@ async fn split_compare(cli: &Cli, out: &std::path::Path) -> anyhow::Result<()> {
     // The machine's cost of one hop between processes at the ladder's rates, measured while
     // no suite runs.
     let rates = scenarios::fan_out_one_rates(cli.smoke, cli.rates.as_deref());
-    let (hops, hop_server_us) = scenarios::hop_table(&rates, cli.smoke).await?;
+    let (hops, echo_server_us) = scenarios::hop_table(&rates, cli.smoke).await?;
     let (mut all, mut split) = (Vec::new(), Vec::new());
     for round in 1..=cli.rounds {
         for replicas in [None, Some(cli.replicas)] {
@@ -380,13 +380,7 @@ async fn split_compare(cli: &Cli, out: &std::path::Path) -> anyhow::Result<()> {
             }
         }
     }
-    // Each of split's two hops wakes two processes: four wake-ups, each at least what
-    // waking the echo server for one round trip cost at that rate.
-    let wake_floor_ms: Vec<Option<f64>> = hop_server_us
-        .iter()
-        .map(|us| us.map(|us| 4.0 * us / 1000.0))
-        .collect();
-    let mut report = scenarios::split_compare::compare(all, split, &wake_floor_ms)?;
+    let mut report = scenarios::split_compare::compare(all, split, &echo_server_us)?;
     report.tables.push(hops);
     report.write(out)?;
     eprintln!("{}", report.markdown());

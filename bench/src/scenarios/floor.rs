@@ -113,7 +113,12 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     // wakes them, as the hops of split roles do at a few hundred messages a second.
     let paced_rate = if ctx.smoke() { 50.0 } else { 500.0 };
     let cpu = ctx.cpu();
-    let (ok, failed, histogram) = paced_hops(&http, paced_rate, warmup, duration).await;
+    let Paced {
+        ok,
+        failed,
+        histogram,
+        ..
+    } = paced_hops(&http, paced_rate, warmup, duration).await;
     let after = ctx.watched.snapshot();
     let seconds = cpu.1.elapsed().as_secs_f64();
     let latency = Latency::of(&histogram);
@@ -196,15 +201,19 @@ fn durations(smoke: bool) -> (Duration, Duration) {
     }
 }
 
+/// What [`paced_hops`] did: the outcomes and latencies of the recorded GETs, and how many it
+/// sent in all, the warm-up's included.
+struct Paced {
+    ok: u64,
+    failed: u64,
+    sent: u64,
+    histogram: hdrhistogram::Histogram<u64>,
+}
+
 /// GETs to the echo server at `rate`, one at a time, for `warmup` and then `duration`,
 /// which is recorded. The latency is from each GET's actual start, not its scheduled one
 /// (the runtime's timer wakes up to a millisecond late, which is not the hop's).
-async fn paced_hops(
-    http: &HttpFloor,
-    rate: f64,
-    warmup: Duration,
-    duration: Duration,
-) -> (u64, u64, hdrhistogram::Histogram<u64>) {
+async fn paced_hops(http: &HttpFloor, rate: f64, warmup: Duration, duration: Duration) -> Paced {
     let step = load::Step {
         rate,
         duration: warmup + duration,
@@ -230,7 +239,12 @@ async fn paced_hops(
             Outcome::Failed => failed += 1,
         }
     }
-    (ok, failed, histogram)
+    Paced {
+        ok,
+        failed,
+        sent: step.count(),
+        histogram,
+    }
 }
 
 /// For `split-compare`: the bare HTTP round trip to another process paced at each of
@@ -259,10 +273,10 @@ pub(crate) async fn hop_table(
     for &rate in rates {
         let server = http.server_pid();
         let cpu_before = (server.and_then(procstat::cpu_ns), procstat::cpu_ns(me));
-        let (ok, failed, histogram) = paced_hops(&http, rate, warmup, duration).await;
+        let paced = paced_hops(&http, rate, warmup, duration).await;
         let cpu_after = (server.and_then(procstat::cpu_ns), procstat::cpu_ns(me));
         // The warm-up's round trips count too: the CPU was read around all of them.
-        let sent = ok + failed + (warmup.as_secs_f64() * rate).round() as u64;
+        let sent = paced.sent;
         let per_hop = |before: Option<u64>, after: Option<u64>| match (before, after) {
             (Some(b), Some(a)) if sent > 0 => Some(a.saturating_sub(b) as f64 / sent as f64 / 1e3),
             _ => None,
@@ -274,7 +288,7 @@ pub(crate) async fn hop_table(
         let show = |us: Option<f64>| us.map_or("–".to_owned(), |us| format!("{us:.0}"));
         let both = server_us.zip(client_us).map(|(s, c)| s + c);
         server_cpu.push(server_us);
-        let latency = Latency::of(&histogram);
+        let (failed, latency) = (paced.failed, Latency::of(&paced.histogram));
         let _ = writeln!(
             table,
             "| {rate}/s | {:.2} | {:.2} | {:.2} | {failed} | {} | {} | {} |",

@@ -18,6 +18,12 @@ fn suite_cpu_ms(row: &Row) -> f64 {
         .sum()
 }
 
+/// The process wake-ups split adds to a message: each of its two hops (the gateway's call
+/// to the conversations role; the hand-off to the webhook worker and its answer) wakes the
+/// callee for the request and the caller for the answer, where `smooch all` calls within
+/// one process.
+const WAKE_UPS: f64 = 4.0;
+
 /// `split` relative to `all`, in percent.
 fn delta(all: f64, split: f64) -> Option<f64> {
     (all > 0.0).then(|| (split - all) / all * 100.0)
@@ -72,13 +78,13 @@ impl Side<'_> {
 /// all CPU/msg | split CPU/msg | Δ` of the medians over the rounds, with each round's
 /// deltas beside them, and split's worst delta as headline figures beside the goal.
 /// No speed is asserted; a side whose ledger did not balance fails the report.
-/// `wake_floor_ms` holds, by step (in the order of the steps), the floor of what split adds
-/// to a message: four process wake-ups (each hop wakes the callee for the request and the
-/// caller for the answer), from the paced echo's server CPU at that step's rate.
+/// `echo_server_us` holds, by step (in the order of the steps), the CPU the floor's echo
+/// server spent per round trip at that step's rate, in µs: one process woken for a request.
+/// Beside split's extra CPU per message the table prints [`WAKE_UPS`] of them, its floor.
 pub(crate) fn compare(
     all: Vec<Report>,
     split: Vec<Report>,
-    wake_floor_ms: &[Option<f64>],
+    echo_server_us: &[Option<f64>],
 ) -> anyhow::Result<Report> {
     let (Some(first_all), Some(first_split)) = (all.first(), split.first()) else {
         anyhow::bail!("split-compare needs at least one run of each side");
@@ -144,7 +150,14 @@ pub(crate) fn compare(
             cell(cpu(&on_split), 2),
             percent(cpu_delta),
             cell(both(&cpu).map(|(a, s)| s - a), 2),
-            cell(wake_floor_ms.get(step).copied().flatten(), 2),
+            cell(
+                echo_server_us
+                    .get(step)
+                    .copied()
+                    .flatten()
+                    .map(|us| WAKE_UPS * us / 1000.0),
+                2
+            ),
             cell(on_all.median(|r| r.achieved_per_s), 0),
             cell(on_split.median(|r| r.achieved_per_s), 0),
             by_round(|r| r.latency.p99),
@@ -342,8 +355,8 @@ mod tests {
         // all: p99 median 10, CPU median 2; split: p99 median 8 (better), CPU median 2.5.
         let all = side("smooch all", [10.0, 30.0, 9.0], [2.0, 1.0, 4.0]);
         let split = side("split ×1", [8.0, 7.0, 40.0], [2.5, 3.0, 2.0]);
-        // The floor of split's wake-ups at the one step: 0.2 ms.
-        let compared = compare(all, split, &[Some(0.2)]).expect("three runs of each side");
+        // The echo server's 50 µs per round trip: split's four wake-ups, 0.2 ms.
+        let compared = compare(all, split, &[Some(50.0)]).expect("three runs of each side");
         assert!(
             compared.tables[0].contains(
                 "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.20 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% |"

@@ -104,16 +104,7 @@ async fn reading_resets_the_unread_count_and_emits_conversation_read() {
         conversation.app_maker_last_read_ms,
         two.message.unwrap().received_ms
     );
-    let read = app
-        .client
-        .mark_read(pb::MarkReadRequest {
-            app_id: app.app_id.clone(),
-            app_user_id: "user1".into(),
-            app_user: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let read = app.mark_read("user1").await.unwrap();
     assert_eq!(read.unread_count, 0);
     assert!(read.app_user_last_read_ms > 0);
     let event = payload_of(&app, "conversation:read").await;
@@ -122,15 +113,7 @@ async fn reading_resets_the_unread_count_and_emits_conversation_read() {
         event["read"]["lastRead"].as_f64().unwrap(),
         domain::time::received(read.app_user_last_read_ms)
     );
-    let err = app
-        .client
-        .mark_read(pb::MarkReadRequest {
-            app_id: app.app_id.clone(),
-            app_user_id: "nobody".into(),
-            app_user: None,
-        })
-        .await
-        .unwrap_err();
+    let err = app.mark_read("nobody").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
 

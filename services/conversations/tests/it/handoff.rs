@@ -375,14 +375,7 @@ async fn the_events_handed_over_are_the_rows_stored() {
     }
     // An event written on its own (`conversation:read`), serialized once for the statement
     // and the handed row.
-    app.client
-        .mark_read(pb::MarkReadRequest {
-            app_id: app.app_id.clone(),
-            app_user_id: "starter".into(),
-            app_user: None,
-        })
-        .await
-        .unwrap();
+    app.mark_read("starter").await.unwrap();
     let read = worker
         .take_wanted(1, |event| event.trigger == "conversation:read")
         .await

@@ -110,6 +110,22 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// Marks the conversation of app user `user` read by that user.
+    pub(crate) async fn mark_read(
+        &mut self,
+        user: &str,
+    ) -> Result<pb::Conversation, tonic::Status> {
+        let request = pb::MarkReadRequest {
+            app_id: self.app_id.clone(),
+            app_user_id: user.to_owned(),
+            app_user: None,
+        };
+        self.client
+            .mark_read(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Gets the conversation of app user `user`.
     pub(crate) async fn get(&mut self, user: &str) -> Result<pb::Conversation, tonic::Status> {
         let request = pb::GetConversationRequest {
