@@ -11,6 +11,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures::FutureExt as _;
 use tokio_util::task::TaskTracker;
 
+mod batch_log;
+
+pub use batch_log::BatchLog;
+
 /// Re-exported: the token a [`Tasks`] stops on.
 pub use tokio_util::sync::CancellationToken;
 

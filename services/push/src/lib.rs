@@ -11,7 +11,6 @@ mod error;
 mod fcm;
 mod notification;
 mod outcome;
-mod recorder;
 mod worker;
 
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use proto::local::LocalService;
+use proto::v1 as pb;
 use proto::v1::users_handle::{LocalUsers, UsersHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -203,7 +203,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("push worker Redis settings")?
         // Readers only compare marks with the clock: the TTL is the writers'.
         .map(|redis| auth::Presence::new(redis, Duration::ZERO));
-    let recorder = recorder::Recorder::start(users.clone(), &tasks);
+    // Attempts are logged to the users service, off the send path, in batches.
+    let recorder = tasks::BatchLog::start(&tasks, "push delivery log writer", {
+        let users = users.clone();
+        move |attempts| {
+            let mut users = users.clone();
+            async move {
+                users
+                    .record_push_attempts(pb::RecordPushAttemptsRequest { attempts })
+                    .await
+                    .map(drop)
+            }
+        }
+    });
     let worker = Arc::new(worker::Worker {
         topology: topology.clone(),
         publisher: publisher.clone(),

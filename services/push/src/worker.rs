@@ -23,7 +23,6 @@ use crate::credentials::Credentials;
 use crate::fcm::FcmClient;
 use crate::notification::{self, Notification, Provider, Target};
 use crate::outcome::Outcome;
-use crate::recorder::Recorder;
 use crate::Result;
 
 /// How long a step that cannot make progress (users service or broker down) waits before
@@ -51,7 +50,7 @@ pub(crate) struct Worker {
     pub(crate) fcm: FcmClient,
     pub(crate) retry_ttls: Vec<Duration>,
     /// The push delivery log.
-    pub(crate) recorder: Recorder,
+    pub(crate) recorder: tasks::BatchLog<pb::PushAttempt>,
     /// Who watches their conversation live (no push for them); `None` without Redis.
     pub(crate) presence: Option<auth::Presence>,
 }

@@ -15,7 +15,6 @@ mod error;
 mod intake;
 pub mod job;
 mod limiter;
-mod recorder;
 mod retries;
 mod sender;
 pub mod signature;
@@ -27,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use proto::local::LocalService;
+use proto::v1 as pb;
 use proto::v1::webhooks_handle::{LocalWebhooks, WebhooksHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -252,7 +252,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .clone()
             .map(|service| (service, WEBHOOKS_TIMEOUT)),
     );
-    let recorder = recorder::Recorder::start(client.clone(), &tasks);
+    // Attempts are logged to the webhooks service, off the delivery path, in batches.
+    let recorder = tasks::BatchLog::start(&tasks, "delivery log writer", {
+        let client = client.clone();
+        move |attempts| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .record_attempts(pb::RecordAttemptsRequest { attempts })
+                    .await
+                    .map(drop)
+            }
+        }
+    });
     let publisher = Arc::new(bus::Publisher::new(
         config.amqp_url.clone(),
         "webhook-worker publisher",

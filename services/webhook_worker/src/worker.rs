@@ -20,7 +20,6 @@ use crate::breaker::{self, Admission, Breakers, Pass};
 use crate::directory::{Directory, Subscription};
 use crate::job::{self, Job};
 use crate::limiter::TargetLimiter;
-use crate::recorder::Recorder;
 use crate::sender::{self, Outcome, Sender};
 use crate::Result;
 
@@ -55,7 +54,7 @@ pub(crate) struct Worker {
     pub(crate) sender: Sender,
     pub(crate) limiter: TargetLimiter,
     pub(crate) breakers: Breakers,
-    pub(crate) recorder: Recorder,
+    pub(crate) recorder: tasks::BatchLog<pb::DeliveryAttempt>,
     pub(crate) retry_ttls: Vec<Duration>,
     /// How long an open circuit may hold a job back before each hold counts as a failed
     /// attempt ([`crate::Config::hold_limit`]).
