@@ -96,7 +96,9 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             vec![20.0]
         } else {
             vec![
-                100.0, 250.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0, 4000.0, 5000.0,
+                // A step past the goal (5,000 req/s for 10 messages), so that the figure
+                // is what the suite holds, not where the ladder ends.
+                100.0, 250.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0, 4000.0, 5000.0, 6000.0,
             ]
         }
     });
