@@ -27,6 +27,9 @@ use crate::worker::LocalFanOut;
 /// (their rows then wait for the replica's sweep).
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// How long an answer to the replica waits for others to go out with it.
+const ANSWER_HOLD: Duration = Duration::from_millis(20);
+
 /// The longest wait before attaching again after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -179,27 +182,7 @@ async fn attach(
     shutdown: &CancellationToken,
 ) -> Result<u64, tonic::Status> {
     let (answers, outgoing) = mpsc::unbounded_channel::<pb::HandoffOutcome>();
-    let first = pb::TakeRequest {
-        credit: u32::from(credit),
-        outcomes: Vec::new(),
-    };
-    // Answers go out in batches: whatever finished while the last batch was being sent.
-    let requests = futures::stream::once(async move { first }).chain(futures::stream::unfold(
-        outgoing,
-        |mut outgoing| async move {
-            let mut outcomes = Vec::new();
-            if outgoing.recv_many(&mut outcomes, 256).await == 0 {
-                return None;
-            }
-            Some((
-                pb::TakeRequest {
-                    credit: 0,
-                    outcomes,
-                },
-                outgoing,
-            ))
-        },
-    ));
+    let requests = requests(credit, outgoing, ANSWER_HOLD);
     let mut events = client.take(requests).await?.into_inner();
     tracing::info!("attached to a conversations replica for events");
     let mut in_hand = FuturesUnordered::new();
@@ -253,6 +236,43 @@ async fn attach(
     ended.map(|()| handled)
 }
 
+/// The stream's requests: the credit, then the answers in batches. A batch holds the
+/// answers that come within `hold` of its first, up to half the credit: each message wakes
+/// the replica, and a held answer only delays the mark of a row the replica's sweep leaves
+/// alone for seconds, and the credit it gives back. The stream ends, after a last batch,
+/// once every sender of `outgoing` is gone.
+fn requests(
+    credit: u16,
+    outgoing: mpsc::UnboundedReceiver<pb::HandoffOutcome>,
+    hold: Duration,
+) -> impl futures::Stream<Item = pb::TakeRequest> {
+    let first = pb::TakeRequest {
+        credit: u32::from(credit),
+        outcomes: Vec::new(),
+    };
+    let hold_up_to = usize::from(credit / 2).max(1);
+    let answers = futures::stream::unfold(outgoing, move |mut outgoing| async move {
+        let mut outcomes = Vec::new();
+        if outgoing.recv_many(&mut outcomes, 256).await == 0 {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + hold;
+        while outcomes.len() < hold_up_to {
+            let more = outgoing.recv_many(&mut outcomes, 256);
+            match tokio::time::timeout_at(deadline, more).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let batch = pb::TakeRequest {
+            credit: 0,
+            outcomes,
+        };
+        Some((batch, outgoing))
+    });
+    futures::stream::once(async move { first }).chain(answers)
+}
+
 /// The outbox row a handed event came from.
 fn row(event: pb::HandedEvent) -> bus::OutboxRow {
     bus::OutboxRow {
@@ -270,6 +290,56 @@ fn row(event: pb::HandedEvent) -> bus::OutboxRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answered(request: &pb::TakeRequest) -> Vec<i64> {
+        request.outcomes.iter().map(|o| o.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn answers_go_out_together_within_the_hold_and_the_last_when_the_stream_ends() {
+        let (answers, outgoing) = mpsc::unbounded_channel();
+        let answer = |seq| answers.send(pb::HandoffOutcome { seq, handled: true });
+        let mut requests = std::pin::pin!(requests(64, outgoing, Duration::from_millis(200)));
+        let first = requests.next().await.unwrap();
+        assert_eq!((first.credit, answered(&first)), (64, vec![]));
+        answer(1).unwrap();
+        let (batch, ()) = tokio::join!(requests.next(), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer(2).unwrap();
+            answer(3).unwrap();
+        });
+        let batch = batch.unwrap();
+        assert_eq!((batch.credit, answered(&batch)), (0, vec![1, 2, 3]));
+        // The stream ends once its senders are gone, after what they sent.
+        answer(4).unwrap();
+        drop(answers);
+        assert_eq!(answered(&requests.next().await.unwrap()), vec![4]);
+        assert!(requests.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn half_the_credit_in_answers_goes_out_without_waiting_for_the_hold() {
+        let (answers, outgoing) = mpsc::unbounded_channel();
+        let mut requests = std::pin::pin!(requests(4, outgoing, Duration::from_secs(60)));
+        requests.next().await.unwrap();
+        for seq in 1..=3 {
+            answers
+                .send(pb::HandoffOutcome {
+                    seq,
+                    handled: seq != 2,
+                })
+                .unwrap();
+        }
+        let batch = tokio::time::timeout(Duration::from_secs(5), requests.next())
+            .await
+            .expect("two answers, half the credit of 4, went out before the hold ended")
+            .unwrap();
+        assert_eq!(answered(&batch), vec![1, 2, 3]);
+        assert_eq!(
+            batch.outcomes.iter().map(|o| o.handled).collect::<Vec<_>>(),
+            vec![true, false, true]
+        );
+    }
 
     #[test]
     fn an_address_is_a_name_or_an_ip_with_a_port_and_a_bad_one_names_its_variable() {
