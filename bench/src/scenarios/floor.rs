@@ -250,7 +250,7 @@ async fn paced_hops(http: &HttpFloor, rate: f64, warmup: Duration, duration: Dur
 /// For `split-compare`: the bare HTTP round trip to another process paced at each of
 /// `rates`, as a markdown table, with the CPU time of each round trip at either end. Split
 /// roles add two such hops to every message (the gateway's call to the conversations role,
-/// and the hand-off to the webhook worker with its answer).
+/// and the hand-off to the webhook worker, whose answers go back in batches).
 /// Also returns the server's CPU per round trip at each rate, in µs.
 pub(crate) async fn hop_table(
     rates: &[f64],

@@ -299,7 +299,7 @@ mod tests {
     async fn answers_go_out_together_within_the_hold_and_the_last_when_the_stream_ends() {
         let (answers, outgoing) = mpsc::unbounded_channel();
         let answer = |seq| answers.send(pb::HandoffOutcome { seq, handled: true });
-        let mut requests = std::pin::pin!(requests(64, outgoing, Duration::from_millis(200)));
+        let mut requests = std::pin::pin!(requests(64, outgoing, Duration::from_millis(500)));
         let first = requests.next().await.unwrap();
         assert_eq!((first.credit, answered(&first)), (64, vec![]));
         answer(1).unwrap();
