@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "media",
         "webhooks",
         "handoff",
+        "postlane",
     ]
     .map(|name| root.join(format!("smooch/v1/{name}.proto")));
     for file in &files {

@@ -100,7 +100,17 @@ pub async fn call<R>(
     timeout: Duration,
     call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
 ) -> Result<tonic::Response<R>, tonic::Status> {
-    let span = server_span(method);
+    call_in(server_span(method), method, timeout, call).await
+}
+
+/// [`call`] inside `span`, made by [`server_span`] and given a parent by the caller (a
+/// call carried with its trace context, as the post lane carries posts).
+pub async fn call_in<R>(
+    span: tracing::Span,
+    method: &'static str,
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+) -> Result<tonic::Response<R>, tonic::Status> {
     let started = Instant::now();
     let result = match tokio::time::timeout(timeout, call)
         .instrument(span.clone())

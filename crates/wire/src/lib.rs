@@ -6,4 +6,4 @@ pub mod event;
 pub mod model;
 pub mod status;
 
-pub use status::{status, FromStatus, ToStatus};
+pub use status::{from_post_failure, status, to_post_failure, FromStatus, ToStatus};

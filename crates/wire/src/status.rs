@@ -98,9 +98,48 @@ impl FromStatus for Error {
     }
 }
 
+/// A failed call as the post lane carries it: the status's code, message and machine code.
+pub fn to_post_failure(status: &tonic::Status) -> proto::v1::PostFailure {
+    proto::v1::PostFailure {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        error_code: status
+            .metadata()
+            .get(CODE_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+/// The status a post lane's failure stands for, as the unary call would have answered it.
+pub fn from_post_failure(failure: proto::v1::PostFailure) -> tonic::Status {
+    let mut status = tonic::Status::new(tonic::Code::from_i32(failure.code), failure.message);
+    if let Ok(value) = tonic::metadata::MetadataValue::try_from(failure.error_code.as_str()) {
+        if !failure.error_code.is_empty() {
+            status.metadata_mut().insert(CODE_METADATA_KEY, value);
+        }
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_survives_the_post_lane() {
+        for code in ErrorCode::ALL {
+            let err = Error::new(code, "why");
+            let back = Error::from_status(&from_post_failure(to_post_failure(&err.to_status())));
+            assert_eq!(back, err);
+        }
+        // A status with no machine code of ours stays without one.
+        let bare = from_post_failure(to_post_failure(&tonic::Status::unavailable("down")));
+        assert_eq!(bare.code(), tonic::Code::Unavailable);
+        assert!(bare.metadata().get(CODE_METADATA_KEY).is_none());
+        assert_eq!(Error::from_status(&bare).code, ErrorCode::Unavailable);
+    }
 
     #[test]
     fn every_code_survives_a_grpc_round_trip() {

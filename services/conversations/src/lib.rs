@@ -5,6 +5,7 @@
 mod error;
 mod grpc;
 mod handoff;
+mod lane;
 mod rules;
 mod storage;
 
@@ -170,7 +171,10 @@ pub async fn routes(
         .await;
     let api = std::sync::Arc::new(grpc::ConversationsApi::new(pool, writer, relay, users));
     let mut routes = tonic::service::Routes::new(health)
-        .add_service(proto::v1::conversations_server::ConversationsServer::from_arc(api.clone()));
+        .add_service(proto::v1::conversations_server::ConversationsServer::from_arc(api.clone()))
+        .add_service(proto::v1::post_lane_server::PostLaneServer::new(
+            lane::LaneApi::new(api.clone(), shutdown.clone()),
+        ));
     if let Some(workers) = remote {
         routes = routes.add_service(proto::v1::event_handoff_server::EventHandoffServer::new(
             handoff::HandoffApi::new(workers, shutdown.clone()),

@@ -7,9 +7,11 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
+use proto::v1 as pb;
 use proto::v1::{
     conversations_handle::ConversationsHandle, media_client::MediaClient,
     users_handle::UsersHandle, webhooks_handle::WebhooksHandle,
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::lane::{PostLanes, Sent};
 use crate::Config;
 
 /// How often DNS names of backing services are resolved again.
@@ -38,46 +41,85 @@ pub struct Clients {
     pub webhooks: WebhooksHandle<GrpcChannel>,
     /// The channels by service name, for health checks.
     pub channels: Vec<(&'static str, GrpcChannel)>,
+    /// The post lanes to the conversations replicas (network clients only).
+    lanes: Option<Arc<PostLanes>>,
+    /// Deadline of a post on a lane, as of each gRPC call.
+    timeout: Duration,
 }
 
-fn endpoint(url: String, config: &Config) -> anyhow::Result<Endpoint> {
+/// The endpoint at `url`, without a timeout on its calls.
+fn lane_endpoint(url: String) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::from_shared(url.clone())
         .with_context(|| format!("malformed gRPC address {url:?}"))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(config.grpc_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true))
 }
 
-fn channel(addr: &str, config: &Config, tasks: &Tasks) -> anyhow::Result<Channel> {
+/// The endpoint at `url`, its calls cut off after the configured timeout.
+fn endpoint(url: String, config: &Config) -> anyhow::Result<Endpoint> {
+    Ok(lane_endpoint(url)?.timeout(config.grpc_timeout))
+}
+
+/// A channel to the service at `addr`; with `lanes`, a post lane to each of its replicas
+/// as well.
+fn channel(
+    addr: &str,
+    config: &Config,
+    tasks: &Tasks,
+    lanes: Option<Arc<PostLanes>>,
+) -> anyhow::Result<Channel> {
     let (host, port) = telemetry::grpc::host_port(addr)?;
     if host.parse::<IpAddr>().is_ok() {
-        return Ok(endpoint(telemetry::grpc::url(addr), config)?.connect_lazy());
+        let url = telemetry::grpc::url(addr);
+        if let Some(lanes) = lanes {
+            lanes.add(
+                url.clone(),
+                lane_endpoint(url.clone())?.connect_lazy(),
+                tasks.finished(),
+            );
+        }
+        return Ok(endpoint(url, config)?.connect_lazy());
     }
     let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
     tasks.spawn(
         "grpc endpoint resolver",
         resolve(
-            host,
-            port,
+            Resolved {
+                host,
+                port,
+                changes,
+                lanes,
+                finished: tasks.finished().clone(),
+            },
             config.clone(),
-            changes,
             tasks.shutdown().clone(),
         ),
     );
     Ok(channel)
 }
 
-/// Keeps the endpoints of `host` in a balanced channel up to date until `shutdown` (or
-/// until the channel is gone).
-async fn resolve(
+/// What a resolver keeps up to date: the endpoints of `host` in a balanced channel, and
+/// the post lanes to them, if any.
+struct Resolved {
     host: String,
     port: u16,
-    config: Config,
     changes: tokio::sync::mpsc::Sender<Change<SocketAddr, Endpoint>>,
-    shutdown: CancellationToken,
-) {
+    lanes: Option<Arc<PostLanes>>,
+    /// Where the lanes stop, once the gateway has drained.
+    finished: CancellationToken,
+}
+
+/// Keeps `resolved` up to date until `shutdown` (or until the channel is gone).
+async fn resolve(resolved: Resolved, config: Config, shutdown: CancellationToken) {
+    let Resolved {
+        host,
+        port,
+        changes,
+        lanes,
+        finished,
+    } = resolved;
     let mut known: HashSet<SocketAddr> = HashSet::new();
     loop {
         match tokio::net::lookup_host((host.as_str(), port)).await {
@@ -85,6 +127,9 @@ async fn resolve(
                 let found: HashSet<SocketAddr> = found.collect();
                 for gone in known.difference(&found) {
                     tracing::info!(service = %host, addr = %gone, "grpc endpoint removed");
+                    if let Some(lanes) = &lanes {
+                        lanes.remove(&format!("http://{gone}"));
+                    }
                     if changes.send(Change::Remove(*gone)).await.is_err() {
                         return;
                     }
@@ -94,6 +139,11 @@ async fn resolve(
                         continue;
                     };
                     tracing::info!(service = %host, addr = %new, "grpc endpoint added");
+                    if let Some(lanes) = &lanes {
+                        if let Ok(lane) = lane_endpoint(format!("http://{new}")) {
+                            lanes.add(format!("http://{new}"), lane.connect_lazy(), &finished);
+                        }
+                    }
                     if changes.send(Change::Insert(*new, ep)).await.is_err() {
                         return;
                     }
@@ -118,6 +168,10 @@ impl Clients {
     /// With `config.in_process` set, the services of this process are called directly:
     /// unary calls by their handles, the rest through the in-process channels.
     pub fn new(config: &Config, tasks: &Tasks) -> anyhow::Result<Self> {
+        let lanes = config
+            .in_process
+            .is_none()
+            .then(|| Arc::new(PostLanes::default()));
         let [users, conversations, media, webhooks] = match &config.in_process {
             Some(services) => [
                 services.users.clone(),
@@ -126,12 +180,12 @@ impl Clients {
                 services.webhooks.clone(),
             ],
             None => [
-                &config.users_addr,
-                &config.conversations_addr,
-                &config.media_addr,
-                &config.webhooks_addr,
+                (&config.users_addr, None),
+                (&config.conversations_addr, lanes.clone()),
+                (&config.media_addr, None),
+                (&config.webhooks_addr, None),
             ]
-            .map(|addr| channel(addr, config, tasks).map(telemetry::grpc::network))
+            .map(|(addr, lanes)| channel(addr, config, tasks, lanes).map(telemetry::grpc::network))
             .into_iter()
             .collect::<anyhow::Result<Vec<_>>>()?
             .try_into()
@@ -159,6 +213,31 @@ impl Clients {
                 ("media", media),
                 ("webhooks", webhooks),
             ],
+            lanes,
+            timeout,
         })
+    }
+
+    /// Posts a message: on a post lane when one is open (split roles), else by a unary
+    /// call.
+    pub async fn post_message(
+        &self,
+        request: pb::PostMessageRequest,
+    ) -> Result<pb::PostMessageResponse, tonic::Status> {
+        let request = match &self.lanes {
+            Some(lanes) => {
+                let trace = telemetry::propagation::current_context_map();
+                match lanes.post(request, trace, self.timeout).await {
+                    Sent::Answered(answer) => return answer,
+                    Sent::Declined(request) => request,
+                }
+            }
+            None => request,
+        };
+        self.conversations
+            .clone()
+            .post_message(request)
+            .await
+            .map(tonic::Response::into_inner)
     }
 }

@@ -11,6 +11,7 @@ mod error;
 mod extract;
 pub mod faye;
 mod idempotency;
+mod lane;
 mod observe;
 mod openapi;
 mod ratelimit;

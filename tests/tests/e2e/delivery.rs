@@ -25,7 +25,7 @@ const PATIENCE: usize = 600;
 
 /// One POST the sink received.
 #[derive(Debug, Clone)]
-struct Hit {
+pub(crate) struct Hit {
     path: String,
     headers: HeaderMap,
     body: Bytes,
@@ -33,7 +33,7 @@ struct Hit {
 }
 
 impl Hit {
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -53,7 +53,7 @@ struct SinkState {
 }
 
 /// A webhook receiver on 127.0.0.1 that records every POST.
-struct Sink {
+pub(crate) struct Sink {
     base: String,
     state: Arc<SinkState>,
 }
@@ -75,7 +75,7 @@ async fn receive(
 }
 
 impl Sink {
-    async fn start() -> Sink {
+    pub(crate) async fn start() -> Sink {
         let state = Arc::new(SinkState {
             hits: Mutex::new(Vec::new()),
             status: AtomicU16::new(200),
@@ -89,7 +89,7 @@ impl Sink {
         Sink { base, state }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -114,14 +114,14 @@ impl Sink {
     }
 
     /// Waits for at least `n` hits.
-    async fn wait_for(&self, n: usize) -> Vec<Hit> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Hit> {
         self.wait_until(&format!("{n} deliveries"), |h| h.len() >= n)
             .await
     }
 }
 
 /// Subscribes `target` to `events` and returns the webhook.
-async fn webhook(app: &TestApp, target: &str, events: Option<Value>) -> Value {
+pub(crate) async fn webhook(app: &TestApp, target: &str, events: Option<Value>) -> Value {
     let mut body = json!({"target": target});
     if let Some(events) = events {
         body["events"] = events;

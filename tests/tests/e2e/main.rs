@@ -18,6 +18,7 @@ mod faye;
 mod idempotency;
 mod images;
 mod isolation;
+mod lane;
 mod merge;
 mod openapi;
 mod operations;

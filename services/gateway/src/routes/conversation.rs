@@ -406,8 +406,6 @@ async fn post(
     let (idempotency_key, request_hash) = keyed.unzip();
     let response = state
         .clients
-        .conversations
-        .clone()
         .post_message(pb::PostMessageRequest {
             app_id: user.app_id.clone(),
             app_user_id: user.id.clone(),
@@ -429,8 +427,7 @@ async fn post(
             idempotency_key,
             request_hash: request_hash.unwrap_or_default(),
         })
-        .await?
-        .into_inner();
+        .await?;
     let replayed = response.replayed;
     let answer = MessageAnswer {
         message: response.message.map(Message::try_from).transpose()?,
