@@ -9,7 +9,7 @@
 //! may not have been stored, and `Idempotency-Key` makes the retry safe.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -169,7 +169,7 @@ async fn run(
     open: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
-    let ids = AtomicU64::new(0);
+    let mut next_id = 0;
     let mut wait = REOPEN_FIRST;
     while !stop.is_cancelled() {
         let (calls, outbound) = mpsc::channel::<pb::PostCalls>(16);
@@ -183,7 +183,15 @@ async fn run(
                 tracing::debug!(replica = %key, "post lane open");
                 wait = REOPEN_FIRST;
                 open.store(true, Ordering::Release);
-                serve(replies.into_inner(), calls, &mut queued, &ids, &open, &stop).await;
+                serve(
+                    replies.into_inner(),
+                    calls,
+                    &mut queued,
+                    &mut next_id,
+                    &open,
+                    &stop,
+                )
+                .await;
                 open.store(false, Ordering::Release);
                 tracing::debug!(replica = %key, "post lane closed");
             }
@@ -229,7 +237,7 @@ async fn serve(
     mut replies: tonic::Streaming<pb::PostReplies>,
     calls: mpsc::Sender<pb::PostCalls>,
     queued: &mut mpsc::UnboundedReceiver<Outgoing>,
-    ids: &AtomicU64,
+    next_id: &mut u64,
     open: &AtomicBool,
     stop: &CancellationToken,
 ) {
@@ -262,7 +270,8 @@ async fn serve(
                 };
                 let mut message = pb::PostCalls { calls: Vec::with_capacity(batch.len()) };
                 for post in batch.drain(..) {
-                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let id = *next_id;
+                    *next_id += 1;
                     pending.insert(id, post.answer);
                     message.calls.push(pb::PostCall {
                         id,
