@@ -35,6 +35,14 @@ async fn lane_posts(outcome: &str) -> f64 {
     )
 }
 
+/// A new app user of `app`: its `_id`.
+async fn new_user(app: &TestApp) -> String {
+    app.init_user(None).await["_id"]
+        .as_str()
+        .expect("an app user id")
+        .to_owned()
+}
+
 fn messages_path(user: &str) -> String {
     format!("/v1/appusers/{user}/conversation/messages")
 }
@@ -42,10 +50,7 @@ fn messages_path(user: &str) -> String {
 /// Posts through the gateway at `base`, for an app user of its own, until a post goes on a
 /// lane (lanes open in the background, and posts go as unary calls meanwhile).
 async fn wait_for_lane(base: &str, app: &TestApp) {
-    let user = app.init_user(None).await["_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = new_user(&app).await;
     for _ in 0..400 {
         let before = lane_posts("answered").await;
         let (status, body) = suite()
@@ -92,10 +97,7 @@ async fn conversation(app: &TestApp, user: &str) -> Value {
 async fn posts_on_a_lane_answer_as_in_process_posts_do() {
     let (base, stop) = network_gateway(None).await;
     let app = suite().create_app().await;
-    let user = app.init_user(None).await["_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = new_user(&app).await;
     wait_for_lane(&base, &app).await;
 
     // Posts at once share the lane; each gets its own answer.
@@ -198,10 +200,7 @@ async fn posts_on_a_lane_answer_as_in_process_posts_do() {
 async fn a_post_on_a_lane_continues_the_trace_to_its_delivery() {
     let (base, stop) = network_gateway(None).await;
     let app = suite().create_app().await;
-    let user = app.init_user(None).await["_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = new_user(&app).await;
     wait_for_lane(&base, &app).await;
     let sink = Sink::start().await;
     webhook(&app, &sink.url("/lane-traced"), None).await;
@@ -241,10 +240,7 @@ async fn a_replica_that_stops_while_posts_flow_loses_none_it_answered() {
     let replica_run = tokio::spawn(conversations::run(replica, listener, replica_stop.clone()));
     let (base, stop) = network_gateway(Some(addr)).await;
     let app = suite().create_app().await;
-    let user = app.init_user(None).await["_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user = new_user(&app).await;
     wait_for_lane(&base, &app).await;
 
     // Four posters, 20 posts each; the replica stops once ten are answered.
