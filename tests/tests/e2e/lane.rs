@@ -50,7 +50,7 @@ fn messages_path(user: &str) -> String {
 /// Posts through the gateway at `base`, for an app user of its own, until a post goes on a
 /// lane (lanes open in the background, and posts go as unary calls meanwhile).
 async fn wait_for_lane(base: &str, app: &TestApp) {
-    let user = new_user(&app).await;
+    let user = new_user(app).await;
     for _ in 0..400 {
         let before = lane_posts("answered").await;
         let (status, body) = suite()
