@@ -18,7 +18,6 @@ use proto::v1::{
 };
 use tasks::Tasks;
 use telemetry::grpc::GrpcChannel;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
@@ -77,7 +76,7 @@ fn channel(
             lanes.add(
                 url.clone(),
                 lane_endpoint(url.clone())?.connect_lazy(),
-                tasks.finished(),
+                tasks,
             );
         }
         return Ok(endpoint(url, config)?.connect_lazy());
@@ -91,10 +90,9 @@ fn channel(
                 port,
                 changes,
                 lanes,
-                finished: tasks.finished().clone(),
+                tasks: tasks.clone(),
             },
             config.clone(),
-            tasks.shutdown().clone(),
         ),
     );
     Ok(channel)
@@ -107,19 +105,20 @@ struct Resolved {
     port: u16,
     changes: tokio::sync::mpsc::Sender<Change<SocketAddr, Endpoint>>,
     lanes: Option<Arc<PostLanes>>,
-    /// Where the lanes stop, once the gateway has drained.
-    finished: CancellationToken,
+    /// Where the lanes run; the resolver stops on their shutdown.
+    tasks: Tasks,
 }
 
-/// Keeps `resolved` up to date until `shutdown` (or until the channel is gone).
-async fn resolve(resolved: Resolved, config: Config, shutdown: CancellationToken) {
+/// Keeps `resolved` up to date until the gateway's shutdown (or until the channel is gone).
+async fn resolve(resolved: Resolved, config: Config) {
     let Resolved {
         host,
         port,
         changes,
         lanes,
-        finished,
+        tasks,
     } = resolved;
+    let shutdown = tasks.shutdown().clone();
     let mut known: HashSet<SocketAddr> = HashSet::new();
     loop {
         match tokio::net::lookup_host((host.as_str(), port)).await {
@@ -141,7 +140,7 @@ async fn resolve(resolved: Resolved, config: Config, shutdown: CancellationToken
                     tracing::info!(service = %host, addr = %new, "grpc endpoint added");
                     if let Some(lanes) = &lanes {
                         if let Ok(lane) = lane_endpoint(format!("http://{new}")) {
-                            lanes.add(format!("http://{new}"), lane.connect_lazy(), &finished);
+                            lanes.add(format!("http://{new}"), lane.connect_lazy(), &tasks);
                         }
                     }
                     if changes.send(Change::Insert(*new, ep)).await.is_err() {

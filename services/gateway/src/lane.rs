@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use proto::v1 as pb;
 use proto::v1::post_lane_client::PostLaneClient;
+use tasks::Tasks;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -65,18 +66,22 @@ pub(crate) struct PostLanes {
 
 impl PostLanes {
     /// Opens a lane over `channel` (a connection of its own to one replica, named `key`),
-    /// kept open until [`PostLanes::remove`] or `finished`.
-    pub(crate) fn add(&self, key: String, channel: Channel, finished: &CancellationToken) {
+    /// kept open on `tasks` until [`PostLanes::remove`] or until the gateway has drained
+    /// ([`Tasks::finished`]).
+    pub(crate) fn add(&self, key: String, channel: Channel, tasks: &Tasks) {
         let (posts, queued) = mpsc::unbounded_channel();
         let open = Arc::new(AtomicBool::new(false));
-        let stop = finished.child_token();
-        tokio::spawn(run(
-            key.clone(),
-            PostLaneClient::new(channel),
-            queued,
-            open.clone(),
-            stop.clone(),
-        ));
+        let stop = tasks.finished().child_token();
+        tasks.spawn(
+            "post lane",
+            run(
+                key.clone(),
+                PostLaneClient::new(channel),
+                queued,
+                open.clone(),
+                stop.clone(),
+            ),
+        );
         let mut lanes = self.lanes.write().unwrap_or_else(|e| e.into_inner());
         lanes.push(Lane {
             key,
@@ -328,5 +333,48 @@ async fn serve(
         let _ = answer.send(Sent::Answered(Err(Status::unavailable(
             "the post lane to the conversations role broke before the post was answered",
         ))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(app: &str) -> pb::PostMessageRequest {
+        pb::PostMessageRequest {
+            app_id: app.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_post_no_open_lane_takes_comes_back_whole() {
+        let lanes = PostLanes::default();
+        match lanes
+            .post(request("none"), HashMap::new(), Duration::from_secs(1))
+            .await
+        {
+            Sent::Declined(back) => assert_eq!(back.app_id, "none"),
+            Sent::Answered(answer) => panic!("answered without a lane: {answer:?}"),
+        }
+        // A lane to a replica that cannot be reached never opens: posts skip it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let tasks = Tasks::new(CancellationToken::new());
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        lanes.add(addr.to_string(), channel, &tasks);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match lanes
+            .post(request("closed"), HashMap::new(), Duration::from_secs(1))
+            .await
+        {
+            Sent::Declined(back) => assert_eq!(back.app_id, "closed"),
+            Sent::Answered(answer) => panic!("answered by a closed replica: {answer:?}"),
+        }
+        lanes.remove(&addr.to_string());
+        tasks.finish(Ok(())).await.unwrap();
     }
 }
