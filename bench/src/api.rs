@@ -9,6 +9,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+/// How many times a setup request is sent before a 503 fails the scenario (every half
+/// second: ten seconds in all).
+const SETUP_ATTEMPTS: u32 = 20;
+
 /// A client of one suite.
 #[derive(Clone)]
 pub struct Api {
@@ -81,6 +85,8 @@ impl Api {
             .unwrap_or(&self.base)
     }
 
+    /// Sends a setup request (apps, keys, webhooks, users): answered `expect`, or an error;
+    /// a 503 is retried, up to [`SETUP_ATTEMPTS`] tries in all.
     async fn call(
         &self,
         method: Method,
@@ -90,20 +96,33 @@ impl Api {
         expect: StatusCode,
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).header(auth.0, auth.1);
-        if let Some(body) = body {
-            request = request.json(&body);
+        let mut attempt = 1;
+        loop {
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header(auth.0, auth.1);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request
+                .send()
+                .await
+                .with_context(|| format!("calling {url}"))?;
+            let status = response.status();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            // A suite still warming up (under valgrind, a first database connection can
+            // outlast the pool's wait) answers 503 "retry shortly": do so.
+            if status == StatusCode::SERVICE_UNAVAILABLE && attempt < SETUP_ATTEMPTS {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            if status != expect {
+                bail!("{url} answered {status}, expected {expect}: {answer}");
+            }
+            return Ok(answer);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("calling {url}"))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status != expect {
-            bail!("{url} answered {status}, expected {expect}: {body}");
-        }
-        Ok(body)
     }
 
     /// Creates an app and a secret key for it.
