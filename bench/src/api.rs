@@ -111,8 +111,8 @@ impl Api {
                 .with_context(|| format!("calling {url}"))?;
             let status = response.status();
             let answer: Value = response.json().await.unwrap_or(Value::Null);
-            // A suite still warming up (under valgrind, a first database connection can
-            // outlast the pool's wait) answers 503 "retry shortly": do so.
+            // A suite still warming up may answer 503 "retry shortly" (seen once under
+            // valgrind, at the first request): do so.
             if status == StatusCode::SERVICE_UNAVAILABLE && attempt < SETUP_ATTEMPTS {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;

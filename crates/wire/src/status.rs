@@ -115,10 +115,11 @@ pub fn to_post_failure(status: &tonic::Status) -> proto::v1::PostFailure {
 /// The status a post lane's failure stands for, as the unary call would have answered it.
 pub fn from_post_failure(failure: proto::v1::PostFailure) -> tonic::Status {
     let mut status = tonic::Status::new(tonic::Code::from_i32(failure.code), failure.message);
-    if let Ok(value) = tonic::metadata::MetadataValue::try_from(failure.error_code.as_str()) {
-        if !failure.error_code.is_empty() {
-            status.metadata_mut().insert(CODE_METADATA_KEY, value);
-        }
+    let code = (!failure.error_code.is_empty())
+        .then(|| tonic::metadata::MetadataValue::try_from(failure.error_code.as_str()).ok())
+        .flatten();
+    if let Some(code) = code {
+        status.metadata_mut().insert(CODE_METADATA_KEY, code);
     }
     status
 }

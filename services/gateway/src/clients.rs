@@ -46,19 +46,15 @@ pub struct Clients {
     timeout: Duration,
 }
 
-/// The endpoint at `url`, without a timeout on its calls.
-fn lane_endpoint(url: String) -> anyhow::Result<Endpoint> {
+/// The endpoint at `url`, without a timeout on its calls: a post lane's stream lives on;
+/// the unary calls' channel adds the configured timeout.
+fn endpoint(url: String) -> anyhow::Result<Endpoint> {
     Ok(Endpoint::from_shared(url.clone())
         .with_context(|| format!("malformed gRPC address {url:?}"))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true))
-}
-
-/// The endpoint at `url`, its calls cut off after the configured timeout.
-fn endpoint(url: String, config: &Config) -> anyhow::Result<Endpoint> {
-    Ok(lane_endpoint(url)?.timeout(config.grpc_timeout))
 }
 
 /// A channel to the service at `addr`; with `lanes`, a post lane to each of its replicas
@@ -72,14 +68,11 @@ fn channel(
     let (host, port) = telemetry::grpc::host_port(addr)?;
     if host.parse::<IpAddr>().is_ok() {
         let url = telemetry::grpc::url(addr);
+        let base = endpoint(url.clone())?;
         if let Some(lanes) = lanes {
-            lanes.add(
-                url.clone(),
-                lane_endpoint(url.clone())?.connect_lazy(),
-                tasks,
-            );
+            lanes.add(url, base.connect_lazy(), tasks);
         }
-        return Ok(endpoint(url, config)?.connect_lazy());
+        return Ok(base.timeout(config.grpc_timeout).connect_lazy());
     }
     let (channel, changes) = Channel::balance_channel::<SocketAddr>(64);
     tasks.spawn(
@@ -134,15 +127,15 @@ async fn resolve(resolved: Resolved, config: Config) {
                     }
                 }
                 for new in found.difference(&known) {
-                    let Ok(ep) = endpoint(format!("http://{new}"), &config) else {
+                    let url = format!("http://{new}");
+                    let Ok(base) = endpoint(url.clone()) else {
                         continue;
                     };
                     tracing::info!(service = %host, addr = %new, "grpc endpoint added");
                     if let Some(lanes) = &lanes {
-                        if let Ok(lane) = lane_endpoint(format!("http://{new}")) {
-                            lanes.add(format!("http://{new}"), lane.connect_lazy(), &tasks);
-                        }
+                        lanes.add(url, base.connect_lazy(), &tasks);
                     }
+                    let ep = base.timeout(config.grpc_timeout);
                     if changes.send(Change::Insert(*new, ep)).await.is_err() {
                         return;
                     }

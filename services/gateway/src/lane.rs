@@ -159,9 +159,22 @@ impl PostLanes {
 
 /// Counts a post by how its lane took it (`post_lane_posts_total`): `answered` by a
 /// replica, `declined` (it went as a unary call), `broken` (the lane broke first) or
-/// `timeout`.
+/// `timeout`. Each post is counted once.
 fn count(outcome: &'static str) {
     metrics::counter!("post_lane_posts_total", "outcome" => outcome).increment(1);
+}
+
+/// Gives a waiting post its outcome, counted as `outcome`; a post whose caller stopped
+/// waiting (it timed out, and was counted so) is not counted again.
+fn settle(answer: oneshot::Sender<Sent>, sent: Sent, outcome: &'static str) {
+    if answer.send(sent).is_ok() {
+        count(outcome);
+    }
+}
+
+/// Hands a post that reached a lane not taking posts back to its caller, for a unary call.
+fn decline(post: Outgoing) {
+    settle(post.answer, Sent::Declined(post.request), "declined");
 }
 
 /// Keeps one lane's stream open until `stop`: opens it, sends the queued posts, settles
@@ -213,8 +226,7 @@ async fn run(
     open.store(false, Ordering::Release);
     queued.close();
     while let Some(post) = queued.recv().await {
-        count("declined");
-        let _ = post.answer.send(Sent::Declined(post.request));
+        decline(post);
     }
 }
 
@@ -227,10 +239,7 @@ async fn decline_while<T>(
     loop {
         tokio::select! {
             done = &mut work => return done,
-            Some(post) = queued.recv() => {
-                count("declined");
-                let _ = post.answer.send(Sent::Declined(post.request));
-            }
+            Some(post) = queued.recv() => decline(post),
         }
     }
 }
@@ -267,10 +276,7 @@ async fn serve(
                     break;
                 }
                 let Some(sender) = calls.as_ref() else {
-                    for post in batch.drain(..) {
-                        count("declined");
-                        let _ = post.answer.send(Sent::Declined(post.request));
-                    }
+                    batch.drain(..).for_each(decline);
                     continue;
                 };
                 let mut message = pb::PostCalls { calls: Vec::with_capacity(batch.len()) };
@@ -288,8 +294,7 @@ async fn serve(
                     // The stream's sending side is gone: nothing of this batch was sent.
                     for call in message.calls {
                         if let (Some(answer), Some(request)) = (pending.remove(&call.id), call.request) {
-                            count("declined");
-                            let _ = answer.send(Sent::Declined(request));
+                            settle(answer, Sent::Declined(request), "declined");
                         }
                     }
                     open.store(false, Ordering::Release);
@@ -304,20 +309,13 @@ async fn serve(
                     }
                     for reply in message.replies {
                         let Some(answer) = pending.remove(&reply.id) else { continue };
-                        let _ = answer.send(match reply.outcome {
-                            Some(pb::post_reply::Outcome::NotRun(request)) => {
-                                count("declined");
-                                Sent::Declined(request)
-                            }
-                            outcome => {
-                                count("answered");
-                                Sent::Answered(match outcome {
-                                    Some(pb::post_reply::Outcome::Response(response)) => Ok(response),
-                                    Some(pb::post_reply::Outcome::Failure(failure)) => Err(wire::from_post_failure(failure)),
-                                    _ => Err(Status::internal("a post lane answer without an outcome")),
-                                })
-                            }
-                        });
+                        let (sent, outcome) = match reply.outcome {
+                            Some(pb::post_reply::Outcome::NotRun(request)) => (Sent::Declined(request), "declined"),
+                            Some(pb::post_reply::Outcome::Response(response)) => (Sent::Answered(Ok(response)), "answered"),
+                            Some(pb::post_reply::Outcome::Failure(failure)) => (Sent::Answered(Err(wire::from_post_failure(failure))), "answered"),
+                            None => (Sent::Answered(Err(Status::internal("a post lane answer without an outcome"))), "answered"),
+                        };
+                        settle(answer, sent, outcome);
                     }
                 }
                 Ok(None) => break,
@@ -329,10 +327,10 @@ async fn serve(
         }
     }
     for (_, answer) in pending {
-        count("broken");
-        let _ = answer.send(Sent::Answered(Err(Status::unavailable(
+        let broke = Status::unavailable(
             "the post lane to the conversations role broke before the post was answered",
-        ))));
+        );
+        settle(answer, Sent::Answered(Err(broke)), "broken");
     }
 }
 

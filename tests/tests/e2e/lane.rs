@@ -51,21 +51,26 @@ fn messages_path(user: &str) -> String {
     format!("/v1/appusers/{user}/conversation/messages")
 }
 
+/// Posts `text` as `user` with `app`'s token through the gateway at `base`.
+async fn post_text(base: &str, app: &TestApp, user: &str, text: &str) -> (StatusCode, Value) {
+    suite()
+        .call_at(
+            base,
+            Method::POST,
+            &messages_path(user),
+            &app.app_token(),
+            Some(json!({"text": text, "role": "appUser"})),
+        )
+        .await
+}
+
 /// Posts through the gateway at `base`, for an app user of its own, until a post goes on a
 /// lane (lanes open in the background, and posts go as unary calls meanwhile).
 async fn wait_for_lane(base: &str, app: &TestApp) {
     let user = new_user(app).await;
     for _ in 0..400 {
         let before = lane_posts("answered").await;
-        let (status, body) = suite()
-            .call_at(
-                base,
-                Method::POST,
-                &messages_path(&user),
-                &app.app_token(),
-                Some(json!({"text": "warm-up", "role": "appUser"})),
-            )
-            .await;
+        let (status, body) = post_text(base, app, &user, "warm-up").await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         if lane_posts("answered").await > before {
             return;
@@ -110,15 +115,7 @@ async fn posts_on_a_lane_answer_as_in_process_posts_do() {
     let posts = (0..20).map(|i| {
         let (base, app, user) = (base.clone(), &app, user.clone());
         async move {
-            let (status, body) = suite()
-                .call_at(
-                    &base,
-                    Method::POST,
-                    &messages_path(&user),
-                    &app.app_token(),
-                    Some(json!({"text": format!("lane {i}"), "role": "appUser"})),
-                )
-                .await;
+            let (status, body) = post_text(&base, app, &user, &format!("lane {i}")).await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
             assert_eq!(body["message"]["text"], format!("lane {i}"));
             assert_eq!(body["message"]["authorId"], user.as_str());
@@ -216,15 +213,7 @@ async fn a_gateway_opens_lanes_to_the_replicas_a_name_resolves_to() {
     let user = new_user(&app).await;
     let before = lane_posts("answered").await;
     for i in 0..5 {
-        let (status, body) = suite()
-            .call_at(
-                &base,
-                Method::POST,
-                &messages_path(&user),
-                &app.app_token(),
-                Some(json!({"text": format!("by name {i}"), "role": "appUser"})),
-            )
-            .await;
+        let (status, body) = post_text(&base, &app, &user, &format!("by name {i}")).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     assert_eq!(lane_posts("answered").await, before + 5.0);
@@ -289,15 +278,7 @@ async fn a_replica_that_stops_while_posts_flow_loses_none_it_answered() {
             let mut stored = Vec::new();
             let mut refused = 0;
             for i in 0..20 {
-                let (status, body) = suite()
-                    .call_at(
-                        &base,
-                        Method::POST,
-                        &messages_path(&user),
-                        &app.app_token(),
-                        Some(json!({"text": format!("w{w} {i}"), "role": "appUser"})),
-                    )
-                    .await;
+                let (status, body) = post_text(&base, app, &user, &format!("w{w} {i}")).await;
                 match status {
                     StatusCode::CREATED => {
                         answered_so_far.fetch_add(1, Ordering::Relaxed);
