@@ -129,7 +129,9 @@ async fn read(
                 let _ = back.send(Some(pb::PostReply {
                     id: call.id,
                     outcome: Some(pb::post_reply::Outcome::Failure(wire::to_post_failure(
-                        &Status::invalid_argument("a post call carries no request"),
+                        &wire::status::status(domain::Error::bad_request(
+                            "a post call carries no request",
+                        )),
                     ))),
                 }));
                 continue;

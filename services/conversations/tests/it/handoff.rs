@@ -71,7 +71,7 @@ async fn replica(
         client,
         app_id: domain::id::new_id(),
         pool: db::connect(&url, conversations::SCHEMA, 2).unwrap(),
-        _shutdown: shutdown.clone().drop_guard(),
+        _shutdown: Some(shutdown.clone().drop_guard()),
     };
     (app, topology, channel, addr, shutdown)
 }

@@ -21,7 +21,8 @@ pub(crate) struct TestApp {
     pub(crate) client: ConversationsClient<Channel>,
     pub(crate) app_id: String,
     pub(crate) pool: PgPool,
-    pub(crate) _shutdown: DropGuard,
+    /// Stops the replica when the test ends, if the test started it for this app.
+    pub(crate) _shutdown: Option<DropGuard>,
 }
 
 /// Starts the service on a free port (migrating the test database first).
@@ -31,6 +32,16 @@ pub(crate) async fn spawn() -> TestApp {
 
 /// [`spawn`] with `message_writers` message writers.
 pub(crate) async fn spawn_with_writers(message_writers: usize) -> TestApp {
+    let (addr, shutdown) = start(message_writers).await;
+    TestApp {
+        _shutdown: Some(shutdown.drop_guard()),
+        ..TestApp::at(&addr).await
+    }
+}
+
+/// Starts a replica on a free port (migrating the test database first): its address, and
+/// what stops it.
+pub(crate) async fn start(message_writers: usize) -> (String, CancellationToken) {
     let url = database_url();
     MIGRATED
         .get_or_init(|| async {
@@ -39,25 +50,17 @@ pub(crate) async fn spawn_with_writers(message_writers: usize) -> TestApp {
         })
         .await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
+    let addr = listener.local_addr().expect("local addr").to_string();
     let shutdown = CancellationToken::new();
     let config = conversations::Config {
-        database_url: url.clone(),
+        database_url: url,
         max_connections: 5,
         relay: None,
         message_writers,
         users_addr: None,
     };
     tokio::spawn(conversations::run(config, listener, shutdown.clone()));
-    let client = ConversationsClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect");
-    TestApp {
-        client,
-        app_id: domain::id::new_id(),
-        pool: db::connect(&url, conversations::SCHEMA, 2).expect("pool"),
-        _shutdown: shutdown.drop_guard(),
-    }
+    (addr, shutdown)
 }
 
 /// A new message by `role` with `text`.
@@ -90,22 +93,43 @@ pub(crate) fn app_user(app_id: &str, id: &str) -> pb::AppUser {
     }
 }
 
+/// A post of `message` to the conversation of app user `user` of `app_id`.
+pub(crate) fn post_request(
+    app_id: &str,
+    user: &str,
+    message: pb::NewMessage,
+) -> pb::PostMessageRequest {
+    pb::PostMessageRequest {
+        app_id: app_id.to_owned(),
+        app_user_id: user.to_owned(),
+        message: Some(message),
+        app_user: Some(app_user(app_id, user)),
+        ..Default::default()
+    }
+}
+
 impl TestApp {
+    /// A new app on the replica at `addr`, which the caller stops.
+    pub(crate) async fn at(addr: &str) -> TestApp {
+        let client = ConversationsClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        TestApp {
+            client,
+            app_id: domain::id::new_id(),
+            pool: db::connect(&database_url(), conversations::SCHEMA, 2).expect("pool"),
+            _shutdown: None,
+        }
+    }
+
     /// Posts `message` to the conversation of app user `user`.
     pub(crate) async fn post(
         &mut self,
         user: &str,
         message: pb::NewMessage,
     ) -> Result<pb::PostMessageResponse, tonic::Status> {
-        let request = pb::PostMessageRequest {
-            app_id: self.app_id.clone(),
-            app_user_id: user.to_owned(),
-            message: Some(message),
-            app_user: Some(app_user(&self.app_id, user)),
-            ..Default::default()
-        };
         self.client
-            .post_message(request)
+            .post_message(post_request(&self.app_id, user, message))
             .await
             .map(tonic::Response::into_inner)
     }

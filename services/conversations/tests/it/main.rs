@@ -8,6 +8,7 @@ mod events;
 mod get_conversation;
 mod handoff;
 mod helpers;
+mod lane;
 mod outbox;
 mod pagination;
 mod post_message;
