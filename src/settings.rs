@@ -113,10 +113,13 @@ pub struct Settings {
     pub webhook_worker_admin_addr: Option<SocketAddr>,
     /// Admin address of the push role (`SMOOCH_PUSH_ADMIN_ADDR`).
     pub push_admin_addr: Option<SocketAddr>,
-    /// API requests the gateway serves at once; the excess is answered 503 with
-    /// `Retry-After` (`SMOOCH_MAX_IN_FLIGHT`, default 64).
+    /// API requests the gateway serves at once (`SMOOCH_MAX_IN_FLIGHT`, default 64).
     #[serde(deserialize_with = "positive_usize")]
     pub max_in_flight: usize,
+    /// How long a request waits for one of those slots before it is answered 503 with
+    /// `Retry-After` (`SMOOCH_ADMISSION_WAIT_MS`, default 50; 0 refuses the excess at once).
+    #[serde(rename = "admission_wait_ms", with = "domain::config::millis")]
+    pub admission_wait: Duration,
     /// Threads of the process's async runtime (`SMOOCH_WORKER_THREADS`; unset: one per CPU
     /// the process may use, as the container's CPU limit or the machine's cores say).
     /// Set it to the CPUs a replica is meant to use when several processes share a node
@@ -183,6 +186,7 @@ impl Default for Settings {
             webhook_worker_admin_addr: None,
             push_admin_addr: None,
             max_in_flight: 64,
+            admission_wait: Duration::from_millis(50),
             worker_threads: None,
             log_format: telemetry::LogFormat::default(),
             webhook_worker: webhook_worker::Config::default(),
@@ -493,6 +497,7 @@ mod tests {
         assert_eq!(s.database_max_connections, 10);
         assert_eq!(s.message_writers, 4);
         assert_eq!(s.shutdown_grace, Duration::from_millis(25_000));
+        assert_eq!(s.admission_wait, Duration::from_millis(50));
         assert_eq!(s.webhook_worker.max_retries, 5);
         assert!(s.webhook_worker.in_process_events);
         assert_eq!(s.rate_limit.app.burst, 4000);
@@ -505,6 +510,7 @@ mod tests {
             ("SMOOCH_HTTP_ADDR", "0.0.0.0:9000"),
             ("SMOOCH_PUBLIC_URL", "https://chat.example.com/"),
             ("SMOOCH_BODY_TIMEOUT_MS", "1500"),
+            ("SMOOCH_ADMISSION_WAIT_MS", "0"),
             ("SMOOCH_WEBHOOK_MAX_RETRIES", "3"),
             ("SMOOCH_WEBHOOK_TIMEOUT_MS", "2500"),
             ("SMOOCH_WEBHOOK_IN_PROCESS_EVENTS", "false"),
@@ -523,6 +529,7 @@ mod tests {
         assert_eq!(s.http_addr, SocketAddr::from(([0, 0, 0, 0], 9000)));
         assert_eq!(s.public_url.as_deref(), Some("https://chat.example.com"));
         assert_eq!(s.body_timeout, Duration::from_millis(1500));
+        assert_eq!(s.admission_wait, Duration::ZERO);
         assert_eq!(s.webhook_worker.max_retries, 3);
         assert_eq!(s.webhook_worker.timeout, Duration::from_millis(2500));
         assert!(!s.webhook_worker.in_process_events);

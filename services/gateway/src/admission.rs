@@ -1,9 +1,13 @@
-//! Admission control: at most `max_in_flight` API requests are served at once; the excess is
-//! answered at once with 503 and `Retry-After: 1` instead of queueing, so under overload
-//! the accepted requests keep their latency and memory stays bounded. Health, readiness and
-//! metrics are always served.
+//! Admission control: at most `max_in_flight` API requests are served at once. A request
+//! that finds every slot taken waits for one, in turn, up to `wait`; at most
+//! `max_in_flight` requests wait. The rest, and a request whose wait runs out, are answered
+//! 503 with `Retry-After: 1`, so under overload the accepted requests keep their latency and
+//! memory stays bounded, while a burst that lasts less than `wait` (a commit that took
+//! 30 ms, a scheduler hiccup) is absorbed instead of refused. Health, readiness and metrics
+//! are always served.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -14,13 +18,22 @@ use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
-/// The slots of requests in flight.
+/// The slots of requests in flight, and the room to wait for one.
 #[derive(Debug, Clone)]
-pub(crate) struct Admission(Arc<Semaphore>);
+pub(crate) struct Admission {
+    slots: Arc<Semaphore>,
+    waiting_room: Arc<Semaphore>,
+    wait: Duration,
+}
 
 impl Admission {
-    pub(crate) fn new(max_in_flight: usize) -> Self {
-        Admission(Arc::new(Semaphore::new(max_in_flight.max(1))))
+    pub(crate) fn new(max_in_flight: usize, wait: Duration) -> Self {
+        let max_in_flight = max_in_flight.max(1);
+        Admission {
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+            waiting_room: Arc::new(Semaphore::new(max_in_flight)),
+            wait,
+        }
     }
 }
 
@@ -31,7 +44,8 @@ fn always_served(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics" | "/faye")
 }
 
-/// Middleware: serves the request in a free slot, or answers 503 with `Retry-After`.
+/// Middleware: serves the request in a free slot (waiting up to `wait` for one), or answers
+/// 503 with `Retry-After`.
 pub(crate) async fn admit(
     State(admission): State<Admission>,
     request: Request,
@@ -40,7 +54,11 @@ pub(crate) async fn admit(
     if always_served(request.uri().path()) {
         return next.run(request).await;
     }
-    let Ok(_slot) = admission.0.clone().try_acquire_owned() else {
+    let slot = match admission.slots.clone().try_acquire_owned() {
+        Ok(slot) => Some(slot),
+        Err(_) => wait_for_slot(&admission).await,
+    };
+    let Some(_slot) = slot else {
         metrics::counter!("http_requests_shed_total").increment(1);
         let mut response = ApiError::from(Error::new(
             ErrorCode::Unavailable,
@@ -55,60 +73,121 @@ pub(crate) async fn admit(
     next.run(request).await
 }
 
+/// A slot that frees up within `wait`, if the waiting room has a place.
+async fn wait_for_slot(admission: &Admission) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let _place = admission.waiting_room.try_acquire().ok()?;
+    metrics::counter!("http_requests_queued_total").increment(1);
+    tokio::time::timeout(admission.wait, admission.slots.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
     use axum::routing::get;
     use axum::Router;
+    use tokio::sync::{mpsc, Notify};
     use tower::ServiceExt as _;
 
     use super::*;
 
-    #[tokio::test]
-    async fn the_excess_is_answered_503_with_retry_after_and_probes_still_pass() {
-        let admission = Admission::new(1);
-        let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
-        let entered_tx = Arc::new(std::sync::Mutex::new(Some(entered_tx)));
-        let release = Arc::new(tokio::sync::Notify::new());
+    /// A router behind `admission` whose `/v1/slow` holds each request until `release` is
+    /// notified, telling `entered` when one starts; `/healthz` answers at once.
+    fn app(admission: Admission) -> (Router, mpsc::UnboundedReceiver<()>, Arc<Notify>) {
+        let (entered_tx, entered) = mpsc::unbounded_channel();
+        let release = Arc::new(Notify::new());
         let hold = release.clone();
         let app = Router::new()
             .route(
                 "/v1/slow",
                 get(move || {
                     let hold = hold.clone();
-                    let entered_tx = entered_tx.clone();
-                    if let Some(tx) = entered_tx.lock().unwrap().take() {
-                        let _ = tx.send(());
-                    }
+                    let _ = entered_tx.send(());
                     async move { hold.notified().await }
                 }),
             )
             .route("/healthz", get(|| async { "ok" }))
             .layer(axum::middleware::from_fn_with_state(admission, admit));
-        let request = |path: &str| Request::builder().uri(path).body(Body::empty()).unwrap();
-        let first = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
-        entered_rx.await.unwrap();
-        let shed = app.clone().oneshot(request("/v1/slow")).await.unwrap();
-        assert_eq!(shed.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(shed.headers()[http::header::RETRY_AFTER], "1");
-        let body = axum::body::to_bytes(shed.into_body(), 1 << 16)
+        (app, entered, release)
+    }
+
+    fn request(path: &str) -> Request {
+        Request::builder().uri(path).body(Body::empty()).unwrap()
+    }
+
+    async fn assert_shed(response: Response) {
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
             .unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "service_unavailable", "{body}");
         assert!(body["error"]["description"]
             .as_str()
             .unwrap()
             .contains("capacity"));
+    }
+
+    #[tokio::test]
+    async fn without_a_wait_the_excess_is_answered_503_at_once_and_probes_still_pass() {
+        let admission = Admission::new(1, Duration::ZERO);
+        let (app, mut entered, release) = app(admission);
+        let first = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
+        entered.recv().await.unwrap();
+        assert_shed(app.clone().oneshot(request("/v1/slow")).await.unwrap()).await;
         let probe = app.clone().oneshot(request("/healthz")).await.unwrap();
         assert_eq!(probe.status(), http::StatusCode::OK);
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap().status(), http::StatusCode::OK);
-        let again = app.oneshot(request("/v1/slow"));
-        let waker = tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            release.notify_one();
-        });
-        assert_eq!(again.await.unwrap().status(), http::StatusCode::OK);
-        waker.await.unwrap();
+        // The slot is free again.
+        let again = tokio::spawn(app.oneshot(request("/v1/slow")));
+        entered.recv().await.unwrap();
+        release.notify_one();
+        assert_eq!(again.await.unwrap().unwrap().status(), http::StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_finds_no_slot_is_served_when_one_frees_up_within_the_wait() {
+        let admission = Admission::new(1, Duration::from_secs(30));
+        let (app, mut entered, release) = app(admission.clone());
+        let first = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
+        entered.recv().await.unwrap();
+        let second = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
+        while admission.waiting_room.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(entered.try_recv().is_err(), "the second request waits");
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), http::StatusCode::OK);
+        entered.recv().await.unwrap();
+        release.notify_one();
+        assert_eq!(
+            second.await.unwrap().unwrap().status(),
+            http::StatusCode::OK
+        );
+        assert_eq!(admission.waiting_room.available_permits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_waiting_room_and_a_wait_that_runs_out_are_answered_503() {
+        let admission = Admission::new(1, Duration::from_millis(200));
+        let (app, mut entered, release) = app(admission.clone());
+        let first = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
+        entered.recv().await.unwrap();
+        let waiting = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
+        while admission.waiting_room.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // The one place to wait is taken: the next request is refused at once.
+        assert_shed(app.clone().oneshot(request("/v1/slow")).await.unwrap()).await;
+        // The waiting one is refused when its wait runs out, the slot still taken.
+        assert_shed(waiting.await.unwrap().unwrap()).await;
+        assert!(entered.try_recv().is_err(), "no refused request was served");
+        assert_eq!(admission.waiting_room.available_permits(), 1);
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), http::StatusCode::OK);
     }
 }

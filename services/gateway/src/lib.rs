@@ -68,10 +68,13 @@ pub struct Config {
     pub credential_cache: auth::CacheConfig,
     /// Rate limits (defaults in [`RateLimitConfig`]).
     pub rate_limit: RateLimitConfig,
-    /// API requests served at once; the excess is answered 503 with `Retry-After`
-    /// (`SMOOCH_MAX_IN_FLIGHT`). Default 64: at this machine's ~1,000 POSTs per second a
-    /// full house waits ~60 ms.
+    /// API requests served at once (`SMOOCH_MAX_IN_FLIGHT`). Default 64: at this machine's
+    /// ~3,000 POSTs per second a full house is ~20 ms of work.
     pub max_in_flight: usize,
+    /// How long a request that finds every slot taken waits for one
+    /// (`SMOOCH_ADMISSION_WAIT_MS`, default 50 ms; at most `max_in_flight` wait). One that
+    /// finds no place to wait, or whose wait runs out, is answered 503 with `Retry-After`.
+    pub admission_wait: Duration,
     /// The backing services in this process (`smooch all`): called directly instead of
     /// over the network at the addresses above.
     pub in_process: Option<InProcess>,
@@ -128,6 +131,7 @@ impl Config {
             credential_cache: auth::CacheConfig::default(),
             rate_limit: RateLimitConfig::default(),
             max_in_flight: 64,
+            admission_wait: Duration::from_millis(50),
             in_process: None,
             realtime_bus: None,
             faye: faye::Limits::default(),

@@ -173,7 +173,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(crate::observe::trace_requests))
         // Shed before any work is done for a request the gateway has no room for.
         .layer(axum::middleware::from_fn_with_state(
-            crate::admission::Admission::new(state.config.max_in_flight),
+            crate::admission::Admission::new(
+                state.config.max_in_flight,
+                state.config.admission_wait,
+            ),
             crate::admission::admit,
         ))
         .layer(CorsLayer::very_permissive())
