@@ -73,8 +73,11 @@ pub(crate) async fn admit(
     next.run(request).await
 }
 
-/// A slot that frees up within `wait`, if the waiting room has a place.
+/// A slot that frees up within `wait`, if there is a wait and the waiting room has a place.
 async fn wait_for_slot(admission: &Admission) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if admission.wait.is_zero() {
+        return None;
+    }
     let _place = admission.waiting_room.try_acquire().ok()?;
     metrics::counter!("http_requests_queued_total").increment(1);
     tokio::time::timeout(admission.wait, admission.slots.clone().acquire_owned())
