@@ -129,9 +129,7 @@ async fn read(
                 let _ = back.send(Some(pb::PostReply {
                     id: call.id,
                     outcome: Some(pb::post_reply::Outcome::Failure(wire::to_post_failure(
-                        &wire::status::status(domain::Error::bad_request(
-                            "a post call carries no request",
-                        )),
+                        &wire::status(domain::Error::bad_request("a post call carries no request")),
                     ))),
                 }));
                 continue;

@@ -134,6 +134,27 @@ mod tests {
             .contains("capacity"));
     }
 
+    /// Sends one request that takes the only slot, then one that waits for it: both
+    /// requests' handles, once the second is in the waiting room.
+    async fn one_served_one_waiting(
+        app: &Router,
+        admission: &Admission,
+        entered: &mut mpsc::UnboundedReceiver<()>,
+    ) -> [tokio::task::JoinHandle<Result<Response, std::convert::Infallible>>; 2] {
+        let served = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
+        entered.recv().await.unwrap();
+        let waiting = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
+        let in_the_room = async {
+            while admission.waiting_room.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), in_the_room)
+            .await
+            .expect("the second request waits for the slot");
+        [served, waiting]
+    }
+
     #[tokio::test]
     async fn without_a_wait_the_excess_is_answered_503_at_once_and_probes_still_pass() {
         let admission = Admission::new(1, Duration::ZERO);
@@ -156,12 +177,7 @@ mod tests {
     async fn a_request_that_finds_no_slot_is_served_when_one_frees_up_within_the_wait() {
         let admission = Admission::new(1, Duration::from_secs(30));
         let (app, mut entered, release) = app(admission.clone());
-        let first = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
-        entered.recv().await.unwrap();
-        let second = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
-        while admission.waiting_room.available_permits() > 0 {
-            tokio::task::yield_now().await;
-        }
+        let [first, second] = one_served_one_waiting(&app, &admission, &mut entered).await;
         assert!(entered.try_recv().is_err(), "the second request waits");
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap().status(), http::StatusCode::OK);
@@ -178,12 +194,7 @@ mod tests {
     async fn a_full_waiting_room_and_a_wait_that_runs_out_are_answered_503() {
         let admission = Admission::new(1, Duration::from_millis(200));
         let (app, mut entered, release) = app(admission.clone());
-        let first = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
-        entered.recv().await.unwrap();
-        let waiting = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
-        while admission.waiting_room.available_permits() > 0 {
-            tokio::task::yield_now().await;
-        }
+        let [first, waiting] = one_served_one_waiting(&app, &admission, &mut entered).await;
         // The one place to wait is taken: the next request is refused at once.
         assert_shed(app.clone().oneshot(request("/v1/slow")).await.unwrap()).await;
         // The waiting one is refused when its wait runs out, the slot still taken.

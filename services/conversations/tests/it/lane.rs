@@ -40,12 +40,25 @@ impl Lane {
         self.calls.send(pb::PostCalls { calls }).unwrap();
     }
 
-    /// Reads until `n` answers came (or, with `n` 0, until the replica says it stops):
-    /// the answers by id, and whether the replica said it stops.
+    /// Reads until `n` answers came: the answers by id, and whether the replica said it
+    /// stops.
     async fn read(&mut self, n: usize) -> (HashMap<u64, Outcome>, bool) {
+        self.read_until(|answers, _| answers.len() >= n).await
+    }
+
+    /// Reads until the replica says it stops: the answers that came meanwhile.
+    async fn until_stopping(&mut self) -> HashMap<u64, Outcome> {
+        self.read_until(|_, stopping| stopping).await.0
+    }
+
+    /// Reads stream messages until `done` says so of the answers and the stopping mark.
+    async fn read_until(
+        &mut self,
+        done: impl Fn(&HashMap<u64, Outcome>, bool) -> bool,
+    ) -> (HashMap<u64, Outcome>, bool) {
         let mut answers = HashMap::new();
         let mut stopping = false;
-        while answers.len() < n || (n == 0 && !stopping) {
+        while !done(&answers, stopping) {
             let replies = tokio::time::timeout(Duration::from_secs(10), self.replies.message())
                 .await
                 .expect("the lane answers within 10 s")
@@ -163,8 +176,8 @@ async fn a_stopping_replica_hands_back_unrun_the_posts_it_reads_afterwards() {
     assert_eq!(texts(&app.get("user1").await.unwrap()), ["before"]);
 
     shutdown.cancel();
-    let (answers, stopping) = lane.read(0).await;
-    assert!(stopping && answers.is_empty(), "{answers:?}");
+    let answers = lane.until_stopping().await;
+    assert!(answers.is_empty(), "{answers:?}");
 
     // What the gateway sends after that comes back whole, for another replica.
     let late = post_request(&app.app_id, "user1", new_message("appUser", "after"));
