@@ -10,6 +10,10 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 
+mod kept;
+
+pub use kept::{Kept, KeptConnection};
+
 /// SQLSTATE of `unique_violation`.
 pub const UNIQUE_VIOLATION: &str = "23505";
 /// SQLSTATE of `duplicate_database`.

@@ -21,6 +21,8 @@ const MERGE_RETRIES: u32 = 3;
 /// The `Conversations` gRPC service.
 pub(crate) struct ConversationsApi {
     pool: PgPool,
+    /// The pool's connections for the reads of a page, kept between reads.
+    reads: db::Kept,
     /// Writes messages, in batches under load.
     writer: storage::Writer,
     /// Gets the outbox rows of each commit, so events leave at once; `None` leaves them
@@ -33,12 +35,14 @@ pub(crate) struct ConversationsApi {
 impl ConversationsApi {
     pub(crate) fn new(
         pool: PgPool,
+        reads: db::Kept,
         writer: storage::Writer,
         relay: Option<bus::RelayHandle>,
         users: Option<UsersClient<GrpcChannel>>,
     ) -> Self {
         ConversationsApi {
             pool,
+            reads,
             writer,
             relay,
             users,
@@ -331,7 +335,7 @@ impl ConversationsApi {
             (None, Some(after)) => Cursor::After(after),
             (None, None) => Cursor::Latest,
         };
-        let (row, page) = storage::get_conversation(&self.pool, &app, &user, cursor, PAGE_SIZE)
+        let (row, page) = storage::get_conversation(&self.reads, &app, &user, cursor, PAGE_SIZE)
             .await?
             .ok_or_else(|| no_conversation(&req.app_user_id))?;
         Ok(conversation_to_pb(req.app_id, req.app_user_id, row, page))

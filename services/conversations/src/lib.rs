@@ -98,6 +98,21 @@ impl bus::Audience for Audience {
     }
 }
 
+/// Connections of the pool left to the rest of the service (the relay, transactions)
+/// beside the message writers and the connections the reads keep.
+const LEFT_TO_THE_REST: usize = 2;
+
+/// How many idle connections of a pool of `max_connections` the reads keep
+/// ([`db::Kept`]): what the `writers` (each holding one) and [`LEFT_TO_THE_REST`] leave.
+/// Under load reads take that many at once, so each is handed back without the pool's
+/// release ping.
+fn kept_for_reads(max_connections: u32, writers: usize) -> usize {
+    usize::try_from(max_connections)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(writers)
+        .saturating_sub(LEFT_TO_THE_REST)
+}
+
 /// Applies this service's migrations.
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     let pool = db::connect(database_url, SCHEMA, 1)?;
@@ -169,7 +184,13 @@ pub async fn routes(
     reporter
         .set_serving::<proto::v1::conversations_server::ConversationsServer<grpc::ConversationsApi>>()
         .await;
-    let api = std::sync::Arc::new(grpc::ConversationsApi::new(pool, writer, relay, users));
+    let reads = db::Kept::new(
+        pool.clone(),
+        kept_for_reads(config.max_connections, writer.writers()),
+    );
+    let api = std::sync::Arc::new(grpc::ConversationsApi::new(
+        pool, reads, writer, relay, users,
+    ));
     let mut routes = tonic::service::Routes::new(health)
         .add_service(proto::v1::conversations_server::ConversationsServer::from_arc(api.clone()))
         .add_service(proto::v1::post_lane_server::PostLaneServer::new(
@@ -209,5 +230,18 @@ async fn idempotency_cleanup(pool: sqlx::PgPool, shutdown: CancellationToken) {
             Ok(n) => tracing::debug!(rows = n, "expired idempotency keys deleted"),
             Err(e) => tracing::warn!(error = %e, "idempotency key cleanup failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_for_reads;
+
+    #[test]
+    fn reads_keep_what_the_writers_and_the_rest_leave_of_the_pool() {
+        assert_eq!(kept_for_reads(10, 4), 4);
+        assert_eq!(kept_for_reads(10, 5), 3);
+        assert_eq!(kept_for_reads(3, 1), 0);
+        assert_eq!(kept_for_reads(2, 0), 0);
     }
 }

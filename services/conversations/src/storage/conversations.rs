@@ -28,17 +28,19 @@ async fn conversation_of(
 
 /// An app user's conversation and one page of its messages.
 pub(crate) async fn get_conversation(
-    pool: &PgPool,
+    reads: &db::Kept,
     app_id: &AppId,
     app_user_id: &AppUserId,
     cursor: Cursor,
     page: i64,
 ) -> sqlx::Result<Option<(ConversationRow, Page)>> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = reads.acquire().await?;
     let Some(conversation) = conversation_of(&mut *conn, app_id, app_user_id).await? else {
+        conn.finish();
         return Ok(None);
     };
     let messages = read_page(&mut conn, app_id, &conversation.id, cursor, page).await?;
+    conn.finish();
     Ok(Some((conversation, messages)))
 }
 

@@ -45,6 +45,8 @@ fn allowed_writers(wanted: usize, pool_size: u32) -> usize {
 #[derive(Clone)]
 pub(crate) struct Writer {
     pool: PgPool,
+    /// How many writer tasks run, each holding a connection of the pool.
+    writers: usize,
     /// `None`: no writer tasks; each post is written on its own, at once.
     jobs: Option<mpsc::Sender<Job>>,
 }
@@ -71,7 +73,11 @@ impl Writer {
         }
         let writers = allowed;
         if writers == 0 {
-            return Writer { pool, jobs: None };
+            return Writer {
+                pool,
+                writers: 0,
+                jobs: None,
+            };
         }
         let max_batch = max_batch.max(1);
         let (jobs, queue) = mpsc::channel(writers * max_batch * 4);
@@ -87,8 +93,14 @@ impl Writer {
         }
         Writer {
             pool,
+            writers,
             jobs: Some(jobs),
         }
+    }
+
+    /// How many writer tasks run, each holding a connection of the pool.
+    pub(crate) fn writers(&self) -> usize {
+        self.writers
     }
 
     /// Writes `post`, committed once this returns, and gives it back with what the

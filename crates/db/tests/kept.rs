@@ -1,0 +1,158 @@
+//! `db::Kept` against a real Postgres: which connections it keeps and hands out again,
+//! and that one which died while kept is replaced.
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+
+fn database_url() -> String {
+    std::env::var("SMOOCH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/smooch_test".to_owned())
+}
+
+async fn kept(keep: usize, max_connections: u32) -> db::Kept {
+    db::ensure_database(&database_url()).await.unwrap();
+    let pool = db::connect(&database_url(), "public", max_connections).unwrap();
+    db::Kept::new(pool, keep)
+}
+
+async fn backend(conn: &mut PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_finished_connection_is_handed_out_again_as_it_was_left() {
+    let kept = kept(2, 4).await;
+    let mut conn = kept.acquire().await.unwrap();
+    let pid = backend(&mut conn).await;
+    conn.finish();
+    assert_eq!(kept.idle(), 1);
+    let mut again = kept.acquire().await.unwrap();
+    assert_eq!(kept.idle(), 0);
+    assert_eq!(
+        backend(&mut again).await,
+        pid,
+        "the same backend, last in first out"
+    );
+    again.finish();
+}
+
+#[tokio::test]
+async fn an_unfinished_connection_goes_back_to_the_pool() {
+    let kept = kept(2, 4).await;
+    let mut conn = kept.acquire().await.unwrap();
+    backend(&mut conn).await;
+    drop(conn);
+    assert_eq!(kept.idle(), 0);
+    // The pool's release (with its ping) runs on a task of its own.
+    let mut idle = 0;
+    for _ in 0..100 {
+        idle = kept.pool().num_idle();
+        if idle == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(idle, 1, "the pool got it back");
+}
+
+#[tokio::test]
+async fn a_cancelled_statement_leaves_its_connection_to_the_pool() {
+    let kept = kept(2, 4).await;
+    let mut conn = kept.acquire().await.unwrap();
+    let cut = tokio::time::timeout(
+        Duration::from_millis(50),
+        sqlx::query("SELECT pg_sleep(5)").execute(&mut *conn),
+    )
+    .await;
+    assert!(cut.is_err(), "the statement was cut off");
+    // Its caller gives up on it rather than finishing it.
+    drop(conn);
+    assert_eq!(kept.idle(), 0);
+    // What the next caller gets answers its own statement.
+    let mut next = kept.acquire().await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut *next)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    next.finish();
+    assert_eq!(kept.idle(), 1);
+}
+
+#[tokio::test]
+async fn no_more_than_keep_connections_are_kept() {
+    let kept = kept(2, 6).await;
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        let mut conn = kept.acquire().await.unwrap();
+        backend(&mut conn).await;
+        taken.push(conn);
+    }
+    for conn in taken {
+        conn.finish();
+    }
+    assert_eq!(kept.idle(), 2);
+    // The other two went back to the pool, which others take from.
+    let mut idle = 0;
+    for _ in 0..100 {
+        idle = kept.pool().num_idle();
+        if idle == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(idle, 2);
+}
+
+#[tokio::test]
+async fn a_kept_connection_that_died_while_idle_is_replaced() {
+    let kept = kept(1, 4).await;
+    let mut conn = kept.acquire().await.unwrap();
+    let pid = backend(&mut conn).await;
+    conn.finish();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(kept.pool())
+        .await
+        .unwrap();
+    assert!(killed);
+    // Idle for longer than a connection is handed out unchecked.
+    tokio::time::sleep(db::PING_IF_IDLE_FOR + Duration::from_millis(200)).await;
+    let mut fresh = kept.acquire().await.unwrap();
+    let now = backend(&mut fresh).await;
+    assert_ne!(now, pid, "another backend took the dead one's place");
+    fresh.finish();
+    assert_eq!(kept.idle(), 1);
+}
+
+#[tokio::test]
+async fn a_caller_waiting_for_the_pool_gets_a_connection_kept_meanwhile() {
+    // Every connection of the pool is out, so the next caller waits; the pool's own wait
+    // would end only when one goes back to it (5 s at most), but this one is kept.
+    let kept = kept(1, 1).await;
+    let mut conn = kept.acquire().await.unwrap();
+    let pid = backend(&mut conn).await;
+    let waiting = tokio::spawn({
+        let kept = kept.clone();
+        async move {
+            let mut conn = kept.acquire().await.unwrap();
+            let pid = backend(&mut conn).await;
+            conn.finish();
+            pid
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the second caller waits");
+    let kept_at = std::time::Instant::now();
+    conn.finish();
+    let got = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("the waiting caller got the kept connection, not the pool's timeout")
+        .unwrap();
+    assert_eq!(got, pid);
+    assert!(kept_at.elapsed() < Duration::from_secs(2));
+}
