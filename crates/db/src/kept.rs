@@ -4,43 +4,43 @@
 //! wake-up of its backend), so that a connection left mid-statement by a cancelled caller
 //! is closed rather than handed out. A short read pays it on every use: a third of the
 //! round trips of a `GET` of a conversation, and the same share of the send syscalls that
-//! dominate its CPU. [`Kept`] keeps a few connections whose last use ran to completion
-//! and hands them out again without that ping. A connection whose use did not finish (an
-//! error, or its caller cancelled) goes back to the pool as before, with the ping.
+//! dominate its CPU. [`Kept`] gives its callers at most `keep` connections at once, in
+//! turn, and keeps the ones whose use ran to completion, handing them out again without
+//! that ping. A connection whose use did not finish (an error, or its caller cancelled)
+//! goes back to the pool as before, with the ping.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres};
-use tokio::sync::Notify;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::PING_IF_IDLE_FOR;
 
-/// Up to `keep` idle connections of `pool`, each handed out again as it was left, last
-/// in first out.
+/// At most `keep` connections of `pool` in use at once, handed out in turn, each kept
+/// when its user finished with it and handed out again as it was left (last in, first
+/// out).
 ///
-/// Kept connections are not in the pool's idle set, so other users of the pool cannot
-/// take them: `keep` must leave the pool enough for them.
+/// Kept connections are not in the pool's idle set: other users of the pool cannot take
+/// them, and the callers of a `Kept` never take more than `keep` of the pool's
+/// connections, so `keep` splits the pool between them and the rest.
 #[derive(Clone)]
 pub struct Kept {
     pool: PgPool,
-    keep: usize,
+    /// `None` when nothing is kept: callers go to the pool, as without a `Kept`.
+    turns: Option<Arc<Semaphore>>,
     idle: Arc<Mutex<Vec<(PoolConnection<Postgres>, Instant)>>>,
-    /// Wakes a caller waiting for the pool when a connection is kept instead: the pool
-    /// would not wake it, as the connection never went back to it.
-    kept: Arc<Notify>,
 }
 
 impl Kept {
-    /// Keeps up to `keep` idle connections of `pool`; with 0 every connection goes back to
-    /// the pool, as with the pool alone.
+    /// Hands out up to `keep` connections of `pool` at once and keeps them between uses;
+    /// with 0 every caller goes to the pool, as with the pool alone.
     pub fn new(pool: PgPool, keep: usize) -> Kept {
         Kept {
             pool,
-            keep,
+            turns: (keep > 0).then(|| Arc::new(Semaphore::new(keep))),
             idle: Arc::new(Mutex::new(Vec::with_capacity(keep))),
-            kept: Arc::new(Notify::new()),
         }
     }
 
@@ -54,18 +54,24 @@ impl Kept {
         self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
     }
 
-    /// A kept connection, or one from the pool when none is; while the pool has none
-    /// either, whichever comes first. One idle for longer than [`PING_IF_IDLE_FOR`] is
-    /// pinged first, as the pool does, and replaced when the ping fails.
+    /// A connection, once it is this caller's turn: a kept one, or one from the pool when
+    /// none is. One idle for longer than [`PING_IF_IDLE_FOR`] is pinged first, as the pool
+    /// does, and replaced when the ping fails.
     pub async fn acquire(&self) -> sqlx::Result<KeptConnection> {
+        let turn = match &self.turns {
+            Some(turns) => Some(
+                Arc::clone(turns)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| sqlx::Error::PoolClosed)?,
+            ),
+            None => None,
+        };
         loop {
             let popped = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             let Some((mut conn, since)) = popped else {
-                tokio::select! {
-                    conn = self.pool.acquire() => return Ok(self.hand_out(conn?)),
-                    // A connection was kept since: take it.
-                    () = self.kept.notified() => continue,
-                }
+                let conn = self.pool.acquire().await?;
+                return Ok(self.hand_out(conn, turn));
             };
             if since.elapsed() > PING_IF_IDLE_FOR {
                 if let Err(error) = conn.ping().await {
@@ -74,42 +80,45 @@ impl Kept {
                     continue;
                 }
             }
-            return Ok(self.hand_out(conn));
+            return Ok(self.hand_out(conn, turn));
         }
     }
 
-    fn hand_out(&self, conn: PoolConnection<Postgres>) -> KeptConnection {
+    fn hand_out(
+        &self,
+        conn: PoolConnection<Postgres>,
+        turn: Option<OwnedSemaphorePermit>,
+    ) -> KeptConnection {
         KeptConnection {
             conn,
             home: self.clone(),
+            turn,
         }
     }
 }
 
 /// A connection from [`Kept::acquire`]. Given back with [`finish`](KeptConnection::finish)
-/// it is kept (while fewer than `keep` are); dropped, it goes back to the pool, which
-/// pings it.
+/// it is kept; dropped, it goes back to the pool, which pings it. Either way the next
+/// caller's turn comes.
 pub struct KeptConnection {
+    // Fields drop in order: the connection goes back to the pool before the turn ends.
     conn: PoolConnection<Postgres>,
     home: Kept,
+    turn: Option<OwnedSemaphorePermit>,
 }
 
 impl KeptConnection {
     /// Gives the connection back once the last statement on it ran to its end (its whole
     /// answer read) and no transaction is open: idle, it can be handed out as it is.
     pub fn finish(self) {
-        let KeptConnection { conn, home } = self;
-        let mut idle = match home.idle.lock() {
-            Ok(idle) => idle,
-            // Dropped: back to the pool.
-            Err(_) => return,
-        };
-        if idle.len() < home.keep {
-            idle.push((conn, Instant::now()));
-            drop(idle);
-            // Stored for the next waiter when none waits yet, so none misses it.
-            home.kept.notify_one();
+        let KeptConnection { conn, home, turn } = self;
+        if turn.is_some() {
+            if let Ok(mut idle) = home.idle.lock() {
+                idle.push((conn, Instant::now()));
+            }
         }
+        // Only now, with the connection kept, may the next caller look for it.
+        drop(turn);
     }
 }
 

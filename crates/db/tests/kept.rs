@@ -84,28 +84,36 @@ async fn a_cancelled_statement_leaves_its_connection_to_the_pool() {
 }
 
 #[tokio::test]
-async fn no_more_than_keep_connections_are_kept() {
+async fn callers_hold_at_most_keep_connections_at_once_and_take_turns() {
     let kept = kept(2, 6).await;
-    let mut taken = Vec::new();
-    for _ in 0..4 {
-        let mut conn = kept.acquire().await.unwrap();
-        backend(&mut conn).await;
-        taken.push(conn);
-    }
-    for conn in taken {
-        conn.finish();
-    }
-    assert_eq!(kept.idle(), 2);
-    // The other two went back to the pool, which others take from.
-    let mut idle = 0;
-    for _ in 0..100 {
-        idle = kept.pool().num_idle();
-        if idle == 2 {
-            break;
+    let mut first = kept.acquire().await.unwrap();
+    let pid = backend(&mut first).await;
+    let second = kept.acquire().await.unwrap();
+    let third = tokio::spawn({
+        let kept = kept.clone();
+        async move {
+            let mut conn = kept.acquire().await.unwrap();
+            let pid = backend(&mut conn).await;
+            conn.finish();
+            pid
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(idle, 2);
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!third.is_finished(), "a third caller waits for its turn");
+    // The pool has connections to spare for its other users.
+    let other = kept.pool().acquire().await.unwrap();
+    drop(other);
+    first.finish();
+    let got = tokio::time::timeout(Duration::from_secs(2), third)
+        .await
+        .expect("the third caller's turn came")
+        .unwrap();
+    assert_eq!(
+        got, pid,
+        "it got the connection the first one finished with"
+    );
+    second.finish();
+    assert_eq!(kept.idle(), 2);
 }
 
 #[tokio::test]
@@ -131,8 +139,8 @@ async fn a_kept_connection_that_died_while_idle_is_replaced() {
 
 #[tokio::test]
 async fn a_caller_waiting_for_the_pool_gets_a_connection_kept_meanwhile() {
-    // Every connection of the pool is out, so the next caller waits; the pool's own wait
-    // would end only when one goes back to it (5 s at most), but this one is kept.
+    // Every connection of the pool is out, so the next caller waits for its turn. The
+    // pool gets nothing back (its own wait ends after 5 s): the caller gets the kept one.
     let kept = kept(1, 1).await;
     let mut conn = kept.acquire().await.unwrap();
     let pid = backend(&mut conn).await;

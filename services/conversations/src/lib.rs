@@ -102,10 +102,10 @@ impl bus::Audience for Audience {
 /// beside the message writers and the connections the reads keep.
 const LEFT_TO_THE_REST: usize = 2;
 
-/// How many idle connections of a pool of `max_connections` the reads keep
-/// ([`db::Kept`]): what the `writers` (each holding one) and [`LEFT_TO_THE_REST`] leave.
-/// Under load reads take that many at once, so each is handed back without the pool's
-/// release ping.
+/// How many connections of a pool of `max_connections` the reads of pages take at once
+/// and keep between reads ([`db::Kept`]): what the `writers` (each holding one) and
+/// [`LEFT_TO_THE_REST`] leave. Reads wait for their turn beyond that, so they never take
+/// the connections of the relay and the transactions.
 fn kept_for_reads(max_connections: u32, writers: usize) -> usize {
     usize::try_from(max_connections)
         .unwrap_or(usize::MAX)
