@@ -18,6 +18,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::PING_IF_IDLE_FOR;
 
+/// Kept connections, each with when it was last given back.
+type Idle = Vec<(PoolConnection<Postgres>, Instant)>;
+
 /// At most `keep` connections of `pool` in use at once, handed out in turn, each kept
 /// when its user finished with it and handed out again as it was left (last in, first
 /// out).
@@ -30,7 +33,7 @@ pub struct Kept {
     pool: PgPool,
     /// `None` when nothing is kept: callers go to the pool, as without a `Kept`.
     turns: Option<Arc<Semaphore>>,
-    idle: Arc<Mutex<Vec<(PoolConnection<Postgres>, Instant)>>>,
+    idle: Arc<Mutex<Idle>>,
 }
 
 impl Kept {
