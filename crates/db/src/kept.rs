@@ -18,8 +18,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::PING_IF_IDLE_FOR;
 
-/// Kept connections, each with when it was last given back.
-type Idle = Vec<(PoolConnection<Postgres>, Instant)>;
+/// A connection kept idle.
+struct Idle {
+    conn: PoolConnection<Postgres>,
+    /// When it was last given back.
+    at: Instant,
+    /// When this `Kept` took it from the pool.
+    since: Instant,
+}
 
 /// At most `keep` connections of `pool` in use at once, handed out in turn, each kept
 /// when its user finished with it and handed out again as it was left (last in, first
@@ -33,7 +39,7 @@ pub struct Kept {
     pool: PgPool,
     /// `None` when nothing is kept: callers go to the pool, as without a `Kept`.
     turns: Option<Arc<Semaphore>>,
-    idle: Arc<Mutex<Idle>>,
+    idle: Arc<Mutex<Vec<Idle>>>,
 }
 
 impl Kept {
@@ -72,18 +78,23 @@ impl Kept {
         };
         loop {
             let popped = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let Some((mut conn, since)) = popped else {
+            let Some(Idle {
+                mut conn,
+                at,
+                since,
+            }) = popped
+            else {
                 let conn = self.pool.acquire().await?;
-                return Ok(self.hand_out(conn, turn));
+                return Ok(self.hand_out(conn, turn, Instant::now()));
             };
-            if since.elapsed() > PING_IF_IDLE_FOR {
+            if at.elapsed() > PING_IF_IDLE_FOR {
                 if let Err(error) = conn.ping().await {
                     // Back to the pool, whose release ping fails and closes it.
                     tracing::info!(%error, "a kept database connection was dead");
                     continue;
                 }
             }
-            return Ok(self.hand_out(conn, turn));
+            return Ok(self.hand_out(conn, turn, since));
         }
     }
 
@@ -91,10 +102,12 @@ impl Kept {
         &self,
         conn: PoolConnection<Postgres>,
         turn: Option<OwnedSemaphorePermit>,
+        since: Instant,
     ) -> KeptConnection {
         KeptConnection {
             conn,
             home: self.clone(),
+            since,
             turn,
         }
     }
@@ -107,17 +120,37 @@ pub struct KeptConnection {
     // Fields drop in order: the connection goes back to the pool before the turn ends.
     conn: PoolConnection<Postgres>,
     home: Kept,
+    /// When its `Kept` took it from the pool.
+    since: Instant,
     turn: Option<OwnedSemaphorePermit>,
 }
 
 impl KeptConnection {
     /// Gives the connection back once the last statement on it ran to its end (its whole
     /// answer read) and no transaction is open: idle, it can be handed out as it is.
+    ///
+    /// One kept for as long as the pool lets a connection live (`max_lifetime`) goes
+    /// back to the pool instead, which closes it: a connection kept busy never reaches
+    /// the pool's own check.
     pub fn finish(self) {
-        let KeptConnection { conn, home, turn } = self;
-        if turn.is_some() {
+        let KeptConnection {
+            conn,
+            home,
+            since,
+            turn,
+        } = self;
+        let lived = home
+            .pool
+            .options()
+            .get_max_lifetime()
+            .is_some_and(|lifetime| since.elapsed() >= lifetime);
+        if turn.is_some() && !lived {
             if let Ok(mut idle) = home.idle.lock() {
-                idle.push((conn, Instant::now()));
+                idle.push(Idle {
+                    conn,
+                    at: Instant::now(),
+                    since,
+                });
             }
         }
         // Only now, with the connection kept, may the next caller look for it.

@@ -139,3 +139,26 @@ async fn a_kept_connection_that_died_while_idle_is_replaced() {
     fresh.finish();
     assert_eq!(kept.idle(), 1);
 }
+
+#[tokio::test]
+async fn a_connection_kept_for_the_pools_lifetime_goes_back_to_the_pool() {
+    db::ensure_database(&database_url()).await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .max_lifetime(Duration::from_millis(300))
+        .connect_lazy(&database_url())
+        .unwrap();
+    let kept = db::Kept::new(pool, 1);
+    let mut conn = kept.acquire().await.unwrap();
+    let pid = backend(&mut conn).await;
+    conn.finish();
+    assert_eq!(kept.idle(), 1, "young, it is kept");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut conn = kept.acquire().await.unwrap();
+    assert_eq!(backend(&mut conn).await, pid);
+    conn.finish();
+    assert_eq!(kept.idle(), 0, "past the pool's lifetime, it went back");
+    let mut fresh = kept.acquire().await.unwrap();
+    assert_ne!(backend(&mut fresh).await, pid, "the pool closed it");
+    fresh.finish();
+}
