@@ -14,15 +14,14 @@
 //! A failed `COMMIT` is not retried: whether it committed is unknown, and the posts'
 //! callers get the error, as they would for a write on its own.
 //!
-//! Each writer keeps its connection between batches ([`Held`]): sqlx pings a connection
-//! released to the pool (a round trip to Postgres, and a wake-up of its backend), which a
-//! writer would do after every batch, that is after every post at a low rate.
+//! The writers keep their connections between batches ([`db::Kept`], one connection per
+//! writer): sqlx pings a connection released to the pool (a round trip to Postgres, and a
+//! wake-up of its backend), which a writer would do after every batch, that is after every
+//! post at a low rate.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -82,9 +81,11 @@ impl Writer {
         let max_batch = max_batch.max(1);
         let (jobs, queue) = mpsc::channel(writers * max_batch * 4);
         let queue = Arc::new(Mutex::new(queue));
+        // Each writer task holds one connection at a time, kept from one batch to the next.
+        let conns = db::Kept::new(pool.clone(), writers);
         for _ in 0..writers {
             let writer = write(
-                pool.clone(),
+                conns.clone(),
                 Arc::clone(&queue),
                 max_batch,
                 tasks.finished().clone(),
@@ -122,59 +123,14 @@ impl Writer {
     }
 }
 
-/// A writer's connection, kept from one batch to the next. One idle for longer than
-/// [`db::PING_IF_IDLE_FOR`] is pinged before it is used, as the pool does before handing
-/// one out; one that failed is given back to the pool (whose release ping closes it if it
-/// is dead), and the next use takes another.
-struct Held {
-    pool: PgPool,
-    /// The connection and when it was last taken.
-    conn: Option<(PoolConnection<Postgres>, Instant)>,
-}
-
-impl Held {
-    fn new(pool: PgPool) -> Held {
-        Held { pool, conn: None }
-    }
-
-    /// The connection, checked, or another from the pool.
-    async fn get(&mut self) -> sqlx::Result<&mut PoolConnection<Postgres>> {
-        use sqlx::Connection as _;
-        let kept = match self.conn.take() {
-            Some((mut conn, used)) if used.elapsed() > db::PING_IF_IDLE_FOR => {
-                match conn.ping().await {
-                    Ok(()) => Some(conn),
-                    Err(error) => {
-                        tracing::info!(%error, "a message writer's idle database connection was dead");
-                        None
-                    }
-                }
-            }
-            Some((conn, _)) => Some(conn),
-            None => None,
-        };
-        let conn = match kept {
-            Some(conn) => conn,
-            None => self.pool.acquire().await?,
-        };
-        Ok(&mut self.conn.insert((conn, Instant::now())).0)
-    }
-
-    /// Gives the connection back to the pool after a failure.
-    fn give_back(&mut self) {
-        self.conn = None;
-    }
-}
-
 /// One writer: takes what is queued, commits it, answers, until the queue closes or
 /// `finished` is cancelled.
 async fn write(
-    pool: PgPool,
+    conns: db::Kept,
     queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
     finished: CancellationToken,
 ) {
-    let mut held = Held::new(pool);
     let mut batch = Vec::with_capacity(max_batch);
     loop {
         let taken = {
@@ -188,23 +144,19 @@ async fn write(
             return;
         }
         metrics::histogram!("message_write_batch_size").record(taken as f64);
-        commit(&mut held, &mut batch).await;
+        commit(&conns, &mut batch).await;
     }
 }
 
 /// Writes `batch` (emptied) and answers each post.
-async fn commit(held: &mut Held, batch: &mut Vec<Job>) {
+async fn commit(conns: &db::Kept, batch: &mut Vec<Job>) {
     if batch.len() > 1 {
         // One lock order for every batch; the sort is stable, so one user's posts keep
         // their order.
         batch.sort_by(|a, b| {
             (&a.post.app_id, &a.post.app_user_id).cmp(&(&b.post.app_id, &b.post.app_user_id))
         });
-        let outcome = together(held, batch).await;
-        if !matches!(outcome, Together::Committed(_)) {
-            held.give_back();
-        }
-        match outcome {
+        match together(conns, batch).await {
             Together::Committed(posted) => {
                 for (job, posted) in batch.drain(..).zip(posted) {
                     // A caller that went away (its request was cancelled) needs no answer.
@@ -225,13 +177,16 @@ async fn commit(held: &mut Held, batch: &mut Vec<Job>) {
         }
     }
     for job in batch.drain(..) {
-        let result = match held.get().await {
-            Ok(conn) => post_in(conn, &job.post).await,
+        let result = match conns.acquire().await {
+            Ok(mut conn) => {
+                let result = post_in(&mut conn, &job.post).await;
+                if result.is_ok() {
+                    conn.finish();
+                }
+                result
+            }
             Err(e) => Err(e),
         };
-        if result.is_err() {
-            held.give_back();
-        }
         let _ = job.done.send((job.post, result));
     }
 }
@@ -245,9 +200,11 @@ enum Together {
     CommitFailed(sqlx::Error),
 }
 
-async fn together(held: &mut Held, batch: &[Job]) -> Together {
+/// Writes `batch` in one transaction on a connection of `conns`, kept for the next batch
+/// once it committed, and given back to the pool after a failure.
+async fn together(conns: &db::Kept, batch: &[Job]) -> Together {
     use sqlx::Connection as _;
-    let conn = match held.get().await {
+    let mut conn = match conns.acquire().await {
         Ok(conn) => conn,
         Err(e) => return Together::RolledBack(e),
     };
@@ -280,7 +237,10 @@ async fn together(held: &mut Held, batch: &[Job]) -> Together {
         ));
     };
     match tx.commit().await {
-        Ok(()) => Together::Committed(written),
+        Ok(()) => {
+            conn.finish();
+            Together::Committed(written)
+        }
         Err(e) => Together::CommitFailed(e),
     }
 }
