@@ -5,7 +5,9 @@ use domain::id::{AppId, AppUserId};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use wire::event::Event;
 
-use super::messages::{read_page, Cursor, Page};
+use super::messages::{
+    before, conversation_and_messages_before, page_before, read_page, Cursor, Page,
+};
 use super::outbox::insert_event;
 use super::{lock, ConversationRow};
 
@@ -26,7 +28,9 @@ async fn conversation_of(
     .await
 }
 
-/// An app user's conversation and one page of its messages.
+/// An app user's conversation and one page of its messages. A backward page (the latest,
+/// or one `before` a time), which every client reads, comes with its conversation in one
+/// statement.
 pub(crate) async fn get_conversation(
     reads: &db::Kept,
     app_id: &AppId,
@@ -35,13 +39,37 @@ pub(crate) async fn get_conversation(
     page: i64,
 ) -> sqlx::Result<Option<(ConversationRow, Page)>> {
     let mut conn = reads.acquire().await?;
-    let Some(conversation) = conversation_of(&mut *conn, app_id, app_user_id).await? else {
-        conn.finish();
-        return Ok(None);
+    let found = match cursor {
+        Cursor::After(_) => match conversation_of(&mut *conn, app_id, app_user_id).await? {
+            Some(conversation) => {
+                let messages = read_page(&mut conn, app_id, &conversation.id, cursor, page).await?;
+                Some((conversation, messages))
+            }
+            None => None,
+        },
+        Cursor::Latest | Cursor::Before(_) => {
+            let limit = page.max(1);
+            match conversation_and_messages_before(
+                &mut conn,
+                app_id,
+                app_user_id,
+                before(cursor),
+                limit + 1,
+            )
+            .await?
+            {
+                Some((conversation, rows)) => {
+                    let messages =
+                        page_before(&mut conn, app_id, &conversation.id, cursor, limit, rows)
+                            .await?;
+                    Some((conversation, messages))
+                }
+                None => None,
+            }
+        }
     };
-    let messages = read_page(&mut conn, app_id, &conversation.id, cursor, page).await?;
     conn.finish();
-    Ok(Some((conversation, messages)))
+    Ok(found)
 }
 
 /// Resets the unread count, records the app user's read at `now_ms` and writes the

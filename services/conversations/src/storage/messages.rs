@@ -469,7 +469,8 @@ fn posted_from(
     }))
 }
 
-/// What the message write answers.
+/// What the message write answers, and the page read of
+/// [`conversation_and_messages_before`]: a conversation and one message per row.
 #[derive(Debug)]
 struct PostedRow {
     /// Which post of the statement (1-based) this row answers.
@@ -519,6 +520,63 @@ impl PostedRow {
             source_id: self.m_source_id.take(),
         })
     }
+}
+
+/// An app user's conversation and up to `limit` of its messages received strictly before
+/// `before` (ms), newest first, in one statement: what [`super::conversations`]'s
+/// `conversation_of` and then [`messages_before`] read, in one round trip. `None` when the
+/// app user has no conversation.
+pub(crate) async fn conversation_and_messages_before(
+    conn: &mut PgConnection,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
+    before: i64,
+    limit: i64,
+) -> sqlx::Result<Option<(ConversationRow, Vec<MessageRow>)>> {
+    let rows = sqlx::query_as!(
+        PostedRow,
+        "SELECT 1::int8 AS \"n!\", c.id AS \"id!\", c.app_makers AS \"app_makers!\",
+                c.unread_count AS \"unread_count!\",
+                c.app_user_last_read_ms, c.app_maker_last_read_ms, false AS \"created!\",
+                NULL::int8[] AS outbox_seqs,
+                m.id AS \"m_id?\", m.author_id AS \"m_author_id?\", m.role AS \"m_role?\", m.name AS \"m_name?\",
+                m.email AS \"m_email?\", m.avatar_url AS \"m_avatar_url?\", m.text AS \"m_text?\",
+                m.media_url AS \"m_media_url?\", m.media_type AS \"m_media_type?\",
+                COALESCE(m.metadata::text, '') AS \"m_metadata_json?\",
+                m.actions::text AS \"m_actions_json?\", m.received_ms AS \"m_received_ms?\",
+                m.source_type AS \"m_source_type?\", m.source_id AS \"m_source_id?\"
+           FROM conversations.conversations c
+           LEFT JOIN LATERAL (
+               SELECT * FROM conversations.messages
+                WHERE app_id = $1 AND conversation_id = c.id AND received_ms < $3
+                ORDER BY received_ms DESC, seq DESC
+                LIMIT $4
+           ) m ON true
+          WHERE c.app_id = $1 AND c.app_user_id = $2
+          ORDER BY m.received_ms DESC, m.seq DESC",
+        app_id.as_str(),
+        app_user_id.as_str(),
+        before,
+        limit,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut rows = rows.into_iter();
+    let Some(mut first) = rows.next() else {
+        return Ok(None);
+    };
+    let messages = std::iter::once(first.take_earlier())
+        .chain(rows.map(|mut r| r.take_earlier()))
+        .flatten()
+        .collect();
+    let conversation = ConversationRow {
+        id: first.id,
+        app_makers: first.app_makers,
+        unread_count: first.unread_count,
+        app_user_last_read_ms: first.app_user_last_read_ms,
+        app_maker_last_read_ms: first.app_maker_last_read_ms,
+    };
+    Ok(Some((conversation, messages)))
 }
 
 /// Up to `limit` messages of a conversation received strictly before `before` (ms), newest
@@ -601,6 +659,53 @@ async fn messages_at(
     .await
 }
 
+/// The exclusive upper bound of a backward page at `cursor` (`Latest` or `Before`), ms.
+pub(crate) fn before(cursor: Cursor) -> i64 {
+    match cursor {
+        Cursor::Before(t) => t,
+        _ => i64::MAX,
+    }
+}
+
+/// The page at `cursor` (`Latest` or `Before`) from `rows`: the first `limit + 1` messages
+/// received before it, newest first, as [`messages_before`] reads them. Reads more only
+/// to settle a split boundary millisecond and, for `Before`, whether a later page exists.
+pub(crate) async fn page_before(
+    conn: &mut PgConnection,
+    app_id: &AppId,
+    conversation_id: &str,
+    cursor: Cursor,
+    limit: i64,
+    mut rows: Vec<MessageRow>,
+) -> sqlx::Result<Page> {
+    let take = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    let mut has_previous = false;
+    if rows.len() > take {
+        has_previous = true;
+        let extra = rows.remove(take);
+        let boundary = rows[take - 1].received_ms;
+        if extra.received_ms == boundary {
+            rows.retain(|m| m.received_ms != boundary);
+            if rows.is_empty() {
+                rows = messages_at(conn, app_id, conversation_id, boundary).await?;
+                rows.reverse();
+                has_previous =
+                    any_between(conn, app_id, conversation_id, i64::MIN, boundary - 1).await?;
+            }
+        }
+    }
+    rows.reverse();
+    let has_next = match cursor {
+        Cursor::Before(t) => any_between(conn, app_id, conversation_id, t, i64::MAX).await?,
+        _ => false,
+    };
+    Ok(Page {
+        messages: rows,
+        has_previous,
+        has_next,
+    })
+}
+
 /// Whether a conversation has a message received in `[from, to]` (ms): one index probe.
 async fn any_between(
     conn: &mut PgConnection,
@@ -640,40 +745,9 @@ pub(crate) async fn read_page(
     let take = usize::try_from(limit).unwrap_or(usize::MAX);
     match cursor {
         Cursor::Latest | Cursor::Before(_) => {
-            let before = match cursor {
-                Cursor::Before(t) => t,
-                _ => i64::MAX,
-            };
-            let mut rows =
-                messages_before(conn, app_id, conversation_id, before, limit + 1).await?;
-            let mut has_previous = false;
-            if rows.len() > take {
-                has_previous = true;
-                let extra = rows.remove(take);
-                let boundary = rows[take - 1].received_ms;
-                if extra.received_ms == boundary {
-                    rows.retain(|m| m.received_ms != boundary);
-                    if rows.is_empty() {
-                        rows = messages_at(conn, app_id, conversation_id, boundary).await?;
-                        rows.reverse();
-                        has_previous =
-                            any_between(conn, app_id, conversation_id, i64::MIN, boundary - 1)
-                                .await?;
-                    }
-                }
-            }
-            rows.reverse();
-            let has_next = match cursor {
-                Cursor::Before(t) => {
-                    any_between(conn, app_id, conversation_id, t, i64::MAX).await?
-                }
-                _ => false,
-            };
-            Ok(Page {
-                messages: rows,
-                has_previous,
-                has_next,
-            })
+            let rows =
+                messages_before(conn, app_id, conversation_id, before(cursor), limit + 1).await?;
+            page_before(conn, app_id, conversation_id, cursor, limit, rows).await
         }
         Cursor::After(after) => {
             let mut rows = messages_after(conn, app_id, conversation_id, after, limit + 1).await?;
