@@ -1,0 +1,2 @@
+\set lim 11
+SELECT c.id, c.app_makers, c.unread_count, c.app_user_last_read_ms, c.app_maker_last_read_ms, m.* FROM conversations.conversations c LEFT JOIN LATERAL (SELECT id, author_id, role, name, email, avatar_url, text, media_url, media_type, COALESCE(metadata::text, '') AS metadata_json, actions::text AS actions_json, received_ms, source_type, source_id FROM conversations.messages WHERE app_id = 'pgb' AND conversation_id = c.id AND received_ms < 9223372036854775807 ORDER BY received_ms DESC, seq DESC LIMIT :lim) m ON true WHERE c.app_id = 'pgb' AND c.app_user_id = 'u10';

@@ -1,0 +1,2 @@
+\set lim 101
+SELECT c.id, c.app_makers, c.unread_count, c.app_user_last_read_ms, c.app_maker_last_read_ms, m.id, m.author_id, m.role, m.name, m.email, m.avatar_url, m.text, m.media_url, m.media_type, COALESCE(m.metadata::text, ''), m.actions::text, m.received_ms, m.source_type, m.source_id FROM conversations.conversations c LEFT JOIN LATERAL (SELECT * FROM conversations.messages WHERE app_id = 'pgb' AND conversation_id = c.id AND received_ms < 9223372036854775807 ORDER BY received_ms DESC, seq DESC LIMIT :lim) m ON true WHERE c.app_id = 'pgb' AND c.app_user_id = 'u100';
