@@ -674,6 +674,26 @@ pub(crate) fn before(cursor: Cursor) -> i64 {
     }
 }
 
+/// Trims `rows`, read up to `take + 1` in the page's direction, to at most `take` that do
+/// not end inside a millisecond: when the extra row shares the last kept row's millisecond,
+/// that millisecond's rows are left for the next page. Answers whether rows lie beyond the
+/// page and, when that millisecond held every row (none is left), the millisecond, whose
+/// rows the caller reads whole instead.
+fn trim_to_whole_ms(rows: &mut Vec<MessageRow>, take: usize) -> (bool, Option<i64>) {
+    if rows.len() <= take {
+        return (false, None);
+    }
+    let extra = rows.remove(take);
+    let boundary = rows[take - 1].received_ms;
+    if extra.received_ms == boundary {
+        rows.retain(|m| m.received_ms != boundary);
+        if rows.is_empty() {
+            return (true, Some(boundary));
+        }
+    }
+    (true, None)
+}
+
 /// The page at `cursor` (`Latest` or `Before`) from `rows`: the first `limit + 1` messages
 /// received before it, newest first, as [`messages_before`] reads them. Reads more only
 /// to settle a split boundary millisecond and, for `Before`, whether a later page exists.
@@ -686,20 +706,11 @@ pub(crate) async fn page_before(
     mut rows: Vec<MessageRow>,
 ) -> sqlx::Result<Page> {
     let take = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
-    let mut has_previous = false;
-    if rows.len() > take {
-        has_previous = true;
-        let extra = rows.remove(take);
-        let boundary = rows[take - 1].received_ms;
-        if extra.received_ms == boundary {
-            rows.retain(|m| m.received_ms != boundary);
-            if rows.is_empty() {
-                rows = messages_at(conn, app_id, conversation_id, boundary).await?;
-                rows.reverse();
-                has_previous =
-                    any_between(conn, app_id, conversation_id, i64::MIN, boundary - 1).await?;
-            }
-        }
+    let (mut has_previous, only) = trim_to_whole_ms(&mut rows, take);
+    if let Some(boundary) = only {
+        rows = messages_at(conn, app_id, conversation_id, boundary).await?;
+        rows.reverse();
+        has_previous = any_between(conn, app_id, conversation_id, i64::MIN, boundary - 1).await?;
     }
     rows.reverse();
     let has_next = match cursor {
@@ -758,20 +769,11 @@ pub(crate) async fn read_page(
         }
         Cursor::After(after) => {
             let mut rows = messages_after(conn, app_id, conversation_id, after, limit + 1).await?;
-            let mut has_next = false;
-            if rows.len() > take {
-                has_next = true;
-                let extra = rows.remove(take);
-                let boundary = rows[take - 1].received_ms;
-                if extra.received_ms == boundary {
-                    rows.retain(|m| m.received_ms != boundary);
-                    if rows.is_empty() {
-                        rows = messages_at(conn, app_id, conversation_id, boundary).await?;
-                        has_next =
-                            any_between(conn, app_id, conversation_id, boundary + 1, i64::MAX)
-                                .await?;
-                    }
-                }
+            let (mut has_next, only) = trim_to_whole_ms(&mut rows, take);
+            if let Some(boundary) = only {
+                rows = messages_at(conn, app_id, conversation_id, boundary).await?;
+                has_next =
+                    any_between(conn, app_id, conversation_id, boundary + 1, i64::MAX).await?;
             }
             let has_previous = any_between(conn, app_id, conversation_id, i64::MIN, after).await?;
             Ok(Page {
