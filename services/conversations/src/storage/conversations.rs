@@ -5,9 +5,7 @@ use domain::id::{AppId, AppUserId};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use wire::event::Event;
 
-use super::messages::{
-    before, conversation_and_messages_before, page_before, read_page, Cursor, Page,
-};
+use super::messages::{conversation_and_messages_before, page_before, read_page, Cursor, Page};
 use super::outbox::insert_event;
 use super::{lock, ConversationRow};
 
@@ -28,9 +26,8 @@ async fn conversation_of(
     .await
 }
 
-/// An app user's conversation and one page of its messages. A backward page (the latest,
-/// or one `before` a time), which every client reads, comes with its conversation in one
-/// statement.
+/// An app user's conversation and one page of its messages, on a connection kept for
+/// reads.
 pub(crate) async fn get_conversation(
     reads: &db::Kept,
     app_id: &AppId,
@@ -39,37 +36,36 @@ pub(crate) async fn get_conversation(
     page: i64,
 ) -> sqlx::Result<Option<(ConversationRow, Page)>> {
     let mut conn = reads.acquire().await?;
-    let found = match cursor {
-        Cursor::After(_) => match conversation_of(&mut *conn, app_id, app_user_id).await? {
-            Some(conversation) => {
-                let messages = read_page(&mut conn, app_id, &conversation.id, cursor, page).await?;
-                Some((conversation, messages))
-            }
-            None => None,
-        },
-        Cursor::Latest | Cursor::Before(_) => {
-            let limit = page.max(1);
-            match conversation_and_messages_before(
-                &mut conn,
-                app_id,
-                app_user_id,
-                before(cursor),
-                limit + 1,
-            )
-            .await?
-            {
-                Some((conversation, rows)) => {
-                    let messages =
-                        page_before(&mut conn, app_id, &conversation.id, cursor, limit, rows)
-                            .await?;
-                    Some((conversation, messages))
-                }
-                None => None,
-            }
-        }
-    };
+    let found = conversation_and_page(&mut conn, app_id, app_user_id, cursor, page).await?;
     conn.finish();
     Ok(found)
+}
+
+/// [`get_conversation`]'s reads. A backward page (the latest, or one `before` a time),
+/// which every client reads, comes with its conversation in one statement.
+async fn conversation_and_page(
+    conn: &mut PgConnection,
+    app_id: &AppId,
+    app_user_id: &AppUserId,
+    cursor: Cursor,
+    page: i64,
+) -> sqlx::Result<Option<(ConversationRow, Page)>> {
+    if let Cursor::After(_) = cursor {
+        let Some(conversation) = conversation_of(&mut *conn, app_id, app_user_id).await? else {
+            return Ok(None);
+        };
+        let messages = read_page(conn, app_id, &conversation.id, cursor, page).await?;
+        return Ok(Some((conversation, messages)));
+    }
+    let limit = page.max(1);
+    let Some((conversation, rows)) =
+        conversation_and_messages_before(conn, app_id, app_user_id, cursor.before_ms(), limit + 1)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let messages = page_before(conn, app_id, &conversation.id, cursor, limit, rows).await?;
+    Ok(Some((conversation, messages)))
 }
 
 /// Resets the unread count, records the app user's read at `now_ms` and writes the

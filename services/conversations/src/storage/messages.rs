@@ -21,6 +21,17 @@ pub(crate) enum Cursor {
     After(i64),
 }
 
+impl Cursor {
+    /// The exclusive upper bound of a backward page at this cursor, ms: its time for
+    /// `Before`, none (`i64::MAX`) otherwise.
+    pub(crate) fn before_ms(self) -> i64 {
+        match self {
+            Cursor::Before(t) => t,
+            Cursor::Latest | Cursor::After(_) => i64::MAX,
+        }
+    }
+}
+
 /// A page of messages, oldest first, and whether there are more on either side.
 #[derive(Debug, Default)]
 pub(crate) struct Page {
@@ -666,14 +677,6 @@ async fn messages_at(
     .await
 }
 
-/// The exclusive upper bound of a backward page at `cursor` (`Latest` or `Before`), ms.
-pub(crate) fn before(cursor: Cursor) -> i64 {
-    match cursor {
-        Cursor::Before(t) => t,
-        _ => i64::MAX,
-    }
-}
-
 /// Trims `rows`, read up to `take + 1` in the page's direction, to at most `take` that do
 /// not end inside a millisecond: when the extra row shares the last kept row's millisecond,
 /// that millisecond's rows are left for the next page. Answers whether rows lie beyond the
@@ -764,7 +767,8 @@ pub(crate) async fn read_page(
     match cursor {
         Cursor::Latest | Cursor::Before(_) => {
             let rows =
-                messages_before(conn, app_id, conversation_id, before(cursor), limit + 1).await?;
+                messages_before(conn, app_id, conversation_id, cursor.before_ms(), limit + 1)
+                    .await?;
             page_before(conn, app_id, conversation_id, cursor, limit, rows).await
         }
         Cursor::After(after) => {
