@@ -19,10 +19,12 @@ pub struct Watched {
     ticks_per_second: f64,
 }
 
-/// Cumulative CPU ticks of each watched group at one moment.
+/// Cumulative CPU ticks and wake-ups of each watched group at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     ticks: BTreeMap<&'static str, u64>,
+    /// Voluntary context switches of the group's live threads (see [`wakeups`]).
+    wakeups: BTreeMap<&'static str, u64>,
 }
 
 /// CPU seconds per 1,000 operations of one process group over an interval.
@@ -37,6 +39,9 @@ pub struct CpuCost {
     pub per_1000_ops: f64,
     /// Average cores busy over the interval.
     pub cores: f64,
+    /// Times a thread of the group went to sleep and was woken again, per operation
+    /// (voluntary context switches of its live threads; see [`wakeups`]).
+    pub wakeups_per_op: f64,
 }
 
 /// The CPU groups of a split suite's roles, by role.
@@ -117,6 +122,10 @@ impl Watched {
     /// Cumulative CPU ticks of every group now.
     pub fn snapshot(&self) -> Snapshot {
         let mut ticks: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut woken: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut count_wakeups = |group: &'static str, pid: u32| {
+            *woken.entry(group).or_default() += wakeups(pid).unwrap_or(0);
+        };
         let me = std::process::id();
         let all: Vec<(u32, (String, u64, u64, u32))> = pids()
             .into_iter()
@@ -127,11 +136,14 @@ impl Watched {
                 *ticks.entry("bench").or_default() += own;
             } else if let Some((_, group)) = self.suite.iter().find(|(p, _)| p == pid) {
                 *ticks.entry("smooch").or_default() += own;
+                count_wakeups("smooch", *pid);
                 if *group != "smooch" {
                     *ticks.entry(group).or_default() += own;
+                    count_wakeups(group, *pid);
                 }
             } else if let Some(group) = server_group(comm) {
                 *ticks.entry(group).or_default() += own;
+                count_wakeups(group, *pid);
                 // Postgres forks a backend per connection: the CPU of backends that have
                 // exited is counted in the postmaster's (the root postgres process)
                 // children's time.
@@ -147,7 +159,10 @@ impl Watched {
                 *ticks.entry("bench").or_default() += own;
             }
         }
-        Snapshot { ticks }
+        Snapshot {
+            ticks,
+            wakeups: woken,
+        }
     }
 
     /// CPU per 1,000 operations of each group between two snapshots `seconds` apart.
@@ -164,6 +179,8 @@ impl Watched {
             .map(|(process, end)| {
                 let start = before.ticks.get(process).copied().unwrap_or(0);
                 let cpu_seconds = end.saturating_sub(start) as f64 / self.ticks_per_second;
+                let woken = |s: &Snapshot| s.wakeups.get(process).copied().unwrap_or(0);
+                let wakeups = woken(after).saturating_sub(woken(before));
                 CpuCost {
                     process,
                     cpu_seconds,
@@ -177,10 +194,38 @@ impl Watched {
                     } else {
                         0.0
                     },
+                    wakeups_per_op: if ops == 0 {
+                        0.0
+                    } else {
+                        wakeups as f64 / ops as f64
+                    },
                 }
             })
             .collect()
     }
+}
+
+/// How many times `pid`'s live threads have gone to sleep waiting for something (a socket,
+/// a lock, a timer) so far: the sum of their voluntary context switches
+/// (`/proc/<pid>/task/*/status`). Each is followed by a wake-up, which on a VM costs more
+/// than most of the work it wakes for. A thread that ended takes its count with it, as
+/// with [`cpu_ns`].
+pub fn wakeups(pid: u32) -> Option<u64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    // A thread that ended since the listing counts nothing.
+    let total = tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| voluntary_switches(&task.path().join("status")))
+        .sum();
+    Some(total)
+}
+
+/// The voluntary context switches in one thread's `status` file.
+fn voluntary_switches(status: &std::path::Path) -> Option<u64> {
+    let text = fs::read_to_string(status).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The CPU time `pid`'s live threads have run so far, in nanoseconds
@@ -249,6 +294,28 @@ mod tests {
             "{spent} ns in 200 ms of spinning"
         );
         assert_eq!(cpu_ns(u32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn each_sleep_of_a_thread_is_a_wake_up() {
+        // This thread's own count: the test binary's other threads may end meanwhile and
+        // take theirs with them.
+        let mine = || voluntary_switches(std::path::Path::new("/proc/thread-self/status"));
+        let before = mine().expect("this thread's status");
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let after = mine().expect("this thread's status");
+        assert!(
+            after >= before + 20,
+            "{before} then {after} after 20 sleeps"
+        );
+        let process = wakeups(std::process::id()).expect("this process's threads");
+        assert!(
+            process >= after,
+            "the process's {process} count this thread's {after}"
+        );
+        assert_eq!(wakeups(u32::MAX), None, "no such process");
     }
 
     #[test]

@@ -177,10 +177,18 @@ fn ms(v: f64) -> String {
 }
 
 fn cpu_of(row: &Row, process: &str) -> String {
+    figure_of(row, process, |c| format!("{:.3}", c.per_1000_ops))
+}
+
+fn figure_of(
+    row: &Row,
+    process: &str,
+    figure: impl Fn(&crate::procstat::CpuCost) -> String,
+) -> String {
     row.cpu
         .iter()
         .find(|c| c.process == process)
-        .map(|c| format!("{:.3}", c.per_1000_ops))
+        .map(figure)
         .unwrap_or_else(|| "–".to_owned())
 }
 
@@ -285,9 +293,29 @@ impl Report {
         md
     }
 
-    /// The "CPU per op by role" table of a split suite's rows: each role's processes'
-    /// CPU seconds per 1,000 operations (nothing when no row has per-role figures).
+    /// The "CPU per op by role" and "Wake-ups per op by role" tables of a split suite's
+    /// rows: each role's processes' CPU seconds per 1,000 operations, and the times their
+    /// threads went to sleep and were woken per operation (nothing when no row has
+    /// per-role figures).
     fn role_table(&self, md: &mut String) {
+        self.role_figures(
+            md,
+            "CPU per op by role (CPU s/1k ops of each role's processes, summed over replicas):",
+            |c| format!("{:.3}", c.per_1000_ops),
+        );
+        self.role_figures(
+            md,
+            "Wake-ups per op by role (times a thread of each role's processes went to sleep and was woken, per op, summed over replicas):",
+            |c| format!("{:.2}", c.wakeups_per_op),
+        );
+    }
+
+    fn role_figures(
+        &self,
+        md: &mut String,
+        title: &str,
+        figure: impl Fn(&crate::procstat::CpuCost) -> String,
+    ) {
         let roles: Vec<&str> = crate::suite::SPLIT_ROLES
             .into_iter()
             .filter(|role| {
@@ -301,10 +329,7 @@ impl Report {
         if roles.is_empty() {
             return;
         }
-        let _ = writeln!(
-            md,
-            "\nCPU per op by role (CPU s/1k ops of each role's processes, summed over replicas):\n"
-        );
+        let _ = writeln!(md, "\n{title}\n");
         let _ = writeln!(md, "| step | {} | smooch (all roles) |", roles.join(" | "));
         let _ = writeln!(md, "|---|{}---|", "---|".repeat(roles.len()));
         for r in self.rows.iter().filter(|r| {
@@ -314,14 +339,14 @@ impl Report {
         }) {
             let cells: Vec<String> = roles
                 .iter()
-                .map(|role| cpu_of(r, crate::procstat::role_group(role)))
+                .map(|role| figure_of(r, crate::procstat::role_group(role), &figure))
                 .collect();
             let _ = writeln!(
                 md,
                 "| {} | {} | {} |",
                 r.label,
                 cells.join(" | "),
-                cpu_of(r, "smooch")
+                figure_of(r, "smooch", &figure)
             );
         }
     }

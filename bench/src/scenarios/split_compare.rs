@@ -18,12 +18,23 @@ fn suite_cpu_ms(row: &Row) -> f64 {
         .sum()
 }
 
-/// The process wake-ups split adds to a message, where `smooch all` calls within one
-/// process: the gateway's call wakes the conversations role for the request and the gateway
-/// for the answer; the hand-off wakes the webhook worker for the event. The worker's
-/// answers go back in batches (up to 20 ms apart), so they wake the conversations role
-/// for several messages at once and are not counted.
-const WAKE_UPS: u32 = 3;
+/// Times the suite's threads went to sleep and were woken per delivered message (the
+/// `smooch` processes only: Postgres's backends wake as often on both sides).
+fn suite_wakeups(row: &Row) -> f64 {
+    row.cpu
+        .iter()
+        .filter(|c| c.process == "smooch")
+        .map(|c| c.wakeups_per_op)
+        .sum()
+}
+
+/// The messages between processes split adds to a post, where `smooch all` calls within
+/// one process: the post to the conversations role, its answer to the gateway, and the
+/// event handed to the webhook worker. Each is written by one process and read by another,
+/// as the floor's echo server reads a request and writes its answer. The worker's answers
+/// go back in batches (up to 20 ms apart), for several messages at once, and are not
+/// counted.
+const MESSAGES: u32 = 3;
 
 /// `split` relative to `all`, in percent.
 fn delta(all: f64, split: f64) -> Option<f64> {
@@ -81,7 +92,7 @@ impl Side<'_> {
 /// No speed is asserted; a side whose ledger did not balance fails the report.
 /// `echo_server_us` holds, by step (in the order of the steps), the CPU the floor's echo
 /// server spent per round trip at that step's rate, in µs: one process woken for a request.
-/// Beside split's extra CPU per message the table prints [`WAKE_UPS`] of them, its floor.
+/// Beside split's extra CPU per message the table prints [`MESSAGES`] of them, its floor.
 pub(crate) fn compare(
     all: Vec<Report>,
     split: Vec<Report>,
@@ -110,8 +121,8 @@ pub(crate) fn compare(
     };
     let mut table = format!(
         "Webhooks, fan-out 1: `{all_mode}` vs `{split_mode}` (CPU: ms per delivered message, suite + Postgres + RabbitMQ + Redis{of_rounds})\n\n\
-         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | split − all, ms/msg | floor of {WAKE_UPS} wake-ups, ms | all deliveries/s | split deliveries/s | p99 Δ by round | CPU Δ by round |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | split − all, ms/msg | floor of {MESSAGES} messages between processes, ms | suite wake-ups/msg: all | split | all deliveries/s | split deliveries/s | p99 Δ by round | CPU Δ by round |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let (mut worst_p99, mut worst_cpu): (Option<f64>, Option<f64>) = (None, None);
     for (step, a) in first_all.rows.iter().enumerate() {
@@ -142,7 +153,7 @@ pub(crate) fn compare(
         };
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.offered,
             cell(p99(&on_all), 1),
             cell(p99(&on_split), 1),
@@ -156,9 +167,11 @@ pub(crate) fn compare(
                     .get(step)
                     .copied()
                     .flatten()
-                    .map(|us| f64::from(WAKE_UPS) * us / 1000.0),
+                    .map(|us| f64::from(MESSAGES) * us / 1000.0),
                 2
             ),
+            cell(on_all.median(suite_wakeups), 1),
+            cell(on_split.median(suite_wakeups), 1),
             cell(on_all.median(|r| r.achieved_per_s), 0),
             cell(on_split.median(|r| r.achieved_per_s), 0),
             by_round(|r| r.latency.p99),
@@ -214,7 +227,7 @@ pub(crate) fn compare(
             .extend(side.failures.into_iter().map(|f| format!("{name}: {f}")));
     }
     report.notes.push(format!(
-        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2){}. {split_mode}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all: positive when split is slower or costlier; the headline gives the largest. The floor of {WAKE_UPS} wake-ups is {WAKE_UPS} times the CPU the floor's echo server (one runtime thread) spent per round trip at that rate: the gateway's call wakes the conversations role for the request and the gateway for the answer, and the hand-off wakes the webhook worker for the event, where `smooch all` makes direct calls in one process (the worker's answers go back in batches, for several messages at a time).",
+        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2){}. {split_mode}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all: positive when split is slower or costlier; the headline gives the largest. The floor of {MESSAGES} messages between processes is {MESSAGES} times the CPU the floor's echo server (one runtime thread) spent per round trip at that rate, reading a request and writing its answer: where `smooch all` makes direct calls in one process, split's gateway writes the post to the conversations role and reads its answer, and the conversations role hands the event to the webhook worker (the worker's answers go back in batches, for several messages at a time). Suite wake-ups per message count the times a thread of a smooch process went to sleep and was woken (voluntary context switches of its live threads, from `/proc/<pid>/task/*/status`), per delivered message.",
         if rounds > 1 {
             format!("; the sides take turns, {rounds} rounds, and the table compares each side's median at each rate")
         } else {
@@ -232,11 +245,16 @@ mod tests {
     use crate::report::Machine;
 
     fn cpu(process: &'static str, per_1000_ops: f64) -> CpuCost {
+        woken(process, per_1000_ops, 0.0)
+    }
+
+    fn woken(process: &'static str, per_1000_ops: f64, wakeups_per_op: f64) -> CpuCost {
         CpuCost {
             process,
             cpu_seconds: 0.0,
             per_1000_ops,
             cores: 0.0,
+            wakeups_per_op,
         }
     }
 
@@ -347,20 +365,35 @@ mod tests {
 
     #[test]
     fn rounds_compare_medians_and_the_headline_is_split_s_worst_showing() {
-        let side = |mode: &str, p99s: [f64; 3], cpus: [f64; 3]| -> Vec<Report> {
-            p99s.iter()
-                .zip(cpus)
-                .map(|(&p99, c)| report(mode, vec![row(p99, vec![cpu("smooch", c)])], Vec::new()))
-                .collect()
+        let side = |mode: &str, p99s: [f64; 3], cpus: [f64; 3], wakeups: [f64; 3]| {
+            (0..3)
+                .map(|i| {
+                    let cost = woken("smooch", cpus[i], wakeups[i]);
+                    // A role's wake-ups are already in `smooch`'s.
+                    let role = woken("smooch/gateway", 0.0, 100.0);
+                    report(mode, vec![row(p99s[i], vec![cost, role])], Vec::new())
+                })
+                .collect::<Vec<Report>>()
         };
-        // all: p99 median 10, CPU median 2; split: p99 median 8 (better), CPU median 2.5.
-        let all = side("smooch all", [10.0, 30.0, 9.0], [2.0, 1.0, 4.0]);
-        let split = side("split ×1", [8.0, 7.0, 40.0], [2.5, 3.0, 2.0]);
-        // The echo server's 50 µs per round trip: split's three wake-ups, 0.15 ms.
+        // all: p99 median 10, CPU median 2, 3 wake-ups; split: p99 median 8 (better), CPU
+        // median 2.5, 6 wake-ups.
+        let all = side(
+            "smooch all",
+            [10.0, 30.0, 9.0],
+            [2.0, 1.0, 4.0],
+            [3.0, 2.0, 4.0],
+        );
+        let split = side(
+            "split ×1",
+            [8.0, 7.0, 40.0],
+            [2.5, 3.0, 2.0],
+            [6.0, 5.0, 9.0],
+        );
+        // The echo server's 50 µs per round trip: split's 3 messages, 0.15 ms.
         let compared = compare(all, split, &[Some(50.0)]).expect("three runs of each side");
         assert!(
             compared.tables[0].contains(
-                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.15 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% |"
+                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.15 | 3.0 | 6.0 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% |"
             ),
             "{}",
             compared.tables[0]
