@@ -184,10 +184,16 @@ pub async fn routes(
     reporter
         .set_serving::<proto::v1::conversations_server::ConversationsServer<grpc::ConversationsApi>>()
         .await;
-    let reads = db::Kept::new(
-        pool.clone(),
-        kept_for_reads(config.max_connections, writer.writers()),
-    );
+    let kept = kept_for_reads(config.max_connections, writer.writers());
+    if kept == 0 {
+        tracing::warn!(
+            pool_size = config.max_connections,
+            writers = writer.writers(),
+            left_to_the_rest = LEFT_TO_THE_REST,
+            "SMOOCH_DATABASE_MAX_CONNECTIONS leaves page reads no connection to keep beside the message writers and the connections left to the relay and transactions; every read takes one from the pool and pays its release ping"
+        );
+    }
+    let reads = db::Kept::new(pool.clone(), kept);
     let api = std::sync::Arc::new(grpc::ConversationsApi::new(
         pool, reads, writer, relay, users,
     ));
