@@ -123,9 +123,6 @@ impl Watched {
     pub fn snapshot(&self) -> Snapshot {
         let mut ticks: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut woken: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut count_wakeups = |group: &'static str, pid: u32| {
-            *woken.entry(group).or_default() += wakeups(pid).unwrap_or(0);
-        };
         let me = std::process::id();
         let all: Vec<(u32, (String, u64, u64, u32))> = pids()
             .into_iter()
@@ -135,15 +132,16 @@ impl Watched {
             if *pid == me {
                 *ticks.entry("bench").or_default() += own;
             } else if let Some((_, group)) = self.suite.iter().find(|(p, _)| p == pid) {
+                let times = wakeups(*pid).unwrap_or(0);
                 *ticks.entry("smooch").or_default() += own;
-                count_wakeups("smooch", *pid);
+                *woken.entry("smooch").or_default() += times;
                 if *group != "smooch" {
                     *ticks.entry(group).or_default() += own;
-                    count_wakeups(group, *pid);
+                    *woken.entry(group).or_default() += times;
                 }
             } else if let Some(group) = server_group(comm) {
                 *ticks.entry(group).or_default() += own;
-                count_wakeups(group, *pid);
+                *woken.entry(group).or_default() += wakeups(*pid).unwrap_or(0);
                 // Postgres forks a backend per connection: the CPU of backends that have
                 // exited is counted in the postmaster's (the root postgres process)
                 // children's time.
@@ -173,6 +171,7 @@ impl Watched {
         ops: u64,
         seconds: f64,
     ) -> Vec<CpuCost> {
+        let per_op = |n: f64| if ops == 0 { 0.0 } else { n / ops as f64 };
         after
             .ticks
             .iter()
@@ -184,21 +183,13 @@ impl Watched {
                 CpuCost {
                     process,
                     cpu_seconds,
-                    per_1000_ops: if ops == 0 {
-                        0.0
-                    } else {
-                        cpu_seconds * 1000.0 / ops as f64
-                    },
+                    per_1000_ops: per_op(cpu_seconds * 1000.0),
                     cores: if seconds > 0.0 {
                         cpu_seconds / seconds
                     } else {
                         0.0
                     },
-                    wakeups_per_op: if ops == 0 {
-                        0.0
-                    } else {
-                        wakeups as f64 / ops as f64
-                    },
+                    wakeups_per_op: per_op(wakeups as f64),
                 }
             })
             .collect()

@@ -177,7 +177,12 @@ fn ms(v: f64) -> String {
 }
 
 fn cpu_of(row: &Row, process: &str) -> String {
-    figure_of(row, process, |c| format!("{:.3}", c.per_1000_ops))
+    figure_of(row, process, cpu_text)
+}
+
+/// CPU seconds per 1,000 operations, as the tables print them.
+fn cpu_text(c: &crate::procstat::CpuCost) -> String {
+    format!("{:.3}", c.per_1000_ops)
 }
 
 fn figure_of(
@@ -301,7 +306,7 @@ impl Report {
         self.role_figures(
             md,
             "CPU per op by role (CPU s/1k ops of each role's processes, summed over replicas):",
-            |c| format!("{:.3}", c.per_1000_ops),
+            cpu_text,
         );
         self.role_figures(
             md,

@@ -102,6 +102,11 @@ impl bus::Audience for Audience {
 /// beside the message writers and the connections the reads keep.
 const LEFT_TO_THE_REST: usize = 2;
 
+/// The smallest pool that leaves reads a connection to keep whatever
+/// `SMOOCH_MESSAGE_WRITERS` is: the writers take at most half of it (rounded down), so
+/// the other half, rounded up, must hold [`LEFT_TO_THE_REST`] and one more.
+const POOL_KEEPING_A_READ: u32 = 2 * LEFT_TO_THE_REST as u32 + 1;
+
 /// How many connections of a pool of `max_connections` the reads of pages take at once
 /// and keep between reads ([`db::Kept`]): what the `writers` (each holding one) and
 /// [`LEFT_TO_THE_REST`] leave. Reads wait for their turn beyond that, so they never take
@@ -190,7 +195,7 @@ pub async fn routes(
             pool_size = config.max_connections,
             writers = writer.writers(),
             left_to_the_rest = LEFT_TO_THE_REST,
-            "SMOOCH_DATABASE_MAX_CONNECTIONS leaves page reads no connection to keep beside the message writers and the connections left to the relay and transactions; every read takes one from the pool and pays its release ping"
+            "SMOOCH_DATABASE_MAX_CONNECTIONS leaves page reads no connection to keep beside the message writers and the connections left to the relay and transactions; every read takes one from the pool and pays its release ping. Set it to {POOL_KEEPING_A_READ} or more"
         );
     }
     let reads = db::Kept::new(pool.clone(), kept);

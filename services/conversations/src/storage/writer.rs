@@ -290,6 +290,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pool_the_warning_asks_for_leaves_reads_a_connection() {
+        let pool = crate::POOL_KEEPING_A_READ;
+        for wanted in 0..=64 {
+            let writers = allowed_writers(wanted, pool);
+            assert!(
+                crate::kept_for_reads(pool, writers) >= 1,
+                "{wanted} writers wanted, {writers} started"
+            );
+        }
+        // One connection less, and the default writers leave reads none.
+        assert_eq!(
+            crate::kept_for_reads(pool - 1, allowed_writers(4, pool - 1)),
+            0
+        );
+    }
+
+    #[test]
     fn writers_take_at_most_half_the_pool() {
         assert_eq!(allowed_writers(4, 10), 4);
         assert_eq!(allowed_writers(8, 10), 5);
