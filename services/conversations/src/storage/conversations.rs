@@ -50,17 +50,16 @@ async fn conversation_and_page(
     cursor: Cursor,
     page: i64,
 ) -> sqlx::Result<Option<(ConversationRow, Page)>> {
-    if let Cursor::After(_) = cursor {
+    let limit = page.max(1);
+    let Some(before) = cursor.before_ms() else {
         let Some(conversation) = conversation_of(&mut *conn, app_id, app_user_id).await? else {
             return Ok(None);
         };
-        let messages = read_page(conn, app_id, &conversation.id, cursor, page).await?;
+        let messages = read_page(conn, app_id, &conversation.id, cursor, limit).await?;
         return Ok(Some((conversation, messages)));
-    }
-    let limit = page.max(1);
+    };
     let Some((conversation, rows)) =
-        conversation_and_messages_before(conn, app_id, app_user_id, cursor.before_ms(), limit + 1)
-            .await?
+        conversation_and_messages_before(conn, app_id, app_user_id, before, limit + 1).await?
     else {
         return Ok(None);
     };

@@ -22,12 +22,14 @@ pub(crate) enum Cursor {
 }
 
 impl Cursor {
-    /// The exclusive upper bound of a backward page at this cursor, ms: its time for
-    /// `Before`, none (`i64::MAX`) otherwise.
-    pub(crate) fn before_ms(self) -> i64 {
+    /// The exclusive upper bound (ms) of the page at this cursor when it reads backward:
+    /// its time for `Before`, `i64::MAX` (no bound) for `Latest`; `None` for `After`, which
+    /// reads forward.
+    pub(crate) fn before_ms(self) -> Option<i64> {
         match self {
-            Cursor::Before(t) => t,
-            Cursor::Latest | Cursor::After(_) => i64::MAX,
+            Cursor::Latest => Some(i64::MAX),
+            Cursor::Before(t) => Some(t),
+            Cursor::After(_) => None,
         }
     }
 }
@@ -700,6 +702,7 @@ fn trim_to_whole_ms(rows: &mut Vec<MessageRow>, take: usize) -> (bool, Option<i6
 /// The page at `cursor` (`Latest` or `Before`) from `rows`: the first `limit + 1` messages
 /// received before it, newest first, as [`messages_before`] reads them. Reads more only
 /// to settle a split boundary millisecond and, for `Before`, whether a later page exists.
+/// `limit` is at least 1: its callers clamp it.
 pub(crate) async fn page_before(
     conn: &mut PgConnection,
     app_id: &AppId,
@@ -708,7 +711,7 @@ pub(crate) async fn page_before(
     limit: i64,
     mut rows: Vec<MessageRow>,
 ) -> sqlx::Result<Page> {
-    let take = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    let take = usize::try_from(limit).unwrap_or(usize::MAX);
     let (mut has_previous, only) = trim_to_whole_ms(&mut rows, take);
     if let Some(boundary) = only {
         rows = messages_at(conn, app_id, conversation_id, boundary).await?;
@@ -766,9 +769,8 @@ pub(crate) async fn read_page(
     let take = usize::try_from(limit).unwrap_or(usize::MAX);
     match cursor {
         Cursor::Latest | Cursor::Before(_) => {
-            let rows =
-                messages_before(conn, app_id, conversation_id, cursor.before_ms(), limit + 1)
-                    .await?;
+            let before = cursor.before_ms().unwrap_or(i64::MAX);
+            let rows = messages_before(conn, app_id, conversation_id, before, limit + 1).await?;
             page_before(conn, app_id, conversation_id, cursor, limit, rows).await
         }
         Cursor::After(after) => {

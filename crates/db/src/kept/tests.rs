@@ -1,5 +1,5 @@
-//! `db::Kept` against a real Postgres: which connections it keeps and hands out again,
-//! and that one which died while kept is replaced.
+//! [`Kept`] against a real Postgres: which connections it keeps and hands out again, and
+//! that one which died while kept is replaced.
 
 #![allow(clippy::unwrap_used)]
 
@@ -7,15 +7,17 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
+use super::Kept;
+
 fn database_url() -> String {
     std::env::var("SMOOCH_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/smooch_test".to_owned())
 }
 
-async fn kept(keep: usize, max_connections: u32) -> db::Kept {
-    db::ensure_database(&database_url()).await.unwrap();
-    let pool = db::connect(&database_url(), "public", max_connections).unwrap();
-    db::Kept::new(pool, keep)
+async fn kept(keep: usize, max_connections: u32) -> Kept {
+    crate::ensure_database(&database_url()).await.unwrap();
+    let pool = crate::connect(&database_url(), "public", max_connections).unwrap();
+    Kept::new(pool, keep)
 }
 
 async fn backend(conn: &mut PgConnection) -> i32 {
@@ -52,7 +54,7 @@ async fn an_unfinished_connection_goes_back_to_the_pool() {
     // The pool's release (with its ping) runs on a task of its own.
     let mut idle = 0;
     for _ in 0..100 {
-        idle = kept.pool().num_idle();
+        idle = kept.pool.num_idle();
         if idle == 1 {
             break;
         }
@@ -104,7 +106,7 @@ async fn callers_hold_at_most_keep_connections_at_once_and_take_turns() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!third.is_finished(), "a third caller waits for its turn");
     // The pool has connections to spare for its other users.
-    let other = kept.pool().acquire().await.unwrap();
+    let other = kept.pool.acquire().await.unwrap();
     drop(other);
     first.finish();
     let got = tokio::time::timeout(Duration::from_secs(2), third)
@@ -127,12 +129,12 @@ async fn a_kept_connection_that_died_while_idle_is_replaced() {
     conn.finish();
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
-        .fetch_one(kept.pool())
+        .fetch_one(&kept.pool)
         .await
         .unwrap();
     assert!(killed);
     // Idle for longer than a connection is handed out unchecked.
-    tokio::time::sleep(db::PING_IF_IDLE_FOR + Duration::from_millis(200)).await;
+    tokio::time::sleep(crate::PING_IF_IDLE_FOR + Duration::from_millis(200)).await;
     let mut fresh = kept.acquire().await.unwrap();
     let now = backend(&mut fresh).await;
     assert_ne!(now, pid, "another backend took the dead one's place");
@@ -142,13 +144,13 @@ async fn a_kept_connection_that_died_while_idle_is_replaced() {
 
 #[tokio::test]
 async fn a_connection_kept_for_the_pools_lifetime_goes_back_to_the_pool() {
-    db::ensure_database(&database_url()).await.unwrap();
+    crate::ensure_database(&database_url()).await.unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .max_lifetime(Duration::from_millis(300))
         .connect_lazy(&database_url())
         .unwrap();
-    let kept = db::Kept::new(pool, 1);
+    let kept = Kept::new(pool, 1);
     let mut conn = kept.acquire().await.unwrap();
     let pid = backend(&mut conn).await;
     conn.finish();

@@ -53,13 +53,9 @@ impl Kept {
         }
     }
 
-    /// The pool the connections come from.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// How many connections are kept idle now.
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
     }
 
@@ -171,3 +167,6 @@ impl std::ops::DerefMut for KeptConnection {
         &mut self.conn
     }
 }
+
+#[cfg(test)]
+mod tests;
