@@ -267,6 +267,7 @@ impl Ctx {
             cpu: self
                 .watched
                 .cost(&cpu_before.0, &after, run.ok + run.failed, seconds),
+            steal_percent: crate::procstat::steal_percent(&cpu_before.0, &after),
             extra: Map::new(),
         }
     }

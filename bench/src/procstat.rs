@@ -25,6 +25,49 @@ pub struct Snapshot {
     ticks: BTreeMap<&'static str, u64>,
     /// Voluntary context switches of the group's live threads (see [`wakeups`]).
     wakeups: BTreeMap<&'static str, u64>,
+    /// The machine's CPU time so far (see [`machine_time`]).
+    machine: Option<MachineTime>,
+}
+
+/// The machine's CPU time so far, all cores, in clock ticks (`/proc/stat`'s `cpu` line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTime {
+    /// Every state's ticks: user, nice, system, idle, iowait, irq, softirq, steal.
+    pub total: u64,
+    /// Ticks the hypervisor ran something else while this machine had work to run.
+    pub steal: u64,
+}
+
+/// The machine's CPU time so far, from `/proc/stat`.
+pub fn machine_time() -> Option<MachineTime> {
+    parse_machine_time(&fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The `cpu` line of a `/proc/stat` text: `cpu user nice system idle iowait irq softirq
+/// steal guest guest_nice`. Guest time is already counted in user and nice, so it is left
+/// out of the total.
+fn parse_machine_time(stat: &str) -> Option<MachineTime> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(MachineTime {
+        total: fields.iter().sum(),
+        steal: fields.get(7).copied().unwrap_or(0),
+    })
+}
+
+/// The share of the machine's CPU time between two snapshots that the hypervisor gave to
+/// other guests (steal), in percent: time this VM's cores were ready to run and did not.
+/// On a shared host it is what stalls a run without anything here being busy. `None` when
+/// either snapshot has no reading.
+pub fn steal_percent(before: &Snapshot, after: &Snapshot) -> Option<f64> {
+    let (b, a) = (before.machine?, after.machine?);
+    let total = a.total.checked_sub(b.total).filter(|t| *t > 0)?;
+    Some(a.steal.saturating_sub(b.steal) as f64 * 100.0 / total as f64)
 }
 
 /// CPU seconds per 1,000 operations of one process group over an interval.
@@ -160,6 +203,7 @@ impl Watched {
         Snapshot {
             ticks,
             wakeups: woken,
+            machine: machine_time(),
         }
     }
 
@@ -307,6 +351,41 @@ mod tests {
             "the process's {process} count this thread's {after}"
         );
         assert_eq!(wakeups(u32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn steal_is_the_share_of_all_cpu_time_the_host_kept() {
+        let stat = "cpu  100 5 50 800 10 1 4 30 7 0\ncpu0 50 2 25 400 5 0 2 15 3 0\n";
+        let before = parse_machine_time(stat).expect("a cpu line");
+        assert_eq!(
+            before,
+            MachineTime {
+                total: 1000,
+                steal: 30
+            },
+            "guest time is not counted twice"
+        );
+        let snapshot = |machine| Snapshot {
+            machine,
+            ..Snapshot::default()
+        };
+        let after = MachineTime {
+            total: 1400,
+            steal: 130,
+        };
+        assert_eq!(
+            steal_percent(&snapshot(Some(before)), &snapshot(Some(after))),
+            Some(25.0)
+        );
+        assert_eq!(steal_percent(&snapshot(None), &snapshot(Some(after))), None);
+        assert_eq!(
+            steal_percent(&snapshot(Some(after)), &snapshot(Some(after))),
+            None,
+            "no time passed"
+        );
+        assert_eq!(parse_machine_time("intr 1 2 3\n"), None);
+        let here = machine_time().expect("this machine's /proc/stat");
+        assert!(here.total > 0 && here.steal <= here.total);
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub struct Row {
     pub latency: Latency,
     /// CPU seconds per 1,000 operations of each process.
     pub cpu: Vec<CpuCost>,
+    /// The share of the machine's CPU time the hypervisor gave to other guests over the
+    /// same interval, in percent ([`crate::procstat::steal_percent`]): a stall with
+    /// nothing here busy shows in it.
+    pub steal_percent: Option<f64>,
     /// Scenario-specific figures.
     pub extra: Map<String, Value>,
 }
@@ -245,8 +249,8 @@ impl Report {
             md.push('\n');
         }
         md.push_str(
-            "| step | offered | achieved/s | ok | failed | p50 ms | p99 ms | p99.9 ms | max ms | CPU s/1k ops: smooch | bench | postgres | rabbitmq | redis | notes |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| step | offered | achieved/s | ok | failed | p50 ms | p99 ms | p99.9 ms | max ms | CPU s/1k ops: smooch | bench | postgres | rabbitmq | redis | steal % | notes |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             let notes = r
@@ -257,7 +261,7 @@ impl Report {
                 .join("; ");
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.label,
                 r.offered,
                 r.achieved_per_s,
@@ -272,6 +276,9 @@ impl Report {
                 cpu_of(r, "postgres"),
                 cpu_of(r, "rabbitmq"),
                 cpu_of(r, "redis"),
+                r.steal_percent
+                    .map(|s| format!("{s:.1}"))
+                    .unwrap_or_else(|| "–".to_owned()),
                 notes,
             );
         }

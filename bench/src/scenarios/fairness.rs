@@ -17,6 +17,7 @@ use serde_json::json;
 use super::{post_sequenced, PostTarget, Posted};
 use crate::context::Ctx;
 use crate::load::{Latency, Step};
+use crate::procstat::steal_percent;
 use crate::report::{Report, Row};
 use crate::sink::SLOW_ANSWER;
 
@@ -137,6 +138,7 @@ impl AppResult {
             failed: self.lost(),
             latency: self.latency.clone(),
             cpu: Vec::new(),
+            steal_percent: None,
             extra: serde_json::Map::new(),
         };
         let accepted_per_s = self.posted.posted.len() as f64 / step.duration.as_secs_f64();
@@ -287,6 +289,7 @@ async fn run_step(
         &quiet_step,
     );
     quiet_row.cpu = ctx.watched.cost(&cpu.0, &after, deliveries, seconds);
+    quiet_row.steal_percent = steal_percent(&cpu.0, &after);
     quiet_row.extra.insert(
         "drained in s".to_owned(),
         json!((drained.as_secs_f64() * 10.0).round() / 10.0),

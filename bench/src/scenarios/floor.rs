@@ -15,7 +15,7 @@ use serde_json::{json, Map};
 use crate::context::Ctx;
 use crate::floor::{AmqpFloor, HttpFloor, PgFloor, RedisFloor};
 use crate::load::{self, Latency, Outcome};
-use crate::procstat;
+use crate::procstat::{self, steal_percent};
 use crate::report::{Report, Row};
 
 /// The figures other scenarios compare themselves to.
@@ -105,6 +105,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                 failed,
                 latency,
                 cpu: ctx.watched.cost(&cpu.0, &after, ok + failed, seconds),
+                steal_percent: steal_percent(&cpu.0, &after),
                 extra: Map::new(),
             });
         }
@@ -140,6 +141,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         failed,
         latency,
         cpu: ctx.watched.cost(&cpu.0, &after, ok + failed, seconds),
+        steal_percent: steal_percent(&cpu.0, &after),
         extra: Map::new(),
     });
     report.headline.insert(

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::context::Ctx;
 use crate::load::Latency;
+use crate::procstat::steal_percent;
 use crate::push_sink::PushSink;
 use crate::report::{Report, Row};
 
@@ -107,6 +108,7 @@ async fn run_step(
         failed: lost,
         latency: latency.clone(),
         cpu: ctx.watched.cost(&cpu.0, &after, delivered, seconds),
+        steal_percent: steal_percent(&cpu.0, &after),
         extra: serde_json::Map::new(),
     };
     for (k, v) in [

@@ -275,6 +275,7 @@ mod tests {
                 mean: p99 / 2.0,
             },
             cpu: cpu_costs,
+            steal_percent: None,
             extra: serde_json::Map::new(),
         }
     }
