@@ -57,6 +57,11 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     }
 }
 
+/// The row labelled `label` in round `i` of a side's `reports`.
+fn round_row<'r>(reports: &'r [Report], i: usize, label: &str) -> Option<&'r Row> {
+    reports.get(i)?.rows.iter().find(|r| r.label == label)
+}
+
 /// The larger of two differences: split's worst showing against all.
 fn worse(worst: Option<f64>, d: Option<f64>) -> Option<f64> {
     match (worst, d) {
@@ -121,8 +126,8 @@ pub(crate) fn compare(
     };
     let mut table = format!(
         "Webhooks, fan-out 1: `{all_mode}` vs `{split_mode}` (CPU: ms per delivered message, suite + Postgres + RabbitMQ + Redis{of_rounds})\n\n\
-         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | split − all, ms/msg | floor of {MESSAGES} messages between processes, ms | suite wake-ups/msg: all | split | all deliveries/s | split deliveries/s | p99 Δ by round | CPU Δ by round |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | split − all, ms/msg | floor of {MESSAGES} messages between processes, ms | suite wake-ups/msg: all | split | all deliveries/s | split deliveries/s | p99 Δ by round | CPU Δ by round | steal % by round |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let (mut worst_p99, mut worst_cpu): (Option<f64>, Option<f64>) = (None, None);
     for (step, a) in first_all.rows.iter().enumerate() {
@@ -135,25 +140,34 @@ pub(crate) fn compare(
         let by_round = |figure: fn(&Row) -> f64| {
             let deltas: Vec<String> = (0..rounds)
                 .map(|i| {
-                    let row = |reports: &[Report]| {
-                        reports[i]
-                            .rows
-                            .iter()
-                            .find(|r| r.label == a.label)
-                            .map(figure)
-                    };
+                    let row = |reports: &[Report]| round_row(reports, i, &a.label).map(figure);
                     percent(row(&all).zip(row(&split)).and_then(|(a, s)| delta(a, s)))
                 })
                 .collect();
             deltas.join(" / ")
         };
+        // A round's deltas are as good as its worse side's share of the host: the higher
+        // steal of the two.
+        let steal_by_round = (0..rounds)
+            .map(|i| {
+                let steal = |reports: &[Report]| {
+                    round_row(reports, i, &a.label).and_then(|r| r.steal_percent)
+                };
+                match (steal(&all), steal(&split)) {
+                    (Some(a), Some(s)) => format!("{:.1}", a.max(s)),
+                    (Some(one), None) | (None, Some(one)) => format!("{one:.1}"),
+                    (None, None) => "–".to_owned(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" / ");
         let cell = |v: Option<f64>, decimals: usize| {
             v.map(|v| format!("{v:.decimals$}"))
                 .unwrap_or_else(|| "–".to_owned())
         };
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.offered,
             cell(p99(&on_all), 1),
             cell(p99(&on_split), 1),
@@ -176,6 +190,7 @@ pub(crate) fn compare(
             cell(on_split.median(|r| r.achieved_per_s), 0),
             by_round(|r| r.latency.p99),
             by_round(suite_cpu_ms),
+            steal_by_round,
         );
         worst_p99 = worse(worst_p99, p99_delta);
         worst_cpu = worse(worst_cpu, cpu_delta);
@@ -227,7 +242,7 @@ pub(crate) fn compare(
             .extend(side.failures.into_iter().map(|f| format!("{name}: {f}")));
     }
     report.notes.push(format!(
-        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2){}. {split_mode}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all: positive when split is slower or costlier; the headline gives the largest. The floor of {MESSAGES} messages between processes is {MESSAGES} times the CPU the floor's echo server (one runtime thread) spent per round trip at that rate, reading a request and writing its answer: where `smooch all` makes direct calls in one process, split's gateway writes the post to the conversations role and reads its answer, and the conversations role hands the event to the webhook worker (the worker's answers go back in batches, for several messages at a time). Suite wake-ups per message count the times a thread of a smooch process went to sleep and was woken (voluntary context switches of its live threads, from `/proc/<pid>/task/*/status`), per delivered message.",
+        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2){}. {split_mode}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all: positive when split is slower or costlier; the headline gives the largest. The floor of {MESSAGES} messages between processes is {MESSAGES} times the CPU the floor's echo server (one runtime thread) spent per round trip at that rate, reading a request and writing its answer: where `smooch all` makes direct calls in one process, split's gateway writes the post to the conversations role and reads its answer, and the conversations role hands the event to the webhook worker (the worker's answers go back in batches, for several messages at a time). Suite wake-ups per message count the times a thread of a smooch process went to sleep and was woken (voluntary context switches of its live threads, from `/proc/<pid>/task/*/status`), per delivered message. Steal by round is the higher of the two sides' share of the machine's CPU time that the hypervisor gave to other guests during that round's step: a round with more than a percent or two says more about the host than about either side.",
         if rounds > 1 {
             format!("; the sides take turns, {rounds} rounds, and the table compares each side's median at each rate")
         } else {
@@ -366,13 +381,19 @@ mod tests {
 
     #[test]
     fn rounds_compare_medians_and_the_headline_is_split_s_worst_showing() {
-        let side = |mode: &str, p99s: [f64; 3], cpus: [f64; 3], wakeups: [f64; 3]| {
+        let side = |mode: &str,
+                    p99s: [f64; 3],
+                    cpus: [f64; 3],
+                    wakeups: [f64; 3],
+                    steals: [Option<f64>; 3]| {
             (0..3)
                 .map(|i| {
                     let cost = woken("smooch", cpus[i], wakeups[i]);
                     // A role's wake-ups are already in `smooch`'s.
                     let role = woken("smooch/gateway", 0.0, 100.0);
-                    report(mode, vec![row(p99s[i], vec![cost, role])], Vec::new())
+                    let mut row = row(p99s[i], vec![cost, role]);
+                    row.steal_percent = steals[i];
+                    report(mode, vec![row], Vec::new())
                 })
                 .collect::<Vec<Report>>()
         };
@@ -383,18 +404,20 @@ mod tests {
             [10.0, 30.0, 9.0],
             [2.0, 1.0, 4.0],
             [3.0, 2.0, 4.0],
+            [Some(0.1), Some(4.25), None],
         );
         let split = side(
             "split ×1",
             [8.0, 7.0, 40.0],
             [2.5, 3.0, 2.0],
             [6.0, 5.0, 9.0],
+            [Some(0.3), Some(0.0), None],
         );
         // The echo server's 50 µs per round trip: split's 3 messages, 0.15 ms.
         let compared = compare(all, split, &[Some(50.0)]).expect("three runs of each side");
         assert!(
             compared.tables[0].contains(
-                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.15 | 3.0 | 6.0 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% |"
+                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.15 | 3.0 | 6.0 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% | 0.3 / 4.2 / – |"
             ),
             "{}",
             compared.tables[0]
