@@ -31,15 +31,15 @@ pub struct Snapshot {
 
 /// The machine's CPU time so far, all cores, in clock ticks (`/proc/stat`'s `cpu` line).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MachineTime {
+struct MachineTime {
     /// Every state's ticks: user, nice, system, idle, iowait, irq, softirq, steal.
-    pub total: u64,
+    total: u64,
     /// Ticks the hypervisor ran something else while this machine had work to run.
-    pub steal: u64,
+    steal: u64,
 }
 
 /// The machine's CPU time so far, from `/proc/stat`.
-pub fn machine_time() -> Option<MachineTime> {
+fn machine_time() -> Option<MachineTime> {
     parse_machine_time(&fs::read_to_string("/proc/stat").ok()?)
 }
 

@@ -180,6 +180,13 @@ fn ms(v: f64) -> String {
     }
 }
 
+/// A figure with `decimals` decimals, or a dash when there is none, as the tables print
+/// figures.
+pub(crate) fn figure(v: Option<f64>, decimals: usize) -> String {
+    v.map(|v| format!("{v:.decimals$}"))
+        .unwrap_or_else(|| "–".to_owned())
+}
+
 fn cpu_of(row: &Row, process: &str) -> String {
     figure_of(row, process, cpu_text)
 }
@@ -276,9 +283,7 @@ impl Report {
                 cpu_of(r, "postgres"),
                 cpu_of(r, "rabbitmq"),
                 cpu_of(r, "redis"),
-                r.steal_percent
-                    .map(|s| format!("{s:.1}"))
-                    .unwrap_or_else(|| "–".to_owned()),
+                figure(r.steal_percent, 1),
                 notes,
             );
         }

@@ -16,7 +16,7 @@ use crate::context::Ctx;
 use crate::floor::{AmqpFloor, HttpFloor, PgFloor, RedisFloor};
 use crate::load::{self, Latency, Outcome};
 use crate::procstat::{self, steal_percent};
-use crate::report::{Report, Row};
+use crate::report::{figure, Report, Row};
 
 /// The figures other scenarios compare themselves to.
 #[derive(Debug, Clone, Deserialize)]
@@ -287,7 +287,7 @@ pub(crate) async fn hop_table(
             per_hop(cpu_before.0, cpu_after.0),
             per_hop(cpu_before.1, cpu_after.1),
         );
-        let show = |us: Option<f64>| us.map_or("–".to_owned(), |us| format!("{us:.0}"));
+        let show = |us: Option<f64>| figure(us, 0);
         let both = server_us.zip(client_us).map(|(s, c)| s + c);
         server_cpu.push(server_us);
         let (failed, latency) = (paced.failed, Latency::of(&paced.histogram));

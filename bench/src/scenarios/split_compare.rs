@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use crate::report::{Report, Row};
+use crate::report::{figure, Report, Row};
 
 /// CPU milliseconds per operation of the suite and its servers (the harness excluded; the
 /// per-role figures of a split suite are already in `smooch`).
@@ -137,10 +137,10 @@ pub(crate) fn compare(
         let both = |f: &dyn Fn(&Side<'_>) -> Option<f64>| f(&on_all).zip(f(&on_split));
         let p99_delta = both(&p99).and_then(|(a, s)| delta(a, s));
         let cpu_delta = both(&cpu).and_then(|(a, s)| delta(a, s));
-        let by_round = |figure: fn(&Row) -> f64| {
+        let by_round = |of: fn(&Row) -> f64| {
             let deltas: Vec<String> = (0..rounds)
                 .map(|i| {
-                    let row = |reports: &[Report]| round_row(reports, i, &a.label).map(figure);
+                    let row = |reports: &[Report]| round_row(reports, i, &a.label).map(of);
                     percent(row(&all).zip(row(&split)).and_then(|(a, s)| delta(a, s)))
                 })
                 .collect();
@@ -153,30 +153,28 @@ pub(crate) fn compare(
                 let steal = |reports: &[Report]| {
                     round_row(reports, i, &a.label).and_then(|r| r.steal_percent)
                 };
-                match (steal(&all), steal(&split)) {
-                    (Some(a), Some(s)) => format!("{:.1}", a.max(s)),
-                    (Some(one), None) | (None, Some(one)) => format!("{one:.1}"),
-                    (None, None) => "–".to_owned(),
-                }
+                figure(
+                    steal(&all)
+                        .into_iter()
+                        .chain(steal(&split))
+                        .reduce(f64::max),
+                    1,
+                )
             })
             .collect::<Vec<_>>()
             .join(" / ");
-        let cell = |v: Option<f64>, decimals: usize| {
-            v.map(|v| format!("{v:.decimals$}"))
-                .unwrap_or_else(|| "–".to_owned())
-        };
         let _ = writeln!(
             table,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.offered,
-            cell(p99(&on_all), 1),
-            cell(p99(&on_split), 1),
+            figure(p99(&on_all), 1),
+            figure(p99(&on_split), 1),
             percent(p99_delta),
-            cell(cpu(&on_all), 2),
-            cell(cpu(&on_split), 2),
+            figure(cpu(&on_all), 2),
+            figure(cpu(&on_split), 2),
             percent(cpu_delta),
-            cell(both(&cpu).map(|(a, s)| s - a), 2),
-            cell(
+            figure(both(&cpu).map(|(a, s)| s - a), 2),
+            figure(
                 echo_server_us
                     .get(step)
                     .copied()
@@ -184,10 +182,10 @@ pub(crate) fn compare(
                     .map(|us| f64::from(MESSAGES) * us / 1000.0),
                 2
             ),
-            cell(on_all.median(suite_wakeups), 1),
-            cell(on_split.median(suite_wakeups), 1),
-            cell(on_all.median(|r| r.achieved_per_s), 0),
-            cell(on_split.median(|r| r.achieved_per_s), 0),
+            figure(on_all.median(suite_wakeups), 1),
+            figure(on_split.median(suite_wakeups), 1),
+            figure(on_all.median(|r| r.achieved_per_s), 0),
+            figure(on_split.median(|r| r.achieved_per_s), 0),
             by_round(|r| r.latency.p99),
             by_round(suite_cpu_ms),
             steal_by_round,
