@@ -39,7 +39,8 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// How many tasks of the conversations role write messages, each committing the posts
     /// that queued while it was busy in one transaction (`SMOOCH_MESSAGE_WRITERS`, default
-    /// 4); 0 commits each post on its own.
+    /// 1: under load every post queues behind the batch in flight, so posts share
+    /// statements and commits); 0 commits each post on its own.
     pub message_writers: u32,
     /// Redis URL (`SMOOCH_REDIS_URL`, default `redis://127.0.0.1:6379`).
     #[serde(
@@ -164,7 +165,7 @@ impl Default for Settings {
             public_url: None,
             database_url: "postgres://postgres@127.0.0.1:5432/smooch".to_owned(),
             database_max_connections: 10,
-            message_writers: 4,
+            message_writers: 1,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_prefix: "smooch".to_owned(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
@@ -495,7 +496,7 @@ mod tests {
         let s = env_settings(&[]).unwrap();
         assert_eq!(s.http_addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(s.database_max_connections, 10);
-        assert_eq!(s.message_writers, 4);
+        assert_eq!(s.message_writers, 1);
         assert_eq!(s.shutdown_grace, Duration::from_millis(25_000));
         assert_eq!(s.admission_wait, Duration::from_millis(50));
         assert_eq!(s.webhook_worker.max_retries, 5);
