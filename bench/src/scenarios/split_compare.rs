@@ -402,20 +402,22 @@ mod tests {
             [10.0, 30.0, 9.0],
             [2.0, 1.0, 4.0],
             [3.0, 2.0, 4.0],
-            [Some(0.1), Some(4.25), None],
+            [None, Some(4.25), None],
         );
+        // Round 1: no steal read on either side (a dash); round 3: only split's, which is
+        // the round's.
         let split = side(
             "split ×1",
             [8.0, 7.0, 40.0],
             [2.5, 3.0, 2.0],
             [6.0, 5.0, 9.0],
-            [Some(0.3), Some(0.0), None],
+            [None, Some(0.0), Some(1.5)],
         );
         // The echo server's 50 µs per round trip: split's 3 messages, 0.15 ms.
         let compared = compare(all, split, &[Some(50.0)]).expect("three runs of each side");
         assert!(
             compared.tables[0].contains(
-                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.15 | 3.0 | 6.0 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% | 0.3 / 4.2 / – |"
+                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.15 | 3.0 | 6.0 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% | – / 4.2 / 1.5 |"
             ),
             "{}",
             compared.tables[0]
