@@ -256,6 +256,10 @@ impl Ctx {
     ) -> Row {
         let after = self.watched.snapshot();
         let seconds = cpu_before.1.elapsed().as_secs_f64();
+        // Every request of the step (warm-up included) cost the CPU measured.
+        let (cpu, steal_percent) =
+            self.watched
+                .cost(&cpu_before.0, &after, run.ok + run.failed, seconds);
         Row {
             label,
             offered: format!("{:.0}/s", step.rate),
@@ -263,11 +267,8 @@ impl Ctx {
             ok: run.recorded_ok,
             failed: run.recorded_failed,
             latency: Latency::of(&run.histogram),
-            // Every request of the step (warm-up included) cost the CPU measured.
-            cpu: self
-                .watched
-                .cost(&cpu_before.0, &after, run.ok + run.failed, seconds),
-            steal_percent: crate::procstat::steal_percent(&cpu_before.0, &after),
+            cpu,
+            steal_percent,
             extra: Map::new(),
         }
     }

@@ -64,7 +64,7 @@ fn parse_machine_time(stat: &str) -> Option<MachineTime> {
 /// other guests (steal), in percent: time this VM's cores were ready to run and did not.
 /// On a shared host it is what stalls a run without anything here being busy. `None` when
 /// either snapshot has no reading.
-pub fn steal_percent(before: &Snapshot, after: &Snapshot) -> Option<f64> {
+fn steal_percent(before: &Snapshot, after: &Snapshot) -> Option<f64> {
     let (b, a) = (before.machine?, after.machine?);
     let total = a.total.checked_sub(b.total).filter(|t| *t > 0)?;
     Some(a.steal.saturating_sub(b.steal) as f64 * 100.0 / total as f64)
@@ -207,16 +207,18 @@ impl Watched {
         }
     }
 
-    /// CPU per 1,000 operations of each group between two snapshots `seconds` apart.
+    /// CPU per 1,000 operations of each group between two snapshots `seconds` apart, and
+    /// the machine's steal over the same interval ([`steal_percent`]), which says how far
+    /// those figures can be trusted.
     pub fn cost(
         &self,
         before: &Snapshot,
         after: &Snapshot,
         ops: u64,
         seconds: f64,
-    ) -> Vec<CpuCost> {
+    ) -> (Vec<CpuCost>, Option<f64>) {
         let per_op = |n: f64| if ops == 0 { 0.0 } else { n / ops as f64 };
-        after
+        let costs = after
             .ticks
             .iter()
             .map(|(process, end)| {
@@ -236,7 +238,8 @@ impl Watched {
                     wakeups_per_op: per_op(wakeups as f64),
                 }
             })
-            .collect()
+            .collect();
+        (costs, steal_percent(before, after))
     }
 }
 

@@ -17,7 +17,6 @@ use serde_json::json;
 use super::{post_sequenced, PostTarget, Posted};
 use crate::context::Ctx;
 use crate::load::{Latency, Step};
-use crate::procstat::steal_percent;
 use crate::report::{Report, Row};
 use crate::sink::SLOW_ANSWER;
 
@@ -288,8 +287,8 @@ async fn run_step(
         quiet_rate,
         &quiet_step,
     );
-    quiet_row.cpu = ctx.watched.cost(&cpu.0, &after, deliveries, seconds);
-    quiet_row.steal_percent = steal_percent(&cpu.0, &after);
+    (quiet_row.cpu, quiet_row.steal_percent) =
+        ctx.watched.cost(&cpu.0, &after, deliveries, seconds);
     quiet_row.extra.insert(
         "drained in s".to_owned(),
         json!((drained.as_secs_f64() * 10.0).round() / 10.0),

@@ -15,7 +15,7 @@ use serde_json::{json, Map};
 use crate::context::Ctx;
 use crate::floor::{AmqpFloor, HttpFloor, PgFloor, RedisFloor};
 use crate::load::{self, Latency, Outcome};
-use crate::procstat::{self, steal_percent};
+use crate::procstat;
 use crate::report::{figure, Report, Row};
 
 /// The figures other scenarios compare themselves to.
@@ -97,6 +97,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                     .failures
                     .push(format!("{op}: {failed} operations failed"));
             }
+            let (cpu, steal_percent) = ctx.watched.cost(&cpu.0, &after, ok + failed, seconds);
             report.rows.push(Row {
                 label: op.to_owned(),
                 offered: format!("{concurrency} in flight"),
@@ -104,8 +105,8 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                 ok,
                 failed,
                 latency,
-                cpu: ctx.watched.cost(&cpu.0, &after, ok + failed, seconds),
-                steal_percent: steal_percent(&cpu.0, &after),
+                cpu,
+                steal_percent,
                 extra: Map::new(),
             });
         }
@@ -133,6 +134,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             .push(format!("http round trip, paced: {failed} requests failed"));
     }
     let paced_p99 = latency.p99;
+    let (cpu, steal_percent) = ctx.watched.cost(&cpu.0, &after, ok + failed, seconds);
     report.rows.push(Row {
         label: "http round trip".to_owned(),
         offered: format!("{paced_rate}/s"),
@@ -140,8 +142,8 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         ok,
         failed,
         latency,
-        cpu: ctx.watched.cost(&cpu.0, &after, ok + failed, seconds),
-        steal_percent: steal_percent(&cpu.0, &after),
+        cpu,
+        steal_percent,
         extra: Map::new(),
     });
     report.headline.insert(

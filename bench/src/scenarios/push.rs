@@ -14,7 +14,6 @@ use serde_json::json;
 
 use crate::context::Ctx;
 use crate::load::Latency;
-use crate::procstat::steal_percent;
 use crate::push_sink::PushSink;
 use crate::report::{Report, Row};
 
@@ -100,6 +99,7 @@ async fn run_step(
     let (latency, pushes_per_s) = run.arrivals(&step, first.iter().map(|(seq, at)| (*seq, *at)));
     let after = ctx.watched.snapshot();
     let seconds = cpu.1.elapsed().as_secs_f64();
+    let (cpu, steal_percent) = ctx.watched.cost(&cpu.0, &after, delivered, seconds);
     let mut row = Row {
         label: format!("{rate} msg/s × 1 device (FCM legacy)"),
         offered: format!("{rate:.0} pushes/s"),
@@ -107,8 +107,8 @@ async fn run_step(
         ok: delivered,
         failed: lost,
         latency: latency.clone(),
-        cpu: ctx.watched.cost(&cpu.0, &after, delivered, seconds),
-        steal_percent: steal_percent(&cpu.0, &after),
+        cpu,
+        steal_percent,
         extra: serde_json::Map::new(),
     };
     for (k, v) in [

@@ -17,7 +17,6 @@ use serde_json::json;
 
 use crate::context::Ctx;
 use crate::load::Latency;
-use crate::procstat::steal_percent;
 use crate::report::{Report, Row};
 
 /// The shape of one webhook step.
@@ -174,6 +173,9 @@ pub(super) async fn measure(
     } else {
         format!("{} msg/s × {} webhooks", shape.rate, shape.fan_out)
     };
+    let (cpu, steal_percent) =
+        ctx.watched
+            .cost(&cpu.0, &after, delivered + failing_attempts, seconds);
     let mut row = Row {
         label,
         offered: format!("{:.0} deliveries/s", shape.rate * healthy_fan_out as f64),
@@ -181,10 +183,8 @@ pub(super) async fn measure(
         ok: delivered,
         failed: lost,
         latency: healthy_latency.clone(),
-        cpu: ctx
-            .watched
-            .cost(&cpu.0, &after, delivered + failing_attempts, seconds),
-        steal_percent: steal_percent(&cpu.0, &after),
+        cpu,
+        steal_percent,
         extra: serde_json::Map::new(),
     };
     let extra = [
