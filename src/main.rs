@@ -111,6 +111,7 @@ async fn run_admin(
 }
 
 fn main() -> anyhow::Result<()> {
+    process::without_transparent_huge_pages();
     let cli = Cli::parse();
     if let Command::Config { variables: true } = cli.command {
         println!("{}", Settings::variables()?.join("\n"));

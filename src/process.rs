@@ -34,6 +34,25 @@ pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtim
     builder.enable_all().build()
 }
 
+/// Keeps the process's memory in regular 4 KiB pages: no transparent huge pages.
+///
+/// mimalloc asks the kernel for huge pages on the regions it maps (`MADV_HUGEPAGE`), so
+/// where the machine's THP setting is `madvise` (Debian's and most distributions') or
+/// `always`, the first touch of each new 2 MiB region makes the kernel zero all of it at
+/// once, in the faulting thread. When load rises, the heap grows and the runtime's threads
+/// spend that time zeroing while requests wait: in `smooch all` it was a third of the
+/// suite's CPU in the first 200 ms of a step from nothing to 1,500 posts/s, and the step's
+/// admission control shed 70-100 posts there. Without huge pages the same start shed none,
+/// peak RSS was 20-30 % lower, and CPU per message was the same (`docs/performance.md`,
+/// session 31). The flag covers every thread of the process and its children; it is set
+/// before any thread starts. A kernel that refuses it changes nothing but the log.
+pub fn without_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("smooch: cannot turn transparent huge pages off ({error}); continuing with them");
+    }
+}
+
 /// Resolves on the first SIGINT or SIGTERM.
 async fn signalled() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -156,6 +175,13 @@ mod tests {
         assert_eq!(done, 3);
         let handle = runtime.handle();
         (handle.runtime_flavor(), handle.metrics().num_workers())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_process_keeps_its_memory_out_of_transparent_huge_pages() {
+        without_transparent_huge_pages();
+        assert!(rustix::thread::transparent_huge_pages_are_disabled().expect("prctl"));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(crate) struct Posted {
     /// POSTs answered 503 (shed by the suite's admission control); counted in the run's
     /// failures too.
     pub shed: u64,
+    /// The first failure that was not a 503 (another status, or the request's own error),
+    /// as text: a failure the suite's admission control did not decide.
+    pub other_failure: Option<String>,
 }
 
 /// Posts message `i` of `step` as `role` to `targets[i % len]`, its text carrying
@@ -52,12 +55,13 @@ pub(crate) async fn post_sequenced(
 ) -> Posted {
     let posted_ok = Arc::new(Mutex::new(vec![false; step.count() as usize]));
     let shed = Arc::new(AtomicU64::new(0));
+    let other_failure = Arc::new(Mutex::new(None::<String>));
     let (http, targets) = (ctx.api.http.clone(), Arc::new(targets));
     let run = {
-        let (posted_ok, shed) = (posted_ok.clone(), shed.clone());
+        let (posted_ok, shed, other) = (posted_ok.clone(), shed.clone(), other_failure.clone());
         load::run(step, move |i, _| {
             let (http, targets, posted_ok) = (http.clone(), targets.clone(), posted_ok.clone());
-            let shed = shed.clone();
+            let (shed, other) = (shed.clone(), other.clone());
             async move {
                 let (url, header, value) = &targets[(i as usize) % targets.len()];
                 let body = json!({
@@ -81,9 +85,25 @@ pub(crate) async fn post_sequenced(
                     }
                     Ok(r) if r.status().as_u16() == 503 => {
                         shed.fetch_add(1, Ordering::Relaxed);
+                        let body = r.text().await.unwrap_or_default();
+                        if !body.contains("at capacity") {
+                            if let Ok(mut first) = other.lock() {
+                                first.get_or_insert(format!("answered 503: {body}"));
+                            }
+                        }
                         Outcome::Failed
                     }
-                    _ => Outcome::Failed,
+                    failed => {
+                        let text = match failed {
+                            Ok(r) => format!("answered {}", r.status()),
+                            // The source chain says what broke (a reset, a closed connection).
+                            Err(e) => format!("{:#}", anyhow::Error::new(e)),
+                        };
+                        if let Ok(mut first) = other.lock() {
+                            first.get_or_insert(text);
+                        }
+                        Outcome::Failed
+                    }
                 }
             }
         })
@@ -98,10 +118,12 @@ pub(crate) async fn post_sequenced(
             .collect(),
         Err(_) => Vec::new(),
     };
+    let other_failure = other_failure.lock().ok().and_then(|mut first| first.take());
     Posted {
         run,
         posted,
         shed: shed.load(Ordering::Relaxed),
+        other_failure,
     }
 }
 

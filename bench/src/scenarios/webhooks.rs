@@ -99,8 +99,12 @@ pub(super) async fn measure(
 ) -> anyhow::Result<Measured> {
     let (step_id, targets) = (prepared.step_id, prepared.targets.clone());
     let cpu = ctx.cpu();
-    let super::Posted { run, posted, .. } =
-        super::post_sequenced(ctx, step, step_id, targets, "appUser").await;
+    let super::Posted {
+        run,
+        posted,
+        shed,
+        other_failure,
+    } = super::post_sequenced(ctx, step, step_id, targets, "appUser").await;
     let cutoff = Instant::now();
     // The storm passes: the failing targets answer 200 from now on.
     ctx.sink.recover(step_id);
@@ -190,6 +194,11 @@ pub(super) async fn measure(
     let extra = [
         ("posted", json!(posted.len())),
         ("post failures", json!(run.failed)),
+        (
+            "post failures after the warm-up",
+            json!(run.recorded_failed),
+        ),
+        ("posts shed (503)", json!(shed)),
         ("post p99 ms", json!(Latency::of(&run.histogram).p99)),
         ("delivered at cutoff", json!(delivered_at_cutoff)),
         ("pending at cutoff", json!(pending_at_cutoff)),
@@ -229,14 +238,22 @@ pub(super) async fn measure(
             .insert("failing deliveries lost".to_owned(), json!(failing_lost));
     }
     eprintln!(
-        "  {}: posted {} ({} failed), expected {expected}, delivered {delivered_at_cutoff} at cutoff + {} after = {delivered}, lost {lost}, duplicates {duplicates}; {delivered_per_s:.0} deliveries/s in window, e2e p50 {:.1} ms p99 {:.1} ms",
+        "  {}: posted {} ({} failed, {} after the warm-up), expected {expected}, delivered {delivered_at_cutoff} at cutoff + {} after = {delivered}, lost {lost}, duplicates {duplicates}; {delivered_per_s:.0} deliveries/s in window, e2e p50 {:.1} ms p99 {:.1} ms",
         row.label,
         posted.len(),
         run.failed,
+        run.recorded_failed,
         delivered - delivered_at_cutoff.min(delivered),
         healthy_latency.p50,
         healthy_latency.p99,
     );
+    if let Some(failure) = &other_failure {
+        eprintln!(
+            "  {}: {} posts failed other than shed (503); the first: {failure}",
+            row.label,
+            run.failed - shed.min(run.failed),
+        );
+    }
     if lost > 0 {
         let hint = if delivered == 0 {
             " (nothing arrived: is the webhook worker running in `smooch all`?)"
