@@ -215,6 +215,7 @@ fn gateway_config(settings: &Settings, addrs: [String; 4]) -> gateway::Config {
         rate_limit: settings.rate_limit.clone(),
         body_timeout: settings.body_timeout,
         max_in_flight: settings.max_in_flight,
+        admission_queue: settings.admission_queue,
         admission_wait: settings.admission_wait,
         faye: settings.faye.clone(),
         realtime_bus: Some(gateway::faye::fanout::RealtimeBus {

@@ -117,6 +117,10 @@ pub struct Settings {
     /// API requests the gateway serves at once (`SMOOCH_MAX_IN_FLIGHT`, default 64).
     #[serde(deserialize_with = "positive_usize")]
     pub max_in_flight: usize,
+    /// How many requests may wait for one of those slots (`SMOOCH_ADMISSION_QUEUE`,
+    /// default 256; 0 refuses the excess at once). The rest are answered 503 with
+    /// `Retry-After`.
+    pub admission_queue: usize,
     /// How long a request waits for one of those slots before it is answered 503 with
     /// `Retry-After` (`SMOOCH_ADMISSION_WAIT_MS`, default 50; 0 refuses the excess at once).
     #[serde(rename = "admission_wait_ms", with = "domain::config::millis")]
@@ -187,6 +191,7 @@ impl Default for Settings {
             webhook_worker_admin_addr: None,
             push_admin_addr: None,
             max_in_flight: 64,
+            admission_queue: 256,
             admission_wait: Duration::from_millis(50),
             worker_threads: None,
             log_format: telemetry::LogFormat::default(),
@@ -499,6 +504,7 @@ mod tests {
         assert_eq!(s.message_writers, 1);
         assert_eq!(s.shutdown_grace, Duration::from_millis(25_000));
         assert_eq!(s.admission_wait, Duration::from_millis(50));
+        assert_eq!(s.admission_queue, 256);
         assert_eq!(s.webhook_worker.max_retries, 5);
         assert!(s.webhook_worker.in_process_events);
         assert_eq!(s.rate_limit.app.burst, 4000);
@@ -512,6 +518,7 @@ mod tests {
             ("SMOOCH_PUBLIC_URL", "https://chat.example.com/"),
             ("SMOOCH_BODY_TIMEOUT_MS", "1500"),
             ("SMOOCH_ADMISSION_WAIT_MS", "0"),
+            ("SMOOCH_ADMISSION_QUEUE", "16"),
             ("SMOOCH_WEBHOOK_MAX_RETRIES", "3"),
             ("SMOOCH_WEBHOOK_TIMEOUT_MS", "2500"),
             ("SMOOCH_WEBHOOK_IN_PROCESS_EVENTS", "false"),
@@ -531,6 +538,7 @@ mod tests {
         assert_eq!(s.public_url.as_deref(), Some("https://chat.example.com"));
         assert_eq!(s.body_timeout, Duration::from_millis(1500));
         assert_eq!(s.admission_wait, Duration::ZERO);
+        assert_eq!(s.admission_queue, 16);
         assert_eq!(s.webhook_worker.max_retries, 3);
         assert_eq!(s.webhook_worker.timeout, Duration::from_millis(2500));
         assert!(!s.webhook_worker.in_process_events);

@@ -1,10 +1,11 @@
 //! Admission control: at most `max_in_flight` API requests are served at once. A request
-//! that finds every slot taken waits for one, in turn, up to `wait`; at most
-//! `max_in_flight` requests wait. The rest, and a request whose wait runs out, are answered
-//! 503 with `Retry-After: 1`, so under overload the accepted requests keep their latency and
-//! memory stays bounded, while a burst that lasts less than `wait` (a commit that took
-//! 30 ms, a scheduler hiccup) is absorbed instead of refused. Health, readiness and metrics
-//! are always served.
+//! that finds every slot taken waits for one, in turn, up to `wait`; at most `queue`
+//! requests wait. The rest, and a request whose wait runs out, are answered 503 with
+//! `Retry-After: 1`, so under overload the accepted requests keep their latency and memory
+//! stays bounded, while a burst that lasts less than `wait` (a commit that took 30 ms, a
+//! scheduler hiccup) is absorbed instead of refused. The queue must hold what arrives
+//! during such a burst: at 2,700 requests/s, 50 ms is 135 requests, more than the slots.
+//! Health, readiness and metrics are always served.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +28,12 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    pub(crate) fn new(max_in_flight: usize, wait: Duration) -> Self {
-        let max_in_flight = max_in_flight.max(1);
+    /// `max_in_flight` slots (at least one), and a queue of `queue` places to wait up to
+    /// `wait` for one.
+    pub(crate) fn new(max_in_flight: usize, queue: usize, wait: Duration) -> Self {
         Admission {
-            slots: Arc::new(Semaphore::new(max_in_flight)),
-            waiting_room: Arc::new(Semaphore::new(max_in_flight)),
+            slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            waiting_room: Arc::new(Semaphore::new(queue)),
             wait,
         }
     }
@@ -78,6 +80,8 @@ async fn wait_for_slot(admission: &Admission) -> Option<tokio::sync::OwnedSemaph
     if admission.wait.is_zero() {
         return None;
     }
+    // A queue of no places refuses at once too: `try_acquire` of a zero-permit semaphore
+    // fails.
     let _place = admission.waiting_room.try_acquire().ok()?;
     metrics::counter!("http_requests_queued_total").increment(1);
     tokio::time::timeout(admission.wait, admission.slots.clone().acquire_owned())
@@ -157,7 +161,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_wait_the_excess_is_answered_503_at_once_and_probes_still_pass() {
-        let admission = Admission::new(1, Duration::ZERO);
+        let admission = Admission::new(1, 1, Duration::ZERO);
         let (app, mut entered, release) = app(admission);
         let first = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
         entered.recv().await.unwrap();
@@ -175,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_that_finds_no_slot_is_served_when_one_frees_up_within_the_wait() {
-        let admission = Admission::new(1, Duration::from_secs(30));
+        let admission = Admission::new(1, 1, Duration::from_secs(30));
         let (app, mut entered, release) = app(admission.clone());
         let [first, second] = one_served_one_waiting(&app, &admission, &mut entered).await;
         assert!(entered.try_recv().is_err(), "the second request waits");
@@ -192,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_waiting_room_and_a_wait_that_runs_out_are_answered_503() {
-        let admission = Admission::new(1, Duration::from_millis(200));
+        let admission = Admission::new(1, 1, Duration::from_millis(200));
         let (app, mut entered, release) = app(admission.clone());
         let [first, waiting] = one_served_one_waiting(&app, &admission, &mut entered).await;
         // The one place to wait is taken: the next request is refused at once.
@@ -203,5 +207,55 @@ mod tests {
         assert_eq!(admission.waiting_room.available_permits(), 1);
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap().status(), http::StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_queue_holds_more_waiting_requests_than_there_are_slots() {
+        let admission = Admission::new(1, 3, Duration::from_secs(30));
+        let (app, mut entered, release) = app(admission.clone());
+        let served = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
+        entered.recv().await.unwrap();
+        let waiting: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(app.clone().oneshot(request("/v1/slow"))))
+            .collect();
+        let queued = async {
+            while admission.waiting_room.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), queued)
+            .await
+            .expect("three requests wait for the slot");
+        // The fourth finds the queue full.
+        assert_shed(app.clone().oneshot(request("/v1/slow")).await.unwrap()).await;
+        // Each waiting request is served in turn as the slot frees up.
+        release.notify_one();
+        assert_eq!(
+            served.await.unwrap().unwrap().status(),
+            http::StatusCode::OK
+        );
+        for handle in waiting {
+            entered.recv().await.unwrap();
+            release.notify_one();
+            assert_eq!(
+                handle.await.unwrap().unwrap().status(),
+                http::StatusCode::OK
+            );
+        }
+        assert_eq!(admission.waiting_room.available_permits(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_queue_of_no_places_refuses_the_excess_at_once_whatever_the_wait() {
+        let admission = Admission::new(1, 0, Duration::from_secs(30));
+        let (app, mut entered, release) = app(admission);
+        let served = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
+        entered.recv().await.unwrap();
+        assert_shed(app.clone().oneshot(request("/v1/slow")).await.unwrap()).await;
+        release.notify_one();
+        assert_eq!(
+            served.await.unwrap().unwrap().status(),
+            http::StatusCode::OK
+        );
     }
 }

@@ -71,8 +71,11 @@ pub struct Config {
     /// API requests served at once (`SMOOCH_MAX_IN_FLIGHT`). Default 64: at this machine's
     /// ~3,000 POSTs per second a full house is ~20 ms of work.
     pub max_in_flight: usize,
+    /// How many requests that find every slot taken may wait for one
+    /// (`SMOOCH_ADMISSION_QUEUE`, default 256: 50 ms of requests at about 5,000 per second).
+    pub admission_queue: usize,
     /// How long a request that finds every slot taken waits for one
-    /// (`SMOOCH_ADMISSION_WAIT_MS`, default 50 ms; at most `max_in_flight` wait). One that
+    /// (`SMOOCH_ADMISSION_WAIT_MS`, default 50 ms; at most `admission_queue` wait). One that
     /// finds no place to wait, or whose wait runs out, is answered 503 with `Retry-After`.
     pub admission_wait: Duration,
     /// The backing services in this process (`smooch all`): called directly instead of
@@ -131,6 +134,7 @@ impl Config {
             credential_cache: auth::CacheConfig::default(),
             rate_limit: RateLimitConfig::default(),
             max_in_flight: 64,
+            admission_queue: 256,
             admission_wait: Duration::from_millis(50),
             in_process: None,
             realtime_bus: None,

@@ -175,6 +175,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             crate::admission::Admission::new(
                 state.config.max_in_flight,
+                state.config.admission_queue,
                 state.config.admission_wait,
             ),
             crate::admission::admit,
