@@ -138,25 +138,54 @@ mod tests {
             .contains("capacity"));
     }
 
-    /// Sends one request that takes the only slot, then one that waits for it: both
-    /// requests' handles, once the second is in the waiting room.
-    async fn one_served_one_waiting(
+    type Handle = tokio::task::JoinHandle<Result<Response, std::convert::Infallible>>;
+
+    /// Sends one request that takes the only slot, then `waiting` that wait for it: their
+    /// handles, once that many places of the queue are taken.
+    async fn one_served_the_rest_waiting(
         app: &Router,
         admission: &Admission,
         entered: &mut mpsc::UnboundedReceiver<()>,
-    ) -> [tokio::task::JoinHandle<Result<Response, std::convert::Infallible>>; 2] {
+        waiting: usize,
+    ) -> (Handle, Vec<Handle>) {
         let served = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
         entered.recv().await.unwrap();
-        let waiting = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
-        let in_the_room = async {
-            while admission.waiting_room.available_permits() > 0 {
+        let free = admission.waiting_room.available_permits();
+        let handles = (0..waiting)
+            .map(|_| tokio::spawn(app.clone().oneshot(request("/v1/slow"))))
+            .collect();
+        let queued = async {
+            while admission.waiting_room.available_permits() > free.saturating_sub(waiting) {
                 tokio::task::yield_now().await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), in_the_room)
+        tokio::time::timeout(Duration::from_secs(10), queued)
             .await
-            .expect("the second request waits for the slot");
-        [served, waiting]
+            .expect("the requests wait for the slot");
+        (served, handles)
+    }
+
+    /// Lets the served request finish, then each waiting one through in turn: every one
+    /// answered 200.
+    async fn served_in_turn(
+        entered: &mut mpsc::UnboundedReceiver<()>,
+        release: &Notify,
+        served: Handle,
+        waiting: Vec<Handle>,
+    ) {
+        release.notify_one();
+        assert_eq!(
+            served.await.unwrap().unwrap().status(),
+            http::StatusCode::OK
+        );
+        for handle in waiting {
+            entered.recv().await.unwrap();
+            release.notify_one();
+            assert_eq!(
+                handle.await.unwrap().unwrap().status(),
+                http::StatusCode::OK
+            );
+        }
     }
 
     #[tokio::test]
@@ -181,16 +210,9 @@ mod tests {
     async fn a_request_that_finds_no_slot_is_served_when_one_frees_up_within_the_wait() {
         let admission = Admission::new(1, 1, Duration::from_secs(30));
         let (app, mut entered, release) = app(admission.clone());
-        let [first, second] = one_served_one_waiting(&app, &admission, &mut entered).await;
+        let (first, second) = one_served_the_rest_waiting(&app, &admission, &mut entered, 1).await;
         assert!(entered.try_recv().is_err(), "the second request waits");
-        release.notify_one();
-        assert_eq!(first.await.unwrap().unwrap().status(), http::StatusCode::OK);
-        entered.recv().await.unwrap();
-        release.notify_one();
-        assert_eq!(
-            second.await.unwrap().unwrap().status(),
-            http::StatusCode::OK
-        );
+        served_in_turn(&mut entered, &release, first, second).await;
         assert_eq!(admission.waiting_room.available_permits(), 1);
     }
 
@@ -198,10 +220,12 @@ mod tests {
     async fn a_full_waiting_room_and_a_wait_that_runs_out_are_answered_503() {
         let admission = Admission::new(1, 1, Duration::from_millis(200));
         let (app, mut entered, release) = app(admission.clone());
-        let [first, waiting] = one_served_one_waiting(&app, &admission, &mut entered).await;
+        let (first, mut waiting) =
+            one_served_the_rest_waiting(&app, &admission, &mut entered, 1).await;
         // The one place to wait is taken: the next request is refused at once.
         assert_shed(app.clone().oneshot(request("/v1/slow")).await.unwrap()).await;
         // The waiting one is refused when its wait runs out, the slot still taken.
+        let waiting = waiting.pop().expect("one waiting request");
         assert_shed(waiting.await.unwrap().unwrap()).await;
         assert!(entered.try_recv().is_err(), "no refused request was served");
         assert_eq!(admission.waiting_room.available_permits(), 1);
@@ -213,35 +237,11 @@ mod tests {
     async fn the_queue_holds_more_waiting_requests_than_there_are_slots() {
         let admission = Admission::new(1, 3, Duration::from_secs(30));
         let (app, mut entered, release) = app(admission.clone());
-        let served = tokio::spawn(app.clone().oneshot(request("/v1/slow")));
-        entered.recv().await.unwrap();
-        let waiting: Vec<_> = (0..3)
-            .map(|_| tokio::spawn(app.clone().oneshot(request("/v1/slow"))))
-            .collect();
-        let queued = async {
-            while admission.waiting_room.available_permits() > 0 {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), queued)
-            .await
-            .expect("three requests wait for the slot");
+        let (served, waiting) =
+            one_served_the_rest_waiting(&app, &admission, &mut entered, 3).await;
         // The fourth finds the queue full.
         assert_shed(app.clone().oneshot(request("/v1/slow")).await.unwrap()).await;
-        // Each waiting request is served in turn as the slot frees up.
-        release.notify_one();
-        assert_eq!(
-            served.await.unwrap().unwrap().status(),
-            http::StatusCode::OK
-        );
-        for handle in waiting {
-            entered.recv().await.unwrap();
-            release.notify_one();
-            assert_eq!(
-                handle.await.unwrap().unwrap().status(),
-                http::StatusCode::OK
-            );
-        }
+        served_in_turn(&mut entered, &release, served, waiting).await;
         assert_eq!(admission.waiting_room.available_permits(), 3);
     }
 
