@@ -115,11 +115,12 @@ pub struct Settings {
     /// Admin address of the push role (`SMOOCH_PUSH_ADMIN_ADDR`).
     pub push_admin_addr: Option<SocketAddr>,
     /// API requests the gateway serves at once (`SMOOCH_MAX_IN_FLIGHT`, default 64).
-    #[serde(deserialize_with = "positive_usize")]
+    #[serde(deserialize_with = "positive_permits")]
     pub max_in_flight: usize,
     /// How many requests may wait for one of those slots (`SMOOCH_ADMISSION_QUEUE`,
     /// default 256; 0 refuses the excess at once). The rest are answered 503 with
     /// `Retry-After`.
+    #[serde(deserialize_with = "permits")]
     pub admission_queue: usize,
     /// How long a request waits for one of those slots before it is answered 503 with
     /// `Retry-After` (`SMOOCH_ADMISSION_WAIT_MS`, default 50; 0 refuses the excess at once).
@@ -426,6 +427,25 @@ fn positive_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D
     }
 }
 
+/// A count the gateway's admission control holds as semaphore permits (its slots, its
+/// queue): at most what a semaphore can hold, which would otherwise panic at start.
+fn permits<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(deserializer)?;
+    let most = tokio::sync::Semaphore::MAX_PERMITS;
+    if n > most {
+        return Err(serde::de::Error::custom(format!(
+            "expected at most {most}, got {n}"
+        )));
+    }
+    Ok(n)
+}
+
+/// [`permits`], and more than none.
+fn positive_permits<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let n = positive_usize(deserializer)?;
+    permits(serde::de::value::UsizeDeserializer::<D::Error>::new(n))
+}
+
 fn optional_positive_usize<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<usize>, D::Error> {
@@ -609,6 +629,26 @@ mod tests {
                 "SMOOCH_WORKER_THREADS",
                 "0",
                 "SMOOCH_WORKER_THREADS is invalid: expected a positive integer, got 0",
+            ),
+            (
+                "SMOOCH_MAX_IN_FLIGHT",
+                "0",
+                "SMOOCH_MAX_IN_FLIGHT is invalid: expected a positive integer, got 0",
+            ),
+            (
+                "SMOOCH_MAX_IN_FLIGHT",
+                "18446744073709551615",
+                "SMOOCH_MAX_IN_FLIGHT is invalid: expected at most",
+            ),
+            (
+                "SMOOCH_ADMISSION_QUEUE",
+                "18446744073709551615",
+                "SMOOCH_ADMISSION_QUEUE is invalid: expected at most",
+            ),
+            (
+                "SMOOCH_ADMISSION_QUEUE",
+                "-1",
+                "SMOOCH_ADMISSION_QUEUE is invalid",
             ),
         ] {
             let error = env_settings(&[(name, value)]).unwrap_err().to_string();
