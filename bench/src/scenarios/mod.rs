@@ -35,11 +35,11 @@ pub(crate) struct Posted {
     pub run: StepRun,
     /// The sequence numbers answered 201, in order.
     pub posted: Vec<u64>,
-    /// POSTs answered 503 (shed by the suite's admission control); counted in the run's
-    /// failures too.
+    /// POSTs shed by the suite's admission control (answered 503, "at capacity"); counted
+    /// in the run's failures too.
     pub shed: u64,
-    /// The first failure that was not a 503 (another status, or the request's own error),
-    /// as text: a failure the suite's admission control did not decide.
+    /// The first failure admission control did not decide (another status, a 503 of a
+    /// backing service, or the request's own error), as text.
     pub other_failure: Option<String>,
 }
 
@@ -75,36 +75,31 @@ pub(crate) async fn post_sequenced(
                     .body(body.to_string())
                     .send()
                     .await;
-                match sent {
+                let failure = match sent {
                     Ok(r) if r.status().as_u16() == 201 => {
                         let _ = r.bytes().await;
                         if let Ok(mut p) = posted_ok.lock() {
                             p[i as usize] = true;
                         }
-                        Outcome::Ok
+                        return Outcome::Ok;
                     }
-                    Ok(r) if r.status().as_u16() == 503 => {
-                        shed.fetch_add(1, Ordering::Relaxed);
+                    Ok(r) => {
+                        let status = r.status();
                         let body = r.text().await.unwrap_or_default();
-                        if !body.contains("at capacity") {
-                            if let Ok(mut first) = other.lock() {
-                                first.get_or_insert(format!("answered 503: {body}"));
-                            }
+                        // `gateway::admission`'s answer to a request it has no room for.
+                        if status.as_u16() == 503 && body.contains("at capacity") {
+                            shed.fetch_add(1, Ordering::Relaxed);
+                            return Outcome::Failed;
                         }
-                        Outcome::Failed
+                        format!("answered {status}: {body}")
                     }
-                    failed => {
-                        let text = match failed {
-                            Ok(r) => format!("answered {}", r.status()),
-                            // The source chain says what broke (a reset, a closed connection).
-                            Err(e) => format!("{:#}", anyhow::Error::new(e)),
-                        };
-                        if let Ok(mut first) = other.lock() {
-                            first.get_or_insert(text);
-                        }
-                        Outcome::Failed
-                    }
+                    // The source chain says what broke (a reset, a closed connection).
+                    Err(e) => format!("{:#}", anyhow::Error::new(e)),
+                };
+                if let Ok(mut first) = other.lock() {
+                    first.get_or_insert(failure);
                 }
+                Outcome::Failed
             }
         })
         .await

@@ -249,7 +249,7 @@ pub(super) async fn measure(
     );
     if let Some(failure) = &other_failure {
         eprintln!(
-            "  {}: {} posts failed other than shed (503); the first: {failure}",
+            "  {}: {} posts failed other than shed by admission control; the first: {failure}",
             row.label,
             run.failed - shed.min(run.failed),
         );
