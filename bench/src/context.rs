@@ -257,9 +257,9 @@ impl Ctx {
         let after = self.watched.snapshot();
         let seconds = cpu_before.1.elapsed().as_secs_f64();
         // Every request of the step (warm-up included) cost the CPU measured.
-        let (cpu, steal_percent) =
-            self.watched
-                .cost(&cpu_before.0, &after, run.ok + run.failed, seconds);
+        let (cpu, host) = self
+            .watched
+            .cost(&cpu_before.0, &after, run.ok + run.failed, seconds);
         Row {
             label,
             offered: format!("{:.0}/s", step.rate),
@@ -268,7 +268,8 @@ impl Ctx {
             failed: run.recorded_failed,
             latency: Latency::of(&run.histogram),
             cpu,
-            steal_percent,
+            steal_percent: host.steal_percent,
+            speed_percent: host.speed_percent,
             extra: Map::new(),
         }
     }

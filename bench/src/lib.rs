@@ -12,6 +12,7 @@ pub mod callgrind;
 pub mod context;
 pub mod floor;
 pub mod load;
+pub mod pace;
 pub mod plot;
 pub mod procstat;
 pub mod push_sink;
@@ -197,6 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.scenario == Scenario::EchoServer {
         return floor::serve_echo().await;
     }
+    pace::start();
     let root = suite::workspace_root();
     let out = cli.out.clone().unwrap_or_else(|| {
         if cli.smoke {

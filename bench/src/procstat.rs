@@ -27,6 +27,8 @@ pub struct Snapshot {
     wakeups: BTreeMap<&'static str, u64>,
     /// The machine's CPU time so far (see [`machine_time`]).
     machine: Option<MachineTime>,
+    /// The host pace probe's units so far ([`crate::pace::mark`]).
+    pace: usize,
 }
 
 /// The machine's CPU time so far, all cores, in clock ticks (`/proc/stat`'s `cpu` line).
@@ -68,6 +70,15 @@ fn steal_percent(before: &Snapshot, after: &Snapshot) -> Option<f64> {
     let (b, a) = (before.machine?, after.machine?);
     let total = a.total.checked_sub(b.total).filter(|t| *t > 0)?;
     Some(a.steal.saturating_sub(b.steal) as f64 * 100.0 / total as f64)
+}
+
+/// What the host did over an interval, beside the CPU measured in it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Host {
+    /// The share of the machine's CPU time the hypervisor gave to other guests, in percent.
+    pub steal_percent: Option<f64>,
+    /// The host's speed against the harness's start, in percent (see [`crate::pace`]).
+    pub speed_percent: Option<f64>,
 }
 
 /// CPU seconds per 1,000 operations of one process group over an interval.
@@ -204,19 +215,21 @@ impl Watched {
             ticks,
             wakeups: woken,
             machine: machine_time(),
+            pace: crate::pace::mark(),
         }
     }
 
-    /// CPU per 1,000 operations of each group between two snapshots `seconds` apart, and
-    /// the machine's steal over the same interval ([`steal_percent`]), which says how far
-    /// those figures can be trusted.
+    /// CPU per 1,000 operations of each group between two snapshots `seconds` apart, with
+    /// the machine's steal ([`steal_percent`]) and the host's speed
+    /// ([`crate::pace::speed_percent`]) over the same interval, which say how far those
+    /// figures can be trusted.
     pub fn cost(
         &self,
         before: &Snapshot,
         after: &Snapshot,
         ops: u64,
         seconds: f64,
-    ) -> (Vec<CpuCost>, Option<f64>) {
+    ) -> (Vec<CpuCost>, Host) {
         let per_op = |n: f64| if ops == 0 { 0.0 } else { n / ops as f64 };
         let costs = after
             .ticks
@@ -239,7 +252,11 @@ impl Watched {
                 }
             })
             .collect();
-        (costs, steal_percent(before, after))
+        let host = Host {
+            steal_percent: steal_percent(before, after),
+            speed_percent: crate::pace::speed_percent(before.pace, after.pace),
+        };
+        (costs, host)
     }
 }
 

@@ -29,6 +29,10 @@ pub struct Machine {
     pub redis: String,
     /// RabbitMQ's Debian package version.
     pub rabbitmq: String,
+    /// The CPU time of the host pace probe's unit when the harness started, in µs: the
+    /// reference of every row's `speed %` ([`crate::pace`]), comparable between runs of
+    /// the same harness.
+    pub pace_unit_us: Option<f64>,
 }
 
 /// The load average, to tell a quiet machine from a busy one.
@@ -106,6 +110,7 @@ impl Machine {
             postgres: postgres.split(" on ").next().unwrap_or_default().to_owned(),
             redis,
             rabbitmq: command_output("dpkg-query", &["-W", "-f=${Version}", "rabbitmq-server"]),
+            pace_unit_us: crate::pace::reference_us(),
         }
     }
 }
@@ -131,6 +136,10 @@ pub struct Row {
     /// same interval, in percent ([`crate::procstat::steal_percent`]): a stall with
     /// nothing here busy shows in it.
     pub steal_percent: Option<f64>,
+    /// The host's speed over the same interval, in percent of the harness's start
+    /// ([`crate::pace`]): a stall that takes part of every cycle without taking the core
+    /// shows in it.
+    pub speed_percent: Option<f64>,
     /// Scenario-specific figures.
     pub extra: Map<String, Value>,
 }
@@ -231,7 +240,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Run {} on {} cores ({}), {} GiB; {}; {}; Redis {}; RabbitMQ {}. Load average at start {:.2}, at end {:.2}. Suite: `{}` ({}){}.\n",
+            "Run {} on {} cores ({}), {} GiB; {}; {}; Redis {}; RabbitMQ {}. Load average at start {:.2}, at end {:.2}{}. Suite: `{}` ({}){}.\n",
             self.started_at,
             self.machine.cores,
             self.machine.cpu,
@@ -242,6 +251,10 @@ impl Report {
             self.machine.rabbitmq,
             self.load_average_start[0],
             self.load_average_end[0],
+            self.machine
+                .pace_unit_us
+                .map(|us| format!("; the host pace probe's unit took {us:.0} µs of CPU at start (speed 100 %)"))
+                .unwrap_or_default(),
             self.suite_binary,
             self.suite_mode,
             self.suite_peak_rss_mib
@@ -256,8 +269,8 @@ impl Report {
             md.push('\n');
         }
         md.push_str(
-            "| step | offered | achieved/s | ok | failed | p50 ms | p99 ms | p99.9 ms | max ms | CPU s/1k ops: smooch | bench | postgres | rabbitmq | redis | steal % | notes |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| step | offered | achieved/s | ok | failed | p50 ms | p99 ms | p99.9 ms | max ms | CPU s/1k ops: smooch | bench | postgres | rabbitmq | redis | steal % | speed % | notes |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             let notes = r
@@ -268,7 +281,7 @@ impl Report {
                 .join("; ");
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.label,
                 r.offered,
                 r.achieved_per_s,
@@ -284,6 +297,7 @@ impl Report {
                 cpu_of(r, "rabbitmq"),
                 cpu_of(r, "redis"),
                 figure(r.steal_percent, 1),
+                figure(r.speed_percent, 0),
                 notes,
             );
         }

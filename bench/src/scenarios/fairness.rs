@@ -138,6 +138,7 @@ impl AppResult {
             latency: self.latency.clone(),
             cpu: Vec::new(),
             steal_percent: None,
+            speed_percent: None,
             extra: serde_json::Map::new(),
         };
         let accepted_per_s = self.posted.posted.len() as f64 / step.duration.as_secs_f64();
@@ -287,8 +288,10 @@ async fn run_step(
         quiet_rate,
         &quiet_step,
     );
-    (quiet_row.cpu, quiet_row.steal_percent) =
-        ctx.watched.cost(&cpu.0, &after, deliveries, seconds);
+    let (cpu, host) = ctx.watched.cost(&cpu.0, &after, deliveries, seconds);
+    quiet_row.cpu = cpu;
+    quiet_row.steal_percent = host.steal_percent;
+    quiet_row.speed_percent = host.speed_percent;
     quiet_row.extra.insert(
         "drained in s".to_owned(),
         json!((drained.as_secs_f64() * 10.0).round() / 10.0),

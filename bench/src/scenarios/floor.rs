@@ -97,7 +97,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                     .failures
                     .push(format!("{op}: {failed} operations failed"));
             }
-            let (cpu, steal_percent) = ctx.watched.cost(&cpu.0, &after, ok + failed, seconds);
+            let (cpu, host) = ctx.watched.cost(&cpu.0, &after, ok + failed, seconds);
             report.rows.push(Row {
                 label: op.to_owned(),
                 offered: format!("{concurrency} in flight"),
@@ -106,7 +106,8 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                 failed,
                 latency,
                 cpu,
-                steal_percent,
+                steal_percent: host.steal_percent,
+                speed_percent: host.speed_percent,
                 extra: Map::new(),
             });
         }
@@ -134,7 +135,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             .push(format!("http round trip, paced: {failed} requests failed"));
     }
     let paced_p99 = latency.p99;
-    let (cpu, steal_percent) = ctx.watched.cost(&cpu.0, &after, ok + failed, seconds);
+    let (cpu, host) = ctx.watched.cost(&cpu.0, &after, ok + failed, seconds);
     report.rows.push(Row {
         label: "http round trip".to_owned(),
         offered: format!("{paced_rate}/s"),
@@ -143,7 +144,8 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         failed,
         latency,
         cpu,
-        steal_percent,
+        steal_percent: host.steal_percent,
+        speed_percent: host.speed_percent,
         extra: Map::new(),
     });
     report.headline.insert(

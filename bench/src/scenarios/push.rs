@@ -99,7 +99,7 @@ async fn run_step(
     let (latency, pushes_per_s) = run.arrivals(&step, first.iter().map(|(seq, at)| (*seq, *at)));
     let after = ctx.watched.snapshot();
     let seconds = cpu.1.elapsed().as_secs_f64();
-    let (cpu, steal_percent) = ctx.watched.cost(&cpu.0, &after, delivered, seconds);
+    let (cpu, host) = ctx.watched.cost(&cpu.0, &after, delivered, seconds);
     let mut row = Row {
         label: format!("{rate} msg/s × 1 device (FCM legacy)"),
         offered: format!("{rate:.0} pushes/s"),
@@ -108,7 +108,8 @@ async fn run_step(
         failed: lost,
         latency: latency.clone(),
         cpu,
-        steal_percent,
+        steal_percent: host.steal_percent,
+        speed_percent: host.speed_percent,
         extra: serde_json::Map::new(),
     };
     for (k, v) in [

@@ -177,9 +177,9 @@ pub(super) async fn measure(
     } else {
         format!("{} msg/s × {} webhooks", shape.rate, shape.fan_out)
     };
-    let (cpu, steal_percent) =
-        ctx.watched
-            .cost(&cpu.0, &after, delivered + failing_attempts, seconds);
+    let (cpu, host) = ctx
+        .watched
+        .cost(&cpu.0, &after, delivered + failing_attempts, seconds);
     let mut row = Row {
         label,
         offered: format!("{:.0} deliveries/s", shape.rate * healthy_fan_out as f64),
@@ -188,7 +188,8 @@ pub(super) async fn measure(
         failed: lost,
         latency: healthy_latency.clone(),
         cpu,
-        steal_percent,
+        steal_percent: host.steal_percent,
+        speed_percent: host.speed_percent,
         extra: serde_json::Map::new(),
     };
     let extra = [
