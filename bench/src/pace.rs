@@ -4,9 +4,9 @@
 //! On a shared host a step can run slow with nothing here busy and no steal in
 //! `/proc/stat`: an SMT sibling or a neighbour's cache traffic takes part of every cycle
 //! without taking the core. Sessions 28-31 saw every process's CPU per message double for a
-//! few steps that way. A thread of the harness runs [`unit`] every [`EVERY`] and reads the
-//! CPU time it took (`/proc/thread-self/schedstat`: time on a core, so neither a wait for
-//! the core nor stolen time counts). A step's speed is the reference time over the step's
+//! few steps that way. A thread of the harness times a unit of work ([`timed`]) every
+//! [`EVERY`] by its own CPU clock (time on a core: neither a wait for the core nor, where the
+//! kernel accounts it, stolen time counts). A step's speed is the reference time over the step's
 //! median, in percent: 100 is the machine as it started, 50 a step where the same work took
 //! twice the CPU. The suite's own load on the other core counts too (the two cores may be
 //! one physical core's two threads), so a busy step reads lower on a quiet host as well:
@@ -21,8 +21,8 @@ const EVERY: Duration = Duration::from_millis(250);
 /// Units run back to back for the reference, at the harness's start.
 const REFERENCE_UNITS: usize = 15;
 
-/// Entries of the chain [`unit`] walks: 256 KiB of `u32`, a core's L2 cache.
-const CHAIN: usize = 64 * 1024;
+/// Entries of the chain a unit walks: 128 KiB of `u32`, in a core's L2 cache.
+const CHAIN: usize = 32 * 1024;
 
 /// Steps of the walk in one unit (about half a millisecond on a current server core): short,
 /// so that the probe seldom holds a core a process of the suite waits for.
@@ -117,21 +117,24 @@ fn chain() -> Vec<u32> {
     next
 }
 
-/// One unit: [`STEPS`] dependent loads along `chain`, each mixed into a hash.
-fn unit(chain: &[u32]) -> u64 {
+/// `steps` dependent loads along `chain`, each mixed into a hash.
+fn walk(chain: &[u32], steps: usize) -> u64 {
     let mut at = 0usize;
     let mut hash: u64 = 0xCBF2_9CE4_8422_2325;
-    for _ in 0..STEPS {
+    for _ in 0..steps {
         at = chain[at] as usize;
         hash = (hash ^ at as u64).wrapping_mul(0x0100_0000_01B3);
     }
     hash
 }
 
-/// The CPU time of one [`unit`] on this thread, in ns.
+/// The CPU time of one unit on this thread, in ns: [`STEPS`] loads of the walk, timed
+/// after a first pass through the whole chain, untimed, has brought it back into the cache
+/// (the suite evicts it between units: a cold start would time the memory, not the core).
 fn timed(chain: &[u32]) -> Option<u64> {
+    std::hint::black_box(walk(std::hint::black_box(chain), CHAIN));
     let before = thread_cpu_ns()?;
-    std::hint::black_box(unit(std::hint::black_box(chain)));
+    std::hint::black_box(walk(std::hint::black_box(chain), STEPS));
     thread_cpu_ns()?.checked_sub(before)
 }
 
