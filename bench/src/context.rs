@@ -269,7 +269,8 @@ impl Ctx {
             latency: Latency::of(&run.histogram),
             cpu,
             steal_percent: host.steal_percent,
-            speed_percent: host.speed_percent,
+            speed_percent: host.speed.cores,
+            wake_speed_percent: host.speed.wake_ups,
             extra: Map::new(),
         }
     }

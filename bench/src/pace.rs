@@ -11,6 +11,13 @@
 //! twice the CPU. The suite's own load on the other core counts too (the two cores may be
 //! one physical core's two threads), so a busy step reads lower on a quiet host as well:
 //! compare a step with the same step of another run.
+//!
+//! A host can also make the kernel's paths dearer and leave the cores' speed alone (session
+//! 32's host: the probe's unit at full speed, the floor's concurrent round trips at 2.3×
+//! their CPU, every process at twice its CPU per message). So each reading also times
+//! [`ROUND_TRIPS`] round trips between two threads that wake each other through a channel
+//! (futex waits and wakes, the scheduler, an interrupt to wake the other core), by both
+//! threads' CPU: the wake-up speed, read the same way.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -28,68 +35,125 @@ const CHAIN: usize = 32 * 1024;
 /// so that the probe seldom holds a core a process of the suite waits for.
 const STEPS: usize = 100_000;
 
-/// The probe: its reference and every unit's time since, in ns of CPU.
+/// Round trips between the probe's two threads in one wake-up reading.
+const ROUND_TRIPS: usize = 50;
+
+/// One reading of the probe, in ns of CPU.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// One unit of work on one thread ([`timed`]).
+    unit: u64,
+    /// One round trip between two threads that wake each other, both threads' CPU
+    /// ([`Waker::round_trip_ns`]); `None` when the partner thread is gone.
+    wake: Option<u64>,
+}
+
+/// The probe: its reference and every reading since.
 struct Probe {
-    reference_ns: f64,
-    samples: Mutex<Vec<u64>>,
+    reference: Reference,
+    samples: Mutex<Vec<Sample>>,
+}
+
+/// The probe's readings at the harness's start, in ns of CPU: medians of
+/// [`REFERENCE_UNITS`].
+#[derive(Debug, Clone, Copy)]
+struct Reference {
+    unit: f64,
+    wake: f64,
 }
 
 static PROBE: OnceLock<Probe> = OnceLock::new();
 
-/// Starts the probe once per harness process: times the reference on the calling thread,
-/// then keeps timing a unit every [`EVERY`] on a thread of its own. Call it before the
+/// The host's speed over an interval, against the harness's start, in percent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Speed {
+    /// Of a core running the unit of work: 50 when it took twice the CPU.
+    pub cores: Option<f64>,
+    /// Of two threads waking each other (futex waits and wakes, the scheduler, the
+    /// interrupts between cores: what every hop of the suite pays), by their CPU.
+    pub wake_ups: Option<f64>,
+}
+
+/// Starts the probe once per harness process: takes the reference on the calling thread,
+/// then keeps reading the host every [`EVERY`] on a thread of its own. Call it before the
 /// suite starts, while the machine is as quiet as it will be.
 pub fn start() {
     PROBE.get_or_init(|| {
         let chain = chain();
-        let mut times: Vec<u64> = (0..REFERENCE_UNITS).filter_map(|_| timed(&chain)).collect();
-        times.sort_unstable();
-        let reference_ns = times.get(times.len() / 2).copied().unwrap_or(0) as f64;
+        let waker = Waker::start();
+        let mut units = Vec::new();
+        let mut wakes = Vec::new();
+        for _ in 0..REFERENCE_UNITS {
+            units.extend(timed(&chain));
+            wakes.extend(waker.as_ref().and_then(Waker::round_trip_ns));
+        }
+        let reference = Reference {
+            unit: median(&mut units).unwrap_or(0) as f64,
+            wake: median(&mut wakes).unwrap_or(0) as f64,
+        };
         let spawned = std::thread::Builder::new()
             .name("pace probe".to_owned())
             .spawn(move || loop {
                 std::thread::sleep(EVERY);
-                if let (Some(ns), Some(probe)) = (timed(&chain), PROBE.get()) {
+                let wake = waker.as_ref().and_then(Waker::round_trip_ns);
+                if let (Some(unit), Some(probe)) = (timed(&chain), PROBE.get()) {
                     probe
                         .samples
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(ns);
+                        .push(Sample { unit, wake });
                 }
             });
         if let Err(e) = spawned {
             eprintln!("the host pace probe did not start: {e}");
         }
         Probe {
-            reference_ns,
+            reference,
             samples: Mutex::new(Vec::new()),
         }
     });
 }
 
-/// How many units the probe has timed so far: a mark to read a step's speed between.
+/// How many readings the probe has taken so far: a mark to read a step's speed between.
 pub fn mark() -> usize {
     PROBE.get().map_or(0, |p| {
         p.samples.lock().unwrap_or_else(|e| e.into_inner()).len()
     })
 }
 
-/// The host's speed between two marks, in percent of the reference (see the module);
-/// `None` without a probe or with fewer than three units timed in between.
-pub fn speed_percent(from: usize, to: usize) -> Option<f64> {
-    let probe = PROBE.get()?;
+/// The host's speed between two marks (see the module); each figure `None` without a
+/// probe or with fewer than three readings in between.
+pub fn speed(from: usize, to: usize) -> Speed {
+    let Some(probe) = PROBE.get() else {
+        return Speed::default();
+    };
     let samples = probe.samples.lock().unwrap_or_else(|e| e.into_inner());
-    let mut between: Vec<u64> = samples.get(from..to.min(samples.len()))?.to_vec();
+    let between: Vec<Sample> = samples
+        .get(from..to.min(samples.len()))
+        .map(<[Sample]>::to_vec)
+        .unwrap_or_default();
     drop(samples);
-    speed_of(probe.reference_ns, &mut between)
+    let mut units: Vec<u64> = between.iter().map(|s| s.unit).collect();
+    let mut wakes: Vec<u64> = between.iter().filter_map(|s| s.wake).collect();
+    Speed {
+        cores: speed_of(probe.reference.unit, &mut units),
+        wake_ups: speed_of(probe.reference.wake, &mut wakes),
+    }
 }
 
-/// The reference time of one unit, in µs (`None` without a probe).
-pub fn reference_us() -> Option<f64> {
-    PROBE
-        .get()
-        .filter(|p| p.reference_ns > 0.0)
-        .map(|p| p.reference_ns / 1000.0)
+/// The reference readings, in µs of CPU: one unit of work, and one wake-up round trip
+/// (`None` without a probe or a reading).
+pub fn reference_us() -> (Option<f64>, Option<f64>) {
+    let us = |ns: f64| (ns > 0.0).then_some(ns / 1000.0);
+    PROBE.get().map_or((None, None), |p| {
+        (us(p.reference.unit), us(p.reference.wake))
+    })
+}
+
+/// The median of `values`.
+fn median(values: &mut [u64]) -> Option<u64> {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied()
 }
 
 /// `reference_ns` over the median of `times`, in percent.
@@ -97,8 +161,7 @@ fn speed_of(reference_ns: f64, times: &mut [u64]) -> Option<f64> {
     if times.len() < 3 || reference_ns <= 0.0 {
         return None;
     }
-    times.sort_unstable();
-    let median = times[times.len() / 2];
+    let median = median(times)?;
     (median > 0).then(|| reference_ns * 100.0 / median as f64)
 }
 
@@ -138,6 +201,53 @@ fn timed(chain: &[u32]) -> Option<u64> {
     thread_cpu_ns()?.checked_sub(before)
 }
 
+/// The probe's second thread: it answers each token the probe sends with its own CPU
+/// clock, so a round trip is a wake-up each way and both threads' CPU is known.
+struct Waker {
+    to: std::sync::mpsc::Sender<()>,
+    from: std::sync::mpsc::Receiver<Option<u64>>,
+}
+
+impl Waker {
+    /// Starts the partner thread; `None` when it cannot be started.
+    fn start() -> Option<Waker> {
+        let (to, tokens) = std::sync::mpsc::channel::<()>();
+        let (answers, from) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("pace partner".to_owned())
+            .spawn(move || {
+                while tokens.recv().is_ok() {
+                    if answers.send(thread_cpu_ns()).is_err() {
+                        break;
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Waker { to, from }),
+            Err(e) => {
+                eprintln!("the host pace probe's partner did not start: {e}");
+                None
+            }
+        }
+    }
+
+    /// The CPU of one round trip, both threads', in ns: the mean over [`ROUND_TRIPS`],
+    /// after a first one whose answer gives the partner's clock at the start.
+    fn round_trip_ns(&self) -> Option<u64> {
+        self.to.send(()).ok()?;
+        let partner_start = self.from.recv().ok()??;
+        let start = thread_cpu_ns()?;
+        let mut partner_end = partner_start;
+        for _ in 0..ROUND_TRIPS {
+            self.to.send(()).ok()?;
+            partner_end = self.from.recv().ok()??;
+        }
+        let own = thread_cpu_ns()?.checked_sub(start)?;
+        let partner = partner_end.checked_sub(partner_start)?;
+        Some((own + partner) / ROUND_TRIPS as u64)
+    }
+}
+
 /// This thread's time on a core so far, in ns (`CLOCK_THREAD_CPUTIME_ID`, which brings the
 /// running thread's count up to date; its `/proc/thread-self/schedstat` lags by up to a
 /// scheduler tick while it runs).
@@ -171,6 +281,15 @@ mod tests {
         let chain = chain();
         let ns = timed(&chain).expect("this thread's schedstat");
         assert!(ns > 0, "a unit of {STEPS} loads took no time");
+    }
+
+    #[test]
+    fn a_wake_up_round_trip_costs_both_threads_cpu() {
+        let waker = Waker::start().expect("the partner thread");
+        let ns = waker.round_trip_ns().expect("a round trip");
+        assert!(ns > 0, "{ROUND_TRIPS} round trips took no CPU");
+        // The partner answers as long as the probe holds its end.
+        assert!(waker.round_trip_ns().is_some());
     }
 
     #[test]

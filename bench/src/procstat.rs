@@ -78,7 +78,7 @@ pub struct Host {
     /// The share of the machine's CPU time the hypervisor gave to other guests, in percent.
     pub steal_percent: Option<f64>,
     /// The host's speed against the harness's start, in percent (see [`crate::pace`]).
-    pub speed_percent: Option<f64>,
+    pub speed: crate::pace::Speed,
 }
 
 /// CPU seconds per 1,000 operations of one process group over an interval.
@@ -221,7 +221,7 @@ impl Watched {
 
     /// CPU per 1,000 operations of each group between two snapshots `seconds` apart, with
     /// the machine's steal ([`steal_percent`]) and the host's speed
-    /// ([`crate::pace::speed_percent`]) over the same interval, which say how far those
+    /// ([`crate::pace::speed`]) over the same interval, which say how far those
     /// figures can be trusted.
     pub fn cost(
         &self,
@@ -254,7 +254,7 @@ impl Watched {
             .collect();
         let host = Host {
             steal_percent: steal_percent(before, after),
-            speed_percent: crate::pace::speed_percent(before.pace, after.pace),
+            speed: crate::pace::speed(before.pace, after.pace),
         };
         (costs, host)
     }

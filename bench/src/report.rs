@@ -33,6 +33,9 @@ pub struct Machine {
     /// reference of every row's `speed %` ([`crate::pace`]), comparable between runs of
     /// the same harness.
     pub pace_unit_us: Option<f64>,
+    /// The CPU of the probe's wake-up round trip between two threads at the start, in µs:
+    /// the reference of every row's wake-up speed.
+    pub pace_wake_us: Option<f64>,
 }
 
 /// The load average, to tell a quiet machine from a busy one.
@@ -110,7 +113,8 @@ impl Machine {
             postgres: postgres.split(" on ").next().unwrap_or_default().to_owned(),
             redis,
             rabbitmq: command_output("dpkg-query", &["-W", "-f=${Version}", "rabbitmq-server"]),
-            pace_unit_us: crate::pace::reference_us(),
+            pace_unit_us: crate::pace::reference_us().0,
+            pace_wake_us: crate::pace::reference_us().1,
         }
     }
 }
@@ -140,6 +144,10 @@ pub struct Row {
     /// ([`crate::pace`]): a stall that takes part of every cycle without taking the core
     /// shows in it.
     pub speed_percent: Option<f64>,
+    /// The host's wake-up speed over the same interval, in percent of the harness's start
+    /// ([`crate::pace`]): the kernel's paths made dearer without the cores slowing show
+    /// in it.
+    pub wake_speed_percent: Option<f64>,
     /// Scenario-specific figures.
     pub extra: Map<String, Value>,
 }
@@ -251,10 +259,15 @@ impl Report {
             self.machine.rabbitmq,
             self.load_average_start[0],
             self.load_average_end[0],
-            self.machine
-                .pace_unit_us
-                .map(|us| format!("; the host pace probe's unit took {us:.0} µs of CPU at start (speed 100 %)"))
-                .unwrap_or_default(),
+            match (self.machine.pace_unit_us, self.machine.pace_wake_us) {
+                (Some(unit), Some(wake)) => format!(
+                    "; the host pace probe's unit took {unit:.0} µs of CPU at start, a wake-up round trip {wake:.1} µs (speed 100 %)"
+                ),
+                (Some(unit), None) => format!(
+                    "; the host pace probe's unit took {unit:.0} µs of CPU at start (speed 100 %)"
+                ),
+                _ => String::new(),
+            },
             self.suite_binary,
             self.suite_mode,
             self.suite_peak_rss_mib
@@ -269,8 +282,8 @@ impl Report {
             md.push('\n');
         }
         md.push_str(
-            "| step | offered | achieved/s | ok | failed | p50 ms | p99 ms | p99.9 ms | max ms | CPU s/1k ops: smooch | bench | postgres | rabbitmq | redis | steal % | speed % | notes |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| step | offered | achieved/s | ok | failed | p50 ms | p99 ms | p99.9 ms | max ms | CPU s/1k ops: smooch | bench | postgres | rabbitmq | redis | steal % | speed %: cores | wake-ups | notes |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             let notes = r
@@ -281,7 +294,7 @@ impl Report {
                 .join("; ");
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.label,
                 r.offered,
                 r.achieved_per_s,
@@ -298,6 +311,7 @@ impl Report {
                 cpu_of(r, "redis"),
                 figure(r.steal_percent, 1),
                 figure(r.speed_percent, 0),
+                figure(r.wake_speed_percent, 0),
                 notes,
             );
         }

@@ -139,6 +139,7 @@ impl AppResult {
             cpu: Vec::new(),
             steal_percent: None,
             speed_percent: None,
+            wake_speed_percent: None,
             extra: serde_json::Map::new(),
         };
         let accepted_per_s = self.posted.posted.len() as f64 / step.duration.as_secs_f64();
@@ -291,7 +292,8 @@ async fn run_step(
     let (cpu, host) = ctx.watched.cost(&cpu.0, &after, deliveries, seconds);
     quiet_row.cpu = cpu;
     quiet_row.steal_percent = host.steal_percent;
-    quiet_row.speed_percent = host.speed_percent;
+    quiet_row.speed_percent = host.speed.cores;
+    quiet_row.wake_speed_percent = host.speed.wake_ups;
     quiet_row.extra.insert(
         "drained in s".to_owned(),
         json!((drained.as_secs_f64() * 10.0).round() / 10.0),

@@ -107,7 +107,8 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                 latency,
                 cpu,
                 steal_percent: host.steal_percent,
-                speed_percent: host.speed_percent,
+                speed_percent: host.speed.cores,
+                wake_speed_percent: host.speed.wake_ups,
                 extra: Map::new(),
             });
         }
@@ -145,7 +146,8 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         latency,
         cpu,
         steal_percent: host.steal_percent,
-        speed_percent: host.speed_percent,
+        speed_percent: host.speed.cores,
+        wake_speed_percent: host.speed.wake_ups,
         extra: Map::new(),
     });
     report.headline.insert(

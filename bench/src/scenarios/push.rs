@@ -109,7 +109,8 @@ async fn run_step(
         latency: latency.clone(),
         cpu,
         steal_percent: host.steal_percent,
-        speed_percent: host.speed_percent,
+        speed_percent: host.speed.cores,
+        wake_speed_percent: host.speed.wake_ups,
         extra: serde_json::Map::new(),
     };
     for (k, v) in [

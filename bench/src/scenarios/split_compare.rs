@@ -126,8 +126,8 @@ pub(crate) fn compare(
     };
     let mut table = format!(
         "Webhooks, fan-out 1: `{all_mode}` vs `{split_mode}` (CPU: ms per delivered message, suite + Postgres + RabbitMQ + Redis{of_rounds})\n\n\
-         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | split − all, ms/msg | floor of {MESSAGES} messages between processes, ms | suite wake-ups/msg: all | split | all deliveries/s | split deliveries/s | p99 Δ by round | CPU Δ by round | steal % by round | speed % by round |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+         | offered | all p99 ms | split p99 ms | p99 Δ | all CPU ms/msg | split CPU ms/msg | CPU Δ | split − all, ms/msg | floor of {MESSAGES} messages between processes, ms | suite wake-ups/msg: all | split | all deliveries/s | split deliveries/s | p99 Δ by round | CPU Δ by round | steal % by round | speed % by round: cores | wake-ups |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let (mut worst_p99, mut worst_cpu): (Option<f64>, Option<f64>) = (None, None);
     for (step, a) in first_all.rows.iter().enumerate() {
@@ -162,7 +162,7 @@ pub(crate) fn compare(
         };
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             a.offered,
             figure(p99(&on_all), 1),
             figure(p99(&on_split), 1),
@@ -187,6 +187,7 @@ pub(crate) fn compare(
             by_round(suite_cpu_ms),
             host_by_round(|r| r.steal_percent, f64::max, 1),
             host_by_round(|r| r.speed_percent, f64::min, 0),
+            host_by_round(|r| r.wake_speed_percent, f64::min, 0),
         );
         worst_p99 = worse(worst_p99, p99_delta);
         worst_cpu = worse(worst_cpu, cpu_delta);
@@ -238,7 +239,7 @@ pub(crate) fn compare(
             .extend(side.failures.into_iter().map(|f| format!("{name}: {f}")));
     }
     report.notes.push(format!(
-        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2){}. {split_mode}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all: positive when split is slower or costlier; the headline gives the largest. The floor of {MESSAGES} messages between processes is {MESSAGES} times the CPU the floor's echo server (one runtime thread) spent per round trip at that rate, reading a request and writing its answer: where `smooch all` makes direct calls in one process, split's gateway writes the post to the conversations role and reads its answer, and the conversations role hands the event to the webhook worker (the worker's answers go back in batches, for several messages at a time). Suite wake-ups per message count the times a thread of a smooch process went to sleep and was woken (voluntary context switches of its live threads, from `/proc/<pid>/task/*/status`), per delivered message. Steal by round is the higher of the two sides' share of the machine's CPU time that the hypervisor gave to other guests during that round's step: a round with more than a percent or two says more about the host than about either side. Speed by round is the lower of the two sides' host speed in that step (the harness's probe: a fixed piece of work timed every 250 ms, 100 as fast as at the harness's start): a round where it fell says the same without steal.",
+        "Each side starts its own suite on a fresh database and runs the same webhooks steps (8 apps × 10 users, one webhook each to the sink; smoke 2 × 2){}. {split_mode}: one process per role (users, conversations, media, webhooks, webhook-worker, push, gateway); replica r of each role calls replica r of the services it uses (a gRPC address names one host:port), the posts go round-robin over the gateways, and the workers share their RabbitMQ queues. CPU of a split suite is summed over its processes (per role in the table below the main one). Δ is split relative to all: positive when split is slower or costlier; the headline gives the largest. The floor of {MESSAGES} messages between processes is {MESSAGES} times the CPU the floor's echo server (one runtime thread) spent per round trip at that rate, reading a request and writing its answer: where `smooch all` makes direct calls in one process, split's gateway writes the post to the conversations role and reads its answer, and the conversations role hands the event to the webhook worker (the worker's answers go back in batches, for several messages at a time). Suite wake-ups per message count the times a thread of a smooch process went to sleep and was woken (voluntary context switches of its live threads, from `/proc/<pid>/task/*/status`), per delivered message. Steal by round is the higher of the two sides' share of the machine's CPU time that the hypervisor gave to other guests during that round's step: a round with more than a percent or two says more about the host than about either side. Speed by round is the lower of the two sides' host speed in that step, of the cores and of wake-ups between threads (the harness's probe, every 250 ms: a fixed piece of work, and round trips between two threads, by their CPU; 100 as fast as at the harness's start): a round where one fell says the same without steal.",
         if rounds > 1 {
             format!("; the sides take turns, {rounds} rounds, and the table compares each side's median at each rate")
         } else {
@@ -288,6 +289,7 @@ mod tests {
             cpu: cpu_costs,
             steal_percent: None,
             speed_percent: None,
+            wake_speed_percent: None,
             extra: serde_json::Map::new(),
         }
     }
@@ -306,6 +308,7 @@ mod tests {
                 redis: String::new(),
                 rabbitmq: String::new(),
                 pace_unit_us: None,
+                pace_wake_us: None,
             },
             load_average_start: [0.0; 3],
             load_average_end: [0.0; 3],
@@ -393,6 +396,7 @@ mod tests {
                     let mut row = row(p99s[i], vec![cost, role]);
                     row.steal_percent = steals[i];
                     row.speed_percent = speeds[i];
+                    row.wake_speed_percent = speeds[i].map(|s| s / 2.0);
                     report(mode, vec![row], Vec::new())
                 })
                 .collect::<Vec<Report>>()
@@ -421,7 +425,7 @@ mod tests {
         let compared = compare(all, split, &[Some(50.0)]).expect("three runs of each side");
         assert!(
             compared.tables[0].contains(
-                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.15 | 3.0 | 6.0 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% | – / 4.2 / 1.5 | 95 / 60 / – |"
+                "| 10 deliveries/s | 10.0 | 8.0 | -20% | 2.00 | 2.50 | +25% | 0.50 | 0.15 | 3.0 | 6.0 | 10 | 10 | -20% / -77% / +344% | +25% / +200% / -50% | – / 4.2 / 1.5 | 95 / 60 / – | 48 / 30 / – |"
             ),
             "{}",
             compared.tables[0]

@@ -189,7 +189,8 @@ pub(super) async fn measure(
         latency: healthy_latency.clone(),
         cpu,
         steal_percent: host.steal_percent,
-        speed_percent: host.speed_percent,
+        speed_percent: host.speed.cores,
+        wake_speed_percent: host.speed.wake_ups,
         extra: serde_json::Map::new(),
     };
     let extra = [
