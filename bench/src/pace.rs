@@ -13,7 +13,7 @@
 //! compare a step with the same step of another run.
 //!
 //! A host can also make the kernel's paths dearer and leave the cores' speed alone (session
-//! 32's host: the probe's unit at full speed, the floor's concurrent round trips at 2.3×
+//! 32's host: the probe's unit at full speed, the floor's concurrent round trips at 2.5×
 //! their CPU, every process at twice its CPU per message). So each reading also times
 //! [`ROUND_TRIPS`] round trips between two threads that wake each other through a channel
 //! (futex waits and wakes, the scheduler, an interrupt to wake the other core), by both
