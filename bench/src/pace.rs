@@ -22,10 +22,10 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// How often the probe runs its unit while a scenario runs.
+/// How often the probe takes a reading (a unit of work, then the wake-up round trips).
 const EVERY: Duration = Duration::from_millis(250);
 
-/// Units run back to back for the reference, at the harness's start.
+/// Readings taken back to back for the reference, at the harness's start.
 const REFERENCE_UNITS: usize = 15;
 
 /// Entries of the chain a unit walks: 128 KiB of `u32`, in a core's L2 cache.
