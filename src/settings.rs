@@ -427,23 +427,23 @@ fn positive_usize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D
     }
 }
 
-/// A count the gateway's admission control holds as semaphore permits (its slots, its
-/// queue): at most what a semaphore can hold, which would otherwise panic at start.
+/// A count the gateway's admission control holds as semaphore permits (its queue): at most
+/// what a semaphore can hold, which would otherwise panic at start.
 fn permits<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    let n = usize::deserialize(deserializer)?;
-    let most = tokio::sync::Semaphore::MAX_PERMITS;
-    if n > most {
-        return Err(serde::de::Error::custom(format!(
-            "expected at most {most}, got {n}"
-        )));
-    }
-    Ok(n)
+    within_permits(usize::deserialize(deserializer)?)
 }
 
-/// [`permits`], and more than none.
+/// [`permits`], and more than none (its slots).
 fn positive_permits<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    let n = positive_usize(deserializer)?;
-    permits(serde::de::value::UsizeDeserializer::<D::Error>::new(n))
+    within_permits(positive_usize(deserializer)?)
+}
+
+fn within_permits<E: serde::de::Error>(n: usize) -> Result<usize, E> {
+    let most = tokio::sync::Semaphore::MAX_PERMITS;
+    if n > most {
+        return Err(E::custom(format!("expected at most {most}, got {n}")));
+    }
+    Ok(n)
 }
 
 fn optional_positive_usize<'de, D: Deserializer<'de>>(

@@ -268,9 +268,7 @@ impl Ctx {
             failed: run.recorded_failed,
             latency: Latency::of(&run.histogram),
             cpu,
-            steal_percent: host.steal_percent,
-            speed_percent: host.speed.cores,
-            wake_speed_percent: host.speed.wake_ups,
+            host,
             extra: Map::new(),
         }
     }

@@ -72,13 +72,20 @@ fn steal_percent(before: &Snapshot, after: &Snapshot) -> Option<f64> {
     Some(a.steal.saturating_sub(b.steal) as f64 * 100.0 / total as f64)
 }
 
-/// What the host did over an interval, beside the CPU measured in it.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the host did over an interval, beside the CPU measured in it: how far the
+/// figures measured over the same interval can be trusted.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Host {
-    /// The share of the machine's CPU time the hypervisor gave to other guests, in percent.
+    /// The share of the machine's CPU time the hypervisor gave to other guests, in percent
+    /// ([`steal_percent`]): a stall with nothing here busy shows in it.
     pub steal_percent: Option<f64>,
-    /// The host's speed against the harness's start, in percent (see [`crate::pace`]).
-    pub speed: crate::pace::Speed,
+    /// The cores' speed, in percent of the harness's start ([`crate::pace`]): a stall that
+    /// takes part of every cycle without taking the core shows in it.
+    pub speed_percent: Option<f64>,
+    /// The speed of wake-ups between threads, in percent of the harness's start
+    /// ([`crate::pace`]): the kernel's paths made dearer with the cores at full speed show
+    /// in it.
+    pub wake_speed_percent: Option<f64>,
 }
 
 /// CPU seconds per 1,000 operations of one process group over an interval.
@@ -252,9 +259,11 @@ impl Watched {
                 }
             })
             .collect();
+        let speed = crate::pace::speed(before.pace, after.pace);
         let host = Host {
             steal_percent: steal_percent(before, after),
-            speed: crate::pace::speed(before.pace, after.pace),
+            speed_percent: speed.cores,
+            wake_speed_percent: speed.wake_ups,
         };
         (costs, host)
     }

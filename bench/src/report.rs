@@ -64,6 +64,7 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
 impl Machine {
     /// Describes this machine and its servers.
     pub async fn describe(database_url: &str, redis_url: &str) -> Machine {
+        let (pace_unit_us, pace_wake_us) = crate::pace::reference_us();
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -113,8 +114,8 @@ impl Machine {
             postgres: postgres.split(" on ").next().unwrap_or_default().to_owned(),
             redis,
             rabbitmq: command_output("dpkg-query", &["-W", "-f=${Version}", "rabbitmq-server"]),
-            pace_unit_us: crate::pace::reference_us().0,
-            pace_wake_us: crate::pace::reference_us().1,
+            pace_unit_us,
+            pace_wake_us,
         }
     }
 }
@@ -136,18 +137,10 @@ pub struct Row {
     pub latency: Latency,
     /// CPU seconds per 1,000 operations of each process.
     pub cpu: Vec<CpuCost>,
-    /// The share of the machine's CPU time the hypervisor gave to other guests over the
-    /// same interval, in percent ([`crate::procstat::steal_percent`]): a stall with
-    /// nothing here busy shows in it.
-    pub steal_percent: Option<f64>,
-    /// The host's speed over the same interval, in percent of the harness's start
-    /// ([`crate::pace`]): a stall that takes part of every cycle without taking the core
-    /// shows in it.
-    pub speed_percent: Option<f64>,
-    /// The host's wake-up speed over the same interval, in percent of the harness's start
-    /// ([`crate::pace`]): the kernel's paths made dearer without the cores slowing show
-    /// in it.
-    pub wake_speed_percent: Option<f64>,
+    /// The host over the same interval: steal and speeds ([`crate::procstat::Host`]),
+    /// flattened into the row.
+    #[serde(flatten)]
+    pub host: crate::procstat::Host,
     /// Scenario-specific figures.
     pub extra: Map<String, Value>,
 }
@@ -309,9 +302,9 @@ impl Report {
                 cpu_of(r, "postgres"),
                 cpu_of(r, "rabbitmq"),
                 cpu_of(r, "redis"),
-                figure(r.steal_percent, 1),
-                figure(r.speed_percent, 0),
-                figure(r.wake_speed_percent, 0),
+                figure(r.host.steal_percent, 1),
+                figure(r.host.speed_percent, 0),
+                figure(r.host.wake_speed_percent, 0),
                 notes,
             );
         }

@@ -137,9 +137,7 @@ impl AppResult {
             failed: self.lost(),
             latency: self.latency.clone(),
             cpu: Vec::new(),
-            steal_percent: None,
-            speed_percent: None,
-            wake_speed_percent: None,
+            host: crate::procstat::Host::default(),
             extra: serde_json::Map::new(),
         };
         let accepted_per_s = self.posted.posted.len() as f64 / step.duration.as_secs_f64();
@@ -289,11 +287,7 @@ async fn run_step(
         quiet_rate,
         &quiet_step,
     );
-    let (cpu, host) = ctx.watched.cost(&cpu.0, &after, deliveries, seconds);
-    quiet_row.cpu = cpu;
-    quiet_row.steal_percent = host.steal_percent;
-    quiet_row.speed_percent = host.speed.cores;
-    quiet_row.wake_speed_percent = host.speed.wake_ups;
+    (quiet_row.cpu, quiet_row.host) = ctx.watched.cost(&cpu.0, &after, deliveries, seconds);
     quiet_row.extra.insert(
         "drained in s".to_owned(),
         json!((drained.as_secs_f64() * 10.0).round() / 10.0),

@@ -106,9 +106,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                 failed,
                 latency,
                 cpu,
-                steal_percent: host.steal_percent,
-                speed_percent: host.speed.cores,
-                wake_speed_percent: host.speed.wake_ups,
+                host,
                 extra: Map::new(),
             });
         }
@@ -145,9 +143,7 @@ pub(super) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         failed,
         latency,
         cpu,
-        steal_percent: host.steal_percent,
-        speed_percent: host.speed.cores,
-        wake_speed_percent: host.speed.wake_ups,
+        host,
         extra: Map::new(),
     });
     report.headline.insert(

@@ -108,9 +108,7 @@ async fn run_step(
         failed: lost,
         latency: latency.clone(),
         cpu,
-        steal_percent: host.steal_percent,
-        speed_percent: host.speed.cores,
-        wake_speed_percent: host.speed.wake_ups,
+        host,
         extra: serde_json::Map::new(),
     };
     for (k, v) in [

@@ -185,9 +185,9 @@ pub(crate) fn compare(
             figure(on_split.median(|r| r.achieved_per_s), 0),
             by_round(|r| r.latency.p99),
             by_round(suite_cpu_ms),
-            host_by_round(|r| r.steal_percent, f64::max, 1),
-            host_by_round(|r| r.speed_percent, f64::min, 0),
-            host_by_round(|r| r.wake_speed_percent, f64::min, 0),
+            host_by_round(|r| r.host.steal_percent, f64::max, 1),
+            host_by_round(|r| r.host.speed_percent, f64::min, 0),
+            host_by_round(|r| r.host.wake_speed_percent, f64::min, 0),
         );
         worst_p99 = worse(worst_p99, p99_delta);
         worst_cpu = worse(worst_cpu, cpu_delta);
@@ -287,11 +287,22 @@ mod tests {
                 mean: p99 / 2.0,
             },
             cpu: cpu_costs,
-            steal_percent: None,
-            speed_percent: None,
-            wake_speed_percent: None,
+            host: crate::procstat::Host::default(),
             extra: serde_json::Map::new(),
         }
+    }
+
+    #[test]
+    fn a_row_s_host_readings_keep_their_keys_in_the_json() {
+        let mut row = row(10.0, Vec::new());
+        row.host.steal_percent = Some(1.5);
+        row.host.speed_percent = Some(98.0);
+        let json = serde_json::to_value(&row).expect("a row serializes");
+        // The keys the committed results have used since sessions 29 and 32, at the top.
+        assert_eq!(json["steal_percent"], 1.5);
+        assert_eq!(json["speed_percent"], 98.0);
+        assert!(json["wake_speed_percent"].is_null());
+        assert!(json.get("host").is_none(), "{json}");
     }
 
     fn report(mode: &str, rows: Vec<Row>, failures: Vec<String>) -> Report {
@@ -394,9 +405,9 @@ mod tests {
                     // A role's wake-ups are already in `smooch`'s.
                     let role = woken("smooch/gateway", 0.0, 100.0);
                     let mut row = row(p99s[i], vec![cost, role]);
-                    row.steal_percent = steals[i];
-                    row.speed_percent = speeds[i];
-                    row.wake_speed_percent = speeds[i].map(|s| s / 2.0);
+                    row.host.steal_percent = steals[i];
+                    row.host.speed_percent = speeds[i];
+                    row.host.wake_speed_percent = speeds[i].map(|s| s / 2.0);
                     report(mode, vec![row], Vec::new())
                 })
                 .collect::<Vec<Report>>()

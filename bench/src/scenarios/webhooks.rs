@@ -188,9 +188,7 @@ pub(super) async fn measure(
         failed: lost,
         latency: healthy_latency.clone(),
         cpu,
-        steal_percent: host.steal_percent,
-        speed_percent: host.speed.cores,
-        wake_speed_percent: host.speed.wake_ups,
+        host,
         extra: serde_json::Map::new(),
     };
     let extra = [
