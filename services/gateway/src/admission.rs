@@ -29,11 +29,13 @@ pub(crate) struct Admission {
 
 impl Admission {
     /// `max_in_flight` slots (at least one), and a queue of `queue` places to wait up to
-    /// `wait` for one.
+    /// `wait` for one; both at most the semaphore's limit (the settings refuse more).
     pub(crate) fn new(max_in_flight: usize, queue: usize, wait: Duration) -> Self {
         Admission {
-            slots: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            waiting_room: Arc::new(Semaphore::new(queue)),
+            slots: Arc::new(Semaphore::new(
+                max_in_flight.clamp(1, Semaphore::MAX_PERMITS),
+            )),
+            waiting_room: Arc::new(Semaphore::new(queue.min(Semaphore::MAX_PERMITS))),
             wait,
         }
     }
@@ -187,6 +189,19 @@ mod tests {
                 http::StatusCode::OK
             );
         }
+    }
+
+    #[test]
+    fn sizes_beyond_the_semaphore_s_limit_are_held_to_it_instead_of_panicking() {
+        let admission = Admission::new(usize::MAX, usize::MAX, Duration::ZERO);
+        assert_eq!(admission.slots.available_permits(), Semaphore::MAX_PERMITS);
+        assert_eq!(
+            admission.waiting_room.available_permits(),
+            Semaphore::MAX_PERMITS
+        );
+        let none = Admission::new(0, 0, Duration::ZERO);
+        assert_eq!(none.slots.available_permits(), 1);
+        assert_eq!(none.waiting_room.available_permits(), 0);
     }
 
     #[tokio::test]
