@@ -17,7 +17,10 @@
 //! their CPU, every process at twice its CPU per message). So each reading also times
 //! [`ROUND_TRIPS`] round trips between two threads that wake each other through a channel
 //! (futex waits and wakes, the scheduler, an interrupt to wake the other core), by both
-//! threads' CPU: the wake-up speed, read the same way.
+//! threads' CPU: the wake-up speed, read the same way. The two threads are pinned to two
+//! different cores, as the suite's processes mostly are when one wakes another: left to
+//! the scheduler, they shared a core at some starts and not at others, and the same host
+//! read 3 or 35 µs per round trip by where they landed (session 33).
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -56,7 +59,7 @@ struct Probe {
 
 /// The probe's readings at the harness's start, in ns of CPU: medians of
 /// [`REFERENCE_UNITS`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Reference {
     unit: f64,
     wake: f64,
@@ -74,44 +77,82 @@ pub struct Speed {
     pub wake_ups: Option<f64>,
 }
 
-/// Starts the probe once per harness process: takes the reference on the calling thread,
-/// then keeps reading the host every [`EVERY`] on a thread of its own. Call it before the
-/// suite starts, while the machine is as quiet as it will be.
+/// Starts the probe once per harness process: a thread pinned to a core takes the
+/// reference (blocking the caller until it has, some 30 ms), then a reading every
+/// [`EVERY`]; its partner in the wake-up round trips is pinned to another core. Call it
+/// before the suite starts, while the machine is as quiet as it will be.
 pub fn start() {
     PROBE.get_or_init(|| {
-        let chain = chain();
-        let waker = Waker::start();
-        let mut units = Vec::new();
-        let mut wakes = Vec::new();
-        for _ in 0..REFERENCE_UNITS {
-            units.extend(timed(&chain));
-            wakes.extend(waker.as_ref().and_then(Waker::round_trip_ns));
-        }
-        let reference = Reference {
-            unit: median(&mut units).unwrap_or(0) as f64,
-            wake: median(&mut wakes).unwrap_or(0) as f64,
-        };
+        let (core, partner_core) = cores().unzip();
+        let (sent, taken) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("pace probe".to_owned())
-            .spawn(move || loop {
-                std::thread::sleep(EVERY);
-                let wake = waker.as_ref().and_then(Waker::round_trip_ns);
-                if let (Some(unit), Some(probe)) = (timed(&chain), PROBE.get()) {
-                    probe
-                        .samples
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(Sample { unit, wake });
+            .spawn(move || {
+                if let Some(core) = core {
+                    pin_to(core);
+                }
+                let chain = chain();
+                let waker = Waker::start(partner_core);
+                if sent.send(reference(&chain, waker.as_ref())).is_err() {
+                    return;
+                }
+                loop {
+                    std::thread::sleep(EVERY);
+                    let wake = waker.as_ref().and_then(Waker::round_trip_ns);
+                    if let (Some(unit), Some(probe)) = (timed(&chain), PROBE.get()) {
+                        probe
+                            .samples
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Sample { unit, wake });
+                    }
                 }
             });
-        if let Err(e) = spawned {
-            eprintln!("the host pace probe did not start: {e}");
-        }
+        let reference = match spawned {
+            Ok(_) => taken.recv().unwrap_or_default(),
+            Err(e) => {
+                eprintln!("the host pace probe did not start: {e}");
+                Reference::default()
+            }
+        };
         Probe {
             reference,
             samples: Mutex::new(Vec::new()),
         }
     });
+}
+
+/// The medians of [`REFERENCE_UNITS`] readings taken back to back.
+fn reference(chain: &[u32], waker: Option<&Waker>) -> Reference {
+    let mut units = Vec::new();
+    let mut wakes = Vec::new();
+    for _ in 0..REFERENCE_UNITS {
+        units.extend(timed(chain));
+        wakes.extend(waker.and_then(Waker::round_trip_ns));
+    }
+    Reference {
+        unit: median(&mut units).unwrap_or(0) as f64,
+        wake: median(&mut wakes).unwrap_or(0) as f64,
+    }
+}
+
+/// The first two cores this process may run on, for the probe and its partner; the same
+/// one twice when it may run on one only. `None` when the mask cannot be read.
+fn cores() -> Option<(usize, usize)> {
+    let allowed = rustix::thread::sched_getaffinity(None).ok()?;
+    let mut cores = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c));
+    let first = cores.next()?;
+    Some((first, cores.next().unwrap_or(first)))
+}
+
+/// Pins the calling thread to `core`; a probe left to roam still reads, so a failure is
+/// only said.
+fn pin_to(core: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(core);
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("the host pace probe could not pin a thread to core {core}: {e}");
+    }
 }
 
 /// How many readings the probe has taken so far: a mark to read a step's speed between.
@@ -209,13 +250,17 @@ struct Waker {
 }
 
 impl Waker {
-    /// Starts the partner thread; `None` when it cannot be started.
-    fn start() -> Option<Waker> {
+    /// Starts the partner thread, pinned to `core` if given; `None` when it cannot be
+    /// started.
+    fn start(core: Option<usize>) -> Option<Waker> {
         let (to, tokens) = std::sync::mpsc::channel::<()>();
         let (answers, from) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("pace partner".to_owned())
             .spawn(move || {
+                if let Some(core) = core {
+                    pin_to(core);
+                }
                 while tokens.recv().is_ok() {
                     if answers.send(thread_cpu_ns()).is_err() {
                         break;
@@ -285,11 +330,28 @@ mod tests {
 
     #[test]
     fn a_wake_up_round_trip_costs_both_threads_cpu() {
-        let waker = Waker::start().expect("the partner thread");
+        let waker = Waker::start(None).expect("the partner thread");
         let ns = waker.round_trip_ns().expect("a round trip");
         assert!(ns > 0, "{ROUND_TRIPS} round trips took no CPU");
         // The partner answers as long as the probe holds its end.
         assert!(waker.round_trip_ns().is_some());
+    }
+
+    #[test]
+    fn the_probe_and_its_partner_are_pinned_to_two_cores_where_there_are_two() {
+        let (core, partner) = cores().expect("this process's affinity mask");
+        let allowed = rustix::thread::sched_getaffinity(None).expect("the mask");
+        assert!(allowed.is_set(core) && allowed.is_set(partner));
+        assert_eq!(core == partner, allowed.count() == 1, "{core}, {partner}");
+        // A pinned thread runs on its core, and only there.
+        let on = std::thread::spawn(move || {
+            pin_to(partner);
+            let mask = rustix::thread::sched_getaffinity(None).expect("the mask");
+            (rustix::thread::sched_getcpu(), mask.count())
+        })
+        .join()
+        .expect("the pinned thread");
+        assert_eq!(on, (partner, 1));
     }
 
     #[test]
