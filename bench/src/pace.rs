@@ -85,29 +85,24 @@ pub fn start() {
     PROBE.get_or_init(|| {
         let (core, partner_core) = cores().unzip();
         let (sent, taken) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("pace probe".to_owned())
-            .spawn(move || {
-                if let Some(core) = core {
-                    pin_to(core);
+        let spawned = spawn_pinned("pace probe", core, move || {
+            let chain = chain();
+            let waker = Waker::start(partner_core);
+            if sent.send(reference(&chain, waker.as_ref())).is_err() {
+                return;
+            }
+            loop {
+                std::thread::sleep(EVERY);
+                let wake = waker.as_ref().and_then(Waker::round_trip_ns);
+                if let (Some(unit), Some(probe)) = (timed(&chain), PROBE.get()) {
+                    probe
+                        .samples
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Sample { unit, wake });
                 }
-                let chain = chain();
-                let waker = Waker::start(partner_core);
-                if sent.send(reference(&chain, waker.as_ref())).is_err() {
-                    return;
-                }
-                loop {
-                    std::thread::sleep(EVERY);
-                    let wake = waker.as_ref().and_then(Waker::round_trip_ns);
-                    if let (Some(unit), Some(probe)) = (timed(&chain), PROBE.get()) {
-                        probe
-                            .samples
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(Sample { unit, wake });
-                    }
-                }
-            });
+            }
+        });
         let reference = match spawned {
             Ok(_) => taken.recv().unwrap_or_default(),
             Err(e) => {
@@ -145,6 +140,22 @@ fn cores() -> Option<(usize, usize)> {
     Some((first, cores.next().unwrap_or(first)))
 }
 
+/// Starts a thread named `name` that pins itself to `core` (if given), then runs `body`.
+fn spawn_pinned(
+    name: &str,
+    core: Option<usize>,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            if let Some(core) = core {
+                pin_to(core);
+            }
+            body();
+        })
+}
+
 /// Pins the calling thread to `core`; a probe left to roam still reads, so a failure is
 /// only said.
 fn pin_to(core: usize) {
@@ -169,13 +180,10 @@ pub fn speed(from: usize, to: usize) -> Speed {
         return Speed::default();
     };
     let samples = probe.samples.lock().unwrap_or_else(|e| e.into_inner());
-    let between: Vec<Sample> = samples
-        .get(from..to.min(samples.len()))
-        .map(<[Sample]>::to_vec)
-        .unwrap_or_default();
-    drop(samples);
+    let between = samples.get(from..to.min(samples.len())).unwrap_or_default();
     let mut units: Vec<u64> = between.iter().map(|s| s.unit).collect();
     let mut wakes: Vec<u64> = between.iter().filter_map(|s| s.wake).collect();
+    drop(samples);
     Speed {
         cores: speed_of(probe.reference.unit, &mut units),
         wake_ups: speed_of(probe.reference.wake, &mut wakes),
@@ -255,18 +263,13 @@ impl Waker {
     fn start(core: Option<usize>) -> Option<Waker> {
         let (to, tokens) = std::sync::mpsc::channel::<()>();
         let (answers, from) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("pace partner".to_owned())
-            .spawn(move || {
-                if let Some(core) = core {
-                    pin_to(core);
+        let spawned = spawn_pinned("pace partner", core, move || {
+            while tokens.recv().is_ok() {
+                if answers.send(thread_cpu_ns()).is_err() {
+                    break;
                 }
-                while tokens.recv().is_ok() {
-                    if answers.send(thread_cpu_ns()).is_err() {
-                        break;
-                    }
-                }
-            });
+            }
+        });
         match spawned {
             Ok(_) => Some(Waker { to, from }),
             Err(e) => {
@@ -344,14 +347,15 @@ mod tests {
         assert!(allowed.is_set(core) && allowed.is_set(partner));
         assert_eq!(core == partner, allowed.count() == 1, "{core}, {partner}");
         // A pinned thread runs on its core, and only there.
-        let on = std::thread::spawn(move || {
-            pin_to(partner);
+        let (sent, on) = std::sync::mpsc::channel();
+        spawn_pinned("pinned", Some(partner), move || {
             let mask = rustix::thread::sched_getaffinity(None).expect("the mask");
-            (rustix::thread::sched_getcpu(), mask.count())
+            let _ = sent.send((rustix::thread::sched_getcpu(), mask.count()));
         })
+        .expect("a thread")
         .join()
         .expect("the pinned thread");
-        assert_eq!(on, (partner, 1));
+        assert_eq!(on.recv().expect("its core"), (partner, 1));
     }
 
     #[test]

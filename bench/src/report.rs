@@ -252,15 +252,16 @@ impl Report {
             self.machine.rabbitmq,
             self.load_average_start[0],
             self.load_average_end[0],
-            match (self.machine.pace_unit_us, self.machine.pace_wake_us) {
-                (Some(unit), Some(wake)) => format!(
-                    "; the host pace probe's unit took {unit:.0} µs of CPU at start, a wake-up round trip {wake:.1} µs (speed 100 %)"
-                ),
-                (Some(unit), None) => format!(
-                    "; the host pace probe's unit took {unit:.0} µs of CPU at start (speed 100 %)"
-                ),
-                _ => String::new(),
-            },
+            self.machine
+                .pace_unit_us
+                .map(|unit| format!(
+                    "; the host pace probe's unit took {unit:.0} µs of CPU at start{} (speed 100 %)",
+                    self.machine
+                        .pace_wake_us
+                        .map(|wake| format!(", a wake-up round trip {wake:.1} µs"))
+                        .unwrap_or_default()
+                ))
+                .unwrap_or_default(),
             self.suite_binary,
             self.suite_mode,
             self.suite_peak_rss_mib

@@ -305,6 +305,27 @@ mod tests {
         assert!(json.get("host").is_none(), "{json}");
     }
 
+    #[test]
+    fn the_header_gives_the_probe_s_start_readings_that_were_taken() {
+        let mut report = report("smooch all", Vec::new(), Vec::new());
+        assert!(!report.markdown().contains("pace probe"));
+        report.machine.pace_unit_us = Some(350.4);
+        let unit_only = report.markdown();
+        assert!(
+            unit_only
+                .contains("; the host pace probe's unit took 350 µs of CPU at start (speed 100 %)"),
+            "{unit_only}"
+        );
+        report.machine.pace_wake_us = Some(31.04);
+        let both = report.markdown();
+        assert!(
+            both.contains(
+                "unit took 350 µs of CPU at start, a wake-up round trip 31.0 µs (speed 100 %)"
+            ),
+            "{both}"
+        );
+    }
+
     fn report(mode: &str, rows: Vec<Row>, failures: Vec<String>) -> Report {
         Report {
             scenario: "webhooks".to_owned(),
